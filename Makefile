@@ -1,0 +1,55 @@
+# Everything a newcomer needs: `make run` serves the API locally, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+TOOLS := .venv-tools
+PY := $(VENV)/bin/python
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_EC2_METADATA_DISABLED := true
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: run test lint format typecheck cfn-lint build bench clean venv tools
+
+venv: $(VENV)/.installed
+tools: $(TOOLS)/.installed
+
+$(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(TOOLS)/.installed: requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	touch $@
+
+## run: the local stack (moto server + API on 127.0.0.1:8000 + dispatcher + DLQ worker)
+run: venv
+	$(PY) -m devstack
+
+## test: lint, type checks, template checks and the whole test suite
+test: lint
+	$(PY) -m pytest
+
+lint: venv tools
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/sam validate --lint --template template.yaml
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## build: sam build (layer with pinned dependencies + the three functions)
+build: tools
+	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" $(TOOLS)/bin/sam build --template template.yaml
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

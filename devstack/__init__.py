@@ -1,0 +1,1 @@
+"""The local stack: moto server + the real functions, provisioned from template.yaml."""

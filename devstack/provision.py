@@ -1,0 +1,177 @@
+"""Provision AWS resources from template.yaml itself, on moto (in-process or moto server).
+
+template.yaml -> samtranslator (offline) -> plain CloudFormation -> moto `create_stack`.
+Only the stateful resources are created: tables, queues and the bucket. Functions are run by
+the local stack itself, and an SQS event source mapping must not exist on moto (moto would
+invoke the function inside `send_message` and delete the message).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+KEPT_TYPES = frozenset({"AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket"})
+
+# Logical id in template.yaml -> the environment variable the functions read it from.
+ENVIRONMENT = {
+    "RunsTable": "WORKFLOWS_RUNS_TABLE",
+    "RunEventsTable": "WORKFLOWS_RUN_EVENTS_TABLE",
+    "DefinitionsTable": "WORKFLOWS_DEFINITIONS_TABLE",
+    "ArtifactsTable": "WORKFLOWS_ARTIFACTS_TABLE",
+    "WebhookDlqTable": "WORKFLOWS_WEBHOOK_DLQ_TABLE",
+    "IdempotencyTable": "WORKFLOWS_IDEMPOTENCY_TABLE",
+    "ApiKeysTable": "WORKFLOWS_API_KEYS_TABLE",
+    "QuotasTable": "WORKFLOWS_QUOTAS_TABLE",
+    "SchedulesTable": "WORKFLOWS_SCHEDULES_TABLE",
+    "ArtifactsBucket": "WORKFLOWS_ARTIFACTS_BUCKET",
+    "DispatchQueue": "WORKFLOWS_DISPATCH_QUEUE_URL",
+}
+
+
+class _NoManagedPolicies:
+    """samtranslator asks for the account's managed policies; offline there are none."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def load_sam_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    return dict(yaml_parse(path.read_text()))
+
+
+def _rewrite_local_uris(template: dict[str, Any]) -> None:
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
+                props[key] = f"s3://local-stack-code/{props[key].strip('/')}.zip"
+
+
+def translate(parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The CloudFormation that `sam deploy` would send, produced offline."""
+    template = load_sam_template()
+    _rewrite_local_uris(template)
+    cfn: dict[str, Any] = transform(template, dict(parameters or {}), _NoManagedPolicies())
+    return cfn
+
+
+def stateful_part(cfn: Mapping[str, Any]) -> dict[str, Any]:
+    resources = {k: v for k, v in cfn["Resources"].items() if v["Type"] in KEPT_TYPES}
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Parameters": cfn.get("Parameters", {}),
+        "Conditions": cfn.get("Conditions", {}),
+        "Resources": resources,
+    }
+
+
+def table_definitions(parameters: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each table's Properties exactly as template.yaml declares them, by logical id."""
+    cfn = translate(parameters)
+    return {
+        name: resource["Properties"]
+        for name, resource in cfn["Resources"].items()
+        if resource["Type"] == "AWS::DynamoDB::Table"
+    }
+
+
+def create_stack(
+    cloudformation: Any,
+    *,
+    stack_name: str = "workflows-local",
+    parameters: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Create the stateful resources; returns the WORKFLOWS_* environment pointing at them."""
+    body = stateful_part(translate(parameters))
+    cloudformation.create_stack(
+        StackName=stack_name,
+        TemplateBody=json.dumps(body),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in (parameters or {}).items()],
+        ClientRequestToken=str(uuid.uuid4()),
+    )
+    resources = cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+    return {env: physical[logical] for logical, env in ENVIRONMENT.items()}
+
+
+def dead_letter_queue_url(cloudformation: Any, stack_name: str = "workflows-local") -> str:
+    resources = cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
+    return next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "DispatchDeadLetterQueue")
+
+
+def _resolve(value: Any, parameters: Mapping[str, str], arns: Mapping[str, str]) -> Any:
+    """Resolve the few intrinsics the stateful resources use: Ref to a parameter, GetAtt .Arn."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, arg),) = value.items()
+        if key == "Ref":
+            return parameters[arg]
+        if key == "Fn::GetAtt":
+            logical = arg[0] if isinstance(arg, list) else arg.split(".")[0]
+            return arns[logical]
+    if isinstance(value, dict):
+        return {k: _resolve(v, parameters, arns) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, parameters, arns) for v in value]
+    return value
+
+
+def create_directly(
+    dynamodb: Any,
+    sqs: Any,
+    s3: Any,
+    *,
+    cfn: Mapping[str, Any],
+    parameters: Mapping[str, str] | None = None,
+    prefix: str = "workflows-test",
+) -> dict[str, str]:
+    """Create the template's tables, queues and bucket with plain API calls.
+
+    The same Properties `create_stack` would use, without CloudFormation's ~2 s per stack, so
+    every test can have fresh resources. Returns the WORKFLOWS_* environment.
+    """
+    params = {name: str(p.get("Default", "")) for name, p in cfn.get("Parameters", {}).items()}
+    params.update(parameters or {})
+    physical: dict[str, str] = {}
+    arns: dict[str, str] = {}
+    resources = cfn["Resources"]
+    # Dead-letter queues first: the dispatch queue's redrive policy names one by ARN.
+    order = sorted(resources, key=lambda name: "RedrivePolicy" in resources[name].get("Properties", {}))
+    for name in order:
+        resource = resources[name]
+        props = _resolve(resource.get("Properties", {}), params, arns)
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            table = f"{prefix}-{name}"
+            kwargs = {
+                "TableName": table,
+                "KeySchema": props["KeySchema"],
+                "AttributeDefinitions": props["AttributeDefinitions"],
+                "BillingMode": props["BillingMode"],
+            }
+            if props.get("GlobalSecondaryIndexes"):
+                kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+            dynamodb.create_table(**kwargs)
+            physical[name] = table
+        elif resource["Type"] == "AWS::SQS::Queue":
+            attributes = {
+                k: json.dumps(v) if isinstance(v, dict) else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in props.items()
+            }
+            url = sqs.create_queue(QueueName=f"{prefix}-{name}", Attributes=attributes)["QueueUrl"]
+            physical[name] = url
+            arns[name] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+        elif resource["Type"] == "AWS::S3::Bucket":
+            bucket = f"{prefix}-{name}".lower()
+            s3.create_bucket(Bucket=bucket)
+            physical[name] = bucket
+    return {env: physical[logical] for logical, env in ENVIRONMENT.items()}

@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI app, request/response models, authentication, error mapping."""

@@ -1,0 +1,37 @@
+"""Authentication at the edge. Single-user mode: one API key, every permission, tenant `default`."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Depends, Request
+
+from workflows.api.deps import container
+from workflows.bootstrap import Container
+from workflows.domain.principal import ALL_PERMISSIONS, Principal
+from workflows.errors import Forbidden, Unauthenticated
+
+DEFAULT_TENANT = "default"
+SINGLE_USER = "admin"
+
+
+def authenticate(request: Request, c: Container = Depends(container)) -> Principal:
+    presented = request.headers.get("x-api-key")
+    if not presented:
+        raise Unauthenticated("missing API key: send it in the X-API-KEY header")
+    expected = c.settings.api_key.get_secret_value() if c.settings.api_key else None
+    if c.settings.auth_mode != "single_user":
+        raise Unauthenticated("this deployment's authentication mode is not available yet")
+    # Constant-time comparison: the time taken says nothing about how much of the key matched.
+    if expected is None or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise Unauthenticated("unknown API key")
+    return Principal(tenant_id=DEFAULT_TENANT, user_id=SINGLE_USER, permissions=ALL_PERMISSIONS)
+
+
+def require(permission: str):  # type: ignore[no-untyped-def]
+    def check(principal: Principal = Depends(authenticate)) -> Principal:
+        if not principal.can(permission):
+            raise Forbidden(f"missing permission {permission}")
+        return principal
+
+    return check

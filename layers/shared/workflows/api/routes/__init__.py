@@ -1,0 +1,1 @@
+"""Routers of the public API, one module per resource."""

@@ -1,0 +1,53 @@
+"""AWS clients and the one place where botocore `ClientError` codes become domain errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from workflows.errors import DependencyUnavailable, DomainError, StaleWrite, Throttled
+
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+    }
+)
+
+# Standard retry mode retries throttling and transient errors with backoff before we see them.
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
+
+
+def client(service: str) -> Any:
+    """A boto3 client; AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> redirect it (local stack)."""
+    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def translate(exc: ClientError) -> DomainError:
+    code = error_code(exc)
+    if code in THROTTLING_CODES:
+        return Throttled(f"AWS throttled the request ({code})")
+    if code == "ConditionalCheckFailedException":
+        return StaleWrite("the item changed since it was read")
+    return DependencyUnavailable(f"AWS request failed ({code or 'unknown'})")
+
+
+@contextmanager
+def aws_errors() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        raise translate(exc) from exc

@@ -1,0 +1,64 @@
+"""The composition root: builds clients and repositories once per process.
+
+Nothing here runs at import time; handlers call `get_container()` on first use, and tests
+build their own `Container` (or swap the cached one) around moto-backed clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from workflows import aws
+from workflows.clock import Clock, system_clock
+from workflows.engine.advance import Engine
+from workflows.engine.messages import DispatchQueue
+from workflows.settings import Settings, get_settings
+from workflows.storage.runs import RunRepository
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock
+    dynamodb: Any
+    sqs: Any
+    runs: RunRepository
+    queue: DispatchQueue
+    engine: Engine
+
+
+def build_container(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = system_clock,
+    dynamodb: Any = None,
+    sqs: Any = None,
+) -> Container:
+    settings = settings or get_settings()
+    dynamodb = dynamodb or aws.client("dynamodb")
+    sqs = sqs or aws.client("sqs")
+    runs = RunRepository(
+        dynamodb,
+        settings.runs_table,
+        settings.run_events_table,
+        clock=clock,
+        retention_days=settings.run_retention_days,
+    )
+    queue = DispatchQueue(sqs, settings.dispatch_queue_url)
+    engine = Engine(runs, queue, clock=clock, max_steps_per_run=settings.max_steps_per_run)
+    return Container(
+        settings=settings,
+        clock=clock,
+        dynamodb=dynamodb,
+        sqs=sqs,
+        runs=runs,
+        queue=queue,
+        engine=engine,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_container() -> Container:
+    return build_container()

@@ -1,0 +1,1 @@
+"""Domain models shared by the API edge and the engine."""

@@ -1,0 +1,100 @@
+"""Workflow definitions: steps, routing and retry policy, validated before anything is stored."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+END = "_end"
+STEP_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=1, ge=1, le=20)
+    initial_interval_seconds: float = Field(default=1.0, ge=0, le=3600)
+    backoff_rate: float = Field(default=2.0, ge=1.0, le=10.0)
+    max_interval_seconds: float = Field(default=300.0, ge=0, le=86400)
+    jitter: Literal["full", "none"] = "full"
+    non_retryable_errors: list[str] = Field(default_factory=list, max_length=50)
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    type: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    config: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=900)
+    on_success: str | None = None
+    on_failure: str | None = None
+    on_timeout: str | None = None
+
+
+class WorkflowDefinition(BaseModel):
+    """The executable part of a definition; a run pins a snapshot of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    version: int = Field(default=1, ge=1)
+    description: str | None = Field(default=None, max_length=4000)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    inputs_schema: dict[str, Any] | None = None
+    steps: list[StepSpec] = Field(min_length=1)
+    on_completion_webhook: str | None = Field(default=None, max_length=2048)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_are_short(cls, tags: list[str]) -> list[str]:
+        for tag in tags:
+            if not 0 < len(tag) <= 128:
+                raise ValueError("each tag must be 1 to 128 characters")
+        return tags
+
+    def step(self, step_id: str) -> StepSpec:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def first_step_id(self) -> str:
+        return self.steps[0].id
+
+    def next_after_success(self, step_id: str) -> str | None:
+        """Where a step goes when it succeeds: its `on_success`, else the next in the list."""
+        step = self.step(step_id)
+        if step.on_success is not None:
+            return None if step.on_success == END else step.on_success
+        index = [s.id for s in self.steps].index(step_id)
+        return self.steps[index + 1].id if index + 1 < len(self.steps) else None
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def routing_errors(definition: WorkflowDefinition) -> list[dict[str, str]]:
+    """Duplicate step ids and routing targets that do not exist, each naming its field."""
+    errors: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for index, step in enumerate(definition.steps):
+        if step.id in seen:
+            errors.append({"field": f"steps[{index}].id", "message": f"duplicate step id '{step.id}'"})
+        seen.add(step.id)
+    for index, step in enumerate(definition.steps):
+        for field in ("on_success", "on_failure", "on_timeout"):
+            target = getattr(step, field)
+            if target is not None and target != END and target not in seen:
+                errors.append(
+                    {
+                        "field": f"steps[{index}].{field}",
+                        "message": f"step '{step.id}' routes to unknown step '{target}'",
+                    }
+                )
+    return errors

@@ -1,0 +1,115 @@
+"""Runs, their events, and the run state machine's transition table."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from workflows.errors import InvalidState
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_APPROVAL = "waiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+# The only transitions a run may make. `retry` is the one way out of `failed`.
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.CANCELLED, RunStatus.FAILED}),
+    RunStatus.RUNNING: frozenset(
+        {
+            RunStatus.PAUSED,
+            RunStatus.WAITING_APPROVAL,
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+        }
+    ),
+    RunStatus.PAUSED: frozenset({RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.CANCELLED}),
+    RunStatus.WAITING_APPROVAL: frozenset(
+        {RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset({RunStatus.RUNNING}),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+
+def check_transition(current: RunStatus, target: RunStatus) -> None:
+    if target not in TRANSITIONS[current]:
+        raise InvalidState(f"a {current.value} run cannot become {target.value}")
+
+
+class EventType(StrEnum):
+    RUN_STARTED = "run_started"
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    STEP_RETRYING = "step_retrying"
+    STEP_TIMEOUT = "step_timeout"
+    RUN_PAUSED = "run_paused"
+    RUN_RESUMED = "run_resumed"
+    CANCEL_ACKNOWLEDGED = "cancel_acknowledged"
+    RUN_CANCELLED = "run_cancelled"
+    RUN_COMPLETED = "run_completed"
+    RUN_FAILED = "run_failed"
+    WAITING_APPROVAL = "waiting_approval"
+    APPROVAL_GRANTED = "approval_granted"
+    APPROVAL_REJECTED = "approval_rejected"
+    WEBHOOK_DELIVERY = "webhook_delivery"
+
+
+class NewEvent(BaseModel):
+    """An event before it has a sequence number; the repository assigns `event_seq`."""
+
+    event_type: EventType
+    payload: dict[str, Any] = Field(default_factory=dict)
+    step_id: str | None = None
+
+
+class RunEvent(BaseModel):
+    event_seq: int
+    event_type: str
+    payload: dict[str, Any]
+    step_id: str | None = None
+    created_at: str
+
+
+class Run(BaseModel):
+    """A run as stored. `version` guards every state change; `last_event_seq` numbers events."""
+
+    run_id: str
+    tenant_id: str
+    owner_id: str
+    workflow_id: str | None = None
+    definition_version: int
+    definition_name: str
+    status: RunStatus
+    status_reason: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: Any = None
+    error: dict[str, Any] | None = None
+    current_step_id: str | None = None
+    attempt: int = 1
+    step_outputs: dict[str, Any] = Field(default_factory=dict)
+    last_output: Any = None
+    steps_executed: int = 0
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    version: int = 1
+    last_event_seq: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL

@@ -1,0 +1,1 @@
+"""The engine: dispatch messages, the per-message run advance, retry policy, templating."""

@@ -1,0 +1,38 @@
+"""DispatcherFunction's handler: an SQS batch, one kick per record, partial batch failures.
+
+Imports nothing from the HTTP edge (no fastapi, starlette or mangum): cold start matters here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from workflows.bootstrap import get_container
+from workflows.engine.messages import AdvanceMessage
+from workflows.observability import logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> str:
+    # A body that does not parse raises: SQS redrives it to the dead-letter queue for a human.
+    message = AdvanceMessage.from_body(record.body)
+    logger.append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
+    outcome = get_container().engine.process(message)
+    logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})
+    metrics.add_metric(name=f"Kick_{outcome.action}", unit="Count", value=1)
+    return outcome.action
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,68 @@
+"""Domain errors. The HTTP edge maps each class to one status in one place (api/errors.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base class: a stable machine-readable code, a human message, optional details."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class InvalidState(Conflict):
+    """A control action or transition the run's current status does not allow."""
+
+    code = "invalid_state"
+
+
+class ValidationFailed(DomainError):
+    code = "validation_error"
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class StaleWrite(DomainError):
+    """A conditional write lost a race: the item changed since it was read."""
+
+    code = "stale_write"
+
+
+class Throttled(DomainError):
+    """AWS throttled us; the caller may retry later."""
+
+    code = "throttled"
+
+
+class DependencyUnavailable(DomainError):
+    """An AWS dependency failed in a way that retrying later may fix."""
+
+    code = "dependency_unavailable"

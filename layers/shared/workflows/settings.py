@@ -1,0 +1,55 @@
+"""Service settings: one pydantic model, read from the environment once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKFLOWS_", extra="ignore")
+
+    # Storage (names come from template.yaml's outputs / function environment).
+    runs_table: str = "workflows-runs"
+    run_events_table: str = "workflows-run-events"
+    definitions_table: str = "workflows-definitions"
+    artifacts_table: str = "workflows-artifacts"
+    webhook_dlq_table: str = "workflows-webhook-dlq"
+    idempotency_table: str = "workflows-idempotency"
+    api_keys_table: str = "workflows-api-keys"
+    quotas_table: str = "workflows-quotas"
+    schedules_table: str = "workflows-schedules"
+    artifacts_bucket: str = "workflows-artifacts"
+    dispatch_queue_url: str = ""
+
+    # Authentication.
+    auth_mode: Literal["single_user", "multi_user"] = "single_user"
+    api_key: SecretStr | None = None
+
+    # Definition limits.
+    max_definition_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_steps: int = Field(default=50, ge=1)
+    max_step_config_bytes: int = Field(default=32 * 1024, ge=256)
+
+    # Engine.
+    max_steps_per_run: int = Field(default=1000, ge=1, description="guard against endless loops")
+    run_retention_days: int = Field(default=90, ge=1)
+
+    # Webhook delivery and its dead-letter table (defaults from the original module).
+    webhook_allowlist: str = ""
+    webhook_denylist: str = ""
+    webhook_dlq_enabled: bool = True
+    webhook_dlq_base_sec: float = Field(default=30, gt=0)
+    webhook_dlq_max_backoff_sec: float = Field(default=3600, gt=0)
+    webhook_dlq_max_attempts: int = Field(default=8, ge=1)
+    webhook_dlq_interval_sec: float = Field(default=15, gt=0)
+    webhook_dlq_batch: int = Field(default=25, ge=1, le=100)
+    webhook_dlq_timeout_sec: float = Field(default=10, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

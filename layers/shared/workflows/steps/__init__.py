@@ -1,0 +1,1 @@
+"""Step types. Each module defines one; `registry` maps type names to them."""

@@ -1,0 +1,50 @@
+"""What a step type is: a typed config model, its delivery semantics, and an executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step sees: the template context plus the run's identity."""
+
+    run_id: str
+    tenant_id: str
+    workflow_id: str | None
+    step_id: str
+    attempt: int
+    inputs: dict[str, Any]
+    step_outputs: dict[str, Any]
+    last: Any
+
+    def template_context(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "steps": {sid: {"output": out} for sid, out in self.step_outputs.items()},
+            "last": self.last,
+            "run": {"id": self.run_id, "tenant_id": self.tenant_id, "workflow_id": self.workflow_id},
+        }
+
+
+@dataclass(frozen=True)
+class StepResult:
+    output: Any
+    # Extra event payload fields (e.g. a log message, token usage).
+    event_fields: dict[str, Any] = field(default_factory=dict)
+
+
+class StepType(Protocol):
+    name: str
+    description: str
+    config_model: type[BaseModel]
+    example: dict[str, Any]
+    min_engine_version: str
+    # at_least_once: safe to run again after a crash (no external effect but the commit).
+    # at_most_once: claims a lease first and hands receivers a stable id to dedupe on.
+    delivery: Literal["at_least_once", "at_most_once"]
+
+    def execute(self, config: BaseModel, context: StepContext) -> StepResult: ...

@@ -1,0 +1,37 @@
+"""`log`: render a message and record it in the run's events and the function's log."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.engine.templating import render
+from workflows.observability import logger
+from workflows.steps.base import StepContext, StepResult
+
+
+class LogConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=16384, description="Jinja2 template")
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LogStep:
+    name = "log"
+    description = "Render a templated message and record it in the run's events."
+    config_model = LogConfig
+    example = {"message": "Hello {{ inputs.name }}", "level": "info"}
+    min_engine_version = "1.0.0"
+    delivery: Literal["at_least_once"] = "at_least_once"
+
+    def execute(self, config: BaseModel, context: StepContext) -> StepResult:
+        assert isinstance(config, LogConfig)
+        message = render(config.message, context.template_context())
+        logger.log(_LEVELS[config.level], "workflow log step", extra={"message_text": message})
+        output = {"message": message, "level": config.level}
+        return StepResult(output=output)
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}

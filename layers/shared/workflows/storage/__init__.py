@@ -1,0 +1,1 @@
+"""Storage: one repository per aggregate, each owning its key format."""

@@ -1,0 +1,135 @@
+"""Shared fixtures: AWS on moto with resources from template.yaml, the app, the engine."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything creates a boto3 client: dummy credentials, a region, no metadata probing.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SECURITY_TOKEN="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+    POWERTOOLS_SERVICE_NAME="workflows",
+    POWERTOOLS_METRICS_NAMESPACE="Workflows",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_DEV="false",
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from devstack import provision  # noqa: E402
+from workflows import bootstrap  # noqa: E402
+from workflows.api import deps  # noqa: E402
+from workflows.api.app import create_app  # noqa: E402
+from workflows.bootstrap import Container, build_container  # noqa: E402
+from workflows.engine.messages import AdvanceMessage  # noqa: E402
+from workflows.settings import Settings  # noqa: E402
+
+API_KEY = "test-key-0123456789"
+
+
+class FakeClock:
+    """A controllable clock: tests move time instead of sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="session")
+def stateful_template() -> dict[str, Any]:
+    """template.yaml's tables, queues and bucket, translated once per session."""
+    return provision.stateful_part(provision.translate())
+
+
+@pytest.fixture
+def aws_env(stateful_template: dict[str, Any]) -> Iterator[dict[str, str]]:
+    with mock_aws():
+        env = provision.create_directly(
+            boto3.client("dynamodb"),
+            boto3.client("sqs"),
+            boto3.client("s3"),
+            cfn=stateful_template,
+        )
+        yield env
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def settings_from(env: dict[str, str], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {key.removeprefix("WORKFLOWS_").lower(): value for key, value in env.items()}
+    values.update(api_key=API_KEY, **overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def container(aws_env: dict[str, str], clock: FakeClock) -> Iterator[Container]:
+    c = build_container(
+        settings_from(aws_env),
+        clock=clock,
+        dynamodb=boto3.client("dynamodb"),
+        sqs=boto3.client("sqs"),
+    )
+    bootstrap.get_container.cache_clear()
+    yield c
+    bootstrap.get_container.cache_clear()
+
+
+@pytest.fixture
+def client(container: Container) -> Iterator[TestClient]:
+    app = create_app()
+    app.dependency_overrides[deps.container] = lambda: container
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        test_client.headers.update({"X-API-KEY": API_KEY})
+        yield test_client
+
+
+@dataclass
+class Drained:
+    actions: list[str]
+
+
+def drain(container: Container, *, max_messages: int = 1000) -> Drained:
+    """Deliver every visible dispatch message to the engine, as the event source would."""
+    actions: list[str] = []
+    sqs = container.sqs
+    url = container.settings.dispatch_queue_url
+    while len(actions) < max_messages:
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = received.get("Messages", [])
+        if not messages:
+            return Drained(actions)
+        for message in messages:
+            outcome = container.engine.process(AdvanceMessage.from_body(message["Body"]))
+            actions.append(outcome.action)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    raise AssertionError("queue did not drain")
+
+
+def log_definition(*messages: str, name: str = "hello") -> dict[str, Any]:
+    return {
+        "name": name,
+        "steps": [
+            {"id": f"s{i + 1}", "type": "log", "config": {"message": message}} for i, message in enumerate(messages)
+        ],
+    }
