@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 # Before anything creates a boto3 client: dummy credentials, a region, no metadata probing.
 os.environ.update(
@@ -87,7 +88,7 @@ def container(aws_env: dict[str, str], clock: FakeClock) -> Iterator[Container]:
     c = build_container(
         settings_from(aws_env),
         clock=clock,
-        dynamodb=boto3.client("dynamodb"),
+        dynamodb=AtomicRequests(boto3.client("dynamodb")),
         sqs=boto3.client("sqs"),
     )
     bootstrap.get_container.cache_clear()
@@ -102,6 +103,30 @@ def client(container: Container) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         test_client.headers.update({"X-API-KEY": API_KEY})
         yield test_client
+
+
+class AtomicRequests:
+    """Make each request to an in-process moto client atomic, as it is on AWS.
+
+    moto does not lock its backends: two threads inside one TransactWriteItems can interleave
+    and half-apply it, which DynamoDB never does. Serialising whole requests keeps the races
+    that matter (between one writer's read and its write) and removes the emulator's own.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return call
 
 
 @dataclass

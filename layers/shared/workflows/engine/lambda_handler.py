@@ -15,7 +15,9 @@ from workflows.bootstrap import get_container
 from workflows.engine.messages import AdvanceMessage
 from workflows.observability import logger, metrics, tracer
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# Report failed records even when every record failed, rather than raising: SQS then retries
+# exactly those messages, and the failure shows in the response.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @tracer.capture_method

@@ -1,0 +1,123 @@
+"""`make run`: the whole service on this machine.
+
+1. An embedded moto server on 127.0.0.1 (unless AWS_ENDPOINT_URL points elsewhere).
+2. The stateful resources of template.yaml, created through CloudFormation on that endpoint.
+3. The dispatcher fed from the dispatch queue and the DLQ worker on its schedule.
+4. The FastAPI app on http://127.0.0.1:8000 (uvicorn). Ctrl-C stops everything.
+
+Environment: WORKFLOWS_API_KEY (else one is generated), PORT (8000), MOTO_PORT (5050),
+AWS_ENDPOINT_URL (use another endpoint instead of the embedded server), LOG_LEVEL (WARNING).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import warnings
+
+DEFAULTS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+STACK = "workflows-local"
+# Failed dispatch messages return after this many seconds (template default: 720).
+LOCAL_PARAMETERS = {"DispatchVisibilityTimeout": "10"}
+
+
+def _environment() -> None:
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "workflows")
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Workflows")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", os.environ.get("LOG_LEVEL", "WARNING"))
+    # Handlers that emit no metric in an invocation would warn on every call.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+
+def main() -> int:
+    _environment()
+    # Imported after the environment is set: Powertools reads it at import time.
+    import boto3
+    import uvicorn
+
+    from devstack import provision
+    from devstack.functions import load_function
+    from devstack.moto_server import MotoServer
+    from devstack.workers import QueuePoller, Scheduler
+
+    port = int(os.environ.get("PORT", "8000"))
+    moto: MotoServer | None = None
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        moto = MotoServer("127.0.0.1", int(os.environ.get("MOTO_PORT", "5050")))
+        moto.start()
+        os.environ["AWS_ENDPOINT_URL"] = moto.url
+    region = os.environ["AWS_DEFAULT_REGION"]
+
+    cloudformation = boto3.client("cloudformation")
+    existing = {s["StackName"] for s in cloudformation.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"}
+    if STACK in existing:
+        resources = cloudformation.describe_stack_resources(StackName=STACK)["StackResources"]
+        physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+        env = {name: physical[logical] for logical, name in provision.ENVIRONMENT.items()}
+    else:
+        env = provision.create_stack(cloudformation, stack_name=STACK, parameters=LOCAL_PARAMETERS)
+    os.environ.update(env)
+    api_key = os.environ.get("WORKFLOWS_API_KEY") or secrets.token_urlsafe(24)
+    os.environ["WORKFLOWS_API_KEY"] = api_key
+    os.environ.setdefault("WORKFLOWS_WEBHOOK_DLQ_INTERVAL_SEC", "5")
+
+    def report(exc: BaseException) -> None:
+        print(f"devstack: worker error: {exc!r}", file=sys.stderr)
+
+    dispatcher = load_function("dispatcher")
+    poller = QueuePoller(
+        boto3.client("sqs"), env["WORKFLOWS_DISPATCH_QUEUE_URL"], dispatcher.handler, region=region, on_error=report
+    )
+    poller.start()
+    dlq_enabled = os.environ.get("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "true").lower() == "true"
+    scheduler = None
+    if dlq_enabled:
+        scheduler = Scheduler(load_function("dlq_retry").handler, period=60.0, name="DlqRetryFunction", on_error=report)
+        scheduler.start()
+
+    from workflows.api.app import create_app
+
+    base = f"http://127.0.0.1:{port}/api/v1/workflows"
+    print(
+        "\n".join(
+            [
+                "",
+                f"  Workflows API   {base}",
+                f"  AWS endpoint    {os.environ['AWS_ENDPOINT_URL']}",
+                f"  API key         {api_key}",
+                "",
+                "  Try:",
+                f"    export API_KEY={api_key}",
+                f"    curl -s -X POST {base}/runs -H \"X-API-KEY: $API_KEY\" -H 'Content-Type: application/json' \\",
+                "      -d '{\"definition\": {\"name\": \"hello\", \"steps\": [{\"id\": \"greet\", \"type\": \"log\", "
+                "\"config\": {\"message\": \"Hello {{ inputs.name }}\"}}]}, \"inputs\": {\"name\": \"Ada\"}}'",
+                "",
+                "  Ctrl-C stops everything.",
+                "",
+            ]
+        ),
+        flush=True,
+    )
+    try:
+        uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        poller.stop()
+        if scheduler:
+            scheduler.stop()
+        if moto:
+            moto.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The parts of Lambda's event sources the local stack plays itself.
+
+- `QueuePoller` is the SQS event source mapping: it receives batches from the dispatch queue,
+  hands them to the dispatcher's handler as an SQS event, and deletes the records the handler
+  did not report as failed. Failed records come back after the visibility timeout, and moto
+  moves them to the dead-letter queue after the redrive policy's receive count.
+- `Scheduler` is the EventBridge schedule: it invokes a handler every `period` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from devstack.functions import LambdaContext
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source builds from received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m.get("MD5OfBody") or hashlib.md5(m["Body"].encode(), usedforsecurity=False).hexdigest(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+            for m in messages
+        ]
+    }
+
+
+class QueuePoller:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Handler,
+        *,
+        region: str,
+        batch_size: int = 10,
+        idle_sleep: float = 0.05,
+        on_error: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+        self._handler = handler
+        self._region = region
+        self._batch = batch_size
+        self._idle = idle_sleep
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self._thread = threading.Thread(target=self._loop, name="dispatch-poller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def poll_once(self) -> int:
+        received = self._sqs.receive_message(
+            QueueUrl=self._url,
+            MaxNumberOfMessages=self._batch,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = received.get("Messages", [])
+        if not messages:
+            return 0
+        context = LambdaContext(function_name="DispatcherFunction", aws_request_id=str(uuid.uuid4()), timeout_ms=120_000)
+        response = self._handler(sqs_event(messages, self._arn, self._region), context) or {}
+        failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self._sqs.delete_message_batch(
+                QueueUrl=self._url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        return len(messages)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(self._idle)
+            except Exception as exc:  # noqa: BLE001 - a poller must outlive one bad batch, as Lambda does
+                self._on_error(exc)
+                self._stop.wait(1.0)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        period: float,
+        name: str,
+        on_error: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
+        self._handler = handler
+        self._period = period
+        self._name = name
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            event = {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "Scheduled Event",
+                "source": "aws.scheduler",
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "detail": {},
+            }
+            try:
+                self._handler(event, LambdaContext(function_name=self._name, timeout_ms=int(self._period * 1000)))
+            except Exception as exc:  # noqa: BLE001 - the schedule fires again regardless, as on AWS
+                self._on_error(exc)
+            self._stop.wait(max(0.0, self._period - (time.monotonic() - started)))

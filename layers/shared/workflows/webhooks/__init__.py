@@ -1,0 +1,1 @@
+"""Outgoing webhooks: Standard Webhooks signing, HTTP delivery, and the retry table (DLQ)."""

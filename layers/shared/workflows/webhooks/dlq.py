@@ -1,0 +1,278 @@
+"""The webhook dead-letter table: failed deliveries waiting for the retry worker.
+
+Item layout (template.yaml, WebhookDlqTable):
+- `id` is the hash key; the tenant is checked on read, so another tenant's id finds nothing.
+- GSI `due`: hash `due_shard`, range `next_attempt_at` (epoch seconds). Only pending rows carry
+  `due_shard` (always "pending"), so the index is sparse and holds exactly the work left; the
+  worker finds due rows with one key-range Query, never a Scan.
+- GSI `by-tenant`: hash `tenant_id`, range `created_at`, for operators listing a tenant's rows.
+- `expires_at` is the TTL: rows disappear `retention_days` after they were added.
+
+Claiming: a worker takes a row with a conditional lease (status pending, no live lease, the
+attempt count it read). Every later write is conditional on still holding that lease, so two
+workers never both record an outcome, and a worker that died mid-delivery leaves a lease that
+simply expires; the row is then due again and another worker picks it up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from workflows.aws import aws_errors, error_code, translate
+from workflows.clock import Clock, iso, system_clock
+from workflows.errors import Conflict, NotFound
+from workflows.observability import logger
+from workflows.storage.dynamo import dumps, from_item, loads, to_item
+
+DUE_INDEX = "due"
+DUE_SHARD = "pending"
+_MAX_ERROR_CHARS = 1000
+
+DlqStatus = Literal["pending", "delivered", "exhausted"]
+
+
+class DlqRow(BaseModel):
+    """One webhook that failed at least once and is waiting to be (re)delivered."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    tenant_id: str = Field(min_length=1)
+    run_id: str
+    url: str = Field(min_length=1)
+    body_json: str
+    attempts: int = Field(default=0, ge=0)
+    next_attempt_at: float
+    last_error: str | None = None
+    created_at: str
+    updated_at: str
+    status: DlqStatus = "pending"
+    # Stable across retries: receivers dedupe on it (the Standard Webhooks `webhook-id`).
+    webhook_id: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    lease_expires_at: float | None = None
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        tenant_id: str,
+        run_id: str,
+        url: str,
+        body_json: str,
+        now: datetime,
+        webhook_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        last_error: str | None = None,
+        attempts: int = 0,
+        next_attempt_at: float | None = None,
+    ) -> DlqRow:
+        """A pending row, due at `next_attempt_at` (default: now)."""
+        stamp = iso(now)
+        return cls(
+            id=uuid.uuid4().hex,
+            tenant_id=tenant_id,
+            run_id=run_id,
+            url=url,
+            body_json=body_json,
+            attempts=attempts,
+            next_attempt_at=now.timestamp() if next_attempt_at is None else next_attempt_at,
+            last_error=_truncate(last_error),
+            created_at=stamp,
+            updated_at=stamp,
+            webhook_id=webhook_id or f"msg_{uuid.uuid4().hex}",
+            headers=dict(headers or {}),
+        )
+
+
+def _truncate(error: str | None) -> str | None:
+    return None if error is None else error[:_MAX_ERROR_CHARS]
+
+
+def _decimal(value: float) -> Decimal:
+    # Millisecond precision: the stored lease must compare equal to the one we later send back.
+    return Decimal(f"{value:.3f}")
+
+
+def _number(value: float) -> dict[str, str]:
+    return {"N": str(_decimal(value))}
+
+
+class WebhookDlqRepository:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        clock: Clock = system_clock,
+        retention_days: int = 90,
+    ) -> None:
+        self._client = client
+        self._table = table_name
+        self._clock = clock
+        self._retention = timedelta(days=retention_days)
+
+    # ---- item conversion -------------------------------------------------------------
+
+    def _item(self, row: DlqRow) -> dict[str, Any]:
+        values = row.model_dump()
+        values.update(
+            headers=dumps(row.headers),
+            next_attempt_at=_decimal(row.next_attempt_at),
+            lease_expires_at=None if row.lease_expires_at is None else _decimal(row.lease_expires_at),
+            due_shard=DUE_SHARD if row.status == "pending" else None,
+            expires_at=int((self._clock() + self._retention).timestamp()),
+        )
+        return to_item(values)
+
+    @staticmethod
+    def _row_from(item: Mapping[str, Any]) -> DlqRow:
+        values = from_item(item)
+        values["headers"] = loads(values.get("headers")) or {}
+        return DlqRow.model_validate(values)
+
+    @staticmethod
+    def _key(row_id: str) -> dict[str, Any]:
+        return {"id": {"S": row_id}}
+
+    # ---- reads ---------------------------------------------------------------------
+
+    def get(self, tenant_id: str, row_id: str) -> DlqRow:
+        with aws_errors():
+            response = self._client.get_item(
+                TableName=self._table, Key=self._key(row_id), ConsistentRead=True
+            )
+        item = response.get("Item")
+        if not item or item.get("tenant_id", {}).get("S") != tenant_id:
+            raise NotFound(f"webhook dlq row '{row_id}' not found")
+        return self._row_from(item)
+
+    def due(self, limit: int) -> list[DlqRow]:
+        """Pending rows whose next attempt is due, oldest first (may include leased rows)."""
+        now = self._clock().timestamp()
+        with aws_errors():
+            response = self._client.query(
+                TableName=self._table,
+                IndexName=DUE_INDEX,
+                KeyConditionExpression="due_shard = :shard AND next_attempt_at <= :now",
+                ExpressionAttributeValues={":shard": {"S": DUE_SHARD}, ":now": _number(now)},
+                ScanIndexForward=True,
+                Limit=limit,
+            )
+        rows: list[DlqRow] = []
+        for item in response.get("Items", []):
+            try:
+                rows.append(self._row_from(item))
+            except ValidationError as exc:
+                # One malformed row must not block the others; it stays visible to operators.
+                logger.error(
+                    "dlq row unreadable",
+                    extra={"dlq_id": item.get("id", {}).get("S"), "errors": exc.error_count()},
+                )
+        return rows
+
+    # ---- writes --------------------------------------------------------------------
+
+    def add(self, row: DlqRow) -> None:
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._item(row),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise Conflict(f"webhook dlq row '{row.id}' already exists") from exc
+            raise translate(exc) from exc
+
+    def claim(self, row: DlqRow, lease_seconds: float) -> DlqRow | None:
+        """Lease a pending row as read; None when another worker holds it or it moved on."""
+        now = self._clock()
+        lease = round(now.timestamp() + lease_seconds, 3)
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key=self._key(row.id),
+                UpdateExpression="SET lease_expires_at = :lease, updated_at = :updated",
+                ConditionExpression=(
+                    "#status = :pending"
+                    " AND (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now)"
+                    " AND attempts = :attempts"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":lease": _number(lease),
+                    ":updated": {"S": iso(now)},
+                    ":pending": {"S": "pending"},
+                    ":now": _number(now.timestamp()),
+                    ":attempts": {"N": str(row.attempts)},
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                holder = exc.response.get("Item") or {}
+                logger.debug(
+                    "dlq row not claimable",
+                    extra={"dlq_id": row.id, "lease_expires_at": holder.get("lease_expires_at", {}).get("N")},
+                )
+                return None
+            raise translate(exc) from exc
+        return self._row_from(response["Attributes"])
+
+    def mark_delivered(self, row: DlqRow) -> DlqRow:
+        return self._update_leased(
+            row,
+            "SET #status = :delivered, attempts = attempts + :one, updated_at = :updated"
+            " REMOVE due_shard, lease_expires_at",
+            {":delivered": {"S": "delivered"}},
+        )
+
+    def reschedule(self, row: DlqRow, next_attempt_at: float, error: str) -> DlqRow:
+        return self._update_leased(
+            row,
+            "SET attempts = attempts + :one, next_attempt_at = :next, last_error = :error,"
+            " updated_at = :updated REMOVE lease_expires_at",
+            {":next": _number(next_attempt_at), ":error": {"S": _truncate(error) or ""}},
+        )
+
+    def mark_exhausted(self, row: DlqRow, error: str) -> DlqRow:
+        return self._update_leased(
+            row,
+            "SET #status = :exhausted, attempts = attempts + :one, last_error = :error,"
+            " updated_at = :updated REMOVE due_shard, lease_expires_at",
+            {":exhausted": {"S": "exhausted"}, ":error": {"S": _truncate(error) or ""}},
+        )
+
+    def _update_leased(self, row: DlqRow, expression: str, values: Mapping[str, Any]) -> DlqRow:
+        """Apply an outcome while holding the lease from `claim`; StaleWrite if it was lost."""
+        if row.lease_expires_at is None:
+            raise ValueError("the row must come from claim()")
+        with aws_errors():
+            response = self._client.update_item(
+                TableName=self._table,
+                Key=self._key(row.id),
+                UpdateExpression=expression,
+                ConditionExpression="#status = :pending AND lease_expires_at = :lease",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    **values,
+                    ":one": {"N": "1"},
+                    ":updated": {"S": iso(self._clock())},
+                    ":pending": {"S": "pending"},
+                    ":lease": _number(row.lease_expires_at),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        return self._row_from(response["Attributes"])
+
+
+__all__ = ["DUE_INDEX", "DUE_SHARD", "DlqRow", "DlqStatus", "WebhookDlqRepository"]

@@ -1,0 +1,146 @@
+"""Each function's real entry point, called with every events/*.json file (the same files
+`sam local invoke -e` takes), a fake Lambda context, and the layer on sys.path."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from workflows import bootstrap, settings
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.run import Run, RunStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+KNOWN_RUN = "00000000-0000-4000-8000-000000000001"
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "workflows-function"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:workflows-function"
+    aws_request_id: str = "6f6b1a3e-0000-4000-8000-000000000000"
+    log_group_name: str = "/aws/lambda/workflows-function"
+    log_stream_name: str = "2026/11/25/[$LATEST]abcdef"
+    remaining_ms: int = 60_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def load_function(name: str) -> ModuleType:
+    """Import functions/<name>/app.py under a unique module name, as Lambda would load it."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"function_{name}_app", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def event(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return loaded
+
+
+@pytest.fixture
+def deployed_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The environment template.yaml gives the functions, pointing at moto."""
+    for key, value in aws_env.items():
+        monkeypatch.setenv(key, value)
+    api_key = json.loads((EVENTS / "env.json").read_text())["Parameters"]["WORKFLOWS_API_KEY"]
+    monkeypatch.setenv("WORKFLOWS_API_KEY", api_key)
+    settings.get_settings.cache_clear()
+    bootstrap.get_container.cache_clear()
+    yield aws_env
+    settings.get_settings.cache_clear()
+    bootstrap.get_container.cache_clear()
+
+
+def _store_known_run() -> None:
+    definition = WorkflowDefinition.model_validate(
+        {"name": "hello", "steps": [{"id": "greet", "type": "log", "config": {"message": "hi"}}]}
+    )
+    now = "2026-11-25T12:00:00.000Z"
+    run = Run(
+        run_id=KNOWN_RUN,
+        tenant_id="default",
+        owner_id="admin",
+        definition_version=1,
+        definition_name="hello",
+        status=RunStatus.QUEUED,
+        current_step_id="greet",
+        created_at=now,
+        updated_at=now,
+    )
+    bootstrap.get_container().runs.create(run, definition)
+
+
+def test_every_event_file_is_covered() -> None:
+    covered = {
+        "api_health.json",
+        "api_submit_run.json",
+        "api_get_run.json",
+        "api_get_events.json",
+        "dispatcher_sqs.json",
+        "dlq_retry_schedule.json",
+    }
+    assert {p.name for p in EVENTS.glob("*.json")} - {"env.json"} == covered
+
+
+def test_api_health(deployed_env: dict[str, str]) -> None:
+    response = load_function("api").handler(event("api_health.json"), FakeLambdaContext())
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["status"] == "ok"
+
+
+def test_api_submit_run_queues_a_run(deployed_env: dict[str, str]) -> None:
+    response = load_function("api").handler(event("api_submit_run.json"), FakeLambdaContext())
+    assert response["statusCode"] == 202, response["body"]
+    body = json.loads(response["body"])
+    assert body["status"] == "queued"
+    sqs = bootstrap.get_container().sqs
+    messages = sqs.receive_message(QueueUrl=deployed_env["WORKFLOWS_DISPATCH_QUEUE_URL"]).get("Messages", [])
+    assert [json.loads(m["Body"])["run_id"] for m in messages] == [body["run_id"]]
+
+
+def test_dispatcher_then_api_reads(deployed_env: dict[str, str]) -> None:
+    _store_known_run()
+    result = load_function("dispatcher").handler(event("dispatcher_sqs.json"), FakeLambdaContext())
+    assert result == {"batchItemFailures": []}
+
+    api = load_function("api")
+    run = api.handler(event("api_get_run.json"), FakeLambdaContext())
+    assert run["statusCode"] == 200
+    assert json.loads(run["body"])["status"] == "succeeded"
+    events = api.handler(event("api_get_events.json"), FakeLambdaContext())
+    assert [e["event_type"] for e in json.loads(events["body"])["events"]] == [
+        "run_started",
+        "step_started",
+        "step_completed",
+        "run_completed",
+    ]
+
+
+def test_dispatcher_reports_a_malformed_record_as_failed(deployed_env: dict[str, str]) -> None:
+    sqs_event = event("dispatcher_sqs.json")
+    sqs_event["Records"][0]["body"] = "not json"
+    result = load_function("dispatcher").handler(sqs_event, FakeLambdaContext())
+    assert result == {"batchItemFailures": [{"itemIdentifier": sqs_event["Records"][0]["messageId"]}]}
+
+
+def test_api_get_unknown_run_is_a_json_404(deployed_env: dict[str, str]) -> None:
+    response = load_function("api").handler(event("api_get_run.json"), FakeLambdaContext())
+    assert response["statusCode"] == 404
+    assert json.loads(response["body"])["error"]["code"] == "not_found"

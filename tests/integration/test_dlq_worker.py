@@ -1,0 +1,741 @@
+"""The webhook DLQ retry worker against moto DynamoDB and real receivers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from pydantic import SecretStr
+
+from tests.conftest import FakeClock, settings_from
+from workflows.errors import Conflict, NotFound
+from workflows.settings import Settings
+from workflows.webhooks import lambda_handler
+from workflows.webhooks.delivery import DeliveryResult, EgressDenied, HttpDeliverer
+from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
+from workflows.webhooks.signing import verify
+from workflows.webhooks.worker import DlqWorker, WorkerReport, build_dlq_worker
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# One pass and no sleep: with the default 10 s timeout the margin is 15 s, and 20 s minus the
+# 15 s interval leaves less than that.
+ONE_PASS_MS = 20_000
+
+
+# ---- a real webhook receiver on loopback ---------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
+    delay: float = 0.0
+
+
+class Receiver:
+    """Answers POSTs with scripted replies (then 200) and records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.replies: list[Reply] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.requests.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    reply = receiver.replies.pop(0) if receiver.replies else Reply()
+                time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout tests)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        host, port = self.server.server_address[:2]
+        assert host == "127.0.0.1"
+        return f"http://127.0.0.1:{port}{path}"
+
+    def reply(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+# ---- wiring ----------------------------------------------------------------------------
+
+
+def _half() -> float:
+    return 0.5
+
+
+@pytest.fixture
+def repo(aws_env: dict[str, str], clock: FakeClock) -> WebhookDlqRepository:
+    return WebhookDlqRepository(boto3.client("dynamodb"), aws_env["WORKFLOWS_WEBHOOK_DLQ_TABLE"], clock=clock)
+
+
+def make_worker(
+    aws_env: dict[str, str],
+    clock: FakeClock,
+    *,
+    deliverer: Any = None,
+    sleep: Callable[[float], None] | None = None,
+    **overrides: Any,
+) -> DlqWorker:
+    settings = settings_from(aws_env, **overrides)
+    repo = WebhookDlqRepository(boto3.client("dynamodb"), settings.webhook_dlq_table, clock=clock)
+    deliverer = deliverer or HttpDeliverer([SECRET], timeout=settings.webhook_dlq_timeout_sec, clock=clock)
+    return DlqWorker(repo, deliverer, settings, clock=clock, sleep=sleep or _no_sleep, rand=_half)
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(f"unexpected sleep({seconds})")
+
+
+def add_row(
+    repo: WebhookDlqRepository, clock: FakeClock, url: str, *, tenant_id: str = "t1", **fields: Any
+) -> DlqRow:
+    row = DlqRow.new(
+        tenant_id=tenant_id,
+        run_id=fields.pop("run_id", "run-1"),
+        url=url,
+        body_json=fields.pop("body_json", json.dumps({"event": "run_completed", "run_id": "run-1"})),
+        now=clock(),
+        last_error="HTTP 502",
+        **fields,
+    )
+    repo.add(row)
+    return row
+
+
+def assert_signed(request: Received, row: DlqRow, now: datetime) -> None:
+    assert request.headers["webhook-id"] == row.webhook_id
+    assert request.headers["content-type"] == "application/json"
+    verify([SECRET], request.headers, request.body, now=now)
+
+
+# ---- delivery outcomes -------------------------------------------------------------------
+
+
+def test_due_row_is_delivered_with_valid_signature(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a due row
+    row = add_row(repo, clock, receiver.url(), headers={"X-Run-Id": "run-1"})
+
+    # When the worker makes one pass
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    # Then the receiver got the body, signed, and the row is done
+    assert report == WorkerReport(passes=1, delivered=1)
+    [request] = receiver.requests
+    assert request.path == "/hook"
+    assert request.body == row.body_json.encode()
+    assert request.headers["x-run-id"] == "run-1"
+    assert_signed(request, row, clock())
+    stored = repo.get("t1", row.id)
+    assert stored.status == "delivered"
+    assert stored.attempts == 1
+    assert stored.lease_expires_at is None
+    assert repo.due(10) == []
+
+
+def test_row_headers_cannot_override_signature_or_content_type(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    row = add_row(
+        repo,
+        clock,
+        receiver.url(),
+        headers={"Webhook-Id": "forged", "webhook-signature": "v1,forged", "Content-Type": "text/plain"},
+    )
+
+    make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    [request] = receiver.requests
+    assert_signed(request, row, clock())
+
+
+def test_server_error_reschedules_with_backoff_and_keeps_the_webhook_id(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a receiver that fails once
+    receiver.reply(Reply(500, body=b"database down"))
+    row = add_row(repo, clock, receiver.url())
+    worker = make_worker(aws_env, clock)
+
+    # When the worker tries
+    report = worker.run(lambda: ONE_PASS_MS)
+
+    # Then the row waits base * 2**0 * jitter(0.5) = 15 s, with the error recorded
+    assert report == WorkerReport(passes=1, rescheduled=1)
+    stored = repo.get("t1", row.id)
+    assert stored.status == "pending"
+    assert stored.attempts == 1
+    assert stored.next_attempt_at == pytest.approx(clock().timestamp() + 15)
+    assert stored.last_error == "HTTP 500: database down"
+    assert stored.lease_expires_at is None
+
+    # And it is not due again until the clock moves
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1)
+    assert len(receiver.requests) == 1
+    clock.advance(15)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
+
+    # And both attempts carried the same webhook-id, each with a fresh valid signature
+    first, second = receiver.requests
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == row.webhook_id
+    assert int(second.headers["webhook-timestamp"]) == int(first.headers["webhook-timestamp"]) + 15
+    assert_signed(second, row, clock())
+    assert repo.get("t1", row.id).attempts == 2
+
+
+def test_retry_after_longer_than_backoff_wins(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    receiver.reply(Reply(503, headers={"Retry-After": "600"}))
+    row = add_row(repo, clock, receiver.url())
+
+    make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    assert repo.get("t1", row.id).next_attempt_at == pytest.approx(clock().timestamp() + 600)
+
+
+def test_retry_after_is_capped_at_the_maximum_backoff(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    receiver.reply(Reply(429, headers={"Retry-After": "86400"}))
+    row = add_row(repo, clock, receiver.url())
+
+    make_worker(aws_env, clock, webhook_dlq_max_backoff_sec=3600).run(lambda: ONE_PASS_MS)
+
+    assert repo.get("t1", row.id).next_attempt_at == pytest.approx(clock().timestamp() + 3600)
+
+
+def test_gone_exhausts_immediately(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    receiver.reply(Reply(410, body=b""))
+    row = add_row(repo, clock, receiver.url())
+
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    assert report == WorkerReport(passes=1, exhausted=1)
+    stored = repo.get("t1", row.id)
+    assert stored.status == "exhausted"
+    assert stored.attempts == 1
+    assert stored.last_error == "HTTP 410"
+    assert stored.lease_expires_at is None
+    clock.advance(10_000)
+    assert repo.due(10) == []
+
+
+def test_reaching_max_attempts_exhausts(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a row that has used all but one attempt
+    receiver.reply(Reply(500, body=b""))
+    row = add_row(repo, clock, receiver.url(), attempts=2)
+
+    # When its last attempt fails transiently
+    report = make_worker(aws_env, clock, webhook_dlq_max_attempts=3).run(lambda: ONE_PASS_MS)
+
+    # Then it is exhausted, not rescheduled
+    assert report == WorkerReport(passes=1, exhausted=1)
+    stored = repo.get("t1", row.id)
+    assert (stored.status, stored.attempts, stored.last_error) == ("exhausted", 3, "HTTP 500")
+
+
+def test_unreachable_receiver_is_rescheduled(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository
+) -> None:
+    # A loopback port nobody listens on: the connection is refused.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    row = add_row(repo, clock, f"http://127.0.0.1:{port}/hook")
+
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    assert report == WorkerReport(passes=1, rescheduled=1)
+    assert (repo.get("t1", row.id).last_error or "").startswith("ConnectError")
+
+
+def test_slow_receiver_times_out_and_is_rescheduled(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    receiver.reply(Reply(200, delay=1.0))
+    row = add_row(repo, clock, receiver.url())
+
+    report = make_worker(aws_env, clock, webhook_dlq_timeout_sec=0.2).run(lambda: 10_000)
+
+    assert report == WorkerReport(passes=1, rescheduled=1)
+    assert (repo.get("t1", row.id).last_error or "").startswith("timeout")
+
+
+def test_redirect_is_not_followed_and_exhausts(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    receiver.reply(Reply(302, headers={"Location": receiver.url("/elsewhere")}, body=b""))
+    row = add_row(repo, clock, receiver.url())
+
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    assert report == WorkerReport(passes=1, exhausted=1)
+    assert [r.path for r in receiver.requests] == ["/hook"]
+    assert "redirect" in (repo.get("t1", row.id).last_error or "")
+
+
+def test_large_error_body_is_read_bounded(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    receiver.reply(Reply(500, body=b"x" * (2 * 1024 * 1024)))
+    row = add_row(repo, clock, receiver.url())
+
+    make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    error = repo.get("t1", row.id).last_error or ""
+    assert error.startswith("HTTP 500: xxx")
+    assert len(error) <= 300
+
+
+def test_default_policy_refuses_non_http_schemes_permanently(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository
+) -> None:
+    row = add_row(repo, clock, "ftp://127.0.0.1/hook")
+
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    assert report == WorkerReport(passes=1, exhausted=1)
+    assert (repo.get("t1", row.id).last_error or "").startswith("egress denied")
+
+
+def test_plugged_in_policy_refuses_before_connecting(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given an egress policy that refuses the receiver's URL
+    checked: list[str] = []
+
+    def deny_all(url: str) -> None:
+        checked.append(url)
+        raise EgressDenied("destination not on the allowlist")
+
+    deliverer = HttpDeliverer([SECRET], timeout=5, policy=deny_all, clock=clock)
+    row = add_row(repo, clock, receiver.url())
+
+    # When the worker tries
+    report = make_worker(aws_env, clock, deliverer=deliverer).run(lambda: ONE_PASS_MS)
+
+    # Then nothing connected and the row is exhausted with the policy's reason
+    assert report == WorkerReport(passes=1, exhausted=1)
+    assert checked == [row.url]
+    assert receiver.requests == []
+    assert repo.get("t1", row.id).last_error == "egress denied: destination not on the allowlist"
+
+
+# ---- what the worker leaves alone ----------------------------------------------------------
+
+
+def test_row_not_yet_due_is_untouched(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    row = add_row(repo, clock, receiver.url(), next_attempt_at=clock().timestamp() + 60)
+
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    assert report == WorkerReport(passes=1)
+    assert receiver.requests == []
+    assert repo.get("t1", row.id) == row
+
+
+def test_row_claimed_by_another_worker_is_skipped(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given another worker holds a live lease on the row
+    row = add_row(repo, clock, receiver.url())
+    held = repo.claim(row, lease_seconds=120)
+    assert held is not None
+
+    # When this worker passes
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    # Then it skips the row and leaves the lease alone
+    assert report == WorkerReport(passes=1, skipped=1)
+    assert receiver.requests == []
+    assert repo.get("t1", row.id) == held
+
+
+def test_disabled_worker_makes_no_passes(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    row = add_row(repo, clock, receiver.url())
+
+    report = make_worker(aws_env, clock, webhook_dlq_enabled=False).run(lambda: 60_000)
+
+    assert report == WorkerReport(passes=0)
+    assert receiver.requests == []
+    assert repo.get("t1", row.id) == row
+
+
+def test_no_pass_when_the_invocation_is_almost_over(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    add_row(repo, clock, receiver.url())
+
+    report = make_worker(aws_env, clock).run(lambda: 14_000)
+
+    assert report == WorkerReport(passes=0)
+    assert receiver.requests == []
+
+
+# ---- crashes, races and time -------------------------------------------------------------
+
+
+class WorkerDied(Exception):
+    pass
+
+
+@dataclass
+class DiesAfterSending:
+    """Delivers, then dies before the outcome is recorded (as a Lambda timeout would)."""
+
+    inner: HttpDeliverer
+
+    def deliver(
+        self, url: str, body: bytes, webhook_id: str, extra_headers: Mapping[str, str] | None = None
+    ) -> DeliveryResult:
+        self.inner.deliver(url, body, webhook_id, extra_headers)
+        raise WorkerDied
+
+
+def test_crash_mid_delivery_is_retried_after_the_lease_expires(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a worker that dies after the receiver got the webhook
+    row = add_row(repo, clock, receiver.url())
+    crashing = make_worker(
+        aws_env, clock, deliverer=DiesAfterSending(HttpDeliverer([SECRET], timeout=5, clock=clock))
+    )
+    with pytest.raises(WorkerDied):
+        crashing.run(lambda: ONE_PASS_MS)
+    left = repo.get("t1", row.id)
+    assert (left.status, left.attempts) == ("pending", 0)
+    assert left.lease_expires_at is not None
+
+    # When a healthy worker passes while the dead one's lease is live, it stays away
+    worker = make_worker(aws_env, clock)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, skipped=1)
+
+    # Then after the lease expires the row is delivered again, with the same webhook-id
+    clock.advance(worker.lease_seconds + 1)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [row.webhook_id] * 2
+    assert repo.get("t1", row.id).status == "delivered"
+
+
+@dataclass
+class LeaseStolenDuringDelivery:
+    """Delivers; meanwhile the lease expires and another worker claims the row."""
+
+    inner: HttpDeliverer
+    thief: WebhookDlqRepository
+    clock: FakeClock
+    victim_url: str
+
+    def deliver(
+        self, url: str, body: bytes, webhook_id: str, extra_headers: Mapping[str, str] | None = None
+    ) -> DeliveryResult:
+        result = self.inner.deliver(url, body, webhook_id, extra_headers)
+        if url == self.victim_url:
+            self.clock.advance(3600)
+            [row] = [r for r in self.thief.due(10) if r.url == url]
+            assert self.thief.claim(row, lease_seconds=60) is not None
+        return result
+
+
+def test_lost_lease_fails_that_row_and_the_pass_goes_on(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given two due rows, and the first one's lease is taken over while it is being delivered
+    first = add_row(repo, clock, receiver.url("/first"))
+    clock.advance(1)
+    second = add_row(repo, clock, receiver.url("/second"))
+    deliverer = LeaseStolenDuringDelivery(
+        HttpDeliverer([SECRET], timeout=5, clock=clock), repo, clock, first.url
+    )
+
+    # When the worker passes
+    report = make_worker(aws_env, clock, deliverer=deliverer).run(lambda: ONE_PASS_MS)
+
+    # Then the first outcome is not recorded over the new holder's lease, and the second row is done
+    assert report == WorkerReport(passes=1, delivered=1, failed=1)
+    stolen = repo.get("t1", first.id)
+    assert (stolen.status, stolen.attempts) == ("pending", 0)
+    assert stolen.lease_expires_at == pytest.approx(clock().timestamp() + 60)
+    assert repo.get("t1", second.id).status == "delivered"
+
+
+@dataclass
+class Budget:
+    """The Lambda's remaining time; sleeping spends it and moves the clock."""
+
+    clock: FakeClock
+    left_ms: float
+    sleeps: list[float] = field(default_factory=list)
+
+    def remaining_ms(self) -> int:
+        return int(self.left_ms)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.left_ms -= seconds * 1000
+        self.clock.advance(seconds)
+
+
+def test_passes_repeat_every_interval_until_time_runs_short(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a row due now and one due in 20 s, and a 60 s invocation
+    now_row = add_row(repo, clock, receiver.url("/now"))
+    later_row = add_row(repo, clock, receiver.url("/later"), next_attempt_at=clock().timestamp() + 20)
+    budget = Budget(clock, 60_000)
+    worker = make_worker(aws_env, clock, sleep=budget.sleep, webhook_dlq_interval_sec=15)
+
+    # When the worker runs
+    report = worker.run(budget.remaining_ms)
+
+    # Then it passed at 0 s, 15 s and 30 s, and stopped with 15 s (timeout 10 s + margin) left
+    assert report == WorkerReport(passes=3, delivered=2)
+    assert budget.sleeps == [15, 15]
+    assert [r.path for r in receiver.requests] == ["/now", "/later"]
+    assert repo.get("t1", now_row.id).status == repo.get("t1", later_row.id).status == "delivered"
+
+
+def test_pass_stops_early_when_time_runs_short_and_leaves_rows_due(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given two due rows and an invocation that loses 3 s per check
+    first = add_row(repo, clock, receiver.url("/first"))
+    clock.advance(1)
+    second = add_row(repo, clock, receiver.url("/second"))
+    left = [20_000]
+
+    def remaining_ms() -> int:
+        left[0] -= 3_000
+        return left[0]
+
+    # When the worker runs
+    report = make_worker(aws_env, clock).run(remaining_ms)
+
+    # Then only the first row was tried; the second stays due for the next invocation
+    assert report == WorkerReport(passes=1, delivered=1)
+    assert repo.get("t1", first.id).status == "delivered"
+    assert [r.id for r in repo.due(10)] == [second.id]
+
+
+def test_a_pass_takes_at_most_a_batch_oldest_first(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    rows = []
+    for i in range(3):
+        rows.append(add_row(repo, clock, receiver.url(f"/r{i}")))
+        clock.advance(1)
+
+    report = make_worker(aws_env, clock, webhook_dlq_batch=2).run(lambda: ONE_PASS_MS)
+
+    assert report == WorkerReport(passes=1, delivered=2)
+    assert [r.path for r in receiver.requests] == ["/r0", "/r1"]
+    assert [r.id for r in repo.due(10)] == [rows[2].id]
+
+
+# ---- the repository's own rules ------------------------------------------------------------
+
+
+def test_claim_is_exclusive_between_workers(clock: FakeClock, repo: WebhookDlqRepository) -> None:
+    row = add_row(repo, clock, "http://127.0.0.1:9/hook")
+
+    first = repo.claim(row, lease_seconds=60)
+    second = repo.claim(row, lease_seconds=60)
+
+    assert first is not None
+    assert first.lease_expires_at == pytest.approx(clock().timestamp() + 60)
+    assert second is None
+
+
+def test_claim_refuses_a_stale_read(clock: FakeClock, repo: WebhookDlqRepository) -> None:
+    # Given a row read before another worker rescheduled it
+    stale = add_row(repo, clock, "http://127.0.0.1:9/hook")
+    claimed = repo.claim(stale, lease_seconds=60)
+    assert claimed is not None
+    repo.reschedule(claimed, clock().timestamp(), "HTTP 500")
+
+    # When the stale copy is claimed, nothing is leased
+    assert repo.claim(stale, lease_seconds=60) is None
+
+
+def test_outcomes_need_the_lease(clock: FakeClock, repo: WebhookDlqRepository) -> None:
+    row = add_row(repo, clock, "http://127.0.0.1:9/hook")
+
+    with pytest.raises(ValueError, match="claim"):
+        repo.mark_delivered(row)
+
+
+def test_get_hides_another_tenants_row(clock: FakeClock, repo: WebhookDlqRepository) -> None:
+    row = add_row(repo, clock, "http://127.0.0.1:9/hook", tenant_id="t1")
+
+    with pytest.raises(NotFound):
+        repo.get("t2", row.id)
+    with pytest.raises(NotFound):
+        repo.get("t1", "missing")
+
+
+def test_adding_the_same_row_twice_conflicts(clock: FakeClock, repo: WebhookDlqRepository) -> None:
+    row = add_row(repo, clock, "http://127.0.0.1:9/hook")
+
+    with pytest.raises(Conflict):
+        repo.add(row)
+
+
+def test_rows_round_trip(clock: FakeClock, repo: WebhookDlqRepository) -> None:
+    row = add_row(
+        repo,
+        clock,
+        "http://127.0.0.1:9/hook",
+        headers={"X-A": "1"},
+        next_attempt_at=clock().timestamp() + 0.25,
+    )
+
+    assert repo.get("t1", row.id) == row
+
+
+# ---- composition and the Lambda handler ----------------------------------------------------
+
+
+class SettingsWithSecret(Settings):
+    webhook_secret: SecretStr | None = None
+
+
+def test_built_worker_signs_with_the_configured_secret(
+    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
+) -> None:
+    base = settings_from(aws_env)
+    settings = SettingsWithSecret(**base.model_dump(), webhook_secret=SecretStr("raw-secret"))
+    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    row = add_row(repo, clock, receiver.url())
+
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
+    [request] = receiver.requests
+    verify(["raw-secret"], request.headers, request.body, now=clock())
+    assert repo.get("t1", row.id).status == "delivered"
+
+
+def test_built_worker_without_a_secret_sends_unsigned(
+    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
+) -> None:
+    repo, worker = build_dlq_worker(settings_from(aws_env), boto3.client("dynamodb"), clock=clock)
+    row = add_row(repo, clock, receiver.url())
+
+    worker.run(lambda: ONE_PASS_MS)
+
+    [request] = receiver.requests
+    assert request.headers["webhook-id"] == row.webhook_id
+    assert "webhook-signature" not in request.headers
+
+
+@dataclass
+class FakeLambdaContext:
+    remaining_ms: int
+    function_name: str = "DlqRetryFunction"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:DlqRetryFunction"
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = "req-1"
+    log_group_name: str = "/aws/lambda/DlqRetryFunction"
+    log_stream_name: str = "stream"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+SCHEDULED_EVENT: dict[str, Any] = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.scheduler",
+    "account": "123456789012",
+    "time": "2026-01-01T12:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/dlq-retry"],
+    "detail": "{}",
+}
+
+
+def test_handler_runs_the_containers_worker_and_returns_its_report(
+    aws_env: dict[str, str],
+    clock: FakeClock,
+    repo: WebhookDlqRepository,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the composition root's worker and a due row
+    worker = make_worker(aws_env, clock)
+    monkeypatch.setattr(lambda_handler, "get_container", lambda: SimpleNamespace(dlq_worker=worker))
+    add_row(repo, clock, receiver.url())
+
+    # When the schedule invokes the function with 20 s left
+    result = lambda_handler.handle(SCHEDULED_EVENT, FakeLambdaContext(remaining_ms=ONE_PASS_MS))
+
+    # Then it reports the pass
+    assert result == {
+        "passes": 1,
+        "delivered": 1,
+        "rescheduled": 0,
+        "exhausted": 0,
+        "skipped": 0,
+        "failed": 0,
+    }

@@ -1,0 +1,130 @@
+"""The run repository against moto tables created from template.yaml's key schema."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from workflows.bootstrap import Container
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.errors import StaleWrite
+
+
+def _new_run(container: Container, run_id: str = "run-1", tenant: str = "t1") -> Run:
+    definition = WorkflowDefinition.model_validate(
+        {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
+    )
+    run = Run(
+        run_id=run_id,
+        tenant_id=tenant,
+        owner_id="u",
+        definition_version=1,
+        definition_name="d",
+        status=RunStatus.QUEUED,
+        current_step_id="a",
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+    container.runs.create(run, definition)
+    return run
+
+
+def test_twenty_concurrent_appends_yield_seqs_1_to_20(container: Container) -> None:
+    run = _new_run(container)
+    barrier = threading.Barrier(20)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def append(n: int) -> None:
+        try:
+            barrier.wait()
+            seqs = container.runs.append_events(
+                run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY, payload={"n": n})]
+            )
+            results.append(seqs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(seq for seqs in results for seq in seqs) == list(range(1, 21))
+    page = container.runs.list_events(run.tenant_id, run.run_id, limit=1000)
+    assert [e.event_seq for e in page.events] == list(range(1, 21))
+    assert sorted(e.payload["n"] for e in page.events) == list(range(20))
+    assert container.runs.get(run.tenant_id, run.run_id).last_event_seq == 20
+
+
+def test_state_change_and_events_are_written_together(container: Container) -> None:
+    run = _new_run(container)
+    updated = container.runs.transition(
+        run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    )
+    assert updated.version == 2
+    assert updated.last_event_seq == 1
+    stored = container.runs.get(run.tenant_id, run.run_id)
+    assert (stored.status, stored.version, stored.last_event_seq) == (RunStatus.RUNNING, 2, 1)
+
+
+def test_losing_writer_records_nothing(container: Container) -> None:
+    # Given two writers that read the same version
+    run = _new_run(container)
+    container.runs.transition(run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)])
+
+    # When the second writes from the stale read
+    with pytest.raises(StaleWrite):
+        container.runs.transition(
+            run, {"status": RunStatus.CANCELLED}, [NewEvent(event_type=EventType.RUN_CANCELLED)]
+        )
+
+    # Then neither its state nor its event exists
+    stored = container.runs.get(run.tenant_id, run.run_id)
+    assert stored.status == RunStatus.RUNNING
+    events = container.runs.list_events(run.tenant_id, run.run_id).events
+    assert [e.event_type for e in events] == ["run_started"]
+
+
+def test_state_change_after_concurrent_append_is_renumbered(container: Container) -> None:
+    # An append (no state change) between read and write must not make the write stale.
+    run = _new_run(container)
+    container.runs.append_events(run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)])
+    updated = container.runs.transition(
+        run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    )
+    assert updated.last_event_seq == 2
+    events = container.runs.list_events(run.tenant_id, run.run_id).events
+    assert [(e.event_seq, e.event_type) for e in events] == [(1, "webhook_delivery"), (2, "run_started")]
+
+
+def test_another_tenants_run_is_not_found(container: Container) -> None:
+    from workflows.errors import NotFound
+
+    run = _new_run(container, tenant="t1")
+    with pytest.raises(NotFound):
+        container.runs.get("t2", run.run_id)
+
+
+def test_events_page_reads_only_the_page(container: Container) -> None:
+    # DynamoDB work is proportional to the page: the Query's Limit bounds the items read.
+    run = _new_run(container)
+    container.runs.append_events(
+        run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY) for _ in range(60)]
+    )
+    calls: list[dict[str, object]] = []
+    original = container.dynamodb.query
+
+    def counting_query(**kwargs: object) -> dict[str, object]:
+        response: dict[str, object] = original(**kwargs)
+        calls.append({"limit": kwargs.get("Limit"), "scanned": response.get("ScannedCount")})
+        return response
+
+    container.dynamodb.query = counting_query
+    page = container.runs.list_events(run.tenant_id, run.run_id, since=40, limit=10)
+    assert [e.event_seq for e in page.events] == list(range(41, 51))
+    assert calls == [{"limit": 10, "scanned": 10}]
