@@ -6,7 +6,8 @@
 4. The FastAPI app on http://127.0.0.1:8000 (uvicorn). Ctrl-C stops everything.
 
 Environment: WORKFLOWS_API_KEY (else one is generated), PORT (8000), MOTO_PORT (5050),
-AWS_ENDPOINT_URL (use another endpoint instead of the embedded server), LOG_LEVEL (WARNING).
+AWS_ENDPOINT_URL (use another endpoint instead of the embedded server), LOG_LEVEL (WARNING),
+DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ DEFAULTS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 STACK = "workflows-local"
-# Failed dispatch messages return after this many seconds (template default: 720).
-LOCAL_PARAMETERS = {"DispatchVisibilityTimeout": "10"}
 
 
 def _environment() -> None:
@@ -59,13 +58,21 @@ def main() -> int:
     region = os.environ["AWS_DEFAULT_REGION"]
 
     cloudformation = boto3.client("cloudformation")
-    existing = {s["StackName"] for s in cloudformation.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"}
+    existing = {
+        s["StackName"]
+        for s in cloudformation.list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    }
     if STACK in existing:
         resources = cloudformation.describe_stack_resources(StackName=STACK)["StackResources"]
         physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
         env = {name: physical[logical] for logical, name in provision.ENVIRONMENT.items()}
     else:
-        env = provision.create_stack(cloudformation, stack_name=STACK, parameters=LOCAL_PARAMETERS)
+        # Failed dispatch messages come back after this many seconds (deployed: 720).
+        visibility = os.environ.get("DEVSTACK_VISIBILITY_TIMEOUT", "10")
+        env = provision.create_stack(
+            cloudformation, stack_name=STACK, parameters={"DispatchVisibilityTimeout": visibility}
+        )
     os.environ.update(env)
     api_key = os.environ.get("WORKFLOWS_API_KEY") or secrets.token_urlsafe(24)
     os.environ["WORKFLOWS_API_KEY"] = api_key
@@ -76,13 +83,19 @@ def main() -> int:
 
     dispatcher = load_function("dispatcher")
     poller = QueuePoller(
-        boto3.client("sqs"), env["WORKFLOWS_DISPATCH_QUEUE_URL"], dispatcher.handler, region=region, on_error=report
+        boto3.client("sqs"),
+        env["WORKFLOWS_DISPATCH_QUEUE_URL"],
+        dispatcher.handler,
+        region=region,
+        on_error=report,
     )
     poller.start()
     dlq_enabled = os.environ.get("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "true").lower() == "true"
     scheduler = None
     if dlq_enabled:
-        scheduler = Scheduler(load_function("dlq_retry").handler, period=60.0, name="DlqRetryFunction", on_error=report)
+        scheduler = Scheduler(
+            load_function("dlq_retry").handler, period=60.0, name="DlqRetryFunction", on_error=report
+        )
         scheduler.start()
 
     from workflows.api.app import create_app
@@ -98,9 +111,10 @@ def main() -> int:
                 "",
                 "  Try:",
                 f"    export API_KEY={api_key}",
-                f"    curl -s -X POST {base}/runs -H \"X-API-KEY: $API_KEY\" -H 'Content-Type: application/json' \\",
-                "      -d '{\"definition\": {\"name\": \"hello\", \"steps\": [{\"id\": \"greet\", \"type\": \"log\", "
-                "\"config\": {\"message\": \"Hello {{ inputs.name }}\"}}]}, \"inputs\": {\"name\": \"Ada\"}}'",
+                f"    curl -s -X POST {base}/runs \\",
+                "      -H \"X-API-KEY: $API_KEY\" -H 'Content-Type: application/json' \\",
+                '      -d \'{"definition": {"name": "hello", "steps": [{"id": "greet", "type": "log", '
+                '"config": {"message": "Hello {{ inputs.name }}"}}]}, "inputs": {"name": "Ada"}}\'',
                 "",
                 "  Ctrl-C stops everything.",
                 "",

@@ -103,11 +103,6 @@ def create_stack(
     return {env: physical[logical] for logical, env in ENVIRONMENT.items()}
 
 
-def dead_letter_queue_url(cloudformation: Any, stack_name: str = "workflows-local") -> str:
-    resources = cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
-    return next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "DispatchDeadLetterQueue")
-
-
 def _resolve(value: Any, parameters: Mapping[str, str], arns: Mapping[str, str]) -> Any:
     """Resolve the few intrinsics the stateful resources use: Ref to a parameter, GetAtt .Arn."""
     if isinstance(value, dict) and len(value) == 1:

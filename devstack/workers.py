@@ -31,7 +31,8 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> di
                 "body": m["Body"],
                 "attributes": m.get("Attributes", {}),
                 "messageAttributes": m.get("MessageAttributes", {}),
-                "md5OfBody": m.get("MD5OfBody") or hashlib.md5(m["Body"].encode(), usedforsecurity=False).hexdigest(),
+                "md5OfBody": m.get("MD5OfBody")
+                or hashlib.md5(m["Body"].encode(), usedforsecurity=False).hexdigest(),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
                 "awsRegion": region,
@@ -84,7 +85,9 @@ class QueuePoller:
         messages = received.get("Messages", [])
         if not messages:
             return 0
-        context = LambdaContext(function_name="DispatcherFunction", aws_request_id=str(uuid.uuid4()), timeout_ms=120_000)
+        context = LambdaContext(
+            function_name="DispatcherFunction", aws_request_id=str(uuid.uuid4()), timeout_ms=120_000
+        )
         response = self._handler(sqs_event(messages, self._arn, self._region), context) or {}
         failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
@@ -140,7 +143,9 @@ class Scheduler:
                 "detail": {},
             }
             try:
-                self._handler(event, LambdaContext(function_name=self._name, timeout_ms=int(self._period * 1000)))
+                self._handler(
+                    event, LambdaContext(function_name=self._name, timeout_ms=int(self._period * 1000))
+                )
             except Exception as exc:  # noqa: BLE001 - the schedule fires again regardless, as on AWS
                 self._on_error(exc)
             self._stop.wait(max(0.0, self._period - (time.monotonic() - started)))

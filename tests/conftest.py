@@ -20,23 +20,23 @@ os.environ.update(
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import boto3  # noqa: E402
-import pytest  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from moto import mock_aws  # noqa: E402
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+from moto import mock_aws
 
-from devstack import provision  # noqa: E402
-from workflows import bootstrap  # noqa: E402
-from workflows.api import deps  # noqa: E402
-from workflows.api.app import create_app  # noqa: E402
-from workflows.bootstrap import Container, build_container  # noqa: E402
-from workflows.engine.messages import AdvanceMessage  # noqa: E402
-from workflows.settings import Settings  # noqa: E402
+from devstack import provision
+from workflows import bootstrap
+from workflows.api import deps
+from workflows.api.app import create_app
+from workflows.bootstrap import Container, build_container
+from workflows.engine.messages import AdvanceMessage
+from workflows.settings import Settings
 
 API_KEY = "test-key-0123456789"
 
@@ -155,6 +155,7 @@ def log_definition(*messages: str, name: str = "hello") -> dict[str, Any]:
     return {
         "name": name,
         "steps": [
-            {"id": f"s{i + 1}", "type": "log", "config": {"message": message}} for i, message in enumerate(messages)
+            {"id": f"s{i + 1}", "type": "log", "config": {"message": message}}
+            for i, message in enumerate(messages)
         ],
     }

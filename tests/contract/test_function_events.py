@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from devstack.functions import LambdaContext as FakeLambdaContext
+from devstack.functions import load_function
 from workflows import bootstrap, settings
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run, RunStatus
@@ -21,32 +19,6 @@ from workflows.domain.run import Run, RunStatus
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 KNOWN_RUN = "00000000-0000-4000-8000-000000000001"
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "workflows-function"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:workflows-function"
-    aws_request_id: str = "6f6b1a3e-0000-4000-8000-000000000000"
-    log_group_name: str = "/aws/lambda/workflows-function"
-    log_stream_name: str = "2026/11/25/[$LATEST]abcdef"
-    remaining_ms: int = 60_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py under a unique module name, as Lambda would load it."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"function_{name}_app", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def event(name: str) -> dict[str, Any]:

@@ -73,7 +73,10 @@ def test_unknown_step_type_is_422_naming_step_and_field(client: TestClient, cont
 
 
 def test_bad_step_config_is_422_naming_the_config_field(client: TestClient) -> None:
-    definition = {"name": "x", "steps": [{"id": "a", "type": "log", "config": {"message": "hi", "level": "loud"}}]}
+    definition = {
+        "name": "x",
+        "steps": [{"id": "a", "type": "log", "config": {"message": "hi", "level": "loud"}}],
+    }
     response = client.post(RUNS, json={"definition": definition})
     assert response.status_code == 422
     assert _error(response)["details"][0]["field"] == "definition.steps[0].config.level"

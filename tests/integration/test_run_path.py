@@ -39,9 +39,9 @@ def test_adhoc_log_run_succeeds_with_its_events(client: TestClient, container: C
 
 
 def test_events_page_from_since_with_type_filter(client: TestClient, container: Container) -> None:
-    run_id = client.post(
-        "/api/v1/workflows/runs", json={"definition": log_definition("a", "b", "c")}
-    ).json()["run_id"]
+    run_id = client.post("/api/v1/workflows/runs", json={"definition": log_definition("a", "b", "c")}).json()[
+        "run_id"
+    ]
     drain(container)
 
     page = client.get(f"/api/v1/workflows/runs/{run_id}/events", params={"since": 2, "limit": 3}).json()
@@ -59,7 +59,11 @@ def test_steps_see_earlier_outputs(client: TestClient, container: Container) -> 
         "name": "chain",
         "steps": [
             {"id": "first", "type": "log", "config": {"message": "one"}},
-            {"id": "second", "type": "log", "config": {"message": "{{ steps.first.output.message }}+{{ last.message }}"}},
+            {
+                "id": "second",
+                "type": "log",
+                "config": {"message": "{{ steps.first.output.message }}+{{ last.message }}"},
+            },
         ],
     }
     run_id = client.post("/api/v1/workflows/runs", json={"definition": definition}).json()["run_id"]

@@ -75,7 +75,9 @@ def test_state_change_and_events_are_written_together(container: Container) -> N
 def test_losing_writer_records_nothing(container: Container) -> None:
     # Given two writers that read the same version
     run = _new_run(container)
-    container.runs.transition(run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)])
+    container.runs.transition(
+        run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    )
 
     # When the second writes from the stale read
     with pytest.raises(StaleWrite):

@@ -24,7 +24,9 @@ print(json.dumps(sorted({{name.split(".")[0] for name in sys.modules}})))
 
 
 def _modules_loaded_by(function: str) -> set[str]:
-    code = PROBE.format(layer=str(ROOT / "layers" / "shared"), entry=str(ROOT / "functions" / function / "app.py"))
+    code = PROBE.format(
+        layer=str(ROOT / "layers" / "shared"), entry=str(ROOT / "functions" / function / "app.py")
+    )
     env = {
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",

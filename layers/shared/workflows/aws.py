@@ -29,7 +29,7 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeou
 
 def client(service: str) -> Any:
     """A boto3 client; AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> redirect it (local stack)."""
-    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return boto3.client(service, config=_CONFIG)
 
 
 def error_code(exc: ClientError) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from workflows.api.deps import container
-from workflows.bootstrap import Container
+from workflows.api.deps import ContainerDep
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.errors import Forbidden, Unauthenticated
 
@@ -15,7 +16,7 @@ DEFAULT_TENANT = "default"
 SINGLE_USER = "admin"
 
 
-def authenticate(request: Request, c: Container = Depends(container)) -> Principal:
+def authenticate(request: Request, c: ContainerDep) -> Principal:
     presented = request.headers.get("x-api-key")
     if not presented:
         raise Unauthenticated("missing API key: send it in the X-API-KEY header")
@@ -28,8 +29,11 @@ def authenticate(request: Request, c: Container = Depends(container)) -> Princip
     return Principal(tenant_id=DEFAULT_TENANT, user_id=SINGLE_USER, permissions=ALL_PERMISSIONS)
 
 
-def require(permission: str):  # type: ignore[no-untyped-def]
-    def check(principal: Principal = Depends(authenticate)) -> Principal:
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def require(permission: str) -> Callable[[Principal], Principal]:
+    def check(principal: Caller) -> Principal:
         if not principal.can(permission):
             raise Forbidden(f"missing permission {permission}")
         return principal

@@ -1,6 +1,6 @@
 """The one place that maps errors to HTTP responses. Every error body has the same shape:
 
-    {"error": {"code": "<stable code>", "message": "<human text>", "details": [{"field", "message"}]}}
+{"error": {"code": "<stable code>", "message": "<human text>", "details": [{"field", "message"}]}}
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def error_response(
 def _status_for(exc: errors.DomainError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return 500
 
 

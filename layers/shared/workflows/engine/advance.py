@@ -137,7 +137,9 @@ class Engine:
         if step_type is None:
             # A definition is validated on submission; this only happens if a step type is
             # removed while runs that use it are still in flight.
-            raise StepFailed("unknown_step_type", f"step type '{step.type}' is not available", retryable=False)
+            raise StepFailed(
+                "unknown_step_type", f"step type '{step.type}' is not available", retryable=False
+            )
         config = parse_config(step_type, step.config)
         return step_type.execute(config, context)
 
@@ -208,7 +210,11 @@ class Engine:
             changes.update(attempt=run.attempt + 1, steps_executed=run.steps_executed + 1)
             return self._runs.transition(run, changes, events), decision.delay_seconds
         events.append(
-            NewEvent(event_type=EventType.STEP_FAILED, step_id=step.id, payload={"error": error, "attempt": run.attempt})
+            NewEvent(
+                event_type=EventType.STEP_FAILED,
+                step_id=step.id,
+                payload={"error": error, "attempt": run.attempt},
+            )
         )
         changes.update(steps_executed=run.steps_executed + 1)
         if step.on_failure is not None and step.on_failure != "_end":

@@ -21,7 +21,7 @@ PROTOCOL_VERSION = 1
 class AdvanceMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    v: Literal[1] = PROTOCOL_VERSION
+    v: Literal[1] = 1
     kind: Literal["advance"] = "advance"
     tenant_id: str = Field(min_length=1)
     run_id: str = Field(min_length=1)
@@ -47,6 +47,4 @@ class DispatchQueue:
     def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None:
         delay = max(0, min(int(delay_seconds), self.MAX_DELAY_SECONDS))
         with aws_errors():
-            self._client.send_message(
-                QueueUrl=self._url, MessageBody=message.to_body(), DelaySeconds=delay
-            )
+            self._client.send_message(QueueUrl=self._url, MessageBody=message.to_body(), DelaySeconds=delay)

@@ -44,7 +44,9 @@ class RunService:
         )
         self._c.runs.create(run, definition)
         try:
-            self._c.queue.send(AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version))
+            self._c.queue.send(
+                AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version)
+            )
         except DomainError as exc:
             # The run is stored but nothing will start it: fail it visibly rather than leave
             # a run queued forever, and tell the caller to try again.
@@ -52,7 +54,12 @@ class RunService:
             error = {"code": "enqueue_failed", "message": "the run could not be queued"}
             self._c.runs.transition(
                 run,
-                {"status": RunStatus.FAILED, "error": error, "status_reason": "enqueue_failed", "ended_at": now},
+                {
+                    "status": RunStatus.FAILED,
+                    "error": error,
+                    "status_reason": "enqueue_failed",
+                    "ended_at": now,
+                },
                 [NewEvent(event_type=EventType.RUN_FAILED, payload={"error": error})],
             )
             raise DependencyUnavailable("the run could not be queued; try again") from exc

@@ -8,7 +8,9 @@ from workflows.settings import Settings
 from workflows.steps.registry import validate_steps
 
 
-def validate_definition(definition: WorkflowDefinition, settings: Settings, *, field: str = "definition") -> None:
+def validate_definition(
+    definition: WorkflowDefinition, settings: Settings, *, field: str = "definition"
+) -> None:
     size = len(definition.canonical_json().encode())
     if size > settings.max_definition_bytes:
         raise PayloadTooLarge(

@@ -38,13 +38,24 @@ class StepResult:
 
 
 class StepType(Protocol):
-    name: str
-    description: str
-    config_model: type[BaseModel]
-    example: dict[str, Any]
-    min_engine_version: str
-    # at_least_once: safe to run again after a crash (no external effect but the commit).
-    # at_most_once: claims a lease first and hands receivers a stable id to dedupe on.
-    delivery: Literal["at_least_once", "at_most_once"]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def config_model(self) -> type[BaseModel]: ...
+
+    @property
+    def example(self) -> dict[str, Any]: ...
+
+    @property
+    def min_engine_version(self) -> str: ...
+
+    @property
+    def delivery(self) -> Literal["at_least_once", "at_most_once"]:
+        """at_least_once: safe to run again after a crash (no effect outside the commit);
+        at_most_once: claims a lease first and gives receivers a stable id to dedupe on."""
 
     def execute(self, config: BaseModel, context: StepContext) -> StepResult: ...

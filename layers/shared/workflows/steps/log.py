@@ -29,9 +29,7 @@ class LogStep:
     def execute(self, config: BaseModel, context: StepContext) -> StepResult:
         assert isinstance(config, LogConfig)
         message = render(config.message, context.template_context())
-        logger.log(_LEVELS[config.level], "workflow log step", extra={"message_text": message})
+        emit = {"debug": logger.debug, "info": logger.info, "warning": logger.warning, "error": logger.error}
+        emit[config.level]("workflow log step", extra={"step_id": context.step_id, "message_text": message})
         output = {"message": message, "level": config.level}
         return StepResult(output=output)
-
-
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
+
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
     """Serialise a flat mapping of str / int / bool values, dropping Nones."""
     return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}

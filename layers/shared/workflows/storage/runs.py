@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from workflows.aws import aws_errors, error_code, translate
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import NewEvent, Run, RunEvent, RunStatus
 from workflows.errors import NotFound, StaleWrite
-from workflows.aws import aws_errors, error_code, translate
 from workflows.storage.dynamo import cancellation_reasons, dumps, from_item, loads, to_item
 
 RUN_SK = "RUN"
@@ -174,9 +174,7 @@ class RunRepository:
             return []
         current = self.get(tenant_id, run_id)
         for _ in range(_MAX_APPEND_TRIES):
-            updated = current.model_copy(
-                update={"last_event_seq": current.last_event_seq + len(events)}
-            )
+            updated = current.model_copy(update={"last_event_seq": current.last_event_seq + len(events)})
             old = self._write(current, updated, events, check_version=False)
             if old is None:
                 first = current.last_event_seq + 1

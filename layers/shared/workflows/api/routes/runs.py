@@ -6,33 +6,35 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from workflows.api.auth import authenticate, require
-from workflows.api.deps import container
+from workflows.api.auth import Caller, require
+from workflows.api.deps import ContainerDep
 from workflows.api.schemas import AdhocRunRequest, EventsPage, RunAccepted, RunView, links
-from workflows.bootstrap import Container
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.services.runs import RunService
 
 router = APIRouter()
+Reader = Annotated[Principal, Depends(require(RUNS_READ))]
 
 
 @router.post("/runs", status_code=202, response_model=RunAccepted)
 def submit_adhoc_run(
     body: AdhocRunRequest,
     response: Response,
-    principal: Principal = Depends(authenticate),
-    c: Container = Depends(container),
+    principal: Caller,
+    c: ContainerDep,
 ) -> RunAccepted:
     run = RunService(c).submit(principal, body.definition, body.inputs)
     response.headers["Location"] = links(run.run_id).self
-    return RunAccepted(run_id=run.run_id, status=run.status.value, created_at=run.created_at, links=links(run.run_id))
+    return RunAccepted(
+        run_id=run.run_id, status=run.status.value, created_at=run.created_at, links=links(run.run_id)
+    )
 
 
 @router.get("/runs/{run_id}", response_model=RunView)
 def get_run(
     run_id: str,
-    principal: Principal = Depends(require(RUNS_READ)),
-    c: Container = Depends(container),
+    principal: Reader,
+    c: ContainerDep,
 ) -> RunView:
     return RunView.of(c.runs.get(principal.tenant_id, run_id))
 
@@ -40,11 +42,11 @@ def get_run(
 @router.get("/runs/{run_id}/events", response_model=EventsPage)
 def list_run_events(
     run_id: str,
+    principal: Reader,
+    c: ContainerDep,
     since: Annotated[int, Query(ge=0, description="return events with event_seq > since")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     types: Annotated[list[str] | None, Query(description="comma-separated or repeated")] = None,
-    principal: Principal = Depends(require(RUNS_READ)),
-    c: Container = Depends(container),
 ) -> EventsPage:
     wanted = sorted({t.strip() for value in types or [] for t in value.split(",") if t.strip()})
     c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
