@@ -126,3 +126,22 @@ def test_enqueue_failure_fails_the_run_and_answers_503(client: TestClient, conta
     items = container.dynamodb.scan(TableName=container.settings.runs_table)["Items"]
     runs = [item for item in items if item["sk"]["S"] == "RUN"]
     assert [(r["status"]["S"], r["status_reason"]["S"]) for r in runs] == [("failed", "enqueue_failed")]
+
+
+def test_deployed_api_key_comes_from_ssm(client: TestClient, container: Container) -> None:
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+
+    # Given the key only in an SSM SecureString parameter, as template.yaml deploys it
+    boto3.client("ssm").put_parameter(Name="/workflows/api-key", Value="from-ssm", Type="SecureString")
+    container.settings = container.settings.model_copy(
+        update={"api_key": None, "api_key_parameter": "/workflows/api-key"}
+    )
+    parameters.clear_caches()
+    try:
+        ok = client.get(f"{RUNS}/x", headers={"X-API-KEY": "from-ssm"})
+        bad = client.get(f"{RUNS}/x", headers={"X-API-KEY": "test-key-0123456789"})
+    finally:
+        parameters.clear_caches()
+    assert ok.status_code == 404  # authenticated; the run just does not exist
+    assert bad.status_code == 401

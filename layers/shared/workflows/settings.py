@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Authentication.
     auth_mode: Literal["single_user", "multi_user"] = "single_user"
     api_key: SecretStr | None = None
+    # Deployed: the SSM SecureString parameter holding the key, read when api_key is unset.
+    api_key_parameter: str | None = None
 
     # Definition limits.
     max_definition_bytes: int = Field(default=256 * 1024, ge=1024)

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from workflows.api.deps import ContainerDep
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.errors import Forbidden, Unauthenticated
+from workflows.secrets import single_user_api_key
 
 DEFAULT_TENANT = "default"
 SINGLE_USER = "admin"
@@ -20,9 +21,9 @@ def authenticate(request: Request, c: ContainerDep) -> Principal:
     presented = request.headers.get("x-api-key")
     if not presented:
         raise Unauthenticated("missing API key: send it in the X-API-KEY header")
-    expected = c.settings.api_key.get_secret_value() if c.settings.api_key else None
     if c.settings.auth_mode != "single_user":
         raise Unauthenticated("this deployment's authentication mode is not available yet")
+    expected = single_user_api_key(c.settings)
     # Constant-time comparison: the time taken says nothing about how much of the key matched.
     if expected is None or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Unauthenticated("unknown API key")
