@@ -128,8 +128,10 @@ class Scheduler:
         self._thread.start()
 
     def stop(self) -> None:
+        # An invocation in progress may be between passes; like a Lambda that times out, it is
+        # simply abandoned (a claimed row's lease expires and the row is retried).
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=1)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -116,3 +116,27 @@ def test_api_get_unknown_run_is_a_json_404(deployed_env: dict[str, str]) -> None
     response = load_function("api").handler(event("api_get_run.json"), FakeLambdaContext())
     assert response["statusCode"] == 404
     assert json.loads(response["body"])["error"]["code"] == "not_found"
+
+
+def test_dlq_retry_makes_a_pass_over_the_due_rows(deployed_env: dict[str, str]) -> None:
+    # 16 s left: room for exactly one pass before the 10 s request timeout + margin.
+    context = FakeLambdaContext(function_name="DlqRetryFunction", timeout_ms=16_000)
+    report = load_function("dlq_retry").handler(event("dlq_retry_schedule.json"), context)
+    assert report == {
+        "passes": 1,
+        "delivered": 0,
+        "rescheduled": 0,
+        "exhausted": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
+
+
+def test_dlq_retry_does_nothing_when_disabled(
+    deployed_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "false")
+    settings.get_settings.cache_clear()
+    bootstrap.get_container.cache_clear()
+    report = load_function("dlq_retry").handler(event("dlq_retry_schedule.json"), FakeLambdaContext())
+    assert report["passes"] == 0

@@ -8,8 +8,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +20,6 @@ from pydantic import SecretStr
 
 from tests.conftest import FakeClock, settings_from
 from workflows.errors import Conflict, NotFound
-from workflows.settings import Settings
 from workflows.webhooks import lambda_handler
 from workflows.webhooks.delivery import DeliveryResult, EgressDenied, HttpDeliverer
 from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
@@ -484,7 +484,6 @@ class LeaseStolenDuringDelivery:
 
     inner: HttpDeliverer
     thief: WebhookDlqRepository
-    clock: FakeClock
     victim_url: str
 
     def deliver(
@@ -492,7 +491,6 @@ class LeaseStolenDuringDelivery:
     ) -> DeliveryResult:
         result = self.inner.deliver(url, body, webhook_id, extra_headers)
         if url == self.victim_url:
-            self.clock.advance(3600)
             [row] = [r for r in self.thief.due(10) if r.url == url]
             assert self.thief.claim(row, lease_seconds=60) is not None
         return result
@@ -505,9 +503,12 @@ def test_lost_lease_fails_that_row_and_the_pass_goes_on(
     first = add_row(repo, clock, receiver.url("/first"))
     clock.advance(1)
     second = add_row(repo, clock, receiver.url("/second"))
-    deliverer = LeaseStolenDuringDelivery(
-        HttpDeliverer([SECRET], timeout=5, clock=clock), repo, clock, first.url
+    # The other worker lives an hour later: for it, this worker's lease has expired.
+    thief_clock = FakeClock(clock() + timedelta(hours=1))
+    thief = WebhookDlqRepository(
+        boto3.client("dynamodb"), aws_env["WORKFLOWS_WEBHOOK_DLQ_TABLE"], clock=thief_clock
     )
+    deliverer = LeaseStolenDuringDelivery(HttpDeliverer([SECRET], timeout=5, clock=clock), thief, first.url)
 
     # When the worker passes
     report = make_worker(aws_env, clock, deliverer=deliverer).run(lambda: ONE_PASS_MS)
@@ -516,7 +517,7 @@ def test_lost_lease_fails_that_row_and_the_pass_goes_on(
     assert report == WorkerReport(passes=1, delivered=1, failed=1)
     stolen = repo.get("t1", first.id)
     assert (stolen.status, stolen.attempts) == ("pending", 0)
-    assert stolen.lease_expires_at == pytest.approx(clock().timestamp() + 60)
+    assert stolen.lease_expires_at == pytest.approx(thief_clock().timestamp() + 60)
     assert repo.get("t1", second.id).status == "delivered"
 
 
@@ -563,7 +564,7 @@ def test_pass_stops_early_when_time_runs_short_and_leaves_rows_due(
     first = add_row(repo, clock, receiver.url("/first"))
     clock.advance(1)
     second = add_row(repo, clock, receiver.url("/second"))
-    left = [20_000]
+    left = [23_000]
 
     def remaining_ms() -> int:
         left[0] -= 3_000
@@ -656,15 +657,10 @@ def test_rows_round_trip(clock: FakeClock, repo: WebhookDlqRepository) -> None:
 # ---- composition and the Lambda handler ----------------------------------------------------
 
 
-class SettingsWithSecret(Settings):
-    webhook_secret: SecretStr | None = None
-
-
 def test_built_worker_signs_with_the_configured_secret(
     aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
 ) -> None:
-    base = settings_from(aws_env)
-    settings = SettingsWithSecret(**base.model_dump(), webhook_secret=SecretStr("raw-secret"))
+    settings = settings_from(aws_env, webhook_secret=SecretStr("raw-secret"))
     repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
     row = add_row(repo, clock, receiver.url())
 
@@ -702,17 +698,7 @@ class FakeLambdaContext:
         return self.remaining_ms
 
 
-SCHEDULED_EVENT: dict[str, Any] = {
-    "version": "0",
-    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-    "detail-type": "Scheduled Event",
-    "source": "aws.scheduler",
-    "account": "123456789012",
-    "time": "2026-01-01T12:00:00Z",
-    "region": "us-east-1",
-    "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/dlq-retry"],
-    "detail": "{}",
-}
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 def test_handler_runs_the_containers_worker_and_returns_its_report(
@@ -728,7 +714,8 @@ def test_handler_runs_the_containers_worker_and_returns_its_report(
     add_row(repo, clock, receiver.url())
 
     # When the schedule invokes the function with 20 s left
-    result = lambda_handler.handle(SCHEDULED_EVENT, FakeLambdaContext(remaining_ms=ONE_PASS_MS))
+    event = json.loads((EVENTS / "dlq_retry_schedule.json").read_text())
+    result = lambda_handler.handle(event, FakeLambdaContext(remaining_ms=ONE_PASS_MS))
 
     # Then it reports the pass
     assert result == {

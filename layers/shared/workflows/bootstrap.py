@@ -16,6 +16,8 @@ from workflows.engine.advance import Engine
 from workflows.engine.messages import DispatchQueue
 from workflows.settings import Settings, get_settings
 from workflows.storage.runs import RunRepository
+from workflows.webhooks.dlq import WebhookDlqRepository
+from workflows.webhooks.worker import DlqWorker, build_dlq_worker
 
 
 @dataclass
@@ -27,6 +29,8 @@ class Container:
     runs: RunRepository
     queue: DispatchQueue
     engine: Engine
+    dlq: WebhookDlqRepository
+    dlq_worker: DlqWorker
 
 
 def build_container(
@@ -48,6 +52,7 @@ def build_container(
     )
     queue = DispatchQueue(sqs, settings.dispatch_queue_url)
     engine = Engine(runs, queue, clock=clock, max_steps_per_run=settings.max_steps_per_run)
+    dlq, dlq_worker = build_dlq_worker(settings, dynamodb, clock=clock)
     return Container(
         settings=settings,
         clock=clock,
@@ -56,6 +61,8 @@ def build_container(
         runs=runs,
         queue=queue,
         engine=engine,
+        dlq=dlq,
+        dlq_worker=dlq_worker,
     )
 
 

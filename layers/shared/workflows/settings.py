@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # Webhook delivery and its dead-letter table (defaults from the original module).
     webhook_allowlist: str = ""
     webhook_denylist: str = ""
+    # Standard Webhooks signing secret (`whsec_...`); unsigned deliveries when unset.
+    webhook_secret: SecretStr | None = None
     webhook_dlq_enabled: bool = True
     webhook_dlq_base_sec: float = Field(default=30, gt=0)
     webhook_dlq_max_backoff_sec: float = Field(default=3600, gt=0)

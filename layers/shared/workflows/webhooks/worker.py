@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import SecretStr
 
 from workflows.clock import Clock, system_clock
 from workflows.errors import DomainError
@@ -108,7 +107,8 @@ class DlqWorker:
             pause = max(0.0, settings.webhook_dlq_interval_sec - elapsed)
             if remaining_ms() - pause * 1000 <= margin_ms:
                 break
-            self._sleep(pause)
+            if pause > 0:
+                self._sleep(pause)
         logger.info("dlq worker finished", extra=asdict(report))
         metrics.add_metric(name="WebhookDlqPasses", unit=MetricUnit.Count, value=report.passes)
         return report
@@ -121,9 +121,9 @@ class DlqWorker:
             logger.warning("dlq due query failed", extra={"error_code": exc.code, "error": exc.message})
             metrics.add_metric(name="WebhookDlqFailed", unit=MetricUnit.Count, value=1)
             return
-        for row in rows:
+        for index, row in enumerate(rows):
             if remaining_ms() <= margin_ms:
-                logger.info("dlq pass cut short", extra={"rows_left": len(rows)})
+                logger.info("dlq pass cut short", extra={"rows_left": len(rows) - index})
                 return
             try:
                 self._process(row, report)
@@ -196,9 +196,7 @@ def build_dlq_worker(
     clock: Clock = system_clock,
 ) -> tuple[WebhookDlqRepository, DlqWorker]:
     """The repository and worker as the composition root wires them."""
-    secret = getattr(settings, "webhook_secret", None)
-    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-    secrets = [str(value)] if value else []
+    secrets = [settings.webhook_secret.get_secret_value()] if settings.webhook_secret else []
     repo = WebhookDlqRepository(
         dynamodb_client,
         settings.webhook_dlq_table,
