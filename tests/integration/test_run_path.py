@@ -76,3 +76,14 @@ def test_unknown_run_is_404(client: TestClient) -> None:
     response = client.get("/api/v1/workflows/runs/does-not-exist")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_run_pins_its_definition(client: TestClient) -> None:
+    definition = log_definition("Hello {{ inputs.name }}", name="pinned")
+    accepted = client.post("/api/v1/workflows/runs", json={"definition": definition}).json()
+    response = client.get(accepted["links"]["definition"])
+    assert response.status_code == 200
+    pinned = response.json()
+    assert pinned["name"] == "pinned"
+    assert pinned["steps"][0]["config"] == {"message": "Hello {{ inputs.name }}"}
+    assert client.get("/api/v1/workflows/runs/nope/definition").status_code == 404

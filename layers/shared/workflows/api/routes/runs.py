@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from workflows.api.auth import Caller, require
 from workflows.api.deps import ContainerDep
 from workflows.api.schemas import AdhocRunRequest, EventsPage, RunAccepted, RunView, links
+from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.services.runs import RunService
 
@@ -52,3 +53,10 @@ def list_run_events(
     c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
     page = c.runs.list_events(principal.tenant_id, run_id, since=since, limit=limit, types=wanted)
     return EventsPage(run_id=run_id, events=page.events, next_since=page.next_since, has_more=page.has_more)
+
+
+@router.get("/runs/{run_id}/definition", response_model=WorkflowDefinition)
+def get_run_definition(run_id: str, principal: Reader, c: ContainerDep) -> WorkflowDefinition:
+    """The exact definition snapshot the run executes."""
+    _, definition = c.runs.get_with_definition(principal.tenant_id, run_id)
+    return definition
