@@ -30,6 +30,7 @@ def _event_types(container: Container, run_id: str) -> list[str]:
 
 
 def test_duplicate_kick_changes_nothing(client: TestClient, container: Container) -> None:
+    container.engine._max_inline = 1
     run_id = _submit(client, log_definition("a", "b"))
     assert container.engine.process(_kick(run_id, 1)).action == "advanced"
     before = container.runs.get("default", run_id)
@@ -71,6 +72,7 @@ def test_kick_lost_after_commit_is_resent_after_grace(
     client: TestClient, container: Container, clock: FakeClock
 ) -> None:
     # Given a run whose first step committed but whose next kick was never sent
+    container.engine._max_inline = 1  # one step per message, as for steps that call out
     run_id = _submit(client, log_definition("a", "b"))
     container.sqs.purge_queue(QueueUrl=container.settings.dispatch_queue_url)
     container.queue.send = lambda message, delay_seconds=0: None  # type: ignore[method-assign]

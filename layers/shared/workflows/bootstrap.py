@@ -13,6 +13,7 @@ from typing import Any
 from workflows import aws
 from workflows.clock import Clock, system_clock
 from workflows.engine.advance import Engine
+from workflows.engine.control import RunControl
 from workflows.engine.messages import DispatchQueue
 from workflows.settings import Settings, get_settings
 from workflows.storage.runs import RunRepository
@@ -29,6 +30,7 @@ class Container:
     runs: RunRepository
     queue: DispatchQueue
     engine: Engine
+    control: RunControl
     dlq: WebhookDlqRepository
     dlq_worker: DlqWorker
 
@@ -61,6 +63,7 @@ def build_container(
         runs=runs,
         queue=queue,
         engine=engine,
+        control=RunControl(runs, queue, engine, clock=clock),
         dlq=dlq,
         dlq_worker=dlq_worker,
     )

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from workflows import ENGINE_VERSION
 from workflows.api import errors
-from workflows.api.routes import runs
+from workflows.api.routes import control, runs
 from workflows.api.schemas import PREFIX
 from workflows.errors import UnsupportedMediaType
 
@@ -37,6 +37,7 @@ def create_app() -> FastAPI:
     errors.install(app)
     api = APIRouter(prefix=PREFIX, dependencies=[Depends(require_json_body)])
     api.include_router(runs.router)
+    api.include_router(control.router)
 
     @api.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -34,7 +34,18 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             RunStatus.CANCELLED,
         }
     ),
-    RunStatus.PAUSED: frozenset({RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.CANCELLED}),
+    # A step already executing when the run was paused still commits; if it was the last
+    # step, the paused run finishes (paused -> succeeded / failed).
+    RunStatus.PAUSED: frozenset(
+        {
+            RunStatus.RUNNING,
+            RunStatus.QUEUED,
+            RunStatus.WAITING_APPROVAL,
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+        }
+    ),
     RunStatus.WAITING_APPROVAL: frozenset(
         {RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED}
     ),
@@ -103,6 +114,15 @@ class Run(BaseModel):
     step_outputs: dict[str, Any] = Field(default_factory=dict)
     last_output: Any = None
     steps_executed: int = 0
+    # The current step's own deadline while it is suspended (a delay's end, an approval's
+    # timeout); None while no step is suspended.
+    wait_until: str | None = None
+    # When the engine expects its next (delayed) kick: a delay, a retry backoff, a timeout.
+    next_wake_at: str | None = None
+    # The status a paused run returns to on resume.
+    paused_from: RunStatus | None = None
+    # The pending approval request: step_id, instructions, assignees, requested_at, timeout_at.
+    approval: dict[str, Any] | None = None
     created_at: str
     updated_at: str
     started_at: str | None = None

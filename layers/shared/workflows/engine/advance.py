@@ -1,37 +1,47 @@
-"""Advance a run by one step in response to one dispatch message.
+"""Advance a run in response to one dispatch message, one committed step at a time.
 
-Invariants (docs/engine.md tests each):
+Invariants (docs/engine.md; each is tested):
 1. A message whose version differs from the run's is stale: it changes nothing.
 2. A step's result, the run's new state and the events describing them are one conditional
    write; if another writer moved the run first, this write fails and nothing is recorded.
-3. The next message is sent only after that write succeeded; if the process dies in between,
-   the redelivered message finds the run one version ahead and, once a grace period has passed,
-   re-sends the lost kick.
-4. A terminal run, a paused run and a run waiting for approval ignore kicks.
+3. The next message is sent only after that write succeeded. If the process dies in between,
+   a redelivered older message finds the run ahead of it and, once the run has sat still past a
+   grace period with no wake-up due, re-sends the lost kick.
+4. Terminal and paused runs ignore kicks; a run waiting for approval only acts on its timeout.
 5. Step failures (StepFailed) are recorded on the run; anything else raises so SQS redelivers.
+6. Consecutive cheap steps (`inline`) run in one invocation while time is left, each committed
+   before the next starts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from workflows.clock import Clock, iso, system_clock
-from workflows.domain.definition import StepSpec, WorkflowDefinition
+from workflows.domain.definition import END, StepSpec, WorkflowDefinition
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine import retry
 from workflows.engine.errors import StepFailed
 from workflows.engine.messages import AdvanceMessage, DispatchQueue
 from workflows.errors import NotFound, StaleWrite
-from workflows.observability import logger
-from workflows.steps.base import StepContext, StepResult
-from workflows.steps.registry import REGISTRY, parse_config
+from workflows.observability import logger, metrics
+from workflows.steps.approval import ApprovalConfig
+from workflows.steps.base import StepContext, StepResult, Suspend
+from workflows.steps.registry import get_step_type, parse_config
 from workflows.storage.runs import RunRepository
 
-# A kick lost between a commit and its send is re-sent by the redelivered message once the
+RemainingMs = Callable[[], int]
+
+# A kick lost between a commit and its send is re-sent by a redelivered older message once the
 # run has sat still this long; shorter waits would double-send on ordinary duplicates.
 LOST_KICK_GRACE = timedelta(seconds=60)
+# Time kept back from the Lambda's remaining time: committing and sending the next kick.
+RESERVE_MS = 5_000
+DEFAULT_STEP_TIMEOUT_SECONDS = 60.0
+TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,17 @@ class Outcome:
     action: str
     run_status: str | None = None
     version: int | None = None
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class _Advanced:
+    run: Run
+    wake_in: float | None = None  # seconds until the next (delayed) kick; None = kick now
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class Engine:
@@ -51,13 +72,17 @@ class Engine:
         *,
         clock: Clock = system_clock,
         max_steps_per_run: int = 1000,
+        max_inline_steps: int = 25,
     ) -> None:
         self._runs = runs
         self._queue = queue
         self._clock = clock
         self._max_steps = max_steps_per_run
+        self._max_inline = max_inline_steps
 
-    def process(self, message: AdvanceMessage) -> Outcome:
+    # ---- the message loop ------------------------------------------------------------
+
+    def process(self, message: AdvanceMessage, remaining_ms: RemainingMs | None = None) -> Outcome:
         try:
             run, definition = self._runs.get_with_definition(message.tenant_id, message.run_id)
         except NotFound:
@@ -65,25 +90,61 @@ class Engine:
             return Outcome("unknown_run")
         if run.version != message.version:
             return self._stale(run, message)
-        if run.is_terminal or run.status in (RunStatus.PAUSED, RunStatus.WAITING_APPROVAL):
+        if run.is_terminal or run.status == RunStatus.PAUSED:
             return Outcome("ignored", run.status.value, run.version)
-        try:
-            updated, delay = self._advance(run, definition)
-        except StaleWrite:
-            # Another writer (a control action, a duplicate kick) moved the run first; its
-            # write decides what happens next.
-            return Outcome("lost_race", run.status.value, run.version)
-        if not updated.is_terminal and updated.status == RunStatus.RUNNING:
-            self._kick(updated, delay)
-        return Outcome("advanced", updated.status.value, updated.version)
+        if run.wait_until and self._clock() < parse_time(run.wait_until):
+            # A hop of a chained wait (SQS delays at most 15 minutes): not due yet, no write.
+            self._kick(run, (parse_time(run.wait_until) - self._clock()).total_seconds())
+            return Outcome("waiting", run.status.value, run.version)
+        if run.status == RunStatus.WAITING_APPROVAL:
+            try:
+                updated = self._approval_timed_out(run, definition)
+            except StaleWrite:
+                return Outcome("lost_race", run.status.value, run.version)
+            self._after(updated, None)
+            return Outcome("advanced", updated.status.value, updated.version, 1)
 
-    # ---- internals ------------------------------------------------------------------
+        steps = 0
+        while True:
+            try:
+                advanced = self._advance(run, definition, remaining_ms)
+            except StaleWrite:
+                # A control action or a duplicate kick moved the run first; its write decides.
+                return Outcome("lost_race", run.status.value, run.version, steps)
+            steps += 1
+            updated = advanced.run
+            ready = updated.status == RunStatus.RUNNING and advanced.wake_in is None
+            if ready and steps < self._max_inline and self._can_inline(updated, definition, remaining_ms):
+                run = updated
+                continue
+            self._after(updated, advanced.wake_in)
+            return Outcome("advanced", updated.status.value, updated.version, steps)
+
+    def _after(self, run: Run, wake_in: float | None) -> None:
+        """Send what comes next: a kick, a delayed kick, or nothing for a resting run."""
+        if run.status == RunStatus.RUNNING:
+            self._kick(run, wake_in or 0)
+        elif run.status == RunStatus.WAITING_APPROVAL and run.wait_until:
+            self._kick(run, (parse_time(run.wait_until) - self._clock()).total_seconds())
+        if run.is_terminal:
+            metrics.add_metric(name=f"Runs_{run.status.value}", unit="Count", value=1)
+
+    def _can_inline(self, run: Run, definition: WorkflowDefinition, remaining_ms: RemainingMs | None) -> bool:
+        if run.current_step_id is None:
+            return False
+        step_type = get_step_type(definition.step(run.current_step_id).type)
+        if step_type is None or not step_type.inline:
+            return False
+        return remaining_ms is None or remaining_ms() > 2 * RESERVE_MS
 
     def _stale(self, run: Run, message: AdvanceMessage) -> Outcome:
+        now = self._clock()
+        wake_due = run.next_wake_at is None or now >= parse_time(run.next_wake_at) + LOST_KICK_GRACE
         lost_kick = (
-            run.version == message.version + 1
+            message.version < run.version
             and run.status == RunStatus.RUNNING
-            and self._clock() - _parse(run.updated_at) >= LOST_KICK_GRACE
+            and wake_due
+            and now - parse_time(run.updated_at) >= LOST_KICK_GRACE
         )
         if lost_kick:
             logger.info("re-sending a kick lost after commit", extra={"run_id": run.run_id})
@@ -93,28 +154,36 @@ class Engine:
 
     def _kick(self, run: Run, delay_seconds: float) -> None:
         message = AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version)
-        self._queue.send(message, delay_seconds=round(delay_seconds))
+        self._queue.send(message, delay_seconds=max(0, round(delay_seconds)))
 
-    def _advance(self, run: Run, definition: WorkflowDefinition) -> tuple[Run, float]:
-        now = iso(self._clock())
+    # ---- one step ----------------------------------------------------------------------
+
+    def _advance(
+        self, run: Run, definition: WorkflowDefinition, remaining_ms: RemainingMs | None
+    ) -> _Advanced:
+        now_dt = self._clock()
+        now = iso(now_dt)
         events: list[NewEvent] = []
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = {"next_wake_at": None}
         if run.status == RunStatus.QUEUED:
             check_transition(run.status, RunStatus.RUNNING)
             changes.update(status=RunStatus.RUNNING, started_at=now)
             events.append(NewEvent(event_type=EventType.RUN_STARTED, payload={"inputs": run.inputs}))
         if run.steps_executed >= self._max_steps:
             error = {"code": "max_steps_exceeded", "message": f"run executed {self._max_steps} steps"}
-            return self._fail_run(run, changes, events, error, now), 0
-        step_id = run.current_step_id or definition.first_step_id()
-        step = definition.step(step_id)
-        events.append(
-            NewEvent(
-                event_type=EventType.STEP_STARTED,
-                step_id=step.id,
-                payload={"step_type": step.type, "attempt": run.attempt, "started_at": now},
+            return _Advanced(self._finish_failed(run, changes, events, error, now))
+        step = definition.step(run.current_step_id or definition.first_step_id())
+        if run.wait_until is None:
+            events.append(
+                NewEvent(
+                    event_type=EventType.STEP_STARTED,
+                    step_id=step.id,
+                    payload={"step_type": step.type, "attempt": run.attempt, "started_at": now},
+                )
             )
-        )
+        budget = step.timeout_seconds or DEFAULT_STEP_TIMEOUT_SECONDS
+        if remaining_ms is not None:
+            budget = max(1.0, min(budget, (remaining_ms() - RESERVE_MS) / 1000))
         context = StepContext(
             run_id=run.run_id,
             tenant_id=run.tenant_id,
@@ -124,24 +193,60 @@ class Engine:
             inputs=run.inputs,
             step_outputs=run.step_outputs,
             last=run.last_output,
+            now=now_dt,
+            wait_until=parse_time(run.wait_until) if run.wait_until else None,
+            time_budget_seconds=budget,
         )
         try:
-            result = self._execute(step, context)
+            outcome = self._execute(step, context)
         except StepFailed as failure:
             return self._on_failure(run, definition, step, failure, changes, events, now)
-        return self._on_success(run, definition, step, result, changes, events, now), 0
+        if isinstance(outcome, Suspend):
+            return self._suspend(run, step, outcome, changes, events, now_dt)
+        return _Advanced(self._on_success(run, definition, step, outcome, changes, events, now))
 
     @staticmethod
-    def _execute(step: StepSpec, context: StepContext) -> StepResult:
-        step_type = REGISTRY.get(step.type)
+    def _execute(step: StepSpec, context: StepContext) -> StepResult | Suspend:
+        step_type = get_step_type(step.type)
         if step_type is None:
-            # A definition is validated on submission; this only happens if a step type is
+            # Definitions are validated on submission; this only happens if a step type is
             # removed while runs that use it are still in flight.
             raise StepFailed(
                 "unknown_step_type", f"step type '{step.type}' is not available", retryable=False
             )
         config = parse_config(step_type, step.config)
         return step_type.execute(config, context)
+
+    def _suspend(
+        self,
+        run: Run,
+        step: StepSpec,
+        outcome: Suspend,
+        changes: dict[str, Any],
+        events: list[NewEvent],
+        now: datetime,
+    ) -> _Advanced:
+        until = iso(outcome.until)
+        changes.update(wait_until=until, next_wake_at=until)
+        if outcome.waiting_approval:
+            request = {"step_id": step.id, **outcome.payload, "requested_at": iso(now), "timeout_at": until}
+            check_transition(RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
+            changes.update(status=RunStatus.WAITING_APPROVAL, approval=request)
+            events.append(NewEvent(event_type=EventType.WAITING_APPROVAL, step_id=step.id, payload=request))
+            return _Advanced(self._commit(run, changes, events))
+        return _Advanced(self._commit(run, changes, events), (outcome.until - now).total_seconds())
+
+    def complete_step(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        step: StepSpec,
+        result: StepResult,
+        changes: dict[str, Any],
+        events: list[NewEvent],
+    ) -> Run:
+        """Record a step's result and move on; public so approve can finish an approval step."""
+        return self._on_success(run, definition, step, result, changes, events, iso(self._clock()))
 
     def _on_success(
         self,
@@ -153,7 +258,6 @@ class Engine:
         events: list[NewEvent],
         now: str,
     ) -> Run:
-        step_outputs = {**run.step_outputs, step.id: result.output}
         events.append(
             NewEvent(
                 event_type=EventType.STEP_COMPLETED,
@@ -162,25 +266,39 @@ class Engine:
             )
         )
         changes.update(
-            step_outputs=step_outputs,
+            step_outputs={**run.step_outputs, step.id: result.output},
             last_output=result.output,
             steps_executed=run.steps_executed + 1,
             attempt=1,
+            wait_until=None,
+            approval=None,
         )
-        next_step = definition.next_after_success(step.id)
-        if next_step is None:
-            check_transition(RunStatus.RUNNING, RunStatus.SUCCEEDED)
-            changes.update(
-                status=RunStatus.SUCCEEDED,
-                outputs=result.output,
-                current_step_id=None,
-                ended_at=now,
-                status_reason=None,
-            )
-            events.append(NewEvent(event_type=EventType.RUN_COMPLETED, payload={"outputs": result.output}))
+        if result.next_step is not None:
+            next_step = None if result.next_step == END else result.next_step
         else:
-            changes.update(current_step_id=next_step)
-        return self._runs.transition(run, changes, events)
+            next_step = definition.next_after_success(step.id)
+        if next_step is None:
+            return self._finish_succeeded(run, changes, events, result.output, now)
+        changes.update(current_step_id=next_step)
+        return self._commit(run, changes, events)
+
+    def fail_step(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        step: StepSpec,
+        failure: StepFailed,
+        changes: dict[str, Any],
+        events: list[NewEvent],
+        *,
+        output: dict[str, Any] | None = None,
+    ) -> Run:
+        """Record a failed step (no retry); public so reject can fail an approval step."""
+        failure.retryable = False
+        advanced = self._on_failure(
+            run, definition, step, failure, changes, events, iso(self._clock()), output
+        )
+        return advanced.run
 
     def _on_failure(
         self,
@@ -191,9 +309,11 @@ class Engine:
         changes: dict[str, Any],
         events: list[NewEvent],
         now: str,
-    ) -> tuple[Run, float]:
+        output: dict[str, Any] | None = None,
+    ) -> _Advanced:
         error = {"code": failure.code, "message": failure.message, "step_id": step.id}
         decision = retry.decide(step.retry, failure, run.attempt)
+        changes.update(steps_executed=run.steps_executed + 1, wait_until=None, approval=None)
         if decision.retry:
             events.append(
                 NewEvent(
@@ -207,38 +327,105 @@ class Engine:
                     },
                 )
             )
-            changes.update(attempt=run.attempt + 1, steps_executed=run.steps_executed + 1)
-            return self._runs.transition(run, changes, events), decision.delay_seconds
+            wake = self._clock() + timedelta(seconds=decision.delay_seconds)
+            changes.update(attempt=run.attempt + 1, next_wake_at=iso(wake))
+            metrics.add_metric(name="StepRetries", unit="Count", value=1)
+            return _Advanced(self._commit(run, changes, events), decision.delay_seconds)
+        timed_out = failure.code == TIMEOUT
         events.append(
             NewEvent(
-                event_type=EventType.STEP_FAILED,
+                event_type=EventType.STEP_TIMEOUT if timed_out else EventType.STEP_FAILED,
                 step_id=step.id,
                 payload={"error": error, "attempt": run.attempt},
             )
         )
-        changes.update(steps_executed=run.steps_executed + 1)
-        if step.on_failure is not None and step.on_failure != "_end":
-            changes.update(
-                current_step_id=step.on_failure,
-                attempt=1,
-                step_outputs={**run.step_outputs, step.id: {"error": error}},
-                last_output={"error": error},
-            )
-            return self._runs.transition(run, changes, events), 0
-        return self._fail_run(run, changes, events, error, now), 0
+        metrics.add_metric(name="StepFailures", unit="Count", value=1)
+        route = (step.on_timeout if timed_out else None) or step.on_failure
+        if route is None:
+            return _Advanced(self._finish_failed(run, changes, events, error, now))
+        recorded = {**(output or {}), "error": error}
+        changes.update(step_outputs={**run.step_outputs, step.id: recorded}, last_output=recorded, attempt=1)
+        if route == END:
+            # The failure was handled by routing it to the end: the run finishes successfully.
+            return _Advanced(self._finish_succeeded(run, changes, events, recorded, now))
+        changes.update(current_step_id=route)
+        return _Advanced(self._commit(run, changes, events))
 
-    def _fail_run(
+    def _approval_timed_out(self, run: Run, definition: WorkflowDefinition) -> Run:
+        step = definition.step(run.current_step_id or definition.first_step_id())
+        config = parse_config(get_step_type(step.type), step.config)  # type: ignore[arg-type]
+        assert isinstance(config, ApprovalConfig)
+        changes: dict[str, Any] = {"status": RunStatus.RUNNING, "next_wake_at": None}
+        events = [
+            NewEvent(
+                event_type=EventType.STEP_TIMEOUT, step_id=step.id, payload={"on_timeout": config.on_timeout}
+            )
+        ]
+        decision: dict[str, Any] = {"comment": None, "fields": {}, "approver": "system:timeout"}
+        if config.on_timeout == "approve":
+            output = {"decision": "approve", **decision}
+            events.append(NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step.id, payload=output))
+            return self.complete_step(run, definition, step, StepResult(output=output), changes, events)
+        if config.on_timeout == "reject":
+            output = {"decision": "reject", **decision}
+            events.append(NewEvent(event_type=EventType.APPROVAL_REJECTED, step_id=step.id, payload=output))
+            failure = StepFailed("approval_rejected", "approval timed out and was rejected", retryable=False)
+            return self.fail_step(run, definition, step, failure, changes, events, output=output)
+        failure = StepFailed(TIMEOUT, "approval timed out", retryable=False)
+        return self._on_failure(run, definition, step, failure, changes, events[:0], iso(self._clock())).run
+
+    # ---- endings and the one write -----------------------------------------------------
+
+    def _finish_succeeded(
+        self, run: Run, changes: dict[str, Any], events: list[NewEvent], outputs: Any, now: str
+    ) -> Run:
+        changes.update(
+            status=RunStatus.SUCCEEDED,
+            outputs=outputs,
+            current_step_id=None,
+            ended_at=now,
+            status_reason=None,
+            paused_from=None,
+        )
+        events.append(NewEvent(event_type=EventType.RUN_COMPLETED, payload={"outputs": outputs}))
+        return self._commit(run, changes, events)
+
+    def _finish_failed(
         self, run: Run, changes: dict[str, Any], events: list[NewEvent], error: dict[str, Any], now: str
     ) -> Run:
         changes.update(
-            status=RunStatus.FAILED,
-            error=error,
-            status_reason=error["code"],
-            ended_at=now,
+            status=RunStatus.FAILED, error=error, status_reason=error["code"], ended_at=now, paused_from=None
         )
         events.append(NewEvent(event_type=EventType.RUN_FAILED, payload={"error": error}))
-        return self._runs.transition(run, changes, events)
+        return self._commit(run, changes, events)
+
+    def _commit(self, run: Run, changes: dict[str, Any], events: list[NewEvent]) -> Run:
+        """One conditional write. If the run was paused while this step executed, the step's
+        result still commits (pause acts at the step boundary) and the run stays paused."""
+        target = changes.get("status", run.status)
+        # A queued run that starts and finishes in one write passes through running.
+        check_transition_if_changed(RunStatus.RUNNING if "started_at" in changes else run.status, target)
+        try:
+            return self._runs.transition(run, changes, events)
+        except StaleWrite:
+            fresh = self._runs.get(run.tenant_id, run.run_id)
+            same_step = (
+                fresh.status == RunStatus.PAUSED
+                and fresh.current_step_id == run.current_step_id
+                and fresh.attempt == run.attempt
+                and fresh.steps_executed == run.steps_executed
+            )
+            if not same_step:
+                raise
+            merged = dict(changes)
+            if target not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+                merged.pop("status", None)
+                if target in (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL):
+                    merged["paused_from"] = target
+            events = [e for e in events if e.event_type != EventType.RUN_STARTED]
+            return self._runs.transition(fresh, merged, events)
 
 
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def check_transition_if_changed(current: RunStatus, target: RunStatus) -> None:
+    if current != target:
+        check_transition(current, target)

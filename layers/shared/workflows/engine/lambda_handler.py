@@ -21,12 +21,22 @@ from workflows.observability import logger, metrics, tracer
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
+class _Invocation:
+    """The running invocation's context, for the engine's time budget."""
+
+    context: LambdaContext | None = None
+
+    @classmethod
+    def remaining_ms(cls) -> int:
+        return cls.context.get_remaining_time_in_millis() if cls.context else 60_000
+
+
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> str:
     # A body that does not parse raises: SQS redrives it to the dead-letter queue for a human.
     message = AdvanceMessage.from_body(record.body)
     logger.append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
-    outcome = get_container().engine.process(message)
+    outcome = get_container().engine.process(message, _Invocation.remaining_ms)
     logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})
     metrics.add_metric(name=f"Kick_{outcome.action}", unit="Count", value=1)
     return outcome.action
@@ -36,6 +46,7 @@ def record_handler(record: SQSRecord) -> str:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    _Invocation.context = context
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -31,3 +31,14 @@ def render(template: str, context: dict[str, Any]) -> str:
     if len(rendered) > MAX_RENDERED_CHARS:
         raise StepFailed("template_too_large", "rendered template exceeds 256 KiB")
     return rendered
+
+
+def evaluate(source: str, context: dict[str, Any]) -> Any:
+    """A condition: a bare expression is evaluated; a `{{ ... }}` template is rendered."""
+    if "{{" in source or "{%" in source:
+        return render(source, context)
+    try:
+        expression = _environment().compile_expression(source, undefined_to_none=False)
+        return expression(**context)
+    except TemplateError as exc:
+        raise StepFailed("template_error", f"condition could not be evaluated: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
@@ -20,6 +21,13 @@ class StepContext:
     inputs: dict[str, Any]
     step_outputs: dict[str, Any]
     last: Any
+    # When the engine runs the step; steps never read the system clock themselves.
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Set while a delay or an approval is pending: the deadline the step suspended until.
+    wait_until: datetime | None = None
+    # Time this execution may take: the step's timeout_seconds bounded by the Lambda's
+    # remaining time. Steps that call out pass it on as their request timeout.
+    time_budget_seconds: float = 30.0
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -35,6 +43,23 @@ class StepResult:
     output: Any
     # Extra event payload fields (e.g. a log message, token usage).
     event_fields: dict[str, Any] = field(default_factory=dict)
+    # A step that chooses where the run goes next (branch); None follows on_success.
+    next_step: str | None = None
+
+
+@dataclass(frozen=True)
+class Suspend:
+    """The step is not finished: wake the run at `until` (a delay), or wait for a human.
+
+    `waiting_approval` puts the run in that status until approve/reject or `until` passes.
+    """
+
+    until: datetime
+    waiting_approval: bool = False
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+StepOutcome = StepResult | Suspend
 
 
 class StepType(Protocol):
@@ -58,4 +83,9 @@ class StepType(Protocol):
         """at_least_once: safe to run again after a crash (no effect outside the commit);
         at_most_once: claims a lease first and gives receivers a stable id to dedupe on."""
 
-    def execute(self, config: BaseModel, context: StepContext) -> StepResult: ...
+    @property
+    def inline(self) -> bool:
+        """Cheap and local (no calls out): the engine may run it in the same invocation as the
+        step before it instead of paying an SQS round trip."""
+
+    def execute(self, config: BaseModel, context: StepContext) -> StepOutcome: ...

@@ -25,6 +25,7 @@ class LogStep:
     example = {"message": "Hello {{ inputs.name }}", "level": "info"}
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
+    inline = True
 
     def execute(self, config: BaseModel, context: StepContext) -> StepResult:
         assert isinstance(config, LogConfig)

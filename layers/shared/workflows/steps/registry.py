@@ -7,15 +7,30 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.definition import END, WorkflowDefinition
+from workflows.steps.approval import ApprovalStep
 from workflows.steps.base import StepType
+from workflows.steps.branch import BranchConfig, BranchStep
+from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
 
-REGISTRY: dict[str, StepType] = {step.name: step for step in (LogStep(),)}
+REGISTRY: dict[str, StepType] = {
+    step.name: step for step in (LogStep(), DelayStep(), BranchStep(), ApprovalStep())
+}
+# The original module's names, accepted on input and stored under the canonical name.
+ALIASES = {"wait_for_approval": "approval"}
 
 
-def get_step_type(name: str) -> StepType:
-    return REGISTRY[name]
+def register(step_type: StepType) -> None:
+    REGISTRY[step_type.name] = step_type
+
+
+def canonical_type(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def get_step_type(name: str) -> StepType | None:
+    return REGISTRY.get(canonical_type(name))
 
 
 def parse_config(step_type: StepType, config: dict[str, Any]) -> BaseModel:
@@ -25,9 +40,10 @@ def parse_config(step_type: StepType, config: dict[str, Any]) -> BaseModel:
 def validate_steps(definition: WorkflowDefinition, *, max_config_bytes: int) -> list[dict[str, str]]:
     """Every problem with the definition's steps, each naming the step and the field."""
     errors: list[dict[str, str]] = []
+    step_ids = {step.id for step in definition.steps}
     for index, step in enumerate(definition.steps):
         where = f"steps[{index}]"
-        step_type = REGISTRY.get(step.type)
+        step_type = get_step_type(step.type)
         if step_type is None:
             known = ", ".join(sorted(REGISTRY))
             errors.append(
@@ -47,7 +63,7 @@ def validate_steps(definition: WorkflowDefinition, *, max_config_bytes: int) -> 
             )
             continue
         try:
-            parse_config(step_type, step.config)
+            config = parse_config(step_type, step.config)
         except ValidationError as exc:
             for error in exc.errors():
                 path = ".".join(str(part) for part in error["loc"])
@@ -57,4 +73,15 @@ def validate_steps(definition: WorkflowDefinition, *, max_config_bytes: int) -> 
                         "message": f"step '{step.id}': {error['msg']}",
                     }
                 )
+            continue
+        if isinstance(config, BranchConfig):
+            for field in ("true_next", "false_next"):
+                target = getattr(config, field)
+                if target != END and target not in step_ids:
+                    errors.append(
+                        {
+                            "field": f"{where}.config.{field}",
+                            "message": f"step '{step.id}' routes to unknown step '{target}'",
+                        }
+                    )
     return errors

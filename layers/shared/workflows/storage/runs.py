@@ -33,11 +33,12 @@ from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import NewEvent, Run, RunEvent, RunStatus
 from workflows.errors import NotFound, StaleWrite
 from workflows.storage.dynamo import cancellation_reasons, dumps, from_item, loads, to_item
+from workflows.storage.paging import Position, check_position, invalid_cursor, query_page
 
 RUN_SK = "RUN"
 DEFINITION_SK = "DEFINITION"
 # Fields stored as JSON strings.
-_JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output")
+_JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output", "approval")
 _MAX_APPEND_TRIES = 60
 
 
@@ -307,6 +308,64 @@ class RunRepository:
         else:
             next_since = events[-1].event_seq if events else since
         return EventPage(events=events, next_since=next_since, has_more=bool(last_key))
+
+    def list_runs(
+        self,
+        tenant_id: str,
+        *,
+        workflow_id: str | None = None,
+        statuses: Sequence[str] = (),
+        created_after: str | None = None,
+        created_before: str | None = None,
+        limit: int = 50,
+        start: Position | None = None,
+    ) -> tuple[list[Run], Position | None]:
+        """A tenant's runs, newest first: a key-range Query on `by-tenant` (or `by-workflow`).
+
+        created_after / created_before are exclusive bounds on created_at (RFC 3339 strings as
+        `iso` writes them); a status filter is a FilterExpression, so a page may need several
+        requests (bounded, see storage.paging).
+        """
+        if workflow_id is None:
+            index, pk_name, sk_name, partition = "by-tenant", "gsi1pk", "gsi1sk", tenant_id
+        else:
+            index, pk_name, sk_name = "by-workflow", "gsi2pk", "gsi2sk"
+            partition = f"{tenant_id}#{workflow_id}"
+        key_fields = ("pk", "sk", pk_name, sk_name)
+        # Sort keys are "<created_at>#<run_id>": "<t>#~" sorts after every run created at t
+        # and "<t>" before every one of them, so both bounds exclude runs created exactly at t.
+        lower = f"{created_after}#~" if created_after else None
+        upper = created_before
+        check_position(start, {pk_name: partition, "pk^": f"{tenant_id}#"}, key_fields)
+        if start is not None:
+            position = start[sk_name]
+            if (lower is not None and position <= lower) or (upper is not None and position >= upper):
+                raise invalid_cursor()
+        condition = f"{pk_name} = :p"
+        values: dict[str, Any] = {":p": {"S": partition}}
+        if lower is not None and upper is not None:
+            condition += f" AND {sk_name} BETWEEN :lo AND :hi"
+            values.update({":lo": {"S": lower}, ":hi": {"S": upper}})
+        elif lower is not None:
+            condition += f" AND {sk_name} > :lo"
+            values[":lo"] = {"S": lower}
+        elif upper is not None:
+            condition += f" AND {sk_name} < :hi"
+            values[":hi"] = {"S": upper}
+        params: dict[str, Any] = {
+            "TableName": self._runs,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        if statuses:
+            placeholders = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
+            params["FilterExpression"] = f"#status IN ({', '.join(placeholders)})"
+            params["ExpressionAttributeNames"] = {"#status": "status"}
+            values.update(placeholders)
+        page = query_page(self._client, params, limit=limit, key_fields=key_fields, start=start)
+        return [self._run_from(item) for item in page.items], page.next_position
 
     @staticmethod
     def _event_from(item: Mapping[str, Any]) -> RunEvent:

@@ -1,0 +1,83 @@
+"""Control routes: pause, resume, cancel, retry a run; approve or reject a waiting step."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.api.auth import require
+from workflows.api.deps import ContainerDep
+from workflows.domain.principal import RUNS_CONTROL, Principal
+from workflows.errors import NotFound, ValidationFailed
+
+router = APIRouter()
+Controller = Annotated[Principal, Depends(require(RUNS_CONTROL))]
+
+
+class ControlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: str | None = Field(default=None, description="retry only: the step to start from")
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=4000)
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class ControlResponse(BaseModel):
+    run_id: str
+    action: str
+    result: Literal["applied", "already_applied"]
+    status: str
+
+
+@router.post("/runs/{run_id}/steps/{step_id}/{decision}", response_model=ControlResponse)
+def decide_step(
+    run_id: str,
+    step_id: str,
+    decision: str,
+    principal: Controller,
+    c: ContainerDep,
+    body: Annotated[DecisionRequest | None, Body()] = None,
+) -> ControlResponse:
+    if decision not in ("approve", "reject"):
+        raise NotFound(f"unknown decision '{decision}' (approve, reject)")
+    request = body or DecisionRequest()
+    result = c.control.decide(
+        principal.tenant_id,
+        run_id,
+        step_id,
+        "approve" if decision == "approve" else "reject",
+        principal.user_id,
+        comment=request.comment,
+        fields=request.fields,
+    )
+    return ControlResponse(
+        run_id=result.run_id, action=result.action, result=result.result, status=result.status
+    )
+
+
+@router.post("/runs/{run_id}/{action}", response_model=ControlResponse)
+def control_run(
+    run_id: str,
+    action: str,
+    principal: Controller,
+    c: ContainerDep,
+    body: Annotated[ControlRequest | None, Body()] = None,
+) -> ControlResponse:
+    request = body or ControlRequest()
+    if request.from_step is not None and action != "retry":
+        raise ValidationFailed(
+            "from_step: only retry takes from_step", details=[{"field": "from_step", "message": "retry only"}]
+        )
+    result = c.control.act(
+        principal.tenant_id, run_id, action, principal.user_id, from_step=request.from_step
+    )
+    return ControlResponse(
+        run_id=result.run_id, action=result.action, result=result.result, status=result.status
+    )

@@ -1,0 +1,235 @@
+"""Control actions on a run: pause, resume, cancel, retry, approve, reject.
+
+Semantics (docs/engine.md):
+- pause acts at the next step boundary: a step already executing commits its result, then the
+  run rests. A delay keeps its deadline while paused; resumed after it, the delay ends at once.
+- resume returns the run to where it was (running, queued, or waiting for approval).
+- cancel is immediate; a step executing meanwhile loses its commit and its result is discarded.
+- retry (only from failed) re-runs the failed step, or `from_step`, keeping earlier outputs;
+  kicks from before the retry are stale by version.
+- approve / reject act only on the approval step the run is waiting on.
+Each answers `applied`, or `already_applied` when the run is already where the action leads;
+an action the status does not allow raises InvalidState (409).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from workflows.clock import Clock, iso, system_clock
+from workflows.domain.run import TRANSITIONS, EventType, NewEvent, Run, RunStatus, check_transition
+from workflows.engine.advance import Engine
+from workflows.engine.errors import StepFailed
+from workflows.engine.messages import AdvanceMessage, DispatchQueue
+from workflows.errors import InvalidState, NotFound, StaleWrite, ValidationFailed
+from workflows.steps.base import StepResult
+from workflows.steps.registry import canonical_type
+from workflows.storage.runs import RunRepository
+
+Action = Literal["pause", "resume", "cancel", "retry"]
+_ATTEMPTS = 5  # a control action re-reads and retries when the engine moved the run meanwhile
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    run_id: str
+    action: str
+    result: Literal["applied", "already_applied"]
+    status: str
+
+
+class RunControl:
+    def __init__(
+        self, runs: RunRepository, queue: DispatchQueue, engine: Engine, *, clock: Clock = system_clock
+    ):
+        self._runs = runs
+        self._queue = queue
+        self._engine = engine
+        self._clock = clock
+
+    def act(
+        self, tenant_id: str, run_id: str, action: str, actor: str, *, from_step: str | None = None
+    ) -> ControlResult:
+        handlers = {
+            "pause": self._pause,
+            "resume": self._resume,
+            "cancel": self._cancel,
+            "retry": self._retry,
+        }
+        if action not in handlers:
+            raise NotFound(f"unknown action '{action}' (pause, resume, cancel, retry)")
+        for _ in range(_ATTEMPTS):
+            run = self._runs.get(tenant_id, run_id)
+            try:
+                return handlers[action](run, actor, from_step)
+            except StaleWrite:
+                continue
+        raise StaleWrite(f"run {run_id} kept changing; try again")
+
+    def decide(
+        self,
+        tenant_id: str,
+        run_id: str,
+        step_id: str,
+        decision: Literal["approve", "reject"],
+        actor: str,
+        *,
+        comment: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> ControlResult:
+        for _ in range(_ATTEMPTS):
+            run, definition = self._runs.get_with_definition(tenant_id, run_id)
+            try:
+                step = definition.step(step_id)
+            except KeyError:
+                raise NotFound(f"run '{run_id}' has no step '{step_id}'") from None
+            if canonical_type(step.type) != "approval":
+                raise InvalidState(f"step '{step_id}' is not an approval step")
+            action = decision
+            previous = run.step_outputs.get(step_id)
+            if (
+                isinstance(previous, dict)
+                and previous.get("decision") == decision
+                and run.current_step_id != step_id
+            ):
+                return ControlResult(run_id, action, "already_applied", run.status.value)
+            if run.status != RunStatus.WAITING_APPROVAL or run.current_step_id != step_id:
+                raise InvalidState(
+                    f"step '{step_id}' is not waiting for approval (run is {run.status.value})",
+                    details=[{"field": "status", "message": run.status.value}],
+                )
+            output = {"decision": decision, "comment": comment, "fields": fields or {}, "approver": actor}
+            changes: dict[str, Any] = {"status": RunStatus.RUNNING, "next_wake_at": None}
+            try:
+                if decision == "approve":
+                    events = [
+                        NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=output)
+                    ]
+                    updated = self._engine.complete_step(
+                        run, definition, step, StepResult(output=output), changes, events
+                    )
+                else:
+                    events = [
+                        NewEvent(event_type=EventType.APPROVAL_REJECTED, step_id=step_id, payload=output)
+                    ]
+                    failure = StepFailed("approval_rejected", f"rejected by {actor}", retryable=False)
+                    updated = self._engine.fail_step(
+                        run, definition, step, failure, changes, events, output=output
+                    )
+            except StaleWrite:
+                continue
+            self._kick_if_running(updated)
+            return ControlResult(run_id, action, "applied", updated.status.value)
+        raise StaleWrite(f"run {run_id} kept changing; try again")
+
+    # ---- actions ---------------------------------------------------------------------
+
+    def _pause(self, run: Run, actor: str, _: str | None) -> ControlResult:
+        if run.status == RunStatus.PAUSED:
+            return self._already(run, "pause")
+        self._refuse_unless(run, "pause", RunStatus.PAUSED)
+        updated = self._runs.transition(
+            run,
+            {"status": RunStatus.PAUSED, "paused_from": run.status},
+            [NewEvent(event_type=EventType.RUN_PAUSED, payload={"actor": actor, "from": run.status.value})],
+        )
+        return ControlResult(run.run_id, "pause", "applied", updated.status.value)
+
+    def _resume(self, run: Run, actor: str, _: str | None) -> ControlResult:
+        if run.status != RunStatus.PAUSED:
+            if run.is_terminal:
+                raise self._invalid(run, "resume")
+            return self._already(run, "resume")
+        target = run.paused_from or (RunStatus.RUNNING if run.started_at else RunStatus.QUEUED)
+        check_transition(run.status, target)
+        updated = self._runs.transition(
+            run,
+            {"status": target, "paused_from": None},
+            [NewEvent(event_type=EventType.RUN_RESUMED, payload={"actor": actor, "to": target.value})],
+        )
+        self._kick(updated)
+        return ControlResult(run.run_id, "resume", "applied", updated.status.value)
+
+    def _cancel(self, run: Run, actor: str, _: str | None) -> ControlResult:
+        if run.status == RunStatus.CANCELLED:
+            return self._already(run, "cancel")
+        self._refuse_unless(run, "cancel", RunStatus.CANCELLED)
+        now = iso(self._clock())
+        updated = self._runs.transition(
+            run,
+            {
+                "status": RunStatus.CANCELLED,
+                "ended_at": now,
+                "status_reason": "cancelled",
+                "paused_from": None,
+            },
+            [
+                NewEvent(event_type=EventType.CANCEL_ACKNOWLEDGED, payload={"actor": actor}),
+                NewEvent(
+                    event_type=EventType.RUN_CANCELLED,
+                    payload={"actor": actor, "step_id": run.current_step_id},
+                ),
+            ],
+        )
+        return ControlResult(run.run_id, "cancel", "applied", updated.status.value)
+
+    def _retry(self, run: Run, actor: str, from_step: str | None) -> ControlResult:
+        self._refuse_unless(run, "retry", RunStatus.RUNNING, only_from=RunStatus.FAILED)
+        _, definition = self._runs.get_with_definition(run.tenant_id, run.run_id)
+        failed_step = (run.error or {}).get("step_id") or run.current_step_id or definition.first_step_id()
+        start = from_step or failed_step
+        if start not in {s.id for s in definition.steps}:
+            raise ValidationFailed(
+                f"from_step: run has no step '{start}'",
+                details=[{"field": "from_step", "message": "unknown step"}],
+            )
+        updated = self._runs.transition(
+            run,
+            {
+                "status": RunStatus.RUNNING,
+                "current_step_id": start,
+                "attempt": 1,
+                "error": None,
+                "status_reason": None,
+                "ended_at": None,
+                "wait_until": None,
+                "next_wake_at": None,
+                "approval": None,
+            },
+            [
+                NewEvent(
+                    event_type=EventType.RUN_RESUMED,
+                    payload={"actor": actor, "reason": "retry", "from_step": start},
+                )
+            ],
+        )
+        self._kick(updated)
+        return ControlResult(run.run_id, "retry", "applied", updated.status.value)
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _kick(self, run: Run) -> None:
+        self._queue.send(AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version))
+
+    def _kick_if_running(self, run: Run) -> None:
+        if run.status == RunStatus.RUNNING:
+            self._kick(run)
+
+    @staticmethod
+    def _already(run: Run, action: str) -> ControlResult:
+        return ControlResult(run.run_id, action, "already_applied", run.status.value)
+
+    @staticmethod
+    def _invalid(run: Run, action: str) -> InvalidState:
+        return InvalidState(
+            f"cannot {action} a {run.status.value} run",
+            details=[{"field": "status", "message": run.status.value}],
+        )
+
+    def _refuse_unless(
+        self, run: Run, action: str, target: RunStatus, *, only_from: RunStatus | None = None
+    ) -> None:
+        allowed = run.status == only_from if only_from else target in TRANSITIONS[run.status]
+        if not allowed:
+            raise self._invalid(run, action)

@@ -1,0 +1,58 @@
+"""`branch`: evaluate a condition against the run's context and pick the next step."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from jinja2 import TemplateError
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.engine.errors import StepFailed
+from workflows.engine.templating import evaluate
+from workflows.steps.base import StepContext, StepOutcome, StepResult
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", "", "none", "null"})
+
+
+class BranchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    condition: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="A Jinja2 expression (`inputs.score > 0.5`) or template (`{{ ... }}`)",
+    )
+    true_next: str = Field(description="step id, or _end")
+    false_next: str = Field(description="step id, or _end")
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise StepFailed("condition_not_boolean", f"condition rendered '{value[:80]}', not true/false")
+    return bool(value)
+
+
+class BranchStep:
+    name = "branch"
+    description = "Choose the next step from a condition on inputs and earlier outputs."
+    config_model = BranchConfig
+    example = {"condition": "inputs.score > 0.5", "true_next": "_end", "false_next": "_end"}
+    min_engine_version = "1.0.0"
+    delivery: Literal["at_least_once"] = "at_least_once"
+    inline = True
+
+    def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
+        assert isinstance(config, BranchConfig)
+        try:
+            value = evaluate(config.condition, context.template_context())
+        except TemplateError as exc:  # pragma: no cover - evaluate already maps these
+            raise StepFailed("template_error", str(exc)) from exc
+        result = truthy(value)
+        target = config.true_next if result else config.false_next
+        return StepResult(output={"result": result, "next": target}, next_step=target)

@@ -1,0 +1,52 @@
+"""`delay`: wait without sleeping. The engine parks the run and sends itself a delayed SQS
+message (at most 15 minutes each, chained for longer waits)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from workflows.steps.base import StepContext, StepOutcome, StepResult, Suspend
+
+MAX_DELAY_SECONDS = 365 * 24 * 3600
+
+
+class DelayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
+    milliseconds: int | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS * 1000)
+    until: AwareDatetime | None = Field(default=None, description="RFC 3339 timestamp with a time zone")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DelayConfig:
+        given = [name for name in ("seconds", "milliseconds", "until") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of seconds, milliseconds or until")
+        return self
+
+    def wake_at(self, now: datetime) -> datetime:
+        if self.until is not None:
+            return self.until
+        if self.milliseconds is not None:
+            return now + timedelta(milliseconds=self.milliseconds)
+        return now + timedelta(seconds=self.seconds or 0)
+
+
+class DelayStep:
+    name = "delay"
+    description = "Wait for a duration or until a timestamp, without holding a Lambda."
+    config_model = DelayConfig
+    example = {"seconds": 30}
+    min_engine_version = "1.0.0"
+    delivery: Literal["at_least_once"] = "at_least_once"
+    inline = True
+
+    def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
+        assert isinstance(config, DelayConfig)
+        wake_at = context.wait_until or config.wake_at(context.now)
+        if context.now >= wake_at:
+            return StepResult(output={"waited_until": wake_at.isoformat().replace("+00:00", "Z")})
+        return Suspend(until=wake_at)
