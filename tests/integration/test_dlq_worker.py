@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import FakeClock, settings_from
+from tests.receivers import Received, Receiver, Reply
 from workflows.errors import Conflict, NotFound
 from workflows.webhooks import lambda_handler
 from workflows.webhooks.delivery import DeliveryResult, EgressDenied, HttpDeliverer
@@ -30,81 +28,6 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # One pass and no sleep: with the default 10 s timeout the margin is 15 s, and 20 s minus the
 # 15 s interval leaves less than that.
 ONE_PASS_MS = 20_000
-
-
-# ---- a real webhook receiver on loopback ---------------------------------------------------
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b"ok"
-    delay: float = 0.0
-
-
-class Receiver:
-    """Answers POSTs with scripted replies (then 200) and records every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.replies: list[Reply] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    receiver.requests.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
-                    reply = receiver.replies.pop(0) if receiver.replies else Reply()
-                time.sleep(reply.delay)
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(reply.body)))
-                    self.end_headers()
-                    self.wfile.write(reply.body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout tests)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        host, port = self.server.server_address[:2]
-        assert host == "127.0.0.1"
-        return f"http://127.0.0.1:{port}{path}"
-
-    def reply(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 # ---- wiring ----------------------------------------------------------------------------
@@ -447,9 +370,15 @@ class DiesAfterSending:
     inner: HttpDeliverer
 
     def deliver(
-        self, url: str, body: bytes, webhook_id: str, extra_headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        body: bytes,
+        webhook_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        tenant_id: str | None = None,
     ) -> DeliveryResult:
-        self.inner.deliver(url, body, webhook_id, extra_headers)
+        self.inner.deliver(url, body, webhook_id, extra_headers, tenant_id=tenant_id)
         raise WorkerDied
 
 
@@ -487,9 +416,15 @@ class LeaseStolenDuringDelivery:
     victim_url: str
 
     def deliver(
-        self, url: str, body: bytes, webhook_id: str, extra_headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        body: bytes,
+        webhook_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        tenant_id: str | None = None,
     ) -> DeliveryResult:
-        result = self.inner.deliver(url, body, webhook_id, extra_headers)
+        result = self.inner.deliver(url, body, webhook_id, extra_headers, tenant_id=tenant_id)
         if url == self.victim_url:
             [row] = [r for r in self.thief.due(10) if r.url == url]
             assert self.thief.claim(row, lease_seconds=60) is not None
@@ -660,7 +595,12 @@ def test_rows_round_trip(clock: FakeClock, repo: WebhookDlqRepository) -> None:
 def test_built_worker_signs_with_the_configured_secret(
     aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
 ) -> None:
-    settings = settings_from(aws_env, webhook_secret=SecretStr("raw-secret"))
+    settings = settings_from(
+        aws_env,
+        webhook_secret=SecretStr("raw-secret"),
+        webhook_allowlist="127.0.0.1",
+        webhook_allowed_ports="*",
+    )
     repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
     row = add_row(repo, clock, receiver.url())
 
@@ -673,7 +613,8 @@ def test_built_worker_signs_with_the_configured_secret(
 def test_built_worker_without_a_secret_sends_unsigned(
     aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
 ) -> None:
-    repo, worker = build_dlq_worker(settings_from(aws_env), boto3.client("dynamodb"), clock=clock)
+    settings = settings_from(aws_env, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*")
+    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
     row = add_row(repo, clock, receiver.url())
 
     worker.run(lambda: ONE_PASS_MS)

@@ -1,13 +1,13 @@
 """One webhook delivery over HTTP: egress check, Standard Webhooks signature, outcome.
 
 The outcome decides what the caller does next: `delivered` is done, `transient` is worth
-retrying later (timeouts, connection errors, 408/425/429/5xx), `permanent` is not (refused by
-the egress policy, other 4xx, redirects, which are never followed).
+retrying later (timeouts, connection errors, DNS failures, 408/425/429/5xx), `permanent` is not
+(refused by the egress policy, other 4xx, redirects unless the policy follows them).
 
-The egress policy is a callable that raises EgressDenied; it runs before any connection is
-made. The default only insists on an http(s) URL with a host; the allow/deny list and
-private-address checks plug in here later, and `transport` lets such a policy also pin the
-address actually connected to.
+The egress policy (workflows.webhooks.egress) runs before any connection is made and names the
+addresses it validated; the request then goes through a transport that connects only to those
+addresses, while the Host header, TLS SNI and certificate checks keep the URL's hostname. When
+the policy follows redirects, every hop is checked the same way before it is connected to.
 """
 
 from __future__ import annotations
@@ -17,23 +17,38 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from workflows.clock import Clock, system_clock
-from workflows.errors import DomainError
+from workflows.webhooks.egress import (
+    Connector,
+    Destination,
+    DestinationCheck,
+    EgressDenied,
+    EgressPolicy,
+    EgressResolutionFailed,
+    PinnedNetworkBackend,
+    PinnedTransport,
+    UrlCheckPolicy,
+    tcp_connector,
+)
 from workflows.webhooks.signing import signature_headers
 
 DeliveryOutcome = Literal["delivered", "transient", "permanent"]
-EgressPolicy = Callable[[str], None]
+# A plain check on the URL; it gets the address pinning but none of EgressPolicy's address rules.
+UrlCheck = Callable[[str], None]
 
 USER_AGENT = "workflows-webhooks/1.0"
 MAX_RESPONSE_BYTES = 64 * 1024
 _SNIPPET_CHARS = 200
 _TRANSIENT_4XX = frozenset({408, 425, 429})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Credentials a row's headers may carry are not handed to another origin by a redirect.
+_CROSS_ORIGIN_DROPPED = frozenset({"authorization", "cookie", "proxy-authorization"})
 # Set by the deliverer itself; a row's own headers must not override the signature or framing.
 _RESERVED_HEADERS = frozenset(
     {
@@ -47,12 +62,6 @@ _RESERVED_HEADERS = frozenset(
         "webhook-signature",
     }
 )
-
-
-class EgressDenied(DomainError):
-    """The egress policy refuses this destination; retrying will not change that."""
-
-    code = "egress_denied"
 
 
 def scheme_policy(url: str) -> None:
@@ -74,6 +83,22 @@ class DeliveryResult:
     status_code: int | None = None
     error: str | None = None
     retry_after: float | None = None
+
+
+class Deliverer(Protocol):
+    """What sends a webhook: HttpDeliverer, or a test double with the same contract."""
+
+    def deliver(
+        self,
+        url: str,
+        body: bytes,
+        webhook_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        tenant_id: str | None = None,
+        method: str = "POST",
+        timeout: float | None = None,
+    ) -> DeliveryResult: ...
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -113,33 +138,41 @@ def classify(status_code: int, headers: Mapping[str, str], *, now: datetime | No
     return DeliveryResult("permanent", status_code, error)
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
 class HttpDeliverer:
+    """Delivers signed webhooks to destinations the egress policy allows.
+
+    `policy` is an EgressPolicy (production) or a plain URL check; without one only the scheme
+    and host are checked, which suits tests against local receivers, not production. `connector`
+    makes the TCP connection to a validated address; tests replace it to record or refuse.
+    """
+
     def __init__(
         self,
         secrets: Sequence[str],
         *,
         timeout: float,
-        policy: EgressPolicy | None = None,
+        policy: DestinationCheck | UrlCheck | None = None,
         clock: Clock = system_clock,
-        transport: httpx.BaseTransport | None = None,
+        connector: Connector = tcp_connector,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._secrets = list(secrets)
         self._timeout = timeout
-        self._policy = policy or scheme_policy
+        if policy is None:
+            policy = scheme_policy
+        self._policy: DestinationCheck = UrlCheckPolicy(policy) if callable(policy) else policy
         self._clock = clock
+        self._connector = connector
         self._max_response_bytes = max_response_bytes
-        # trust_env=False: no proxy from the environment may see or redirect webhook traffic.
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            trust_env=False,
-            transport=transport,
-            headers={"user-agent": USER_AGENT},
-        )
+        # Built once: loading the CA bundle is the expensive part of a client.
+        self._ssl_context = httpx.create_ssl_context()
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: each delivery has its own connections, closed when it ends."""
 
     def deliver(
         self,
@@ -147,11 +180,18 @@ class HttpDeliverer:
         body: bytes,
         webhook_id: str,
         extra_headers: Mapping[str, str] | None = None,
+        *,
+        tenant_id: str | None = None,
+        method: str = "POST",
+        timeout: float | None = None,
     ) -> DeliveryResult:
+        """One signed request. `method` and `timeout` let a webhook step override the defaults."""
         try:
-            self._policy(url)
+            destination = self._policy.check(url, tenant_id)
         except EgressDenied as exc:
             return DeliveryResult("permanent", error=f"egress denied: {exc.message}")
+        except EgressResolutionFailed as exc:
+            return DeliveryResult("transient", error=f"dns: {exc.message}")
 
         headers = {k: v for k, v in (extra_headers or {}).items() if k.lower() not in _RESERVED_HEADERS}
         headers["content-type"] = "application/json"
@@ -161,22 +201,79 @@ class HttpDeliverer:
         else:
             headers.update({"webhook-id": webhook_id, "webhook-timestamp": str(timestamp)})
 
-        try:
-            with self._client.stream("POST", url, content=body, headers=headers) as response:
-                result = classify(response.status_code, response.headers, now=self._clock())
-                snippet = self._read_bounded(response)
-        except httpx.TimeoutException as exc:
-            return DeliveryResult("transient", error=f"timeout: {type(exc).__name__}")
-        except httpx.HTTPError as exc:
-            return DeliveryResult("transient", error=f"{type(exc).__name__}: {exc}")
-        except (httpx.InvalidURL, ValueError) as exc:
-            # A URL or header value httpx cannot encode will not become valid by retrying.
-            return DeliveryResult("permanent", error=f"invalid request: {exc}")
-        if result.outcome != "delivered" and snippet:
-            return DeliveryResult(
-                result.outcome, result.status_code, f"{result.error}: {snippet}", result.retry_after
-            )
-        return result
+        # A client per delivery: its pins and connections live exactly as long as this delivery.
+        backend = PinnedNetworkBackend(self._connector)
+        # trust_env=False: no proxy from the environment may see or redirect webhook traffic.
+        with httpx.Client(
+            timeout=httpx.Timeout(timeout or self._timeout),
+            follow_redirects=False,
+            trust_env=False,
+            transport=PinnedTransport(backend, self._ssl_context),
+            headers={"user-agent": USER_AGENT},
+        ) as client:
+            return self._send(client, backend, destination, url, body, headers, tenant_id, method)
+
+    def _send(
+        self,
+        client: httpx.Client,
+        backend: PinnedNetworkBackend,
+        destination: Destination,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        tenant_id: str | None,
+        method: str = "POST",
+    ) -> DeliveryResult:
+        redirects = 0
+        while True:
+            backend.pin(destination)
+            try:
+                with client.stream(method, url, content=body, headers=headers) as response:
+                    result = classify(response.status_code, response.headers, now=self._clock())
+                    location = response.headers.get("location")
+                    follow = (
+                        self._policy.follow_redirects
+                        and response.status_code in _REDIRECT_STATUSES
+                        and location is not None
+                    )
+                    snippet = "" if follow else self._read_bounded(response)
+                    current = response.url
+            except httpx.TimeoutException as exc:
+                return DeliveryResult("transient", error=f"timeout: {type(exc).__name__}")
+            except httpx.HTTPError as exc:
+                return DeliveryResult("transient", error=f"{type(exc).__name__}: {exc}")
+            except (httpx.InvalidURL, ValueError) as exc:
+                # A URL or header value httpx cannot encode will not become valid by retrying.
+                return DeliveryResult("permanent", error=f"invalid request: {exc}")
+
+            if not follow or location is None:
+                if result.outcome != "delivered" and snippet:
+                    return DeliveryResult(
+                        result.outcome, result.status_code, f"{result.error}: {snippet}", result.retry_after
+                    )
+                return result
+
+            redirects += 1
+            if redirects > self._policy.max_redirects:
+                return DeliveryResult(
+                    "permanent",
+                    result.status_code,
+                    f"HTTP {result.status_code}: more than {self._policy.max_redirects} redirects",
+                )
+            try:
+                next_url = current.join(location)
+                destination = self._policy.check(str(next_url), tenant_id)
+            except httpx.InvalidURL as exc:
+                return DeliveryResult("permanent", result.status_code, f"invalid redirect location: {exc}")
+            except EgressDenied as exc:
+                return DeliveryResult(
+                    "permanent", result.status_code, f"egress denied: redirect to {next_url}: {exc.message}"
+                )
+            except EgressResolutionFailed as exc:
+                return DeliveryResult("transient", result.status_code, f"dns: {exc.message}")
+            if _origin(next_url) != _origin(current):
+                headers = {k: v for k, v in headers.items() if k.lower() not in _CROSS_ORIGIN_DROPPED}
+            url = str(next_url)
 
     def _read_bounded(self, response: httpx.Response) -> str:
         """At most `max_response_bytes` of the body within the timeout; a short text snippet."""
@@ -202,7 +299,9 @@ __all__ = [
     "DeliveryResult",
     "EgressDenied",
     "EgressPolicy",
+    "EgressResolutionFailed",
     "HttpDeliverer",
+    "UrlCheck",
     "classify",
     "parse_retry_after",
     "scheme_policy",

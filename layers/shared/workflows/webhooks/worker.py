@@ -12,11 +12,12 @@ receiver then sees the same `webhook-id` and can dedupe.
 
 from __future__ import annotations
 
+import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -24,24 +25,15 @@ from workflows.clock import Clock, system_clock
 from workflows.errors import DomainError
 from workflows.observability import logger, metrics
 from workflows.settings import Settings
-from workflows.webhooks.delivery import DeliveryResult, HttpDeliverer
+from workflows.webhooks.delivery import Deliverer, HttpDeliverer
 from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
+from workflows.webhooks.egress import EgressPolicy
 
 # Room left at the end of an invocation: one delivery's timeout plus this, to record its outcome.
 SAFETY_MARGIN_SEC = 5.0
 # Lease slack beyond the worst-case delivery (connect, send and read each bounded by the timeout).
 LEASE_SLACK_SEC = 30.0
 _MAX_EXPONENT = 62
-
-
-class Deliverer(Protocol):
-    def deliver(
-        self,
-        url: str,
-        body: bytes,
-        webhook_id: str,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> DeliveryResult: ...
 
 
 @dataclass
@@ -86,6 +78,11 @@ class DlqWorker:
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
+
+    @property
+    def deliverer(self) -> Deliverer:
+        """The signed, policy-checked delivery path; the webhook step shares it."""
+        return self._deliverer
 
     @property
     def lease_seconds(self) -> float:
@@ -145,7 +142,11 @@ class DlqWorker:
             return
 
         result = self._deliverer.deliver(
-            claimed.url, claimed.body_json.encode("utf-8"), claimed.webhook_id, claimed.headers
+            claimed.url,
+            claimed.body_json.encode("utf-8"),
+            claimed.webhook_id,
+            claimed.headers,
+            tenant_id=claimed.tenant_id,
         )
         attempts = claimed.attempts + 1
         fields = {
@@ -203,7 +204,10 @@ def build_dlq_worker(
         clock=clock,
         retention_days=settings.run_retention_days,
     )
-    deliverer = HttpDeliverer(secrets, timeout=settings.webhook_dlq_timeout_sec, clock=clock)
+    # Called from the composition root, which owns the environment: the per-tenant
+    # WORKFLOWS_WEBHOOK_{ALLOW,DENY}LIST_<TENANT> overrides are read here, once.
+    policy = EgressPolicy.from_settings(settings, os.environ)
+    deliverer = HttpDeliverer(secrets, timeout=settings.webhook_dlq_timeout_sec, policy=policy, clock=clock)
     worker = DlqWorker(repo, deliverer, settings, clock=clock, sleep=time.sleep)
     return repo, worker
 
