@@ -1,0 +1,107 @@
+"""`rag_search`: render a query, retrieve documents, keep the best `top_k` above `min_score`.
+
+Backends: `http` (a retrieval endpoint with the JSON contract in docs/steps.md), `bedrock_kb`
+(Amazon Bedrock Knowledge Bases) and `builtin` (reserved: accepted by validation so definitions
+can name it, but it fails with `backend_unavailable` until it exists).
+
+Delivery is at-least-once: retrieval only reads, so running it again is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.engine.errors import StepFailed
+from workflows.engine.templating import render
+from workflows.settings import Settings
+from workflows.steps.base import StepContext, StepResult
+from workflows.steps.llm import default_http_client
+from workflows.steps.retrieval import (
+    BedrockKnowledgeBaseRetriever,
+    HttpRetriever,
+    Retriever,
+    default_bedrock_agent_runtime,
+)
+
+Backend = Literal["http", "bedrock_kb", "builtin"]
+
+
+class RagSearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=16384, description="Jinja2 template of the query")
+    top_k: int = Field(default=5, ge=1, le=50, description="Most documents to return")
+    min_score: float | None = Field(
+        default=None, allow_inf_nan=False, description="Drop documents scoring below this"
+    )
+    filters: dict[str, Any] | None = Field(default=None, description="Passed to the backend as-is")
+    backend: Backend = "http"
+
+
+class RagSearchStep:
+    name = "rag_search"
+    description = "Retrieve the documents most relevant to a templated query."
+    config_model = RagSearchConfig
+    example = {
+        "query": "{{ inputs.question }}",
+        "top_k": 5,
+        "min_score": 0.5,
+        "filters": {"collection": "handbook"},
+        "backend": "http",
+    }
+    min_engine_version = "1.0.0"
+    delivery: Literal["at_least_once"] = "at_least_once"
+    # Calls out over the network, so it always gets its own dispatch message.
+    inline = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http_client_factory: Callable[[], httpx.Client] | None = None,
+        bedrock_agent_client_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        """Nothing is created here: HTTP and Bedrock clients are built on first use."""
+        api_key = settings.retrieval_api_key
+        self._retrievers: dict[str, Retriever] = {
+            "http": HttpRetriever(
+                settings.retrieval_url,
+                api_key=api_key.get_secret_value() if api_key is not None else None,
+                timeout=settings.retrieval_timeout_sec,
+                http_client=http_client_factory or default_http_client,
+            ),
+            "bedrock_kb": BedrockKnowledgeBaseRetriever(
+                settings.bedrock_knowledge_base_id,
+                bedrock_agent_client_factory or default_bedrock_agent_runtime(settings),
+            ),
+        }
+
+    def execute(self, config: BaseModel, context: StepContext) -> StepResult:
+        assert isinstance(config, RagSearchConfig)
+        query = render(config.query, context.template_context())
+        if not query.strip():
+            raise StepFailed("empty_query", "the query rendered to an empty string", retryable=False)
+        retriever = self._retrievers.get(config.backend)
+        if retriever is None:
+            raise StepFailed(
+                "backend_unavailable",
+                f"retrieval backend '{config.backend}' is not available in this deployment; "
+                "use 'http' or 'bedrock_kb'",
+                retryable=False,
+            )
+        documents = retriever.retrieve(query, top_k=config.top_k, filters=config.filters or {})
+        if config.min_score is not None:
+            documents = [doc for doc in documents if doc.score >= config.min_score]
+        documents = sorted(documents, key=lambda doc: doc.score, reverse=True)[: config.top_k]
+        output = {"query": query, "documents": [doc.as_output() for doc in documents]}
+        return StepResult(
+            output=output, event_fields={"backend": config.backend, "document_count": len(documents)}
+        )
+
+
+def build_rag_search_step(settings: Settings) -> RagSearchStep:
+    return RagSearchStep(settings)
