@@ -24,10 +24,38 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class WorkflowDeleted(Conflict):
+    """The definition was soft-deleted: it can be read but no longer run or extended."""
+
+    code = "workflow_deleted"
+
+
+class IdempotencyKeyReused(Conflict):
+    """The Idempotency-Key was already used with a different request body."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(Conflict):
+    """Another request with the same Idempotency-Key is still being processed."""
+
+    code = "idempotency_in_progress"
+
+
 class InvalidState(Conflict):
     """A control action or transition the run's current status does not allow."""
 
     code = "invalid_state"
+
+
+class BadRequest(DomainError):
+    code = "bad_request"
+
+
+class InvalidCursor(BadRequest):
+    """A pagination cursor that this service did not issue for this query."""
+
+    code = "invalid_cursor"
 
 
 class ValidationFailed(DomainError):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from workflows import ENGINE_VERSION
 from workflows.api import errors
-from workflows.api.routes import control, runs
+from workflows.api.routes import control, definitions, runs, step_types
 from workflows.api.schemas import PREFIX
 from workflows.errors import UnsupportedMediaType
 
@@ -38,10 +38,14 @@ def create_app() -> FastAPI:
     api = APIRouter(prefix=PREFIX, dependencies=[Depends(require_json_body)])
     api.include_router(runs.router)
     api.include_router(control.router)
+    api.include_router(step_types.router)
 
     @api.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok", "engine_version": ENGINE_VERSION}
 
     app.include_router(api)
+    # Last: its `/{workflow_id}` paths must not shadow any fixed path above. Included on the
+    # app itself because its collection path is the prefix itself (`POST /api/v1/workflows`).
+    app.include_router(definitions.router, prefix=PREFIX, dependencies=[Depends(require_json_body)])
     return app

@@ -16,6 +16,7 @@ from workflows import errors
 from workflows.observability import logger
 
 STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
+    errors.BadRequest: 400,
     errors.ValidationFailed: 422,
     errors.NotFound: 404,
     errors.InvalidState: 409,

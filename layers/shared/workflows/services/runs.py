@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from workflows.clock import iso
@@ -10,9 +14,18 @@ from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import Principal
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.engine.messages import AdvanceMessage
-from workflows.errors import DependencyUnavailable, DomainError
+from workflows.errors import (
+    DependencyUnavailable,
+    DomainError,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+)
 from workflows.observability import logger
 from workflows.services.validation import validate_definition
+from workflows.storage.idempotency import COMPLETED
+
+# How a request waits for another one holding the same Idempotency-Key (about 2 s in all).
+IDEMPOTENCY_POLL_SECONDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5)
 
 
 class RunService:
@@ -64,3 +77,51 @@ class RunService:
             )
             raise DependencyUnavailable("the run could not be queued; try again") from exc
         return run
+
+    def submit_once(
+        self,
+        principal: Principal,
+        key: str | None,
+        request: Mapping[str, Any],
+        submit: Callable[[], Run],
+    ) -> tuple[Run, bool]:
+        """Run `submit` at most once per tenant, Idempotency-Key and request; (run, replayed).
+
+        The key is claimed (a conditional put) before the run exists, so of concurrent requests
+        with one key exactly one creates a run. The others wait for it briefly and answer with
+        the same run, or with IdempotencyInProgress if it is still being created.
+        """
+        if key is None:
+            return submit(), False
+        fingerprint = hashlib.sha256(
+            json.dumps(request, sort_keys=True, separators=(",", ":"), default=str).encode()
+        ).hexdigest()
+        store = self._c.idempotency
+        tenant = principal.tenant_id
+        polls = list(IDEMPOTENCY_POLL_SECONDS)
+        while True:
+            claim = store.claim(tenant, key, fingerprint)
+            if claim.won:
+                try:
+                    run = submit()
+                except BaseException:
+                    store.release(tenant, key, claim.token)
+                    raise
+                store.complete(tenant, key, claim.token, run.run_id)
+                return run, False
+            record = claim.existing
+            while record is not None:
+                if record.body_hash != fingerprint:
+                    raise IdempotencyKeyReused(
+                        "this Idempotency-Key was already used with a different request",
+                        details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
+                    )
+                if record.status == COMPLETED and record.run_id:
+                    return self._c.runs.get(tenant, record.run_id), True
+                if not polls:
+                    raise IdempotencyInProgress(
+                        "a request with this Idempotency-Key is still being processed; retry shortly"
+                    )
+                time.sleep(polls.pop(0))
+                record = store.get(tenant, key)
+            # The holder gave up its claim (its request failed): try to claim it ourselves.

@@ -14,8 +14,8 @@ def validate_definition(
     size = len(definition.canonical_json().encode())
     if size > settings.max_definition_bytes:
         raise PayloadTooLarge(
-            f"{field}: definition is {size} bytes, limit {settings.max_definition_bytes}",
-            details=[{"field": field, "message": "definition too large"}],
+            f"{field or 'body'}: definition is {size} bytes, limit {settings.max_definition_bytes}",
+            details=[{"field": field or "body", "message": "definition too large"}],
         )
     errors: list[dict[str, str]] = []
     if len(definition.steps) > settings.max_steps:
@@ -26,6 +26,7 @@ def validate_definition(
     errors += validate_steps(definition, max_config_bytes=settings.max_step_config_bytes)
     if errors:
         for error in errors:
-            error["field"] = f"{field}.{error['field']}"
+            # field="" for bodies that are the definition itself.
+            error["field"] = f"{field}.{error['field']}" if field else error["field"]
         first = errors[0]
         raise ValidationFailed(f"{first['field']}: {first['message']}", details=errors)

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
+from workflows.api import cursor
 from workflows.api.auth import Caller, require
 from workflows.api.deps import ContainerDep
-from workflows.api.schemas import AdhocRunRequest, EventsPage, RunAccepted, RunView, links
+from workflows.api.schemas import AdhocRunRequest, EventsPage, RunAccepted, RunList, RunView, links
+from workflows.clock import iso
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import RUNS_READ, Principal
+from workflows.domain.run import Run, RunStatus
+from workflows.errors import ValidationFailed
+from workflows.services.definitions import check_inputs, inputs_schema_errors
 from workflows.services.runs import RunService
 
 router = APIRouter()
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description="retrying with the same key and body returns the same run for 24 hours",
+    ),
+]
+
+
+def accepted(run: Run, response: Response, *, replayed: bool) -> RunAccepted:
+    response.headers["Location"] = links(run.run_id).self
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return RunAccepted(
+        run_id=run.run_id, status=run.status.value, created_at=run.created_at, links=links(run.run_id)
+    )
 
 
 @router.post("/runs", status_code=202, response_model=RunAccepted)
@@ -23,12 +50,71 @@ def submit_adhoc_run(
     response: Response,
     principal: Caller,
     c: ContainerDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:
-    run = RunService(c).submit(principal, body.definition, body.inputs)
-    response.headers["Location"] = links(run.run_id).self
-    return RunAccepted(
-        run_id=run.run_id, status=run.status.value, created_at=run.created_at, links=links(run.run_id)
+    service = RunService(c)
+
+    def submit() -> Run:
+        schema_errors = inputs_schema_errors(body.definition, "definition.")
+        if schema_errors:
+            first = schema_errors[0]
+            raise ValidationFailed(f"{first['field']}: {first['message']}", details=schema_errors)
+        check_inputs(body.definition, body.inputs)
+        return service.submit(principal, body.definition, body.inputs)
+
+    request = {"route": "runs", "body": body.model_dump(mode="json")}
+    run, replayed = service.submit_once(principal, idempotency_key, request, submit)
+    return accepted(run, response, replayed=replayed)
+
+
+@router.post("/run", status_code=202, response_model=RunAccepted, summary="Submit Adhoc Run (alias)")
+def submit_adhoc_run_alias(
+    body: AdhocRunRequest,
+    response: Response,
+    principal: Caller,
+    c: ContainerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> RunAccepted:
+    """The original module's name for POST /runs."""
+    return submit_adhoc_run(body, response, principal, c, idempotency_key)
+
+
+@router.get("/runs", response_model=RunList)
+def list_runs(
+    principal: Reader,
+    c: ContainerDep,
+    status: Annotated[list[RunStatus] | None, Query(description="repeatable")] = None,
+    workflow_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    created_after: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    created_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor_: Annotated[str | None, Query(alias="cursor")] = None,
+) -> RunList:
+    """The caller's runs, newest first."""
+    after = iso(_utc(created_after)) if created_after else None
+    before = iso(_utc(created_before)) if created_before else None
+    if after and before and after >= before:
+        raise ValidationFailed(
+            "created_before: must be later than created_after",
+            details=[{"field": "created_before", "message": "must be later than created_after"}],
+        )
+    statuses = sorted({s.value for s in status or []})
+    scope = ["runs", principal.tenant_id, workflow_id, ",".join(statuses), after, before]
+    runs, position = c.runs.list_runs(
+        principal.tenant_id,
+        workflow_id=workflow_id,
+        statuses=statuses,
+        created_after=after,
+        created_before=before,
+        limit=limit,
+        start=cursor.decode(cursor_, scope),
     )
+    return RunList(runs=[RunView.of(run) for run in runs], next_cursor=cursor.encode(position, scope))
+
+
+def _utc(moment: datetime) -> datetime:
+    """Times without an offset are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @router.get("/runs/{run_id}", response_model=RunView)

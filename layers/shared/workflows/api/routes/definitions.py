@@ -1,0 +1,174 @@
+"""Saved workflow definitions: create, list, read, version, soft delete, validate, run.
+
+Included last: its `/{workflow_id}` paths only match UUIDs, so they cannot shadow `/runs`,
+`/step-types` or `/validate`, and the order keeps it that way for any future path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Query, Response
+
+from workflows.api import cursor
+from workflows.api.auth import Caller
+from workflows.api.deps import ContainerDep
+from workflows.api.routes.runs import IdempotencyKey, Reader, accepted
+from workflows.api.schemas import (
+    DefinitionDraft,
+    DefinitionList,
+    DefinitionSummary,
+    DefinitionView,
+    RunAccepted,
+    SavedRunRequest,
+    ValidationIssue,
+    ValidationReportView,
+    VersionList,
+    VersionSummary,
+    definition_links,
+)
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.run import Run
+from workflows.services.definitions import DefinitionService, dry_run
+from workflows.services.runs import RunService
+
+router = APIRouter()
+
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(alias="cursor", description="next_cursor of the previous page")]
+
+
+@router.post("", status_code=201, response_model=DefinitionView)
+def create_definition(
+    body: WorkflowDefinition, response: Response, principal: Caller, c: ContainerDep
+) -> DefinitionView:
+    head, version = DefinitionService(c).create(principal, body)
+    response.headers["Location"] = definition_links(head.workflow_id).self
+    return DefinitionView.of_version(head, version)
+
+
+@router.get("", response_model=DefinitionList)
+def list_definitions(
+    principal: Reader,
+    c: ContainerDep,
+    limit: Limit = 50,
+    include_deleted: bool = False,
+    cursor_: Cursor = None,
+) -> DefinitionList:
+    """The caller's workflows, newest first; active ones unless include_deleted=true."""
+    scope = ["definitions", principal.tenant_id, include_deleted]
+    heads, position = DefinitionService(c).list_workflows(
+        principal, include_deleted=include_deleted, limit=limit, start=cursor.decode(cursor_, scope)
+    )
+    return DefinitionList(
+        workflows=[DefinitionSummary.of(head) for head in heads], next_cursor=cursor.encode(position, scope)
+    )
+
+
+@router.post("/validate", response_model=ValidationReportView)
+def validate_definition(body: Annotated[dict[str, Any], Body()], c: ContainerDep, principal: Caller) -> Any:
+    """Dry run: every problem a create would refuse (200 even when invalid), and warnings."""
+    report = dry_run(body, c.settings)
+    return ValidationReportView(
+        valid=report.valid,
+        errors=[ValidationIssue(**e) for e in report.errors],
+        warnings=[ValidationIssue(**w) for w in report.warnings],
+    )
+
+
+@router.get("/{workflow_id:uuid}", response_model=DefinitionView)
+def get_definition(
+    workflow_id: UUID,
+    principal: Reader,
+    c: ContainerDep,
+    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+) -> DefinitionView:
+    head, stored = DefinitionService(c).get(principal, str(workflow_id), version)
+    return DefinitionView.of_version(head, stored)
+
+
+@router.delete("/{workflow_id:uuid}", response_model=DefinitionSummary)
+def delete_definition(workflow_id: UUID, principal: Caller, c: ContainerDep) -> DefinitionSummary:
+    """Soft delete: the workflow stays readable, but can no longer be run or versioned."""
+    return DefinitionSummary.of(DefinitionService(c).delete(principal, str(workflow_id)))
+
+
+@router.post("/{workflow_id:uuid}/versions", status_code=201, response_model=DefinitionView)
+def create_version(
+    workflow_id: UUID, body: DefinitionDraft, response: Response, principal: Caller, c: ContainerDep
+) -> DefinitionView:
+    draft = body.model_dump(exclude={"version"})
+    head, stored = DefinitionService(c).add_version(
+        principal, str(workflow_id), draft, expected_version=body.version
+    )
+    response.headers["Location"] = f"{definition_links(head.workflow_id).self}?version={stored.version}"
+    return DefinitionView.of_version(head, stored)
+
+
+@router.get("/{workflow_id:uuid}/versions", response_model=VersionList)
+def list_versions(
+    workflow_id: UUID,
+    principal: Reader,
+    c: ContainerDep,
+    limit: Limit = 50,
+    cursor_: Cursor = None,
+) -> VersionList:
+    """Every version of the workflow, newest first (without the definitions themselves)."""
+    wid = str(workflow_id)
+    scope = ["versions", principal.tenant_id, wid]
+    _, versions, position = DefinitionService(c).list_versions(
+        principal, wid, limit=limit, start=cursor.decode(cursor_, scope)
+    )
+    base = definition_links(wid).self
+    return VersionList(
+        workflow_id=wid,
+        versions=[
+            VersionSummary(
+                version=v.version,
+                name=v.name,
+                description=v.description,
+                created_at=v.created_at,
+                created_by=v.created_by,
+                self=f"{base}?version={v.version}",
+            )
+            for v in versions
+        ],
+        next_cursor=cursor.encode(position, scope),
+    )
+
+
+@router.post("/{workflow_id:uuid}/runs", status_code=202, response_model=RunAccepted)
+def submit_saved_run(
+    workflow_id: UUID,
+    response: Response,
+    principal: Caller,
+    c: ContainerDep,
+    body: SavedRunRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> RunAccepted:
+    """Run the workflow's latest version (or `version`) with `inputs`."""
+    body = body or SavedRunRequest()
+    wid = str(workflow_id)
+
+    def submit() -> Run:
+        return DefinitionService(c).submit_run(principal, wid, body.inputs, body.version)
+
+    request = {"route": f"workflows/{wid}/runs", "body": body.model_dump(mode="json")}
+    run, replayed = RunService(c).submit_once(principal, idempotency_key, request, submit)
+    return accepted(run, response, replayed=replayed)
+
+
+@router.post(
+    "/{workflow_id:uuid}/run", status_code=202, response_model=RunAccepted, summary="Submit Saved Run (alias)"
+)
+def submit_saved_run_alias(
+    workflow_id: UUID,
+    response: Response,
+    principal: Caller,
+    c: ContainerDep,
+    body: SavedRunRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> RunAccepted:
+    """The original module's name for POST /{workflow_id}/runs."""
+    return submit_saved_run(workflow_id, response, principal, c, body, idempotency_key)

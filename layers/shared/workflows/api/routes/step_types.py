@@ -1,0 +1,27 @@
+"""Step types: what a definition's steps may be, with each config's JSON Schema and an example."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from workflows.api.routes.runs import Reader
+from workflows.api.schemas import StepTypeList, StepTypeView
+from workflows.steps.registry import REGISTRY
+
+router = APIRouter()
+
+
+@router.get("/step-types", response_model=StepTypeList)
+def list_step_types(principal: Reader) -> StepTypeList:
+    return StepTypeList(
+        step_types=[
+            StepTypeView(
+                name=step.name,
+                description=step.description,
+                config_schema=step.config_model.model_json_schema(),
+                example=dict(step.example),
+                min_engine_version=step.min_engine_version,
+            )
+            for step in sorted(REGISTRY.values(), key=lambda s: s.name)
+        ]
+    )

@@ -1,0 +1,262 @@
+"""Saved definitions: create, version, soft delete, dry-run validation, and runs of them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import exceptions as jsonschema_errors
+from jsonschema import validators
+from pydantic import ValidationError
+
+from workflows.domain.definition import END, WorkflowDefinition
+from workflows.domain.principal import Principal
+from workflows.domain.run import Run
+from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, ValidationFailed, WorkflowDeleted
+from workflows.services.runs import RunService
+from workflows.services.validation import validate_definition
+from workflows.storage.definitions import DELETED, WorkflowHead, WorkflowVersion
+from workflows.storage.paging import Position
+
+_VERSION_RACE_TRIES = 5
+
+
+@dataclass
+class ValidationReport:
+    errors: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+class DefinitionService:
+    def __init__(self, container: Any) -> None:
+        self._c = container
+
+    # ---- writes --------------------------------------------------------------------
+
+    def create(
+        self, principal: Principal, definition: WorkflowDefinition
+    ) -> tuple[WorkflowHead, WorkflowVersion]:
+        check_definition(definition, self._c.settings)
+        workflow_id = str(uuid.uuid4())
+        head = self._c.definitions.create(principal.tenant_id, principal.user_id, workflow_id, definition)
+        return head, self._version_of(head, definition)
+
+    def add_version(
+        self,
+        principal: Principal,
+        workflow_id: str,
+        draft: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> tuple[WorkflowHead, WorkflowVersion]:
+        """Store `draft` as the next version. With `expected_version`, only if that is the next
+        one (optimistic concurrency); without, concurrent writers each get their own number."""
+        for _ in range(_VERSION_RACE_TRIES):
+            head = self._active_head(principal, workflow_id)
+            next_version = head.latest_version + 1
+            if expected_version is not None and expected_version != next_version:
+                raise StaleWrite(
+                    f"the next version of workflow '{workflow_id}' is {next_version}, not {expected_version}",
+                    details=[{"field": "version", "message": f"expected {next_version}"}],
+                )
+            definition = parse_definition({**draft, "version": next_version})
+            check_definition(definition, self._c.settings)
+            try:
+                new = self._c.definitions.add_version(head, principal.user_id, definition)
+            except StaleWrite:
+                if expected_version is not None:
+                    raise
+                continue
+            return new, self._version_of(new, definition)
+        raise StaleWrite(f"workflow '{workflow_id}' is changing too fast; try again")
+
+    def delete(self, principal: Principal, workflow_id: str) -> WorkflowHead:
+        head: WorkflowHead = self._c.definitions.mark_deleted(principal.tenant_id, workflow_id)
+        return head
+
+    # ---- reads ---------------------------------------------------------------------
+
+    def get(
+        self, principal: Principal, workflow_id: str, version: int | None = None
+    ) -> tuple[WorkflowHead, WorkflowVersion]:
+        head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        wanted = head.latest_version if version is None else version
+        stored: WorkflowVersion = self._c.definitions.get_version(principal.tenant_id, workflow_id, wanted)
+        return head, stored
+
+    def list_workflows(
+        self, principal: Principal, *, include_deleted: bool, limit: int, start: Position | None
+    ) -> tuple[list[WorkflowHead], Position | None]:
+        result: tuple[list[WorkflowHead], Position | None] = self._c.definitions.list_heads(
+            principal.tenant_id, include_deleted=include_deleted, limit=limit, start=start
+        )
+        return result
+
+    def list_versions(
+        self, principal: Principal, workflow_id: str, *, limit: int, start: Position | None
+    ) -> tuple[WorkflowHead, list[WorkflowVersion], Position | None]:
+        head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        versions, position = self._c.definitions.list_versions(
+            principal.tenant_id, workflow_id, limit=limit, start=start
+        )
+        return head, versions, position
+
+    # ---- runs ----------------------------------------------------------------------
+
+    def submit_run(
+        self, principal: Principal, workflow_id: str, inputs: dict[str, Any], version: int | None = None
+    ) -> Run:
+        """Run a saved definition: its latest version, or the one named."""
+        head = self._active_head(principal, workflow_id)
+        wanted = head.latest_version if version is None else version
+        try:
+            stored = self._c.definitions.get_version(principal.tenant_id, workflow_id, wanted)
+        except NotFound as exc:
+            raise NotFound(
+                exc.message, details=[{"field": "version", "message": f"no version {wanted}"}]
+            ) from exc
+        assert stored.definition is not None
+        check_inputs(stored.definition, inputs)
+        return RunService(self._c).submit(principal, stored.definition, inputs, workflow_id=workflow_id)
+
+    # ---- helpers -------------------------------------------------------------------
+
+    def _active_head(self, principal: Principal, workflow_id: str) -> WorkflowHead:
+        head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        if head.status == DELETED:
+            raise WorkflowDeleted(f"workflow '{workflow_id}' is deleted and can no longer be run or changed")
+        return head
+
+    @staticmethod
+    def _version_of(head: WorkflowHead, definition: WorkflowDefinition) -> WorkflowVersion:
+        return WorkflowVersion(
+            workflow_id=head.workflow_id,
+            version=definition.version,
+            name=definition.name,
+            description=definition.description,
+            created_at=head.updated_at,
+            created_by=head.created_by,
+            definition=definition,
+        )
+
+
+# ---- validation ----------------------------------------------------------------------
+
+
+def parse_definition(raw: dict[str, Any], *, field_prefix: str = "") -> WorkflowDefinition:
+    try:
+        return WorkflowDefinition.model_validate(raw)
+    except ValidationError as exc:
+        details = pydantic_details(exc, field_prefix)
+        raise ValidationFailed(f"{details[0]['field']}: {details[0]['message']}", details=details) from exc
+
+
+def check_definition(definition: WorkflowDefinition, settings: Any, *, field_prefix: str = "") -> None:
+    """Everything validate_definition checks, plus that inputs_schema is a usable JSON Schema."""
+    validate_definition(definition, settings, field=field_prefix.rstrip("."))
+    errors = inputs_schema_errors(definition, field_prefix)
+    if errors:
+        raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", details=errors)
+
+
+def inputs_schema_errors(definition: WorkflowDefinition, field_prefix: str = "") -> list[dict[str, str]]:
+    schema = definition.inputs_schema
+    if schema is None:
+        return []
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except jsonschema_errors.SchemaError as exc:
+        path = _json_path(exc.absolute_path)
+        return [
+            {
+                "field": f"{field_prefix}inputs_schema{path}",
+                "message": f"not a valid JSON Schema: {exc.message}",
+            }
+        ]
+    return []
+
+
+def check_inputs(definition: WorkflowDefinition, inputs: dict[str, Any], *, field: str = "inputs") -> None:
+    """Inputs against the definition's inputs_schema; each error names the input field."""
+    schema = definition.inputs_schema
+    if schema is None:
+        return
+    validator = validators.validator_for(schema)(schema)
+    details: list[dict[str, str]] = []
+    for error in sorted(validator.iter_errors(inputs), key=lambda e: list(map(str, e.absolute_path))):
+        path = _json_path(error.absolute_path)
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing = [name for name in error.validator_value if name not in error.instance]
+            for name in missing:
+                details.append({"field": f"{field}{path}.{name}", "message": "is required"})
+            continue
+        details.append({"field": f"{field}{path}", "message": error.message})
+    if details:
+        raise ValidationFailed(f"{details[0]['field']}: {details[0]['message']}", details=details)
+
+
+def dry_run(raw: dict[str, Any], settings: Any) -> ValidationReport:
+    """Every problem a create would refuse, as data; plus warnings that would not refuse it."""
+    report = ValidationReport()
+    try:
+        definition = WorkflowDefinition.model_validate(raw)
+    except ValidationError as exc:
+        report.errors = pydantic_details(exc)
+        return report
+    try:
+        validate_definition(definition, settings, field="")
+    except (ValidationFailed, PayloadTooLarge) as exc:
+        report.errors += [{"field": str(d["field"]), "message": str(d["message"])} for d in exc.details]
+    report.errors += inputs_schema_errors(definition)
+    report.warnings = unreachable_steps(definition)
+    return report
+
+
+def unreachable_steps(definition: WorkflowDefinition) -> list[dict[str, str]]:
+    """Steps that no path from the first step reaches (they would never run)."""
+    ids = [step.id for step in definition.steps]
+    reached: set[str] = set()
+    pending = [ids[0]]
+    while pending:
+        step_id = pending.pop()
+        if step_id in reached or step_id not in ids:
+            continue
+        reached.add(step_id)
+        step = definition.step(step_id)
+        index = ids.index(step_id)
+        targets = [step.on_failure, step.on_timeout]
+        if step.on_success is None:
+            targets.append(ids[index + 1] if index + 1 < len(ids) else None)
+        else:
+            targets.append(step.on_success)
+        # A branch routes through its config.
+        targets += [step.config.get(name) for name in ("true_next", "false_next")]
+        pending += [t for t in targets if isinstance(t, str) and t != END]
+    return [
+        {"field": f"steps[{index}]", "message": f"step '{step_id}' is never reached"}
+        for index, step_id in enumerate(ids)
+        if step_id not in reached
+    ]
+
+
+def pydantic_details(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    details = []
+    for error in exc.errors():
+        path = _json_path(error["loc"])
+        name = f"{prefix}{path.lstrip('.')}" if path else (prefix.rstrip(".") or "body")
+        details.append({"field": name, "message": str(error["msg"])})
+    return details
+
+
+def _json_path(parts: Sequence[Any]) -> str:
+    """("steps", 0, "id") -> ".steps[0].id" (empty for the root)."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out

@@ -1,0 +1,165 @@
+"""Idempotency records: one per tenant and Idempotency-Key, claimed before the work starts.
+
+Item (IdempotencyTable, hash key `id`, TTL attribute `expiration`):
+    id = "<tenant_id>#<key>", status = in_progress | completed, body_hash, run_id,
+    expiration (epoch seconds: the record's lifetime), lease_expires_at (epoch milliseconds:
+    how long an in-progress claim holds before another request may take it over).
+
+The claim is a conditional PutItem: it succeeds when there is no record, when the record has
+expired (TTL deletes lazily), or when an in-progress claim's lease ran out (its owner died).
+Of concurrent requests with one key, exactly one claim succeeds; the others get the record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from workflows.aws import aws_errors, error_code, translate
+from workflows.clock import Clock, system_clock
+from workflows.storage.dynamo import from_item, to_item
+
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    status: str
+    body_hash: str
+    token: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of a claim: `won` with our token, or the record someone else holds."""
+
+    won: bool
+    token: str
+    existing: IdempotencyRecord | None = None
+
+
+class IdempotencyRepository:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        clock: Clock = system_clock,
+        ttl: timedelta = timedelta(hours=24),
+        lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._clock = clock
+        self._ttl = ttl
+        self._lease = lease
+
+    @staticmethod
+    def record_id(tenant_id: str, key: str) -> str:
+        return f"{tenant_id}#{key}"
+
+    def claim(self, tenant_id: str, key: str, body_hash: str) -> Claim:
+        now = self._clock()
+        token = str(uuid.uuid4())
+        item = to_item(
+            {
+                "id": self.record_id(tenant_id, key),
+                "status": IN_PROGRESS,
+                "body_hash": body_hash,
+                "token": token,
+                "created_at": int(now.timestamp()),
+                "expiration": int((now + self._ttl).timestamp()),
+                "lease_expires_at": int((now + self._lease).timestamp() * 1000),
+            }
+        )
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression=(
+                    "attribute_not_exists(id) OR expiration < :now_s"
+                    " OR (#status = :in_progress AND lease_expires_at < :now_ms)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":now_s": {"N": str(int(now.timestamp()))},
+                    ":now_ms": {"N": str(int(now.timestamp() * 1000))},
+                    ":in_progress": {"S": IN_PROGRESS},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+            old = exc.response.get("Item")
+            existing = self._record_from(old) if old else self.get(tenant_id, key)
+            if existing is None:  # it expired and vanished in between: claim again
+                return self.claim(tenant_id, key, body_hash)
+            return Claim(won=False, token=token, existing=existing)
+        return Claim(won=True, token=token)
+
+    def complete(self, tenant_id: str, key: str, token: str, run_id: str) -> None:
+        """Record the run under our claim; a claim taken over meanwhile is left alone."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"id": {"S": self.record_id(tenant_id, key)}},
+                UpdateExpression="SET #status = :completed, run_id = :run_id REMOVE lease_expires_at",
+                ConditionExpression="#token = :token",
+                ExpressionAttributeNames={"#status": "status", "#token": "token"},
+                ExpressionAttributeValues={
+                    ":completed": {"S": COMPLETED},
+                    ":run_id": {"S": run_id},
+                    ":token": {"S": token},
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+
+    def release(self, tenant_id: str, key: str, token: str) -> None:
+        """Give up our claim (the work failed), so the same key may be tried again."""
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key={"id": {"S": self.record_id(tenant_id, key)}},
+                ConditionExpression="#token = :token AND #status = :in_progress",
+                ExpressionAttributeNames={"#status": "status", "#token": "token"},
+                ExpressionAttributeValues={":token": {"S": token}, ":in_progress": {"S": IN_PROGRESS}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+
+    def get(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
+        with aws_errors():
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"id": {"S": self.record_id(tenant_id, key)}},
+                ConsistentRead=True,
+            )
+        item = response.get("Item")
+        if item is None:
+            return None
+        record = self._record_from(item)
+        values = from_item(item)
+        if int(values.get("expiration", 0)) < int(self._clock().timestamp()):
+            return None  # expired; TTL has not removed it yet
+        return record
+
+    @staticmethod
+    def _record_from(item: Mapping[str, Any]) -> IdempotencyRecord:
+        values = from_item(item)
+        return IdempotencyRecord(
+            status=str(values["status"]),
+            body_hash=str(values["body_hash"]),
+            token=str(values.get("token", "")),
+            run_id=values.get("run_id"),
+        )

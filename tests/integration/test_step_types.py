@@ -1,0 +1,47 @@
+"""GET /step-types: every registered step type with its config schema and a valid example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from workflows.api.auth import authenticate
+from workflows.domain.principal import RUNS_CONTROL, Principal
+from workflows.steps.registry import REGISTRY, parse_config
+
+STEP_TYPES = "/api/v1/workflows/step-types"
+
+
+def test_lists_every_registered_step_type(client: TestClient) -> None:
+    response = client.get(STEP_TYPES)
+
+    assert response.status_code == 200
+    items = response.json()["step_types"]
+    assert {item["name"] for item in items} == set(REGISTRY)
+    for item in items:
+        assert set(item) == {"name", "description", "schema", "example", "min_engine_version"}
+        assert item["description"]
+        assert item["schema"]["type"] == "object"
+        assert item["min_engine_version"]
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_each_example_validates_against_its_own_schema(client: TestClient, name: str) -> None:
+    items = {item["name"]: item for item in client.get(STEP_TYPES).json()["step_types"]}
+    step_type = REGISTRY[name]
+
+    parse_config(step_type, items[name]["example"])  # raises if the example is not a valid config
+    assert items[name]["schema"] == step_type.config_model.model_json_schema()
+
+
+def test_step_types_need_the_read_permission(client: TestClient) -> None:
+    app: Any = client.app
+    app.dependency_overrides[authenticate] = lambda: Principal("default", "u", frozenset({RUNS_CONTROL}))
+    assert client.get(STEP_TYPES).status_code == 403
+
+
+def test_step_types_need_an_api_key(client: TestClient) -> None:
+    response = client.get(STEP_TYPES, headers={"X-API-KEY": ""})
+    assert response.status_code == 401
