@@ -77,6 +77,9 @@ def main() -> int:
     api_key = os.environ.get("WORKFLOWS_API_KEY") or secrets.token_urlsafe(24)
     os.environ["WORKFLOWS_API_KEY"] = api_key
     os.environ.setdefault("WORKFLOWS_WEBHOOK_DLQ_INTERVAL_SEC", "5")
+    # Local receivers: webhooks may reach this machine (and only it, among private addresses).
+    os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWLIST", "127.0.0.1,localhost")
+    os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWED_PORTS", "*")
 
     def report(exc: BaseException) -> None:
         print(f"devstack: worker error: {exc!r}", file=sys.stderr)

@@ -31,6 +31,7 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from devstack import provision
+from tests.receivers import Receiver
 from workflows import bootstrap
 from workflows.api import deps
 from workflows.api.app import create_app
@@ -159,3 +160,11 @@ def log_definition(*messages: str, name: str = "hello") -> dict[str, Any]:
             for i, message in enumerate(messages)
         ],
     }
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1 (tests never send packets anywhere else)."""
+    r = Receiver()
+    yield r
+    r.close()

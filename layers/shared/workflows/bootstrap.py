@@ -16,6 +16,12 @@ from workflows.engine.advance import Engine
 from workflows.engine.control import RunControl
 from workflows.engine.messages import DispatchQueue
 from workflows.settings import Settings, get_settings
+from workflows.steps.prompt import build_prompt_step
+from workflows.steps.rag_search import build_rag_search_step
+from workflows.steps.registry import register
+from workflows.steps.webhook import WebhookStep
+from workflows.storage.definitions import DefinitionRepository
+from workflows.storage.idempotency import IdempotencyRepository
 from workflows.storage.runs import RunRepository
 from workflows.webhooks.dlq import WebhookDlqRepository
 from workflows.webhooks.worker import DlqWorker, build_dlq_worker
@@ -33,6 +39,8 @@ class Container:
     control: RunControl
     dlq: WebhookDlqRepository
     dlq_worker: DlqWorker
+    definitions: DefinitionRepository
+    idempotency: IdempotencyRepository
 
 
 def build_container(
@@ -43,6 +51,9 @@ def build_container(
     sqs: Any = None,
 ) -> Container:
     settings = settings or get_settings()
+    # Step types that call out are configured from settings; building them creates no client.
+    register(build_prompt_step(settings))
+    register(build_rag_search_step(settings))
     dynamodb = dynamodb or aws.client("dynamodb")
     sqs = sqs or aws.client("sqs")
     runs = RunRepository(
@@ -55,6 +66,8 @@ def build_container(
     queue = DispatchQueue(sqs, settings.dispatch_queue_url)
     engine = Engine(runs, queue, clock=clock, max_steps_per_run=settings.max_steps_per_run)
     dlq, dlq_worker = build_dlq_worker(settings, dynamodb, clock=clock)
+    # One delivery code path for webhook steps and DLQ retries: same signing, same egress policy.
+    register(WebhookStep(dlq_worker.deliverer, dlq))
     return Container(
         settings=settings,
         clock=clock,
@@ -66,6 +79,8 @@ def build_container(
         control=RunControl(runs, queue, engine, clock=clock),
         dlq=dlq,
         dlq_worker=dlq_worker,
+        definitions=DefinitionRepository(dynamodb, settings.definitions_table, clock=clock),
+        idempotency=IdempotencyRepository(dynamodb, settings.idempotency_table, clock=clock),
     )
 
 

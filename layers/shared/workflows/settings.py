@@ -40,9 +40,28 @@ class Settings(BaseSettings):
     max_steps_per_run: int = Field(default=1000, ge=1, description="guard against endless loops")
     run_retention_days: int = Field(default=90, ge=1)
 
+    # LLM calls (`prompt` step with a `model`). The key is read from Secrets Manager when only
+    # the ARN is set; Powertools caches it for a few minutes so rotation needs no cold start.
+    llm_provider: Literal["openai", "bedrock"] = "openai"
+    llm_base_url: str = ""
+    llm_api_key: SecretStr | None = None
+    llm_api_key_secret_arn: str | None = None
+    llm_timeout_sec: float = Field(default=60, gt=0, le=900)
+
+    # Retrieval (`rag_search` step).
+    retrieval_url: str = ""
+    retrieval_api_key: SecretStr | None = None
+    retrieval_timeout_sec: float = Field(default=15, gt=0, le=900)
+    bedrock_knowledge_base_id: str = ""
+
     # Webhook delivery and its dead-letter table (defaults from the original module).
     webhook_allowlist: str = ""
     webhook_denylist: str = ""
+    # Egress policy (docs/webhooks.md): destination ports ("80,443", or "*" for any) and redirects,
+    # which are refused unless enabled; every followed hop is checked like the first URL.
+    webhook_allowed_ports: str = "80,443"
+    webhook_follow_redirects: bool = False
+    webhook_max_redirects: int = Field(default=3, ge=0, le=10)
     # Standard Webhooks signing secret (`whsec_...`); unsigned deliveries when unset.
     webhook_secret: SecretStr | None = None
     webhook_dlq_enabled: bool = True

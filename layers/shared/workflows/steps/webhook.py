@@ -1,0 +1,121 @@
+"""`webhook`: a signed HTTP call with a templated URL, headers and body.
+
+The same delivery code path as run-completion notifications and DLQ retries: Standard
+Webhooks signatures and the tenant's egress policy (docs/webhooks.md). The `webhook-id` is
+stable for a step of a run, across retries and redeliveries, so receivers can dedupe: delivery
+is at most once per id from the receiver's point of view.
+
+`on_delivery_failure` decides what a transient failure (timeout, network error, 408/425/429/5xx)
+does:
+- `fail` (default): the step fails (and is retried by its retry policy, then routed by
+  on_failure / on_timeout, else the run fails);
+- `dlq`: the delivery is handed to the webhook DLQ table, retried by the scheduled worker, and
+  the run continues with `{"delivered": false, "dlq_id": ...}` as the step's output (POST only:
+  the DLQ worker re-sends with POST).
+A permanent failure (a 4xx, a refused destination) always fails the step, without retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.engine.errors import StepFailed
+from workflows.engine.templating import render
+from workflows.steps.base import StepContext, StepOutcome, StepResult
+from workflows.webhooks.delivery import Deliverer
+from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048, description="Jinja2 template")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict, description="values are Jinja2 templates")
+    body: Any = Field(default=None, description="JSON; every string inside is a Jinja2 template")
+    timeout_seconds: float = Field(default=10, gt=0, le=60)
+    on_delivery_failure: Literal["fail", "dlq"] = "fail"
+
+
+def _render_json(value: Any, context: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, list):
+        return [_render_json(item, context) for item in value]
+    if isinstance(value, dict):
+        return {key: _render_json(item, context) for key, item in value.items()}
+    return value
+
+
+def webhook_id_for(run_id: str, step_id: str) -> str:
+    digest = hashlib.sha256(f"{run_id}:{step_id}".encode()).hexdigest()[:32]
+    return f"msg_{digest}"
+
+
+class WebhookStep:
+    name = "webhook"
+    description = "Call an HTTP endpoint with a signed, templated request."
+    config_model = WebhookConfig
+    example = {
+        "url": "https://hooks.example.com/run",
+        "body": {"run": "{{ run.id }}", "result": "{{ last }}"},
+    }
+    min_engine_version = "1.0.0"
+    delivery: Literal["at_most_once"] = "at_most_once"
+    inline = False
+
+    def __init__(self, deliverer: Deliverer, dlq: WebhookDlqRepository) -> None:
+        self._deliverer = deliverer
+        self._dlq = dlq
+
+    def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
+        assert isinstance(config, WebhookConfig)
+        template_context = context.template_context()
+        url = render(config.url, template_context).strip()
+        headers = {name: render(value, template_context) for name, value in config.headers.items()}
+        payload = _render_json(config.body, template_context)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        if len(body) > MAX_BODY_BYTES:
+            raise StepFailed("webhook_body_too_large", f"body is {len(body)} bytes", retryable=False)
+        webhook_id = webhook_id_for(context.run_id, context.step_id)
+        timeout = min(config.timeout_seconds, context.time_budget_seconds)
+        result = self._deliverer.deliver(
+            url,
+            body,
+            webhook_id,
+            headers,
+            tenant_id=context.tenant_id,
+            method=config.method,
+            timeout=timeout,
+        )
+        host = urlsplit(url).hostname or ""
+        summary = {"webhook_id": webhook_id, "host": host, "status_code": result.status_code}
+        if result.outcome == "delivered":
+            return StepResult(output={"delivered": True, **summary}, event_fields={"delivery": summary})
+        error = result.error or result.outcome
+        if result.outcome == "permanent":
+            raise StepFailed("webhook_rejected", f"{host}: {error}", retryable=False)
+        if config.on_delivery_failure == "dlq" and config.method == "POST":
+            row = DlqRow.new(
+                tenant_id=context.tenant_id,
+                run_id=context.run_id,
+                url=url,
+                body_json=body.decode(),
+                now=context.now,
+                webhook_id=webhook_id,
+                headers=headers,
+                last_error=error,
+                attempts=1,
+            )
+            self._dlq.add(row)
+            output = {"delivered": False, "dlq_id": row.id, **summary, "error": error}
+            return StepResult(output=output, event_fields={"delivery": summary})
+        code = "timeout" if error.startswith("timeout") else "webhook_unavailable"
+        raise StepFailed(code, f"{host}: {error}")
