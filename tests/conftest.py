@@ -91,6 +91,7 @@ def container(aws_env: dict[str, str], clock: FakeClock) -> Iterator[Container]:
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
         sqs=boto3.client("sqs"),
+        s3=boto3.client("s3"),
     )
     bootstrap.get_container.cache_clear()
     yield c
@@ -168,3 +169,16 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+def make_container(aws_env: dict[str, str], clock: FakeClock, **overrides: Any) -> Container:
+    """A container on the test's moto resources with some settings changed."""
+    return build_container(
+        settings_from(aws_env, **overrides),
+        clock=clock,
+        dynamodb=AtomicRequests(boto3.client("dynamodb")),
+        sqs=boto3.client("sqs"),
+    )
+
+
+LOCAL_WEBHOOKS = {"webhook_allowlist": "127.0.0.1", "webhook_allowed_ports": "*"}

@@ -15,10 +15,11 @@ Invariants (docs/engine.md; each is tested):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import END, StepSpec, WorkflowDefinition
@@ -42,6 +43,20 @@ LOST_KICK_GRACE = timedelta(seconds=60)
 RESERVE_MS = 5_000
 DEFAULT_STEP_TIMEOUT_SECONDS = 60.0
 TIMEOUT = "timeout"
+
+
+class ArtifactSink(Protocol):
+    """Where `save_artifact` outputs go (S3 + metadata); the artifacts repository."""
+
+    def save(
+        self, tenant_id: str, run_id: str, *, step_id: str, name: str, content: bytes, mime_type: str
+    ) -> Any: ...
+
+
+class Notifier(Protocol):
+    """Run-completion notifications (the definition's `on_completion_webhook`)."""
+
+    def notify(self, run: Run, url: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -73,12 +88,16 @@ class Engine:
         clock: Clock = system_clock,
         max_steps_per_run: int = 1000,
         max_inline_steps: int = 25,
+        artifacts: ArtifactSink | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._runs = runs
         self._queue = queue
         self._clock = clock
         self._max_steps = max_steps_per_run
         self._max_inline = max_inline_steps
+        self._artifacts = artifacts
+        self._notifier = notifier
 
     # ---- the message loop ------------------------------------------------------------
 
@@ -101,7 +120,7 @@ class Engine:
                 updated = self._approval_timed_out(run, definition)
             except StaleWrite:
                 return Outcome("lost_race", run.status.value, run.version)
-            self._after(updated, None)
+            self._after(updated, definition, None)
             return Outcome("advanced", updated.status.value, updated.version, 1)
 
         steps = 0
@@ -117,17 +136,27 @@ class Engine:
             if ready and steps < self._max_inline and self._can_inline(updated, definition, remaining_ms):
                 run = updated
                 continue
-            self._after(updated, advanced.wake_in)
+            self._after(updated, definition, advanced.wake_in)
+            metrics.add_metric(name="StepsExecuted", unit="Count", value=steps)
             return Outcome("advanced", updated.status.value, updated.version, steps)
 
-    def _after(self, run: Run, wake_in: float | None) -> None:
+    def _after(self, run: Run, definition: WorkflowDefinition, wake_in: float | None) -> None:
         """Send what comes next: a kick, a delayed kick, or nothing for a resting run."""
         if run.status == RunStatus.RUNNING:
             self._kick(run, wake_in or 0)
         elif run.status == RunStatus.WAITING_APPROVAL and run.wait_until:
             self._kick(run, (parse_time(run.wait_until) - self._clock()).total_seconds())
         if run.is_terminal:
-            metrics.add_metric(name=f"Runs_{run.status.value}", unit="Count", value=1)
+            self.finished(run, definition)
+
+    def finished(self, run: Run, definition: WorkflowDefinition) -> None:
+        """After a terminal commit: metrics and the completion notification (any terminal status)."""
+        metrics.add_metric(name=f"Runs{run.status.value.title()}", unit="Count", value=1)
+        if run.ended_at:
+            duration = parse_time(run.ended_at) - parse_time(run.started_at or run.created_at)
+            metrics.add_metric(name="RunDuration", unit="Milliseconds", value=duration.total_seconds() * 1000)
+        if self._notifier is not None and definition.on_completion_webhook:
+            self._notifier.notify(run, definition.on_completion_webhook)
 
     def _can_inline(self, run: Run, definition: WorkflowDefinition, remaining_ms: RemainingMs | None) -> bool:
         if run.current_step_id is None:
@@ -258,11 +287,14 @@ class Engine:
         events: list[NewEvent],
         now: str,
     ) -> Run:
+        fields = dict(result.event_fields)
+        if fields.pop("save_artifact", False) and self._artifacts is not None:
+            fields["artifact_id"] = self._save_artifact(run, step, result.output)
         events.append(
             NewEvent(
                 event_type=EventType.STEP_COMPLETED,
                 step_id=step.id,
-                payload={"output": result.output, "attempt": run.attempt, **result.event_fields},
+                payload={"output": result.output, "attempt": run.attempt, **fields},
             )
         )
         changes.update(
@@ -281,6 +313,19 @@ class Engine:
             return self._finish_succeeded(run, changes, events, result.output, now)
         changes.update(current_step_id=next_step)
         return self._commit(run, changes, events)
+
+    def _save_artifact(self, run: Run, step: StepSpec, output: Any) -> str:
+        """Store a step's output as an artifact before the commit that records it (a lost
+        commit leaves an unreferenced object, which the bucket's lifecycle rule removes)."""
+        assert self._artifacts is not None
+        if isinstance(output, dict) and isinstance(output.get("text"), str):
+            content, mime, name = output["text"].encode(), "text/plain; charset=utf-8", f"{step.id}.txt"
+        else:
+            content, mime, name = json.dumps(output).encode(), "application/json", f"{step.id}.json"
+        meta = self._artifacts.save(
+            run.tenant_id, run.run_id, step_id=step.id, name=name, content=content, mime_type=mime
+        )
+        return str(getattr(meta, "artifact_id", meta))
 
     def fail_step(
         self,

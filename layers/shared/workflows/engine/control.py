@@ -120,6 +120,8 @@ class RunControl:
             except StaleWrite:
                 continue
             self._kick_if_running(updated)
+            if updated.is_terminal:
+                self._engine.finished(updated, definition)
             return ControlResult(run_id, action, "applied", updated.status.value)
         raise StaleWrite(f"run {run_id} kept changing; try again")
 
@@ -163,6 +165,8 @@ class RunControl:
                 "ended_at": now,
                 "status_reason": "cancelled",
                 "paused_from": None,
+                "wait_until": None,
+                "next_wake_at": None,
             },
             [
                 NewEvent(event_type=EventType.CANCEL_ACKNOWLEDGED, payload={"actor": actor}),
@@ -172,6 +176,8 @@ class RunControl:
                 ),
             ],
         )
+        definition = self._runs.get_with_definition(run.tenant_id, run.run_id)[1]
+        self._engine.finished(updated, definition)
         return ControlResult(run.run_id, "cancel", "applied", updated.status.value)
 
     def _retry(self, run: Run, actor: str, from_step: str | None) -> ControlResult:

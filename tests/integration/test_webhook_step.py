@@ -1,0 +1,128 @@
+"""The webhook step end to end: engine on moto, a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_container
+from tests.receivers import Receiver, Reply
+from workflows.bootstrap import Container
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.principal import ALL_PERMISSIONS, Principal
+from workflows.services.runs import RunService
+from workflows.webhooks.signing import verify
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
+
+
+@pytest.fixture
+def hooks(aws_env: dict[str, str], clock: FakeClock) -> Container:
+    return make_container(aws_env, clock, webhook_secret=SecretStr(SECRET), **LOCAL_WEBHOOKS)
+
+
+def _definition(url: str, **config: Any) -> WorkflowDefinition:
+    return WorkflowDefinition.model_validate(
+        {
+            "name": "notify",
+            "steps": [
+                {"id": "greet", "type": "log", "config": {"message": "hi {{ inputs.name }}"}},
+                {
+                    "id": "call",
+                    "type": "webhook",
+                    "config": {
+                        "url": url,
+                        "headers": {"X-Run": "{{ run.id }}"},
+                        "body": {"greeting": "{{ last.message }}", "static": [1, True]},
+                        **config,
+                    },
+                    "retry": {"max_attempts": 3, "initial_interval_seconds": 0, "jitter": "none"},
+                },
+            ],
+        }
+    )
+
+
+def _submit(c: Container, definition: WorkflowDefinition) -> str:
+    return RunService(c).submit(CALLER, definition, {"name": "Ada"}).run_id
+
+
+def test_webhook_step_sends_a_signed_templated_request(
+    hooks: Container, receiver: Receiver, clock: FakeClock
+) -> None:
+    run_id = _submit(hooks, _definition(receiver.url()))
+    drain(hooks)
+
+    run = hooks.runs.get("default", run_id)
+    assert run.status.value == "succeeded"
+    [request] = receiver.requests
+    assert json.loads(request.body) == {"greeting": "hi Ada", "static": [1, True]}
+    assert request.headers["x-run"] == run_id
+    verify([SECRET], request.headers, request.body, now=clock())
+    assert run.outputs["delivered"] is True
+    assert run.outputs["status_code"] == 200
+    assert run.outputs["host"] == "127.0.0.1"
+
+
+def test_transient_failures_are_retried_with_the_same_webhook_id(
+    hooks: Container, receiver: Receiver
+) -> None:
+    receiver.reply(Reply(500), Reply(503))
+    run_id = _submit(hooks, _definition(receiver.url()))
+    drain(hooks)  # retries are delayed kicks with a zero interval here
+    run = hooks.runs.get("default", run_id)
+    assert run.status.value == "succeeded"
+    assert len(receiver.requests) == 3
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == 1
+    types = [e.event_type for e in hooks.runs.list_events("default", run_id, limit=100).events]
+    assert types.count("step_retrying") == 2
+
+
+def test_a_permanent_failure_fails_without_retry(hooks: Container, receiver: Receiver) -> None:
+    receiver.reply(Reply(410))
+    run_id = _submit(hooks, _definition(receiver.url()))
+    drain(hooks)
+    run = hooks.runs.get("default", run_id)
+    assert run.status.value == "failed"
+    assert run.error is not None
+    assert run.error["code"] == "webhook_rejected"
+    assert len(receiver.requests) == 1
+
+
+def test_dlq_mode_hands_the_delivery_over_and_the_run_continues(
+    hooks: Container, receiver: Receiver, clock: FakeClock
+) -> None:
+    receiver.reply(Reply(500))
+    definition = _definition(receiver.url(), on_delivery_failure="dlq")
+    definition.steps[1].retry.max_attempts = 1
+    run_id = _submit(hooks, definition)
+    drain(hooks)
+
+    run = hooks.runs.get("default", run_id)
+    assert run.status.value == "succeeded"
+    assert run.outputs["delivered"] is False
+    row = hooks.dlq.get("default", run.outputs["dlq_id"])
+    assert row.status == "pending"
+    # The scheduled worker delivers it later with the same webhook-id.
+    clock.advance(3600)
+    hooks.dlq_worker.run(lambda: 20_000)
+    assert hooks.dlq.get("default", row.id).status == "delivered"
+    assert receiver.requests[0].headers["webhook-id"] == receiver.requests[1].headers["webhook-id"]
+
+
+def test_a_destination_outside_the_policy_is_refused_before_connecting(
+    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
+) -> None:
+    # Loopback is not allowlisted here: the policy refuses it without opening a connection.
+    strict = make_container(aws_env, clock, webhook_allowed_ports="*")
+    run_id = _submit(strict, _definition(receiver.url()))
+    drain(strict)
+    run = strict.runs.get("default", run_id)
+    assert run.status.value == "failed"
+    assert run.error is not None
+    assert "egress denied" in run.error["message"]
+    assert receiver.requests == []
