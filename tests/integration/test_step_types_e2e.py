@@ -184,3 +184,33 @@ def test_prompt_without_model_renders_the_template(aws_env: dict[str, str], cloc
     }
     run_id = _run(c, definition, {"name": "Ada"})
     assert c.runs.get("default", run_id).outputs == {"text": "Dear Ada"}
+
+
+def test_a_step_past_its_timeout_follows_on_timeout(
+    aws_env: dict[str, str], clock: FakeClock, llm: Receiver
+) -> None:
+    c = make_container(aws_env, clock, llm_base_url=llm.url("/v1"), llm_api_key=SecretStr("k"))
+    slow = _completion("too late")
+    slow.delay = 3.0
+    llm.reply(slow)
+    definition = {
+        "name": "deadline",
+        "steps": [
+            {
+                "id": "ask",
+                "type": "prompt",
+                "config": {"model": "m", "template": "hi"},
+                "timeout_seconds": 1,
+                "on_timeout": "apologise",
+            },
+            {"id": "never", "type": "log", "config": {"message": "skipped"}, "on_success": "_end"},
+            {"id": "apologise", "type": "log", "config": {"message": "timed out: {{ last.error.code }}"}},
+        ],
+    }
+    run_id = _run(c, definition, {})
+    run = c.runs.get("default", run_id)
+    assert run.status.value == "succeeded"
+    assert run.outputs["message"] == "timed out: llm_timeout"
+    types = [e.event_type for e in c.runs.list_events("default", run_id, limit=100).events]
+    assert "step_timeout" in types
+    assert "never" not in run.step_outputs

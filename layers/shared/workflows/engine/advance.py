@@ -376,7 +376,7 @@ class Engine:
             changes.update(attempt=run.attempt + 1, next_wake_at=iso(wake))
             metrics.add_metric(name="StepRetries", unit="Count", value=1)
             return _Advanced(self._commit(run, changes, events), decision.delay_seconds)
-        timed_out = failure.code == TIMEOUT
+        timed_out = failure.code == TIMEOUT or failure.code.endswith("_timeout")
         events.append(
             NewEvent(
                 event_type=EventType.STEP_TIMEOUT if timed_out else EventType.STEP_FAILED,

@@ -55,6 +55,8 @@ class ChatRequest:
     system: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # The step's time budget (its timeout_seconds bounded by the Lambda's remaining time).
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,8 @@ class OpenAIChatClient:
         if key:
             headers["Authorization"] = f"Bearer {key}"
 
-        deadline = time.monotonic() + self._timeout
+        timeout = min(self._timeout, request.timeout) if request.timeout else self._timeout
+        deadline = time.monotonic() + timeout
         what = "LLM endpoint"
         try:
             with self._http.get().stream(
@@ -217,7 +220,7 @@ class OpenAIChatClient:
                 f"{self._base_url}/chat/completions",
                 json=payload,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=timeout,
             ) as response:
                 body = read_bounded(response, deadline=deadline, prefix="llm")
                 status = response.status_code

@@ -128,6 +128,7 @@ class PromptStep:
                 system=system,
                 max_tokens=config.max_tokens,
                 temperature=config.temperature,
+                timeout=context.time_budget_seconds,
             )
         )
         usage = completion.usage
