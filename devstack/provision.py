@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "ApiKeysTable": "WORKFLOWS_API_KEYS_TABLE",
     "QuotasTable": "WORKFLOWS_QUOTAS_TABLE",
     "SchedulesTable": "WORKFLOWS_SCHEDULES_TABLE",
+    "CorpusTable": "WORKFLOWS_CORPUS_TABLE",
     "ArtifactsBucket": "WORKFLOWS_ARTIFACTS_BUCKET",
     "DispatchQueue": "WORKFLOWS_DISPATCH_QUEUE_URL",
 }

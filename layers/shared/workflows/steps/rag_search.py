@@ -22,6 +22,9 @@ from workflows.steps.base import StepContext, StepResult
 from workflows.steps.llm import default_http_client
 from workflows.steps.retrieval import (
     BedrockKnowledgeBaseRetriever,
+    CorpusRetriever,
+    CorpusSource,
+    Document,
     HttpRetriever,
     Retriever,
     default_bedrock_agent_runtime,
@@ -64,6 +67,7 @@ class RagSearchStep:
         *,
         http_client_factory: Callable[[], httpx.Client] | None = None,
         bedrock_agent_client_factory: Callable[[], Any] | None = None,
+        corpus: CorpusSource | None = None,
     ) -> None:
         """Nothing is created here: HTTP and Bedrock clients are built on first use."""
         api_key = settings.retrieval_api_key
@@ -79,12 +83,18 @@ class RagSearchStep:
                 bedrock_agent_client_factory or default_bedrock_agent_runtime(settings),
             ),
         }
+        self._corpus = CorpusRetriever(corpus) if corpus is not None else None
 
     def execute(self, config: BaseModel, context: StepContext) -> StepResult:
         assert isinstance(config, RagSearchConfig)
         query = render(config.query, context.template_context())
         if not query.strip():
             raise StepFailed("empty_query", "the query rendered to an empty string", retryable=False)
+        if config.backend == "builtin" and self._corpus is not None:
+            documents = self._corpus.retrieve_for(
+                context.tenant_id, query, top_k=config.top_k, filters=config.filters or {}
+            )
+            return self._result(config, query, documents)
         retriever = self._retrievers.get(config.backend)
         if retriever is None:
             raise StepFailed(
@@ -94,6 +104,10 @@ class RagSearchStep:
                 retryable=False,
             )
         documents = retriever.retrieve(query, top_k=config.top_k, filters=config.filters or {})
+        return self._result(config, query, documents)
+
+    @staticmethod
+    def _result(config: RagSearchConfig, query: str, documents: list[Document]) -> StepResult:
         if config.min_score is not None:
             documents = [doc for doc in documents if doc.score >= config.min_score]
         documents = sorted(documents, key=lambda doc: doc.score, reverse=True)[: config.top_k]
@@ -103,5 +117,5 @@ class RagSearchStep:
         )
 
 
-def build_rag_search_step(settings: Settings) -> RagSearchStep:
-    return RagSearchStep(settings)
+def build_rag_search_step(settings: Settings, corpus: CorpusSource | None = None) -> RagSearchStep:
+    return RagSearchStep(settings, corpus=corpus)

@@ -8,6 +8,7 @@ a response that does not follow it is a permanent failure, not something to retr
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,3 +209,54 @@ def default_bedrock_agent_runtime(settings: Settings) -> Callable[[], Any]:
         return boto3.client("bedrock-agent-runtime", config=config)
 
     return build
+
+
+# --- built-in corpus (BM25) -------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+class CorpusSource(Protocol):
+    def all_for_search(self, tenant_id: str) -> list[Any]: ...
+
+
+class CorpusRetriever:
+    """BM25+ (from rank_bm25) over the tenant's documents added through the API.
+
+    The whole tenant corpus is the collection (term statistics do not change with `filters`);
+    BM25+ rather than Okapi because Okapi's IDF turns negative for terms in most documents of a
+    small collection. Documents sharing no term with the query are never returned. Scores are
+    raw BM25+ scores, comparable within one query only, so a `min_score` for this backend is in
+    those units. `filters` match metadata values exactly.
+    """
+
+    def __init__(self, corpus: CorpusSource) -> None:
+        self._corpus = corpus
+
+    def retrieve_for(
+        self, tenant_id: str, query: str, *, top_k: int, filters: dict[str, Any]
+    ) -> list[Document]:
+        # Imported here: numpy is only paid for by runs that use the built-in corpus.
+        from rank_bm25 import BM25Plus
+
+        documents = self._corpus.all_for_search(tenant_id)
+        terms = tokenize(query)
+        if not documents or not terms:
+            return []
+        tokens = [tokenize(doc.content) or [""] for doc in documents]
+        scores = BM25Plus(tokens).get_scores(terms)
+        wanted = set(terms)
+        candidates = [
+            (doc, float(score))
+            for doc, words, score in zip(documents, tokens, scores, strict=True)
+            if wanted.intersection(words) and all(doc.metadata.get(k) == v for k, v in filters.items())
+        ]
+        candidates.sort(key=lambda pair: pair[1], reverse=True)
+        return [
+            Document(id=doc.doc_id, content=doc.content, score=round(score, 6), metadata=doc.metadata)
+            for doc, score in candidates[:top_k]
+        ]

@@ -1,0 +1,65 @@
+"""The built-in document corpus that `rag_search` with `backend: builtin` searches (BM25)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.api.auth import require
+from workflows.api.deps import ContainerDep
+from workflows.api.schemas import error_responses
+from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
+from workflows.storage.corpus import CorpusDocument
+
+router = APIRouter()
+Reader = Annotated[Principal, Depends(require(RUNS_READ))]
+Writer = Annotated[Principal, Depends(require(RUNS_CONTROL))]
+DOC_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=DOC_ID, description="optional; a new id is generated")
+    content: str = Field(min_length=1, max_length=100_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentPage(BaseModel):
+    documents: list[CorpusDocument]
+    next_after: str | None
+
+
+@router.post(
+    "/corpus/documents",
+    status_code=201,
+    response_model=CorpusDocument,
+    responses=error_responses(400, 413, 415),
+)
+def add_document(body: DocumentIn, principal: Writer, c: ContainerDep) -> CorpusDocument:
+    """Add a document (or replace the one with the same id)."""
+    return c.corpus.add(principal.tenant_id, body.content, body.metadata, doc_id=body.id)
+
+
+@router.get("/corpus/documents", response_model=DocumentPage, responses=error_responses())
+def list_documents(
+    principal: Reader,
+    c: ContainerDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(pattern=DOC_ID, description="continue after this id")] = None,
+) -> DocumentPage:
+    documents, next_after = c.corpus.page(principal.tenant_id, limit=limit, after=after)
+    return DocumentPage(documents=documents, next_after=next_after)
+
+
+@router.get("/corpus/documents/{doc_id}", response_model=CorpusDocument, responses=error_responses(404))
+def get_document(doc_id: str, principal: Reader, c: ContainerDep) -> CorpusDocument:
+    return c.corpus.get(principal.tenant_id, doc_id)
+
+
+@router.delete("/corpus/documents/{doc_id}", status_code=204, responses=error_responses(404))
+def delete_document(doc_id: str, principal: Writer, c: ContainerDep) -> Response:
+    c.corpus.delete(principal.tenant_id, doc_id)
+    return Response(status_code=204)
