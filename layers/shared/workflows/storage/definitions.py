@@ -195,6 +195,10 @@ class DefinitionRepository:
         except ClientError as exc:
             if error_code(exc) == "TransactionCanceledException":
                 codes = [reason.get("Code") for reason in cancellation_reasons(exc)]
+                # The head moved: a concurrent writer took this version number (its guard then
+                # exists too). That is a lost race to retry, not a duplicate name and version.
+                if len(codes) > 1 and codes[1] in ("ConditionalCheckFailed", "TransactionConflict"):
+                    raise StaleWrite(f"workflow {head.workflow_id} changed while writing") from exc
                 if codes and codes[0] == "ConditionalCheckFailed":
                     raise Conflict(
                         f"a workflow named '{definition.name}' version {definition.version} already exists",
