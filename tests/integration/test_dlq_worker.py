@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,15 +13,20 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from pydantic import SecretStr
 
 from tests.conftest import FakeClock, settings_from
 from tests.receivers import Received, Receiver, Reply
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.run import Run, RunStatus
 from workflows.errors import Conflict, NotFound
+from workflows.storage.runs import RunRepository
 from workflows.webhooks import lambda_handler
 from workflows.webhooks.delivery import DeliveryResult, EgressDenied, HttpDeliverer
 from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
-from workflows.webhooks.signing import verify
+from workflows.webhooks.signing import WebhookVerificationError, verify
 from workflows.webhooks.worker import DlqWorker, WorkerReport, build_dlq_worker
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -48,12 +53,13 @@ def make_worker(
     *,
     deliverer: Any = None,
     sleep: Callable[[float], None] | None = None,
+    runs: RunRepository | None = None,
     **overrides: Any,
 ) -> DlqWorker:
     settings = settings_from(aws_env, **overrides)
     repo = WebhookDlqRepository(boto3.client("dynamodb"), settings.webhook_dlq_table, clock=clock)
     deliverer = deliverer or HttpDeliverer([SECRET], timeout=settings.webhook_dlq_timeout_sec, clock=clock)
-    return DlqWorker(repo, deliverer, settings, clock=clock, sleep=sleep or _no_sleep, rand=_half)
+    return DlqWorker(repo, deliverer, settings, clock=clock, sleep=sleep or _no_sleep, rand=_half, runs=runs)
 
 
 def _no_sleep(seconds: float) -> None:
@@ -667,3 +673,361 @@ def test_handler_runs_the_containers_worker_and_returns_its_report(
         "skipped": 0,
         "failed": 0,
     }
+
+
+# ---- must-show paths: retries until delivered, Retry-After, two workers ----------------------
+
+
+def test_fails_twice_then_delivered_on_the_third_attempt_with_one_webhook_id(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a receiver that answers 500 twice, then accepts
+    receiver.reply(Reply(500, body=b""), Reply(500, body=b""))
+    row = add_row(repo, clock, receiver.url())
+    worker = make_worker(aws_env, clock)
+
+    # When the worker passes whenever the row is due again (15 s, then 30 s with jitter 0.5)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, rescheduled=1)
+    clock.advance(15)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, rescheduled=1)
+    clock.advance(29)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1)
+    clock.advance(1)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
+
+    # Then the third attempt delivered it, every attempt with the same webhook-id and a valid signature
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [row.webhook_id] * 3
+    assert_signed(receiver.requests[-1], row, clock())
+    stored = repo.get("t1", row.id)
+    assert (stored.status, stored.attempts) == ("delivered", 3)
+
+
+def test_too_many_requests_waits_at_least_retry_after(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a receiver that answers 429 with Retry-After: 120 (the backoff alone would be 15 s)
+    receiver.reply(Reply(429, headers={"Retry-After": "120"}, body=b""))
+    row = add_row(repo, clock, receiver.url())
+    worker = make_worker(aws_env, clock)
+
+    # When the worker tries
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, rescheduled=1)
+
+    # Then the row is not tried again before Retry-After has passed
+    stored = repo.get("t1", row.id)
+    assert stored.next_attempt_at >= clock().timestamp() + 120
+    assert stored.last_error == "HTTP 429"
+    clock.advance(119)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1)
+    assert len(receiver.requests) == 1
+    clock.advance(1)
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
+
+
+@dataclass
+class RunsOtherWorkerFirst:
+    """On its first delivery, lets another worker make a whole pass before sending."""
+
+    inner: HttpDeliverer
+    other: DlqWorker | None = None
+    other_reports: list[WorkerReport] = field(default_factory=list)
+
+    def deliver(
+        self,
+        url: str,
+        body: bytes,
+        webhook_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        tenant_id: str | None = None,
+    ) -> DeliveryResult:
+        if self.other is not None:
+            other, self.other = self.other, None
+            self.other_reports.append(other.run(lambda: ONE_PASS_MS))
+        return self.inner.deliver(url, body, webhook_id, extra_headers, tenant_id=tenant_id)
+
+
+def test_two_workers_on_the_same_rows_deliver_each_row_once(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given three due rows and two workers on one table and one clock
+    rows = []
+    for i in range(3):
+        rows.append(add_row(repo, clock, receiver.url(f"/r{i}")))
+        clock.advance(1)
+    second = make_worker(aws_env, clock)
+    interleaving = RunsOtherWorkerFirst(HttpDeliverer([SECRET], timeout=5, clock=clock), other=second)
+    first = make_worker(aws_env, clock, deliverer=interleaving)
+
+    # When the first worker has claimed r0 and, before sending it, the second makes a full pass
+    report = first.run(lambda: ONE_PASS_MS)
+
+    # Then the second skipped the leased r0 and delivered r1 and r2; the first delivered r0 and
+    # skipped the rows the second had taken
+    assert interleaving.other_reports == [WorkerReport(passes=1, delivered=2, skipped=1)]
+    assert report == WorkerReport(passes=1, delivered=1, skipped=2)
+    assert sorted(r.path for r in receiver.requests) == ["/r0", "/r1", "/r2"]
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(r.webhook_id for r in rows)
+    assert {repo.get("t1", r.id).attempts for r in rows} == {1}
+    assert {repo.get("t1", r.id).status for r in rows} == {"delivered"}
+
+
+# ---- every attempt is told on its run ----------------------------------------------------------
+
+
+@pytest.fixture
+def runs(aws_env: dict[str, str], clock: FakeClock) -> RunRepository:
+    settings = settings_from(aws_env)
+    return RunRepository(
+        boto3.client("dynamodb"), settings.runs_table, settings.run_events_table, clock=clock
+    )
+
+
+def new_run(runs: RunRepository, run_id: str = "run-1", tenant_id: str = "t1") -> Run:
+    definition = WorkflowDefinition.model_validate(
+        {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
+    )
+    run = Run(
+        run_id=run_id,
+        tenant_id=tenant_id,
+        owner_id="u",
+        definition_version=1,
+        definition_name="d",
+        status=RunStatus.SUCCEEDED,
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+    runs.create(run, definition)
+    return run
+
+
+def delivery_events(
+    runs: RunRepository, run_id: str = "run-1", tenant_id: str = "t1"
+) -> list[dict[str, Any]]:
+    page = runs.list_events(tenant_id, run_id, types=["webhook_delivery"])
+    return [event.payload for event in page.events]
+
+
+def test_every_attempt_appends_a_delivery_event_to_the_run(
+    aws_env: dict[str, str],
+    clock: FakeClock,
+    repo: WebhookDlqRepository,
+    runs: RunRepository,
+    receiver: Receiver,
+) -> None:
+    # Given a row of an existing run, to a URL with a secret in its query string
+    new_run(runs)
+    receiver.reply(Reply(503, body=b"busy"))
+    row = add_row(repo, clock, receiver.url("/hook?token=s3cr3t"), headers={"Authorization": "Bearer abc"})
+    worker = make_worker(aws_env, clock, runs=runs)
+
+    # When one attempt fails and the next one delivers
+    worker.run(lambda: ONE_PASS_MS)
+    clock.advance(15)
+    worker.run(lambda: ONE_PASS_MS)
+
+    # Then the run has one event per attempt, naming the host only
+    base = {"source": "dlq_retry", "webhook_id": row.webhook_id, "dlq_id": row.id, "host": "127.0.0.1"}
+    assert delivery_events(runs) == [
+        {
+            **base,
+            "attempt": 1,
+            "outcome": "transient",
+            "status": "pending",
+            "status_code": 503,
+            "error": "HTTP 503: busy",
+        },
+        {
+            **base,
+            "attempt": 2,
+            "outcome": "delivered",
+            "status": "delivered",
+            "status_code": 200,
+            "error": None,
+        },
+    ]
+    text = json.dumps(delivery_events(runs))
+    for leaked in ("s3cr3t", "Bearer", "/hook"):
+        assert leaked not in text
+
+
+def test_permanent_failure_event_says_exhausted(
+    aws_env: dict[str, str],
+    clock: FakeClock,
+    repo: WebhookDlqRepository,
+    runs: RunRepository,
+    receiver: Receiver,
+) -> None:
+    new_run(runs)
+    receiver.reply(Reply(410, body=b""))
+    add_row(repo, clock, receiver.url())
+
+    make_worker(aws_env, clock, runs=runs).run(lambda: ONE_PASS_MS)
+
+    [event] = delivery_events(runs)
+    assert (event["outcome"], event["status"], event["status_code"]) == ("permanent", "exhausted", 410)
+
+
+def test_event_error_text_is_truncated(
+    aws_env: dict[str, str],
+    clock: FakeClock,
+    repo: WebhookDlqRepository,
+    runs: RunRepository,
+    receiver: Receiver,
+) -> None:
+    new_run(runs)
+    receiver.reply(Reply(500, body=b"x" * 5000))
+    add_row(repo, clock, receiver.url())
+
+    make_worker(aws_env, clock, runs=runs).run(lambda: ONE_PASS_MS)
+
+    [event] = delivery_events(runs)
+    assert event["error"].startswith("HTTP 500: xxx")
+    assert len(event["error"]) <= 200
+
+
+def test_a_row_whose_run_is_gone_is_still_delivered_and_the_pass_goes_on(
+    aws_env: dict[str, str],
+    clock: FakeClock,
+    repo: WebhookDlqRepository,
+    runs: RunRepository,
+    receiver: Receiver,
+) -> None:
+    # Given a row whose run no longer exists, then a row of an existing run
+    orphan = add_row(repo, clock, receiver.url("/orphan"), run_id="run-gone")
+    clock.advance(1)
+    new_run(runs)
+    kept = add_row(repo, clock, receiver.url("/kept"))
+
+    # When the worker passes
+    report = make_worker(aws_env, clock, runs=runs).run(lambda: ONE_PASS_MS)
+
+    # Then both are delivered and only the existing run got an event
+    assert report == WorkerReport(passes=1, delivered=2)
+    assert repo.get("t1", orphan.id).status == repo.get("t1", kept.id).status == "delivered"
+    assert [e["dlq_id"] for e in delivery_events(runs)] == [kept.id]
+
+
+def test_built_worker_records_attempts_on_runs(
+    aws_env: dict[str, str], clock: FakeClock, runs: RunRepository, receiver: Receiver
+) -> None:
+    settings = settings_from(aws_env, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*")
+    new_run(runs)
+    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock, runs=runs)
+    add_row(repo, clock, receiver.url())
+
+    worker.run(lambda: ONE_PASS_MS)
+
+    assert [e["outcome"] for e in delivery_events(runs)] == ["delivered"]
+
+
+# ---- signing secrets: rotation and Secrets Manager ------------------------------------------
+
+OLD_SECRET = "whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZA=="
+NEW_SECRET = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldw=="
+
+
+@pytest.mark.parametrize("receiver_secret", [OLD_SECRET, NEW_SECRET], ids=["old-only", "new-only"])
+def test_rotation_verifies_with_either_the_old_or_the_new_secret(
+    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver, receiver_secret: str
+) -> None:
+    # Given both secrets configured during a rotation, newest first
+    settings = settings_from(
+        aws_env,
+        webhook_secret=SecretStr(f"{NEW_SECRET}, {OLD_SECRET}"),
+        webhook_allowlist="127.0.0.1",
+        webhook_allowed_ports="*",
+    )
+    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    add_row(repo, clock, receiver.url())
+
+    # When a row is delivered
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
+
+    # Then a receiver that knows only one of the secrets verifies it
+    [request] = receiver.requests
+    assert len(request.headers["webhook-signature"].split()) == 2
+    verify([receiver_secret], request.headers, request.body, now=clock())
+
+
+def test_receiver_with_another_secret_does_not_verify_a_rotated_delivery(
+    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
+) -> None:
+    settings = settings_from(
+        aws_env,
+        webhook_secret=SecretStr(f"{NEW_SECRET},{OLD_SECRET}"),
+        webhook_allowlist="127.0.0.1",
+        webhook_allowed_ports="*",
+    )
+    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    add_row(repo, clock, receiver.url())
+
+    worker.run(lambda: ONE_PASS_MS)
+
+    [request] = receiver.requests
+    with pytest.raises(WebhookVerificationError):
+        verify([SECRET], request.headers, request.body, now=clock())
+
+
+@pytest.fixture
+def fresh_secret_cache() -> Iterator[None]:
+    parameters.clear_caches()
+    DEFAULT_PROVIDERS.clear()  # its client must be created inside this test's mock_aws
+    yield
+    parameters.clear_caches()
+    DEFAULT_PROVIDERS.clear()
+
+
+def test_secrets_are_read_from_secrets_manager_on_first_delivery(
+    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver, fresh_secret_cache: None
+) -> None:
+    # Given the deployed shape: only the secret's ARN in the settings
+    secretsmanager = boto3.client("secretsmanager")
+    arn = secretsmanager.create_secret(Name="webhook-signing", SecretString=f"{NEW_SECRET},{OLD_SECRET}")[
+        "ARN"
+    ]
+    settings = settings_from(
+        aws_env, webhook_secret_arn=arn, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*"
+    )
+    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    add_row(repo, clock, receiver.url())
+
+    # When the worker delivers
+    assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
+
+    # Then the delivery is signed with both secrets from Secrets Manager
+    [request] = receiver.requests
+    verify([OLD_SECRET], request.headers, request.body, now=clock())
+    verify([NEW_SECRET], request.headers, request.body, now=clock())
+
+
+def test_building_the_worker_reads_no_secret(
+    aws_env: dict[str, str], clock: FakeClock, fresh_secret_cache: None
+) -> None:
+    # An ARN that does not exist: building must not touch Secrets Manager at all.
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf"
+    settings = settings_from(aws_env, webhook_secret_arn=arn)
+
+    build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+
+    assert DEFAULT_PROVIDERS == {}
+
+
+def test_unreadable_secret_reschedules_without_sending_unsigned(
+    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver, fresh_secret_cache: None
+) -> None:
+    # Given an ARN naming no secret
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf"
+    settings = settings_from(
+        aws_env, webhook_secret_arn=arn, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*"
+    )
+    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    row = add_row(repo, clock, receiver.url())
+
+    # When the worker passes
+    report = worker.run(lambda: ONE_PASS_MS)
+
+    # Then nothing was sent and the row waits for a later attempt
+    assert report == WorkerReport(passes=1, rescheduled=1)
+    assert receiver.requests == []
+    assert (repo.get("t1", row.id).last_error or "").startswith("signing secret unavailable")

@@ -214,3 +214,30 @@ def test_a_step_past_its_timeout_follows_on_timeout(
     types = [e.event_type for e in c.runs.list_events("default", run_id, limit=100).events]
     assert "step_timeout" in types
     assert "never" not in run.step_outputs
+
+
+def test_save_artifact_stores_the_prompt_text_in_s3(aws_env: dict[str, str], clock: FakeClock) -> None:
+    import hashlib
+
+    c = make_container(aws_env, clock)
+    definition = {
+        "name": "draft",
+        "steps": [
+            {
+                "id": "draft",
+                "type": "prompt",
+                "config": {"template": "Dear {{ inputs.name }}", "save_artifact": True},
+            }
+        ],
+    }
+    run_id = _run(c, definition, {"name": "Ada"})
+    [meta] = c.artifacts.list("default", run_id)
+    assert (meta.step_id, meta.name, meta.mime_type, meta.size_bytes) == (
+        "draft",
+        "draft.txt",
+        "text/plain; charset=utf-8",
+        8,
+    )
+    assert meta.sha256 == hashlib.sha256(b"Dear Ada").hexdigest()
+    assert c.artifacts.read(meta) == b"Dear Ada"
+    assert _completed(c, run_id)["draft"]["artifact_id"] == meta.artifact_id

@@ -126,3 +126,29 @@ def test_a_destination_outside_the_policy_is_refused_before_connecting(
     assert run.error is not None
     assert "egress denied" in run.error["message"]
     assert receiver.requests == []
+
+
+def test_every_terminal_status_notifies_the_completion_webhook(hooks: Container, receiver: Receiver) -> None:
+    # Given definitions that name a completion webhook
+    def with_hook(*steps: dict[str, Any]) -> WorkflowDefinition:
+        return WorkflowDefinition.model_validate(
+            {"name": "notified", "on_completion_webhook": receiver.url("/done"), "steps": list(steps)}
+        )
+
+    ok = _submit(hooks, with_hook({"id": "a", "type": "log", "config": {"message": "fine"}}))
+    broken = _submit(hooks, with_hook({"id": "a", "type": "log", "config": {"message": "{{ nope.x }}"}}))
+    waiting = _submit(hooks, with_hook({"id": "a", "type": "delay", "config": {"seconds": 600}}))
+    drain(hooks)
+    hooks.control.act("default", waiting, "cancel", "operator")
+
+    # Then each run's notification arrived once, signed, with its terminal status
+    bodies = {json.loads(r.body)["run_id"]: json.loads(r.body) for r in receiver.requests}
+    assert {run_id: body["status"] for run_id, body in bodies.items()} == {
+        ok: "succeeded",
+        broken: "failed",
+        waiting: "cancelled",
+    }
+    assert len(receiver.requests) == 3
+    assert all("webhook-signature" in r.headers for r in receiver.requests)
+    events = hooks.runs.list_events("default", ok, limit=100).events
+    assert events[-1].event_type == "webhook_delivery"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from workflows.webhooks.signing import WebhookVerificationError, sign, signature_headers, verify
+from workflows.webhooks.signing import (
+    WebhookVerificationError,
+    parse_secrets,
+    sign,
+    signature_headers,
+    verify,
+)
+from workflows.webhooks.signing_secrets import SigningSecrets, SigningSecretUnavailable
 
 # The example from the Standard Webhooks specification.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -134,3 +141,40 @@ def test_verify_refuses_a_non_numeric_timestamp() -> None:
 
     with pytest.raises(WebhookVerificationError, match="timestamp"):
         verify(["s3cret"], headers, b"{}", now=100)
+
+
+# ---- several secrets (rotation) -----------------------------------------------------------
+
+
+def test_several_secrets_give_one_signature_each_newest_first() -> None:
+    headers = signature_headers(["new-secret", "old-secret"], "msg_1", 100, b"{}")
+
+    new, old = headers["webhook-signature"].split(" ")
+    assert new == sign("new-secret", "msg_1", 100, b"{}")
+    assert old == sign("old-secret", "msg_1", 100, b"{}")
+    verify(["old-secret"], headers, b"{}", now=100)
+    verify(["new-secret"], headers, b"{}", now=100)
+
+
+def test_parse_secrets_splits_trims_and_checks() -> None:
+    assert parse_secrets(" whsec_YWJj , raw,,") == ["whsec_YWJj", "raw"]
+    with pytest.raises(ValueError, match="base64"):
+        parse_secrets("whsec_not base64!")
+
+
+def test_signing_secrets_fetch_lazily_and_refuse_garbage() -> None:
+    fetched: list[str] = []
+
+    def fetch(arn: str) -> str:
+        fetched.append(arn)
+        return "whsec_YWJj,whsec_ZGVm"
+
+    secrets = SigningSecrets(inline=None, secret_arn="arn:secret", fetch=fetch)
+    assert fetched == []
+    assert secrets() == ["whsec_YWJj", "whsec_ZGVm"]
+    assert fetched == ["arn:secret"]
+
+    broken = SigningSecrets(inline=None, secret_arn="arn:secret", fetch=lambda arn: "whsec_???")
+    with pytest.raises(SigningSecretUnavailable, match="malformed"):
+        broken()
+    assert SigningSecrets(inline=None)() == []

@@ -56,7 +56,7 @@ class ArtifactSink(Protocol):
 class Notifier(Protocol):
     """Run-completion notifications (the definition's `on_completion_webhook`)."""
 
-    def notify(self, run: Run, url: str) -> None: ...
+    def notify(self, run: Run, url: str) -> object: ...
 
 
 @dataclass(frozen=True)

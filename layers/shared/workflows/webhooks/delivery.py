@@ -36,6 +36,7 @@ from workflows.webhooks.egress import (
     tcp_connector,
 )
 from workflows.webhooks.signing import signature_headers
+from workflows.webhooks.signing_secrets import SigningSecretUnavailable
 
 DeliveryOutcome = Literal["delivered", "transient", "permanent"]
 # A plain check on the URL; it gets the address pinning but none of EgressPolicy's address rules.
@@ -145,14 +146,16 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 class HttpDeliverer:
     """Delivers signed webhooks to destinations the egress policy allows.
 
-    `policy` is an EgressPolicy (production) or a plain URL check; without one only the scheme
-    and host are checked, which suits tests against local receivers, not production. `connector`
-    makes the TCP connection to a validated address; tests replace it to record or refuse.
+    `secrets` is the list of signing secrets (newest first) or a callable returning it, called
+    once per delivery (SigningSecrets reads Secrets Manager lazily and caches it). `policy` is an
+    EgressPolicy (production) or a plain URL check; without one only the scheme and host are
+    checked, which suits tests against local receivers, not production. `connector` makes the
+    TCP connection to a validated address; tests replace it to record or refuse.
     """
 
     def __init__(
         self,
-        secrets: Sequence[str],
+        secrets: Sequence[str] | Callable[[], Sequence[str]],
         *,
         timeout: float,
         policy: DestinationCheck | UrlCheck | None = None,
@@ -160,7 +163,11 @@ class HttpDeliverer:
         connector: Connector = tcp_connector,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        self._secrets = list(secrets)
+        if callable(secrets):
+            self._secrets: Callable[[], Sequence[str]] = secrets
+        else:
+            fixed = list(secrets)
+            self._secrets = lambda: fixed
         self._timeout = timeout
         if policy is None:
             policy = scheme_policy
@@ -193,11 +200,18 @@ class HttpDeliverer:
         except EgressResolutionFailed as exc:
             return DeliveryResult("transient", error=f"dns: {exc.message}")
 
+        try:
+            secrets = self._secrets()
+        except SigningSecretUnavailable as exc:
+            # Never send unsigned because the secret store hiccuped; a later attempt may sign.
+            return DeliveryResult("transient", error=f"signing secret unavailable: {exc}")
+
         headers = {k: v for k, v in (extra_headers or {}).items() if k.lower() not in _RESERVED_HEADERS}
         headers["content-type"] = "application/json"
         timestamp = int(self._clock().timestamp())
-        if self._secrets:
-            headers.update(signature_headers(self._secrets[0], webhook_id, timestamp, body))
+        if secrets:
+            # One signature per secret (newest first): receivers on the old or the new secret verify.
+            headers.update(signature_headers(secrets, webhook_id, timestamp, body))
         else:
             headers.update({"webhook-id": webhook_id, "webhook-timestamp": str(timestamp)})
 

@@ -17,7 +17,7 @@ simply expires; the row is then due again and another worker picks it up.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -30,9 +30,12 @@ from workflows.clock import Clock, iso, system_clock
 from workflows.errors import Conflict, NotFound
 from workflows.observability import logger
 from workflows.storage.dynamo import dumps, from_item, loads, to_item
+from workflows.storage.paging import Position, check_position, query_page
 
 DUE_INDEX = "due"
 DUE_SHARD = "pending"
+TENANT_INDEX = "by-tenant"
+_TENANT_KEY_FIELDS = ("id", "tenant_id", "created_at")
 _MAX_ERROR_CHARS = 1000
 
 DlqStatus = Literal["pending", "delivered", "exhausted"]
@@ -178,6 +181,55 @@ class WebhookDlqRepository:
                 )
         return rows
 
+    def list_for_tenant(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Sequence[str] = (),
+        run_id: str | None = None,
+        limit: int = 50,
+        start: Position | None = None,
+    ) -> tuple[list[DlqRow], Position | None]:
+        """A tenant's rows, newest first: a key-range Query on `by-tenant`.
+
+        status and run_id are FilterExpressions, so a page may be short (bounded requests, see
+        storage.paging); the returned position resumes after the last row read.
+        """
+        check_position(start, {"tenant_id": tenant_id}, _TENANT_KEY_FIELDS)
+        values: dict[str, Any] = {":tenant": {"S": tenant_id}}
+        filters: list[str] = []
+        names: dict[str, str] = {}
+        if statuses:
+            placeholders = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
+            filters.append(f"#status IN ({', '.join(placeholders)})")
+            names["#status"] = "status"
+            values.update(placeholders)
+        if run_id is not None:
+            filters.append("run_id = :run")
+            values[":run"] = {"S": run_id}
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": TENANT_INDEX,
+            "KeyConditionExpression": "tenant_id = :tenant",
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        if names:
+            params["ExpressionAttributeNames"] = names
+        page = query_page(self._client, params, limit=limit, key_fields=_TENANT_KEY_FIELDS, start=start)
+        rows: list[DlqRow] = []
+        for item in page.items:
+            try:
+                rows.append(self._row_from(item))
+            except ValidationError as exc:
+                logger.error(
+                    "dlq row unreadable",
+                    extra={"dlq_id": item.get("id", {}).get("S"), "errors": exc.error_count()},
+                )
+        return rows, page.next_position
+
     # ---- writes --------------------------------------------------------------------
 
     def add(self, row: DlqRow) -> None:
@@ -228,6 +280,49 @@ class WebhookDlqRepository:
             raise translate(exc) from exc
         return self._row_from(response["Attributes"])
 
+    def claim_for_replay(self, tenant_id: str, row_id: str, lease_seconds: float) -> DlqRow:
+        """Lease a row of any status for an operator's replay, making it pending again.
+
+        NotFound for a missing row or another tenant's; Conflict while a worker (or another
+        replay) holds a live lease. The outcome is then recorded like a worker's, under the lease.
+        """
+        now = self._clock()
+        lease = round(now.timestamp() + lease_seconds, 3)
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key=self._key(row_id),
+                UpdateExpression=(
+                    "SET lease_expires_at = :lease, #status = :pending, due_shard = :shard,"
+                    " updated_at = :updated"
+                ),
+                ConditionExpression=(
+                    "tenant_id = :tenant"
+                    " AND (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":lease": _number(lease),
+                    ":pending": {"S": "pending"},
+                    ":shard": {"S": DUE_SHARD},
+                    ":updated": {"S": iso(now)},
+                    ":tenant": {"S": tenant_id},
+                    ":now": _number(now.timestamp()),
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                old = exc.response.get("Item") or {}
+                if old.get("tenant_id", {}).get("S") != tenant_id:
+                    raise NotFound(f"webhook dlq row '{row_id}' not found") from exc
+                raise Conflict(
+                    f"webhook dlq row '{row_id}' is being delivered right now; try again shortly"
+                ) from exc
+            raise translate(exc) from exc
+        return self._row_from(response["Attributes"])
+
     def mark_delivered(self, row: DlqRow) -> DlqRow:
         return self._update_leased(
             row,
@@ -275,4 +370,4 @@ class WebhookDlqRepository:
         return self._row_from(response["Attributes"])
 
 
-__all__ = ["DUE_INDEX", "DUE_SHARD", "DlqRow", "DlqStatus", "WebhookDlqRepository"]
+__all__ = ["DUE_INDEX", "DUE_SHARD", "TENANT_INDEX", "DlqRow", "DlqStatus", "WebhookDlqRepository"]

@@ -45,11 +45,29 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode('ascii')}"
 
 
-def signature_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def parse_secrets(value: str) -> list[str]:
+    """Comma-separated secrets, newest first; each must be usable as a key (ValueError if not)."""
+    secrets = [part.strip() for part in value.split(",") if part.strip()]
+    for secret in secrets:
+        _key(secret)
+    return secrets
+
+
+def signature_headers(
+    secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """Standard Webhooks headers; with several secrets (rotation), one signature per secret.
+
+    Receivers holding any one of the secrets verify: the spec allows several space-separated
+    `v1,<sig>` values in `webhook-signature`.
+    """
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    if not keys:
+        raise ValueError("at least one secret is needed to sign")
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(secret, msg_id, timestamp, body) for secret in keys),
     }
 
 
@@ -101,6 +119,7 @@ def verify(
 __all__ = [
     "DEFAULT_TOLERANCE_SEC",
     "WebhookVerificationError",
+    "parse_secrets",
     "sign",
     "signature_headers",
     "verify",

@@ -7,7 +7,9 @@ delivered, rescheduled with exponential backoff and full jitter (a larger Retry-
 exhausted (a permanent failure, or `webhook_dlq_max_attempts` reached). A row whose claim fails
 belongs to another worker and is skipped; a storage error on one row is logged and the pass
 goes on. If the worker dies mid-delivery, its lease expires and the row is picked up again; the
-receiver then sees the same `webhook-id` and can dedupe.
+receiver then sees the same `webhook-id` and can dedupe. With the run repository, every
+attempt is appended to its run as a `webhook_delivery` event (host only, never the URL); a run
+that no longer exists does not stop the worker. `replay` is an operator's immediate attempt.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -25,9 +27,12 @@ from workflows.clock import Clock, system_clock
 from workflows.errors import DomainError
 from workflows.observability import logger, metrics
 from workflows.settings import Settings
-from workflows.webhooks.delivery import Deliverer, HttpDeliverer
+from workflows.storage.runs import RunRepository
+from workflows.webhooks.delivery import Deliverer, DeliveryResult, HttpDeliverer
 from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
 from workflows.webhooks.egress import EgressPolicy
+from workflows.webhooks.journal import DeliveryJournal, DeliverySource, delivery_payload
+from workflows.webhooks.signing_secrets import SigningSecrets
 
 # Room left at the end of an invocation: one delivery's timeout plus this, to record its outcome.
 SAFETY_MARGIN_SEC = 5.0
@@ -61,6 +66,18 @@ def backoff_seconds(
     return cap * rand()
 
 
+AttemptKind = Literal["delivered", "rescheduled", "exhausted"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt of a row: the row as recorded afterwards and what the receiver said."""
+
+    row: DlqRow
+    result: DeliveryResult
+    kind: AttemptKind
+
+
 class DlqWorker:
     def __init__(
         self,
@@ -71,8 +88,11 @@ class DlqWorker:
         clock: Clock = system_clock,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
+        runs: RunRepository | None = None,
     ) -> None:
         self._repo = repo
+        # Each attempt is appended to its run as a `webhook_delivery` event when runs are given.
+        self._journal = DeliveryJournal(runs) if runs is not None else None
         self._deliverer = deliverer
         self._settings = settings
         self._clock = clock
@@ -140,7 +160,26 @@ class DlqWorker:
             logger.info("dlq row skipped", extra=_row_keys(row))
             metrics.add_metric(name="WebhookDlqSkipped", unit=MetricUnit.Count, value=1)
             return
+        attempt = self.attempt(claimed, source="dlq_retry")
+        if attempt.kind == "delivered":
+            report.delivered += 1
+        elif attempt.kind == "exhausted":
+            report.exhausted += 1
+        else:
+            report.rescheduled += 1
 
+    def replay(self, tenant_id: str, row_id: str) -> Attempt:
+        """An operator's replay: one attempt now, whatever the row's status, same webhook-id.
+
+        NotFound for another tenant's row, Conflict while a worker is delivering it. The outcome
+        is recorded like a worker's: a transient failure leaves the row pending (rescheduled with
+        backoff) unless its attempts are used up.
+        """
+        claimed = self._repo.claim_for_replay(tenant_id, row_id, self.lease_seconds)
+        return self.attempt(claimed, source="replay")
+
+    def attempt(self, claimed: DlqRow, *, source: DeliverySource) -> Attempt:
+        """Deliver a leased row, record the outcome under the lease, then tell the run."""
         result = self._deliverer.deliver(
             claimed.url,
             claimed.body_json.encode("utf-8"),
@@ -154,26 +193,52 @@ class DlqWorker:
             "attempts": attempts,
             "outcome": result.outcome,
             "status_code": result.status_code,
+            "source": source,
         }
         error = result.error or result.outcome
 
+        kind: AttemptKind
         if result.outcome == "delivered":
-            self._repo.mark_delivered(claimed)
-            report.delivered += 1
+            stored = self._repo.mark_delivered(claimed)
+            kind = "delivered"
             logger.info("dlq row delivered", extra=fields)
             metrics.add_metric(name="WebhookDlqDelivered", unit=MetricUnit.Count, value=1)
         elif result.outcome == "permanent" or attempts >= self._settings.webhook_dlq_max_attempts:
-            self._repo.mark_exhausted(claimed, error)
-            report.exhausted += 1
+            stored = self._repo.mark_exhausted(claimed, error)
+            kind = "exhausted"
             logger.warning("dlq row exhausted", extra={**fields, "error": error})
             metrics.add_metric(name="WebhookDlqExhausted", unit=MetricUnit.Count, value=1)
         else:
             delay = self._delay(attempts, result.retry_after)
             next_attempt_at = self._clock().timestamp() + delay
-            self._repo.reschedule(claimed, next_attempt_at, error)
-            report.rescheduled += 1
+            stored = self._repo.reschedule(claimed, next_attempt_at, error)
+            kind = "rescheduled"
             logger.info("dlq row rescheduled", extra={**fields, "error": error, "delay_sec": round(delay, 3)})
             metrics.add_metric(name="WebhookDlqRescheduled", unit=MetricUnit.Count, value=1)
+        self._tell_run(stored, attempts, result, source)
+        return Attempt(row=stored, result=result, kind=kind)
+
+    def _tell_run(self, row: DlqRow, attempt: int, result: DeliveryResult, source: DeliverySource) -> None:
+        if self._journal is None:
+            return
+        payload = delivery_payload(
+            source=source,
+            webhook_id=row.webhook_id,
+            url=row.url,
+            attempt=attempt,
+            result=result,
+            status=row.status,
+            dlq_id=row.id,
+        )
+        try:
+            self._journal.record(row.tenant_id, row.run_id, payload)
+        except DomainError as exc:
+            # The row's outcome is already recorded and is what the worker acts on; a missed
+            # event must not turn a delivered row into a failure of the pass.
+            logger.warning(
+                "webhook delivery event not recorded",
+                extra={**_row_keys(row), "error_code": exc.code, "error": exc.message},
+            )
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:
         settings = self._settings
@@ -195,9 +260,14 @@ def build_dlq_worker(
     dynamodb_client: Any,
     *,
     clock: Clock = system_clock,
+    runs: RunRepository | None = None,
 ) -> tuple[WebhookDlqRepository, DlqWorker]:
-    """The repository and worker as the composition root wires them."""
-    secrets = [settings.webhook_secret.get_secret_value()] if settings.webhook_secret else []
+    """The repository and worker as the composition root wires them.
+
+    With `runs`, every attempt is appended to its run as a `webhook_delivery` event. The signing
+    secrets are read when the first delivery needs them (Secrets Manager when deployed).
+    """
+    secrets = SigningSecrets.from_settings(settings)
     repo = WebhookDlqRepository(
         dynamodb_client,
         settings.webhook_dlq_table,
@@ -208,13 +278,15 @@ def build_dlq_worker(
     # WORKFLOWS_WEBHOOK_{ALLOW,DENY}LIST_<TENANT> overrides are read here, once.
     policy = EgressPolicy.from_settings(settings, os.environ)
     deliverer = HttpDeliverer(secrets, timeout=settings.webhook_dlq_timeout_sec, policy=policy, clock=clock)
-    worker = DlqWorker(repo, deliverer, settings, clock=clock, sleep=time.sleep)
+    worker = DlqWorker(repo, deliverer, settings, clock=clock, sleep=time.sleep, runs=runs)
     return repo, worker
 
 
 __all__ = [
     "LEASE_SLACK_SEC",
     "SAFETY_MARGIN_SEC",
+    "Attempt",
+    "AttemptKind",
     "Deliverer",
     "DlqWorker",
     "WorkerReport",
