@@ -27,9 +27,13 @@ THROTTLING_CODES = frozenset(
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
 
 
+# SigV4 presigned S3 URLs carry their lifetime (X-Amz-Expires) instead of an absolute time.
+_S3_CONFIG = _CONFIG.merge(Config(signature_version="s3v4"))
+
+
 def client(service: str) -> Any:
     """A boto3 client; AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> redirect it (local stack)."""
-    return boto3.client(service, config=_CONFIG)
+    return boto3.client(service, config=_S3_CONFIG if service == "s3" else _CONFIG)
 
 
 def error_code(exc: ClientError) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.clock import iso
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run, RunEvent
+from workflows.storage.artifacts import ArtifactMeta
 from workflows.storage.definitions import WorkflowHead, WorkflowVersion
 
 PREFIX = "/api/v1/workflows"
@@ -222,3 +225,86 @@ class StepTypeView(BaseModel):
 
 class StepTypeList(BaseModel):
     step_types: list[StepTypeView]
+
+
+# ---- errors and artifacts ------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable, machine-readable")
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `{"error": {"code", "message", "details": [{"field", "message"}]}}`."""
+
+    error: ErrorInfo
+
+
+_ERROR_TEXT = {
+    400: "malformed JSON or an invalid cursor",
+    401: "missing or unknown X-API-KEY",
+    403: "the caller lacks the permission",
+    404: "not found (or another tenant's)",
+    409: "conflicts with the current state",
+    413: "payload too large",
+    415: "the body is not application/json",
+    422: "a field fails validation; details name each one",
+    503: "AWS failed or throttled; retry after Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the error statuses a route can answer (401, 403, 422, 503 always)."""
+    codes = sorted({401, 403, 422, 503, *statuses})
+    return {status: {"model": ErrorBody, "description": _ERROR_TEXT[status]} for status in codes}
+
+
+class ArtifactLinks(BaseModel):
+    self: str
+    download: str
+
+
+class ArtifactView(BaseModel):
+    artifact_id: str
+    run_id: str
+    step_id: str | None
+    name: str
+    size_bytes: int
+    mime_type: str
+    sha256: str = Field(description="hex SHA-256 of the contents")
+    created_at: str
+    expires_at: str = Field(description="when the artifact is deleted with its run")
+    links: ArtifactLinks
+
+    @classmethod
+    def of(cls, meta: ArtifactMeta) -> ArtifactView:
+        base = f"{PREFIX}/runs/{meta.run_id}/artifacts/{meta.artifact_id}"
+        return cls(
+            artifact_id=meta.artifact_id,
+            run_id=meta.run_id,
+            step_id=meta.step_id,
+            name=meta.name,
+            size_bytes=meta.size_bytes,
+            mime_type=meta.mime_type,
+            sha256=meta.sha256,
+            created_at=meta.created_at,
+            expires_at=iso(datetime.fromtimestamp(meta.expires_at, tz=UTC)),
+            links=ArtifactLinks(self=base, download=f"{base}?download=true"),
+        )
+
+
+class ArtifactList(BaseModel):
+    run_id: str
+    artifacts: list[ArtifactView]
+
+
+class ArtifactDetail(ArtifactView):
+    download_url: str = Field(description="presigned S3 GET URL, valid for 5 minutes")
+    download_url_expires_at: str

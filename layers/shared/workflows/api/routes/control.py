@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
+from workflows.api.routes.runs import RunId
+from workflows.api.schemas import error_responses
 from workflows.domain.principal import RUNS_CONTROL, Principal
 from workflows.errors import NotFound, ValidationFailed
 
@@ -36,10 +38,14 @@ class ControlResponse(BaseModel):
     status: str
 
 
-@router.post("/runs/{run_id}/steps/{step_id}/{decision}", response_model=ControlResponse)
+@router.post(
+    "/runs/{run_id}/steps/{step_id}/{decision}",
+    response_model=ControlResponse,
+    responses=error_responses(400, 404, 409, 415),
+)
 def decide_step(
-    run_id: str,
-    step_id: str,
+    run_id: RunId,
+    step_id: Annotated[str, Path(min_length=1, max_length=128)],
     decision: str,
     principal: Controller,
     c: ContainerDep,
@@ -62,9 +68,11 @@ def decide_step(
     )
 
 
-@router.post("/runs/{run_id}/{action}", response_model=ControlResponse)
+@router.post(
+    "/runs/{run_id}/{action}", response_model=ControlResponse, responses=error_responses(400, 404, 409, 415)
+)
 def control_run(
-    run_id: str,
+    run_id: RunId,
     action: str,
     principal: Controller,
     c: ContainerDep,

@@ -27,6 +27,7 @@ from workflows.api.schemas import (
     VersionList,
     VersionSummary,
     definition_links,
+    error_responses,
 )
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run
@@ -39,7 +40,9 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(alias="cursor", description="next_cursor of the previous page")]
 
 
-@router.post("", status_code=201, response_model=DefinitionView)
+@router.post(
+    "", status_code=201, response_model=DefinitionView, responses=error_responses(400, 409, 413, 415)
+)
 def create_definition(
     body: WorkflowDefinition, response: Response, principal: Caller, c: ContainerDep
 ) -> DefinitionView:
@@ -48,7 +51,7 @@ def create_definition(
     return DefinitionView.of_version(head, version)
 
 
-@router.get("", response_model=DefinitionList)
+@router.get("", response_model=DefinitionList, responses=error_responses(400))
 def list_definitions(
     principal: Reader,
     c: ContainerDep,
@@ -66,7 +69,7 @@ def list_definitions(
     )
 
 
-@router.post("/validate", response_model=ValidationReportView)
+@router.post("/validate", response_model=ValidationReportView, responses=error_responses(400, 415))
 def validate_definition(body: Annotated[dict[str, Any], Body()], c: ContainerDep, principal: Caller) -> Any:
     """Dry run: every problem a create would refuse (200 even when invalid), and warnings."""
     report = dry_run(body, c.settings)
@@ -77,7 +80,7 @@ def validate_definition(body: Annotated[dict[str, Any], Body()], c: ContainerDep
     )
 
 
-@router.get("/{workflow_id:uuid}", response_model=DefinitionView)
+@router.get("/{workflow_id:uuid}", response_model=DefinitionView, responses=error_responses(404))
 def get_definition(
     workflow_id: UUID,
     principal: Reader,
@@ -88,13 +91,18 @@ def get_definition(
     return DefinitionView.of_version(head, stored)
 
 
-@router.delete("/{workflow_id:uuid}", response_model=DefinitionSummary)
+@router.delete("/{workflow_id:uuid}", response_model=DefinitionSummary, responses=error_responses(404, 409))
 def delete_definition(workflow_id: UUID, principal: Caller, c: ContainerDep) -> DefinitionSummary:
     """Soft delete: the workflow stays readable, but can no longer be run or versioned."""
     return DefinitionSummary.of(DefinitionService(c).delete(principal, str(workflow_id)))
 
 
-@router.post("/{workflow_id:uuid}/versions", status_code=201, response_model=DefinitionView)
+@router.post(
+    "/{workflow_id:uuid}/versions",
+    status_code=201,
+    response_model=DefinitionView,
+    responses=error_responses(400, 404, 409, 413, 415),
+)
 def create_version(
     workflow_id: UUID, body: DefinitionDraft, response: Response, principal: Caller, c: ContainerDep
 ) -> DefinitionView:
@@ -106,7 +114,7 @@ def create_version(
     return DefinitionView.of_version(head, stored)
 
 
-@router.get("/{workflow_id:uuid}/versions", response_model=VersionList)
+@router.get("/{workflow_id:uuid}/versions", response_model=VersionList, responses=error_responses(400, 404))
 def list_versions(
     workflow_id: UUID,
     principal: Reader,
@@ -138,7 +146,12 @@ def list_versions(
     )
 
 
-@router.post("/{workflow_id:uuid}/runs", status_code=202, response_model=RunAccepted)
+@router.post(
+    "/{workflow_id:uuid}/runs",
+    status_code=202,
+    response_model=RunAccepted,
+    responses=error_responses(400, 404, 409, 413, 415),
+)
 def submit_saved_run(
     workflow_id: UUID,
     response: Response,
@@ -160,7 +173,11 @@ def submit_saved_run(
 
 
 @router.post(
-    "/{workflow_id:uuid}/run", status_code=202, response_model=RunAccepted, summary="Submit Saved Run (alias)"
+    "/{workflow_id:uuid}/run",
+    status_code=202,
+    response_model=RunAccepted,
+    summary="Submit Saved Run (alias)",
+    responses=error_responses(400, 404, 409, 413, 415),
 )
 def submit_saved_run_alias(
     workflow_id: UUID,

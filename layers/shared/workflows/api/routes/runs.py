@@ -5,12 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from workflows.api import cursor
 from workflows.api.auth import Caller, require
 from workflows.api.deps import ContainerDep
-from workflows.api.schemas import AdhocRunRequest, EventsPage, RunAccepted, RunList, RunView, links
+from workflows.api.schemas import (
+    AdhocRunRequest,
+    EventsPage,
+    RunAccepted,
+    RunList,
+    RunView,
+    error_responses,
+    links,
+)
 from workflows.clock import iso
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import RUNS_READ, Principal
@@ -21,6 +29,8 @@ from workflows.services.runs import RunService
 
 router = APIRouter()
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]
+# Ids are UUIDs; the bound keeps any id within DynamoDB's key size limits.
+RunId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 IdempotencyKey = Annotated[
@@ -44,7 +54,9 @@ def accepted(run: Run, response: Response, *, replayed: bool) -> RunAccepted:
     )
 
 
-@router.post("/runs", status_code=202, response_model=RunAccepted)
+@router.post(
+    "/runs", status_code=202, response_model=RunAccepted, responses=error_responses(400, 409, 413, 415)
+)
 def submit_adhoc_run(
     body: AdhocRunRequest,
     response: Response,
@@ -67,7 +79,13 @@ def submit_adhoc_run(
     return accepted(run, response, replayed=replayed)
 
 
-@router.post("/run", status_code=202, response_model=RunAccepted, summary="Submit Adhoc Run (alias)")
+@router.post(
+    "/run",
+    status_code=202,
+    response_model=RunAccepted,
+    summary="Submit Adhoc Run (alias)",
+    responses=error_responses(400, 409, 413, 415),
+)
 def submit_adhoc_run_alias(
     body: AdhocRunRequest,
     response: Response,
@@ -79,7 +97,7 @@ def submit_adhoc_run_alias(
     return submit_adhoc_run(body, response, principal, c, idempotency_key)
 
 
-@router.get("/runs", response_model=RunList)
+@router.get("/runs", response_model=RunList, responses=error_responses(400))
 def list_runs(
     principal: Reader,
     c: ContainerDep,
@@ -91,8 +109,8 @@ def list_runs(
     cursor_: Annotated[str | None, Query(alias="cursor")] = None,
 ) -> RunList:
     """The caller's runs, newest first."""
-    after = iso(_utc(created_after)) if created_after else None
-    before = iso(_utc(created_before)) if created_before else None
+    after = iso(_utc(created_after, "created_after")) if created_after else None
+    before = iso(_utc(created_before, "created_before")) if created_before else None
     if after and before and after >= before:
         raise ValidationFailed(
             "created_before: must be later than created_after",
@@ -112,26 +130,33 @@ def list_runs(
     return RunList(runs=[RunView.of(run) for run in runs], next_cursor=cursor.encode(position, scope))
 
 
-def _utc(moment: datetime) -> datetime:
-    """Times without an offset are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+def _utc(moment: datetime, field: str) -> datetime:
+    """Times without an offset are UTC; a time whose UTC equivalent is not representable is refused."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValidationFailed(
+            f"{field}: out of range", details=[{"field": field, "message": "out of range"}]
+        ) from exc
 
 
-@router.get("/runs/{run_id}", response_model=RunView)
+@router.get("/runs/{run_id}", response_model=RunView, responses=error_responses(404))
 def get_run(
-    run_id: str,
+    run_id: RunId,
     principal: Reader,
     c: ContainerDep,
 ) -> RunView:
     return RunView.of(c.runs.get(principal.tenant_id, run_id))
 
 
-@router.get("/runs/{run_id}/events", response_model=EventsPage)
+@router.get("/runs/{run_id}/events", response_model=EventsPage, responses=error_responses(404))
 def list_run_events(
-    run_id: str,
+    run_id: RunId,
     principal: Reader,
     c: ContainerDep,
-    since: Annotated[int, Query(ge=0, description="return events with event_seq > since")] = 0,
+    since: Annotated[int, Query(ge=0, le=2**53, description="return events with event_seq > since")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     types: Annotated[list[str] | None, Query(description="comma-separated or repeated")] = None,
 ) -> EventsPage:
@@ -141,8 +166,8 @@ def list_run_events(
     return EventsPage(run_id=run_id, events=page.events, next_since=page.next_since, has_more=page.has_more)
 
 
-@router.get("/runs/{run_id}/definition", response_model=WorkflowDefinition)
-def get_run_definition(run_id: str, principal: Reader, c: ContainerDep) -> WorkflowDefinition:
+@router.get("/runs/{run_id}/definition", response_model=WorkflowDefinition, responses=error_responses(404))
+def get_run_definition(run_id: RunId, principal: Reader, c: ContainerDep) -> WorkflowDefinition:
     """The exact definition snapshot the run executes."""
     _, definition = c.runs.get_with_definition(principal.tenant_id, run_id)
     return definition

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from workflows.api.routes.runs import Reader
-from workflows.api.schemas import StepTypeList, StepTypeView
+from workflows.api.schemas import StepTypeList, StepTypeView, error_responses
 from workflows.steps.registry import REGISTRY
 
 router = APIRouter()
 
 
-@router.get("/step-types", response_model=StepTypeList)
+@router.get("/step-types", response_model=StepTypeList, responses=error_responses())
 def list_step_types(principal: Reader) -> StepTypeList:
     return StepTypeList(
         step_types=[

@@ -1,0 +1,72 @@
+"""Artifact routes: a run's artifacts, one artifact's metadata, and its bytes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import RedirectResponse
+
+from workflows.api.deps import ContainerDep
+from workflows.api.routes.runs import Reader, RunId
+from workflows.api.schemas import ArtifactDetail, ArtifactList, ArtifactView, error_responses
+from workflows.clock import iso
+from workflows.storage.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
+
+router = APIRouter()
+
+ArtifactId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+@router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))
+def list_artifacts(run_id: RunId, principal: Reader, c: ContainerDep) -> ArtifactList:
+    """The run's artifacts, oldest first (metadata only)."""
+    c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
+    metas = c.artifacts.list(principal.tenant_id, run_id)
+    return ArtifactList(run_id=run_id, artifacts=[ArtifactView.of(meta) for meta in metas])
+
+
+@router.get(
+    "/runs/{run_id}/artifacts/{artifact_id}",
+    response_model=ArtifactDetail,
+    responses={
+        200: {
+            "description": "the metadata with a presigned `download_url`; with `download=true` the "
+            "bytes themselves, with the artifact's own Content-Type",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        303: {"description": "`download=true` for an artifact over 10 MiB: fetch it from `Location`"},
+        **error_responses(404),
+    },
+)
+def get_artifact(
+    run_id: RunId,
+    artifact_id: ArtifactId,
+    principal: Reader,
+    c: ContainerDep,
+    download: Annotated[bool, Query(description="stream the bytes instead of the metadata")] = False,
+) -> ArtifactDetail | Response:
+    c.runs.get(principal.tenant_id, run_id)
+    meta = c.artifacts.get(principal.tenant_id, run_id, artifact_id)
+    if download:
+        if meta.size_bytes > MAX_READ_BYTES:
+            # Large contents never pass through the API function: S3 serves them directly.
+            return RedirectResponse(c.artifacts.presigned_url(meta), status_code=303)
+        return Response(
+            content=c.artifacts.read(meta),
+            media_type=meta.mime_type,
+            headers={
+                "Content-Disposition": content_disposition(meta.name),
+                "X-Content-Type-Options": "nosniff",
+                "ETag": f'"{meta.sha256}"',
+                "Cache-Control": "private, no-store",
+            },
+        )
+    expires = iso(c.clock() + timedelta(seconds=PRESIGNED_URL_SECONDS))
+    view = ArtifactView.of(meta)
+    return ArtifactDetail(
+        **view.model_dump(),
+        download_url=c.artifacts.presigned_url(meta, PRESIGNED_URL_SECONDS),
+        download_url_expires_at=expires,
+    )
