@@ -48,8 +48,9 @@ format: venv
 build: tools
 	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" $(TOOLS)/bin/sam build --template template.yaml
 
+## bench: the performance budget (docs/benchmarks.md); BENCH_ARGS=--quick for a shorter run
 bench: venv
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""2. Cold start: import time of each function's entry module against its bare dependencies.
+
+Each sample is a fresh interpreter; the variants are interleaved so drift hits them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from bench import common
+
+FORBIDDEN = ("fastapi", "starlette", "mangum")
+POWERTOOLS = "from aws_lambda_powertools import Logger, Metrics, Tracer\nLogger(); Metrics(); Tracer()\n"
+BASELINES = {
+    "api": "import fastapi, mangum, pydantic, boto3\n" + POWERTOOLS,
+    "worker": "import boto3, pydantic, httpx\n" + POWERTOOLS,
+}
+FUNCTION = """
+import importlib.util
+spec = importlib.util.spec_from_file_location("function_app", {path!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+"""
+HARNESS = """
+import json, sys, time
+sys.path.insert(0, {layer!r})
+started = time.perf_counter()
+{body}
+elapsed = time.perf_counter() - started
+print(json.dumps({{"seconds": elapsed, "forbidden": [m for m in {forbidden!r} if m in sys.modules]}}))
+"""
+
+
+def _code(body: str) -> str:
+    return HARNESS.format(layer=str(common.LAYER), body=body, forbidden=FORBIDDEN)
+
+
+def _function_body(name: str) -> str:
+    return FUNCTION.format(path=str(common.ROOT / "functions" / name / "app.py"))
+
+
+def _sample(code: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **common.ENVIRONMENT, "PYTHONDONTWRITEBYTECODE": "0"}
+    return subprocess.run(
+        [sys.executable, *extra, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+
+
+def _importtime(code: str) -> dict[str, tuple[float, float]]:
+    """Module -> (self ms, cumulative ms), from `python -X importtime`."""
+    stderr = _sample(code, "-X", "importtime").stderr
+    rows = {}
+    for line in stderr.splitlines():
+        match = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|\s*(\S+)", line)
+        if match:
+            rows[match.group(3)] = (int(match.group(1)) / 1000, int(match.group(2)) / 1000)
+    return rows
+
+
+def top_imports(code: str, baseline: str, count: int = 10) -> dict[str, Any]:
+    """What the entry module imports beyond its baseline, largest self time first."""
+    ours, base = _importtime(code), _importtime(baseline)
+    extra = {name: times for name, times in ours.items() if name not in base}
+    top = sorted(extra.items(), key=lambda kv: -kv[1][0])[:count]
+    return {
+        "extra_modules": len(extra),
+        "extra_self_ms": round(sum(t[0] for t in extra.values()), 1),
+        "top_extra_self_ms": [[name, round(t[0], 1)] for name, t in top],
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    repeats = 7 if quick else 9
+    variants = {
+        "api": _code(_function_body("api")),
+        "dispatcher": _code(_function_body("dispatcher")),
+        "dlq_retry": _code(_function_body("dlq_retry")),
+        "api_baseline": _code(BASELINES["api"]),
+        "worker_baseline": _code(BASELINES["worker"]),
+    }
+    for code in variants.values():  # warm the bytecode caches once, unmeasured
+        _sample(code)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    forbidden: dict[str, list[str]] = {}
+    for _ in range(repeats):
+        for name, code in variants.items():
+            out = json.loads(_sample(code).stdout.strip().splitlines()[-1])
+            samples[name].append(out["seconds"])
+            forbidden[name] = out["forbidden"]
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    result: dict[str, Any] = {"repeats": repeats}
+    targets = {"api": 1.10, "dispatcher": 1.25, "dlq_retry": 1.25}
+    for name, target in targets.items():
+        base = "api_baseline" if name == "api" else "worker_baseline"
+        ratio = medians[name] / medians[base]
+        result[f"{name}_ms"] = medians[name] * 1000
+        result[f"{name}_baseline_ms"] = medians[base] * 1000
+        result[f"{name}_ratio"] = ratio
+        result[f"{name}_target"] = target
+        if name != "api":
+            result[f"{name}_forbidden_modules"] = forbidden[name]
+        if ratio > target:
+            result[f"{name}_imports_beyond_baseline"] = top_imports(variants[name], variants[base])
+    return result

@@ -1,0 +1,329 @@
+"""1. Cost per step: every AWS request and capacity unit one run consumes, in dollars.
+
+Each scenario is a whole run as a client causes it: the submission through the API function's
+real handler (Mangum, in-process), the dispatcher function's real handler fed from the dispatch
+queue the way Lambda's SQS event source feeds it, and for the approval the approve call through
+the API handler. AWS is moto in-process; the webhook receiver listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from bench import common
+from bench.meter import Meter
+from bench.prices import API_MEMORY_MB, DISPATCHER_MEMORY_MB, PRICES, SQS_BATCH
+
+PREFIX = "/api/v1/workflows"
+DELAY_SECONDS = 1
+RUN_DEADLINE_SECONDS = 30
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that answers 200 to every POST."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.count += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class Usage:
+    steps: int
+    counts: dict[str, float] = field(default_factory=dict)
+    api_invocations: int = 0
+    api_seconds: float = 0.0
+    dispatcher_invocations: int = 0
+    dispatcher_seconds: float = 0.0
+    messages_consumed: int = 0
+    status: str = ""
+
+    def dollars(self) -> dict[str, float]:
+        c = self.counts
+        wru = c.get("dynamodb.wru", 0) + c.get("dynamodb.wru_index", 0)
+        rru = c.get("dynamodb.rru", 0)
+        # The event source's ReceiveMessage and DeleteMessageBatch, amortised over full batches.
+        sqs_requests = c.get("sqs.billed_requests", 0) + 2 * self.messages_consumed / SQS_BATCH
+        # At volume one dispatcher invocation takes a full batch; duration is paid per message.
+        lambda_requests = self.api_invocations + self.messages_consumed / SQS_BATCH
+        gb_seconds = (
+            _billed(self.api_seconds, self.api_invocations) * API_MEMORY_MB / 1024
+            + _billed(self.dispatcher_seconds, self.dispatcher_invocations) * DISPATCHER_MEMORY_MB / 1024
+        )
+        return {
+            "dynamodb_write": wru * PRICES["dynamodb_per_million_wru"] / 1e6,
+            "dynamodb_read": rru * PRICES["dynamodb_per_million_rru"] / 1e6,
+            "sqs": sqs_requests * PRICES["sqs_per_million_requests"] / 1e6,
+            "lambda_requests": lambda_requests * PRICES["lambda_per_million_requests"] / 1e6,
+            "lambda_duration": gb_seconds * PRICES["lambda_per_gb_second_arm64"],
+            "api_gateway": self.api_invocations * PRICES["apigw_http_per_million_requests"] / 1e6,
+            "s3": c.get("s3.put_requests", 0) * PRICES["s3_per_thousand_put"] / 1e3
+            + c.get("s3.get_requests", 0) * PRICES["s3_per_thousand_get"] / 1e3,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        dollars = self.dollars()
+        total = sum(dollars.values())
+        c = self.counts
+        return {
+            "status": self.status,
+            "steps": self.steps,
+            "dynamodb_requests": c.get("dynamodb.requests", 0),
+            "dynamodb_wru": c.get("dynamodb.wru", 0),
+            "dynamodb_wru_index": c.get("dynamodb.wru_index", 0),
+            "dynamodb_rru": c.get("dynamodb.rru", 0),
+            "dynamodb_by_operation": {
+                k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dynamodb.") and k[9].isupper()
+            },
+            "sqs_requests_direct": c.get("sqs.billed_requests", 0),
+            "sqs_messages": self.messages_consumed,
+            "s3_requests": c.get("s3.requests", 0),
+            "api_invocations": self.api_invocations,
+            "api_ms": round(self.api_seconds * 1000, 1),
+            "dispatcher_invocations": self.dispatcher_invocations,
+            "dispatcher_ms": round(self.dispatcher_seconds * 1000, 1),
+            "usd_per_run": total,
+            "usd_per_million_steps": total / self.steps * 1e6,
+            "usd_per_million_steps_by_part": {k: v / self.steps * 1e6 for k, v in dollars.items()},
+        }
+
+
+def _billed(seconds: float, invocations: int) -> float:
+    """Lambda bills each invocation's duration rounded up to the millisecond."""
+    if invocations == 0:
+        return 0.0
+    return math.ceil(seconds / invocations * 1000) / 1000 * invocations
+
+
+def sfn_costs(steps: int, wait_seconds: float = 0.0) -> dict[str, float]:
+    """Step Functions for the same workflow, one state per step, per million steps.
+
+    Standard: one state transition per state. Express: one request per execution plus duration
+    in 64 MB, with the 100 ms minimum (a wait is paid as duration; Express runs at most 5 min).
+    """
+    standard = PRICES["sfn_standard_per_million_transitions"]
+    duration = max(0.1, 0.1 + wait_seconds)
+    express_run = (
+        PRICES["sfn_express_per_million_requests"] / 1e6
+        + duration * (64 / 1024) * PRICES["sfn_express_per_gb_second"]
+    )
+    return {"standard": standard, "express": express_run / steps * 1e6}
+
+
+class Driver:
+    """Plays API Gateway and the SQS event source around the real handlers."""
+
+    def __init__(self, meter: Meter) -> None:
+        import boto3
+
+        from workflows.bootstrap import get_container
+
+        self.meter = meter
+        self.api = common.load_function("api")
+        self.dispatcher = common.load_function("dispatcher")
+        self.container = get_container()  # built after the meter was installed: metered clients
+        self.queue_url = self.container.settings.dispatch_queue_url
+        # The event source's own client: its requests are priced separately (amortised).
+        self.raw_sqs = boto3.session.Session().client("sqs")
+        self.queue_arn = self.raw_sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+
+    def call_api(self, usage: Usage, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        event = common.api_event(method, PREFIX + path, body=body)
+        context = common.lambda_context("ApiFunction", API_MEMORY_MB, 29_000)
+        started = time.perf_counter()
+        response: dict[str, Any] = self.api.handler(event, context)
+        usage.api_seconds += time.perf_counter() - started
+        usage.api_invocations += 1
+        if response["statusCode"] >= 300:
+            raise RuntimeError(f"{method} {path}: {response['statusCode']} {response.get('body')}")
+        return dict(json.loads(response["body"]))
+
+    def deliver(self, usage: Usage) -> int:
+        received = self.raw_sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=SQS_BATCH, WaitTimeSeconds=0, AttributeNames=["All"]
+        )
+        messages = received.get("Messages", [])
+        if not messages:
+            return 0
+        context = common.lambda_context("DispatcherFunction", DISPATCHER_MEMORY_MB, 120_000)
+        started = time.perf_counter()
+        response = self.dispatcher.handler(common.sqs_event(messages, self.queue_arn), context) or {}
+        usage.dispatcher_seconds += time.perf_counter() - started
+        usage.dispatcher_invocations += 1
+        usage.messages_consumed += len(messages)
+        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.raw_sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        return len(messages)
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        with self.meter.paused():
+            run = self.container.runs.get("default", run_id)
+        return {"status": run.status.value, "current_step_id": run.current_step_id}
+
+    def run(self, definition: dict[str, Any], steps: int, *, approve: bool = False) -> Usage:
+        usage = Usage(steps=steps)
+        self.meter.reset()
+        accepted = self.call_api(
+            usage, "POST", "/runs", {"definition": definition, "inputs": {"name": "Ada"}}
+        )
+        run_id = accepted["run_id"]
+        deadline = time.monotonic() + RUN_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            if self.deliver(usage):
+                continue
+            state = self.status(run_id)
+            if state["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            if state["status"] == "waiting_approval" and approve:
+                step = state["current_step_id"]
+                self.call_api(
+                    usage, "POST", f"/runs/{run_id}/steps/{step}/approve", {"comment": "looks right"}
+                )
+                continue
+            time.sleep(0.05)  # a delayed kick is not visible yet
+        usage.status = self.status(run_id)["status"]
+        usage.counts = self.meter.snapshot()
+        return usage
+
+
+def definitions(webhook_url: str) -> dict[str, tuple[dict[str, Any], int, dict[str, Any]]]:
+    def one(step: dict[str, Any]) -> dict[str, Any]:
+        return {"name": f"bench-{step['type']}", "steps": [step]}
+
+    log10 = {
+        "name": "bench-log10",
+        "steps": [
+            {"id": f"s{i}", "type": "log", "config": {"message": f"step {i} for {{{{ inputs.name }}}}"}}
+            for i in range(1, 11)
+        ],
+    }
+    return {
+        "log10": (log10, 10, {}),
+        "log1": (
+            one({"id": "s1", "type": "log", "config": {"message": "step 1 for {{ inputs.name }}"}}),
+            1,
+            {},
+        ),
+        "delay": (one({"id": "wait", "type": "delay", "config": {"seconds": DELAY_SECONDS}}), 1, {}),
+        "webhook": (
+            one(
+                {
+                    "id": "call",
+                    "type": "webhook",
+                    "config": {
+                        "url": webhook_url,
+                        "body": {"run": "{{ run.id }}", "name": "{{ inputs.name }}"},
+                    },
+                }
+            ),
+            1,
+            {},
+        ),
+        # A log step follows the approval: approving a run's last step is refused today (409).
+        "approval": (
+            {
+                "name": "bench-approval",
+                "steps": [
+                    {
+                        "id": "review",
+                        "type": "approval",
+                        "config": {"instructions": "check it", "timeout_seconds": 3600},
+                    },
+                    {"id": "after", "type": "log", "config": {"message": "approved"}},
+                ],
+            },
+            2,
+            {"approve": True},
+        ),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import boto3
+
+    receiver = Receiver()
+    extra = {"WORKFLOWS_WEBHOOK_ALLOWLIST": "127.0.0.1", "WORKFLOWS_WEBHOOK_ALLOWED_PORTS": "*"}
+    try:
+        with common.moto_resources(extra) as env:
+            meter = Meter(common.table_properties(env), boto3.session.Session().client("dynamodb"))
+            meter.install()
+            try:
+                driver = Driver(meter)
+                # One unmeasured run first: imports, the container and first-request costs.
+                driver.run(definitions(receiver.url)["log1"][0], 1)
+                scenarios: dict[str, Any] = {}
+                for name, (definition, steps, options) in definitions(receiver.url).items():
+                    scenarios[name] = driver.run(definition, steps, **options).summary()
+            finally:
+                meter.uninstall()
+    finally:
+        receiver.close()
+    return _figures(scenarios, webhooks_received=receiver.count)
+
+
+def _figures(scenarios: dict[str, dict[str, Any]], webhooks_received: int) -> dict[str, Any]:
+    log = scenarios["log10"]
+    per_step = log["usd_per_million_steps"]
+    sfn = sfn_costs(10)
+    parts = sorted(log["usd_per_million_steps_by_part"].items(), key=lambda kv: -kv[1])
+    log1 = scenarios["log1"]["usd_per_run"]
+    result: dict[str, Any] = {
+        "log_usd_per_million_steps": per_step,
+        "sfn_standard_usd_per_million_steps": sfn["standard"],
+        "sfn_express_usd_per_million_steps": sfn["express"],
+        "log_ratio_to_sfn_standard": per_step / sfn["standard"],
+        "log_ratio_to_sfn_express": per_step / sfn["express"],
+        "log_dominant_part": parts[0][0],
+        "log_parts_usd_per_million_steps": dict(parts),
+        "webhooks_received": webhooks_received,
+        "scenarios": scenarios,
+    }
+    for name, wait, extra_logs in (("delay", DELAY_SECONDS, 0), ("webhook", 0.0, 0), ("approval", 0.0, 1)):
+        s = scenarios[name]
+        result[f"{name}_usd_per_million_steps"] = s["usd_per_million_steps"]
+        # What the step adds to a run, against a one-step log run (same submission and run
+        # bookkeeping) with the log step's own cost taken from the ten-step run.
+        result[f"{name}_marginal_usd_per_million_steps"] = (s["usd_per_run"] - log1) * 1e6 + (
+            1 - extra_logs
+        ) * per_step
+        result[f"{name}_sfn_standard_usd_per_million_steps"] = sfn_costs(1, wait)["standard"]
+        result[f"{name}_sfn_express_usd_per_million_steps"] = sfn_costs(1, wait)["express"]
+    return result

@@ -1,0 +1,30 @@
+"""Public us-east-1 on-demand list prices used to turn counts into dollars.
+
+Recorded on 2026-11-25 from the providers' pricing pages (DynamoDB on-demand prices in effect
+since 2024-11-01). Lambda duration is the arm64 price: template.yaml deploys arm64 functions.
+"""
+
+from __future__ import annotations
+
+PRICES_AS_OF = "2026-11-25"
+REGION = "us-east-1"
+
+PRICES = {
+    "dynamodb_per_million_wru": 0.625,  # on-demand, since 2024-11-01
+    "dynamodb_per_million_rru": 0.125,  # on-demand, since 2024-11-01
+    "sqs_per_million_requests": 0.40,  # standard queue, per 64 KB chunk
+    "lambda_per_million_requests": 0.20,
+    "lambda_per_gb_second_arm64": 0.0000133334,
+    "s3_per_thousand_put": 0.005,  # PUT, COPY, POST, LIST
+    "s3_per_thousand_get": 0.0004,  # GET and the rest
+    "apigw_http_per_million_requests": 1.00,  # HTTP API, first 300 million a month
+    "sfn_standard_per_million_transitions": 25.0,
+    "sfn_express_per_million_requests": 1.00,
+    "sfn_express_per_gb_second": 0.00001667,  # billed in 64 MB memory chunks, 100 ms minimum
+}
+
+# Deployed function memory (template.yaml): the dispatcher and DLQ worker 512 MB, the API 1024 MB.
+DISPATCHER_MEMORY_MB = 512
+API_MEMORY_MB = 1024
+# Lambda's SQS event source receives and deletes messages in batches of up to this many.
+SQS_BATCH = 10

@@ -1,0 +1,211 @@
+"""The printed table: each figure beside its baseline, the ratio, and the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Row = tuple[str, str, str, str, str, str]
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "MISSED")
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    c = r.get("cost")
+    if c and "error" not in c:
+        out.append(
+            (
+                "cost: $ per million log steps",
+                _f(c["log_usd_per_million_steps"]),
+                f"SFN Standard {_f(c['sfn_standard_usd_per_million_steps'])}",
+                _f(c["log_ratio_to_sfn_standard"], 3),
+                "<= 2.50 (0.10x)",
+                _verdict(c["log_usd_per_million_steps"] <= 2.5),
+            )
+        )
+        out.append(
+            (
+                "cost: log vs SFN Express",
+                _f(c["log_usd_per_million_steps"]),
+                f"SFN Express {_f(c['sfn_express_usd_per_million_steps'])}",
+                _f(c["log_ratio_to_sfn_express"], 1),
+                "-",
+                "-",
+            )
+        )
+        for step in ("delay", "webhook", "approval"):
+            out.append(
+                (
+                    f"cost: $ per million {step} steps (marginal)",
+                    _f(c[f"{step}_marginal_usd_per_million_steps"]),
+                    f"SFN Standard {_f(c[f'{step}_sfn_standard_usd_per_million_steps'])}",
+                    _f(
+                        c[f"{step}_marginal_usd_per_million_steps"]
+                        / c[f"{step}_sfn_standard_usd_per_million_steps"],
+                        3,
+                    ),
+                    "-",
+                    "-",
+                )
+            )
+        out.append(
+            (
+                "cost: dominant part (log)",
+                c["log_dominant_part"],
+                _f(c["log_parts_usd_per_million_steps"][c["log_dominant_part"]]),
+                "-",
+                "-",
+                "-",
+            )
+        )
+    s = r.get("cold_start")
+    if s and "error" not in s:
+        for name in ("api", "dispatcher", "dlq_retry"):
+            forbidden = s.get(f"{name}_forbidden_modules")
+            extra = f" (imports {','.join(forbidden)})" if forbidden else ""
+            ok = s[f"{name}_ratio"] <= s[f"{name}_target"] and not forbidden
+            out.append(
+                (
+                    f"cold start: {name} import ms{extra}",
+                    _f(s[f"{name}_ms"], 0),
+                    _f(s[f"{name}_baseline_ms"], 0),
+                    _f(s[f"{name}_ratio"]),
+                    f"<= {s[f'{name}_target']:.2f}x",
+                    _verdict(ok),
+                )
+            )
+    p = r.get("paging")
+    if p and "error" not in p:
+        small, large = p["history_100"]["first"], p["history_10000"]["first"]
+        out.append(
+            (
+                "paging: items read, 10k vs 100 events",
+                _f(large["items_read"]),
+                _f(small["items_read"]),
+                _f(p["items_read_ratio"], 3),
+                "<= 1.05",
+                _verdict(p["items_read_ratio"] <= 1.05),
+            )
+        )
+        out.append(
+            (
+                "paging: requests, 10k vs 100 events",
+                _f(large["requests"]),
+                _f(small["requests"]),
+                _f(p["requests_ratio"], 3),
+                "<= 1.05",
+                _verdict(p["requests_ratio"] <= 1.05),
+            )
+        )
+    e = r.get("engine")
+    if e and "error" not in e:
+        out.append(("engine: steps/s (in-process, moto)", _f(e["steps_per_second"], 1), "-", "-", "-", "-"))
+        out.append(
+            (
+                "engine: messages per 10-step run",
+                _f(e["messages_per_run"]),
+                "10 (one per step)",
+                _f(e["messages_per_run"] / 10),
+                "-",
+                "-",
+            )
+        )
+        out.append(
+            (
+                "engine: own code share of time",
+                _f(e["own_code_share"], 3),
+                f"moto {_f(e['moto_share'], 3)} botocore {_f(e['botocore_share'], 3)}",
+                "-",
+                "< 0.25",
+                _verdict(e["own_code_share"] < 0.25),
+            )
+        )
+        out.append(
+            (
+                "engine: own share without moto",
+                _f(e["own_inclusive_share_without_moto"], 3),
+                f"modelled on AWS {_f(e['own_share_modelled_on_aws'], 3)}",
+                "-",
+                "(info)",
+                "-",
+            )
+        )
+    a = r.get("api")
+    if a and "error" not in a:
+        for name in ("get_run", "get_events"):
+            out.append(
+                (
+                    f"api: {name} p50 ms",
+                    _f(a[f"{name}_p50_ms"]),
+                    _f(a[f"{name}_baseline_p50_ms"]),
+                    _f(a[f"{name}_p50_ratio"]),
+                    "<= 1.50x",
+                    _verdict(a[f"{name}_p50_ratio"] <= 1.5),
+                )
+            )
+            out.append(
+                (
+                    f"api: {name} p99 ms",
+                    _f(a[f"{name}_p99_ms"]),
+                    _f(a[f"{name}_baseline_p99_ms"]),
+                    _f(a[f"{name}_p99_ratio"]),
+                    "-",
+                    "-",
+                )
+            )
+        out.append(("api: empty route p50 ms", _f(a["empty_baseline_p50_ms"]), "-", "-", "-", "-"))
+    lo = r.get("load")
+    if lo and "error" not in lo:
+        out.append(
+            (
+                "load: runs/s (5 log steps, local stack)",
+                _f(lo["runs_per_second"]),
+                f"{lo['succeeded']}/{lo['runs']} succeeded",
+                "-",
+                "all succeed",
+                _verdict(lo["succeeded"] == lo["runs"]),
+            )
+        )
+        out.append(
+            (
+                "load: gap-free runs",
+                str(lo["gap_free_runs"]),
+                f"of {lo['succeeded']} finished",
+                "-",
+                "all",
+                _verdict(lo["gap_free_runs"] == lo["succeeded"] == lo["runs"]),
+            )
+        )
+        out.append(("load: submissions/s (HTTP)", _f(lo["submissions_per_second"], 1), "-", "-", "-", "-"))
+    for name in ("cost", "cold_start", "paging", "engine", "api", "load"):
+        if name in r and "error" in r[name]:
+            out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    header: Row = ("figure", "value", "baseline", "ratio", "target", "verdict")
+    body = rows(results)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+    def line(row: Row) -> str:
+        return "| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    machine = results.get("machine", {})
+    title = (
+        f"Benchmarks {results.get('generated_at', '')} on {machine.get('cpus')} CPUs, "
+        f"{machine.get('processor')}, Python {machine.get('python')}"
+        + (" (quick)" if results.get("quick") else "")
+    )
+    return "\n".join([title, "", line(header), rule, *(line(row) for row in body)])
