@@ -2,7 +2,8 @@
 
 1. An embedded moto server on 127.0.0.1 (unless AWS_ENDPOINT_URL points elsewhere).
 2. The stateful resources of template.yaml, created through CloudFormation on that endpoint.
-3. The dispatcher fed from the dispatch queue and the DLQ worker on its schedule.
+3. The dispatcher fed from the dispatch queue, the DLQ worker on its schedule, and the
+   workflows' own schedules fired into the dispatch queue (devstack/scheduler.py).
 4. The FastAPI app on http://127.0.0.1:8000 (uvicorn). Ctrl-C stops everything.
 
 Environment: WORKFLOWS_API_KEY (else one is generated), PORT (8000), MOTO_PORT (5050),
@@ -45,8 +46,12 @@ def main() -> int:
     import uvicorn
 
     from devstack import provision
-    from devstack.functions import load_function
+    from devstack.functions import LAYER, load_function
     from devstack.moto_server import MotoServer
+
+    if str(LAYER) not in sys.path:
+        sys.path.insert(0, str(LAYER))
+    from devstack.scheduler import LocalScheduler, ensure_scheduling
     from devstack.workers import QueuePoller, Scheduler
 
     port = int(os.environ.get("PORT", "8000"))
@@ -73,6 +78,16 @@ def main() -> int:
         env = provision.create_stack(
             cloudformation, stack_name=STACK, parameters={"DispatchVisibilityTimeout": visibility}
         )
+    # Schedules of saved workflows: the group and role moto's CloudFormation skips.
+    env.update(
+        ensure_scheduling(
+            boto3.client("scheduler"),
+            boto3.client("iam"),
+            boto3.client("sqs"),
+            stack=STACK,
+            queue_url=env["WORKFLOWS_DISPATCH_QUEUE_URL"],
+        )
+    )
     os.environ.update(env)
     api_key = os.environ.get("WORKFLOWS_API_KEY") or secrets.token_urlsafe(24)
     os.environ["WORKFLOWS_API_KEY"] = api_key
@@ -101,6 +116,15 @@ def main() -> int:
         )
         scheduler.start()
 
+    # EventBridge Scheduler's part: fire the API's schedules into the dispatch queue.
+    run_schedules = LocalScheduler(
+        boto3.client("scheduler"),
+        boto3.client("sqs"),
+        group=env["WORKFLOWS_SCHEDULE_GROUP"],
+        on_error=report,
+    )
+    run_schedules.start()
+
     from workflows.api.app import create_app
 
     base = f"http://127.0.0.1:{port}/api/v1/workflows"
@@ -125,10 +149,20 @@ def main() -> int:
         ),
         flush=True,
     )
+    if os.environ.get("WORKFLOWS_AUTH_MODE") == "multi_user":
+        # Multi-user mode: the key above is not accepted; callers use per-user keys (docs/auth.md).
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        print(
+            "  Multi-user mode: create a tenant admin key (printed once) and use it as API_KEY:\n"
+            f"    AWS_ENDPOINT_URL={endpoint} .venv/bin/python -m devstack.keys create "
+            "--tenant acme --user alice --roles admin\n",
+            flush=True,
+        )
     try:
         uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
     finally:
         poller.stop()
+        run_schedules.stop()
         if scheduler:
             scheduler.stop()
         if moto:

@@ -424,3 +424,13 @@ def test_cheap_steps_run_in_one_invocation(client: TestClient, container: Contai
     assert drained.actions == ["advanced"]  # one message for ten committed steps
     assert container.runs.get("default", run_id).steps_executed == 10
     assert _types(client, run_id).count("step_completed") == 10
+
+
+def test_approving_the_last_step_finishes_the_run(client: TestClient, container: Container) -> None:
+    definition = {"name": "last", "steps": [{"id": "sign", "type": "approval", "config": {}}]}
+    run_id = _submit(client, definition)
+    drain(container)
+    response = client.post(f"{BASE}/runs/{run_id}/steps/sign/approve")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "succeeded"
+    assert _types(client, run_id)[-3:] == ["approval_granted", "step_completed", "run_completed"]

@@ -94,3 +94,19 @@ class DependencyUnavailable(DomainError):
     """An AWS dependency failed in a way that retrying later may fix."""
 
     code = "dependency_unavailable"
+
+
+class QuotaExceeded(DomainError):
+    """A per-user submission quota is used up; `headers` say when to come back."""
+
+    code = "quota_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: dict[str, str],
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.headers = headers

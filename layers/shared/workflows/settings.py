@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     api_keys_table: str = "workflows-api-keys"
     quotas_table: str = "workflows-quotas"
     schedules_table: str = "workflows-schedules"
+    corpus_table: str = "workflows-corpus"
+    # Schedules of saved workflows: EventBridge Scheduler's group, the role it sends with, and
+    # the dispatch queue's ARN as its target.
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
+    dispatch_queue_arn: str = ""
     artifacts_bucket: str = "workflows-artifacts"
     dispatch_queue_url: str = ""
 
@@ -30,6 +36,21 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Deployed: the SSM SecureString parameter holding the key, read when api_key is unset.
     api_key_parameter: str | None = None
+    # Multi-user mode (docs/auth.md): roles -> permissions as JSON, e.g.
+    # {"auditor": ["workflows.runs.read"]}; merged over the viewer/operator/admin defaults.
+    role_permissions: str = ""
+    # Bearer JWTs are validated by the HttpApi JWT authorizer; these claims name the caller.
+    jwt_tenant_claim: str = "tenant_id"
+    jwt_user_claim: str = "sub"
+    jwt_roles_claim: str = "roles"
+    # Run-submission quotas per user (HTTP 429 with Retry-After and RateLimit-* headers).
+    disable_quotas: bool = False
+    quota_burst_per_min: int = Field(default=60, ge=1)
+    quota_daily_per_user: int = Field(default=1000, ge=1)
+    # Runs of one tenant executing at once (0 = unlimited); a run over it stays queued and
+    # checks again after tenant_concurrency_recheck_sec.
+    tenant_concurrency: int = Field(default=0, ge=0, le=5000)
+    tenant_concurrency_recheck_sec: int = Field(default=5, ge=1, le=900)
 
     # Definition limits.
     max_definition_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -62,8 +83,12 @@ class Settings(BaseSettings):
     webhook_allowed_ports: str = "80,443"
     webhook_follow_redirects: bool = False
     webhook_max_redirects: int = Field(default=3, ge=0, le=10)
-    # Standard Webhooks signing secret (`whsec_...`); unsigned deliveries when unset.
+    # Standard Webhooks signing secrets, comma-separated, newest first (`whsec_new,whsec_old`
+    # during a rotation: every delivery carries one signature per secret); unsigned when unset.
     webhook_secret: SecretStr | None = None
+    # Deployed: a Secrets Manager secret holding the comma-separated `whsec_...` list (newest
+    # first), read on first use and cached; used when webhook_secret is unset.
+    webhook_secret_arn: str = ""
     webhook_dlq_enabled: bool = True
     webhook_dlq_base_sec: float = Field(default=30, gt=0)
     webhook_dlq_max_backoff_sec: float = Field(default=3600, gt=0)

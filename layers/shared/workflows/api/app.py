@@ -6,7 +6,17 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from workflows import ENGINE_VERSION
 from workflows.api import errors
-from workflows.api.routes import control, definitions, runs, step_types
+from workflows.api.routes import (
+    artifacts,
+    control,
+    corpus,
+    definitions,
+    keys,
+    runs,
+    schedules,
+    step_types,
+    webhooks,
+)
 from workflows.api.schemas import PREFIX
 from workflows.errors import UnsupportedMediaType
 
@@ -38,7 +48,12 @@ def create_app() -> FastAPI:
     api = APIRouter(prefix=PREFIX, dependencies=[Depends(require_json_body)])
     api.include_router(runs.router)
     api.include_router(control.router)
+    api.include_router(webhooks.router)
     api.include_router(step_types.router)
+    api.include_router(artifacts.router)
+    api.include_router(corpus.router)
+    api.include_router(schedules.router)
+    api.include_router(keys.router)
 
     @api.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -26,6 +26,7 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.Unauthenticated: 401,
     errors.Forbidden: 403,
+    errors.QuotaExceeded: 429,
     errors.Throttled: 503,
     errors.DependencyUnavailable: 503,
 }
@@ -77,7 +78,9 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     status = _status_for(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
     if isinstance(exc, errors.Unauthenticated):
-        headers = {"WWW-Authenticate": 'ApiKey header="X-API-KEY"'}
+        headers = {"WWW-Authenticate": 'ApiKey realm="workflows", header="X-API-KEY"'}
+    if isinstance(exc, errors.QuotaExceeded):
+        headers = exc.headers
     return error_response(status, exc.code, exc.message, exc.details, headers)
 
 

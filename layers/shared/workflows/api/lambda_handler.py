@@ -13,7 +13,11 @@ from workflows.observability import logger, metrics, tracer
 _asgi = Mangum(create_app(), lifespan="off", api_gateway_base_path="/")
 
 
-@logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
+# Never log the event, whatever POWERTOOLS_LOGGER_LOG_EVENT says: its headers carry API keys
+# and bearer tokens.
+@logger.inject_lambda_context(
+    correlation_id_path="requestContext.requestId", clear_state=True, log_event=False
+)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

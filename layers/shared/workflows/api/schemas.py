@@ -256,6 +256,7 @@ _ERROR_TEXT = {
     413: "payload too large",
     415: "the body is not application/json",
     422: "a field fails validation; details name each one",
+    429: "a submission quota is used up; retry after Retry-After (RateLimit-* headers)",
     503: "AWS failed or throttled; retry after Retry-After",
 }
 

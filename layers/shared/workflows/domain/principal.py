@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 RUNS_READ = "workflows.runs.read"
@@ -9,12 +10,28 @@ RUNS_CONTROL = "workflows.runs.control"
 ADMIN = "workflows.admin"
 ALL_PERMISSIONS = frozenset({RUNS_READ, RUNS_CONTROL, ADMIN})
 
+# Multi-user mode: roles grant permissions. `WORKFLOWS_ROLE_PERMISSIONS` (JSON) adds roles or
+# replaces these mappings; a role nobody configured grants nothing.
+DEFAULT_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "viewer": frozenset({RUNS_READ}),
+    "operator": frozenset({RUNS_READ, RUNS_CONTROL}),
+    "admin": ALL_PERMISSIONS,
+}
+
 
 @dataclass(frozen=True)
 class Principal:
     tenant_id: str
     user_id: str
     permissions: frozenset[str]
+    roles: tuple[str, ...] = ()
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions or ADMIN in self.permissions
+
+
+def permissions_for(roles: Iterable[str], mapping: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    granted: set[str] = set()
+    for role in roles:
+        granted |= mapping.get(role, frozenset())
+    return frozenset(granted)

@@ -119,6 +119,9 @@ class Run(BaseModel):
     wait_until: str | None = None
     # When the engine expects its next (delayed) kick: a delay, a retry backoff, a timeout.
     next_wake_at: str | None = None
+    # Held while an at-most-once step (a webhook) executes: no other dispatcher starts it
+    # before this time; after it (a crashed Lambda), the step is claimed and run again.
+    lease_expires_at: str | None = None
     # The status a paused run returns to on resume.
     paused_from: RunStatus | None = None
     # The pending approval request: step_id, instructions, assignees, requested_at, timeout_at.

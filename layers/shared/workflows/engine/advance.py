@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import END, StepSpec, WorkflowDefinition
-from workflows.domain.run import EventType, NewEvent, Run, RunStatus, check_transition
+from workflows.domain.run import TERMINAL, EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine import retry
 from workflows.engine.errors import StepFailed
 from workflows.engine.messages import AdvanceMessage, DispatchQueue
@@ -42,6 +42,8 @@ LOST_KICK_GRACE = timedelta(seconds=60)
 # Time kept back from the Lambda's remaining time: committing and sending the next kick.
 RESERVE_MS = 5_000
 DEFAULT_STEP_TIMEOUT_SECONDS = 60.0
+# A lease outlives the step's time budget by this much: committing the result takes time too.
+LEASE_SLACK = timedelta(seconds=30)
 TIMEOUT = "timeout"
 
 
@@ -51,6 +53,14 @@ class ArtifactSink(Protocol):
     def save(
         self, tenant_id: str, run_id: str, *, step_id: str, name: str, content: bytes, mime_type: str
     ) -> Any: ...
+
+
+class Slots(Protocol):
+    """The per-tenant limit on runs executing at once (storage.quotas.TenantSlots)."""
+
+    def take(self, tenant_id: str, run_id: str) -> bool: ...
+
+    def release(self, tenant_id: str, run_id: str) -> None: ...
 
 
 class Notifier(Protocol):
@@ -90,6 +100,8 @@ class Engine:
         max_inline_steps: int = 25,
         artifacts: ArtifactSink | None = None,
         notifier: Notifier | None = None,
+        slots: Slots | None = None,
+        slot_recheck_seconds: int = 5,
     ) -> None:
         self._runs = runs
         self._queue = queue
@@ -98,6 +110,8 @@ class Engine:
         self._max_inline = max_inline_steps
         self._artifacts = artifacts
         self._notifier = notifier
+        self._slots = slots
+        self._slot_recheck = slot_recheck_seconds
 
     # ---- the message loop ------------------------------------------------------------
 
@@ -111,6 +125,10 @@ class Engine:
             return self._stale(run, message)
         if run.is_terminal or run.status == RunStatus.PAUSED:
             return Outcome("ignored", run.status.value, run.version)
+        if run.lease_expires_at and self._clock() < parse_time(run.lease_expires_at):
+            # Another dispatcher is executing an at-most-once step; its commit sends the next
+            # kick. If it died, the older message it was processing recovers the run (_stale).
+            return Outcome("leased", run.status.value, run.version)
         if run.wait_until and self._clock() < parse_time(run.wait_until):
             # A hop of a chained wait (SQS delays at most 15 minutes): not due yet, no write.
             self._kick(run, (parse_time(run.wait_until) - self._clock()).total_seconds())
@@ -122,6 +140,13 @@ class Engine:
                 return Outcome("lost_race", run.status.value, run.version)
             self._after(updated, definition, None)
             return Outcome("advanced", updated.status.value, updated.version, 1)
+        # Tenant concurrency limit: a run starts only with one of its tenant's slots. Without one
+        # it stays queued, unchanged, and this same kick comes back later (no write, so the
+        # version still matches). Slots are given back in `finished`.
+        slots = self._slots
+        if run.status == RunStatus.QUEUED and slots is not None and not slots.take(run.tenant_id, run.run_id):
+            self._kick(run, self._slot_recheck)
+            return Outcome("throttled", run.status.value, run.version)
 
         steps = 0
         while True:
@@ -151,6 +176,8 @@ class Engine:
 
     def finished(self, run: Run, definition: WorkflowDefinition) -> None:
         """After a terminal commit: metrics and the completion notification (any terminal status)."""
+        if self._slots is not None:
+            self._slots.release(run.tenant_id, run.run_id)  # idempotent; a no-op if never taken
         metrics.add_metric(name=f"Runs{run.status.value.title()}", unit="Count", value=1)
         if run.ended_at:
             duration = parse_time(run.ended_at) - parse_time(run.started_at or run.created_at)
@@ -193,7 +220,7 @@ class Engine:
         now_dt = self._clock()
         now = iso(now_dt)
         events: list[NewEvent] = []
-        changes: dict[str, Any] = {"next_wake_at": None}
+        changes: dict[str, Any] = {"next_wake_at": None, "lease_expires_at": None}
         if run.status == RunStatus.QUEUED:
             check_transition(run.status, RunStatus.RUNNING)
             changes.update(status=RunStatus.RUNNING, started_at=now)
@@ -213,6 +240,14 @@ class Engine:
         budget = step.timeout_seconds or DEFAULT_STEP_TIMEOUT_SECONDS
         if remaining_ms is not None:
             budget = max(1.0, min(budget, (remaining_ms() - RESERVE_MS) / 1000))
+        step_type = get_step_type(step.type)
+        if step_type is not None and step_type.delivery == "at_most_once":
+            # Claim first: the lease, and the events so far, are committed before the call out,
+            # so a duplicate kick cannot call too. The result then commits onto the claimed run.
+            lease = iso(now_dt + timedelta(seconds=budget) + LEASE_SLACK)
+            claim = {**changes, "lease_expires_at": lease, "next_wake_at": lease}
+            run = self._commit(run, claim, events)
+            changes, events = {"next_wake_at": None, "lease_expires_at": None}, []
         context = StepContext(
             run_id=run.run_id,
             tenant_id=run.tenant_id,
@@ -448,8 +483,12 @@ class Engine:
         """One conditional write. If the run was paused while this step executed, the step's
         result still commits (pause acts at the step boundary) and the run stays paused."""
         target = changes.get("status", run.status)
-        # A queued run that starts and finishes in one write passes through running.
-        check_transition_if_changed(RunStatus.RUNNING if "started_at" in changes else run.status, target)
+        # A queued run that starts and finishes in one write, or an approval that resumes the
+        # run and finishes it, passes through running.
+        through_running = "started_at" in changes or (
+            run.status == RunStatus.WAITING_APPROVAL and target in TERMINAL
+        )
+        check_transition_if_changed(RunStatus.RUNNING if through_running else run.status, target)
         try:
             return self._runs.transition(run, changes, events)
         except StaleWrite:

@@ -13,8 +13,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workflows.bootstrap import get_container
-from workflows.engine.messages import AdvanceMessage
+from workflows.engine.messages import StartScheduledRun, parse_message
 from workflows.observability import logger, metrics, tracer
+from workflows.services.schedules import ScheduleService
 
 # Report failed records even when every record failed, rather than raising: SQS then retries
 # exactly those messages, and the failure shows in the response.
@@ -34,7 +35,13 @@ class _Invocation:
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> str:
     # A body that does not parse raises: SQS redrives it to the dead-letter queue for a human.
-    message = AdvanceMessage.from_body(record.body)
+    message = parse_message(record.body)
+    if isinstance(message, StartScheduledRun):
+        logger.append_keys(schedule_id=message.schedule_id, tenant_id=message.tenant_id)
+        fired = ScheduleService(get_container()).fire(message)
+        logger.info("schedule fired", extra={"result": fired.result, "reason": fired.reason})
+        metrics.add_metric(name=f"ScheduleFire_{fired.result}", unit="Count", value=1)
+        return fired.result
     logger.append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
     outcome = get_container().engine.process(message, _Invocation.remaining_ms)
     logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})

@@ -9,9 +9,9 @@ stale; duplicates and late deliveries therefore change nothing.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from workflows.aws import aws_errors
 
@@ -33,6 +33,37 @@ class AdvanceMessage(BaseModel):
     @classmethod
     def from_body(cls, body: str) -> AdvanceMessage:
         return cls.model_validate(json.loads(body))
+
+
+class StartScheduledRun(BaseModel):
+    """A schedule fired: start one run of its workflow for this scheduled time (at most once).
+
+    EventBridge Scheduler sends it (the schedule's target Input, with `scheduled_time` filled in
+    from `<aws.scheduler.scheduled-time>`), and so does the local stack's embedded scheduler.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = 1
+    kind: Literal["start_scheduled"] = "start_scheduled"
+    tenant_id: str = Field(min_length=1)
+    schedule_id: str = Field(min_length=1)
+    scheduled_time: str = Field(min_length=1)
+
+    def to_body(self) -> str:
+        return self.model_dump_json()
+
+
+DispatchMessage = Annotated[AdvanceMessage | StartScheduledRun, Field(discriminator="kind")]
+_DISPATCH_MESSAGE: TypeAdapter[AdvanceMessage | StartScheduledRun] = TypeAdapter(DispatchMessage)
+
+
+def parse_message(body: str) -> AdvanceMessage | StartScheduledRun:
+    """Either kind of dispatch message; a body without `kind` is an advance kick."""
+    document = json.loads(body)
+    if isinstance(document, dict):
+        document.setdefault("kind", "advance")
+    return _DISPATCH_MESSAGE.validate_python(document)
 
 
 class DispatchQueue:

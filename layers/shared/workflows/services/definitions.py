@@ -7,14 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import exceptions as jsonschema_errors
-from jsonschema import validators
 from pydantic import ValidationError
 
 from workflows.domain.definition import END, WorkflowDefinition
-from workflows.domain.principal import Principal
+from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import Run
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, ValidationFailed, WorkflowDeleted
+from workflows.services.access import check_change_definition, check_read_definition
 from workflows.services.runs import RunService
 from workflows.services.validation import validate_definition
 from workflows.storage.definitions import DELETED, WorkflowHead, WorkflowVersion
@@ -59,6 +58,7 @@ class DefinitionService:
         one (optimistic concurrency); without, concurrent writers each get their own number."""
         for _ in range(_VERSION_RACE_TRIES):
             head = self._active_head(principal, workflow_id)
+            check_change_definition(principal, head.created_by)
             next_version = head.latest_version + 1
             if expected_version is not None and expected_version != next_version:
                 raise StaleWrite(
@@ -77,6 +77,8 @@ class DefinitionService:
         raise StaleWrite(f"workflow '{workflow_id}' is changing too fast; try again")
 
     def delete(self, principal: Principal, workflow_id: str) -> WorkflowHead:
+        current: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        check_change_definition(principal, current.created_by)
         head: WorkflowHead = self._c.definitions.mark_deleted(principal.tenant_id, workflow_id)
         return head
 
@@ -86,6 +88,7 @@ class DefinitionService:
         self, principal: Principal, workflow_id: str, version: int | None = None
     ) -> tuple[WorkflowHead, WorkflowVersion]:
         head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        check_read_definition(principal, head.created_by)
         wanted = head.latest_version if version is None else version
         stored: WorkflowVersion = self._c.definitions.get_version(principal.tenant_id, workflow_id, wanted)
         return head, stored
@@ -94,7 +97,12 @@ class DefinitionService:
         self, principal: Principal, *, include_deleted: bool, limit: int, start: Position | None
     ) -> tuple[list[WorkflowHead], Position | None]:
         result: tuple[list[WorkflowHead], Position | None] = self._c.definitions.list_heads(
-            principal.tenant_id, include_deleted=include_deleted, limit=limit, start=start
+            principal.tenant_id,
+            include_deleted=include_deleted,
+            limit=limit,
+            start=start,
+            # Without workflows.runs.read a user lists their own workflows only.
+            created_by=None if principal.can(RUNS_READ) else principal.user_id,
         )
         return result
 
@@ -102,6 +110,7 @@ class DefinitionService:
         self, principal: Principal, workflow_id: str, *, limit: int, start: Position | None
     ) -> tuple[WorkflowHead, list[WorkflowVersion], Position | None]:
         head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        check_read_definition(principal, head.created_by)
         versions, position = self._c.definitions.list_versions(
             principal.tenant_id, workflow_id, limit=limit, start=start
         )
@@ -114,6 +123,7 @@ class DefinitionService:
     ) -> Run:
         """Run a saved definition: its latest version, or the one named."""
         head = self._active_head(principal, workflow_id)
+        check_read_definition(principal, head.created_by)
         wanted = head.latest_version if version is None else version
         try:
             stored = self._c.definitions.get_version(principal.tenant_id, workflow_id, wanted)
@@ -169,6 +179,10 @@ def inputs_schema_errors(definition: WorkflowDefinition, field_prefix: str = "")
     schema = definition.inputs_schema
     if schema is None:
         return []
+    # Imported here, not at module level: it stays off the functions' cold-start path.
+    from jsonschema import exceptions as jsonschema_errors
+    from jsonschema import validators
+
     try:
         validators.validator_for(schema).check_schema(schema)
     except jsonschema_errors.SchemaError as exc:
@@ -187,6 +201,8 @@ def check_inputs(definition: WorkflowDefinition, inputs: dict[str, Any], *, fiel
     schema = definition.inputs_schema
     if schema is None:
         return
+    from jsonschema import validators  # see inputs_schema_errors
+
     validator = validators.validator_for(schema)(schema)
     details: list[dict[str, str]] = []
     for error in sorted(validator.iter_errors(inputs), key=lambda e: list(map(str, e.absolute_path))):

@@ -258,9 +258,16 @@ class DefinitionRepository:
         return self._version_from(response["Item"])
 
     def list_heads(
-        self, tenant_id: str, *, include_deleted: bool, limit: int, start: Position | None
+        self,
+        tenant_id: str,
+        *,
+        include_deleted: bool,
+        limit: int,
+        start: Position | None,
+        created_by: str | None = None,
     ) -> tuple[list[WorkflowHead], Position | None]:
-        """The tenant's workflows, newest first (by-tenant index, key range on one partition)."""
+        """The tenant's workflows (`created_by`'s only, if given), newest first (by-tenant index,
+        key range on one partition)."""
         check_position(start, {"gsi1pk": tenant_id, "pk^": f"{tenant_id}#"}, LIST_KEY)
         params: dict[str, Any] = {
             "TableName": self._table,
@@ -273,6 +280,10 @@ class DefinitionRepository:
             params["FilterExpression"] = "#status = :active"
             params["ExpressionAttributeNames"] = {"#status": "status"}
             params["ExpressionAttributeValues"][":active"] = {"S": ACTIVE}
+        if created_by is not None:
+            owner = "created_by = :owner"
+            params["FilterExpression"] = " AND ".join(filter(None, [params.get("FilterExpression"), owner]))
+            params["ExpressionAttributeValues"][":owner"] = {"S": created_by}
         page: Page = query_page(self._client, params, limit=limit, key_fields=LIST_KEY, start=start)
         return [self._head_from(item) for item in page.items], page.next_position
 

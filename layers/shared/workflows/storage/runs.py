@@ -319,8 +319,10 @@ class RunRepository:
         created_before: str | None = None,
         limit: int = 50,
         start: Position | None = None,
+        owner_id: str | None = None,
     ) -> tuple[list[Run], Position | None]:
-        """A tenant's runs, newest first: a key-range Query on `by-tenant` (or `by-workflow`).
+        """A tenant's runs (`owner_id`'s only, if given), newest first: a key-range Query on
+        `by-tenant` (or `by-workflow`).
 
         created_after / created_before are exclusive bounds on created_at (RFC 3339 strings as
         `iso` writes them); a status filter is a FilterExpression, so a page may need several
@@ -359,11 +361,17 @@ class RunRepository:
             "ExpressionAttributeValues": values,
             "ScanIndexForward": False,
         }
+        filters: list[str] = []
         if statuses:
             placeholders = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
-            params["FilterExpression"] = f"#status IN ({', '.join(placeholders)})"
+            filters.append(f"#status IN ({', '.join(placeholders)})")
             params["ExpressionAttributeNames"] = {"#status": "status"}
             values.update(placeholders)
+        if owner_id is not None:
+            filters.append("owner_id = :owner")
+            values[":owner"] = {"S": owner_id}
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
         page = query_page(self._client, params, limit=limit, key_fields=key_fields, start=start)
         return [self._run_from(item) for item in page.items], page.next_position
 

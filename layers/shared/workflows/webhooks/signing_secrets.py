@@ -15,9 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-
 from workflows.settings import Settings
 from workflows.webhooks.signing import parse_secrets
 
@@ -31,6 +28,10 @@ class SigningSecretUnavailable(Exception):
 
 
 def _fetch_secret(arn: str) -> str:
+    # Imported here, not at module level: it stays off the functions' cold-start path.
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
     try:
         value = parameters.get_secret(arn, max_age=CACHE_SECONDS)
     except GetParameterError as exc:

@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import RedirectResponse
 
+from workflows.api.auth import Caller
 from workflows.api.deps import ContainerDep
-from workflows.api.routes.runs import Reader, RunId
+from workflows.api.routes.runs import RunId
 from workflows.api.schemas import ArtifactDetail, ArtifactList, ArtifactView, error_responses
 from workflows.clock import iso
+from workflows.services.access import readable_run
 from workflows.storage.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
 
 router = APIRouter()
@@ -20,9 +22,9 @@ ArtifactId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))
-def list_artifacts(run_id: RunId, principal: Reader, c: ContainerDep) -> ArtifactList:
+def list_artifacts(run_id: RunId, principal: Caller, c: ContainerDep) -> ArtifactList:
     """The run's artifacts, oldest first (metadata only)."""
-    c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
+    readable_run(c, principal, run_id)  # 404 for a missing or another tenant's run
     metas = c.artifacts.list(principal.tenant_id, run_id)
     return ArtifactList(run_id=run_id, artifacts=[ArtifactView.of(meta) for meta in metas])
 
@@ -43,11 +45,11 @@ def list_artifacts(run_id: RunId, principal: Reader, c: ContainerDep) -> Artifac
 def get_artifact(
     run_id: RunId,
     artifact_id: ArtifactId,
-    principal: Reader,
+    principal: Caller,
     c: ContainerDep,
     download: Annotated[bool, Query(description="stream the bytes instead of the metadata")] = False,
 ) -> ArtifactDetail | Response:
-    c.runs.get(principal.tenant_id, run_id)
+    readable_run(c, principal, run_id)
     meta = c.artifacts.get(principal.tenant_id, run_id, artifact_id)
     if download:
         if meta.size_bytes > MAX_READ_BYTES:

@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.api.auth import require
+from workflows.api.auth import Caller, require
 from workflows.api.deps import ContainerDep
 from workflows.api.routes.runs import RunId
 from workflows.api.schemas import error_responses
 from workflows.domain.principal import RUNS_CONTROL, Principal
 from workflows.errors import NotFound, ValidationFailed
+from workflows.services.access import check_decide
 
 router = APIRouter()
 Controller = Annotated[Principal, Depends(require(RUNS_CONTROL))]
@@ -47,12 +48,15 @@ def decide_step(
     run_id: RunId,
     step_id: Annotated[str, Path(min_length=1, max_length=128)],
     decision: str,
-    principal: Controller,
+    principal: Caller,
     c: ContainerDep,
     body: Annotated[DecisionRequest | None, Body()] = None,
 ) -> ControlResponse:
     if decision not in ("approve", "reject"):
         raise NotFound(f"unknown decision '{decision}' (approve, reject)")
+    # workflows.runs.control, or a named assignee of the step (403 otherwise; 404 for a run
+    # of another tenant).
+    check_decide(c, principal, run_id, step_id)
     request = body or DecisionRequest()
     result = c.control.decide(
         principal.tenant_id,

@@ -12,9 +12,9 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Query, Response
 
 from workflows.api import cursor
-from workflows.api.auth import Caller
+from workflows.api.auth import Caller, Submitter
 from workflows.api.deps import ContainerDep
-from workflows.api.routes.runs import IdempotencyKey, Reader, accepted
+from workflows.api.routes.runs import IdempotencyKey, accepted
 from workflows.api.schemas import (
     DefinitionDraft,
     DefinitionList,
@@ -53,7 +53,7 @@ def create_definition(
 
 @router.get("", response_model=DefinitionList, responses=error_responses(400))
 def list_definitions(
-    principal: Reader,
+    principal: Caller,
     c: ContainerDep,
     limit: Limit = 50,
     include_deleted: bool = False,
@@ -83,7 +83,7 @@ def validate_definition(body: Annotated[dict[str, Any], Body()], c: ContainerDep
 @router.get("/{workflow_id:uuid}", response_model=DefinitionView, responses=error_responses(404))
 def get_definition(
     workflow_id: UUID,
-    principal: Reader,
+    principal: Caller,
     c: ContainerDep,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
 ) -> DefinitionView:
@@ -117,7 +117,7 @@ def create_version(
 @router.get("/{workflow_id:uuid}/versions", response_model=VersionList, responses=error_responses(400, 404))
 def list_versions(
     workflow_id: UUID,
-    principal: Reader,
+    principal: Caller,
     c: ContainerDep,
     limit: Limit = 50,
     cursor_: Cursor = None,
@@ -150,12 +150,12 @@ def list_versions(
     "/{workflow_id:uuid}/runs",
     status_code=202,
     response_model=RunAccepted,
-    responses=error_responses(400, 404, 409, 413, 415),
+    responses=error_responses(400, 404, 409, 413, 415, 429),
 )
 def submit_saved_run(
     workflow_id: UUID,
     response: Response,
-    principal: Caller,
+    principal: Submitter,
     c: ContainerDep,
     body: SavedRunRequest | None = None,
     idempotency_key: IdempotencyKey = None,
@@ -177,12 +177,12 @@ def submit_saved_run(
     status_code=202,
     response_model=RunAccepted,
     summary="Submit Saved Run (alias)",
-    responses=error_responses(400, 404, 409, 413, 415),
+    responses=error_responses(400, 404, 409, 413, 415, 429),
 )
 def submit_saved_run_alias(
     workflow_id: UUID,
     response: Response,
-    principal: Caller,
+    principal: Submitter,
     c: ContainerDep,
     body: SavedRunRequest | None = None,
     idempotency_key: IdempotencyKey = None,

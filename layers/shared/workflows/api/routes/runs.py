@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from workflows.api import cursor
-from workflows.api.auth import Caller, require
+from workflows.api.auth import Caller, Submitter, require
 from workflows.api.deps import ContainerDep
 from workflows.api.schemas import (
     AdhocRunRequest,
@@ -24,6 +24,7 @@ from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import ValidationFailed
+from workflows.services.access import check_read_run, readable_run
 from workflows.services.definitions import check_inputs, inputs_schema_errors
 from workflows.services.runs import RunService
 
@@ -55,12 +56,12 @@ def accepted(run: Run, response: Response, *, replayed: bool) -> RunAccepted:
 
 
 @router.post(
-    "/runs", status_code=202, response_model=RunAccepted, responses=error_responses(400, 409, 413, 415)
+    "/runs", status_code=202, response_model=RunAccepted, responses=error_responses(400, 409, 413, 415, 429)
 )
 def submit_adhoc_run(
     body: AdhocRunRequest,
     response: Response,
-    principal: Caller,
+    principal: Submitter,
     c: ContainerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:
@@ -84,12 +85,12 @@ def submit_adhoc_run(
     status_code=202,
     response_model=RunAccepted,
     summary="Submit Adhoc Run (alias)",
-    responses=error_responses(400, 409, 413, 415),
+    responses=error_responses(400, 409, 413, 415, 429),
 )
 def submit_adhoc_run_alias(
     body: AdhocRunRequest,
     response: Response,
-    principal: Caller,
+    principal: Submitter,
     c: ContainerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:
@@ -99,7 +100,7 @@ def submit_adhoc_run_alias(
 
 @router.get("/runs", response_model=RunList, responses=error_responses(400))
 def list_runs(
-    principal: Reader,
+    principal: Caller,
     c: ContainerDep,
     status: Annotated[list[RunStatus] | None, Query(description="repeatable")] = None,
     workflow_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
@@ -108,7 +109,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor_: Annotated[str | None, Query(alias="cursor")] = None,
 ) -> RunList:
-    """The caller's runs, newest first."""
+    """The tenant's runs, newest first (the caller's own without workflows.runs.read)."""
     after = iso(_utc(created_after, "created_after")) if created_after else None
     before = iso(_utc(created_before, "created_before")) if created_before else None
     if after and before and after >= before:
@@ -117,7 +118,8 @@ def list_runs(
             details=[{"field": "created_before", "message": "must be later than created_after"}],
         )
     statuses = sorted({s.value for s in status or []})
-    scope = ["runs", principal.tenant_id, workflow_id, ",".join(statuses), after, before]
+    owner = None if principal.can(RUNS_READ) else principal.user_id
+    scope = ["runs", principal.tenant_id, workflow_id, ",".join(statuses), after, before, owner]
     runs, position = c.runs.list_runs(
         principal.tenant_id,
         workflow_id=workflow_id,
@@ -126,6 +128,7 @@ def list_runs(
         created_before=before,
         limit=limit,
         start=cursor.decode(cursor_, scope),
+        owner_id=owner,
     )
     return RunList(runs=[RunView.of(run) for run in runs], next_cursor=cursor.encode(position, scope))
 
@@ -145,29 +148,30 @@ def _utc(moment: datetime, field: str) -> datetime:
 @router.get("/runs/{run_id}", response_model=RunView, responses=error_responses(404))
 def get_run(
     run_id: RunId,
-    principal: Reader,
+    principal: Caller,
     c: ContainerDep,
 ) -> RunView:
-    return RunView.of(c.runs.get(principal.tenant_id, run_id))
+    return RunView.of(readable_run(c, principal, run_id))
 
 
 @router.get("/runs/{run_id}/events", response_model=EventsPage, responses=error_responses(404))
 def list_run_events(
     run_id: RunId,
-    principal: Reader,
+    principal: Caller,
     c: ContainerDep,
     since: Annotated[int, Query(ge=0, le=2**53, description="return events with event_seq > since")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     types: Annotated[list[str] | None, Query(description="comma-separated or repeated")] = None,
 ) -> EventsPage:
     wanted = sorted({t.strip() for value in types or [] for t in value.split(",") if t.strip()})
-    c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
+    readable_run(c, principal, run_id)  # 404 for a missing or another tenant's run
     page = c.runs.list_events(principal.tenant_id, run_id, since=since, limit=limit, types=wanted)
     return EventsPage(run_id=run_id, events=page.events, next_since=page.next_since, has_more=page.has_more)
 
 
 @router.get("/runs/{run_id}/definition", response_model=WorkflowDefinition, responses=error_responses(404))
-def get_run_definition(run_id: RunId, principal: Reader, c: ContainerDep) -> WorkflowDefinition:
+def get_run_definition(run_id: RunId, principal: Caller, c: ContainerDep) -> WorkflowDefinition:
     """The exact definition snapshot the run executes."""
-    _, definition = c.runs.get_with_definition(principal.tenant_id, run_id)
+    run, definition = c.runs.get_with_definition(principal.tenant_id, run_id)
+    check_read_run(principal, run)
     return definition

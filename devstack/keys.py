@@ -1,0 +1,116 @@
+"""API keys for multi-user mode from the command line: bootstrap a tenant's first admin key.
+
+    python -m devstack.keys create --tenant acme --user alice --roles admin [--expires-days 90]
+    python -m devstack.keys list --tenant acme
+    python -m devstack.keys revoke --tenant acme --key-id <key_id>
+
+The key is printed once, on creation; only its SHA-256 is stored. Where the keys table is:
+WORKFLOWS_API_KEYS_TABLE if set, else the `ApiKeysTable` resource of the CloudFormation stack
+named by --stack (default `workflows-local`, the stack `make run` creates; give your deployed
+stack's name for AWS). Against the local stack set AWS_ENDPOINT_URL to its moto server
+(http://127.0.0.1:5050 by default); without it, boto3 talks to AWS with your credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from devstack.functions import LAYER
+
+LOCAL_STACK = "workflows-local"
+
+
+def _table_name(cloudformation: Any, stack: str) -> str:
+    configured = os.environ.get("WORKFLOWS_API_KEYS_TABLE")
+    if configured:
+        return configured
+    resources = cloudformation.describe_stack_resources(StackName=stack, LogicalResourceId="ApiKeysTable")
+    return str(resources["StackResources"][0]["PhysicalResourceId"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devstack.keys", description=__doc__.split("\n")[0])
+    parser.add_argument("--stack", default=os.environ.get("WORKFLOWS_STACK", LOCAL_STACK))
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--user", required=True)
+    create.add_argument("--roles", required=True, help="comma-separated, e.g. admin or viewer,operator")
+    create.add_argument("--expires-days", type=int, default=None)
+    create.add_argument("--name", default=None, help="a label for humans")
+    listing = commands.add_parser("list", help="the tenant's keys (never the keys themselves)")
+    listing.add_argument("--tenant", required=True)
+    revoke = commands.add_parser("revoke", help="revoke a key by its key_id")
+    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("--key-id", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Never probe the instance metadata service from a laptop; real credentials still work.
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    if str(LAYER) not in sys.path:
+        sys.path.insert(0, str(LAYER))
+    from workflows import aws
+    from workflows.services.access import role_permissions
+    from workflows.settings import Settings
+    from workflows.storage.api_keys import ApiKeyRepository
+
+    table = _table_name(aws.client("cloudformation"), args.stack)
+    keys = ApiKeyRepository(aws.client("dynamodb"), table)
+    if args.command == "create":
+        roles = sorted({r.strip() for r in args.roles.split(",") if r.strip()})
+        known = role_permissions(Settings().role_permissions)
+        unknown = [r for r in roles if r not in known]
+        if unknown:
+            print(
+                f"unknown role(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})", file=sys.stderr
+            )
+            return 2
+        expires = None
+        if args.expires_days is not None:
+            expires = int((datetime.now(UTC) + timedelta(days=args.expires_days)).timestamp())
+        key, record = keys.create(
+            args.tenant, args.user, roles, name=args.name, created_by="cli", expires_at=expires
+        )
+        print(f"key_id:  {record.key_id}", file=sys.stderr)
+        print(
+            f"tenant:  {record.tenant_id}  user: {record.user_id}  roles: {','.join(record.roles)}",
+            file=sys.stderr,
+        )
+        print("The key is shown only now; store it safely:", file=sys.stderr)
+        print(key)
+        return 0
+    if args.command == "list":
+        records, _ = keys.list_for_tenant(args.tenant, limit=200, start=None)
+        now = datetime.now(UTC)
+        for r in records:
+            print(
+                json.dumps(
+                    {
+                        "key_id": r.key_id,
+                        "user_id": r.user_id,
+                        "roles": list(r.roles),
+                        "status": r.state(now),
+                        "created_at": r.created_at,
+                    }
+                )
+            )
+        return 0
+    record = keys.revoke(args.tenant, args.key_id, "cli")
+    print(f"revoked {record.key_id} at {record.revoked_at}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

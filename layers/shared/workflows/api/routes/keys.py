@@ -1,0 +1,141 @@
+"""Tenant administration: API keys for the tenant's users (workflows.admin).
+
+A new key is shown once, in the answer to its creation; afterwards only its id (the key's
+SHA-256) and metadata are known. Revocation applies to the next request made with the key.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.api import cursor
+from workflows.api.auth import require
+from workflows.api.deps import ContainerDep
+from workflows.api.schemas import PREFIX, error_responses
+from workflows.clock import iso
+from workflows.domain.principal import ADMIN, Principal
+from workflows.errors import ValidationFailed
+from workflows.services.access import role_permissions
+from workflows.storage.api_keys import ApiKeyRecord
+
+router = APIRouter(tags=["api-keys"])
+Admin = Annotated[Principal, Depends(require(ADMIN))]
+KeyId = Annotated[str, Path(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$"
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(pattern=NAME, description="the user the key acts as")
+    roles: list[str] = Field(min_length=1, max_length=10, description="e.g. viewer, operator, admin")
+    name: str | None = Field(default=None, max_length=128, description="a label for humans")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="default: never")
+
+
+class KeyView(BaseModel):
+    key_id: str = Field(description="the key's SHA-256; the key itself is never shown again")
+    tenant_id: str
+    user_id: str
+    roles: list[str]
+    name: str | None
+    status: Literal["active", "revoked", "expired"]
+    created_at: str
+    created_by: str | None
+    expires_at: str | None
+    revoked_at: str | None
+    revoked_by: str | None
+    self: str
+
+    @classmethod
+    def of(cls, record: ApiKeyRecord, status: str) -> KeyView:
+        from datetime import UTC, datetime
+
+        expires = None
+        if record.expires_at is not None:
+            expires = iso(datetime.fromtimestamp(record.expires_at, tz=UTC))
+        return cls(
+            key_id=record.key_id,
+            tenant_id=record.tenant_id,
+            user_id=record.user_id,
+            roles=list(record.roles),
+            name=record.name,
+            status=status,
+            created_at=record.created_at,
+            created_by=record.created_by,
+            expires_at=expires,
+            revoked_at=record.revoked_at,
+            revoked_by=record.revoked_by,
+            self=f"{PREFIX}/api-keys/{record.key_id}",
+        )
+
+
+class KeyCreated(KeyView):
+    api_key: str = Field(description="send it in X-API-KEY; shown only in this answer")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
+    next_cursor: str | None
+
+
+@router.post("/api-keys", status_code=201, response_model=KeyCreated, responses=error_responses(400, 415))
+def create_key(body: KeyCreate, response: Response, principal: Admin, c: ContainerDep) -> KeyCreated:
+    """A key for a user of the caller's tenant. The answer is the only time the key is shown."""
+    known = role_permissions(c.settings.role_permissions)
+    unknown = [role for role in body.roles if role not in known]
+    if unknown:
+        details = [{"field": "roles", "message": f"unknown role '{role}'"} for role in unknown]
+        raise ValidationFailed(
+            f"roles: unknown role '{unknown[0]}' ({', '.join(sorted(known))})", details=details
+        )
+    expires_at = None
+    if body.expires_in_days is not None:
+        expires_at = int((c.clock() + timedelta(days=body.expires_in_days)).timestamp())
+    key, record = c.api_keys.create(
+        principal.tenant_id,
+        body.user_id,
+        sorted(set(body.roles)),
+        name=body.name,
+        created_by=principal.user_id,
+        expires_at=expires_at,
+    )
+    view = KeyView.of(record, "active")
+    response.headers["Location"] = view.self
+    response.headers["Cache-Control"] = "no-store"
+    return KeyCreated(**view.model_dump(), api_key=key)
+
+
+@router.get("/api-keys", response_model=KeyList, responses=error_responses(400))
+def list_keys(
+    principal: Admin,
+    c: ContainerDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor_: Annotated[str | None, Query(alias="cursor")] = None,
+) -> KeyList:
+    """The tenant's keys, newest first (revoked and expired ones included)."""
+    scope = ["api-keys", principal.tenant_id]
+    records, position = c.api_keys.list_for_tenant(
+        principal.tenant_id, limit=limit, start=cursor.decode(cursor_, scope)
+    )
+    now = c.clock()
+    return KeyList(
+        keys=[KeyView.of(r, r.state(now)) for r in records], next_cursor=cursor.encode(position, scope)
+    )
+
+
+@router.get("/api-keys/{key_id}", response_model=KeyView, responses=error_responses(404))
+def get_key(key_id: KeyId, principal: Admin, c: ContainerDep) -> KeyView:
+    record = c.api_keys.get(principal.tenant_id, key_id)
+    return KeyView.of(record, record.state(c.clock()))
+
+
+@router.delete("/api-keys/{key_id}", response_model=KeyView, responses=error_responses(404))
+def revoke_key(key_id: KeyId, principal: Admin, c: ContainerDep) -> KeyView:
+    """Revoke the key: refused from the next request on. Revoking again changes nothing."""
+    record = c.api_keys.revoke(principal.tenant_id, key_id, principal.user_id)
+    return KeyView.of(record, record.state(c.clock()))

@@ -1,0 +1,220 @@
+"""Atomic counters in the quotas table: submission windows and each tenant's running runs.
+
+Items (QuotasTable, hash key `pk`, TTL attribute `expires_at`):
+- `submit#<tenant>#<user>#<window>#<start>`: `n`, the submissions counted in that window
+  (`min` = one minute, `day` = one UTC day). Counted with one UpdateItem `ADD n :1` on the
+  condition `n < :limit`, so concurrent requests can never count past the limit. The item
+  expires with its window.
+- `running#<tenant>`: `runs`, the string set of run ids holding one of the tenant's execution
+  slots. A set rather than a number makes taking and giving back a slot idempotent: a
+  redelivered message cannot take two slots for one run, and giving back twice is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from workflows.aws import aws_errors, error_code, translate
+
+WINDOWS = {"min": 60, "day": 86_400}
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    """The outcome of counting one submission in one window."""
+
+    allowed: bool
+    limit: int
+    used: int
+    reset_seconds: int  # until the window ends
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+class QuotaRepository:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    # ---- submission windows ------------------------------------------------------------
+
+    def count(self, tenant_id: str, user_id: str, window: str, limit: int, now: datetime) -> WindowCount:
+        """Count one submission in the window that contains `now`, unless it is full."""
+        length = WINDOWS[window]
+        moment = int(now.timestamp())
+        start = moment - moment % length
+        reset = start + length - moment
+        key = {"pk": {"S": f"submit#{tenant_id}#{user_id}#{window}#{start}"}}
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="ADD n :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(n) OR n < :limit",
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    # Kept a little past the window so a clock skew between functions is harmless.
+                    ":expires": {"N": str(start + length + 3600)},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return WindowCount(False, limit, limit, reset)
+            raise translate(exc) from exc
+        used = int(response["Attributes"]["n"]["N"])
+        return WindowCount(True, limit, used, reset)
+
+    def uncount(self, tenant_id: str, user_id: str, window: str, now: datetime) -> None:
+        """Give back a submission counted in a window (another window refused it)."""
+        length = WINDOWS[window]
+        moment = int(now.timestamp())
+        start = moment - moment % length
+        self._give_back(start, tenant_id, user_id, window)
+
+    def _give_back(self, start: int, tenant_id: str, user_id: str, window: str) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"submit#{tenant_id}#{user_id}#{window}#{start}"}},
+                UpdateExpression="ADD n :minus",
+                ConditionExpression="n > :zero",
+                ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+
+    # ---- execution slots ---------------------------------------------------------------
+
+    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> tuple[bool, set[str]]:
+        """Take one of the tenant's `limit` slots for the run (idempotent); (taken, holders).
+
+        On refusal `holders` are the runs holding the slots, so the caller can check that
+        each still runs (a process that died right after a run ended may have kept its slot).
+        """
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"running#{tenant_id}"}},
+                UpdateExpression="ADD runs :run",
+                ConditionExpression="attribute_not_exists(runs) OR size(runs) < :limit "
+                "OR contains(runs, :id)",
+                ExpressionAttributeValues={
+                    ":run": {"SS": [run_id]},
+                    ":id": {"S": run_id},
+                    ":limit": {"N": str(limit)},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                old = exc.response.get("Item") or {}
+                return False, set(old.get("runs", {}).get("SS", []))
+            raise translate(exc) from exc
+        return True, set()
+
+    def force_slot(self, tenant_id: str, run_id: str) -> None:
+        """Take a slot whatever the limit (an operator's explicit retry)."""
+        with aws_errors():
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"running#{tenant_id}"}},
+                UpdateExpression="ADD runs :run",
+                ExpressionAttributeValues={":run": {"SS": [run_id]}},
+            )
+
+    def release_slot(self, tenant_id: str, run_id: str) -> None:
+        with aws_errors():
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"running#{tenant_id}"}},
+                UpdateExpression="DELETE runs :run",
+                ExpressionAttributeValues={":run": {"SS": [run_id]}},
+            )
+
+    def slot_holders(self, tenant_id: str) -> set[str]:
+        return set(self._slots_item(tenant_id).get("runs", {}).get("SS", []))
+
+    def healed_at(self, tenant_id: str) -> int | None:
+        value = self._slots_item(tenant_id).get("healed_at")
+        return None if value is None else int(value["N"])
+
+    def _slots_item(self, tenant_id: str) -> dict[str, Any]:
+        with aws_errors():
+            response = self._client.get_item(
+                TableName=self._table, Key={"pk": {"S": f"running#{tenant_id}"}}, ConsistentRead=True
+            )
+        return dict(response.get("Item", {}))
+
+    def mark_healed(self, tenant_id: str, previous: int | None, now: int) -> bool:
+        """Claim this minute's check of stale slot holders (one checker per tenant and minute)."""
+        condition = "attribute_not_exists(healed_at)" if previous is None else "healed_at = :previous"
+        values: dict[str, Any] = {":now": {"N": str(now)}}
+        if previous is not None:
+            values[":previous"] = {"N": str(previous)}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"running#{tenant_id}"}},
+                UpdateExpression="SET healed_at = :now",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc) from exc
+        return True
+
+
+class TenantSlots:
+    """At most `limit` runs of a tenant execute at once (WORKFLOWS_TENANT_CONCURRENCY).
+
+    A queued run takes a slot when it starts and gives it back when it ends (any terminal
+    status); a paused run keeps its slot. A refused start leaves the run queued and checks
+    again later. A slot kept by a run that ended without giving it back (the process died in
+    between) is found by a check of the holders, at most once a minute per tenant, made by a
+    refused start.
+    """
+
+    HEAL_EVERY_SECONDS = 60
+
+    def __init__(
+        self,
+        repository: QuotaRepository,
+        limit: int,
+        *,
+        is_finished: Callable[[str, str], bool],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._repo = repository
+        self.limit = limit
+        self._is_finished = is_finished
+        self._clock = clock
+
+    def take(self, tenant_id: str, run_id: str) -> bool:
+        taken, holders = self._repo.take_slot(tenant_id, run_id, self.limit)
+        if taken:
+            return True
+        now = int(self._clock().timestamp())
+        healed_at = self._repo.healed_at(tenant_id)
+        if healed_at is not None and now - healed_at < self.HEAL_EVERY_SECONDS:
+            return False
+        if not self._repo.mark_healed(tenant_id, healed_at, now):
+            return False
+        stale = [holder for holder in holders if self._is_finished(tenant_id, holder)]
+        for holder in stale:
+            self._repo.release_slot(tenant_id, holder)
+        return bool(stale) and self._repo.take_slot(tenant_id, run_id, self.limit)[0]
+
+    def release(self, tenant_id: str, run_id: str) -> None:
+        self._repo.release_slot(tenant_id, run_id)

@@ -1,0 +1,252 @@
+"""Schedules of saved workflows: their items in SchedulesTable and their EventBridge schedules.
+
+Item (SchedulesTable, see docs/storage.md):
+    pk = "<tenant_id>#schedules", sk = "<schedule_id>"
+    workflow_id, expression, timezone, inputs (JSON), version (pinned, optional), enabled,
+    anchor_at, created_at, updated_at, created_by, revision (guards updates),
+    last_fire (JSON) and last_fire_time (the scheduled time it describes).
+
+One partition per tenant: get is a GetItem, the listing a Query on that partition, and another
+tenant's schedule id finds nothing. A fire's outcome only moves forward: it is recorded when its
+scheduled time is later than the one already recorded, so duplicate or late messages leave it.
+
+Each schedule is also an EventBridge Scheduler schedule named after its id, in the stack's
+schedule group, whose target is the dispatch queue (through a role that may only send there)
+with a `start_scheduled` message as its input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from workflows.aws import aws_errors, error_code, translate
+from workflows.errors import DependencyUnavailable, NotFound, StaleWrite
+from workflows.storage.dynamo import dumps, from_item, loads, to_item
+from workflows.storage.paging import Page, Position, check_position, query_page
+
+KEY_FIELDS = ("pk", "sk")
+# EventBridge Scheduler fills this in with the fire's scheduled time (ISO 8601, UTC).
+SCHEDULED_TIME_PLACEHOLDER = "<aws.scheduler.scheduled-time>"
+_JSON_FIELDS = ("inputs", "last_fire")
+# Fields a PATCH may change (besides the bookkeeping ones).
+MUTABLE_FIELDS = ("expression", "timezone", "inputs", "version", "enabled", "anchor_at")
+
+
+def schedules_pk(tenant_id: str) -> str:
+    return f"{tenant_id}#schedules"
+
+
+class Schedule(BaseModel):
+    schedule_id: str
+    tenant_id: str
+    workflow_id: str
+    expression: str
+    timezone: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = None
+    enabled: bool = True
+    # rate: the first fire time (later fires are on its grid); cron, at: when the expression was set.
+    anchor_at: str
+    created_at: str
+    updated_at: str
+    created_by: str
+    revision: int = 1
+    last_fire: dict[str, Any] | None = None
+
+
+class ScheduleRepository:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def create(self, schedule: Schedule) -> None:
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._item(schedule),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            raise translate(exc) from exc
+
+    def get(self, tenant_id: str, schedule_id: str) -> Schedule:
+        with aws_errors():
+            response = self._client.get_item(
+                TableName=self._table, Key=self._key(tenant_id, schedule_id), ConsistentRead=True
+            )
+        if "Item" not in response:
+            raise NotFound(f"schedule '{schedule_id}' not found")
+        return self._from(response["Item"])
+
+    def list(
+        self, tenant_id: str, *, limit: int, start: Position | None
+    ) -> tuple[list[Schedule], Position | None]:
+        pk = schedules_pk(tenant_id)
+        check_position(start, {"pk": pk}, KEY_FIELDS)
+        params = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+            "ConsistentRead": True,
+        }
+        page: Page = query_page(self._client, params, limit=limit, key_fields=KEY_FIELDS, start=start)
+        return [self._from(item) for item in page.items], page.next_position
+
+    def update(self, old: Schedule, new: Schedule) -> None:
+        """Write `new`'s settings if the schedule is still at `old.revision` (else StaleWrite).
+
+        Only the settings and bookkeeping change: a fire recorded meanwhile is kept.
+        """
+        names = {f"#{name}": name for name in (*MUTABLE_FIELDS, "updated_at", "revision")}
+        values = to_item(
+            {
+                ":expression": new.expression,
+                ":timezone": new.timezone,
+                ":inputs": dumps(new.inputs),
+                ":enabled": new.enabled,
+                ":anchor_at": new.anchor_at,
+                ":updated_at": new.updated_at,
+                ":revision": new.revision,
+                ":read": old.revision,
+            }
+        )
+        assignments = [f"#{name} = :{name}" for name in (*MUTABLE_FIELDS, "updated_at", "revision")]
+        remove = ""
+        if new.version is None:
+            assignments.remove("#version = :version")
+            remove = " REMOVE #version"
+        else:
+            values[":version"] = {"N": str(new.version)}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(old.tenant_id, old.schedule_id),
+                UpdateExpression="SET " + ", ".join(assignments) + remove,
+                ConditionExpression="attribute_exists(pk) AND #revision = :read",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise StaleWrite(
+                    f"schedule '{old.schedule_id}' changed meanwhile; read it and try again"
+                ) from exc
+            raise translate(exc) from exc
+
+    def delete(self, tenant_id: str, schedule_id: str) -> None:
+        with aws_errors():
+            self._client.delete_item(TableName=self._table, Key=self._key(tenant_id, schedule_id))
+
+    def record_fire(
+        self, tenant_id: str, schedule_id: str, scheduled_time: str, fire: Mapping[str, Any]
+    ) -> bool:
+        """Record a fire's outcome unless a fire as late or later is already recorded."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(tenant_id, schedule_id),
+                UpdateExpression="SET last_fire = :fire, last_fire_time = :time",
+                ConditionExpression="attribute_exists(pk) AND "
+                "(attribute_not_exists(last_fire_time) OR last_fire_time < :time)",
+                ExpressionAttributeValues={":fire": {"S": dumps(dict(fire))}, ":time": {"S": scheduled_time}},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc) from exc
+        return True
+
+    # ---- item conversion -------------------------------------------------------------
+
+    @staticmethod
+    def _key(tenant_id: str, schedule_id: str) -> dict[str, Any]:
+        return {"pk": {"S": schedules_pk(tenant_id)}, "sk": {"S": schedule_id}}
+
+    @staticmethod
+    def _item(schedule: Schedule) -> dict[str, Any]:
+        values = schedule.model_dump(mode="json")
+        for name in _JSON_FIELDS:
+            values[name] = dumps(values[name]) if values[name] is not None else None
+        values.update(pk=schedules_pk(schedule.tenant_id), sk=schedule.schedule_id)
+        return to_item(values)
+
+    @staticmethod
+    def _from(item: Mapping[str, Any]) -> Schedule:
+        values = from_item(item)
+        for name in _JSON_FIELDS:
+            values[name] = loads(values.get(name))
+        values["inputs"] = values["inputs"] or {}
+        return Schedule.model_validate(values)
+
+
+class EventBridgeSchedules:
+    """The schedules as EventBridge Scheduler runs them: one per schedule, in one group."""
+
+    def __init__(
+        self, client_factory: Callable[[], Any], *, group: str, role_arn: str, queue_arn: str
+    ) -> None:
+        self._factory = client_factory
+        self._client: Any = None
+        self.group = group
+        self.role_arn = role_arn
+        self.queue_arn = queue_arn
+
+    @property
+    def client(self) -> Any:
+        # Created on first use: the dispatcher, which never manages schedules, never pays for it.
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    def target_input(self, schedule: Schedule) -> str:
+        message = {
+            "v": 1,
+            "kind": "start_scheduled",
+            "tenant_id": schedule.tenant_id,
+            "schedule_id": schedule.schedule_id,
+            "scheduled_time": SCHEDULED_TIME_PLACEHOLDER,
+        }
+        return json.dumps(message, separators=(",", ":"))
+
+    def put(self, schedule: Schedule, *, start_date: datetime | None, create: bool) -> None:
+        if not (self.group and self.role_arn and self.queue_arn):
+            raise DependencyUnavailable(
+                "schedules are not configured here (schedule group, scheduler role, dispatch queue ARN)"
+            )
+        request: dict[str, Any] = {
+            "Name": schedule.schedule_id,
+            "GroupName": self.group,
+            "ScheduleExpression": schedule.expression,
+            "ScheduleExpressionTimezone": schedule.timezone,
+            "State": "ENABLED" if schedule.enabled else "DISABLED",
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "Description": f"workflow {schedule.workflow_id} (tenant {schedule.tenant_id})",
+            "Target": {
+                "Arn": self.queue_arn,
+                "RoleArn": self.role_arn,
+                "Input": self.target_input(schedule),
+                # A fire older than an hour is dropped rather than delivered: the dispatcher
+                # can only promise one run per fire within its deduplication window.
+                "RetryPolicy": {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 20},
+            },
+        }
+        if start_date is not None:
+            request["StartDate"] = start_date
+        with aws_errors():
+            if create:
+                self.client.create_schedule(ActionAfterCompletion="NONE", **request)
+            else:
+                self.client.update_schedule(ActionAfterCompletion="NONE", **request)
+
+    def delete(self, schedule_id: str) -> None:
+        try:
+            self.client.delete_schedule(Name=schedule_id, GroupName=self.group)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise translate(exc) from exc

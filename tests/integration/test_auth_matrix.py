@@ -1,0 +1,275 @@
+"""Every route x every kind of caller -> the status class it must answer (multi-user mode).
+
+The table is checked against the app's own route list: a route added without a row here fails
+`test_every_route_has_a_row`, and a row for a route that no longer exists fails it too.
+
+Callers (tenant `t1` unless said otherwise):
+- none: no credentials; bad: an unknown key
+- other: an admin of tenant `t2`
+- owner: the user who created the objects, with no role at all
+- viewer, operator, admin: users of `t1` with that role
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
+
+from devstack.scheduler import ensure_scheduling
+from tests.conftest import AtomicRequests, FakeClock, log_definition, settings_from
+from workflows.api import deps
+from workflows.api.app import create_app
+from workflows.bootstrap import Container, build_container
+from workflows.webhooks.dlq import DlqRow
+
+P = "/api/v1/workflows"
+OK = "ok"  # allowed: anything but 401, 403, 404 (and no server error)
+CALLERS = ("none", "bad", "other", "owner", "viewer", "operator", "admin")
+
+# Expected answers of (other, owner, viewer, operator, admin); none and bad always get 401.
+ANY = (OK, OK, OK, OK, OK)
+OWNED_READ = (404, OK, OK, OK, OK)
+OWNED_CHANGE = (404, OK, 403, OK, OK)
+CONTROL = (404, 403, 403, OK, OK)
+TENANT_READ = (OK, 403, OK, OK, OK)
+TENANT_READ_ONE = (404, 403, OK, OK, OK)
+TENANT_CONTROL = (OK, 403, 403, OK, OK)
+ADMIN = (OK, 403, 403, 403, OK)
+ADMIN_ONE = (404, 403, 403, 403, OK)
+PUBLIC = "public"
+
+TABLE: dict[tuple[str, str], Any] = {
+    ("GET", "/health"): PUBLIC,
+    # runs
+    ("POST", "/runs"): ANY,
+    ("POST", "/run"): ANY,
+    ("GET", "/runs"): ANY,  # without workflows.runs.read: the caller's own runs
+    ("GET", "/runs/{run_id}"): OWNED_READ,
+    ("GET", "/runs/{run_id}/events"): OWNED_READ,
+    ("GET", "/runs/{run_id}/definition"): OWNED_READ,
+    ("GET", "/runs/{run_id}/artifacts"): OWNED_READ,
+    ("GET", "/runs/{run_id}/artifacts/{artifact_id}"): OWNED_READ,
+    ("POST", "/runs/{run_id}/steps/{step_id}/{decision}"): CONTROL,
+    ("POST", "/runs/{run_id}/{action}"): CONTROL,
+    ("GET", "/step-types"): TENANT_READ,
+    # webhooks (operators)
+    ("GET", "/webhooks/dlq"): TENANT_CONTROL,
+    ("GET", "/webhooks/dlq/{row_id}"): CONTROL,
+    ("POST", "/webhooks/dlq/{row_id}/replay"): CONTROL,
+    ("GET", "/runs/{run_id}/deliveries"): CONTROL,
+    # the tenant's corpus
+    ("POST", "/corpus/documents"): TENANT_CONTROL,
+    ("GET", "/corpus/documents"): TENANT_READ,
+    ("GET", "/corpus/documents/{doc_id}"): TENANT_READ_ONE,
+    ("DELETE", "/corpus/documents/{doc_id}"): CONTROL,
+    # schedules
+    ("POST", "/schedules"): CONTROL,  # another tenant's admin cannot name t1's workflow
+    ("GET", "/schedules"): TENANT_READ,
+    ("GET", "/schedules/{schedule_id}"): TENANT_READ_ONE,
+    ("PATCH", "/schedules/{schedule_id}"): CONTROL,
+    ("DELETE", "/schedules/{schedule_id}"): CONTROL,
+    # API keys
+    ("POST", "/api-keys"): ADMIN,
+    ("GET", "/api-keys"): ADMIN,
+    ("GET", "/api-keys/{key_id}"): ADMIN_ONE,
+    ("DELETE", "/api-keys/{key_id}"): ADMIN_ONE,
+    # definitions
+    ("POST", ""): ANY,
+    ("GET", ""): ANY,  # without workflows.runs.read: the caller's own workflows
+    ("POST", "/validate"): ANY,
+    ("GET", "/{workflow_id:uuid}"): OWNED_READ,
+    ("DELETE", "/{workflow_id:uuid}"): OWNED_CHANGE,
+    ("POST", "/{workflow_id:uuid}/versions"): OWNED_CHANGE,
+    ("GET", "/{workflow_id:uuid}/versions"): OWNED_READ,
+    ("POST", "/{workflow_id:uuid}/runs"): OWNED_READ,
+    ("POST", "/{workflow_id:uuid}/run"): OWNED_READ,
+}
+
+
+def app_routes() -> set[tuple[str, str]]:
+    routes: set[tuple[str, str]] = set()
+    for context in iter_route_contexts(create_app().routes):
+        if not isinstance(context.original_route, APIRoute):
+            continue
+        path = str(context.path).removeprefix(P)
+        for method in context.methods or ():
+            if method != "HEAD":
+                routes.add((method, path))
+    return routes
+
+
+def test_every_route_has_a_row() -> None:
+    routes = app_routes()
+    assert routes - TABLE.keys() == set(), "routes without a row in the auth table"
+    assert TABLE.keys() - routes == set(), "rows for routes that no longer exist"
+
+
+# ---- the world each request runs against ----------------------------------------------
+
+
+@dataclass
+class World:
+    run_id: str
+    workflow_id: str
+    name: str
+    artifact_id: str
+    row_id: str
+    doc_id: str
+    schedule_id: str
+    key_id: str
+
+
+class Stack:
+    def __init__(self, c: Container, client: TestClient) -> None:
+        self.c = c
+        self.client = client
+        self.keys: dict[str, str] = {}
+        self.keys["owner"] = self._key("t1", "owen", [])
+        self.keys["viewer"] = self._key("t1", "vera", ["viewer"])
+        self.keys["operator"] = self._key("t1", "otto", ["operator"])
+        self.keys["admin"] = self._key("t1", "ada", ["admin"])
+        self.keys["other"] = self._key("t2", "zed", ["admin"])
+        self.keys["bad"] = "wfk_not-a-key-anyone-was-given"
+        self.count = 0
+
+    def _key(self, tenant: str, user: str, roles: list[str]) -> str:
+        key, _ = self.c.api_keys.create(tenant, user, roles)
+        return key
+
+    def call(self, who: str, method: str, path: str, body: Any = None) -> Any:
+        headers = {} if who == "none" else {"X-API-KEY": self.keys[who]}
+        return self.client.request(method, P + path, json=body, headers=headers)
+
+    def world(self) -> World:
+        """Fresh objects of t1's `owen` (and the tenant), so every caller meets the same state."""
+        self.count += 1
+        name = f"wf-{self.count}"
+        definition = {
+            "name": name,
+            "steps": [
+                {"id": "a1", "type": "approval", "config": {"assignees": ["alice"]}},
+                {"id": "s2", "type": "log", "config": {"message": "done"}},
+            ],
+        }
+        created = self.call("owner", "POST", "", definition)
+        assert created.status_code == 201, created.text
+        workflow_id = created.json()["workflow_id"]
+        submitted = self.call("owner", "POST", f"/{workflow_id}/runs", {"inputs": {}})
+        assert submitted.status_code == 202, submitted.text
+        run_id = submitted.json()["run_id"]
+        meta = self.c.artifacts.save(
+            "t1", run_id, step_id="a1", name="a.txt", content=b"hello", mime_type="text/plain"
+        )
+        row = DlqRow.new(
+            tenant_id="t1", run_id=run_id, url="http://127.0.0.1:9/hook", body_json="{}", now=self.c.clock()
+        )
+        self.c.dlq.add(row)
+        doc_id = f"doc-{self.count}"
+        self.c.corpus.add("t1", "hello world", {}, doc_id=doc_id)
+        schedule = self.call(
+            "admin", "POST", "/schedules", {"workflow_id": workflow_id, "expression": "rate(5 minutes)"}
+        )
+        assert schedule.status_code == 201, schedule.text
+        _, key = self.c.api_keys.create("t1", f"temp-{self.count}", ["viewer"])
+        return World(
+            run_id=run_id,
+            workflow_id=workflow_id,
+            name=name,
+            artifact_id=meta.artifact_id,
+            row_id=row.id,
+            doc_id=doc_id,
+            schedule_id=schedule.json()["schedule_id"],
+            key_id=key.key_id,
+        )
+
+
+def concrete(path: str, w: World) -> str:
+    values = {
+        "{run_id}": w.run_id,
+        "{workflow_id:uuid}": w.workflow_id,
+        "{step_id}": "a1",
+        "{decision}": "approve",
+        "{action}": "cancel",
+        "{artifact_id}": w.artifact_id,
+        "{row_id}": w.row_id,
+        "{doc_id}": w.doc_id,
+        "{schedule_id}": w.schedule_id,
+        "{key_id}": w.key_id,
+    }
+    for name, value in values.items():
+        path = path.replace(name, value)
+    assert "{" not in path, f"no value for a parameter of {path}"
+    return path
+
+
+BODIES: dict[tuple[str, str], Callable[[World], Any]] = {
+    ("POST", "/runs"): lambda w: {"definition": log_definition("hi"), "inputs": {}},
+    ("POST", "/run"): lambda w: {"definition": log_definition("hi"), "inputs": {}},
+    ("POST", ""): lambda w: log_definition("hi", name=f"{w.name}-new"),
+    ("POST", "/validate"): lambda w: log_definition("hi"),
+    ("POST", "/{workflow_id:uuid}/versions"): lambda w: log_definition("v2", name=w.name),
+    ("POST", "/{workflow_id:uuid}/runs"): lambda w: {"inputs": {}},
+    ("POST", "/{workflow_id:uuid}/run"): lambda w: {"inputs": {}},
+    ("POST", "/corpus/documents"): lambda w: {"content": "more"},
+    ("POST", "/schedules"): lambda w: {"workflow_id": w.workflow_id, "expression": "rate(1 hour)"},
+    ("PATCH", "/schedules/{schedule_id}"): lambda w: {"enabled": False},
+    ("POST", "/api-keys"): lambda w: {"user_id": "newbie", "roles": ["viewer"]},
+}
+
+
+@pytest.fixture
+def stack(aws_env: dict[str, str]) -> Iterator[Stack]:
+    from datetime import UTC, datetime
+
+    scheduling = ensure_scheduling(
+        boto3.client("scheduler"),
+        boto3.client("iam"),
+        boto3.client("sqs"),
+        stack="workflows-test",
+        queue_url=aws_env["WORKFLOWS_DISPATCH_QUEUE_URL"],
+    )
+    # Near the real time: EventBridge Scheduler refuses start dates in the past.
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    c = build_container(
+        settings_from({**aws_env, **scheduling}, auth_mode="multi_user"),
+        clock=clock,
+        dynamodb=AtomicRequests(boto3.client("dynamodb")),
+        sqs=boto3.client("sqs"),
+        s3=boto3.client("s3"),
+        scheduler=boto3.client("scheduler"),
+    )
+    app = create_app()
+    app.dependency_overrides[deps.container] = lambda: c
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Stack(c, client)
+
+
+def expected(row: Any, who: str) -> Any:
+    if row == PUBLIC:
+        return OK
+    if who in ("none", "bad"):
+        return 401
+    return row[CALLERS.index(who) - 2]
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(TABLE), ids=lambda v: v or "(root)")
+def test_route_answers_each_caller_as_the_table_says(stack: Stack, method: str, path: str) -> None:
+    got: dict[str, Any] = {}
+    want: dict[str, Any] = {}
+    for who in CALLERS:
+        w = stack.world()
+        body = BODIES[(method, path)](w) if (method, path) in BODIES else None
+        response = stack.call(who, method, concrete(path, w), body)
+        status = response.status_code
+        assert status < 500, f"{who}: {response.text}"
+        got[who] = status if status in (401, 403, 404) else OK
+        want[who] = expected(TABLE[(method, path)], who)
+        if status == 401:
+            assert response.headers.get("WWW-Authenticate"), "401 without WWW-Authenticate"
+    assert got == want
