@@ -132,6 +132,7 @@ def test_rate_five_minutes_fires_every_five_minutes(
     assert {r["status"] for r in runs} == {"succeeded"}
     for run in runs:
         assert container.runs.get("default", run["run_id"]).owner_id == f"schedule:{schedule['schedule_id']}"
+        assert client.get(f"{BASE}/runs/{run['run_id']}").json()["schedule_id"] == schedule["schedule_id"]
     view = client.get(f"{BASE}/schedules/{schedule['schedule_id']}").json()
     assert view["last_fire"]["result"] == "started"
     assert view["last_fire"]["scheduled_time"] == stamp(start + timedelta(minutes=15))

@@ -49,6 +49,8 @@ class RunView(BaseModel):
     run_id: str
     tenant_id: str
     workflow_id: str | None
+    owner_id: str
+    schedule_id: str | None
     definition_name: str
     definition_version: int
     status: str
@@ -71,6 +73,8 @@ class RunView(BaseModel):
             run_id=run.run_id,
             tenant_id=run.tenant_id,
             workflow_id=run.workflow_id,
+            owner_id=run.owner_id,
+            schedule_id=run.schedule_id,
             definition_name=run.definition_name,
             definition_version=run.definition_version,
             status=run.status.value,

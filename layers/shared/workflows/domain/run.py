@@ -20,6 +20,7 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+SCHEDULE_OWNER_PREFIX = "schedule:"
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 # The only transitions a run may make. `retry` is the one way out of `failed`.
@@ -132,6 +133,15 @@ class Run(BaseModel):
     ended_at: str | None = None
     version: int = 1
     last_event_seq: int = 0
+
+    @property
+    def schedule_id(self) -> str | None:
+        """The schedule that started this run: scheduled runs are owned by `schedule:<id>`."""
+        return (
+            self.owner_id.removeprefix(SCHEDULE_OWNER_PREFIX)
+            if self.owner_id.startswith(SCHEDULE_OWNER_PREFIX)
+            else None
+        )
 
     @property
     def is_terminal(self) -> bool:

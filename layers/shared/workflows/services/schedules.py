@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from workflows.clock import iso
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
-from workflows.domain.run import Run
+from workflows.domain.run import SCHEDULE_OWNER_PREFIX, Run
 from workflows.domain.schedules import (
     ExpressionError,
     ScheduleExpression,
@@ -57,7 +57,7 @@ def schedule_principal(tenant_id: str, schedule_id: str) -> Principal:
     # It runs what a caller allowed to schedule the workflow set up, so it may read the workflow.
     return Principal(
         tenant_id=tenant_id,
-        user_id=f"schedule:{schedule_id}",
+        user_id=f"{SCHEDULE_OWNER_PREFIX}{schedule_id}",
         permissions=frozenset({RUNS_READ, RUNS_CONTROL}),
     )
 
