@@ -64,10 +64,15 @@ class Receiver:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def url(self, path: str = "/hook") -> str:
-        host, port = self.server.server_address[:2]
-        assert host == "127.0.0.1"
-        return f"http://127.0.0.1:{port}{path}"
+    @property
+    def port(self) -> int:
+        bound, port = self.server.server_address[:2]
+        assert bound == "127.0.0.1"  # the server only ever listens on loopback
+        return int(port)
+
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        """`host` names the server in the URL (a resolver in the test maps it to loopback)."""
+        return f"http://{host}:{self.port}{path}"
 
     def reply(self, *replies: Reply) -> None:
         self.replies.extend(replies)

@@ -7,17 +7,14 @@ loopback, so a policy bug fails the test instead of sending a packet off the mac
 from __future__ import annotations
 
 import ipaddress
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpcore
 import pytest
 
+from tests.receivers import Receiver, Reply
 from workflows.webhooks.delivery import HttpDeliverer
 from workflows.webhooks.egress import EgressPolicy, EgressResolutionFailed, system_resolver, tcp_connector
 from workflows.webhooks.signing import verify
@@ -25,64 +22,6 @@ from workflows.webhooks.signing import verify
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 BODY = b'{"event":"run_completed"}'
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 answering POSTs with scripted replies (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.replies: list[Reply] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    receiver.requests.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
-                    reply = receiver.replies.pop(0) if receiver.replies else Reply()
-                time.sleep(reply.delay)
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class LoopbackOnlyConnector:
@@ -96,13 +35,6 @@ class LoopbackOnlyConnector:
         if not ipaddress.ip_address(address).is_loopback:
             raise AssertionError(f"a test tried to connect to {address}")
         return tcp_connector(address, port, timeout)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
