@@ -75,9 +75,10 @@ def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str
     import boto3
     from moto import mock_aws
 
-    from devstack import provision
+    from devstack import moto_patches, provision
     from workflows import bootstrap, settings
 
+    moto_patches.install()
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     with mock_aws():
         env = provision.create_directly(

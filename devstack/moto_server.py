@@ -14,6 +14,8 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devstack import moto_patches
+
 
 class _AtomicDynamoDB:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -34,6 +36,7 @@ class _QuietHandler(MotoRequestHandler):
 
 class MotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        moto_patches.install()
         app = _AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
         self._server: BaseWSGIServer = make_server(
             host, port, app, threaded=True, request_handler=_QuietHandler

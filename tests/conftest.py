@@ -30,7 +30,7 @@ import pytest
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
-from devstack import provision
+from devstack import moto_patches, provision
 from tests.receivers import Receiver
 from workflows import bootstrap
 from workflows.api import deps
@@ -58,6 +58,7 @@ class FakeClock:
 @pytest.fixture(scope="session")
 def stateful_template() -> dict[str, Any]:
     """template.yaml's tables, queues and bucket, translated once per session."""
+    moto_patches.install()
     return provision.stateful_part(provision.translate())
 
 

@@ -1,0 +1,87 @@
+"""Make moto's TransactWriteItems cost what the transaction touches, not what the table holds.
+
+moto 5 backs up every table a transaction names with `copy.deepcopy(table)` (once per item in
+the transaction) so it can roll back on a cancelled transaction. Each transaction then costs
+time proportional to everything ever written, and the local stack slows to a crawl as runs
+accumulate. This keeps moto's own transaction logic and replaces only the backup: the items the
+transaction addresses are copied before it runs and put back (or deleted) if it raises.
+
+Only sound where DynamoDB requests do not interleave: the local stack serialises them
+(devstack.moto_server) and the tests wrap their client the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from collections.abc import Callable
+from typing import Any
+
+from moto.dynamodb import models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
+
+_ORIGINAL: Callable[[DynamoDBBackend, list[dict[str, Any]]], None] = DynamoDBBackend.transact_write_items
+
+
+def _deepcopy_except_tables(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    # The whole-table backup is the only deepcopy of a Table in that module.
+    if isinstance(value, Table):
+        return value
+    return copy.deepcopy(value, memo)
+
+
+def _key_of(backend: DynamoDBBackend, op_type: str, op: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    table_name = op.get("TableName")
+    if not table_name or table_name not in backend.tables:
+        return None
+    if op_type != "Put":
+        key = op.get("Key")
+        return (table_name, key) if isinstance(key, dict) else None
+    table = backend.tables[table_name]
+    attrs = op.get("Item") or {}
+    key = {table.hash_key_attr: attrs.get(table.hash_key_attr)}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = attrs.get(table.range_key_attr)
+    if any(value is None for value in key.values()):
+        return None
+    return table_name, key
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    undo: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+    for entry in transact_items:
+        if len(entry) != 1:
+            continue  # moto rejects it before writing anything
+        op_type, op = next(iter(entry.items()))
+        if op_type == "ConditionCheck":
+            continue
+        addressed = _key_of(self, op_type, op)
+        if addressed is None:
+            continue
+        table_name, key = addressed
+        try:
+            current = self.get_item(table_name, key)
+        except Exception:  # noqa: BLE001, S112 - a malformed key: moto's own validation reports it
+            continue
+        undo.append((table_name, key, copy.deepcopy(current.to_json()["Attributes"]) if current else None))
+    try:
+        _ORIGINAL(self, transact_items)
+    except Exception:
+        for table_name, key, before in reversed(undo):
+            if before is None:
+                if self.get_item(table_name, key) is not None:
+                    self.delete_item(table_name, key)
+            else:
+                self.put_item(table_name, before)
+        raise
+
+
+def install() -> None:
+    """Idempotent: patch moto's DynamoDB backend in this process."""
+    if DynamoDBBackend.transact_write_items is _transact_write_items:
+        return
+    shim = types.SimpleNamespace(**{name: getattr(copy, name) for name in ("copy", "deepcopy")})
+    shim.deepcopy = _deepcopy_except_tables
+    dynamodb_models.copy = shim  # type: ignore[assignment,attr-defined]
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]

@@ -1,0 +1,124 @@
+"""The emulator patch keeps TransactWriteItems all-or-nothing while copying only what it touches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from devstack import moto_patches
+
+
+def _table(client: Any, name: str) -> None:
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "g", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-g",
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def _key(pk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": "x"}}
+
+
+@pytest.fixture
+def ddb() -> Any:
+    moto_patches.install()
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        _table(client, "a")
+        _table(client, "b")
+        yield client
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(ddb: Any) -> None:
+    ddb.put_item(TableName="a", Item={**_key("kept"), "v": {"N": "1"}, "g": {"S": "old"}})
+    ddb.put_item(TableName="b", Item={**_key("guard"), "v": {"N": "1"}})
+    with pytest.raises(ClientError) as caught:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": "a", "Item": {**_key("kept"), "v": {"N": "2"}, "g": {"S": "new"}}}},
+                {"Put": {"TableName": "a", "Item": {**_key("fresh"), "v": {"N": "1"}}}},
+                {"Delete": {"TableName": "b", "Key": _key("guard-2")}},
+                {
+                    "Update": {
+                        "TableName": "b",
+                        "Key": _key("guard"),
+                        "UpdateExpression": "SET v = :two",
+                        "ConditionExpression": "v = :zero",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}, ":zero": {"N": "0"}},
+                    }
+                },
+            ]
+        )
+    assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
+    kept = ddb.get_item(TableName="a", Key=_key("kept"))["Item"]
+    assert kept["v"] == {"N": "1"}
+    assert kept["g"] == {"S": "old"}
+    assert "Item" not in ddb.get_item(TableName="a", Key=_key("fresh"))
+    assert ddb.get_item(TableName="b", Key=_key("guard"))["Item"]["v"] == {"N": "1"}
+    by_g = ddb.query(
+        TableName="a",
+        IndexName="by-g",
+        KeyConditionExpression="g = :g",
+        ExpressionAttributeValues={":g": {"S": "new"}},
+    )
+    assert by_g["Items"] == []
+
+
+def test_a_committed_transaction_applies_every_item(ddb: Any) -> None:
+    ddb.put_item(TableName="b", Item={**_key("gone"), "v": {"N": "1"}})
+    ddb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": "a", "Item": {**_key("one"), "v": {"N": "1"}}}},
+            {"Delete": {"TableName": "b", "Key": _key("gone")}},
+            {
+                "ConditionCheck": {
+                    "TableName": "a",
+                    "Key": _key("absent"),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+    )
+    assert ddb.get_item(TableName="a", Key=_key("one"))["Item"]["v"] == {"N": "1"}
+    assert "Item" not in ddb.get_item(TableName="b", Key=_key("gone"))
+
+
+def test_the_table_is_not_copied(ddb: Any) -> None:
+    """A transaction against a table costs the same whatever else the table holds."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    backend = dynamodb_backends["123456789012"]["us-east-1"]
+    table_before = backend.tables["a"]
+    ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "a", "Item": {**_key("one")}}}])
+    with pytest.raises(ClientError):
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": "a", "Item": {**_key("two")}}},
+                {
+                    "Put": {
+                        "TableName": "a",
+                        "Item": {**_key("one")},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+    assert backend.tables["a"] is table_before
+    assert "Item" not in ddb.get_item(TableName="a", Key=_key("two"))
