@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -148,11 +148,22 @@ class Meter:
         names = [k["AttributeName"] for k in self._tables[table]["KeySchema"]]
         return table, tuple(str(item.get(n)) for n in names)
 
-    def _indexes(self, table: str) -> list[list[str]]:
-        return [
-            [k["AttributeName"] for k in index["KeySchema"]]
-            for index in self._tables[table].get("GlobalSecondaryIndexes") or []
-        ]
+    def _indexes(self, table: str) -> list[tuple[list[str], Callable[[Mapping[str, Any]], dict[str, Any]]]]:
+        """Each global secondary index: its key names, and what it stores of an item (the
+        table's and the index's keys plus the projected attributes)."""
+        table_keys = [k["AttributeName"] for k in self._tables[table]["KeySchema"]]
+        out = []
+        for index in self._tables[table].get("GlobalSecondaryIndexes") or []:
+            names = [k["AttributeName"] for k in index["KeySchema"]]
+            projection = index.get("Projection") or {}
+            kind = projection.get("ProjectionType", "ALL")
+            keep = set(table_keys) | set(names) | set(projection.get("NonKeyAttributes") or [])
+
+            def project(item: Mapping[str, Any], kind: str = kind, keep: set[str] = keep) -> dict[str, Any]:
+                return dict(item) if kind == "ALL" else {k: v for k, v in item.items() if k in keep}
+
+            out.append((names, project))
+        return out
 
     def _write(
         self,
@@ -169,17 +180,21 @@ class Meter:
         self.counts["dynamodb.wru"] += factor * write_units(max(old, new))
         if not ok:
             return
-        for names in self._indexes(table):
+        for names, project in self._indexes(table):
             had = old_item is not None and all(n in old_item for n in names)
             has = new_item is not None and all(n in new_item for n in names)
+            before = project(old_item) if had else None  # type: ignore[arg-type]
+            after = project(new_item) if has else None  # type: ignore[arg-type]
             same_key = had and has and all(old_item[n] == new_item[n] for n in names)  # type: ignore[index]
             if same_key:
-                self.counts["dynamodb.wru_index"] += write_units(new)
+                # An index is written only when what it stores of the item changes.
+                if before != after:
+                    self.counts["dynamodb.wru_index"] += write_units(item_size(after))
             else:
                 if had:
-                    self.counts["dynamodb.wru_index"] += write_units(old)
+                    self.counts["dynamodb.wru_index"] += write_units(item_size(before))
                 if has:
-                    self.counts["dynamodb.wru_index"] += write_units(new)
+                    self.counts["dynamodb.wru_index"] += write_units(item_size(after))
         if new_item is None:
             self._sizes.pop(key, None)
         else:

@@ -17,24 +17,31 @@ SIZES = (100, 1_000, 10_000)
 PAGE = 100
 
 
-def _seed(raw: Any, table: str, pk: str, count: int) -> None:
-    items = [
-        {
-            "pk": {"S": pk},
-            "event_seq": {"N": str(seq)},
-            "event_type": {"S": "step_completed"},
-            "payload": {
-                "S": json.dumps({"output": {"message": f"step {seq} for Ada", "level": "info"}, "attempt": 1})
-            },
-            "step_id": {"S": f"s{seq}"},
-            "created_at": {"S": "2026-11-25T12:00:00.000000Z"},
-            "expires_at": {"N": "1800000000"},
-        }
+def _seed(raw: Any, table: str, runs_table: str, pk: str, count: int) -> None:
+    """`count` events, two per commit item (a step's step_started + step_completed)."""
+    from workflows.domain.run import RunEvent
+    from workflows.storage.runs import events_item
+
+    events = [
+        RunEvent(
+            event_seq=seq,
+            event_type="step_started" if seq % 2 else "step_completed",
+            payload={"output": {"message": f"step {seq} for Ada", "level": "info"}, "attempt": 1},
+            step_id=f"s{(seq + 1) // 2}",
+            created_at="2026-11-25T12:00:00.000000Z",
+        )
         for seq in range(1, count + 1)
     ]
+    items = [events_item(pk, events[i : i + 2], expires_at=1_800_000_000) for i in range(0, count, 2)]
     for start in range(0, len(items), 25):
         batch = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
         raw.batch_write_item(RequestItems={table: batch})
+    raw.update_item(
+        TableName=runs_table,
+        Key={"pk": {"S": pk}, "sk": {"S": "RUN"}},
+        UpdateExpression="SET last_event_seq = :n",
+        ExpressionAttributeValues={":n": {"N": str(count)}},
+    )
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -61,7 +68,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             with meter.paused():
                 for size in SIZES:
                     run = RunService(container).submit(principal, definition, {})
-                    _seed(raw, env["WORKFLOWS_RUN_EVENTS_TABLE"], f"default#{run.run_id}", size)
+                    _seed(
+                        raw,
+                        env["WORKFLOWS_RUN_EVENTS_TABLE"],
+                        env["WORKFLOWS_RUNS_TABLE"],
+                        f"default#{run.run_id}",
+                        size,
+                    )
                     runs[size] = run.run_id
             for size, run_id in runs.items():
                 figures = {}

@@ -115,9 +115,10 @@ def test_another_tenants_run_is_not_found(container: Container) -> None:
 def test_events_page_reads_only_the_page(container: Container) -> None:
     # DynamoDB work is proportional to the page: the Query's Limit bounds the items read.
     run = _new_run(container)
-    container.runs.append_events(
-        run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY) for _ in range(60)]
-    )
+    for _ in range(60):
+        container.runs.append_events(
+            run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)]
+        )
     calls: list[dict[str, object]] = []
     original = container.dynamodb.query
 
@@ -130,3 +131,29 @@ def test_events_page_reads_only_the_page(container: Container) -> None:
     page = container.runs.list_events(run.tenant_id, run.run_id, since=40, limit=10)
     assert [e.event_seq for e in page.events] == list(range(41, 51))
     assert calls == [{"limit": 10, "scanned": 10}]
+
+
+def test_a_commit_longer_than_a_page_is_paged_through_without_a_gap(container: Container) -> None:
+    # Given one commit of 60 events, stored as one item
+    run = _new_run(container)
+    container.runs.append_events(
+        run.tenant_id,
+        run.run_id,
+        [NewEvent(event_type=EventType.WEBHOOK_DELIVERY, payload={"n": n}) for n in range(60)],
+    )
+    # and a later commit, so the long one is read from the events table, not the run item
+    container.runs.append_events(run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)])
+    # When it is paged 7 at a time from the middle of the commit
+    seen: list[int] = []
+    since = 40
+    while True:
+        page = container.runs.list_events(run.tenant_id, run.run_id, since=since, limit=7)
+        assert page.next_since > since or not page.has_more  # every page makes progress
+        seen += [e.event_seq for e in page.events]
+        since = page.next_since
+        if not page.has_more:
+            break
+    # Then every event once, in order
+    assert seen == list(range(41, 62))
+    tail = container.runs.list_events(run.tenant_id, run.run_id, since=58).events
+    assert [e.payload.get("n") for e in tail] == [58, 59, None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from workflows.errors import InvalidState
 
@@ -133,6 +133,16 @@ class Run(BaseModel):
     ended_at: str | None = None
     version: int = 1
     last_event_seq: int = 0
+    # The events the run's latest commit appended (set by the repository; not a stored field).
+    _latest_events: list[RunEvent] = PrivateAttr(default_factory=list)
+
+    @property
+    def latest_events(self) -> list[RunEvent]:
+        return self._latest_events
+
+    @latest_events.setter
+    def latest_events(self, events: list[RunEvent]) -> None:
+        self._latest_events = events
 
     @property
     def schedule_id(self) -> str | None:

@@ -4,22 +4,34 @@ Keys (see docs/storage.md):
 - runs table        pk = "<tenant_id>#<run_id>", sk = "RUN" | "DEFINITION"
                     gsi1 (tenant listing)   gsi1pk = "<tenant_id>", gsi1sk = "<created_at>#<run_id>"
                     gsi2 (by workflow)      gsi2pk = "<tenant_id>#<workflow_id>", gsi2sk = gsi1sk
-- run events table  pk = "<tenant_id>#<run_id>", event_seq = 1, 2, 3 ...
+                    Both indexes project only the keys, `status` and `owner_id`: a commit that
+                    changes neither writes nothing to them.
+- run events table  pk = "<tenant_id>#<run_id>", event_seq = the LAST sequence number of one
+                    commit; the item holds all of that commit's events (first_seq..event_seq).
 
 The tenant is part of every key, so a read with another tenant's id finds nothing.
 
-Event numbering: the run item carries `last_event_seq`. Every write that adds events is one
-transaction that moves `last_event_seq` from the value it read to that value + n (a condition)
-and puts the n event items (each `attribute_not_exists`). Two writers that read the same value
-cannot both succeed, so sequence numbers have no gaps and no duplicates. A state change also
-bumps `version`; a writer that finds only `last_event_seq` moved (someone appended events) reads
-again and retries, while a writer that finds `version` moved has lost the race (StaleWrite).
+A commit is ONE conditional PutItem of the run item (no transaction, which DynamoDB bills
+twice). The run item carries `last_event_seq` and, in `pending_events`, the events this commit
+appended. The condition moves `last_event_seq` from the value the writer read (and `version`, for
+a state change), so two writers that read the same run cannot both commit: sequence numbers have
+no gaps and no duplicates. A writer that finds only `last_event_seq` moved (someone appended
+events) reads again and retries; one that finds `version` moved has lost the race (StaleWrite).
+
+After the commit, the commit's events are copied to the events table as one item (an idempotent
+conditional put). The run item is the record of truth until then: the next writer makes sure the
+previous commit's events are in the events table before it overwrites `pending_events`, and a
+reader of the events merges the run item's `pending_events` after the stored ones, so a reader
+sees every committed event at once and in order, even when the process crashed between the two
+writes.
 """
 
 from __future__ import annotations
 
 import random
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,14 +44,26 @@ from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import NewEvent, Run, RunEvent, RunStatus
 from workflows.errors import NotFound, StaleWrite
-from workflows.storage.dynamo import cancellation_reasons, dumps, from_item, loads, to_item
+from workflows.observability import logger
+from workflows.storage.dynamo import dumps, from_item, loads, to_item
 from workflows.storage.paging import Position, check_position, invalid_cursor, query_page
 
 RUN_SK = "RUN"
 DEFINITION_SK = "DEFINITION"
-# Fields stored as JSON strings.
+# Fields stored as JSON strings (absent when None).
 _JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output", "approval")
+# The run item is rewritten by every commit and billed per started KB: the two fields that grow
+# with the run (every step's output, the latest commit's events) are zlib-compressed binary
+# past this many bytes, which keeps a 10-step run's item under 1 KB.
+_PACKED_FIELDS = ("step_outputs", "pending_events")
+_PACK_ABOVE = 200
 _MAX_APPEND_TRIES = 60
+# Commits this process has seen stored in the events table (pk, last event_seq): a writer that
+# committed and copied its events does not check them again before its next commit.
+_FLUSHED_MEMORY = 4096
+_BATCH_GET_MAX = 100
+# How far past a page's last event a stored commit may end and still complete the page.
+_COMMIT_MARGIN = 3
 
 
 def run_pk(tenant_id: str, run_id: str) -> str:
@@ -61,16 +85,17 @@ class RunRepository:
         self._events = events_table
         self._clock = clock
         self._retention = timedelta(days=retention_days)
+        self._flushed: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     # ---- item conversion -------------------------------------------------------------
 
     def _expires_at(self) -> int:
         return int((self._clock() + self._retention).timestamp())
 
-    def _run_item(self, run: Run) -> dict[str, Any]:
+    def _run_item(self, run: Run, pending: Sequence[RunEvent] = ()) -> dict[str, Any]:
         values = run.model_dump(mode="json")
         for field in _JSON_FIELDS:
-            values[field] = dumps(values[field])
+            values[field] = None if values[field] is None else dumps(values[field])
         sort_key = f"{run.created_at}#{run.run_id}"
         values.update(
             pk=run_pk(run.tenant_id, run.run_id),
@@ -79,33 +104,40 @@ class RunRepository:
             gsi1sk=sort_key,
             gsi2pk=f"{run.tenant_id}#{run.workflow_id}" if run.workflow_id else None,
             gsi2sk=sort_key if run.workflow_id else None,
+            pending_events=_dump_events(pending) if pending else None,
             expires_at=self._expires_at(),
         )
-        return to_item(values)
+        item = to_item(values)
+        for field in _PACKED_FIELDS:
+            if field in item and len(item[field]["S"]) > _PACK_ABOVE:
+                item[field] = {"B": zlib.compress(item[field]["S"].encode(), 6)}
+        return item
 
     @staticmethod
     def _run_from(item: Mapping[str, Any]) -> Run:
+        item = {
+            name: {"S": zlib.decompress(value["B"]).decode()} if "B" in value else value
+            for name, value in item.items()
+        }
         values = from_item(item)
         for field in _JSON_FIELDS:
             values[field] = loads(values.get(field))
         values["step_outputs"] = values["step_outputs"] or {}
         values["inputs"] = values["inputs"] or {}
-        return Run.model_validate(values)
+        pending = _load_events(values.pop("pending_events", None))
+        run = Run.model_validate(values)
+        run.latest_events = pending
+        return run
 
-    def _event_items(self, run: Run, first_seq: int, events: Sequence[NewEvent]) -> list[dict[str, Any]]:
+    def _numbered(self, first_seq: int, events: Sequence[NewEvent]) -> list[RunEvent]:
         now = iso(self._clock())
-        expires = self._expires_at()
         return [
-            to_item(
-                {
-                    "pk": run_pk(run.tenant_id, run.run_id),
-                    "event_seq": first_seq + offset,
-                    "event_type": event.event_type.value,
-                    "payload": dumps(event.payload),
-                    "step_id": event.step_id,
-                    "created_at": now,
-                    "expires_at": expires,
-                }
+            RunEvent(
+                event_seq=first_seq + offset,
+                event_type=event.event_type.value,
+                payload=event.payload,
+                step_id=event.step_id,
+                created_at=now,
             )
             for offset, event in enumerate(events)
         ]
@@ -113,7 +145,12 @@ class RunRepository:
     # ---- writes --------------------------------------------------------------------
 
     def create(self, run: Run, definition: WorkflowDefinition) -> None:
-        """Store a new run and its definition snapshot together, or neither."""
+        """Store a new run's definition snapshot, then the run item.
+
+        Two single-item puts rather than a (twice-billed) transaction: the run item is what
+        makes the run exist, and it is written last, so a crash in between leaves only an
+        unreachable snapshot that expires with the retention period.
+        """
         key = run_pk(run.tenant_id, run.run_id)
         snapshot = to_item(
             {
@@ -124,23 +161,13 @@ class RunRepository:
             }
         )
         with aws_errors():
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._runs,
-                            "Item": self._run_item(run),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._runs,
-                            "Item": snapshot,
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                ]
+            self._client.put_item(
+                TableName=self._runs, Item=snapshot, ConditionExpression="attribute_not_exists(pk)"
+            )
+            self._client.put_item(
+                TableName=self._runs,
+                Item=self._run_item(run),
+                ConditionExpression="attribute_not_exists(pk)",
             )
 
     def transition(self, run: Run, changes: Mapping[str, Any], events: Sequence[NewEvent]) -> Run:
@@ -187,61 +214,81 @@ class RunRepository:
     def _write(
         self, current: Run, updated: Run, events: Sequence[NewEvent], *, check_version: bool
     ) -> Run | None:
-        """One transaction; None on success, else the run item as it was when the check failed."""
+        """One conditional PutItem; None on success, else the run as it was when the check failed.
+
+        On success `updated.latest_events` holds the numbered events, copied to the events table.
+        """
+        # The previous commit's events leave the run item now: they must be stored first.
+        self._ensure_stored(current)
         condition = "last_event_seq = :seq"
         values: dict[str, Any] = {":seq": {"N": str(current.last_event_seq)}}
         if check_version:
             condition += " AND version = :version"
             values[":version"] = {"N": str(current.version)}
-        item = self._run_item(updated)
-        # Rewrite the whole item under the condition: the run item is small and a Put keeps the
-        # stored shape identical to what `_run_item` produces.
-        items: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self._runs,
-                    "Item": item,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeValues": values,
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                }
-            }
-        ]
-        first_seq = current.last_event_seq + 1
-        for event_item in self._event_items(current, first_seq, events):
-            items.append(
-                {
-                    "Put": {
-                        "TableName": self._events,
-                        "Item": event_item,
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
-            )
+        numbered = self._numbered(current.last_event_seq + 1, events)
         try:
-            if len(items) == 1:
-                put = items[0]["Put"]
-                self._client.put_item(**put)
-            else:
-                self._client.transact_write_items(TransactItems=items)
+            self._client.put_item(
+                TableName=self._runs,
+                Item=self._run_item(updated, numbered),
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
         except ClientError as exc:
-            code = error_code(exc)
-            if code == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 old_item = exc.response.get("Item")
-                return self._reread(current, old_item)
-            if code == "TransactionCanceledException":
-                reasons = cancellation_reasons(exc)
-                codes = {r.get("Code") for r in reasons}
-                if "ConditionalCheckFailed" in codes or "TransactionConflict" in codes:
-                    old_item = reasons[0].get("Item") if reasons else None
-                    return self._reread(current, old_item)
+                return self._run_from(old_item) if old_item else self.get(current.tenant_id, current.run_id)
             raise translate(exc) from exc
+        updated.latest_events = numbered
+        try:
+            self._store_events(updated)
+        except ClientError:
+            # Committed: the events are durable in the run item; the next writer (or this one's
+            # next commit) stores them, and readers merge them meanwhile.
+            logger.warning("events not copied yet", extra={"run_id": updated.run_id})
         return None
 
-    def _reread(self, current: Run, old_item: Mapping[str, Any] | None) -> Run:
-        if old_item:
-            return self._run_from(old_item)
-        return self.get(current.tenant_id, current.run_id)
+    def _ensure_stored(self, run: Run) -> None:
+        """Make sure the events of the run's latest commit are in the events table."""
+        if not run.latest_events:
+            return
+        pk = run_pk(run.tenant_id, run.run_id)
+        last = run.latest_events[-1].event_seq
+        if (pk, last) in self._flushed:
+            return
+        with aws_errors():
+            found = self._client.get_item(
+                TableName=self._events,
+                Key={"pk": {"S": pk}, "event_seq": {"N": str(last)}},
+                ProjectionExpression="event_seq",
+                ConsistentRead=True,
+            )
+        if "Item" in found:
+            self._remember(pk, last)
+            return
+        with aws_errors():
+            self._store_events(run)
+
+    def _store_events(self, run: Run) -> None:
+        """Copy the run's latest commit to the events table: one item, written once."""
+        if not run.latest_events:
+            return
+        pk = run_pk(run.tenant_id, run.run_id)
+        last = run.latest_events[-1].event_seq
+        item = events_item(pk, run.latest_events, expires_at=self._expires_at())
+        try:
+            self._client.put_item(
+                TableName=self._events, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        self._remember(pk, last)
+
+    def _remember(self, pk: str, last: int) -> None:
+        self._flushed[(pk, last)] = None
+        while len(self._flushed) > _FLUSHED_MEMORY:
+            self._flushed.popitem(last=False)
 
     # ---- reads ---------------------------------------------------------------------
 
@@ -279,35 +326,59 @@ class RunRepository:
         since: int = 0,
         limit: int = 100,
         types: Sequence[str] = (),
+        run: Run | None = None,
     ) -> EventPage:
         """Events with event_seq > since, ascending. Reads only the page's key range.
 
-        With a type filter, DynamoDB reads at most `limit` items and filters them, so a page may
-        hold fewer than `limit` events; `next_since` says where the next page starts either way.
+        `run` is the run as just read (read here when not given): its latest commit's events
+        complete the page when the events table does not hold them yet, and its
+        `last_event_seq` says whether there is more. At most `limit` stored commits are read;
+        with a type filter a page may hold fewer than `limit` events, and `next_since` says
+        where the next page starts either way.
         """
-        params: dict[str, Any] = {
-            "TableName": self._events,
-            "KeyConditionExpression": "pk = :pk AND event_seq > :since",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": run_pk(tenant_id, run_id)},
-                ":since": {"N": str(since)},
-            },
-            "Limit": limit,
-            "ScanIndexForward": True,
-        }
-        if types:
-            placeholders = {f":t{i}": {"S": t} for i, t in enumerate(types)}
-            params["FilterExpression"] = f"event_type IN ({', '.join(placeholders)})"
-            params["ExpressionAttributeValues"].update(placeholders)
+        if run is None:
+            run = self.get(tenant_id, run_id)
+        # Stored items are keyed by their commit's last event: the item holding since + limit
+        # has a key at most a commit's length beyond it. A commit longer than the margin that
+        # straddles the page's end needs a second, one-item Query.
+        upper = since + limit + _COMMIT_MARGIN
         with aws_errors():
-            response = self._client.query(**params)
-        events = [self._event_from(item) for item in response.get("Items", [])]
-        last_key = response.get("LastEvaluatedKey")
-        if last_key:
-            next_since = int(last_key["event_seq"]["N"])
-        else:
-            next_since = events[-1].event_seq if events else since
-        return EventPage(events=events, next_since=next_since, has_more=bool(last_key))
+            response = self._client.query(
+                TableName=self._events,
+                KeyConditionExpression="pk = :pk AND event_seq BETWEEN :first AND :upper",
+                ExpressionAttributeValues={
+                    ":pk": {"S": run_pk(tenant_id, run_id)},
+                    ":first": {"N": str(since + 1)},
+                    ":upper": {"N": str(upper)},
+                },
+                Limit=limit,
+                ScanIndexForward=True,
+            )
+        examined: list[RunEvent] = []
+        _extend(examined, since, response.get("Items", []))
+        if not response.get("LastEvaluatedKey"):
+            # The latest commit may not be copied yet: it follows the stored ones directly.
+            _extend(examined, since, [], run.latest_events)
+            seen = examined[-1].event_seq if examined else since
+            if len(examined) < limit and seen < run.last_event_seq:
+                # A commit longer than the margin straddles the page's end: read it too.
+                with aws_errors():
+                    straddling = self._client.query(
+                        TableName=self._events,
+                        KeyConditionExpression="pk = :pk AND event_seq > :upper",
+                        ExpressionAttributeValues={
+                            ":pk": {"S": run_pk(tenant_id, run_id)},
+                            ":upper": {"N": str(upper)},
+                        },
+                        Limit=1,
+                        ScanIndexForward=True,
+                    )
+                _extend(examined, since, straddling.get("Items", []))
+        examined = examined[:limit]
+        wanted = set(types)
+        events = [event for event in examined if not wanted or event.event_type in wanted]
+        next_since = examined[-1].event_seq if examined else since
+        return EventPage(events=events, next_since=next_since, has_more=next_since < run.last_event_seq)
 
     def list_runs(
         self,
@@ -322,7 +393,7 @@ class RunRepository:
         owner_id: str | None = None,
     ) -> tuple[list[Run], Position | None]:
         """A tenant's runs (`owner_id`'s only, if given), newest first: a key-range Query on
-        `by-tenant` (or `by-workflow`).
+        `by-tenant` (or `by-workflow`), then the page's run items in one BatchGetItem.
 
         created_after / created_before are exclusive bounds on created_at (RFC 3339 strings as
         `iso` writes them); a status filter is a FilterExpression, so a page may need several
@@ -373,18 +444,25 @@ class RunRepository:
         if filters:
             params["FilterExpression"] = " AND ".join(filters)
         page = query_page(self._client, params, limit=limit, key_fields=key_fields, start=start)
-        return [self._run_from(item) for item in page.items], page.next_position
+        runs = self._batch_get([item["pk"]["S"] for item in page.items])
+        return runs, page.next_position
 
-    @staticmethod
-    def _event_from(item: Mapping[str, Any]) -> RunEvent:
-        values = from_item(item)
-        return RunEvent(
-            event_seq=int(values["event_seq"]),
-            event_type=values["event_type"],
-            payload=loads(values.get("payload")) or {},
-            step_id=values.get("step_id"),
-            created_at=values["created_at"],
-        )
+    def _batch_get(self, pks: Sequence[str]) -> list[Run]:
+        """The run items for `pks`, in that order (a run deleted meanwhile is left out)."""
+        found: dict[str, Run] = {}
+        for offset in range(0, len(pks), _BATCH_GET_MAX):
+            keys = [{"pk": {"S": pk}, "sk": {"S": RUN_SK}} for pk in pks[offset : offset + _BATCH_GET_MAX]]
+            request: dict[str, Any] = {self._runs: {"Keys": keys}}
+            for attempt in range(_MAX_APPEND_TRIES):
+                with aws_errors():
+                    response = self._client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self._runs, []):
+                    found[item["pk"]["S"]] = self._run_from(item)
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+        return [found[pk] for pk in pks if pk in found]
 
 
 @dataclass(frozen=True)
@@ -394,9 +472,41 @@ class EventPage:
     has_more: bool
 
 
+def events_item(pk: str, events: Sequence[RunEvent], *, expires_at: int) -> dict[str, Any]:
+    """The events table item of one commit: keyed by its last sequence number, so a Query for
+    `event_seq > since` starts with the commit that holds `since + 1`."""
+    return to_item(
+        {
+            "pk": pk,
+            "event_seq": events[-1].event_seq,
+            "first_seq": events[0].event_seq,
+            "events": _dump_events(events),
+            "expires_at": expires_at,
+        }
+    )
+
+
+def _extend(
+    examined: list[RunEvent], since: int, items: Sequence[Mapping[str, Any]], events: Sequence[RunEvent] = ()
+) -> None:
+    """Append the events of `items` (then `events`) that continue `examined` without a gap."""
+    for event in [e for item in items for e in _load_events(item["events"]["S"])] + list(events):
+        seen = examined[-1].event_seq if examined else since
+        if event.event_seq == seen + 1:
+            examined.append(event)
+
+
+def _dump_events(events: Sequence[RunEvent]) -> str:
+    return dumps([event.model_dump(mode="json") for event in events])
+
+
+def _load_events(value: str | None) -> list[RunEvent]:
+    return [RunEvent.model_validate(event) for event in loads(value) or []]
+
+
 def _backoff() -> None:
     # Full jitter keeps contending writers from retrying in lock step.
     time.sleep(random.uniform(0, 0.02))
 
 
-__all__ = ["EventPage", "RunRepository", "RunStatus", "run_pk"]
+__all__ = ["EventPage", "RunRepository", "RunStatus", "events_item", "run_pk"]

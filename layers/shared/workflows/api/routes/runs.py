@@ -164,8 +164,8 @@ def list_run_events(
     types: Annotated[list[str] | None, Query(description="comma-separated or repeated")] = None,
 ) -> EventsPage:
     wanted = sorted({t.strip() for value in types or [] for t in value.split(",") if t.strip()})
-    readable_run(c, principal, run_id)  # 404 for a missing or another tenant's run
-    page = c.runs.list_events(principal.tenant_id, run_id, since=since, limit=limit, types=wanted)
+    run = readable_run(c, principal, run_id)  # 404 for a missing or another tenant's run
+    page = c.runs.list_events(principal.tenant_id, run_id, since=since, limit=limit, types=wanted, run=run)
     return EventsPage(run_id=run_id, events=page.events, next_since=page.next_since, has_more=page.has_more)
 
 

@@ -222,9 +222,14 @@ def list_run_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveriesPage:
     """The run's `webhook_delivery` events, oldest first (a page may be short; see next_since)."""
-    c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
+    run = c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
     page = c.runs.list_events(
-        principal.tenant_id, run_id, since=since, limit=limit, types=[EventType.WEBHOOK_DELIVERY.value]
+        principal.tenant_id,
+        run_id,
+        since=since,
+        limit=limit,
+        types=[EventType.WEBHOOK_DELIVERY.value],
+        run=run,
     )
     return DeliveriesPage(
         run_id=run_id, deliveries=page.events, next_since=page.next_since, has_more=page.has_more
