@@ -8,7 +8,8 @@
 
 Environment: WORKFLOWS_API_KEY (else one is generated), PORT (8000), MOTO_PORT (5050),
 AWS_ENDPOINT_URL (use another endpoint instead of the embedded server), LOG_LEVEL (WARNING),
-DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried).
+DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried),
+DEVSTACK_DISPATCHERS (4: concurrent dispatcher invocations).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> int:
 
     from devstack import provision
     from devstack.functions import LAYER, load_function
-    from devstack.moto_server import MotoServer
+    from devstack.moto_server import MotoServerProcess
 
     if str(LAYER) not in sys.path:
         sys.path.insert(0, str(LAYER))
@@ -55,9 +56,9 @@ def main() -> int:
     from devstack.workers import QueuePoller, Scheduler
 
     port = int(os.environ.get("PORT", "8000"))
-    moto: MotoServer | None = None
+    moto: MotoServerProcess | None = None
     if not os.environ.get("AWS_ENDPOINT_URL"):
-        moto = MotoServer("127.0.0.1", int(os.environ.get("MOTO_PORT", "5050")))
+        moto = MotoServerProcess("127.0.0.1", int(os.environ.get("MOTO_PORT", "5050")))
         moto.start()
         os.environ["AWS_ENDPOINT_URL"] = moto.url
     region = os.environ["AWS_DEFAULT_REGION"]
@@ -100,14 +101,19 @@ def main() -> int:
         print(f"devstack: worker error: {exc!r}", file=sys.stderr)
 
     dispatcher = load_function("dispatcher")
-    poller = QueuePoller(
-        boto3.client("sqs"),
-        env["WORKFLOWS_DISPATCH_QUEUE_URL"],
-        dispatcher.handler,
-        region=region,
-        on_error=report,
-    )
-    poller.start()
+    # Lambda's SQS event source polls with several concurrent invocations; so does this.
+    pollers = [
+        QueuePoller(
+            boto3.client("sqs"),
+            env["WORKFLOWS_DISPATCH_QUEUE_URL"],
+            dispatcher.handler,
+            region=region,
+            on_error=report,
+        )
+        for _ in range(max(1, int(os.environ.get("DEVSTACK_DISPATCHERS", "4"))))
+    ]
+    for poller in pollers:
+        poller.start()
     dlq_enabled = os.environ.get("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "true").lower() == "true"
     scheduler = None
     if dlq_enabled:
@@ -161,7 +167,8 @@ def main() -> int:
     try:
         uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
     finally:
-        poller.stop()
+        for poller in pollers:
+            poller.stop()
         run_schedules.stop()
         if scheduler:
             scheduler.stop()

@@ -3,10 +3,14 @@
 moto's backends take no locks: two threads inside one TransactWriteItems can interleave and
 half-apply it. Serialising DynamoDB requests (and only those: an SQS long poll must not block
 everything) restores the per-request atomicity the service relies on.
+
+The server runs in a child process of its own: the emulator and the service (API, dispatcher)
+would otherwise share one interpreter lock, and the local stack would use one core of the two.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -35,6 +39,8 @@ class _QuietHandler(MotoRequestHandler):
 
 
 class MotoServer:
+    """The moto server in this process (`serve_forever` in a thread)."""
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         moto_patches.install()
         app = _AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
@@ -54,3 +60,35 @@ class MotoServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=5)
+
+
+def _serve(host: str, port: int, ready: Any) -> None:
+    server = MotoServer(host, port)
+    ready.send(server.url)
+    ready.close()
+    server._server.serve_forever()
+
+
+class MotoServerProcess:
+    """The moto server in a child process; it ends with this process."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_serve, args=(host, port, send), name="moto", daemon=True)
+        self._url = ""
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._process.start()
+        if not self._receive.poll(timeout):
+            self.stop()
+            raise RuntimeError("the moto server did not start")
+        self._url = str(self._receive.recv())
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.join(timeout=5)
