@@ -84,6 +84,17 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     _verdict(ok),
                 )
             )
+        if "api_first_request_ms" in s:
+            out.append(
+                (
+                    "cold start: api import + first request ms",
+                    _f(s["api_first_request_ms"], 0),
+                    _f(s["api_first_request_baseline_ms"], 0),
+                    _f(s["api_first_request_ratio"]),
+                    "-",
+                    "-",
+                )
+            )
     p = r.get("paging")
     if p and "error" not in p:
         small, large = p["history_100"]["first"], p["history_10000"]["first"]

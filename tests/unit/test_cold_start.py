@@ -1,4 +1,6 @@
-"""The dispatcher and DLQ functions must not pay for the HTTP stack at cold start."""
+"""The dispatcher and DLQ functions must not pay for the HTTP stack at cold start, and no
+function pays at import for what only some invocations use (step types that call out, webhook
+delivery, templating): those modules are imported on first use."""
 
 from __future__ import annotations
 
@@ -19,11 +21,38 @@ spec = importlib.util.spec_from_file_location("app", {entry!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 assert callable(module.handler)
-print(json.dumps(sorted({{name.split(".")[0] for name in sys.modules}})))
+print(json.dumps(sorted(sys.modules)))
+"""
+# Loaded on first use only: by a definition using the step type, a delivery, a rendering.
+FIRST_USE_ONLY = (
+    "workflows.steps.prompt",
+    "workflows.steps.rag_search",
+    "workflows.steps.webhook",
+    "workflows.steps.llm",
+    "workflows.steps.retrieval",
+    "workflows.webhooks.delivery",
+    "workflows.webhooks.egress",
+    "workflows.webhooks.worker",
+    "workflows.engine.templating",
+    "httpx",
+    "httpcore",
+    "jinja2",
+)
+CONFIGURED = """
+import json, sys
+sys.path.insert(0, {layer!r})
+from workflows.steps.registry import REGISTRY
+names = sorted(REGISTRY)
+loaded_before = "workflows.steps.prompt" in sys.modules
+print(json.dumps({{"names": names, "loaded_before": loaded_before}}))
 """
 
 
 def _modules_loaded_by(function: str) -> set[str]:
+    return {name.split(".")[0] for name in _all_modules_loaded_by(function)}
+
+
+def _all_modules_loaded_by(function: str) -> set[str]:
     code = PROBE.format(
         layer=str(ROOT / "layers" / "shared"), entry=str(ROOT / "functions" / function / "app.py")
     )
@@ -47,3 +76,19 @@ def test_worker_functions_do_not_import_the_web_stack(function: str) -> None:
 def test_api_function_does_import_the_web_stack() -> None:
     # The same probe sees the web stack where it is expected, so the check above can fail.
     assert set(WEB_STACK) <= _modules_loaded_by("api")
+
+
+@pytest.mark.parametrize("function", ["api", "dispatcher", "dlq_retry"])
+def test_entry_points_leave_first_use_modules_unloaded(function: str) -> None:
+    loaded = _all_modules_loaded_by(function)
+    assert "workflows.bootstrap" in loaded
+    assert loaded.isdisjoint(FIRST_USE_ONLY), sorted(loaded & set(FIRST_USE_ONLY))
+
+
+def test_every_step_type_is_known_before_its_module_is_loaded() -> None:
+    code = CONFIGURED.format(layer=str(ROOT / "layers" / "shared"))
+    env = {"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["names"] == ["approval", "branch", "delay", "log", "prompt", "rag_search", "webhook"]
+    assert result["loaded_before"] is False

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from workflows.settings import Settings
+    from workflows.storage.corpus import CorpusRepository
+    from workflows.webhooks.dlq import WebhookDlqRepository
+    from workflows.webhooks.worker import DlqWorker
 
 
 @dataclass(frozen=True)
@@ -89,3 +95,19 @@ class StepType(Protocol):
         step before it instead of paying an SQS round trip."""
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome: ...
+
+
+class StepDependencies(Protocol):
+    """What the step types that call out are built from: the composition root's Container."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def corpus(self) -> CorpusRepository: ...
+
+    @property
+    def dlq(self) -> WebhookDlqRepository: ...
+
+    @property
+    def dlq_worker(self) -> DlqWorker: ...

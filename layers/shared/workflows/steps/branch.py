@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.engine.errors import StepFailed
-from workflows.engine.templating import evaluate
 from workflows.steps.base import StepContext, StepOutcome, StepResult
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -49,6 +47,12 @@ class BranchStep:
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
         assert isinstance(config, BranchConfig)
+        # Imported on first use: jinja2 stays off the cold-start path of functions that never
+        # evaluate a condition (the API validates branch steps, the DLQ worker never sees them).
+        from jinja2 import TemplateError
+
+        from workflows.engine.templating import evaluate
+
         try:
             value = evaluate(config.condition, context.template_context())
         except TemplateError as exc:  # pragma: no cover - evaluate already maps these

@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.engine.templating import render
 from workflows.observability import logger
 from workflows.steps.base import StepContext, StepResult
 
@@ -29,6 +28,10 @@ class LogStep:
 
     def execute(self, config: BaseModel, context: StepContext) -> StepResult:
         assert isinstance(config, LogConfig)
+        # Imported on first use: jinja2 stays off the cold-start path of functions that never
+        # render (the API validates log steps, the DLQ worker never sees them).
+        from workflows.engine.templating import render
+
         message = render(config.message, context.template_context())
         emit = {"debug": logger.debug, "info": logger.info, "warning": logger.warning, "error": logger.error}
         emit[config.level]("workflow log step", extra={"step_id": context.step_id, "message_text": message})

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from workflows.engine.templating import render
 from workflows.settings import Settings
-from workflows.steps.base import StepContext, StepResult
+from workflows.steps.base import StepContext, StepDependencies, StepResult
 from workflows.steps.llm import (
     BedrockConverseClient,
     ChatRequest,
@@ -149,3 +149,8 @@ class PromptStep:
 
 def build_prompt_step(settings: Settings) -> PromptStep:
     return PromptStep(settings)
+
+
+def from_dependencies(dependencies: StepDependencies) -> PromptStep:
+    """The registry's factory (steps.registry.CONFIGURED_TYPES)."""
+    return build_prompt_step(dependencies.settings)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflows.engine.errors import StepFailed
 from workflows.engine.templating import render
 from workflows.settings import Settings
-from workflows.steps.base import StepContext, StepResult
+from workflows.steps.base import StepContext, StepDependencies, StepResult
 from workflows.steps.llm import default_http_client
 from workflows.steps.retrieval import (
     BedrockKnowledgeBaseRetriever,
@@ -119,3 +119,8 @@ class RagSearchStep:
 
 def build_rag_search_step(settings: Settings, corpus: CorpusSource | None = None) -> RagSearchStep:
     return RagSearchStep(settings, corpus=corpus)
+
+
+def from_dependencies(dependencies: StepDependencies) -> RagSearchStep:
+    """The registry's factory (steps.registry.CONFIGURED_TYPES)."""
+    return build_rag_search_step(dependencies.settings, corpus=dependencies.corpus)

@@ -1,28 +1,113 @@
-"""Step executors registered by type name; definitions are validated against it."""
+"""Step executors registered by type name; definitions are validated against it.
+
+The local step types (log, delay, branch, approval) are imported with this module. The ones that
+call out (prompt, rag_search, webhook) are known by name only: a type's module is imported, and
+the type built from the composition root's container, the first time a definition uses it. Their
+modules bring HTTP clients and the LLM, retrieval, egress and signing code, which most
+invocations never need and which would otherwise add to every function's cold start.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from workflows.domain.definition import END, WorkflowDefinition
 from workflows.steps.approval import ApprovalStep
-from workflows.steps.base import StepType
+from workflows.steps.base import StepDependencies, StepType
 from workflows.steps.branch import BranchConfig, BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
 
-REGISTRY: dict[str, StepType] = {
-    step.name: step for step in (LogStep(), DelayStep(), BranchStep(), ApprovalStep())
+# Type name -> "module:attribute" of a factory taking StepDependencies, for the types imported on
+# first use. Every name here is known (validation errors, GET /step-types) before it is loaded.
+CONFIGURED_TYPES: dict[str, str] = {
+    "prompt": "workflows.steps.prompt:from_dependencies",
+    "rag_search": "workflows.steps.rag_search:from_dependencies",
+    "webhook": "workflows.steps.webhook:from_dependencies",
 }
+
+
+class StepRegistry(Mapping[str, StepType]):
+    """Every known step type by name; a configured type is built on its first lookup."""
+
+    def __init__(self, local: Iterable[StepType], configured: Mapping[str, str]) -> None:
+        self._types: dict[str, StepType] = {step.name: step for step in local}
+        self._configured = dict(configured)
+        self._dependencies: StepDependencies | None = None
+        self._lock = threading.RLock()
+
+    def __getitem__(self, name: str) -> StepType:
+        step = self._types.get(name)
+        return step if step is not None else self._load(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types or name in self._configured
+
+    def get(self, name: str, default: StepType | None = None) -> StepType | None:  # type: ignore[override]
+        # Not Mapping.get: a KeyError raised while building a type must not read as "unknown".
+        step = self._types.get(name)
+        if step is None and name in self._configured:
+            step = self._load(name)
+        return default if step is None else step
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(dict.fromkeys([*self._types, *self._configured])))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._types.keys() | self._configured.keys())
+
+    def register(self, step_type: StepType) -> None:
+        with self._lock:
+            self._types[step_type.name] = step_type
+
+    def configure(self, dependencies: StepDependencies) -> None:
+        """Build the configured types from these dependencies; any already built is dropped."""
+        with self._lock:
+            self._dependencies = dependencies
+            for name in self._configured:
+                self._types.pop(name, None)
+
+    def _load(self, name: str) -> StepType:
+        target = self._configured[name]  # KeyError: not a step type
+        with self._lock:
+            step = self._types.get(name)
+            if step is None:
+                module_name, _, attribute = target.partition(":")
+                # Imported on first use rather than with this module: cold start (see above).
+                factory = getattr(importlib.import_module(module_name), attribute)
+                step = factory(self._dependencies or _process_container())
+                self._types[name] = step
+            return step
+
+
+def _process_container() -> StepDependencies:
+    """Used before any container was built: the process's own, which configures the registry."""
+    # Imported here: the composition root imports this module.
+    from workflows.bootstrap import get_container
+
+    return get_container()
+
+
+REGISTRY = StepRegistry((LogStep(), DelayStep(), BranchStep(), ApprovalStep()), CONFIGURED_TYPES)
 # The original module's names, accepted on input and stored under the canonical name.
 ALIASES = {"wait_for_approval": "approval"}
 
 
 def register(step_type: StepType) -> None:
-    REGISTRY[step_type.name] = step_type
+    REGISTRY.register(step_type)
+
+
+def configure(dependencies: StepDependencies) -> None:
+    """Called by the composition root for each container it builds (the last one wins)."""
+    REGISTRY.configure(dependencies)
 
 
 def canonical_type(name: str) -> str:

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.engine.errors import StepFailed
 from workflows.engine.templating import render
-from workflows.steps.base import StepContext, StepOutcome, StepResult
-from workflows.webhooks.delivery import Deliverer
+from workflows.steps.base import StepContext, StepDependencies, StepOutcome, StepResult
 from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
+
+if TYPE_CHECKING:
+    # Annotations only: delivery brings httpx; the deliverer itself comes from the container.
+    from workflows.webhooks.delivery import Deliverer
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -119,3 +122,8 @@ class WebhookStep:
             return StepResult(output=output, event_fields={"delivery": summary})
         code = "timeout" if error.startswith("timeout") else "webhook_unavailable"
         raise StepFailed(code, f"{host}: {error}")
+
+
+def from_dependencies(dependencies: StepDependencies) -> WebhookStep:
+    """The registry's factory (steps.registry.CONFIGURED_TYPES): the DLQ worker's deliverer."""
+    return WebhookStep(dependencies.dlq_worker.deliverer, dependencies.dlq)

@@ -6,14 +6,17 @@ tokens, and headers carry credentials, so neither is ever written to an event.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from workflows.domain.run import EventType, NewEvent
 from workflows.errors import NotFound
 from workflows.observability import logger
 from workflows.storage.runs import RunRepository
-from workflows.webhooks.delivery import DeliveryResult
+
+if TYPE_CHECKING:
+    # Annotations only: the API reads the journal's helpers without loading httpx (cold start).
+    from workflows.webhooks.delivery import DeliveryResult
 
 ERROR_CHARS = 200
 
