@@ -38,7 +38,9 @@ def _baseline_app(client: Any, runs_table: str, events_table: str) -> Any:
     # Raw JSON responses: the baseline pays no response-model validation or encoder walk.
     @app.get(PREFIX + "/runs/{run_id}")
     def run(run_id: str) -> Response:
-        return Response(json.dumps(get_item(f"default#{run_id}")), media_type="application/json")
+        return Response(
+            json.dumps(get_item(f"default#{run_id}"), default=repr), media_type="application/json"
+        )
 
     @app.get(PREFIX + "/runs/{run_id}/events")
     def events(run_id: str, since: int = 0, limit: int = 100) -> Response:
@@ -50,7 +52,7 @@ def _baseline_app(client: Any, runs_table: str, events_table: str) -> Any:
             ExpressionAttributeValues={":pk": {"S": pk}, ":since": {"N": str(since)}},
             Limit=limit,
         )["Items"]
-        return Response(json.dumps({"events": items}), media_type="application/json")
+        return Response(json.dumps({"events": items}, default=repr), media_type="application/json")
 
     @app.get(PREFIX + "/empty")
     def empty() -> dict[str, str]:
