@@ -342,18 +342,10 @@ class RunRepository:
         # has a key at most a commit's length beyond it. A commit longer than the margin that
         # straddles the page's end needs a second, one-item Query.
         upper = since + limit + _COMMIT_MARGIN
-        with aws_errors():
-            response = self._client.query(
-                TableName=self._events,
-                KeyConditionExpression="pk = :pk AND event_seq BETWEEN :first AND :upper",
-                ExpressionAttributeValues={
-                    ":pk": {"S": run_pk(tenant_id, run_id)},
-                    ":first": {"N": str(since + 1)},
-                    ":upper": {"N": str(upper)},
-                },
-                Limit=limit,
-                ScanIndexForward=True,
-            )
+        pk = run_pk(tenant_id, run_id)
+        response = self._query_events(
+            pk, "BETWEEN :first AND :upper", {":first": since + 1, ":upper": upper}, limit
+        )
         examined: list[RunEvent] = []
         _extend(examined, since, response.get("Items", []))
         if not response.get("LastEvaluatedKey"):
@@ -362,23 +354,25 @@ class RunRepository:
             seen = examined[-1].event_seq if examined else since
             if len(examined) < limit and seen < run.last_event_seq:
                 # A commit longer than the margin straddles the page's end: read it too.
-                with aws_errors():
-                    straddling = self._client.query(
-                        TableName=self._events,
-                        KeyConditionExpression="pk = :pk AND event_seq > :upper",
-                        ExpressionAttributeValues={
-                            ":pk": {"S": run_pk(tenant_id, run_id)},
-                            ":upper": {"N": str(upper)},
-                        },
-                        Limit=1,
-                        ScanIndexForward=True,
-                    )
+                straddling = self._query_events(pk, "> :upper", {":upper": upper}, 1)
                 _extend(examined, since, straddling.get("Items", []))
         examined = examined[:limit]
         wanted = set(types)
         events = [event for event in examined if not wanted or event.event_type in wanted]
         next_since = examined[-1].event_seq if examined else since
         return EventPage(events=events, next_since=next_since, has_more=next_since < run.last_event_seq)
+
+    def _query_events(self, pk: str, seq_condition: str, bounds: Mapping[str, int], limit: int) -> Any:
+        """One ascending Query of a run's stored commits whose `event_seq` meets the condition."""
+        values = {":pk": {"S": pk}, **{name: {"N": str(value)} for name, value in bounds.items()}}
+        with aws_errors():
+            return self._client.query(
+                TableName=self._events,
+                KeyConditionExpression=f"pk = :pk AND event_seq {seq_condition}",
+                ExpressionAttributeValues=values,
+                Limit=limit,
+                ScanIndexForward=True,
+            )
 
     def list_runs(
         self,
