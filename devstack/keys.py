@@ -33,20 +33,36 @@ def _table_name(cloudformation: Any, stack: str) -> str:
     return str(resources["StackResources"][0]["PhysicalResourceId"])
 
 
+def _identifier(kind: str) -> Any:
+    """An argparse type: a tenant or user id that matches its pattern (docs/auth.md)."""
+
+    def check(value: str) -> str:
+        if str(LAYER) not in sys.path:
+            sys.path.insert(0, str(LAYER))
+        from workflows.domain.ids import InvalidIdentifier, check_tenant_id, check_user_id
+
+        try:
+            return (check_tenant_id if kind == "tenant" else check_user_id)(value)
+        except InvalidIdentifier as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return check
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack.keys", description=__doc__.split("\n")[0])
     parser.add_argument("--stack", default=os.environ.get("WORKFLOWS_STACK", LOCAL_STACK))
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="create a key and print it (once)")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--user", required=True)
+    create.add_argument("--tenant", required=True, type=_identifier("tenant"))
+    create.add_argument("--user", required=True, type=_identifier("user"))
     create.add_argument("--roles", required=True, help="comma-separated, e.g. admin or viewer,operator")
     create.add_argument("--expires-days", type=int, default=None)
     create.add_argument("--name", default=None, help="a label for humans")
     listing = commands.add_parser("list", help="the tenant's keys (never the keys themselves)")
-    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--tenant", required=True, type=_identifier("tenant"))
     revoke = commands.add_parser("revoke", help="revoke a key by its key_id")
-    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("--tenant", required=True, type=_identifier("tenant"))
     revoke.add_argument("--key-id", required=True)
     return parser
 

@@ -79,6 +79,10 @@ TABLE: dict[tuple[str, str], Any] = {
     ("GET", "/api-keys"): ADMIN,
     ("GET", "/api-keys/{key_id}"): ADMIN_ONE,
     ("DELETE", "/api-keys/{key_id}"): ADMIN_ONE,
+    # the tenant's secrets
+    ("PUT", "/secrets/{name}"): ADMIN,
+    ("GET", "/secrets"): ADMIN,
+    ("DELETE", "/secrets/{name}"): ADMIN_ONE,
     # definitions
     ("POST", ""): ANY,
     ("GET", ""): ANY,  # without workflows.runs.read: the caller's own workflows
@@ -172,6 +176,7 @@ class Stack:
         self.c.dlq.add(row)
         doc_id = f"doc-{self.count}"
         self.c.corpus.add("t1", "hello world", {}, doc_id=doc_id)
+        self.c.secrets.put("t1", "TOKEN", "s3cret")
         schedule = self.call(
             "admin", "POST", "/schedules", {"workflow_id": workflow_id, "expression": "rate(5 minutes)"}
         )
@@ -201,6 +206,7 @@ def concrete(path: str, w: World) -> str:
         "{doc_id}": w.doc_id,
         "{schedule_id}": w.schedule_id,
         "{key_id}": w.key_id,
+        "{name}": "TOKEN",
     }
     for name, value in values.items():
         path = path.replace(name, value)
@@ -220,6 +226,7 @@ BODIES: dict[tuple[str, str], Callable[[World], Any]] = {
     ("POST", "/schedules"): lambda w: {"workflow_id": w.workflow_id, "expression": "rate(1 hour)"},
     ("PATCH", "/schedules/{schedule_id}"): lambda w: {"enabled": False},
     ("POST", "/api-keys"): lambda w: {"user_id": "newbie", "roles": ["viewer"]},
+    ("PUT", "/secrets/{name}"): lambda w: {"value": "rotated"},
 }
 
 

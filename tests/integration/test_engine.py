@@ -144,11 +144,21 @@ def test_on_failure_routes_to_another_step(client: TestClient, container: Contai
     assert "never" not in run.step_outputs
 
 
-def test_endless_loop_is_stopped_by_the_step_budget(container: Container, client: TestClient) -> None:
+def test_endless_loop_through_a_branch_is_stopped_by_the_step_budget(
+    container: Container, client: TestClient
+) -> None:
+    # Given a loop a run could leave (through the branch), but whose condition never lets it
     container.engine._max_steps = 5
     definition = {
         "name": "loop",
-        "steps": [{"id": "a", "type": "log", "config": {"message": "x"}, "on_success": "a"}],
+        "steps": [
+            {"id": "a", "type": "log", "config": {"message": "x"}},
+            {
+                "id": "b",
+                "type": "branch",
+                "config": {"condition": "true", "true_next": "a", "false_next": "_end"},
+            },
+        ],
     }
     run_id = _submit(client, definition)
     drain(container)

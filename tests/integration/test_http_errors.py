@@ -109,7 +109,7 @@ def test_wrong_api_key_is_401(client: TestClient) -> None:
 
 
 def test_bad_query_parameter_is_422(client: TestClient) -> None:
-    response = client.get(f"{RUNS}/x/events", params={"limit": 5000})
+    response = client.get(f"{RUNS}/00000000-0000-4000-8000-000000000000/events", params={"limit": 5000})
     assert response.status_code == 422
     assert _error(response)["details"][0]["field"] == "limit"
 

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, log_definition
+from tests.conftest import FakeClock, log_definition, make_container
 from workflows.bootstrap import Container
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.errors import IdempotencyInProgress
 from workflows.services import runs as runs_service
 from workflows.services.runs import RunService
+from workflows.storage.idempotency import IdempotencyRepository
 
 BASE = "/api/v1/workflows"
 RUNS = f"{BASE}/runs"
@@ -103,7 +104,8 @@ def test_the_key_expires_after_24_hours(client: TestClient, container: Container
 def test_the_record_expires_with_ttl(client: TestClient, container: Container, clock: FakeClock) -> None:
     _post(client, "k1")
     item = container.dynamodb.get_item(
-        TableName=container.settings.idempotency_table, Key={"id": {"S": "default#k1"}}
+        TableName=container.settings.idempotency_table,
+        Key={"id": {"S": IdempotencyRepository.record_id("default", "admin", "k1")}},
     )["Item"]
     assert int(item["expiration"]["N"]) == int(clock().timestamp()) + 24 * 3600
     assert item["status"]["S"] == "completed"
@@ -194,7 +196,7 @@ def test_a_request_waiting_too_long_gets_in_progress(
     # Given a claim held by a request that has not finished (and whose lease has not run out)
     monkeypatch.setattr(runs_service, "IDEMPOTENCY_POLL_SECONDS", (0.01, 0.01))
     principal = Principal("t1", "u", ALL_PERMISSIONS)
-    container.idempotency.claim("t1", "key", _fingerprint({"body": 1}))
+    container.idempotency.claim("t1", "u", "key", _fingerprint({"body": 1}))
 
     # When another request with the same key and body arrives
     with pytest.raises(IdempotencyInProgress):
@@ -206,7 +208,7 @@ def test_a_claim_whose_holder_died_is_taken_over(
 ) -> None:
     monkeypatch.setattr(runs_service, "IDEMPOTENCY_POLL_SECONDS", ())
     principal = Principal("t1", "u", ALL_PERMISSIONS)
-    container.idempotency.claim("t1", "key", _fingerprint({"body": 1}))
+    container.idempotency.claim("t1", "u", "key", _fingerprint({"body": 1}))
     clock.advance(61)  # past the claim's lease
     from workflows.domain.definition import WorkflowDefinition
 
@@ -230,3 +232,28 @@ def _fingerprint(request: dict[str, Any]) -> str:
 
 def _never() -> Any:
     raise AssertionError("must not run")
+
+
+def test_a_key_is_scoped_to_its_caller(aws_env: dict[str, str], clock: FakeClock) -> None:
+    # Given two users of one tenant who happen to pick the same key
+    from workflows.api import deps
+    from workflows.api.app import create_app
+
+    c = make_container(aws_env, clock, auth_mode="multi_user", disable_quotas=True)
+    alice, _ = c.api_keys.create("t1", "alice", ["operator"])
+    bob, _ = c.api_keys.create("t1", "bob", ["operator"])
+    app = create_app()
+    app.dependency_overrides[deps.container] = lambda: c
+    with TestClient(app, raise_server_exceptions=False) as client:
+        first = client.post(RUNS, json=ADHOC, headers={"Idempotency-Key": "k1", "X-API-KEY": alice})
+        # When the other user sends the same key, with the same or another body
+        same = client.post(RUNS, json=ADHOC, headers={"Idempotency-Key": "k1", "X-API-KEY": bob})
+        other = client.post(
+            RUNS,
+            json={**ADHOC, "inputs": {"name": "Bo"}},
+            headers={"Idempotency-Key": "k2", "X-API-KEY": bob},
+        )
+    # Then each is a request of its own: no replay of someone else's run, no 409
+    assert first.status_code == same.status_code == other.status_code == 202
+    assert same.json()["run_id"] != first.json()["run_id"]
+    assert "idempotent-replayed" not in same.headers

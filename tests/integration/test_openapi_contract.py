@@ -137,9 +137,9 @@ def test_times_outside_the_utc_range_answer_422(contract_app: ContractApp, query
     assert response.json()["error"]["details"][0]["field"] == next(iter(query))
 
 
-def test_ids_too_long_for_a_key_answer_422(contract_app: ContractApp) -> None:
+def test_ids_too_long_for_a_key_answer_404(contract_app: ContractApp) -> None:
     client = contract_app.client
     long_id = "x" * 3000
-    assert client.get(f"{PREFIX}/runs/{long_id}").status_code == 422
-    assert client.post(f"{PREFIX}/runs/{long_id}/pause").status_code == 422
-    assert client.get(f"{PREFIX}/runs/{long_id}/artifacts").status_code == 422
+    assert client.get(f"{PREFIX}/runs/{long_id}").status_code == 404
+    assert client.post(f"{PREFIX}/runs/{long_id}/pause").status_code == 404
+    assert client.get(f"{PREFIX}/runs/{long_id}/artifacts").status_code == 404

@@ -274,3 +274,37 @@ def test_the_dispatcher_function_starts_scheduled_runs(
     # Then the run exists and the record succeeded
     assert response == {"batchItemFailures": []}
     assert len(runs_of(client, schedule["workflow_id"])) == 1
+
+
+def test_fires_past_the_tenants_daily_budget_are_skipped_and_recorded(
+    aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str], local_scheduler: LocalScheduler
+) -> None:
+    # Given multi-user mode with a budget of two scheduled runs a day for the tenant
+    c = build_container(
+        settings_from({**aws_env, **scheduling}, auth_mode="multi_user", schedule_fires_per_tenant_per_day=2),
+        clock=clock,
+        dynamodb=AtomicRequests(boto3.client("dynamodb")),
+        sqs=boto3.client("sqs"),
+        s3=boto3.client("s3"),
+        scheduler=boto3.client("scheduler"),
+    )
+    admin, _ = c.api_keys.create("t1", "ada", ["admin"])
+    from workflows.api import deps
+    from workflows.api.app import create_app
+
+    app = create_app()
+    app.dependency_overrides[deps.container] = lambda: c
+    with TestClient(app, raise_server_exceptions=False) as api:
+        api.headers.update({"X-API-KEY": admin})
+        schedule = create(api, "rate(1 minute)")
+        # When it fires three times
+        for _ in range(3):
+            clock.advance(60)
+            local_scheduler.tick()
+        results = dispatch(c)
+        # Then two runs start and the third fire is skipped, with the reason on the schedule
+        assert results == ["started", "started", "skipped"]
+        assert len(runs_of(api, schedule["workflow_id"])) == 2
+        last = api.get(f"{BASE}/schedules/{schedule['schedule_id']}").json()["last_fire"]
+        assert last["result"] == "skipped"
+        assert last["reason"] == "fire_budget_exhausted"

@@ -13,8 +13,10 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from devstack.scheduler import ensure_scheduling
-from tests.conftest import AtomicRequests, FakeClock, log_definition, settings_from
+from tests.conftest import API_KEY, AtomicRequests, FakeClock, log_definition, settings_from
 from workflows import bootstrap
+from workflows.api import deps
+from workflows.api.app import create_app
 from workflows.bootstrap import Container, build_container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
@@ -299,3 +301,33 @@ def test_patch_needs_a_field_and_refuses_nulls(client: TestClient) -> None:
 
     assert fields(client.patch(f"{BASE}/schedules/{schedule_id}", json={})) == ["body"]
     assert fields(client.patch(f"{BASE}/schedules/{schedule_id}", json={"enabled": None})) == ["enabled"]
+
+
+def test_a_tenant_has_at_most_the_configured_number_of_schedules(
+    aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str]
+) -> None:
+    # Given a limit of two schedules per tenant
+    c = build_container(
+        settings_from({**aws_env, **scheduling}, max_schedules_per_tenant=2),
+        clock=clock,
+        dynamodb=AtomicRequests(boto3.client("dynamodb")),
+        sqs=boto3.client("sqs"),
+        scheduler=boto3.client("scheduler"),
+    )
+    app = create_app()
+    app.dependency_overrides[deps.container] = lambda: c
+    with TestClient(app, raise_server_exceptions=False) as api:
+        api.headers.update({"X-API-KEY": API_KEY})
+        workflow_id = saved_workflow(api)
+        body = {"workflow_id": workflow_id, "expression": "rate(1 hour)"}
+        made = [api.post(f"{BASE}/schedules", json=body) for _ in range(2)]
+        # When a third is created
+        refused = api.post(f"{BASE}/schedules", json=body)
+        # Then it is refused clearly, and deleting one makes room again
+        assert [r.status_code for r in made] == [201, 201]
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "limit_exceeded"
+        assert fields(refused) == ["schedules"]
+        assert len(api.get(f"{BASE}/schedules").json()["schedules"]) == 2
+        api.delete(f"{BASE}/schedules/{made[0].json()['schedule_id']}")
+        assert api.post(f"{BASE}/schedules", json=body).status_code == 201

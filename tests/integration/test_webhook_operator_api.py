@@ -54,7 +54,13 @@ def as_principal(api: TestClient, principal: Principal) -> None:
     app.dependency_overrides[auth.authenticate] = lambda: principal
 
 
-def new_run(c: Container, run_id: str = "run-1", tenant_id: str = TENANT) -> Run:
+RUN_1 = "11111111-1111-4111-8111-111111111111"
+RUN_2 = "22222222-2222-4222-8222-222222222222"
+THEIRS = "33333333-3333-4333-8333-333333333333"
+MISSING = "44444444-4444-4444-8444-444444444444"
+
+
+def new_run(c: Container, run_id: str = RUN_1, tenant_id: str = TENANT) -> Run:
     definition = WorkflowDefinition.model_validate(
         {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
     )
@@ -74,7 +80,7 @@ def new_run(c: Container, run_id: str = "run-1", tenant_id: str = TENANT) -> Run
 
 
 def add_row(
-    c: Container, clock: FakeClock, url: str, *, tenant_id: str = TENANT, run_id: str = "run-1", **fields: Any
+    c: Container, clock: FakeClock, url: str, *, tenant_id: str = TENANT, run_id: str = RUN_1, **fields: Any
 ) -> DlqRow:
     row = DlqRow.new(
         tenant_id=tenant_id,
@@ -119,10 +125,10 @@ def test_list_is_newest_first_and_hides_secrets(api: TestClient, local: Containe
 
 
 def test_list_filters_by_status_and_run(api: TestClient, local: Container, clock: FakeClock) -> None:
-    wanted = add_row(local, clock, "https://hooks.example.com/a", run_id="run-2")
-    add_row(local, clock, "https://hooks.example.com/b", run_id="run-1")
+    wanted = add_row(local, clock, "https://hooks.example.com/a", run_id=RUN_2)
+    add_row(local, clock, "https://hooks.example.com/b", run_id=RUN_1)
 
-    by_run = api.get(DLQ, params={"run_id": "run-2"}).json()["rows"]
+    by_run = api.get(DLQ, params={"run_id": RUN_2}).json()["rows"]
     by_status = api.get(DLQ, params={"status": "exhausted"}).json()["rows"]
 
     assert [r["id"] for r in by_run] == [wanted.id]
@@ -190,7 +196,7 @@ def test_get_shows_the_body_and_header_names_only(
 
     assert response.status_code == 200
     view = response.json()
-    assert view["body"] == {"type": "run.completed", "run_id": "run-1"}
+    assert view["body"] == {"type": "run.completed", "run_id": RUN_1}
     assert view["header_names"] == ["X-Token"]
     assert view["webhook_id"] == row.webhook_id
     assert "t0ken" not in response.text
@@ -205,8 +211,8 @@ def test_get_another_tenants_row_is_404(api: TestClient, local: Container, clock
         assert error_code(response) == "not_found"
 
 
-def test_get_malformed_id_is_422(api: TestClient) -> None:
-    assert api.get(f"{DLQ}/bad id!").status_code == 422
+def test_get_malformed_id_is_404_without_a_read(api: TestClient) -> None:
+    assert api.get(f"{DLQ}/bad id!").status_code == 404
 
 
 # ---- POST /webhooks/dlq/{id}/replay --------------------------------------------------------
@@ -231,7 +237,7 @@ def test_replay_delivers_now_with_the_same_webhook_id(
     assert request.headers["webhook-id"] == row.webhook_id
     verify([SECRET], request.headers, request.body, now=clock())
     # And the run tells the attempt
-    events = api.get(f"{BASE}/runs/run-1/deliveries").json()["deliveries"]
+    events = api.get(f"{BASE}/runs/{RUN_1}/deliveries").json()["deliveries"]
     assert [(e["payload"]["source"], e["payload"]["outcome"]) for e in events] == [("replay", "delivered")]
 
 
@@ -310,7 +316,7 @@ def test_deliveries_of_a_run(api: TestClient, local: Container, clock: FakeClock
     local.notifier.notify(run, receiver.url("/done?key=k3y"))
     local.dlq_worker.run(lambda: 20_000)
 
-    response = api.get(f"{BASE}/runs/run-1/deliveries")
+    response = api.get(f"{BASE}/runs/{RUN_1}/deliveries")
 
     assert response.status_code == 200
     page = response.json()
@@ -323,18 +329,18 @@ def test_deliveries_of_a_run(api: TestClient, local: Container, clock: FakeClock
 def test_deliveries_page_with_since(api: TestClient, local: Container, receiver: Receiver) -> None:
     run = new_run(local)
     local.notifier.notify(run, receiver.url())
-    first = api.get(f"{BASE}/runs/run-1/deliveries").json()
+    first = api.get(f"{BASE}/runs/{RUN_1}/deliveries").json()
 
-    after = api.get(f"{BASE}/runs/run-1/deliveries", params={"since": first["next_since"]}).json()
+    after = api.get(f"{BASE}/runs/{RUN_1}/deliveries", params={"since": first["next_since"]}).json()
 
     assert len(first["deliveries"]) == 1
     assert after["deliveries"] == []
 
 
 def test_deliveries_of_an_unknown_or_foreign_run_is_404(api: TestClient, local: Container) -> None:
-    new_run(local, run_id="theirs", tenant_id="other")
+    new_run(local, run_id=THEIRS, tenant_id="other")
 
-    for run_id in ("missing", "theirs"):
+    for run_id in (MISSING, THEIRS):
         response = api.get(f"{BASE}/runs/{run_id}/deliveries")
         assert response.status_code == 404
         assert error_code(response) == "not_found"
@@ -344,7 +350,7 @@ def test_deliveries_bad_parameters_are_422(api: TestClient, local: Container) ->
     new_run(local)
 
     for params in ({"since": -1}, {"limit": 0}, {"limit": 1001}):
-        assert api.get(f"{BASE}/runs/run-1/deliveries", params=params).status_code == 422
+        assert api.get(f"{BASE}/runs/{RUN_1}/deliveries", params=params).status_code == 422
 
 
 # ---- permissions -----------------------------------------------------------------------------
@@ -365,7 +371,7 @@ def test_routes_need_the_control_permission(api: TestClient, local: Container, c
         api.get(DLQ),
         api.get(f"{DLQ}/{row.id}"),
         api.post(f"{DLQ}/{row.id}/replay"),
-        api.get(f"{BASE}/runs/run-1/deliveries"),
+        api.get(f"{BASE}/runs/{RUN_1}/deliveries"),
     ):
         assert response.status_code == 403
         assert error_code(response) == "forbidden"
@@ -383,7 +389,7 @@ def test_another_tenants_operator_sees_nothing_of_ours(
     assert api.get(DLQ).json()["rows"] == []
     assert api.get(f"{DLQ}/{row.id}").status_code == 404
     assert api.post(f"{DLQ}/{row.id}/replay").status_code == 404
-    assert api.get(f"{BASE}/runs/run-1/deliveries").status_code == 404
+    assert api.get(f"{BASE}/runs/{RUN_1}/deliveries").status_code == 404
 
 
 def test_routes_are_documented_with_their_errors(api: TestClient) -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from workflows.storage.quotas import QuotaRepository, TenantSlots
     from workflows.storage.runs import RunRepository
     from workflows.storage.schedules import EventBridgeSchedules, ScheduleRepository
+    from workflows.storage.secrets import SecretStore
     from workflows.webhooks.dlq import WebhookDlqRepository
     from workflows.webhooks.notify import CompletionNotifier
     from workflows.webhooks.worker import DlqWorker
@@ -80,12 +81,13 @@ class Container:
         sqs: Any = None,
         s3: Any = None,
         scheduler: Any = None,
+        ssm: Any = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self._lock = threading.RLock()
         # Clients given by the caller (tests, benchmarks) are used as they are.
-        given = {"dynamodb": dynamodb, "sqs": sqs, "s3": s3}
+        given = {"dynamodb": dynamodb, "sqs": sqs, "s3": s3, "ssm": ssm}
         self.__dict__.update({name: client for name, client in given.items() if client is not None})
         self._scheduler_client = scheduler
 
@@ -102,6 +104,16 @@ class Container:
     @_Part
     def s3(self) -> Any:
         return aws.client("s3")
+
+    @_Part
+    def ssm(self) -> Any:
+        return aws.client("ssm")
+
+    @_Part
+    def secrets(self) -> SecretStore:
+        from workflows.storage.secrets import SecretStore  # on first use: cold start
+
+        return SecretStore(self.ssm, self.settings.secrets_prefix)
 
     # ---- storage -----------------------------------------------------------------------
 
@@ -194,7 +206,12 @@ class Container:
     def _webhooks(self) -> tuple[WebhookDlqRepository, DlqWorker]:
         from workflows.webhooks.worker import build_dlq_worker  # on first use: cold start
 
-        return build_dlq_worker(self.settings, self.dynamodb, clock=self.clock, runs=self.runs)
+        return build_dlq_worker(
+            self.settings, self.dynamodb, clock=self.clock, runs=self.runs, secret_lookup=self._secret_value
+        )
+
+    def _secret_value(self, tenant_id: str, name: str) -> str:
+        return self.secrets.value(tenant_id, name)
 
     @property
     def dlq(self) -> WebhookDlqRepository:
@@ -279,9 +296,16 @@ def build_container(
     sqs: Any = None,
     s3: Any = None,
     scheduler: Any = None,
+    ssm: Any = None,
 ) -> Container:
     container = Container(
-        settings or get_settings(), clock=clock, dynamodb=dynamodb, sqs=sqs, s3=s3, scheduler=scheduler
+        settings or get_settings(),
+        clock=clock,
+        dynamodb=dynamodb,
+        sqs=sqs,
+        s3=s3,
+        scheduler=scheduler,
+        ssm=ssm,
     )
     # Step types that call out are built from this container when a definition first uses one.
     registry.configure(container)

@@ -42,6 +42,12 @@ class IdempotencyInProgress(Conflict):
     code = "idempotency_in_progress"
 
 
+class LimitExceeded(Conflict):
+    """A fixed per-tenant limit (not a rate) is reached: remove something first."""
+
+    code = "limit_exceeded"
+
+
 class InvalidState(Conflict):
     """A control action or transition the run's current status does not allow."""
 
@@ -58,8 +64,20 @@ class InvalidCursor(BadRequest):
     code = "invalid_cursor"
 
 
+class MalformedJson(BadRequest):
+    """A request body that is not JSON at all."""
+
+    code = "malformed_json"
+
+
 class ValidationFailed(DomainError):
     code = "validation_error"
+
+
+class TooDeep(ValidationFailed):
+    """A JSON document nested deeper than the service accepts."""
+
+    code = "too_deep"
 
 
 class PayloadTooLarge(DomainError):

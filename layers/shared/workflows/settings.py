@@ -56,10 +56,21 @@ class Settings(BaseModel):
     disable_quotas: bool = False
     quota_burst_per_min: int = Field(default=60, ge=1)
     quota_daily_per_user: int = Field(default=1000, ge=1)
+    # Schedules (docs/schedules.md): how many a tenant may have, and in multi_user mode how many
+    # runs its schedules may start per UTC day (a fire past it is skipped, and recorded so).
+    max_schedules_per_tenant: int = Field(default=100, ge=1, le=10_000)
+    schedule_fires_per_tenant_per_day: int = Field(default=10_000, ge=1)
     # Runs of one tenant executing at once (0 = unlimited); a run over it stays queued and
     # checks again after tenant_concurrency_recheck_sec.
     tenant_concurrency: int = Field(default=0, ge=0, le=5000)
     tenant_concurrency_recheck_sec: int = Field(default=5, ge=1, le=900)
+
+    # Request limits (docs/auth.md): a body's bytes, checked before it is read; and what one
+    # field may store (run inputs, approval fields, corpus metadata, schedule inputs).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=4096, le=6 * 1024 * 1024)
+    max_inputs_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)
+    max_decision_bytes: int = Field(default=16 * 1024, ge=1024, le=64 * 1024)
+    max_document_metadata_bytes: int = Field(default=8 * 1024, ge=256, le=64 * 1024)
 
     # Definition limits.
     max_definition_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -83,6 +94,10 @@ class Settings(BaseModel):
     retrieval_api_key: SecretStr | None = None
     retrieval_timeout_sec: float = Field(default=15, gt=0, le=900)
     bedrock_knowledge_base_id: str = ""
+
+    # Tenants' secrets for `{{ secrets.NAME }}` (docs/steps.md): SSM Parameter Store SecureStrings
+    # at `<secrets_prefix>/<tenant_id>/<NAME>`.
+    secrets_prefix: str = Field(default="/workflows/secrets", pattern=r"^/[A-Za-z0-9_.\-/]{1,200}$")
 
     # Webhook delivery and its dead-letter table (defaults from the original module).
     webhook_allowlist: str = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 
 from workflows import ENGINE_VERSION
 from workflows.api import errors
@@ -14,26 +14,11 @@ from workflows.api.routes import (
     keys,
     runs,
     schedules,
+    secrets,
     step_types,
     webhooks,
 )
 from workflows.api.schemas import PREFIX
-from workflows.errors import UnsupportedMediaType
-
-
-async def require_json_body(request: Request) -> None:
-    """Bodies must be JSON: a form or plain text answers 415 instead of a confusing 422."""
-    if request.method not in ("POST", "PUT", "PATCH"):
-        return
-    body = await request.body()
-    if not body:
-        return
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, got '{media_type or 'none'}'",
-            details=[{"field": "header.content-type", "message": "expected application/json"}],
-        )
 
 
 def create_app() -> FastAPI:
@@ -48,7 +33,6 @@ def create_app() -> FastAPI:
     # Each router is included on the app itself, with the prefix: FastAPI builds a route's
     # validation models once per inclusion, and a router included without a prefix (into an
     # intermediate router) is built once more just to check its paths, which cold start pays.
-    json_body = [Depends(require_json_body)]
     for router in (
         runs.router,
         control.router,
@@ -58,14 +42,15 @@ def create_app() -> FastAPI:
         corpus.router,
         schedules.router,
         keys.router,
+        secrets.router,
     ):
-        app.include_router(router, prefix=PREFIX, dependencies=json_body)
+        app.include_router(router, prefix=PREFIX)
 
-    @app.get(f"{PREFIX}/health", include_in_schema=False, dependencies=json_body)
+    @app.get(f"{PREFIX}/health", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok", "engine_version": ENGINE_VERSION}
 
     # Last: its `/{workflow_id}` paths must not shadow any fixed path above; its collection path
     # is the prefix itself (`POST /api/v1/workflows`).
-    app.include_router(definitions.router, prefix=PREFIX, dependencies=json_body)
+    app.include_router(definitions.router, prefix=PREFIX)
     return app

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 
 from workflows.api.deps import ContainerDep
+from workflows.domain.ids import InvalidIdentifier, is_tenant_id, is_user_id
 from workflows.domain.principal import ALL_PERMISSIONS, Principal, permissions_for
 from workflows.errors import Forbidden, Unauthenticated
 from workflows.secrets import single_user_api_key
@@ -32,6 +33,9 @@ SINGLE_USER = "admin"
 
 
 def authenticate(request: Request, c: ContainerDep) -> Principal:
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known  # authenticated by api/guard.py before the body was read
     if c.settings.auth_mode != "single_user":
         return _multi_user(request, c)
     presented = request.headers.get("x-api-key")
@@ -54,12 +58,16 @@ def _multi_user(request: Request, c: Any) -> Principal:
         state = record.state(c.clock())
         if state != "active":
             raise Unauthenticated(f"API key {state}")
-        return Principal(
-            tenant_id=record.tenant_id,
-            user_id=record.user_id,
-            permissions=permissions_for(record.roles, mapping),
-            roles=record.roles,
-        )
+        try:
+            return Principal(
+                tenant_id=record.tenant_id,
+                user_id=record.user_id,
+                permissions=permissions_for(record.roles, mapping),
+                roles=record.roles,
+            )
+        except InvalidIdentifier as exc:
+            # A key issued before ids were checked: it must be re-issued under a valid id.
+            raise Unauthenticated(f"API key refused: {exc}") from exc
     authorization = request.headers.get("authorization", "")
     if authorization[:7].lower() == "bearer ":
         claims = _authorizer_claims(request)
@@ -88,6 +96,10 @@ def _from_claims(
         raise Unauthenticated(
             f"the token lacks the {settings.jwt_tenant_claim} or {settings.jwt_user_claim} claim"
         )
+    if not is_tenant_id(tenant):
+        raise Unauthenticated(f"the token's {settings.jwt_tenant_claim} claim is not a valid tenant id")
+    if not is_user_id(user):
+        raise Unauthenticated(f"the token's {settings.jwt_user_claim} claim is not a valid user id")
     roles = _roles(claims.get(settings.jwt_roles_claim))
     return Principal(tenant_id=tenant, user_id=user, permissions=permissions_for(roles, mapping), roles=roles)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.clock import iso
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.redaction import redact_definition
 from workflows.domain.run import Run, RunEvent
 from workflows.storage.artifacts import ArtifactMeta
 from workflows.storage.definitions import WorkflowHead, WorkflowVersion
@@ -175,7 +176,7 @@ class DefinitionView(DefinitionSummary):
             tags=version.definition.tags,
             latest_version=head.latest_version,
         )
-        return cls(**summary, definition=version.definition)
+        return cls(**summary, definition=redact_definition(version.definition))
 
 
 class DefinitionList(BaseModel):
@@ -257,9 +258,9 @@ _ERROR_TEXT = {
     403: "the caller lacks the permission",
     404: "not found (or another tenant's)",
     409: "conflicts with the current state",
-    413: "payload too large",
+    413: "the body, or a field of it, is too large (`payload_too_large`, details name the field)",
     415: "the body is not application/json",
-    422: "a field fails validation; details name each one",
+    422: "a field fails validation (`validation_error`, `too_deep`); details name each one",
     429: "a submission quota is used up; retry after Retry-After (RateLimit-* headers)",
     503: "AWS failed or throttled; retry after Retry-After",
 }

@@ -79,6 +79,47 @@ class WorkflowDefinition(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
+def endless_loops(definition: WorkflowDefinition, exits: frozenset[str]) -> list[dict[str, str]]:
+    """Cycles made only of unconditional routing: nothing on them can ever leave.
+
+    A step can leave a cycle when its type decides where to go or waits for a person (`exits`:
+    branch, approval), or when it routes failures elsewhere (`on_failure`, `on_timeout`). A
+    cycle of other steps runs until the per-run step guard fails it, so it is refused; loops
+    through a branch stay allowed.
+    """
+    index = {step.id: i for i, step in enumerate(definition.steps)}
+
+    def successor(i: int) -> int | None:
+        step = definition.steps[i]
+        if step.type in exits or step.on_failure is not None or step.on_timeout is not None:
+            return None  # a way out
+        if step.on_success is not None:
+            return index.get(step.on_success)  # None for _end (or an unknown id, reported elsewhere)
+        return i + 1 if i + 1 < len(definition.steps) else None
+
+    errors: list[dict[str, str]] = []
+    state = [0] * len(definition.steps)  # 0 unseen, 1 on the current walk, 2 done
+    for start in range(len(definition.steps)):
+        walk: list[int] = []
+        node: int | None = start
+        while node is not None and state[node] == 0:
+            state[node] = 1
+            walk.append(node)
+            node = successor(node)
+        if node is not None and state[node] == 1:
+            cycle = walk[walk.index(node) :]
+            names = " -> ".join(definition.steps[i].id for i in [*cycle, cycle[0]])
+            errors.append(
+                {
+                    "field": f"steps[{cycle[0]}]",
+                    "message": f"steps {names} loop forever: no branch, approval or on_failure exit",
+                }
+            )
+        for i in walk:
+            state[i] = 2
+    return errors
+
+
 def routing_errors(definition: WorkflowDefinition) -> list[dict[str, str]]:
     """Duplicate step ids and routing targets that do not exist, each naming its field."""
     errors: list[dict[str, str]] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from workflows.domain.ids import check_tenant_id, check_user_id
+
 RUNS_READ = "workflows.runs.read"
 RUNS_CONTROL = "workflows.runs.control"
 ADMIN = "workflows.admin"
@@ -25,6 +27,11 @@ class Principal:
     user_id: str
     permissions: frozenset[str]
     roles: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Both become parts of storage keys (docs/auth.md, "Identifiers").
+        check_tenant_id(self.tenant_id)
+        check_user_id(self.user_id)
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions or ADMIN in self.permissions

@@ -45,6 +45,8 @@ DEFAULT_STEP_TIMEOUT_SECONDS = 60.0
 # A lease outlives the step's time budget by this much: committing the result takes time too.
 LEASE_SLACK = timedelta(seconds=30)
 TIMEOUT = "timeout"
+# A step's templates together render within this (engine.templating.MAX_RENDER_SECONDS).
+MAX_RENDER_SECONDS = 2.0
 
 
 class ArtifactSink(Protocol):
@@ -279,7 +281,12 @@ class Engine:
                 "unknown_step_type", f"step type '{step.type}' is not available", retryable=False
             )
         config = parse_config(step_type, step.config)
-        return step_type.execute(config, context)
+        # Imported here: jinja2 stays off the cold-start path until a step runs.
+        from workflows.engine.templating import render_budget
+
+        # Every template the step renders shares one budget of time, loops and allocations.
+        with render_budget(min(context.time_budget_seconds, MAX_RENDER_SECONDS)):
+            return step_type.execute(config, context)
 
     def _suspend(
         self,

@@ -1,44 +1,632 @@
-"""Sandboxed Jinja2 templating between steps.
+"""Sandboxed Jinja2 templating between steps, with hard limits enforced while rendering.
 
-The context is `inputs`, `steps.<id>.output`, `last` (previous step's output) and `run`
-(`id`, `tenant_id`, `workflow_id`). The immutable sandbox refuses attribute tricks and
-mutation; StrictUndefined turns a typo into a clear step failure instead of an empty string.
+The context is `inputs`, `steps.<id>.output`, `last` (previous step's output), `run` (`id`,
+`tenant_id`, `workflow_id`) and, where a step allows it, `secrets`. The immutable sandbox refuses
+attribute tricks and mutation; StrictUndefined turns a typo into a clear step failure.
+
+Templates are hostile input: `{{ 'a' * 10**9 }}` or `{{ 10**100000 }}` must fail before they
+allocate, not after. Every operation that can make something large is checked first, through
+the sandbox's own hooks (docs/steps.md, "Template limits"):
+
+- `*`, `**`, `+`, `%` (intercepted binary operators): the size of the string, sequence or
+  integer they would make;
+- `~` (string concatenation, compiled to a checked call) and every value written out
+  (`finalize`): the size of what is turned into text;
+- calls (`environment.call`), including the allocating string methods (`center`, `ljust`,
+  `rjust`, `zfill`, `expandtabs`, `replace`, `join`, `translate`, `format`, `format_map`) and
+  the allocating filters (`center`, `indent`, `format`, `join`, `replace`, `wordwrap`, `batch`,
+  `slice`, `sum`), whose width and count arguments are checked before they run;
+- every `for` loop (its iterable is wrapped when the template is parsed), `range`, and the
+  wall-clock time, checked at each of these points;
+- the rendered output, counted while it is produced.
+
+Everything a render makes is also charged to one allocation budget, so many moderate
+allocations cannot add up to a large one. A template over any limit fails its step with
+`template_limit_exceeded` (not retried: the same template fails the same way).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import contextvars
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache, update_wrapper, wraps
+from string import Formatter
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 
 from workflows.engine.errors import StepFailed
 
-MAX_RENDERED_CHARS = 256 * 1024
+# The limits (docs/steps.md, "Template limits").
+MAX_RENDERED_CHARS = 256 * 1024  # one template's output
+MAX_STRING_CHARS = 256 * 1024  # any string a template makes
+MAX_SEQUENCE_ITEMS = 10_000  # any list or tuple a template makes; range() too
+MAX_INT_BITS = 4096  # about 1,233 decimal digits
+MAX_WIDTH = 10_000  # padding, width and precision arguments
+MAX_LOOP_ITERATIONS = 100_000  # all loops of a step's renders together
+MAX_ALLOCATED = 4 * 1024 * 1024  # characters and items made by a step's renders together
+MAX_RENDER_SECONDS = 2.0  # a step's renders together
+LIMIT_CODE = "template_limit_exceeded"
+
+
+class TemplateLimitExceeded(SecurityError):
+    """A template went over one of the limits above."""
+
+
+# ---- the budget of one step's renders -----------------------------------------------------
+
+
+@dataclass
+class _Budget:
+    deadline: float
+    iterations: int = MAX_LOOP_ITERATIONS
+    allocated: int = 0
+    ticks: int = field(default=0)
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitExceeded(f"rendering took longer than {MAX_RENDER_SECONDS:g} s")
+
+    def charge(self, amount: int) -> None:
+        self.allocated += amount
+        if self.allocated > MAX_ALLOCATED:
+            raise TemplateLimitExceeded(f"the template made more than {MAX_ALLOCATED} characters and items")
+
+    def iterate(self) -> None:
+        self.iterations -= 1
+        if self.iterations < 0:
+            raise TemplateLimitExceeded(f"loops ran more than {MAX_LOOP_ITERATIONS} iterations")
+        if self.iterations % 64 == 0:
+            self.tick()
+
+
+_CURRENT: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("template_budget", default=None)
+
+
+@contextmanager
+def render_budget(seconds: float = MAX_RENDER_SECONDS) -> Iterator[None]:
+    """One budget (time, loop iterations, allocations) shared by every render inside."""
+    token = _CURRENT.set(_Budget(deadline=time.monotonic() + min(seconds, MAX_RENDER_SECONDS)))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def _budget() -> _Budget | None:
+    return _CURRENT.get()
+
+
+def _tick() -> None:
+    budget = _CURRENT.get()
+    if budget is not None:
+        budget.tick()
+
+
+def _charge(amount: int) -> None:
+    budget = _CURRENT.get()
+    if budget is not None:
+        budget.charge(amount)
+
+
+# ---- sizes --------------------------------------------------------------------------------
+
+
+def weight(value: Any, limit: int = MAX_STRING_CHARS) -> int:
+    """About how many characters `value` becomes as text, counted no further than `limit` + 1.
+
+    Strings count their length, numbers their digits, containers their items plus punctuation,
+    so `str(value)` of anything within the limit is bounded (a list of short strings prints up to
+    about four times its weight).
+    """
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            total += len(item) + 2
+        elif isinstance(item, bool) or item is None:
+            total += 5
+        elif isinstance(item, int):
+            total += item.bit_length() // 3 + 1
+        elif isinstance(item, float):
+            total += 24
+        elif isinstance(item, Mapping):
+            total += 2 + 4 * len(item)
+            if total > limit:
+                return total
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += 2 + 2 * len(item)
+            if total > limit:
+                return total
+            stack.extend(item)
+        else:
+            total += 32
+        if total > limit:
+            return total
+    return total
+
+
+def _refuse_text(value: Any, what: str, limit: int = MAX_STRING_CHARS) -> None:
+    if weight(value, limit) > limit:
+        raise TemplateLimitExceeded(f"{what} would be more than {limit} characters")
+
+
+def _check_made(value: Any) -> Any:
+    """A value an operation made: its size within the limits, charged to the budget."""
+    if isinstance(value, (str, bytes)):
+        if len(value) > MAX_STRING_CHARS:
+            raise TemplateLimitExceeded(f"a string of more than {MAX_STRING_CHARS} characters")
+        _charge(len(value))
+    elif isinstance(value, (list, tuple, dict, set, frozenset)):
+        if len(value) > MAX_SEQUENCE_ITEMS:
+            raise TemplateLimitExceeded(f"a sequence of more than {MAX_SEQUENCE_ITEMS} items")
+        _charge(len(value))
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise TemplateLimitExceeded(f"an integer of more than {MAX_INT_BITS} bits")
+    return value
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
+
+
+def _check_width(width: Any, what: str) -> None:
+    if isinstance(width, int) and width > MAX_WIDTH:
+        raise TemplateLimitExceeded(f"{what} {width} is over {MAX_WIDTH}")
+
+
+def _check_repeat(sequence: Any, times: Any) -> None:
+    if isinstance(times, int) and isinstance(sequence, (str, bytes, list, tuple)):
+        limit = MAX_STRING_CHARS if isinstance(sequence, (str, bytes)) else MAX_SEQUENCE_ITEMS
+        if len(sequence) * max(times, 0) > limit:
+            raise TemplateLimitExceeded(f"repeating would make more than {limit} characters or items")
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    powers = isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1
+    if powers and exponent * base.bit_length() > MAX_INT_BITS * 2:
+        raise TemplateLimitExceeded(f"the power would have more than {MAX_INT_BITS} bits")
+
+
+# printf-style conversions: %[(key)][flags][width][.precision][length]type
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
+# str.format specs: [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+_FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d+))?[a-zA-Z%]?$", re.DOTALL)
+
+
+def _check_percent(template: str, args: Any) -> None:
+    for match in _PERCENT_SPEC.finditer(template):
+        for part in match.groups():
+            if part == "*":
+                raise TemplateLimitExceeded("'*' widths are not allowed in % formatting")
+            if part is not None:
+                _check_width(int(part), "a width or precision of")
+    _refuse_text(args, "formatting")
+
+
+class _LimitedFormatter(Formatter):
+    """str.format through the sandbox's attribute rules, with widths and sizes checked."""
+
+    def __init__(self, env: LimitedEnvironment) -> None:
+        self._env = env
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        from _string import formatter_field_name_split  # the stdlib's own parser
+
+        first, rest = formatter_field_name_split(field_name)
+        obj = self.get_value(first, args, kwargs)
+        for is_attr, key in rest:
+            obj = self._env.getattr(obj, key) if is_attr else self._env.getitem(obj, key)
+        return obj, first
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        match = _FORMAT_SPEC.match(format_spec)
+        if match is None:
+            raise TemplateLimitExceeded(f"unsupported format spec {format_spec[:32]!r}")
+        for part in match.groups():
+            if part:
+                _check_width(int(part), "a width or precision of")
+        _refuse_text(value, "formatting")
+        _tick()
+        return _check_made(super().format_field(value, format_spec))
+
+
+# ---- checked string methods and filters ---------------------------------------------------
+
+
+def _checked_method(value: Any) -> Callable[..., Any] | None:
+    """A checked stand-in for an allocating method of a string, or None."""
+    owner = getattr(value, "__self__", None)
+    name = getattr(value, "__name__", "")
+    if not isinstance(owner, (str, bytes)) or name not in _STRING_METHOD_CHECKS:
+        return None
+    check = _STRING_METHOD_CHECKS[name]
+
+    def method(*args: Any, **kwargs: Any) -> Any:
+        check(owner, *args, **kwargs)
+        return _check_made(value(*args, **kwargs))
+
+    return update_wrapper(method, value)
+
+
+def _pad_check(text: Any, width: Any = 0, *_: Any, **__: Any) -> None:
+    _check_width(width, "a width of")
+
+
+def _expandtabs_check(text: Any, tabsize: Any = 8, **_: Any) -> None:
+    if (
+        isinstance(tabsize, int)
+        and len(text) + text.count("\t" if isinstance(text, str) else b"\t") * max(tabsize, 0)
+        > MAX_STRING_CHARS
+    ):
+        raise TemplateLimitExceeded(f"expanding tabs would make more than {MAX_STRING_CHARS} characters")
+
+
+def _replace_check(text: Any, old: Any = "", new: Any = "", count: Any = -1, **_: Any) -> None:
+    if not isinstance(old, (str, bytes)) or not isinstance(new, (str, bytes)):
+        return
+    found = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    if len(text) + found * max(0, len(new) - len(old)) > MAX_STRING_CHARS:
+        raise TemplateLimitExceeded(f"replacing would make more than {MAX_STRING_CHARS} characters")
+
+
+def _join_check(separator: Any, items: Any = (), *_: Any, **__: Any) -> None:
+    if isinstance(items, (list, tuple)) and len(separator) * len(items) + weight(items) > MAX_STRING_CHARS:
+        raise TemplateLimitExceeded(f"joining would make more than {MAX_STRING_CHARS} characters")
+
+
+def _translate_check(text: Any, table: Any = None, *_: Any, **__: Any) -> None:
+    if isinstance(table, Mapping):
+        longest = max((_size(v) for v in table.values()), default=1)
+        if len(text) * max(longest, 1) > MAX_STRING_CHARS:
+            raise TemplateLimitExceeded(f"translating would make more than {MAX_STRING_CHARS} characters")
+
+
+_STRING_METHOD_CHECKS: dict[str, Callable[..., None]] = {
+    "center": _pad_check,
+    "ljust": _pad_check,
+    "rjust": _pad_check,
+    "zfill": _pad_check,
+    "expandtabs": _expandtabs_check,
+    "replace": _replace_check,
+    "join": _join_check,
+    "translate": _translate_check,
+}
+
+
+def _materialise(value: Any) -> Any:
+    """Iterables (map, select, generators) as a list of at most MAX_SEQUENCE_ITEMS items."""
+    if isinstance(value, (str, bytes, list, tuple, Mapping)):
+        return value
+    items = []
+    for item in value:
+        items.append(item)
+        if len(items) > MAX_SEQUENCE_ITEMS:
+            raise TemplateLimitExceeded(f"a sequence of more than {MAX_SEQUENCE_ITEMS} items")
+    return items
+
+
+def _filter_checks() -> dict[str, Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]]:
+    """Checks run before a filter, by name; each may return the arguments it materialised."""
+
+    def center(value: Any, width: Any = 80) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        _check_width(width, "a width of")
+        return (value, width), {}
+
+    def indent(value: Any, width: Any = 4, first: bool = False, blank: bool = False) -> Any:
+        lines = str(value).count("\n") + 1 if isinstance(value, str) else 1
+        step = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+        _check_width(step, "an indent of")
+        if _size(value) + lines * step > MAX_STRING_CHARS:
+            raise TemplateLimitExceeded(f"indenting would make more than {MAX_STRING_CHARS} characters")
+        return (value, width, first, blank), {}
+
+    def fmt(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_percent(str(value) if isinstance(value, str) else "", kwargs or args)
+        return (value, *args), kwargs
+
+    def join(value: Any, d: Any = "", attribute: Any = None) -> Any:
+        items = _materialise(value)
+        if isinstance(items, (list, tuple)):
+            _join_check(d if isinstance(d, str) else "", list(items))
+        return (items, d, attribute), {}
+
+    def replace(value: Any, old: Any, new: Any, count: Any = None) -> Any:
+        if isinstance(value, str):
+            _replace_check(value, old, new, -1 if count is None else count)
+        return (value, old, new, count), {}
+
+    def wordwrap(value: Any, width: Any = 79, *args: Any, **kwargs: Any) -> Any:
+        wrapstring = kwargs.get("wrapstring", args[1] if len(args) > 1 else None) or "\n"
+        if isinstance(width, int) and isinstance(value, str):
+            lines = len(value) // max(width, 1) + value.count("\n") + 1
+            if len(value) + lines * _size(wrapstring) > MAX_STRING_CHARS:
+                raise TemplateLimitExceeded(f"wrapping would make more than {MAX_STRING_CHARS} characters")
+        return (value, width, *args), kwargs
+
+    def counted(name: str) -> Callable[..., Any]:
+        def check(value: Any, count: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(count, int) and count > MAX_SEQUENCE_ITEMS:
+                raise TemplateLimitExceeded(f"{name}({count}) is over {MAX_SEQUENCE_ITEMS}")
+            return (value, count, *args), kwargs
+
+        return check
+
+    def sum_(value: Any, attribute: Any = None, start: Any = 0) -> Any:
+        items = _materialise(value)
+        if not isinstance(start, (int, float)) or any(
+            not isinstance(item, (int, float)) for item in items if attribute is None
+        ):
+            raise TemplateLimitExceeded("sum adds numbers only")
+        return (items, attribute, start), {}
+
+    return {
+        "center": center,
+        "indent": indent,
+        "format": fmt,
+        "join": join,
+        "replace": replace,
+        "wordwrap": wordwrap,
+        "batch": counted("batch"),
+        "slice": counted("slice"),
+        "sum": sum_,
+    }
+
+
+def _guard_filter(name: str, function: Callable[..., Any], check: Callable[..., Any] | None) -> Any:
+    """`function` with the time checked, its input's text size bounded, `check` run first, and its
+    result checked and charged."""
+    passes = _PassArg.from_obj(function)
+
+    @wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        lead, rest = (args[:1], args[1:]) if passes is not None else ((), args)
+        if rest:
+            _refuse_text(rest[0], f"the input of '{name}'", MAX_STRING_CHARS * 4)
+        if check is not None and rest:
+            checked_args, checked_kwargs = check(*rest, **kwargs)
+            rest, kwargs = checked_args, checked_kwargs
+        return _check_made(function(*lead, *rest, **kwargs))
+
+    return guarded
+
+
+def _loop(iterable: Any) -> Iterator[Any]:
+    """Every `for` loop's iterable (wrapped at parse time): each iteration is counted."""
+    budget = _budget()
+    for item in iterable:
+        if budget is not None:
+            budget.iterate()
+        yield item
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_SEQUENCE_ITEMS:
+        raise TemplateLimitExceeded(f"range of more than {MAX_SEQUENCE_ITEMS} numbers")
+    return numbers
+
+
+# ---- the environment ----------------------------------------------------------------------
+
+
+class _CheckedConcat(CodeGenerator):
+    """Compiles `a ~ b` to `environment.checked_concat(...)`, which checks the size first."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class LimitedEnvironment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _CheckedConcat
+
+    def __init__(self) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=False, finalize=self._finalize)
+        self.globals.pop("lipsum", None)  # makes up to n paragraphs of text: nothing a workflow needs
+        self.globals["range"] = _range
+        checks = _filter_checks()
+        self.filters = {
+            name: _guard_filter(name, function, checks.get(name)) for name, function in self.filters.items()
+        }
+        self.filters["_loop"] = _loop
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in list(tree.find_all(nodes.For)):
+            loop.iter = nodes.Filter(loop.iter, "_loop", [], [], None, None, lineno=loop.lineno)
+        return tree
+
+    @staticmethod
+    def _finalize(value: Any) -> Any:
+        _refuse_text(value, "an output value", MAX_RENDERED_CHARS)
+        return value
+
+    @staticmethod
+    def checked_concat(parts: tuple[Any, ...]) -> str:
+        _refuse_text(parts, "the joined text")
+        return str(_check_made("".join(str(part) for part in parts)))
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        if operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+            ints = isinstance(left, int) and isinstance(right, int)
+            if ints and left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:
+                raise TemplateLimitExceeded(f"the product would have more than {MAX_INT_BITS} bits")
+        elif operator == "**":
+            _check_power(left, right)
+        elif operator == "+":
+            if isinstance(left, (str, bytes, list, tuple)) and isinstance(right, (str, bytes, list, tuple)):
+                limit = MAX_STRING_CHARS if isinstance(left, (str, bytes)) else MAX_SEQUENCE_ITEMS
+                if len(left) + len(right) > limit:
+                    raise TemplateLimitExceeded(f"adding would make more than {limit} characters or items")
+        elif operator == "%" and isinstance(left, str):
+            _check_percent(left, right)
+        try:
+            result = super().call_binop(context, operator, left, right)
+        except OverflowError as exc:
+            raise TemplateLimitExceeded(f"a number out of range: {exc}") from exc
+        return _check_made(result)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _tick()
+        return _check_made(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        checked = _checked_method(value)
+        if checked is not None:
+            return checked
+        name = getattr(value, "__name__", "")
+        owner = getattr(value, "__self__", None)
+        if name not in ("format", "format_map") or not isinstance(owner, str):
+            return None
+        formatter = _LimitedFormatter(self)
+        owner_type = type(owner)
+
+        def format_(*args: Any, **kwargs: Any) -> str:
+            if name == "format_map":
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one mapping")
+                return owner_type(_check_made(formatter.vformat(owner, (), args[0])))
+            return owner_type(_check_made(formatter.vformat(owner, args, kwargs)))
+
+        return update_wrapper(format_, value)
 
 
 @lru_cache(maxsize=1)
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+def environment() -> LimitedEnvironment:
+    return LimitedEnvironment()
 
 
-def render(template: str, context: dict[str, Any]) -> str:
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Any:
+    return environment().from_string(source)
+
+
+@lru_cache(maxsize=512)
+def _compiled_expression(source: str) -> Any:
+    return environment().compile_expression(source, undefined_to_none=False)
+
+
+# ---- the API the steps use ----------------------------------------------------------------
+
+
+@contextmanager
+def _failures(what: str) -> Iterator[None]:
+    """Every way a render can fail, as a step failure."""
     try:
-        rendered = _environment().from_string(template).render(**context)
+        yield
+    except TemplateLimitExceeded as exc:
+        raise StepFailed(LIMIT_CODE, f"template limit exceeded: {exc}", retryable=False) from exc
+    except (RecursionError, MemoryError, OverflowError) as exc:
+        raise StepFailed(
+            LIMIT_CODE, f"template limit exceeded: {type(exc).__name__}", retryable=False
+        ) from exc
     except TemplateError as exc:
-        raise StepFailed("template_error", f"template could not be rendered: {exc}") from exc
-    if len(rendered) > MAX_RENDERED_CHARS:
-        raise StepFailed("template_too_large", "rendered template exceeds 256 KiB")
-    return rendered
+        raise StepFailed("template_error", f"{what}: {exc}") from exc
+    except StepFailed:
+        raise
+    except Exception as exc:
+        raise StepFailed("template_error", f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-def evaluate(source: str, context: dict[str, Any]) -> Any:
+def render(template: str, context: Mapping[str, Any]) -> str:
+    """Render a template within the current budget (a budget of its own outside one)."""
+    if _budget() is None:
+        with render_budget():
+            return render(template, context)
+    budget = _budget()
+    assert budget is not None
+    with _failures("template could not be rendered"):
+        parts: list[str] = []
+        size = 0
+        for chunk in _compiled(template).generate(**context):
+            size += len(chunk)
+            if size > MAX_RENDERED_CHARS:
+                raise TemplateLimitExceeded(f"the output would be more than {MAX_RENDERED_CHARS} characters")
+            budget.tick()
+            parts.append(chunk)
+        return "".join(parts)
+    raise AssertionError("unreachable")  # pragma: no cover - _failures always raises or returns
+
+
+def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """A condition: a bare expression is evaluated; a `{{ ... }}` template is rendered."""
     if "{{" in source or "{%" in source:
         return render(source, context)
+    if _budget() is None:
+        with render_budget():
+            return evaluate(source, context)
+    with _failures("condition could not be evaluated"):
+        return _compiled_expression(source)(**context)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def syntax_error(source: str, *, expression: bool = False) -> str | None:
+    """Why `source` is not a valid template (or bare expression), or None if it is."""
     try:
-        expression = _environment().compile_expression(source, undefined_to_none=False)
-        return expression(**context)
+        if expression and "{{" not in source and "{%" not in source:
+            _compiled_expression(source)
+        else:
+            environment().parse(source)
+    except TemplateSyntaxError as exc:
+        return f"line {exc.lineno}: {exc.message}"
     except TemplateError as exc:
-        raise StepFailed("template_error", f"condition could not be evaluated: {exc}") from exc
+        return str(exc)
+    return None
+
+
+def variables(source: str) -> set[str]:
+    """The top-level names a template reads (`inputs`, `steps`, `secrets`, ...)."""
+    from jinja2 import meta
+
+    try:
+        return set(meta.find_undeclared_variables(environment().parse(source)))
+    except TemplateError:
+        return set()
+
+
+def strings(value: Any, path: str = "") -> Iterable[tuple[str, str]]:
+    """Every string inside a JSON value, with its path (`body.items[0].name`)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from strings(item, f"{path}[{index}]")
+
+
+__all__ = [
+    "LIMIT_CODE",
+    "MAX_RENDERED_CHARS",
+    "TemplateLimitExceeded",
+    "evaluate",
+    "render",
+    "render_budget",
+    "strings",
+    "syntax_error",
+    "variables",
+]

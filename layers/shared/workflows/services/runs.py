@@ -11,6 +11,7 @@ from typing import Any
 
 from workflows.clock import iso
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import Principal
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.engine.messages import AdvanceMessage
@@ -40,7 +41,9 @@ class RunService:
         *,
         workflow_id: str | None = None,
     ) -> Run:
-        validate_definition(definition, self._c.settings)
+        settings = self._c.settings
+        check_size(inputs, "inputs", settings.max_inputs_bytes)
+        validate_definition(definition, settings)
         now = iso(self._c.clock())
         run = Run(
             run_id=str(uuid.uuid4()),
@@ -85,7 +88,7 @@ class RunService:
         request: Mapping[str, Any],
         submit: Callable[[], Run],
     ) -> tuple[Run, bool]:
-        """Run `submit` at most once per tenant, Idempotency-Key and request; (run, replayed).
+        """Run `submit` at most once per caller, Idempotency-Key and request; (run, replayed).
 
         The key is claimed (a conditional put) before the run exists, so of concurrent requests
         with one key exactly one creates a run. The others wait for it briefly and answer with
@@ -97,17 +100,17 @@ class RunService:
             json.dumps(request, sort_keys=True, separators=(",", ":"), default=str).encode()
         ).hexdigest()
         store = self._c.idempotency
-        tenant = principal.tenant_id
+        tenant, user = principal.tenant_id, principal.user_id
         polls = list(IDEMPOTENCY_POLL_SECONDS)
         while True:
-            claim = store.claim(tenant, key, fingerprint)
+            claim = store.claim(tenant, user, key, fingerprint)
             if claim.won:
                 try:
                     run = submit()
                 except BaseException:
-                    store.release(tenant, key, claim.token)
+                    store.release(tenant, user, key, claim.token)
                     raise
-                store.complete(tenant, key, claim.token, run.run_id)
+                store.complete(tenant, user, key, claim.token, run.run_id)
                 return run, False
             record = claim.existing
             while record is not None:
@@ -123,5 +126,5 @@ class RunService:
                         "a request with this Idempotency-Key is still being processed; retry shortly"
                     )
                 time.sleep(polls.pop(0))
-                record = store.get(tenant, key)
+                record = store.get(tenant, user, key)
             # The holder gave up its claim (its request failed): try to claim it ourselves.

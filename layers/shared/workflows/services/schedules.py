@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from workflows.clock import iso
+from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
 from workflows.domain.run import SCHEDULE_OWNER_PREFIX, Run
 from workflows.domain.schedules import (
@@ -32,7 +33,7 @@ from workflows.domain.schedules import (
     scheduled_time_text,
 )
 from workflows.engine.messages import StartScheduledRun
-from workflows.errors import NotFound, ValidationFailed, WorkflowDeleted
+from workflows.errors import LimitExceeded, NotFound, ValidationFailed, WorkflowDeleted
 from workflows.observability import logger
 from workflows.services.access import check_read_definition
 from workflows.services.definitions import DefinitionService, check_inputs
@@ -43,6 +44,10 @@ from workflows.storage.schedules import Schedule
 
 # Older fires are skipped: the deduplication records (24 h) must outlive every duplicate.
 FIRE_WINDOW = timedelta(hours=23)
+
+
+class _FireBudgetUsed(Exception):
+    """The tenant's daily budget of scheduled runs is used up: the fire is skipped."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class ScheduleService:
         parsed, _ = self._check_timing(expression, timezone, now)
         inputs = inputs or {}
         self._check_target(principal, workflow_id, version, inputs)
+        self._check_room(principal.tenant_id)
         anchor = self._anchor(parsed, now)
         schedule = Schedule(
             schedule_id=str(uuid.uuid4()),
@@ -199,6 +205,14 @@ class ScheduleService:
         principal = schedule_principal(tenant, schedule_id)
 
         def submit() -> Run:
+            settings = self._c.settings
+            if settings.auth_mode == "multi_user":
+                # Counted only when this fire really starts a run (not for a duplicate message).
+                budget = settings.schedule_fires_per_tenant_per_day
+                if not self._c.quotas.count_fire(tenant, budget, self._c.clock()).allowed:
+                    raise _FireBudgetUsed(
+                        f"the tenant's schedules started {budget} runs today, the most allowed"
+                    )
             return DefinitionService(self._c).submit_run(
                 principal, schedule.workflow_id, schedule.inputs, schedule.version
             )
@@ -207,6 +221,8 @@ class ScheduleService:
         key = f"schedule:{schedule_id}:{scheduled_text}"
         try:
             run, replayed = RunService(self._c).submit_once(principal, key, request, submit)
+        except _FireBudgetUsed as exc:
+            return self._skipped(schedule, scheduled_text, "fire_budget_exhausted", str(exc))
         except WorkflowDeleted as exc:
             return self._skipped(schedule, scheduled_text, "workflow_deleted", exc.message)
         except NotFound as exc:
@@ -280,7 +296,19 @@ class ScheduleService:
                 exc.message, details=[{"field": "version", "message": f"no version {wanted}"}]
             ) from exc
         assert stored.definition is not None
+        check_size(inputs, "inputs", self._c.settings.max_inputs_bytes)
         check_inputs(stored.definition, inputs)
+
+    def _check_room(self, tenant_id: str) -> None:
+        """A tenant has at most `max_schedules_per_tenant` schedules (a cost guard: each fires)."""
+        limit = self._c.settings.max_schedules_per_tenant
+        # One Query of the tenant's partition, counting at most limit items. Two creates racing
+        # for the last place may both pass: the cap bounds cost, it is not a security boundary.
+        if self._c.schedules.count(tenant_id, limit) >= limit:
+            raise LimitExceeded(
+                f"schedules: the tenant has {limit} schedules, the most allowed; delete one first",
+                details=[{"field": "schedules", "message": f"at most {limit} per tenant"}],
+            )
 
     @staticmethod
     def _anchor(parsed: ScheduleExpression, now: datetime) -> datetime:

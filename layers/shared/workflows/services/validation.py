@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from workflows.domain.definition import WorkflowDefinition, routing_errors
+from workflows.domain.definition import WorkflowDefinition, endless_loops, routing_errors
 from workflows.errors import PayloadTooLarge, ValidationFailed
 from workflows.settings import Settings
-from workflows.steps.registry import validate_steps
+from workflows.steps.registry import DECIDING_TYPES, validate_steps
 
 
 def validate_definition(
@@ -23,6 +23,8 @@ def validate_definition(
             {"field": "steps", "message": f"{len(definition.steps)} steps, limit {settings.max_steps}"}
         )
     errors += routing_errors(definition)
+    if not errors:
+        errors += endless_loops(definition, DECIDING_TYPES)
     errors += validate_steps(definition, max_config_bytes=settings.max_step_config_bytes)
     if errors:
         for error in errors:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.steps.base import StepContext, StepOutcome, Suspend
+from workflows.steps.base import StepContext, StepOutcome, Suspend, TemplateField
 
 MAX_APPROVAL_SECONDS = 30 * 24 * 3600
 
@@ -30,6 +30,9 @@ class ApprovalStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        return []
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
         assert isinstance(config, ApprovalConfig)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from workflows.settings import Settings
     from workflows.storage.corpus import CorpusRepository
+    from workflows.storage.secrets import SecretStore
     from workflows.webhooks.dlq import WebhookDlqRepository
     from workflows.webhooks.worker import DlqWorker
 
@@ -68,6 +69,16 @@ class Suspend:
 StepOutcome = StepResult | Suspend
 
 
+@dataclass(frozen=True)
+class TemplateField:
+    """A config field holding a Jinja2 template: checked when a definition is validated."""
+
+    path: str  # e.g. "message", "headers.Authorization", "body.items[0]"
+    source: str
+    expression: bool = False  # a bare expression is allowed (branch conditions)
+    secrets: bool = False  # `{{ secrets.NAME }}` may be used here (docs/steps.md, "Secrets")
+
+
 class StepType(Protocol):
     @property
     def name(self) -> str: ...
@@ -96,6 +107,9 @@ class StepType(Protocol):
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome: ...
 
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        """The config's templated fields, for validation (syntax, where secrets may be used)."""
+
 
 class StepDependencies(Protocol):
     """What the step types that call out are built from: the composition root's Container."""
@@ -111,3 +125,6 @@ class StepDependencies(Protocol):
 
     @property
     def dlq_worker(self) -> DlqWorker: ...
+
+    @property
+    def secrets(self) -> SecretStore: ...

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.engine.errors import StepFailed
-from workflows.steps.base import StepContext, StepOutcome, StepResult
+from workflows.steps.base import StepContext, StepOutcome, StepResult, TemplateField
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", "", "none", "null"})
@@ -44,6 +44,10 @@ class BranchStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        assert isinstance(config, BranchConfig)
+        return [TemplateField("condition", config.condition, expression=True)]
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
         assert isinstance(config, BranchConfig)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from workflows.steps.base import StepContext, StepOutcome, StepResult, Suspend
+from workflows.steps.base import StepContext, StepOutcome, StepResult, Suspend, TemplateField
 
 MAX_DELAY_SECONDS = 365 * 24 * 3600
 
@@ -43,6 +43,9 @@ class DelayStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        return []
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
         assert isinstance(config, DelayConfig)

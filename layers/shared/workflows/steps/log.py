@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.observability import logger
-from workflows.steps.base import StepContext, StepResult
+from workflows.steps.base import StepContext, StepResult, TemplateField
 
 
 class LogConfig(BaseModel):
@@ -25,6 +25,10 @@ class LogStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        assert isinstance(config, LogConfig)
+        return [TemplateField("message", config.message)]
 
     def execute(self, config: BaseModel, context: StepContext) -> StepResult:
         assert isinstance(config, LogConfig)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from workflows.engine.templating import render
 from workflows.settings import Settings
-from workflows.steps.base import StepContext, StepDependencies, StepResult
+from workflows.steps.base import StepContext, StepDependencies, StepResult, TemplateField
 from workflows.steps.llm import (
     BedrockConverseClient,
     ChatRequest,
@@ -111,6 +111,11 @@ class PromptStep:
             ),
             "bedrock": BedrockConverseClient(bedrock_client_factory or default_bedrock_runtime(settings)),
         }
+
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        assert isinstance(config, PromptConfig)
+        fields = [TemplateField("template", config.template)]
+        return fields + ([TemplateField("system", config.system)] if config.system else [])
 
     def execute(self, config: BaseModel, context: StepContext) -> StepResult:
         assert isinstance(config, PromptConfig)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflows.engine.errors import StepFailed
 from workflows.engine.templating import render
 from workflows.settings import Settings
-from workflows.steps.base import StepContext, StepDependencies, StepResult
+from workflows.steps.base import StepContext, StepDependencies, StepResult, TemplateField
 from workflows.steps.llm import default_http_client
 from workflows.steps.retrieval import (
     BedrockKnowledgeBaseRetriever,
@@ -84,6 +84,10 @@ class RagSearchStep:
             ),
         }
         self._corpus = CorpusRetriever(corpus) if corpus is not None else None
+
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        assert isinstance(config, RagSearchConfig)
+        return [TemplateField("query", config.query)]
 
     def execute(self, config: BaseModel, context: StepContext) -> StepResult:
         assert isinstance(config, RagSearchConfig)

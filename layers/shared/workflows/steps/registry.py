@@ -99,6 +99,9 @@ def _process_container() -> StepDependencies:
 REGISTRY = StepRegistry((LogStep(), DelayStep(), BranchStep(), ApprovalStep()), CONFIGURED_TYPES)
 # The original module's names, accepted on input and stored under the canonical name.
 ALIASES = {"wait_for_approval": "approval"}
+# Step types that choose where a run goes next or wait for a person: a cycle through one of them
+# is a loop a run can leave (domain.definition.endless_loops).
+DECIDING_TYPES = frozenset({"branch", "approval", *ALIASES})
 
 
 def register(step_type: StepType) -> None:
@@ -159,6 +162,7 @@ def validate_steps(definition: WorkflowDefinition, *, max_config_bytes: int) -> 
                     }
                 )
             continue
+        errors += _template_errors(step_type, config, where, step.id)
         if isinstance(config, BranchConfig):
             for field in ("true_next", "false_next"):
                 target = getattr(config, field)
@@ -169,4 +173,28 @@ def validate_steps(definition: WorkflowDefinition, *, max_config_bytes: int) -> 
                             "message": f"step '{step.id}' routes to unknown step '{target}'",
                         }
                     )
+    return errors
+
+
+def _template_errors(
+    step_type: StepType, config: BaseModel, where: str, step_id: str
+) -> list[dict[str, str]]:
+    """Every templated field parses, and uses `secrets` only where the step type allows it."""
+    # Imported here: jinja2 stays off the cold-start path until a definition is validated.
+    from workflows.engine.templating import syntax_error, variables
+
+    errors: list[dict[str, str]] = []
+    for template in step_type.templates(config):
+        field = f"{where}.config.{template.path}"
+        problem = syntax_error(template.source, expression=template.expression)
+        if problem is not None:
+            errors.append({"field": field, "message": f"step '{step_id}': template syntax error: {problem}"})
+        elif not template.secrets and "secrets" in variables(template.source):
+            errors.append(
+                {
+                    "field": field,
+                    "message": f"step '{step_id}': secrets may be used only in a webhook's url,"
+                    " headers and body",
+                }
+            )
     return errors

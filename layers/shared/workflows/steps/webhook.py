@@ -24,10 +24,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.domain.secret_refs import SecretRefs, SecretUnavailable, new_nonce, scrub
 from workflows.engine.errors import StepFailed
-from workflows.engine.templating import render
-from workflows.steps.base import StepContext, StepDependencies, StepOutcome, StepResult
+from workflows.engine.templating import render, strings
+from workflows.steps.base import StepContext, StepDependencies, StepOutcome, StepResult, TemplateField
 from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
+from workflows.webhooks.secrets import SecretLookup, resolve_request
 
 if TYPE_CHECKING:
     # Annotations only: delivery brings httpx; the deliverer itself comes from the container.
@@ -74,13 +76,26 @@ class WebhookStep:
     delivery: Literal["at_most_once"] = "at_most_once"
     inline = False
 
-    def __init__(self, deliverer: Deliverer, dlq: WebhookDlqRepository) -> None:
+    def __init__(self, deliverer: Deliverer, dlq: WebhookDlqRepository, secrets: SecretLookup) -> None:
         self._deliverer = deliverer
         self._dlq = dlq
+        self._secrets = secrets
+
+    def templates(self, config: BaseModel) -> list[TemplateField]:
+        assert isinstance(config, WebhookConfig)
+        fields = [TemplateField("url", config.url, secrets=True)]
+        fields += [TemplateField(f"headers.{n}", v, secrets=True) for n, v in config.headers.items()]
+        fields += [
+            TemplateField(f"body.{p}" if p else "body", s, secrets=True) for p, s in strings(config.body)
+        ]
+        return fields
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
         assert isinstance(config, WebhookConfig)
-        template_context = context.template_context()
+        # Secrets render as placeholders of this execution's nonce; their values are put in
+        # only for the request itself (domain.secret_refs).
+        nonce = new_nonce()
+        template_context = {**context.template_context(), "secrets": SecretRefs(nonce)}
         url = render(config.url, template_context).strip()
         headers = {name: render(value, template_context) for name, value in config.headers.items()}
         payload = _render_json(config.body, template_context)
@@ -89,11 +104,15 @@ class WebhookStep:
             raise StepFailed("webhook_body_too_large", f"body is {len(body)} bytes", retryable=False)
         webhook_id = webhook_id_for(context.run_id, context.step_id)
         timeout = min(config.timeout_seconds, context.time_budget_seconds)
+        try:
+            request = resolve_request(self._secrets, context.tenant_id, nonce, url, headers, body)
+        except SecretUnavailable as exc:
+            raise StepFailed("secret_not_found", str(exc), retryable=False) from exc
         result = self._deliverer.deliver(
-            url,
-            body,
+            request.url,
+            request.body,
             webhook_id,
-            headers,
+            request.headers,
             tenant_id=context.tenant_id,
             method=config.method,
             timeout=timeout,
@@ -102,7 +121,7 @@ class WebhookStep:
         summary = {"webhook_id": webhook_id, "host": host, "status_code": result.status_code}
         if result.outcome == "delivered":
             return StepResult(output={"delivered": True, **summary}, event_fields={"delivery": summary})
-        error = result.error or result.outcome
+        error = scrub(result.error, request.values) or result.outcome
         if result.outcome == "permanent":
             raise StepFailed("webhook_rejected", f"{host}: {error}", retryable=False)
         if config.on_delivery_failure == "dlq" and config.method == "POST":
@@ -116,6 +135,7 @@ class WebhookStep:
                 headers=headers,
                 last_error=error,
                 attempts=1,
+                secret_nonce=nonce if request.values else None,
             )
             self._dlq.add(row)
             output = {"delivered": False, "dlq_id": row.id, **summary, "error": error}
@@ -126,4 +146,4 @@ class WebhookStep:
 
 def from_dependencies(dependencies: StepDependencies) -> WebhookStep:
     """The registry's factory (steps.registry.CONFIGURED_TYPES): the DLQ worker's deliverer."""
-    return WebhookStep(dependencies.dlq_worker.deliverer, dependencies.dlq)
+    return WebhookStep(dependencies.dlq_worker.deliverer, dependencies.dlq, dependencies.secrets.value)

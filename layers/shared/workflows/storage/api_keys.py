@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from workflows.aws import aws_errors, error_code, translate
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.ids import check_tenant_id, check_user_id
 from workflows.errors import NotFound
 from workflows.storage.dynamo import from_item, to_item
 from workflows.storage.paging import Position, check_position, query_page
@@ -79,6 +80,8 @@ class ApiKeyRepository:
         expires_at: int | None = None,
     ) -> tuple[str, ApiKeyRecord]:
         """A new key and its record; the key is returned here and never again."""
+        check_tenant_id(tenant_id)
+        check_user_id(user_id)
         key = new_key()
         record = ApiKeyRecord(
             key_id=hash_key(key),

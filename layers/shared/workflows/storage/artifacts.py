@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from workflows.aws import aws_errors, error_code, translate
 from workflows.clock import Clock, iso, system_clock
 from workflows.errors import NotFound, PayloadTooLarge
-from workflows.storage.dynamo import from_item, to_item
+from workflows.storage.dynamo import check_owner, from_item, to_item
 
 DEFAULT_MIME_TYPE = "application/octet-stream"
 PRESIGNED_URL_SECONDS = 300
@@ -173,7 +173,9 @@ class ArtifactRepository:
             )
         if "Item" not in response:
             raise NotFound(f"artifact '{artifact_id}' not found")
-        return self._meta_from(response["Item"])
+        meta = self._meta_from(response["Item"])
+        check_owner(tenant_id, meta.tenant_id, "artifact")
+        return meta
 
     def presigned_url(self, meta: ArtifactMeta, expires_in: int = PRESIGNED_URL_SECONDS) -> str:
         """A short-lived GET URL for the object; signing is local, no request is made."""

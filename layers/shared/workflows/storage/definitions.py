@@ -28,7 +28,7 @@ from workflows.aws import aws_errors, error_code, translate
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
 from workflows.errors import Conflict, NotFound, StaleWrite
-from workflows.storage.dynamo import cancellation_reasons, dumps, from_item, loads, to_item
+from workflows.storage.dynamo import cancellation_reasons, check_owner, dumps, from_item, loads, to_item
 from workflows.storage.paging import Page, Position, check_position, query_page
 
 HEAD_SK = "HEAD"
@@ -244,7 +244,9 @@ class DefinitionRepository:
             )
         if "Item" not in response:
             raise NotFound(f"workflow '{workflow_id}' not found")
-        return self._head_from(response["Item"])
+        head = self._head_from(response["Item"])
+        check_owner(tenant_id, head.tenant_id, "workflow")
+        return head
 
     def get_version(self, tenant_id: str, workflow_id: str, version: int) -> WorkflowVersion:
         with aws_errors():

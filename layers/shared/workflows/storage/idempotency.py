@@ -1,13 +1,17 @@
-"""Idempotency records: one per tenant and Idempotency-Key, claimed before the work starts.
+"""Idempotency records: one per caller and Idempotency-Key, claimed before the work starts.
 
 Item (IdempotencyTable, hash key `id`, TTL attribute `expiration`):
-    id = "<tenant_id>#<key>", status = in_progress | completed, body_hash, run_id,
+    id = "<tenant_id>#<user_id>#<sha256 of the key>", tenant_id, user_id,
+    status = in_progress | completed, body_hash, run_id,
     expiration (epoch seconds: the record's lifetime), lease_expires_at (epoch milliseconds:
     how long an in-progress claim holds before another request may take it over).
 
 The claim is a conditional PutItem: it succeeds when there is no record, when the record has
 expired (TTL deletes lazily), or when an in-progress claim's lease ran out (its owner died).
 Of concurrent requests with one key, exactly one claim succeeds; the others get the record.
+
+A key is scoped to its caller (tenant and user): another user's request with the same key is
+a different request. The key itself is hashed, so no character in it can reach another key.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from botocore.exceptions import ClientError
 
 from workflows.aws import aws_errors, error_code, translate
 from workflows.clock import Clock, system_clock
-from workflows.storage.dynamo import from_item, to_item
+from workflows.domain.ids import key_digest
+from workflows.storage.dynamo import check_owner, from_item, to_item
 
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
@@ -62,15 +67,17 @@ class IdempotencyRepository:
         self._lease = lease
 
     @staticmethod
-    def record_id(tenant_id: str, key: str) -> str:
-        return f"{tenant_id}#{key}"
+    def record_id(tenant_id: str, user_id: str, key: str) -> str:
+        return f"{tenant_id}#{user_id}#{key_digest(key)}"
 
-    def claim(self, tenant_id: str, key: str, body_hash: str) -> Claim:
+    def claim(self, tenant_id: str, user_id: str, key: str, body_hash: str) -> Claim:
         now = self._clock()
         token = str(uuid.uuid4())
         item = to_item(
             {
-                "id": self.record_id(tenant_id, key),
+                "id": self.record_id(tenant_id, user_id, key),
+                "tenant_id": tenant_id,
+                "user_id": user_id,
                 "status": IN_PROGRESS,
                 "body_hash": body_hash,
                 "token": token,
@@ -99,18 +106,18 @@ class IdempotencyRepository:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise translate(exc) from exc
             old = exc.response.get("Item")
-            existing = self._record_from(old) if old else self.get(tenant_id, key)
+            existing = self._record_from(old) if old else self.get(tenant_id, user_id, key)
             if existing is None:  # it expired and vanished in between: claim again
-                return self.claim(tenant_id, key, body_hash)
+                return self.claim(tenant_id, user_id, key, body_hash)
             return Claim(won=False, token=token, existing=existing)
         return Claim(won=True, token=token)
 
-    def complete(self, tenant_id: str, key: str, token: str, run_id: str) -> None:
+    def complete(self, tenant_id: str, user_id: str, key: str, token: str, run_id: str) -> None:
         """Record the run under our claim; a claim taken over meanwhile is left alone."""
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"id": {"S": self.record_id(tenant_id, key)}},
+                Key={"id": {"S": self.record_id(tenant_id, user_id, key)}},
                 UpdateExpression="SET #status = :completed, run_id = :run_id REMOVE lease_expires_at",
                 ConditionExpression="#token = :token",
                 ExpressionAttributeNames={"#status": "status", "#token": "token"},
@@ -124,12 +131,12 @@ class IdempotencyRepository:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise translate(exc) from exc
 
-    def release(self, tenant_id: str, key: str, token: str) -> None:
+    def release(self, tenant_id: str, user_id: str, key: str, token: str) -> None:
         """Give up our claim (the work failed), so the same key may be tried again."""
         try:
             self._client.delete_item(
                 TableName=self._table,
-                Key={"id": {"S": self.record_id(tenant_id, key)}},
+                Key={"id": {"S": self.record_id(tenant_id, user_id, key)}},
                 ConditionExpression="#token = :token AND #status = :in_progress",
                 ExpressionAttributeNames={"#status": "status", "#token": "token"},
                 ExpressionAttributeValues={":token": {"S": token}, ":in_progress": {"S": IN_PROGRESS}},
@@ -138,11 +145,11 @@ class IdempotencyRepository:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise translate(exc) from exc
 
-    def get(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
+    def get(self, tenant_id: str, user_id: str, key: str) -> IdempotencyRecord | None:
         with aws_errors():
             response = self._client.get_item(
                 TableName=self._table,
-                Key={"id": {"S": self.record_id(tenant_id, key)}},
+                Key={"id": {"S": self.record_id(tenant_id, user_id, key)}},
                 ConsistentRead=True,
             )
         item = response.get("Item")
@@ -150,6 +157,7 @@ class IdempotencyRepository:
             return None
         record = self._record_from(item)
         values = from_item(item)
+        check_owner(tenant_id, values.get("tenant_id"), "idempotency record")
         if int(values.get("expiration", 0)) < int(self._clock().timestamp()):
             return None  # expired; TTL has not removed it yet
         return record

@@ -5,6 +5,7 @@ Items (QuotasTable, hash key `pk`, TTL attribute `expires_at`):
   (`min` = one minute, `day` = one UTC day). Counted with one UpdateItem `ADD n :1` on the
   condition `n < :limit`, so concurrent requests can never count past the limit. The item
   expires with its window.
+- `fires#<tenant>#day#<start>`: the same for runs started by the tenant's schedules in a UTC day.
 - `running#<tenant>`: `runs`, the string set of run ids holding one of the tenant's execution
   slots. A set rather than a number makes taking and giving back a slot idempotent: a
   redelivered message cannot take two slots for one run, and giving back twice is harmless.
@@ -47,11 +48,18 @@ class QuotaRepository:
 
     def count(self, tenant_id: str, user_id: str, window: str, limit: int, now: datetime) -> WindowCount:
         """Count one submission in the window that contains `now`, unless it is full."""
+        return self._count(f"submit#{tenant_id}#{user_id}", window, limit, now)
+
+    def count_fire(self, tenant_id: str, limit: int, now: datetime) -> WindowCount:
+        """Count one run started by one of the tenant's schedules today, unless the budget is used."""
+        return self._count(f"fires#{tenant_id}", "day", limit, now)
+
+    def _count(self, counter: str, window: str, limit: int, now: datetime) -> WindowCount:
         length = WINDOWS[window]
         moment = int(now.timestamp())
         start = moment - moment % length
         reset = start + length - moment
-        key = {"pk": {"S": f"submit#{tenant_id}#{user_id}#{window}#{start}"}}
+        key = {"pk": {"S": f"{counter}#{window}#{start}"}}
         try:
             response = self._client.update_item(
                 TableName=self._table,

@@ -43,9 +43,17 @@ from workflows.aws import aws_errors, error_code, translate
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import NewEvent, Run, RunEvent, RunStatus
-from workflows.errors import NotFound, StaleWrite
+from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import logger
-from workflows.storage.dynamo import dumps, from_item, loads, to_item
+from workflows.storage.dynamo import (
+    MAX_ITEM_BYTES,
+    check_owner,
+    dumps,
+    from_item,
+    item_size,
+    loads,
+    to_item,
+)
 from workflows.storage.paging import Position, check_position, invalid_cursor, query_page
 
 RUN_SK = "RUN"
@@ -160,13 +168,22 @@ class RunRepository:
                 "expires_at": self._expires_at(),
             }
         )
+        run_item = self._run_item(run)
+        # Both sizes are known before either write: a run that cannot be stored leaves nothing.
+        for field, item in (("inputs", run_item), ("definition", snapshot)):
+            size = item_size(item)
+            if size > MAX_ITEM_BYTES:
+                raise PayloadTooLarge(
+                    f"{field}: the run would be stored as {size} bytes, limit {MAX_ITEM_BYTES}",
+                    details=[{"field": field, "message": f"stored as {size} bytes, limit {MAX_ITEM_BYTES}"}],
+                )
         with aws_errors():
             self._client.put_item(
                 TableName=self._runs, Item=snapshot, ConditionExpression="attribute_not_exists(pk)"
             )
             self._client.put_item(
                 TableName=self._runs,
-                Item=self._run_item(run),
+                Item=run_item,
                 ConditionExpression="attribute_not_exists(pk)",
             )
 
@@ -226,10 +243,17 @@ class RunRepository:
             condition += " AND version = :version"
             values[":version"] = {"N": str(current.version)}
         numbered = self._numbered(current.last_event_seq + 1, events)
+        item = self._run_item(updated, numbered)
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:
+            raise PayloadTooLarge(
+                f"run {current.run_id}: the commit would store {size} bytes, limit {MAX_ITEM_BYTES}",
+                details=[{"field": "run", "message": f"{size} bytes, limit {MAX_ITEM_BYTES}"}],
+            )
         try:
             self._client.put_item(
                 TableName=self._runs,
-                Item=self._run_item(updated, numbered),
+                Item=item,
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -301,7 +325,9 @@ class RunRepository:
             )
         if "Item" not in response:
             raise NotFound(f"run '{run_id}' not found")
-        return self._run_from(response["Item"])
+        run = self._run_from(response["Item"])
+        check_owner(tenant_id, run.tenant_id, "run")
+        return run
 
     def get_with_definition(self, tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]:
         """The run and its pinned definition in one strongly consistent Query."""
@@ -315,8 +341,10 @@ class RunRepository:
         items = {item["sk"]["S"]: item for item in response.get("Items", [])}
         if RUN_SK not in items or DEFINITION_SK not in items:
             raise NotFound(f"run '{run_id}' not found")
+        run = self._run_from(items[RUN_SK])
+        check_owner(tenant_id, run.tenant_id, "run")
         definition = WorkflowDefinition.model_validate_json(items[DEFINITION_SK]["definition"]["S"])
-        return self._run_from(items[RUN_SK]), definition
+        return run, definition
 
     def list_events(
         self,
@@ -439,6 +467,8 @@ class RunRepository:
             params["FilterExpression"] = " AND ".join(filters)
         page = query_page(self._client, params, limit=limit, key_fields=key_fields, start=start)
         runs = self._batch_get([item["pk"]["S"] for item in page.items])
+        for run in runs:
+            check_owner(tenant_id, run.tenant_id, "run")
         return runs, page.next_position
 
     def _batch_get(self, pks: Sequence[str]) -> list[Run]:

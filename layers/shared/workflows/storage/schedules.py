@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from workflows.aws import aws_errors, error_code, translate
 from workflows.errors import DependencyUnavailable, NotFound, StaleWrite
-from workflows.storage.dynamo import dumps, from_item, loads, to_item
+from workflows.storage.dynamo import check_owner, dumps, from_item, loads, to_item
 from workflows.storage.paging import Page, Position, check_position, query_page
 
 KEY_FIELDS = ("pk", "sk")
@@ -82,7 +82,28 @@ class ScheduleRepository:
             )
         if "Item" not in response:
             raise NotFound(f"schedule '{schedule_id}' not found")
-        return self._from(response["Item"])
+        schedule = self._from(response["Item"])
+        check_owner(tenant_id, schedule.tenant_id, "schedule")
+        return schedule
+
+    def count(self, tenant_id: str, at_most: int) -> int:
+        """How many schedules the tenant has, counting no further than `at_most`."""
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": schedules_pk(tenant_id)}},
+            "Select": "COUNT",
+            "ConsistentRead": True,
+        }
+        total = 0
+        while total < at_most:
+            with aws_errors():
+                response = self._client.query(**params, Limit=at_most - total)
+            total += int(response.get("Count", 0))
+            if "LastEvaluatedKey" not in response:
+                break
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return total
 
     def list(
         self, tenant_id: str, *, limit: int, start: Position | None

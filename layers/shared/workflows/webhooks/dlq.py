@@ -61,6 +61,9 @@ class DlqRow(BaseModel):
     webhook_id: str = Field(min_length=1)
     headers: dict[str, str] = Field(default_factory=dict)
     lease_expires_at: float | None = None
+    # Set when the URL, headers or body hold `{{ secrets.NAME }}` placeholders of this nonce:
+    # the values are put in at each attempt, never stored (domain.secret_refs).
+    secret_nonce: str | None = None
 
     @classmethod
     def new(
@@ -76,6 +79,7 @@ class DlqRow(BaseModel):
         last_error: str | None = None,
         attempts: int = 0,
         next_attempt_at: float | None = None,
+        secret_nonce: str | None = None,
     ) -> DlqRow:
         """A pending row, due at `next_attempt_at` (default: now)."""
         stamp = iso(now)
@@ -92,6 +96,7 @@ class DlqRow(BaseModel):
             updated_at=stamp,
             webhook_id=webhook_id or f"msg_{uuid.uuid4().hex}",
             headers=dict(headers or {}),
+            secret_nonce=secret_nonce,
         )
 
 

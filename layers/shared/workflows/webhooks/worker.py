@@ -18,12 +18,13 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from workflows.clock import Clock, system_clock
+from workflows.domain.secret_refs import SecretUnavailable, scrub
 from workflows.errors import DomainError
 from workflows.observability import logger, metrics
 from workflows.settings import Settings
@@ -32,6 +33,7 @@ from workflows.webhooks.delivery import Deliverer, DeliveryResult, HttpDeliverer
 from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
 from workflows.webhooks.egress import EgressPolicy
 from workflows.webhooks.journal import DeliveryJournal, DeliverySource, delivery_payload
+from workflows.webhooks.secrets import SecretLookup, resolve_request
 from workflows.webhooks.signing_secrets import SigningSecrets
 
 # Room left at the end of an invocation: one delivery's timeout plus this, to record its outcome.
@@ -89,8 +91,10 @@ class DlqWorker:
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
         runs: RunRepository | None = None,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self._repo = repo
+        self._secrets = secrets
         # Each attempt is appended to its run as a `webhook_delivery` event when runs are given.
         self._journal = DeliveryJournal(runs) if runs is not None else None
         self._deliverer = deliverer
@@ -180,13 +184,22 @@ class DlqWorker:
 
     def attempt(self, claimed: DlqRow, *, source: DeliverySource) -> Attempt:
         """Deliver a leased row, record the outcome under the lease, then tell the run."""
-        result = self._deliverer.deliver(
-            claimed.url,
-            claimed.body_json.encode("utf-8"),
-            claimed.webhook_id,
-            claimed.headers,
-            tenant_id=claimed.tenant_id,
-        )
+        try:
+            request = resolve_request(
+                self._secrets,
+                claimed.tenant_id,
+                claimed.secret_nonce,
+                claimed.url,
+                claimed.headers,
+                claimed.body_json.encode("utf-8"),
+            )
+        except SecretUnavailable as exc:
+            result = DeliveryResult("permanent", error=str(exc))
+        else:
+            result = self._deliverer.deliver(
+                request.url, request.body, claimed.webhook_id, request.headers, tenant_id=claimed.tenant_id
+            )
+            result = replace(result, error=scrub(result.error, request.values))
         attempts = claimed.attempts + 1
         fields = {
             **_row_keys(claimed),
@@ -261,6 +274,7 @@ def build_dlq_worker(
     *,
     clock: Clock = system_clock,
     runs: RunRepository | None = None,
+    secret_lookup: SecretLookup | None = None,
 ) -> tuple[WebhookDlqRepository, DlqWorker]:
     """The repository and worker as the composition root wires them.
 
@@ -278,7 +292,9 @@ def build_dlq_worker(
     # WORKFLOWS_WEBHOOK_{ALLOW,DENY}LIST_<TENANT> overrides are read here, once.
     policy = EgressPolicy.from_settings(settings, os.environ)
     deliverer = HttpDeliverer(secrets, timeout=settings.webhook_dlq_timeout_sec, policy=policy, clock=clock)
-    worker = DlqWorker(repo, deliverer, settings, clock=clock, sleep=time.sleep, runs=runs)
+    worker = DlqWorker(
+        repo, deliverer, settings, clock=clock, sleep=time.sleep, runs=runs, secrets=secret_lookup
+    )
     return repo, worker
 
 

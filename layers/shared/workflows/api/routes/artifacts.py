@@ -5,20 +5,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import RedirectResponse
 
 from workflows.api.auth import Caller
 from workflows.api.deps import ContainerDep
-from workflows.api.routes.runs import RunId
+from workflows.api.guard import GuardedRoute
+from workflows.api.ids import ArtifactId, RunId
 from workflows.api.schemas import ArtifactDetail, ArtifactList, ArtifactView, error_responses
 from workflows.clock import iso
 from workflows.services.access import readable_run
 from workflows.storage.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
 
-router = APIRouter()
-
-ArtifactId = Annotated[str, Path(min_length=1, max_length=128)]
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api.auth import Caller, require
 from workflows.api.deps import ContainerDep
-from workflows.api.routes.runs import RunId
+from workflows.api.guard import GuardedRoute
+from workflows.api.ids import RunId, StepId
 from workflows.api.schemas import error_responses
+from workflows.domain.definition import STEP_ID_PATTERN
+from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import RUNS_CONTROL, Principal
 from workflows.errors import NotFound, ValidationFailed
 from workflows.services.access import check_decide
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 Controller = Annotated[Principal, Depends(require(RUNS_CONTROL))]
 
 
 class ControlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    from_step: str | None = Field(default=None, description="retry only: the step to start from")
+    from_step: str | None = Field(
+        default=None, pattern=STEP_ID_PATTERN, description="retry only: the step to start from"
+    )
 
 
 class DecisionRequest(BaseModel):
@@ -46,7 +51,7 @@ class ControlResponse(BaseModel):
 )
 def decide_step(
     run_id: RunId,
-    step_id: Annotated[str, Path(min_length=1, max_length=128)],
+    step_id: StepId,
     decision: str,
     principal: Caller,
     c: ContainerDep,
@@ -58,6 +63,8 @@ def decide_step(
     # of another tenant).
     check_decide(c, principal, run_id, step_id)
     request = body or DecisionRequest()
+    # The decision is stored with the step's output and its events: bounded before anything.
+    check_size(request.fields, "fields", c.settings.max_decision_bytes)
     result = c.control.decide(
         principal.tenant_id,
         run_id,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Query, Response
 from workflows.api import cursor
 from workflows.api.auth import Caller, Submitter
 from workflows.api.deps import ContainerDep
+from workflows.api.guard import GuardedRoute
 from workflows.api.routes.runs import IdempotencyKey, accepted
 from workflows.api.schemas import (
     DefinitionDraft,
@@ -34,7 +35,7 @@ from workflows.domain.run import Run
 from workflows.services.definitions import DefinitionService, dry_run
 from workflows.services.runs import RunService
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(alias="cursor", description="next_cursor of the previous page")]

@@ -9,29 +9,30 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api import cursor
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
+from workflows.api.guard import GuardedRoute
+from workflows.api.ids import KeyId
 from workflows.api.schemas import PREFIX, error_responses
 from workflows.clock import iso
+from workflows.domain.ids import USER_ID_PATTERN
 from workflows.domain.principal import ADMIN, Principal
 from workflows.errors import ValidationFailed
 from workflows.services.access import role_permissions
 from workflows.storage.api_keys import ApiKeyRecord
 
-router = APIRouter(tags=["api-keys"])
+router = APIRouter(route_class=GuardedRoute, tags=["api-keys"])
 Admin = Annotated[Principal, Depends(require(ADMIN))]
-KeyId = Annotated[str, Path(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$"
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(pattern=NAME, description="the user the key acts as")
+    user_id: str = Field(pattern=USER_ID_PATTERN, description="the user the key acts as")
     roles: list[str] = Field(min_length=1, max_length=10, description="e.g. viewer, operator, admin")
     name: str | None = Field(default=None, max_length=128, description="a label for humans")
     expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="default: never")

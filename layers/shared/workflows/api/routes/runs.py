@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
 from workflows.api import cursor
 from workflows.api.auth import Caller, Submitter, require
 from workflows.api.deps import ContainerDep
+from workflows.api.guard import GuardedRoute
+from workflows.api.ids import RunId
 from workflows.api.schemas import (
     AdhocRunRequest,
     EventsPage,
@@ -22,16 +25,15 @@ from workflows.api.schemas import (
 from workflows.clock import iso
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import RUNS_READ, Principal
+from workflows.domain.redaction import redact_definition
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import ValidationFailed
 from workflows.services.access import check_read_run, readable_run
 from workflows.services.definitions import check_inputs, inputs_schema_errors
 from workflows.services.runs import RunService
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]
-# Ids are UUIDs; the bound keeps any id within DynamoDB's key size limits.
-RunId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 IdempotencyKey = Annotated[
@@ -103,7 +105,7 @@ def list_runs(
     principal: Caller,
     c: ContainerDep,
     status: Annotated[list[RunStatus] | None, Query(description="repeatable")] = None,
-    workflow_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    workflow_id: Annotated[UUID | None, Query(description="only this workflow's runs")] = None,
     created_after: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
     created_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -119,10 +121,11 @@ def list_runs(
         )
     statuses = sorted({s.value for s in status or []})
     owner = None if principal.can(RUNS_READ) else principal.user_id
-    scope = ["runs", principal.tenant_id, workflow_id, ",".join(statuses), after, before, owner]
+    wid = None if workflow_id is None else str(workflow_id)
+    scope = ["runs", principal.tenant_id, wid, ",".join(statuses), after, before, owner]
     runs, position = c.runs.list_runs(
         principal.tenant_id,
-        workflow_id=workflow_id,
+        workflow_id=wid,
         statuses=statuses,
         created_after=after,
         created_before=before,
@@ -174,4 +177,4 @@ def get_run_definition(run_id: RunId, principal: Caller, c: ContainerDep) -> Wor
     """The exact definition snapshot the run executes."""
     run, definition = c.runs.get_with_definition(principal.tenant_id, run_id)
     check_read_run(principal, run)
-    return definition
+    return redact_definition(definition)  # inline credentials never leave (docs/auth.md)

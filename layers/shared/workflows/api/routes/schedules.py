@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api import cursor
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
+from workflows.api.guard import GuardedRoute
+from workflows.api.ids import ScheduleId
 from workflows.api.schemas import PREFIX, error_responses
 from workflows.clock import iso
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
@@ -18,10 +20,9 @@ from workflows.errors import ValidationFailed
 from workflows.services.schedules import ScheduleService
 from workflows.storage.schedules import Schedule
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]
 Writer = Annotated[Principal, Depends(require(RUNS_CONTROL))]
-ScheduleId = Annotated[str, Path(min_length=1, max_length=64)]
 
 Expression = Annotated[
     str,
@@ -71,7 +72,7 @@ class LastFire(BaseModel):
     reason: str | None = Field(
         default=None,
         description="why nothing started: workflow_deleted, workflow_not_found, version_not_found, "
-        "invalid_inputs, schedule_disabled, too_late",
+        "invalid_inputs, schedule_disabled, too_late, fire_budget_exhausted",
     )
     message: str | None = None
 

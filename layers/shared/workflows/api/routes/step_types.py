@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from workflows.api.guard import GuardedRoute
 from workflows.api.routes.runs import Reader
 from workflows.api.schemas import StepTypeList, StepTypeView, error_responses
 from workflows.steps.registry import REGISTRY
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/step-types", response_model=StepTypeList, responses=error_responses())

@@ -12,21 +12,23 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from workflows.api import cursor
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
+from workflows.api.guard import GuardedRoute
+from workflows.api.ids import RowId, RunId
 from workflows.domain.principal import RUNS_CONTROL, Principal
 from workflows.domain.run import EventType, RunEvent
 from workflows.webhooks.dlq import DlqRow
 from workflows.webhooks.journal import ERROR_CHARS, host_of
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(route_class=GuardedRoute, tags=["webhooks"])
 Operator = Annotated[Principal, Depends(require(RUNS_CONTROL))]
-RowId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class ErrorDetail(BaseModel):
@@ -154,17 +156,18 @@ def list_dlq_rows(
     status: Annotated[
         list[Literal["pending", "delivered", "exhausted"]] | None, Query(description="repeatable")
     ] = None,
-    run_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    run_id: Annotated[UUID | None, Query(description="only this run's rows")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor_: Annotated[str | None, Query(alias="cursor")] = None,
 ) -> DlqRowList:
     """The tenant's failed deliveries, newest first."""
     statuses = sorted(set(status or []))
-    scope = ["webhook-dlq", principal.tenant_id, ",".join(statuses), run_id]
+    rid = None if run_id is None else str(run_id)
+    scope = ["webhook-dlq", principal.tenant_id, ",".join(statuses), rid]
     rows, position = c.dlq.list_for_tenant(
         principal.tenant_id,
         statuses=statuses,
-        run_id=run_id,
+        run_id=rid,
         limit=limit,
         start=cursor.decode(cursor_, scope),
     )
@@ -215,7 +218,7 @@ def replay_dlq_row(row_id: RowId, principal: Operator, c: ContainerDep) -> Repla
     summary="List a run's webhook deliveries",
 )
 def list_run_deliveries(
-    run_id: str,
+    run_id: RunId,
     principal: Operator,
     c: ContainerDep,
     since: Annotated[int, Query(ge=0, description="return deliveries with event_seq > since")] = 0,

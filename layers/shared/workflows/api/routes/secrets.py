@@ -1,0 +1,62 @@
+"""The tenant's secrets for `{{ secrets.NAME }}` in webhook steps (workflows.admin).
+
+Values go in and never come out: listing shows names only, and a value is read only when a
+webhook that references it is sent (docs/steps.md, "Secrets").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.api.auth import require
+from workflows.api.deps import ContainerDep
+from workflows.api.guard import GuardedRoute
+from workflows.api.ids import SecretName
+from workflows.api.schemas import PREFIX, error_responses
+from workflows.domain.principal import ADMIN, Principal
+from workflows.storage.secrets import MAX_VALUE_BYTES
+
+router = APIRouter(route_class=GuardedRoute, tags=["secrets"])
+Admin = Annotated[Principal, Depends(require(ADMIN))]
+
+
+class SecretValue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(min_length=1, max_length=MAX_VALUE_BYTES, description="stored as an SSM SecureString")
+
+
+class SecretView(BaseModel):
+    name: str
+    reference: str = Field(description="how a webhook step's url, headers or body uses it")
+    self: str
+
+
+class SecretList(BaseModel):
+    secrets: list[SecretView]
+
+
+def _view(name: str) -> SecretView:
+    return SecretView(name=name, reference=f"{{{{ secrets.{name} }}}}", self=f"{PREFIX}/secrets/{name}")
+
+
+@router.put("/secrets/{name}", response_model=SecretView, responses=error_responses(404))
+def put_secret(name: SecretName, body: SecretValue, principal: Admin, c: ContainerDep) -> SecretView:
+    """Create or replace a secret of the caller's tenant. The answer never holds the value."""
+    c.secrets.put(principal.tenant_id, name, body.value)
+    return _view(name)
+
+
+@router.get("/secrets", response_model=SecretList, responses=error_responses())
+def list_secrets(principal: Admin, c: ContainerDep) -> SecretList:
+    """The tenant's secret names (never their values)."""
+    return SecretList(secrets=[_view(name) for name in c.secrets.names(principal.tenant_id)])
+
+
+@router.delete("/secrets/{name}", status_code=204, responses=error_responses(404))
+def delete_secret(name: SecretName, principal: Admin, c: ContainerDep) -> Response:
+    c.secrets.delete(principal.tenant_id, name)
+    return Response(status_code=204)

@@ -1,0 +1,78 @@
+"""`{{ secrets.NAME }}`: a secret named in a template, resolved only when the request is sent.
+
+Rendering a template never sees a secret's value. `secrets.NAME` renders to a placeholder,
+`[[secret:<nonce>:NAME]]`, whose nonce is drawn anew for each step execution, so text that
+comes from inputs or outputs cannot forge one. The value replaces the placeholder in the URL,
+headers and body only when the webhook is sent (and again when the DLQ worker retries it, from
+the stored placeholder form), and every error text about that request is scrubbed of it, so
+the value is never in a run's events, outputs, DLQ rows or logs (docs/steps.md, "Secrets").
+"""
+
+from __future__ import annotations
+
+import re
+import secrets as random_tokens
+from collections.abc import Callable, Iterable
+
+SECRET_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,127}$"  # noqa: S105 - a pattern, not a secret
+_NAME = re.compile(SECRET_NAME_PATTERN)
+_PLACEHOLDER = re.compile(r"\[\[secret:([0-9a-f]{16}):([A-Za-z][A-Za-z0-9_]{0,127})\]\]")
+REDACTED = "***"
+
+
+class SecretUnavailable(Exception):
+    """A referenced secret is not set (or not readable) for the tenant."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"secret '{name}' is not set for this tenant")
+        self.name = name
+
+
+def new_nonce() -> str:
+    return random_tokens.token_hex(8)
+
+
+class SecretRefs:
+    """The `secrets` template variable: `secrets.NAME` and `secrets['NAME']` are placeholders."""
+
+    def __init__(self, nonce: str) -> None:
+        self._nonce = nonce
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_") or not _NAME.fullmatch(name):
+            raise AttributeError(name)
+        return f"[[secret:{self._nonce}:{name}]]"
+
+    def __getitem__(self, name: object) -> str:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise KeyError(name)
+        return self.__getattr__(name)
+
+    def __str__(self) -> str:
+        return "<secrets>"
+
+
+def names_in(text: str, nonce: str) -> set[str]:
+    return {name for found, name in _PLACEHOLDER.findall(text) if found == nonce}
+
+
+def substitute(text: str, nonce: str, lookup: Callable[[str], str]) -> str:
+    """`text` with this nonce's placeholders replaced by the secrets' values.
+
+    Placeholders with another nonce are left as they are: they were not made by this step.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        return lookup(match.group(2)) if match.group(1) == nonce else match.group(0)
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def scrub(text: str | None, values: Iterable[str]) -> str | None:
+    """`text` with every secret value in it replaced by ***."""
+    if text is None:
+        return None
+    for secret in sorted(values, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text

@@ -1,0 +1,84 @@
+"""Tenants' secrets in SSM Parameter Store: `<prefix>/<tenant_id>/<NAME>`, SecureString.
+
+Only names are ever listed; values are read when a webhook is sent, through Powertools
+parameters with a cache (`CACHE_SECONDS`), so a warm dispatcher does not call SSM per step and
+a changed value applies within that time. Tenant ids and names are checked against their
+patterns, so a name cannot reach another tenant's path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from workflows.aws import error_code, translate
+from workflows.domain.ids import check_tenant_id
+from workflows.domain.secret_refs import SECRET_NAME_PATTERN, SecretUnavailable
+from workflows.errors import NotFound
+
+CACHE_SECONDS = 300
+MAX_VALUE_BYTES = 4096  # SSM standard tier
+_NAME = re.compile(SECRET_NAME_PATTERN)
+
+
+class SecretStore:
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._client = client
+        self._prefix = "/" + prefix.strip("/")
+        self._provider: Any = None
+
+    def _path(self, tenant_id: str, name: str) -> str:
+        check_tenant_id(tenant_id)
+        if not _NAME.fullmatch(name):
+            raise NotFound(f"secret '{name[:64]}' not found")
+        return f"{self._prefix}/{tenant_id}/{name}"
+
+    def value(self, tenant_id: str, name: str) -> str:
+        """The secret's value (cached); SecretUnavailable when it is not set."""
+        if self._provider is None:
+            # Imported on first use: most dispatcher invocations never resolve a secret.
+            from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+            self._provider = SSMProvider(boto3_client=self._client)
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        try:
+            path = self._path(tenant_id, name)
+            return str(self._provider.get(path, decrypt=True, max_age=CACHE_SECONDS))
+        except (GetParameterError, NotFound) as exc:
+            raise SecretUnavailable(name) from exc
+
+    def put(self, tenant_id: str, name: str, value: str) -> None:
+        try:
+            self._client.put_parameter(
+                Name=self._path(tenant_id, name), Value=value, Type="SecureString", Overwrite=True
+            )
+        except ClientError as exc:
+            raise translate(exc) from exc
+
+    def delete(self, tenant_id: str, name: str) -> None:
+        try:
+            self._client.delete_parameter(Name=self._path(tenant_id, name))
+        except ClientError as exc:
+            if error_code(exc) == "ParameterNotFound":
+                raise NotFound(f"secret '{name}' not found") from exc
+            raise translate(exc) from exc
+
+    def names(self, tenant_id: str) -> list[str]:
+        """The tenant's secret names, sorted; never their values."""
+        path = f"{self._prefix}/{check_tenant_id(tenant_id)}/"
+        names: list[str] = []
+        params: dict[str, Any] = {"Path": path, "Recursive": False, "WithDecryption": False, "MaxResults": 10}
+        try:
+            while True:
+                response = self._client.get_parameters_by_path(**params)
+                names += [str(p["Name"]).removeprefix(path) for p in response.get("Parameters", [])]
+                token = response.get("NextToken")
+                if not token or len(names) >= 1000:
+                    break
+                params["NextToken"] = token
+        except ClientError as exc:
+            raise translate(exc) from exc
+        return sorted(names)
