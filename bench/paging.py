@@ -19,8 +19,8 @@ PAGE = 100
 
 def _seed(raw: Any, table: str, runs_table: str, pk: str, count: int) -> None:
     """`count` events, two per commit item (a step's step_started + step_completed)."""
+    from workflows.adapters.runs import events_item
     from workflows.domain.run import RunEvent
-    from workflows.storage.runs import events_item
 
     events = [
         RunEvent(

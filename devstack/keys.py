@@ -77,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     if str(LAYER) not in sys.path:
         sys.path.insert(0, str(LAYER))
-    from workflows import aws
+    from workflows.adapters import aws
+    from workflows.adapters.api_keys import ApiKeyRepository
     from workflows.services.access import role_permissions
     from workflows.settings import Settings
-    from workflows.storage.api_keys import ApiKeyRepository
 
     table = _table_name(aws.client("cloudformation"), args.stack)
     keys = ApiKeyRepository(aws.client("dynamodb"), table)

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
+from workflows.adapters.schedules import SCHEDULED_TIME_PLACEHOLDER
 from workflows.clock import Clock, system_clock
 from workflows.domain.schedules import ExpressionError, parse_expression, parse_timezone, scheduled_time_text
-from workflows.storage.schedules import SCHEDULED_TIME_PLACEHOLDER
 
 # A schedule that fell far behind (a stopped process, a test that jumps a day) sends at most
 # this many fires per pass; EventBridge would have sent them all, one by one, on time.

@@ -1,5 +1,5 @@
 """ApiFunction entry point: the public HTTP API."""
 
-from workflows.api.lambda_handler import handle as handler
+from workflows.roots.api import handle as handler
 
 __all__ = ["handler"]

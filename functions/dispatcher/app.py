@@ -1,5 +1,5 @@
 """DispatcherFunction entry point: advances runs from the dispatch queue."""
 
-from workflows.engine.lambda_handler import handle as handler
+from workflows.roots.dispatcher import handle as handler
 
 __all__ = ["handler"]

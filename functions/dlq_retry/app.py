@@ -1,5 +1,5 @@
 """DlqRetryFunction entry point: retries failed webhook deliveries on a schedule."""
 
-from workflows.webhooks.lambda_handler import handle as handler
+from workflows.roots.dlq_worker import handle as handler
 
 __all__ = ["handler"]

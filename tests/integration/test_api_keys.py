@@ -15,10 +15,10 @@ from mangum import Mangum
 
 from devstack.functions import LambdaContext as FakeLambdaContext
 from tests.conftest import FakeClock, drain, log_definition, make_container
+from workflows.adapters.api_keys import hash_key
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.bootstrap import Container
-from workflows.storage.api_keys import hash_key
 
 P = "/api/v1/workflows"
 EVENTS = Path(__file__).resolve().parents[2] / "events"

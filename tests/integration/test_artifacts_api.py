@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import drain, log_definition
+from workflows.adapters import artifacts as artifacts_module
 from workflows.bootstrap import Container
-from workflows.storage import artifacts as artifacts_module
 
 BASE = "/api/v1/workflows"
 

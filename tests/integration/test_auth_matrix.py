@@ -23,10 +23,10 @@ from fastapi.testclient import TestClient
 
 from devstack.scheduler import ensure_scheduling
 from tests.conftest import AtomicRequests, FakeClock, log_definition, settings_from
+from workflows.adapters.dlq import DlqRow
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.bootstrap import Container, build_container
-from workflows.webhooks.dlq import DlqRow
 
 P = "/api/v1/workflows"
 OK = "ok"  # allowed: anything but 401, 403, 404 (and no server error)

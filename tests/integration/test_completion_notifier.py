@@ -11,12 +11,12 @@ from pydantic import SecretStr
 
 from tests.conftest import FakeClock, settings_from
 from tests.receivers import Receiver, Reply
+from workflows.adapters.http.signing import verify
 from workflows.bootstrap import Container, build_container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run, RunStatus
-from workflows.webhooks.notify import notification_webhook_id
-from workflows.webhooks.signing import verify
-from workflows.webhooks.worker import WorkerReport
+from workflows.services.webhooks.notify import notification_webhook_id
+from workflows.services.webhooks.worker import WorkerReport
 
 SECRET = "whsec_bm90aWZ5LXNlY3JldC1ub3RpZnktc2VjcmV0"
 ONE_PASS_MS = 20_000

@@ -293,8 +293,8 @@ def test_versions_list_newest_first(client: TestClient) -> None:
 def test_concurrent_new_versions_get_distinct_numbers(container: Container) -> None:
     import threading
 
+    from workflows.adapters.definitions import WorkflowHead
     from workflows.services.definitions import DefinitionService
-    from workflows.storage.definitions import WorkflowHead
 
     principal = Principal(tenant_id="t", user_id="u", permissions=ALL_PERMISSIONS)
     service = DefinitionService(container)

@@ -19,15 +19,15 @@ from pydantic import SecretStr
 
 from tests.conftest import FakeClock, settings_from
 from tests.receivers import Received, Receiver, Reply
+from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
+from workflows.adapters.http.delivery import DeliveryResult, EgressDenied, HttpDeliverer
+from workflows.adapters.http.signing import WebhookVerificationError, verify
+from workflows.adapters.runs import RunRepository
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import Conflict, NotFound
-from workflows.storage.runs import RunRepository
-from workflows.webhooks import lambda_handler
-from workflows.webhooks.delivery import DeliveryResult, EgressDenied, HttpDeliverer
-from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
-from workflows.webhooks.signing import WebhookVerificationError, verify
-from workflows.webhooks.worker import DlqWorker, WorkerReport, build_dlq_worker
+from workflows.roots import dlq_worker as lambda_handler
+from workflows.services.webhooks.worker import DlqWorker, WorkerReport, build_dlq_worker
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # One pass and no sleep: with the default 10 s timeout the margin is 15 s, and 20 s minus the

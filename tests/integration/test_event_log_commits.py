@@ -12,10 +12,10 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
+from workflows.adapters.runs import RunRepository, run_pk
 from workflows.bootstrap import Container
 from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.engine.messages import AdvanceMessage
-from workflows.storage.runs import RunRepository, run_pk
 
 BASE = "/api/v1/workflows"
 

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import log_definition
+from workflows.adapters.runs import events_item, run_pk
 from workflows.bootstrap import Container
 from workflows.domain.run import RunEvent
-from workflows.storage.runs import events_item, run_pk
 
 BASE = "/api/v1/workflows"
 EVENT_TYPES = ("step_started", "step_completed")

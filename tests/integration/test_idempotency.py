@@ -9,12 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, log_definition, make_container
+from workflows.adapters.idempotency import IdempotencyRepository
 from workflows.bootstrap import Container
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.errors import IdempotencyInProgress
 from workflows.services import runs as runs_service
 from workflows.services.runs import RunService
-from workflows.storage.idempotency import IdempotencyRepository
 
 BASE = "/api/v1/workflows"
 RUNS = f"{BASE}/runs"

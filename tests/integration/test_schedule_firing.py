@@ -19,8 +19,8 @@ from devstack.workers import sqs_event
 from tests.conftest import AtomicRequests, FakeClock, log_definition, settings_from
 from workflows import bootstrap
 from workflows.bootstrap import Container, build_container
-from workflows.engine import lambda_handler
 from workflows.engine.messages import StartScheduledRun, parse_message
+from workflows.roots import dispatcher as lambda_handler
 from workflows.services.schedules import ScheduleService
 
 BASE = "/api/v1/workflows"

@@ -15,9 +15,14 @@ import httpcore
 import pytest
 
 from tests.receivers import Receiver, Reply
-from workflows.webhooks.delivery import HttpDeliverer
-from workflows.webhooks.egress import EgressPolicy, EgressResolutionFailed, system_resolver, tcp_connector
-from workflows.webhooks.signing import verify
+from workflows.adapters.http.delivery import HttpDeliverer
+from workflows.adapters.http.egress import (
+    EgressPolicy,
+    EgressResolutionFailed,
+    system_resolver,
+    tcp_connector,
+)
+from workflows.adapters.http.signing import verify
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

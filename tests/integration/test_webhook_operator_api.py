@@ -14,14 +14,14 @@ from pydantic import SecretStr
 
 from tests.conftest import API_KEY, FakeClock, settings_from
 from tests.receivers import Receiver, Reply
+from workflows.adapters.dlq import DlqRow
+from workflows.adapters.http.signing import verify
 from workflows.api import auth, deps
 from workflows.api.app import create_app
 from workflows.bootstrap import Container, build_container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import Run, RunStatus
-from workflows.webhooks.dlq import DlqRow
-from workflows.webhooks.signing import verify
 
 BASE = "/api/v1/workflows"
 DLQ = f"{BASE}/webhooks/dlq"

@@ -10,11 +10,11 @@ from pydantic import SecretStr
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_container
 from tests.receivers import Receiver, Reply
+from workflows.adapters.http.signing import verify
 from workflows.bootstrap import Container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.services.runs import RunService
-from workflows.webhooks.signing import verify
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)

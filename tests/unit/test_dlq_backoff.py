@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from workflows.webhooks.worker import backoff_seconds
+from workflows.services.webhooks.worker import backoff_seconds
 
 
 def _top() -> float:

@@ -17,16 +17,16 @@ from typing import Any
 import httpcore
 import pytest
 
-from workflows.settings import Settings
-from workflows.webhooks.delivery import HttpDeliverer
-from workflows.webhooks.egress import (
+from workflows.adapters.http.delivery import HttpDeliverer
+from workflows.adapters.http.egress import (
     EgressDenied,
     EgressPolicy,
     EgressResolutionFailed,
     PinnedNetworkBackend,
     tenant_key,
 )
-from workflows.webhooks.signing import sign, signature_headers
+from workflows.adapters.http.signing import sign, signature_headers
+from workflows.settings import Settings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PUBLIC = "93.184.216.34"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from workflows.engine.errors import StepFailed
-from workflows.engine.templating import (
+from workflows.steps.errors import StepFailed
+from workflows.templating import (
     MAX_RENDERED_CHARS,
     evaluate,
     render,
@@ -68,10 +68,10 @@ _CHILD = textwrap.dedent(
     """
     import json, resource, sys
     sys.path.insert(0, sys.argv[1])
-    from workflows.engine.errors import StepFailed
+    from workflows.steps.errors import StepFailed
     from workflows.steps.base import StepContext
     from workflows.steps.log import LogConfig, LogStep
-    from workflows.engine.templating import render_budget
+    from workflows.templating import render_budget
 
     limit = 256 * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workflows.webhooks.delivery import (
+from workflows.adapters.http.delivery import (
     DeliveryResult,
     EgressDenied,
     classify,
@@ -124,8 +124,8 @@ def test_webhooks_package_never_imports_the_http_edge() -> None:
     root = Path(__file__).resolve().parents[2]
     code = (
         "import sys\n"
-        "import workflows.webhooks.lambda_handler, workflows.webhooks.worker\n"
-        "import workflows.webhooks.delivery, workflows.webhooks.dlq, workflows.webhooks.signing\n"
+        "import workflows.roots.dlq_worker, workflows.services.webhooks.worker\n"
+        "import workflows.adapters.http.delivery, workflows.adapters.dlq, workflows.adapters.http.signing\n"
         "edge = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'mangum'))\n"
         "print(','.join(edge))\n"
     )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from workflows.webhooks.signing import (
+from workflows.adapters.http.signing import (
     WebhookVerificationError,
     parse_secrets,
     sign,
     signature_headers,
     verify,
 )
-from workflows.webhooks.signing_secrets import SigningSecrets, SigningSecretUnavailable
+from workflows.adapters.http.signing_secrets import SigningSecrets, SigningSecretUnavailable
 
 # The example from the Standard Webhooks specification.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -16,29 +16,29 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from workflows import aws
+from workflows.adapters import aws
 from workflows.clock import Clock, system_clock
 from workflows.errors import NotFound
 from workflows.settings import Settings, get_settings
 from workflows.steps import registry
 
 if TYPE_CHECKING:
+    from workflows.adapters.api_keys import ApiKeyRepository
+    from workflows.adapters.artifacts import ArtifactRepository
+    from workflows.adapters.corpus import CorpusRepository
+    from workflows.adapters.definitions import DefinitionRepository
+    from workflows.adapters.dlq import WebhookDlqRepository
+    from workflows.adapters.idempotency import IdempotencyRepository
+    from workflows.adapters.quotas import QuotaRepository, TenantSlots
+    from workflows.adapters.runs import RunRepository
+    from workflows.adapters.schedules import EventBridgeSchedules, ScheduleRepository
+    from workflows.adapters.secrets import SecretStore
     from workflows.domain.run import Run
     from workflows.engine.advance import Engine
     from workflows.engine.control import RunControl
     from workflows.engine.messages import DispatchQueue
-    from workflows.storage.api_keys import ApiKeyRepository
-    from workflows.storage.artifacts import ArtifactRepository
-    from workflows.storage.corpus import CorpusRepository
-    from workflows.storage.definitions import DefinitionRepository
-    from workflows.storage.idempotency import IdempotencyRepository
-    from workflows.storage.quotas import QuotaRepository, TenantSlots
-    from workflows.storage.runs import RunRepository
-    from workflows.storage.schedules import EventBridgeSchedules, ScheduleRepository
-    from workflows.storage.secrets import SecretStore
-    from workflows.webhooks.dlq import WebhookDlqRepository
-    from workflows.webhooks.notify import CompletionNotifier
-    from workflows.webhooks.worker import DlqWorker
+    from workflows.services.webhooks.notify import CompletionNotifier
+    from workflows.services.webhooks.worker import DlqWorker
 
 _T = TypeVar("_T")
 
@@ -111,7 +111,7 @@ class Container:
 
     @_Part
     def secrets(self) -> SecretStore:
-        from workflows.storage.secrets import SecretStore  # on first use: cold start
+        from workflows.adapters.secrets import SecretStore  # on first use: cold start
 
         return SecretStore(self.ssm, self.settings.secrets_prefix)
 
@@ -119,7 +119,7 @@ class Container:
 
     @_Part
     def runs(self) -> RunRepository:
-        from workflows.storage.runs import RunRepository  # on first use: cold start
+        from workflows.adapters.runs import RunRepository  # on first use: cold start
 
         settings = self.settings
         return RunRepository(
@@ -138,7 +138,7 @@ class Container:
 
     @_Part
     def artifacts(self) -> ArtifactRepository:
-        from workflows.storage.artifacts import ArtifactRepository  # on first use: cold start
+        from workflows.adapters.artifacts import ArtifactRepository  # on first use: cold start
 
         settings = self.settings
         return ArtifactRepository(
@@ -152,43 +152,43 @@ class Container:
 
     @_Part
     def corpus(self) -> CorpusRepository:
-        from workflows.storage.corpus import CorpusRepository  # on first use: cold start
+        from workflows.adapters.corpus import CorpusRepository  # on first use: cold start
 
         return CorpusRepository(self.dynamodb, self.settings.corpus_table, clock=self.clock)
 
     @_Part
     def definitions(self) -> DefinitionRepository:
-        from workflows.storage.definitions import DefinitionRepository  # on first use: cold start
+        from workflows.adapters.definitions import DefinitionRepository  # on first use: cold start
 
         return DefinitionRepository(self.dynamodb, self.settings.definitions_table, clock=self.clock)
 
     @_Part
     def idempotency(self) -> IdempotencyRepository:
-        from workflows.storage.idempotency import IdempotencyRepository  # on first use: cold start
+        from workflows.adapters.idempotency import IdempotencyRepository  # on first use: cold start
 
         return IdempotencyRepository(self.dynamodb, self.settings.idempotency_table, clock=self.clock)
 
     @_Part
     def api_keys(self) -> ApiKeyRepository:
-        from workflows.storage.api_keys import ApiKeyRepository  # on first use: cold start
+        from workflows.adapters.api_keys import ApiKeyRepository  # on first use: cold start
 
         return ApiKeyRepository(self.dynamodb, self.settings.api_keys_table, clock=self.clock)
 
     @_Part
     def quotas(self) -> QuotaRepository:
-        from workflows.storage.quotas import QuotaRepository  # on first use: cold start
+        from workflows.adapters.quotas import QuotaRepository  # on first use: cold start
 
         return QuotaRepository(self.dynamodb, self.settings.quotas_table)
 
     @_Part
     def schedules(self) -> ScheduleRepository:
-        from workflows.storage.schedules import ScheduleRepository  # on first use: cold start
+        from workflows.adapters.schedules import ScheduleRepository  # on first use: cold start
 
         return ScheduleRepository(self.dynamodb, self.settings.schedules_table)
 
     @_Part
     def scheduler(self) -> EventBridgeSchedules:
-        from workflows.storage.schedules import EventBridgeSchedules  # on first use: cold start
+        from workflows.adapters.schedules import EventBridgeSchedules  # on first use: cold start
 
         client = self._scheduler_client
         settings = self.settings
@@ -204,7 +204,7 @@ class Container:
 
     @_Part
     def _webhooks(self) -> tuple[WebhookDlqRepository, DlqWorker]:
-        from workflows.webhooks.worker import build_dlq_worker  # on first use: cold start
+        from workflows.services.webhooks.worker import build_dlq_worker  # on first use: cold start
 
         return build_dlq_worker(
             self.settings, self.dynamodb, clock=self.clock, runs=self.runs, secret_lookup=self._secret_value
@@ -223,7 +223,7 @@ class Container:
 
     @_Part
     def notifier(self) -> CompletionNotifier:
-        from workflows.webhooks.notify import CompletionNotifier  # on first use: cold start
+        from workflows.services.webhooks.notify import CompletionNotifier  # on first use: cold start
 
         return CompletionNotifier(self.dlq_worker.deliverer, self.dlq, self.runs, clock=self.clock)
 
@@ -236,7 +236,7 @@ class Container:
         settings = self.settings
         slots: TenantSlots | None = None
         if settings.tenant_concurrency > 0:
-            from workflows.storage.quotas import TenantSlots  # on first use: cold start
+            from workflows.adapters.quotas import TenantSlots  # on first use: cold start
 
             slots = TenantSlots(
                 self.quotas,

@@ -21,11 +21,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 
+from workflows.adapters.parameters import single_user_api_key
 from workflows.api.deps import ContainerDep
 from workflows.domain.ids import InvalidIdentifier, is_tenant_id, is_user_id
 from workflows.domain.principal import ALL_PERMISSIONS, Principal, permissions_for
 from workflows.errors import Forbidden, Unauthenticated
-from workflows.secrets import single_user_api_key
 from workflows.services.access import charge_submission, role_permissions
 
 DEFAULT_TENANT = "default"

@@ -14,8 +14,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
+from workflows.adapters.paging import Position
 from workflows.errors import InvalidCursor
-from workflows.storage.paging import Position
 
 MAX_CURSOR_CHARS = 2048
 _VERSION = 1

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import END, StepSpec, WorkflowDefinition
 from workflows.domain.run import TERMINAL, EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine import retry
-from workflows.engine.errors import StepFailed
 from workflows.engine.messages import AdvanceMessage, DispatchQueue
 from workflows.errors import NotFound, StaleWrite
 from workflows.observability import logger, metrics
 from workflows.steps.approval import ApprovalConfig
 from workflows.steps.base import StepContext, StepResult, Suspend
+from workflows.steps.errors import StepFailed
 from workflows.steps.registry import get_step_type, parse_config
-from workflows.storage.runs import RunRepository
 
 RemainingMs = Callable[[], int]
 
@@ -282,7 +282,7 @@ class Engine:
             )
         config = parse_config(step_type, step.config)
         # Imported here: jinja2 stays off the cold-start path until a step runs.
-        from workflows.engine.templating import render_budget
+        from workflows.templating import render_budget
 
         # Every template the step renders shares one budget of time, loops and allocations.
         with render_budget(min(context.time_budget_seconds, MAX_RENDER_SECONDS)):

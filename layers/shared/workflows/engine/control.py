@@ -17,15 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.run import TRANSITIONS, EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine.advance import Engine
-from workflows.engine.errors import StepFailed
 from workflows.engine.messages import AdvanceMessage, DispatchQueue
 from workflows.errors import InvalidState, NotFound, StaleWrite, ValidationFailed
 from workflows.steps.base import StepResult
+from workflows.steps.errors import StepFailed
 from workflows.steps.registry import canonical_type
-from workflows.storage.runs import RunRepository
 
 Action = Literal["pause", "resume", "cancel", "retry"]
 _ATTEMPTS = 5  # a control action re-reads and retries when the engine moved the run meanwhile

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from workflows.aws import aws_errors
+from workflows.adapters.aws import aws_errors
 
 PROTOCOL_VERSION = 1
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from workflows.domain.definition import RetryPolicy
-from workflows.engine.errors import StepFailed
+from workflows.steps.errors import StepFailed
 
 
 @dataclass(frozen=True)

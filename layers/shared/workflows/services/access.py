@@ -15,6 +15,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from workflows.adapters.quotas import WindowCount
 from workflows.domain.principal import (
     DEFAULT_ROLE_PERMISSIONS,
     RUNS_CONTROL,
@@ -23,7 +24,6 @@ from workflows.domain.principal import (
 )
 from workflows.domain.run import Run
 from workflows.errors import Forbidden, QuotaExceeded
-from workflows.storage.quotas import WindowCount
 
 
 @lru_cache(maxsize=8)

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from workflows.adapters.definitions import DELETED, WorkflowHead, WorkflowVersion
+from workflows.adapters.paging import Position
 from workflows.domain.definition import END, WorkflowDefinition
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import Run
@@ -16,8 +18,6 @@ from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, ValidationFa
 from workflows.services.access import check_change_definition, check_read_definition
 from workflows.services.runs import RunService
 from workflows.services.validation import validate_definition
-from workflows.storage.definitions import DELETED, WorkflowHead, WorkflowVersion
-from workflows.storage.paging import Position
 
 _VERSION_RACE_TRIES = 5
 

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from workflows.adapters.idempotency import COMPLETED
 from workflows.clock import iso
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.jsonlimits import check_size
@@ -23,7 +24,6 @@ from workflows.errors import (
 )
 from workflows.observability import logger
 from workflows.services.validation import validate_definition
-from workflows.storage.idempotency import COMPLETED
 
 # How a request waits for another one holding the same Idempotency-Key (about 2 s in all).
 IDEMPOTENCY_POLL_SECONDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5)

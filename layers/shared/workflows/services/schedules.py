@@ -20,6 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from workflows.adapters.definitions import DELETED
+from workflows.adapters.paging import Position
+from workflows.adapters.schedules import Schedule
 from workflows.clock import iso
 from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
@@ -38,9 +41,6 @@ from workflows.observability import logger
 from workflows.services.access import check_read_definition
 from workflows.services.definitions import DefinitionService, check_inputs
 from workflows.services.runs import RunService
-from workflows.storage.definitions import DELETED
-from workflows.storage.paging import Position
-from workflows.storage.schedules import Schedule
 
 # Older fires are skipped: the deduplication records (24 h) must outlive every duplicate.
 FIRE_WINDOW = timedelta(hours=23)

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from workflows.adapters.corpus import CorpusRepository
+    from workflows.adapters.dlq import WebhookDlqRepository
+    from workflows.adapters.secrets import SecretStore
+    from workflows.services.webhooks.worker import DlqWorker
     from workflows.settings import Settings
-    from workflows.storage.corpus import CorpusRepository
-    from workflows.storage.secrets import SecretStore
-    from workflows.webhooks.dlq import WebhookDlqRepository
-    from workflows.webhooks.worker import DlqWorker
 
 
 @dataclass(frozen=True)

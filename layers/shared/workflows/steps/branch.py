@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.engine.errors import StepFailed
 from workflows.steps.base import StepContext, StepOutcome, StepResult, TemplateField
+from workflows.steps.errors import StepFailed
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", "", "none", "null"})
@@ -55,7 +55,7 @@ class BranchStep:
         # evaluate a condition (the API validates branch steps, the DLQ worker never sees them).
         from jinja2 import TemplateError
 
-        from workflows.engine.templating import evaluate
+        from workflows.templating import evaluate
 
         try:
             value = evaluate(config.condition, context.template_context())

@@ -34,7 +34,7 @@ class LogStep:
         assert isinstance(config, LogConfig)
         # Imported on first use: jinja2 stays off the cold-start path of functions that never
         # render (the API validates log steps, the DLQ worker never sees them).
-        from workflows.engine.templating import render
+        from workflows.templating import render
 
         message = render(config.message, context.template_context())
         emit = {"debug": logger.debug, "info": logger.info, "warning": logger.warning, "error": logger.error}

@@ -16,7 +16,6 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from workflows.engine.templating import render
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepDependencies, StepResult, TemplateField
 from workflows.steps.llm import (
@@ -29,6 +28,7 @@ from workflows.steps.llm import (
     default_http_client,
     llm_api_key,
 )
+from workflows.templating import render
 
 # Names the template context already uses; a variable may not hide them.
 RESERVED_VARIABLES = frozenset({"inputs", "steps", "last", "run", "variables"})

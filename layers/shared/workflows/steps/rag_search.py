@@ -15,10 +15,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.engine.errors import StepFailed
-from workflows.engine.templating import render
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepDependencies, StepResult, TemplateField
+from workflows.steps.errors import StepFailed
 from workflows.steps.llm import default_http_client
 from workflows.steps.retrieval import (
     BedrockKnowledgeBaseRetriever,
@@ -29,6 +28,7 @@ from workflows.steps.retrieval import (
     Retriever,
     default_bedrock_agent_runtime,
 )
+from workflows.templating import render
 
 Backend = Literal["http", "bedrock_kb", "builtin"]
 

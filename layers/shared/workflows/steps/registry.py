@@ -181,7 +181,7 @@ def _template_errors(
 ) -> list[dict[str, str]]:
     """Every templated field parses, and uses `secrets` only where the step type allows it."""
     # Imported here: jinja2 stays off the cold-start path until a definition is validated.
-    from workflows.engine.templating import syntax_error, variables
+    from workflows.templating import syntax_error, variables
 
     errors: list[dict[str, str]] = []
     for template in step_type.templates(config):

@@ -24,16 +24,16 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
 from workflows.domain.secret_refs import SecretRefs, SecretUnavailable, new_nonce, scrub
-from workflows.engine.errors import StepFailed
-from workflows.engine.templating import render, strings
+from workflows.services.webhooks.secrets import SecretLookup, resolve_request
 from workflows.steps.base import StepContext, StepDependencies, StepOutcome, StepResult, TemplateField
-from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
-from workflows.webhooks.secrets import SecretLookup, resolve_request
+from workflows.steps.errors import StepFailed
+from workflows.templating import render, strings
 
 if TYPE_CHECKING:
     # Annotations only: delivery brings httpx; the deliverer itself comes from the container.
-    from workflows.webhooks.delivery import Deliverer
+    from workflows.adapters.http.delivery import Deliverer
 
 MAX_BODY_BYTES = 256 * 1024
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import RedirectResponse
 
+from workflows.adapters.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
 from workflows.api.auth import Caller
 from workflows.api.deps import ContainerDep
 from workflows.api.guard import GuardedRoute
@@ -15,7 +16,6 @@ from workflows.api.ids import ArtifactId, RunId
 from workflows.api.schemas import ArtifactDetail, ArtifactList, ArtifactView, error_responses
 from workflows.clock import iso
 from workflows.services.access import readable_run
-from workflows.storage.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
 
 router = APIRouter(route_class=GuardedRoute)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.adapters.corpus import CorpusDocument
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
 from workflows.api.guard import GuardedRoute
@@ -16,7 +17,6 @@ from workflows.domain.ids import DOCUMENT_ID_PATTERN
 from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
 from workflows.errors import PayloadTooLarge
-from workflows.storage.corpus import CorpusDocument
 
 router = APIRouter(route_class=GuardedRoute)
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.adapters.api_keys import ApiKeyRecord
 from workflows.api import cursor
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
@@ -23,7 +24,6 @@ from workflows.domain.ids import USER_ID_PATTERN
 from workflows.domain.principal import ADMIN, Principal
 from workflows.errors import ValidationFailed
 from workflows.services.access import role_permissions
-from workflows.storage.api_keys import ApiKeyRecord
 
 router = APIRouter(route_class=GuardedRoute, tags=["api-keys"])
 Admin = Annotated[Principal, Depends(require(ADMIN))]

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.adapters.schedules import Schedule
 from workflows.api import cursor
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
@@ -18,7 +19,6 @@ from workflows.clock import iso
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
 from workflows.errors import ValidationFailed
 from workflows.services.schedules import ScheduleService
-from workflows.storage.schedules import Schedule
 
 router = APIRouter(route_class=GuardedRoute)
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]

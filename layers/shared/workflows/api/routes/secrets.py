@@ -11,13 +11,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.adapters.secrets import MAX_VALUE_BYTES
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import SecretName
 from workflows.api.schemas import PREFIX, error_responses
 from workflows.domain.principal import ADMIN, Principal
-from workflows.storage.secrets import MAX_VALUE_BYTES
 
 router = APIRouter(route_class=GuardedRoute, tags=["secrets"])
 Admin = Annotated[Principal, Depends(require(ADMIN))]

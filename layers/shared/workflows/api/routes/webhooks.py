@@ -17,6 +17,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from workflows.adapters.dlq import DlqRow
 from workflows.api import cursor
 from workflows.api.auth import require
 from workflows.api.deps import ContainerDep
@@ -24,8 +25,7 @@ from workflows.api.guard import GuardedRoute
 from workflows.api.ids import RowId, RunId
 from workflows.domain.principal import RUNS_CONTROL, Principal
 from workflows.domain.run import EventType, RunEvent
-from workflows.webhooks.dlq import DlqRow
-from workflows.webhooks.journal import ERROR_CHARS, host_of
+from workflows.services.webhooks.journal import ERROR_CHARS, host_of
 
 router = APIRouter(route_class=GuardedRoute, tags=["webhooks"])
 Operator = Annotated[Principal, Depends(require(RUNS_CONTROL))]

@@ -39,13 +39,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from workflows.aws import aws_errors, error_code, translate
-from workflows.clock import Clock, iso, system_clock
-from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.run import NewEvent, Run, RunEvent, RunStatus
-from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
-from workflows.observability import logger
-from workflows.storage.dynamo import (
+from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.dynamo import (
     MAX_ITEM_BYTES,
     check_owner,
     dumps,
@@ -54,7 +49,12 @@ from workflows.storage.dynamo import (
     loads,
     to_item,
 )
-from workflows.storage.paging import Position, check_position, invalid_cursor, query_page
+from workflows.adapters.paging import Position, check_position, invalid_cursor, query_page
+from workflows.clock import Clock, iso, system_clock
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.run import NewEvent, Run, RunEvent, RunStatus
+from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
+from workflows.observability import logger
 
 RUN_SK = "RUN"
 DEFINITION_SK = "DEFINITION"

@@ -25,12 +25,12 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workflows.aws import aws_errors, error_code, translate
+from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.dynamo import dumps, from_item, loads, to_item
+from workflows.adapters.paging import Position, check_position, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.errors import Conflict, NotFound
 from workflows.observability import logger
-from workflows.storage.dynamo import dumps, from_item, loads, to_item
-from workflows.storage.paging import Position, check_position, query_page
 
 DUE_INDEX = "due"
 DUE_SHARD = "pending"

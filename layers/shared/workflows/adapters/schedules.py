@@ -25,10 +25,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from workflows.aws import aws_errors, error_code, translate
+from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.dynamo import check_owner, dumps, from_item, loads, to_item
+from workflows.adapters.paging import Page, Position, check_position, query_page
 from workflows.errors import DependencyUnavailable, NotFound, StaleWrite
-from workflows.storage.dynamo import check_owner, dumps, from_item, loads, to_item
-from workflows.storage.paging import Page, Position, check_position, query_page
 
 KEY_FIELDS = ("pk", "sk")
 # EventBridge Scheduler fills this in with the fire's scheduled time (ISO 8601, UTC).

@@ -23,10 +23,10 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from workflows.aws import aws_errors, error_code, translate
+from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.dynamo import check_owner, from_item, to_item
 from workflows.clock import Clock, iso, system_clock
 from workflows.errors import NotFound, PayloadTooLarge
-from workflows.storage.dynamo import check_owner, from_item, to_item
 
 DEFAULT_MIME_TYPE = "application/octet-stream"
 PRESIGNED_URL_SECONDS = 300

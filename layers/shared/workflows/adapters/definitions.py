@@ -24,12 +24,12 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from workflows.aws import aws_errors, error_code, translate
+from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.dynamo import cancellation_reasons, check_owner, dumps, from_item, loads, to_item
+from workflows.adapters.paging import Page, Position, check_position, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
 from workflows.errors import Conflict, NotFound, StaleWrite
-from workflows.storage.dynamo import cancellation_reasons, check_owner, dumps, from_item, loads, to_item
-from workflows.storage.paging import Page, Position, check_position, query_page
 
 HEAD_SK = "HEAD"
 ACTIVE = "active"

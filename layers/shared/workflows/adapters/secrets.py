@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from workflows.aws import error_code, translate
+from workflows.adapters.aws import error_code, translate
 from workflows.domain.ids import check_tenant_id
 from workflows.domain.secret_refs import SECRET_NAME_PATTERN, SecretUnavailable
 from workflows.errors import NotFound

@@ -22,12 +22,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from workflows.aws import aws_errors, error_code, translate
+from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.dynamo import from_item, to_item
+from workflows.adapters.paging import Position, check_position, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.ids import check_tenant_id, check_user_id
 from workflows.errors import NotFound
-from workflows.storage.dynamo import from_item, to_item
-from workflows.storage.paging import Position, check_position, query_page
 
 KEY_PREFIX = "wfk_"
 LIST_KEY = ("pk", "tenant_id", "created_at")

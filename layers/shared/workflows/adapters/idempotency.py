@@ -24,10 +24,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from workflows.aws import aws_errors, error_code, translate
+from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.dynamo import check_owner, from_item, to_item
 from workflows.clock import Clock, system_clock
 from workflows.domain.ids import key_digest
-from workflows.storage.dynamo import check_owner, from_item, to_item
 
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"

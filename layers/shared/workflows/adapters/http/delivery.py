@@ -4,7 +4,7 @@ The outcome decides what the caller does next: `delivered` is done, `transient` 
 retrying later (timeouts, connection errors, DNS failures, 408/425/429/5xx), `permanent` is not
 (refused by the egress policy, other 4xx, redirects unless the policy follows them).
 
-The egress policy (workflows.webhooks.egress) runs before any connection is made and names the
+The egress policy (workflows.adapters.http.egress) runs before any connection is made and names the
 addresses it validated; the request then goes through a transport that connects only to those
 addresses, while the Host header, TLS SNI and certificate checks keep the URL's hostname. When
 the policy follows redirects, every hop is checked the same way before it is connected to.
@@ -22,8 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from workflows.clock import Clock, system_clock
-from workflows.webhooks.egress import (
+from workflows.adapters.http.egress import (
     Connector,
     Destination,
     DestinationCheck,
@@ -35,8 +34,9 @@ from workflows.webhooks.egress import (
     UrlCheckPolicy,
     tcp_connector,
 )
-from workflows.webhooks.signing import signature_headers
-from workflows.webhooks.signing_secrets import SigningSecretUnavailable
+from workflows.adapters.http.signing import signature_headers
+from workflows.adapters.http.signing_secrets import SigningSecretUnavailable
+from workflows.clock import Clock, system_clock
 
 DeliveryOutcome = Literal["delivered", "transient", "permanent"]
 # A plain check on the URL; it gets the address pinning but none of EgressPolicy's address rules.

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from workflows.adapters.http.signing import parse_secrets
 from workflows.settings import Settings
-from workflows.webhooks.signing import parse_secrets
 
 CACHE_SECONDS = 300
 

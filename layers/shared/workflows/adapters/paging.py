@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from workflows.aws import error_code, translate
+from workflows.adapters.aws import error_code, translate
 from workflows.errors import InvalidCursor
 
 Position = dict[str, str]

@@ -23,14 +23,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
+from workflows.adapters.http.delivery import Deliverer, DeliveryResult
+from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, system_clock
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import Conflict
 from workflows.observability import logger
-from workflows.storage.runs import RunRepository
-from workflows.webhooks.delivery import Deliverer, DeliveryResult
-from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
-from workflows.webhooks.journal import DeliveryJournal, delivery_payload, host_of
+from workflows.services.webhooks.journal import DeliveryJournal, delivery_payload, host_of
 
 # Paths of the public API the notification links to (relative to the API's base URL).
 RUNS_PATH = "/api/v1/workflows/runs"

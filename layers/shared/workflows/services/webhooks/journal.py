@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from workflows.adapters.runs import RunRepository
 from workflows.domain.run import EventType, NewEvent
 from workflows.errors import NotFound
 from workflows.observability import logger
-from workflows.storage.runs import RunRepository
 
 if TYPE_CHECKING:
     # Annotations only: the API reads the journal's helpers without loading httpx (cold start).
-    from workflows.webhooks.delivery import DeliveryResult
+    from workflows.adapters.http.delivery import DeliveryResult
 
 ERROR_CHARS = 200
 

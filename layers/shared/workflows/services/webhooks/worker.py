@@ -23,18 +23,18 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
+from workflows.adapters.http.delivery import Deliverer, DeliveryResult, HttpDeliverer
+from workflows.adapters.http.egress import EgressPolicy
+from workflows.adapters.http.signing_secrets import SigningSecrets
+from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, system_clock
 from workflows.domain.secret_refs import SecretUnavailable, scrub
 from workflows.errors import DomainError
 from workflows.observability import logger, metrics
+from workflows.services.webhooks.journal import DeliveryJournal, DeliverySource, delivery_payload
+from workflows.services.webhooks.secrets import SecretLookup, resolve_request
 from workflows.settings import Settings
-from workflows.storage.runs import RunRepository
-from workflows.webhooks.delivery import Deliverer, DeliveryResult, HttpDeliverer
-from workflows.webhooks.dlq import DlqRow, WebhookDlqRepository
-from workflows.webhooks.egress import EgressPolicy
-from workflows.webhooks.journal import DeliveryJournal, DeliverySource, delivery_payload
-from workflows.webhooks.secrets import SecretLookup, resolve_request
-from workflows.webhooks.signing_secrets import SigningSecrets
 
 # Room left at the end of an invocation: one delivery's timeout plus this, to record its outcome.
 SAFETY_MARGIN_SEC = 5.0

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from workflows.aws import aws_errors
+from workflows.adapters.aws import aws_errors
+from workflows.adapters.dynamo import dumps, from_item, loads, to_item
 from workflows.clock import Clock, iso, system_clock
 from workflows.errors import NotFound
-from workflows.storage.dynamo import dumps, from_item, loads, to_item
 
 MAX_SEARCH_DOCUMENTS = 5000
 

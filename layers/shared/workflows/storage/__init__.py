@@ -1,1 +1,0 @@
-"""Storage: one repository per aggregate, each owning its key format."""

@@ -1,1 +1,0 @@
-"""Outgoing webhooks: Standard Webhooks signing, HTTP delivery, and the retry table (DLQ)."""
