@@ -74,16 +74,16 @@ def _time(handler: Any, event: dict[str, Any]) -> float:
 def run(quick: bool = False) -> dict[str, Any]:
     import boto3
 
-    from workflows.bootstrap import get_container
     from workflows.domain.definition import WorkflowDefinition
+    from workflows.domain.messages import AdvanceMessage
     from workflows.domain.principal import ALL_PERMISSIONS, Principal
-    from workflows.engine.messages import AdvanceMessage
-    from workflows.services.runs import RunService
+    from workflows.roots.parts import Parts
+    from workflows.settings import get_settings
 
     rounds = 150 if quick else 400
     with common.moto_resources() as env, contextlib.redirect_stdout(io.StringIO()):
         api = common.load_function("api")
-        container = get_container()
+        container = Parts(get_settings())
         principal = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
         definition = WorkflowDefinition.model_validate(
             {
@@ -93,7 +93,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 ],
             }
         )
-        run = RunService(container).submit(principal, definition, {"name": "Ada"})
+        run = container.run_service.submit(principal, definition, {"name": "Ada"})
         received = container.sqs.receive_message(QueueUrl=container.settings.dispatch_queue_url)["Messages"]
         container.engine.process(AdvanceMessage.from_body(received[0]["Body"]))
         baseline = _baseline_app(

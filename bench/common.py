@@ -71,12 +71,12 @@ def stateful_template() -> dict[str, Any]:
 @contextmanager
 def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """In-process moto (mock_aws) with template.yaml's resources; the WORKFLOWS_* environment is
-    exported for the duration so `get_container()` builds against them."""
+    exported for the duration so `Parts(get_settings())` builds against them."""
     import boto3
     from moto import mock_aws
 
     from devstack import moto_patches, provision
-    from workflows import bootstrap, settings
+    from workflows import settings
 
     moto_patches.install()
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
@@ -92,11 +92,9 @@ def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
         settings.get_settings.cache_clear()
-        bootstrap.get_container.cache_clear()
         try:
             yield env
         finally:
-            bootstrap.get_container.cache_clear()
             settings.get_settings.cache_clear()
             for key, value in saved.items():
                 if value is None:

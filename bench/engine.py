@@ -38,16 +38,16 @@ def _definition() -> dict[str, Any]:
 
 
 def _workload(runs: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
-    from workflows.bootstrap import get_container
     from workflows.domain.definition import WorkflowDefinition
     from workflows.domain.principal import ALL_PERMISSIONS, Principal
-    from workflows.services.runs import RunService
+    from workflows.roots.parts import Parts
+    from workflows.settings import get_settings
 
     with common.moto_resources(), contextlib.redirect_stdout(io.StringIO()):
-        container = get_container()
+        container = Parts(get_settings())
         principal = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
         definition = WorkflowDefinition.model_validate(_definition())
-        service = RunService(container)
+        service = container.run_service
         seconds = 0.0
         messages = 0
         steps = 0
@@ -86,7 +86,7 @@ def _purge(container: Any, run_ids: list[str]) -> None:
 
 def _drain(container: Any, profiler: cProfile.Profile | None) -> tuple[float, int, int]:
     """Deliver every dispatch message to Engine.process; time (and profile) only that call."""
-    from workflows.engine.messages import AdvanceMessage
+    from workflows.domain.messages import AdvanceMessage
 
     sqs, url = container.sqs, container.settings.dispatch_queue_url
     seconds = 0.0

@@ -47,10 +47,10 @@ def _seed(raw: Any, table: str, runs_table: str, pk: str, count: int) -> None:
 def run(quick: bool = False) -> dict[str, Any]:
     import boto3
 
-    from workflows.bootstrap import get_container
     from workflows.domain.definition import WorkflowDefinition
     from workflows.domain.principal import ALL_PERMISSIONS, Principal
-    from workflows.services.runs import RunService
+    from workflows.roots.parts import Parts
+    from workflows.settings import get_settings
 
     result: dict[str, Any] = {}
     with common.moto_resources() as env:
@@ -59,7 +59,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         meter.install()
         try:
             api = common.load_function("api")
-            container = get_container()
+            container = Parts(get_settings())
             principal = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
             definition = WorkflowDefinition.model_validate(
                 {"name": "paging", "steps": [{"id": "s1", "type": "log", "config": {"message": "x"}}]}
@@ -67,7 +67,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             runs = {}
             with meter.paused():
                 for size in SIZES:
-                    run = RunService(container).submit(principal, definition, {})
+                    run = container.run_service.submit(principal, definition, {})
                     _seed(
                         raw,
                         env["WORKFLOWS_RUN_EVENTS_TABLE"],

@@ -132,6 +132,7 @@ def main() -> int:
     run_schedules.start()
 
     from workflows.api.app import create_app
+    from workflows.roots import api as api_root
 
     base = f"http://127.0.0.1:{port}/api/v1/workflows"
     print(
@@ -165,7 +166,7 @@ def main() -> int:
             flush=True,
         )
     try:
-        uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(create_app(api_root.parts), host="127.0.0.1", port=port, log_level="warning")
     finally:
         for poller in pollers:
             poller.stop()

@@ -79,14 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(LAYER))
     from workflows.adapters import aws
     from workflows.adapters.api_keys import ApiKeyRepository
-    from workflows.services.access import role_permissions
     from workflows.settings import Settings
 
     table = _table_name(aws.client("cloudformation"), args.stack)
     keys = ApiKeyRepository(aws.client("dynamodb"), table)
     if args.command == "create":
         roles = sorted({r.strip() for r in args.roles.split(",") if r.strip()})
-        known = role_permissions(Settings().role_permissions)
+        known = Settings().role_permissions
         unknown = [r for r in roles if r not in known]
         if unknown:
             print(

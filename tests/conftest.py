@@ -32,11 +32,10 @@ from moto import mock_aws
 
 from devstack import moto_patches, provision
 from tests.receivers import Receiver
-from workflows import bootstrap
 from workflows.api import deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container, build_container
-from workflows.engine.messages import AdvanceMessage
+from workflows.domain.messages import AdvanceMessage
+from workflows.roots.parts import Parts
 from workflows.settings import Settings
 
 API_KEY = "test-key-0123456789"
@@ -86,23 +85,21 @@ def settings_from(env: dict[str, str], **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def container(aws_env: dict[str, str], clock: FakeClock) -> Iterator[Container]:
-    c = build_container(
+def container(aws_env: dict[str, str], clock: FakeClock) -> Parts:
+    c = Parts(
         settings_from(aws_env),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
         sqs=boto3.client("sqs"),
         s3=boto3.client("s3"),
     )
-    bootstrap.get_container.cache_clear()
-    yield c
-    bootstrap.get_container.cache_clear()
+    return c
 
 
 @pytest.fixture
-def client(container: Container) -> Iterator[TestClient]:
+def client(container: Parts) -> Iterator[TestClient]:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: container
+    app.dependency_overrides[deps.services] = lambda: container
     with TestClient(app, raise_server_exceptions=False) as test_client:
         test_client.headers.update({"X-API-KEY": API_KEY})
         yield test_client
@@ -137,7 +134,7 @@ class Drained:
     actions: list[str]
 
 
-def drain(container: Container, *, max_messages: int = 1000) -> Drained:
+def drain(container: Parts, *, max_messages: int = 1000) -> Drained:
     """Deliver every visible dispatch message to the engine, as the event source would."""
     actions: list[str] = []
     sqs = container.sqs
@@ -172,9 +169,9 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def make_container(aws_env: dict[str, str], clock: FakeClock, **overrides: Any) -> Container:
+def make_container(aws_env: dict[str, str], clock: FakeClock, **overrides: Any) -> Parts:
     """A container on the test's moto resources with some settings changed."""
-    return build_container(
+    return Parts(
         settings_from(aws_env, **overrides),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),

@@ -12,9 +12,10 @@ import pytest
 
 from devstack.functions import LambdaContext as FakeLambdaContext
 from devstack.functions import load_function
-from workflows import bootstrap, settings
+from workflows import settings
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run, RunStatus
+from workflows.roots import api, dispatcher, dlq_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -33,11 +34,16 @@ def deployed_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.setenv(key, value)
     api_key = json.loads((EVENTS / "env.json").read_text())["Parameters"]["WORKFLOWS_API_KEY"]
     monkeypatch.setenv("WORKFLOWS_API_KEY", api_key)
-    settings.get_settings.cache_clear()
-    bootstrap.get_container.cache_clear()
+    _fresh()
     yield aws_env
+    _fresh()
+
+
+def _fresh() -> None:
+    """Each function builds its parts anew from the environment, as a cold start would."""
     settings.get_settings.cache_clear()
-    bootstrap.get_container.cache_clear()
+    for root in (api, dispatcher, dlq_worker):
+        root.parts.cache_clear()
 
 
 def _store_known_run() -> None:
@@ -56,7 +62,7 @@ def _store_known_run() -> None:
         created_at=now,
         updated_at=now,
     )
-    bootstrap.get_container().runs.create(run, definition)
+    api.parts().runs.create(run, definition)
 
 
 def test_every_event_file_is_covered() -> None:
@@ -82,7 +88,7 @@ def test_api_submit_run_queues_a_run(deployed_env: dict[str, str]) -> None:
     assert response["statusCode"] == 202, response["body"]
     body = json.loads(response["body"])
     assert body["status"] == "queued"
-    sqs = bootstrap.get_container().sqs
+    sqs = api.parts().sqs
     messages = sqs.receive_message(QueueUrl=deployed_env["WORKFLOWS_DISPATCH_QUEUE_URL"]).get("Messages", [])
     assert [json.loads(m["Body"])["run_id"] for m in messages] == [body["run_id"]]
 
@@ -136,7 +142,6 @@ def test_dlq_retry_does_nothing_when_disabled(
     deployed_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "false")
-    settings.get_settings.cache_clear()
-    bootstrap.get_container.cache_clear()
+    _fresh()
     report = load_function("dlq_retry").handler(event("dlq_retry_schedule.json"), FakeLambdaContext())
     assert report["passes"] == 0

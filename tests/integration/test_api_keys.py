@@ -18,14 +18,14 @@ from tests.conftest import FakeClock, drain, log_definition, make_container
 from workflows.adapters.api_keys import hash_key
 from workflows.api import deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container
+from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 class Api:
-    def __init__(self, c: Container, client: TestClient) -> None:
+    def __init__(self, c: Parts, client: TestClient) -> None:
         self.c = c
         self.client = client
 
@@ -39,14 +39,14 @@ class Api:
 
 
 @pytest.fixture
-def multi(aws_env: dict[str, str], clock: FakeClock) -> Container:
+def multi(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     return make_container(aws_env, clock, auth_mode="multi_user")
 
 
 @pytest.fixture
-def api(multi: Container) -> Iterator[Api]:
+def api(multi: Parts) -> Iterator[Api]:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: multi
+    app.dependency_overrides[deps.services] = lambda: multi
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(multi, client)
 
@@ -126,7 +126,7 @@ def test_roles_come_from_configuration(aws_env: dict[str, str], clock: FakeClock
         aws_env, clock, auth_mode="multi_user", role_permissions='{"auditor": ["workflows.runs.read"]}'
     )
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     with TestClient(app, raise_server_exceptions=False) as client:
         api = Api(c, client)
         auditor = api.key("t1", "aud", "auditor")
@@ -230,9 +230,9 @@ def _http_event(path: str, headers: dict[str, str], claims: dict[str, Any] | Non
     return event
 
 
-def test_jwt_claims_from_the_authorizer_name_the_caller(multi: Container) -> None:
+def test_jwt_claims_from_the_authorizer_name_the_caller(multi: Parts) -> None:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: multi
+    app.dependency_overrides[deps.services] = lambda: multi
     handler = Mangum(app, lifespan="off")
     headers = {"authorization": "Bearer header.payload.signature"}
     # Given a token the HttpApi JWT authorizer accepted, with roles as API Gateway renders them
@@ -250,7 +250,7 @@ def test_a_bearer_token_without_an_authorizer_is_refused(api: Api) -> None:
     assert "authorizer" in response.json()["error"]["message"]
 
 
-def test_single_user_mode_ignores_keys_of_the_table(client: TestClient, container: Container) -> None:
+def test_single_user_mode_ignores_keys_of_the_table(client: TestClient, container: Parts) -> None:
     key, _ = container.api_keys.create("t1", "ada", ["admin"])
     assert client.get(f"{P}/runs").status_code == 200
     assert client.get(f"{P}/runs", headers={"X-API-KEY": key}).status_code == 401

@@ -12,25 +12,25 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import drain, log_definition
 from workflows.adapters import artifacts as artifacts_module
-from workflows.bootstrap import Container
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 
 
-def finished_run(client: TestClient, container: Container) -> str:
+def finished_run(client: TestClient, container: Parts) -> str:
     response = client.post(f"{BASE}/runs", json={"definition": log_definition("hello")})
     assert response.status_code == 202
     drain(container)
     return str(response.json()["run_id"])
 
 
-def save(container: Container, run_id: str, content: bytes = b"report", **kw: Any) -> Any:
+def save(container: Parts, run_id: str, content: bytes = b"report", **kw: Any) -> Any:
     values: dict[str, Any] = {"step_id": "s1", "name": "report.txt", "mime_type": "text/plain"}
     values.update(kw)
     return container.artifacts.save("default", run_id, content=content, **values)
 
 
-def test_save_puts_an_encrypted_object_and_its_metadata(container: Container) -> None:
+def test_save_puts_an_encrypted_object_and_its_metadata(container: Parts) -> None:
     # When
     meta = save(container, "run-1", b"hello artifact")
     # Then
@@ -50,20 +50,20 @@ def test_save_puts_an_encrypted_object_and_its_metadata(container: Container) ->
     assert container.artifacts.read(meta) == b"hello artifact"
 
 
-def test_saving_again_with_the_same_id_keeps_the_first(container: Container) -> None:
+def test_saving_again_with_the_same_id_keeps_the_first(container: Parts) -> None:
     first = save(container, "run-1", b"one", artifact_id="step-s1-output")
     again = save(container, "run-1", b"one", artifact_id="step-s1-output")
     assert again == first
     assert len(container.artifacts.list("default", "run-1")) == 1
 
 
-def test_an_unsafe_mime_type_is_stored_as_octet_stream(container: Container) -> None:
+def test_an_unsafe_mime_type_is_stored_as_octet_stream(container: Parts) -> None:
     meta = save(container, "run-1", mime_type="text/plain\r\nX-Evil: 1")
     assert meta.mime_type == "application/octet-stream"
 
 
 def test_list_answers_the_runs_artifacts_oldest_first(
-    client: TestClient, container: Container, clock: Any
+    client: TestClient, container: Parts, clock: Any
 ) -> None:
     # Given
     run_id = finished_run(client, container)
@@ -87,16 +87,14 @@ def test_list_answers_the_runs_artifacts_oldest_first(
     assert "s3_key" not in listed
 
 
-def test_list_of_a_run_without_artifacts_is_empty(client: TestClient, container: Container) -> None:
+def test_list_of_a_run_without_artifacts_is_empty(client: TestClient, container: Parts) -> None:
     run_id = finished_run(client, container)
     response = client.get(f"{BASE}/runs/{run_id}/artifacts")
     assert response.status_code == 200
     assert response.json() == {"run_id": run_id, "artifacts": []}
 
 
-def test_get_answers_metadata_and_a_five_minute_presigned_url(
-    client: TestClient, container: Container
-) -> None:
+def test_get_answers_metadata_and_a_five_minute_presigned_url(client: TestClient, container: Parts) -> None:
     # Given
     run_id = finished_run(client, container)
     meta = save(container, run_id, b"contents")
@@ -116,7 +114,7 @@ def test_get_answers_metadata_and_a_five_minute_presigned_url(
 
 
 def test_download_streams_the_bytes_with_the_stored_content_type(
-    client: TestClient, container: Container
+    client: TestClient, container: Parts
 ) -> None:
     run_id = finished_run(client, container)
     meta = save(container, run_id, b'{"answer": 42}', name="answer.json", mime_type="application/json")
@@ -128,7 +126,7 @@ def test_download_streams_the_bytes_with_the_stored_content_type(
     assert 'filename="answer.json"' in response.headers["content-disposition"]
 
 
-def test_download_of_an_empty_artifact_is_empty(client: TestClient, container: Container) -> None:
+def test_download_of_an_empty_artifact_is_empty(client: TestClient, container: Parts) -> None:
     run_id = finished_run(client, container)
     meta = save(container, run_id, b"")
     response = client.get(f"{BASE}/runs/{run_id}/artifacts/{meta.artifact_id}?download=true")
@@ -137,7 +135,7 @@ def test_download_of_an_empty_artifact_is_empty(client: TestClient, container: C
 
 
 def test_download_of_a_large_artifact_redirects_to_s3(
-    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given: a 10-byte limit stands in for 10 MiB
     monkeypatch.setattr("workflows.api.routes.artifacts.MAX_READ_BYTES", 10)
@@ -152,13 +150,13 @@ def test_download_of_a_large_artifact_redirects_to_s3(
     assert meta.artifact_id in response.headers["location"]
 
 
-def test_read_refuses_more_than_its_bound(container: Container) -> None:
+def test_read_refuses_more_than_its_bound(container: Parts) -> None:
     meta = save(container, "run-1", b"x" * 20)
     with pytest.raises(artifacts_module.PayloadTooLarge):
         container.artifacts.read(meta, max_bytes=10)
 
 
-def test_unknown_artifact_answers_404(client: TestClient, container: Container) -> None:
+def test_unknown_artifact_answers_404(client: TestClient, container: Parts) -> None:
     run_id = finished_run(client, container)
     response = client.get(f"{BASE}/runs/{run_id}/artifacts/nope")
     assert response.status_code == 404
@@ -170,7 +168,7 @@ def test_unknown_run_answers_404(client: TestClient) -> None:
     assert client.get(f"{BASE}/runs/no-such-run/artifacts/a1").status_code == 404
 
 
-def test_another_tenants_artifacts_answer_404(client: TestClient, container: Container) -> None:
+def test_another_tenants_artifacts_answer_404(client: TestClient, container: Parts) -> None:
     # Given: a run of another tenant (same run id) with an artifact
     run_id = finished_run(client, container)
     theirs = container.artifacts.save(
@@ -182,7 +180,7 @@ def test_another_tenants_artifacts_answer_404(client: TestClient, container: Con
     assert client.get(f"{BASE}/runs/{run_id}/artifacts").json()["artifacts"] == []
 
 
-def test_artifacts_need_an_api_key(client: TestClient, container: Container) -> None:
+def test_artifacts_need_an_api_key(client: TestClient, container: Parts) -> None:
     run_id = finished_run(client, container)
     response = client.get(f"{BASE}/runs/{run_id}/artifacts", headers={"X-API-KEY": ""})
     assert response.status_code == 401

@@ -23,10 +23,10 @@ from fastapi.testclient import TestClient
 
 from devstack.scheduler import ensure_scheduling
 from tests.conftest import AtomicRequests, FakeClock, log_definition, settings_from
-from workflows.adapters.dlq import DlqRow
 from workflows.api import deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container, build_container
+from workflows.domain.dlq import DlqRow
+from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
 OK = "ok"  # allowed: anything but 401, 403, 404 (and no server error)
@@ -130,7 +130,7 @@ class World:
 
 
 class Stack:
-    def __init__(self, c: Container, client: TestClient) -> None:
+    def __init__(self, c: Parts, client: TestClient) -> None:
         self.c = c
         self.client = client
         self.keys: dict[str, str] = {}
@@ -243,7 +243,7 @@ def stack(aws_env: dict[str, str]) -> Iterator[Stack]:
     )
     # Near the real time: EventBridge Scheduler refuses start dates in the past.
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-    c = build_container(
+    c = Parts(
         settings_from({**aws_env, **scheduling}, auth_mode="multi_user"),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
@@ -252,7 +252,7 @@ def stack(aws_env: dict[str, str]) -> Iterator[Stack]:
         scheduler=boto3.client("scheduler"),
     )
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Stack(c, client)
 

@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from tests.conftest import FakeClock, settings_from
 from tests.receivers import Receiver, Reply
 from workflows.adapters.http.signing import verify
-from workflows.bootstrap import Container, build_container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run, RunStatus
+from workflows.roots.parts import Parts
 from workflows.services.webhooks.notify import notification_webhook_id
 from workflows.services.webhooks.worker import WorkerReport
 
@@ -23,7 +23,7 @@ ONE_PASS_MS = 20_000
 
 
 @pytest.fixture
-def local(aws_env: dict[str, str], clock: FakeClock) -> Container:
+def local(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     """The composition root with the egress policy opened to local receivers only."""
     settings = settings_from(
         aws_env,
@@ -31,11 +31,11 @@ def local(aws_env: dict[str, str], clock: FakeClock) -> Container:
         webhook_allowed_ports="*",
         webhook_secret=SecretStr(SECRET),
     )
-    return build_container(settings, clock=clock, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"))
+    return Parts(settings, clock=clock, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"))
 
 
 def finished_run(
-    c: Container,
+    c: Parts,
     status: RunStatus = RunStatus.SUCCEEDED,
     *,
     run_id: str = "run-1",
@@ -63,18 +63,18 @@ def finished_run(
     return run
 
 
-def deliveries(c: Container, run: Run) -> list[dict[str, Any]]:
+def deliveries(c: Parts, run: Run) -> list[dict[str, Any]]:
     page = c.runs.list_events(run.tenant_id, run.run_id, types=["webhook_delivery"])
     return [event.payload for event in page.events]
 
 
-def dlq_rows(c: Container, tenant_id: str = "t1") -> list[Any]:
+def dlq_rows(c: Parts, tenant_id: str = "t1") -> list[Any]:
     rows, _ = c.dlq.list_for_tenant(tenant_id)
     return rows
 
 
 def test_succeeded_run_is_notified_with_a_signed_body(
-    local: Container, clock: FakeClock, receiver: Receiver
+    local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     # Given a succeeded run
     run = finished_run(local)
@@ -124,7 +124,7 @@ def test_succeeded_run_is_notified_with_a_signed_body(
     [(RunStatus.FAILED, "run.failed"), (RunStatus.CANCELLED, "run.cancelled")],
 )
 def test_failed_and_cancelled_runs_have_their_own_type(
-    local: Container, receiver: Receiver, status: RunStatus, event_type: str
+    local: Parts, receiver: Receiver, status: RunStatus, event_type: str
 ) -> None:
     run = finished_run(local, status, status_reason="boom", error={"code": "x", "message": "boom"})
 
@@ -136,7 +136,7 @@ def test_failed_and_cancelled_runs_have_their_own_type(
 
 
 def test_server_error_queues_a_row_that_the_worker_delivers_with_the_same_id(
-    local: Container, clock: FakeClock, receiver: Receiver
+    local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     # Given a receiver that is down for the first attempt
     receiver.reply(Reply(500, body=b"down"))
@@ -169,7 +169,7 @@ def test_server_error_queues_a_row_that_the_worker_delivers_with_the_same_id(
     ]
 
 
-def test_retry_after_delays_the_first_retry(local: Container, clock: FakeClock, receiver: Receiver) -> None:
+def test_retry_after_delays_the_first_retry(local: Parts, clock: FakeClock, receiver: Receiver) -> None:
     receiver.reply(Reply(503, headers={"Retry-After": "90"}, body=b""))
     run = finished_run(local)
 
@@ -180,7 +180,7 @@ def test_retry_after_delays_the_first_retry(local: Container, clock: FakeClock, 
     assert local.dlq_worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1)
 
 
-def test_gone_is_permanent_and_queues_nothing(local: Container, receiver: Receiver) -> None:
+def test_gone_is_permanent_and_queues_nothing(local: Parts, receiver: Receiver) -> None:
     receiver.reply(Reply(410, body=b""))
     run = finished_run(local)
 
@@ -193,7 +193,7 @@ def test_gone_is_permanent_and_queues_nothing(local: Container, receiver: Receiv
     assert (event["outcome"], event["status"], event["status_code"]) == ("permanent", "failed", 410)
 
 
-def test_refused_destination_is_permanent_and_never_connects(local: Container) -> None:
+def test_refused_destination_is_permanent_and_never_connects(local: Parts) -> None:
     # Not on the allowlist: the policy refuses before any connection is made.
     run = finished_run(local)
 
@@ -205,7 +205,7 @@ def test_refused_destination_is_permanent_and_never_connects(local: Container) -
     assert deliveries(local, run)[0]["host"] == "hooks.example.com"
 
 
-def test_notifying_the_same_commit_twice_keeps_one_row(local: Container, receiver: Receiver) -> None:
+def test_notifying_the_same_commit_twice_keeps_one_row(local: Parts, receiver: Receiver) -> None:
     # A redelivered dispatch message may notify twice; both attempts fail transiently.
     receiver.reply(Reply(500, body=b""), Reply(500, body=b""))
     run = finished_run(local)
@@ -218,7 +218,7 @@ def test_notifying_the_same_commit_twice_keeps_one_row(local: Container, receive
     assert len(deliveries(local, run)) == 2
 
 
-def test_a_retried_run_that_ends_again_gets_a_new_webhook_id(local: Container) -> None:
+def test_a_retried_run_that_ends_again_gets_a_new_webhook_id(local: Parts) -> None:
     run = finished_run(local, RunStatus.FAILED)
     again = run.model_copy(update={"ended_at": "2026-01-01T00:05:00.000Z"})
 
@@ -226,7 +226,7 @@ def test_a_retried_run_that_ends_again_gets_a_new_webhook_id(local: Container) -
     assert notification_webhook_id(run) == notification_webhook_id(run.model_copy())
 
 
-def test_a_run_that_is_gone_does_not_stop_the_notification(local: Container, receiver: Receiver) -> None:
+def test_a_run_that_is_gone_does_not_stop_the_notification(local: Parts, receiver: Receiver) -> None:
     run = finished_run(local)
     missing = run.model_copy(update={"run_id": "run-gone"})
 
@@ -236,7 +236,7 @@ def test_a_run_that_is_gone_does_not_stop_the_notification(local: Container, rec
     assert len(receiver.requests) == 1
 
 
-def test_unreachable_receiver_does_not_raise(local: Container) -> None:
+def test_unreachable_receiver_does_not_raise(local: Parts) -> None:
     run = finished_run(local)
 
     # Port 9 (discard) on loopback: nothing listens, the connection is refused.
@@ -246,7 +246,7 @@ def test_unreachable_receiver_does_not_raise(local: Container) -> None:
     assert len(dlq_rows(local)) == 1
 
 
-def test_a_run_that_is_not_finished_is_refused(local: Container, receiver: Receiver) -> None:
+def test_a_run_that_is_not_finished_is_refused(local: Parts, receiver: Receiver) -> None:
     run = finished_run(local, RunStatus.RUNNING)
 
     with pytest.raises(ValueError, match="not terminal"):

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
-from workflows.bootstrap import Container
-from workflows.engine.messages import AdvanceMessage
+from workflows.domain.messages import AdvanceMessage
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 
@@ -77,7 +77,7 @@ def _approval(on_failure: str | None = None, on_timeout: str = "reject") -> dict
 
 
 def test_delay_rests_without_sleeping_and_finishes_when_due(
-    client: TestClient, container: Container, clock: FakeClock
+    client: TestClient, container: Parts, clock: FakeClock
 ) -> None:
     run_id = _submit(client, _delay_then_log(1800))  # longer than SQS's 15-minute maximum
     drain(container)
@@ -106,12 +106,12 @@ def test_delay_rests_without_sleeping_and_finishes_when_due(
     ]
 
 
-def _version(container: Container, run_id: str) -> int:
+def _version(container: Parts, run_id: str) -> int:
     return container.runs.get("default", run_id).version
 
 
 def test_delay_then_cancel_ends_cancelled_with_acknowledgement(
-    client: TestClient, container: Container, clock: FakeClock
+    client: TestClient, container: Parts, clock: FakeClock
 ) -> None:
     run_id = _submit(client, _delay_then_log())
     drain(container)
@@ -133,7 +133,7 @@ def test_delay_then_cancel_ends_cancelled_with_acknowledgement(
     assert _types(client, run_id)[-2:] == ["cancel_acknowledged", "run_cancelled"]
 
 
-def test_cancel_twice_gives_applied_then_already_applied(client: TestClient, container: Container) -> None:
+def test_cancel_twice_gives_applied_then_already_applied(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, _delay_then_log())
     assert _act(client, run_id, "cancel").json()["result"] == "applied"
     second = _act(client, run_id, "cancel")
@@ -142,7 +142,7 @@ def test_cancel_twice_gives_applied_then_already_applied(client: TestClient, con
     assert _types(client, run_id).count("run_cancelled") == 1
 
 
-def test_pause_on_a_succeeded_run_is_refused(client: TestClient, container: Container) -> None:
+def test_pause_on_a_succeeded_run_is_refused(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, log_definition("hi"))
     drain(container)
     response = _act(client, run_id, "pause")
@@ -152,7 +152,7 @@ def test_pause_on_a_succeeded_run_is_refused(client: TestClient, container: Cont
 
 
 def test_pause_then_resume_continues_where_it_stopped(
-    client: TestClient, container: Container, clock: FakeClock
+    client: TestClient, container: Parts, clock: FakeClock
 ) -> None:
     run_id = _submit(client, _delay_then_log(60))
     drain(container)
@@ -175,7 +175,7 @@ def test_pause_then_resume_continues_where_it_stopped(
     assert types.index("run_paused") < types.index("run_resumed") < types.index("run_completed")
 
 
-def test_pause_takes_effect_at_the_step_boundary(client: TestClient, container: Container) -> None:
+def test_pause_takes_effect_at_the_step_boundary(client: TestClient, container: Parts) -> None:
     # Given a kick read before the pause (the step is executing when the pause lands)
     container.engine._max_inline = 1
     run_id = _submit(client, log_definition("a", "b"))
@@ -201,7 +201,7 @@ def test_pause_takes_effect_at_the_step_boundary(client: TestClient, container: 
     assert _run(client, run_id)["status"] == "succeeded"
 
 
-def test_cancel_discards_an_in_flight_steps_result(client: TestClient, container: Container) -> None:
+def test_cancel_discards_an_in_flight_steps_result(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, log_definition("a", "b"))
     run = container.runs.get("default", run_id)
     original_execute = container.engine._execute
@@ -232,9 +232,7 @@ def test_unknown_action_is_404_and_unknown_run_is_404(client: TestClient) -> Non
 # ---- retry -------------------------------------------------------------------------
 
 
-def test_retry_after_failure_finishes_the_run(
-    client: TestClient, container: Container, clock: FakeClock
-) -> None:
+def test_retry_after_failure_finishes_the_run(client: TestClient, container: Parts, clock: FakeClock) -> None:
     # Given a run that failed because nobody approved in time
     run_id = _submit(client, _approval(on_timeout="fail"))
     drain(container)
@@ -264,7 +262,7 @@ def test_retry_after_failure_finishes_the_run(
 
 
 def test_retry_re_executes_the_failed_step_keeping_earlier_outputs(
-    client: TestClient, container: Container
+    client: TestClient, container: Parts
 ) -> None:
     definition = {
         "name": "once",
@@ -299,7 +297,7 @@ def test_retry_of_a_running_run_is_refused(client: TestClient) -> None:
 # ---- approval ----------------------------------------------------------------------
 
 
-def test_approval_then_approve_finishes_the_run(client: TestClient, container: Container) -> None:
+def test_approval_then_approve_finishes_the_run(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, _approval())
     drain(container)
     run = _run(client, run_id)
@@ -329,7 +327,7 @@ def test_approval_then_approve_finishes_the_run(client: TestClient, container: C
     assert "approval_granted" in _types(client, run_id)
 
 
-def test_reject_fails_the_run_or_follows_on_failure(client: TestClient, container: Container) -> None:
+def test_reject_fails_the_run_or_follows_on_failure(client: TestClient, container: Parts) -> None:
     plain = _submit(client, _approval())
     routed = _submit(client, _approval(on_failure="fallback"))
     drain(container)
@@ -344,7 +342,7 @@ def test_reject_fails_the_run_or_follows_on_failure(client: TestClient, containe
     assert "approval_rejected" in _types(client, routed)
 
 
-def test_approve_only_acts_on_a_waiting_step(client: TestClient, container: Container) -> None:
+def test_approve_only_acts_on_a_waiting_step(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, log_definition("hi"))
     assert client.post(f"{BASE}/runs/{run_id}/steps/s1/approve").status_code == 409
     assert client.post(f"{BASE}/runs/{run_id}/steps/zzz/approve").status_code == 404
@@ -354,9 +352,7 @@ def test_approve_only_acts_on_a_waiting_step(client: TestClient, container: Cont
     assert client.post(f"{BASE}/runs/{waiting}/steps/review/maybe").status_code == 404
 
 
-def test_approval_timeout_applies_on_timeout(
-    client: TestClient, container: Container, clock: FakeClock
-) -> None:
+def test_approval_timeout_applies_on_timeout(client: TestClient, container: Parts, clock: FakeClock) -> None:
     approve = _submit(client, _approval(on_timeout="approve"))
     reject = _submit(client, _approval(on_timeout="reject"))
     drain(container)
@@ -372,7 +368,7 @@ def test_approval_timeout_applies_on_timeout(
     assert "step_timeout" in _types(client, reject)
 
 
-def test_legacy_step_name_is_accepted(client: TestClient, container: Container) -> None:
+def test_legacy_step_name_is_accepted(client: TestClient, container: Parts) -> None:
     definition = {"name": "legacy", "steps": [{"id": "ok", "type": "wait_for_approval", "config": {}}]}
     run_id = _submit(client, definition)
     drain(container)
@@ -382,7 +378,7 @@ def test_legacy_step_name_is_accepted(client: TestClient, container: Container) 
 # ---- branch and inline execution ---------------------------------------------------
 
 
-def test_branch_picks_the_path(client: TestClient, container: Container) -> None:
+def test_branch_picks_the_path(client: TestClient, container: Parts) -> None:
     definition = {
         "name": "fork",
         "steps": [
@@ -418,7 +414,7 @@ def test_branch_to_unknown_step_is_rejected_on_submission(client: TestClient) ->
     assert response.json()["error"]["details"][0]["field"] == "definition.steps[0].config.true_next"
 
 
-def test_cheap_steps_run_in_one_invocation(client: TestClient, container: Container) -> None:
+def test_cheap_steps_run_in_one_invocation(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, log_definition(*[f"step {i}" for i in range(10)]))
     drained = drain(container)
     assert drained.actions == ["advanced"]  # one message for ten committed steps
@@ -426,7 +422,7 @@ def test_cheap_steps_run_in_one_invocation(client: TestClient, container: Contai
     assert _types(client, run_id).count("step_completed") == 10
 
 
-def test_approving_the_last_step_finishes_the_run(client: TestClient, container: Container) -> None:
+def test_approving_the_last_step_finishes_the_run(client: TestClient, container: Parts) -> None:
     definition = {"name": "last", "steps": [{"id": "sign", "type": "approval", "config": {}}]}
     run_id = _submit(client, definition)
     drain(container)

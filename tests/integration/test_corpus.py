@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from tests.conftest import drain
-from workflows.bootstrap import Container
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 
@@ -37,7 +37,7 @@ def test_bad_documents_are_422(client: TestClient) -> None:
     assert bad_id.json()["error"]["details"][0]["field"] == "id"
 
 
-def test_rag_search_ranks_the_tenants_documents_with_bm25(client: TestClient, container: Container) -> None:
+def test_rag_search_ranks_the_tenants_documents_with_bm25(client: TestClient, container: Parts) -> None:
     _add(client, "DynamoDB transactions are atomic across tables.", topic="storage")
     best = _add(
         client, "SQS delay seconds postpone delivery of a message up to fifteen minutes.", topic="queues"

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import drain, log_definition
 from workflows.api.auth import authenticate
-from workflows.bootstrap import Container
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 
@@ -290,14 +290,13 @@ def test_versions_list_newest_first(client: TestClient) -> None:
     assert rest["next_cursor"] is None
 
 
-def test_concurrent_new_versions_get_distinct_numbers(container: Container) -> None:
+def test_concurrent_new_versions_get_distinct_numbers(container: Parts) -> None:
     import threading
 
-    from workflows.adapters.definitions import WorkflowHead
-    from workflows.services.definitions import DefinitionService
+    from workflows.domain.workflows import WorkflowHead
 
     principal = Principal(tenant_id="t", user_id="u", permissions=ALL_PERMISSIONS)
-    service = DefinitionService(container)
+    service = container.definition_service
     head, _ = service.create(principal, _definition())
     results: list[WorkflowHead] = []
 
@@ -400,7 +399,7 @@ def test_validate_stores_nothing(client: TestClient) -> None:
 # ---- saved runs ----------------------------------------------------------------------------
 
 
-def test_saved_run_executes_the_latest_version(client: TestClient, container: Container) -> None:
+def test_saved_run_executes_the_latest_version(client: TestClient, container: Parts) -> None:
     wid = _create(client)["workflow_id"]
     client.post(f"{BASE}/{wid}/versions", json=log_definition("v2 {{ inputs.name }}"))
 
@@ -416,7 +415,7 @@ def test_saved_run_executes_the_latest_version(client: TestClient, container: Co
     assert run["outputs"]["message"] == "v2 Ada"
 
 
-def test_saved_run_of_a_named_version(client: TestClient, container: Container) -> None:
+def test_saved_run_of_a_named_version(client: TestClient, container: Parts) -> None:
     wid = _create(client)["workflow_id"]
     client.post(f"{BASE}/{wid}/versions", json=log_definition("v2"))
 

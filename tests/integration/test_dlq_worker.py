@@ -19,15 +19,18 @@ from pydantic import SecretStr
 
 from tests.conftest import FakeClock, settings_from
 from tests.receivers import Received, Receiver, Reply
-from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
-from workflows.adapters.http.delivery import DeliveryResult, EgressDenied, HttpDeliverer
+from workflows.adapters.dlq import WebhookDlqRepository
+from workflows.adapters.http.delivery import EgressDenied, HttpDeliverer
 from workflows.adapters.http.signing import WebhookVerificationError, verify
 from workflows.adapters.runs import RunRepository
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.delivery import DeliveryResult
+from workflows.domain.dlq import DlqRow
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import Conflict, NotFound
 from workflows.roots import dlq_worker as lambda_handler
-from workflows.services.webhooks.worker import DlqWorker, WorkerReport, build_dlq_worker
+from workflows.roots.parts import Parts
+from workflows.services.webhooks.worker import DlqWorker, WorkerReport
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # One pass and no sleep: with the default 10 s timeout the margin is 15 s, and 20 s minus the
@@ -36,6 +39,12 @@ ONE_PASS_MS = 20_000
 
 
 # ---- wiring ----------------------------------------------------------------------------
+
+
+def _built(settings: Any, clock: FakeClock) -> tuple[Any, DlqWorker]:
+    """The DLQ table and worker as the composition root builds them."""
+    parts = Parts(settings, clock=clock, dynamodb=boto3.client("dynamodb"))
+    return parts.dlq, parts.dlq_worker
 
 
 def _half() -> float:
@@ -607,7 +616,7 @@ def test_built_worker_signs_with_the_configured_secret(
         webhook_allowlist="127.0.0.1",
         webhook_allowed_ports="*",
     )
-    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    repo, worker = _built(settings, clock)
     row = add_row(repo, clock, receiver.url())
 
     assert worker.run(lambda: ONE_PASS_MS) == WorkerReport(passes=1, delivered=1)
@@ -620,7 +629,7 @@ def test_built_worker_without_a_secret_sends_unsigned(
     aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
 ) -> None:
     settings = settings_from(aws_env, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*")
-    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    repo, worker = _built(settings, clock)
     row = add_row(repo, clock, receiver.url())
 
     worker.run(lambda: ONE_PASS_MS)
@@ -657,7 +666,7 @@ def test_handler_runs_the_containers_worker_and_returns_its_report(
 ) -> None:
     # Given the composition root's worker and a due row
     worker = make_worker(aws_env, clock)
-    monkeypatch.setattr(lambda_handler, "get_container", lambda: SimpleNamespace(dlq_worker=worker))
+    monkeypatch.setattr(lambda_handler, "parts", lambda: SimpleNamespace(dlq_worker=worker))
     add_row(repo, clock, receiver.url())
 
     # When the schedule invokes the function with 20 s left
@@ -913,7 +922,7 @@ def test_built_worker_records_attempts_on_runs(
 ) -> None:
     settings = settings_from(aws_env, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*")
     new_run(runs)
-    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock, runs=runs)
+    repo, worker = _built(settings, clock)
     add_row(repo, clock, receiver.url())
 
     worker.run(lambda: ONE_PASS_MS)
@@ -938,7 +947,7 @@ def test_rotation_verifies_with_either_the_old_or_the_new_secret(
         webhook_allowlist="127.0.0.1",
         webhook_allowed_ports="*",
     )
-    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    repo, worker = _built(settings, clock)
     add_row(repo, clock, receiver.url())
 
     # When a row is delivered
@@ -959,7 +968,7 @@ def test_receiver_with_another_secret_does_not_verify_a_rotated_delivery(
         webhook_allowlist="127.0.0.1",
         webhook_allowed_ports="*",
     )
-    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    repo, worker = _built(settings, clock)
     add_row(repo, clock, receiver.url())
 
     worker.run(lambda: ONE_PASS_MS)
@@ -989,7 +998,7 @@ def test_secrets_are_read_from_secrets_manager_on_first_delivery(
     settings = settings_from(
         aws_env, webhook_secret_arn=arn, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*"
     )
-    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    repo, worker = _built(settings, clock)
     add_row(repo, clock, receiver.url())
 
     # When the worker delivers
@@ -1008,7 +1017,7 @@ def test_building_the_worker_reads_no_secret(
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf"
     settings = settings_from(aws_env, webhook_secret_arn=arn)
 
-    build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    _built(settings, clock)
 
     assert DEFAULT_PROVIDERS == {}
 
@@ -1021,7 +1030,7 @@ def test_unreadable_secret_reschedules_without_sending_unsigned(
     settings = settings_from(
         aws_env, webhook_secret_arn=arn, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*"
     )
-    repo, worker = build_dlq_worker(settings, boto3.client("dynamodb"), clock=clock)
+    repo, worker = _built(settings, clock)
     row = add_row(repo, clock, receiver.url())
 
     # When the worker passes

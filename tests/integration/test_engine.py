@@ -7,9 +7,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
-from workflows.bootstrap import Container
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
-from workflows.engine.messages import AdvanceMessage
+from workflows.roots.parts import Parts
 
 RUNS = "/api/v1/workflows/runs"
 
@@ -25,11 +25,11 @@ def _kick(run_id: str, version: int) -> AdvanceMessage:
     return AdvanceMessage(tenant_id="default", run_id=run_id, version=version)
 
 
-def _event_types(container: Container, run_id: str) -> list[str]:
+def _event_types(container: Parts, run_id: str) -> list[str]:
     return [e.event_type for e in container.runs.list_events("default", run_id, limit=1000).events]
 
 
-def test_duplicate_kick_changes_nothing(client: TestClient, container: Container) -> None:
+def test_duplicate_kick_changes_nothing(client: TestClient, container: Parts) -> None:
     container.engine._max_inline = 1
     run_id = _submit(client, log_definition("a", "b"))
     assert container.engine.process(_kick(run_id, 1)).action == "advanced"
@@ -46,7 +46,7 @@ def test_duplicate_kick_changes_nothing(client: TestClient, container: Container
     )
 
 
-def test_every_step_commits_once_despite_duplicates(client: TestClient, container: Container) -> None:
+def test_every_step_commits_once_despite_duplicates(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, log_definition("a", "b", "c"))
     # Duplicate every message SQS hands over.
     for _ in range(10):
@@ -69,7 +69,7 @@ def test_every_step_commits_once_despite_duplicates(client: TestClient, containe
 
 
 def test_kick_lost_after_commit_is_resent_after_grace(
-    client: TestClient, container: Container, clock: FakeClock
+    client: TestClient, container: Parts, clock: FakeClock
 ) -> None:
     # Given a run whose first step committed but whose next kick was never sent
     container.engine._max_inline = 1  # one step per message, as for steps that call out
@@ -88,7 +88,7 @@ def test_kick_lost_after_commit_is_resent_after_grace(
     assert container.runs.get("default", run_id).status == RunStatus.SUCCEEDED
 
 
-def test_terminal_and_paused_runs_ignore_kicks(client: TestClient, container: Container) -> None:
+def test_terminal_and_paused_runs_ignore_kicks(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, log_definition("a", "b"))
     run = container.runs.get("default", run_id)
     paused = container.runs.transition(
@@ -98,7 +98,7 @@ def test_terminal_and_paused_runs_ignore_kicks(client: TestClient, container: Co
     assert container.runs.get("default", run_id).current_step_id == "s1"
 
 
-def test_step_failure_is_retried_then_fails_the_run(client: TestClient, container: Container) -> None:
+def test_step_failure_is_retried_then_fails_the_run(client: TestClient, container: Parts) -> None:
     definition = {
         "name": "broken",
         "steps": [
@@ -127,7 +127,7 @@ def test_step_failure_is_retried_then_fails_the_run(client: TestClient, containe
     ]
 
 
-def test_on_failure_routes_to_another_step(client: TestClient, container: Container) -> None:
+def test_on_failure_routes_to_another_step(client: TestClient, container: Parts) -> None:
     definition = {
         "name": "recover",
         "steps": [
@@ -145,7 +145,7 @@ def test_on_failure_routes_to_another_step(client: TestClient, container: Contai
 
 
 def test_endless_loop_through_a_branch_is_stopped_by_the_step_budget(
-    container: Container, client: TestClient
+    container: Parts, client: TestClient
 ) -> None:
     # Given a loop a run could leave (through the branch), but whose condition never lets it
     container.engine._max_steps = 5
@@ -168,7 +168,7 @@ def test_endless_loop_through_a_branch_is_stopped_by_the_step_budget(
     assert run.steps_executed == 5
 
 
-def test_sandbox_refuses_unsafe_template(client: TestClient, container: Container) -> None:
+def test_sandbox_refuses_unsafe_template(client: TestClient, container: Parts) -> None:
     definition = log_definition("{{ inputs.__class__.__mro__ }}")
     run_id = _submit(client, definition)
     drain(container)

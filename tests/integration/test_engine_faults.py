@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import drain, log_definition
-from workflows.bootstrap import Container
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import RunStatus
-from workflows.engine.messages import AdvanceMessage
+from workflows.roots.parts import Parts
 
 
 def _submit(client: TestClient, *messages: str) -> str:
@@ -20,7 +20,7 @@ def _submit(client: TestClient, *messages: str) -> str:
     return run_id
 
 
-def _assert_clean_history(container: Container, run_id: str, steps: int) -> None:
+def _assert_clean_history(container: Parts, run_id: str, steps: int) -> None:
     events = container.runs.list_events("default", run_id, limit=1000).events
     assert [e.event_seq for e in events] == list(range(1, len(events) + 1))
     completed = Counter(e.step_id for e in events if e.event_type == "step_completed")
@@ -29,7 +29,7 @@ def _assert_clean_history(container: Container, run_id: str, steps: int) -> None
 
 
 def test_crash_after_the_step_ran_before_commit_reruns_the_step_once(
-    client: TestClient, container: Container
+    client: TestClient, container: Parts
 ) -> None:
     container.engine._max_inline = 1
     run_id = _submit(client, "a", "b")
@@ -52,9 +52,7 @@ def test_crash_after_the_step_ran_before_commit_reruns_the_step_once(
     _assert_clean_history(container, run_id, 2)
 
 
-def test_the_same_message_delivered_concurrently_commits_once(
-    client: TestClient, container: Container
-) -> None:
+def test_the_same_message_delivered_concurrently_commits_once(client: TestClient, container: Parts) -> None:
     container.engine._max_inline = 1
     run_id = _submit(client, "a", "b", "c")
     kick = AdvanceMessage(tenant_id="default", run_id=run_id, version=1)
@@ -78,7 +76,7 @@ def test_the_same_message_delivered_concurrently_commits_once(
     _assert_clean_history(container, run_id, 3)
 
 
-def test_two_dispatchers_racing_on_every_message(client: TestClient, container: Container) -> None:
+def test_two_dispatchers_racing_on_every_message(client: TestClient, container: Parts) -> None:
     container.engine._max_inline = 1
     run_ids = [_submit(client, "a", "b", "c", "d") for _ in range(3)]
     url = container.settings.dispatch_queue_url

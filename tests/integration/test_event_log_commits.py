@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
 from workflows.adapters.runs import RunRepository, run_pk
-from workflows.bootstrap import Container
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
-from workflows.engine.messages import AdvanceMessage
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 
@@ -45,7 +45,7 @@ def throttled() -> ClientError:
     )
 
 
-def stored_seqs(container: Container, run_id: str) -> list[int]:
+def stored_seqs(container: Parts, run_id: str) -> list[int]:
     """Every event sequence number in the events table, in key order, duplicates kept."""
     response = container.dynamodb.query(
         TableName=container.settings.run_events_table,
@@ -69,7 +69,7 @@ def submit(client: TestClient, *messages: str) -> str:
 
 
 def test_a_commit_whose_events_could_not_be_copied_still_shows_them_and_the_next_writer_copies_them(
-    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     container.engine._max_inline = 1
     run_id = submit(client, "a", "b", "c")
@@ -102,7 +102,7 @@ def test_a_commit_whose_events_could_not_be_copied_still_shows_them_and_the_next
 
 
 def test_a_process_killed_between_the_commit_and_the_copy_loses_nothing(
-    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     container.engine._max_inline = 1
     run_id = submit(client, "a", "b")
@@ -135,7 +135,7 @@ def test_a_process_killed_between_the_commit_and_the_copy_loses_nothing(
 
 
 def test_a_page_that_ends_before_the_latest_commit_says_there_is_more(
-    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     container.engine._max_inline = 1
     run_id = submit(client, "a", "b")

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import log_definition
 from workflows.adapters.runs import events_item, run_pk
-from workflows.bootstrap import Container
 from workflows.domain.run import RunEvent
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 EVENT_TYPES = ("step_started", "step_completed")
@@ -49,7 +49,7 @@ def new_run(client: TestClient) -> str:
     return str(response.json()["run_id"])
 
 
-def write_history(container: Container, run_id: str, size: int) -> None:
+def write_history(container: Parts, run_id: str, size: int) -> None:
     """`size` events, seq 1..size, alternating types, two per commit (as a step's
     step_started + step_completed are); 25 items per BatchWriteItem. The run item counts them."""
     table = container.settings.run_events_table
@@ -78,7 +78,7 @@ def write_history(container: Container, run_id: str, size: int) -> None:
 
 
 def read_page(
-    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch, run_id: str, **params: Any
+    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch, run_id: str, **params: Any
 ) -> tuple[dict[str, Any], Reads]:
     reads = Reads()
     with monkeypatch.context() as patch:
@@ -92,7 +92,7 @@ def read_page(
 
 
 @pytest.fixture
-def history(client: TestClient, container: Container) -> Callable[[int], str]:
+def history(client: TestClient, container: Parts) -> Callable[[int], str]:
     def make(size: int) -> str:
         run_id = new_run(client)
         write_history(container, run_id, size)
@@ -104,7 +104,7 @@ def history(client: TestClient, container: Container) -> Callable[[int], str]:
 @pytest.mark.parametrize("since", [0, 5000, 5001, 9900])
 def test_a_page_of_a_10000_event_run_reads_100_items_in_one_query(
     client: TestClient,
-    container: Container,
+    container: Parts,
     monkeypatch: pytest.MonkeyPatch,
     history: Callable[[int], str],
     since: int,
@@ -125,7 +125,7 @@ def test_a_page_of_a_10000_event_run_reads_100_items_in_one_query(
 
 def test_page_cost_does_not_grow_with_history(
     client: TestClient,
-    container: Container,
+    container: Parts,
     monkeypatch: pytest.MonkeyPatch,
     history: Callable[[int], str],
 ) -> None:
@@ -146,7 +146,7 @@ def test_page_cost_does_not_grow_with_history(
 
 def test_the_last_page_of_a_long_history_says_it_is_the_last(
     client: TestClient,
-    container: Container,
+    container: Parts,
     monkeypatch: pytest.MonkeyPatch,
     history: Callable[[int], str],
 ) -> None:
@@ -161,7 +161,7 @@ def test_the_last_page_of_a_long_history_says_it_is_the_last(
 
 def test_a_types_filtered_page_reads_at_most_limit_items(
     client: TestClient,
-    container: Container,
+    container: Parts,
     monkeypatch: pytest.MonkeyPatch,
     history: Callable[[int], str],
 ) -> None:

@@ -21,7 +21,7 @@ from devstack import keys as keys_cli
 from tests.conftest import API_KEY, FakeClock, drain, log_definition, make_container
 from workflows.api import deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container
+from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
 UUID = "0a1b2c3d-0000-4000-8000-00000000abcd"
@@ -77,14 +77,12 @@ class CountingClient:
 
 
 @pytest.fixture
-def counted(
-    aws_env: dict[str, str], clock: FakeClock
-) -> Iterator[tuple[TestClient, CountingClient, Container]]:
+def counted(aws_env: dict[str, str], clock: FakeClock) -> Iterator[tuple[TestClient, CountingClient, Parts]]:
     dynamodb = CountingClient(boto3.client("dynamodb"))
     c = make_container(aws_env, clock)
     c.__dict__["dynamodb"] = dynamodb
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     with TestClient(app, raise_server_exceptions=False) as client:
         client.headers.update({"X-API-KEY": API_KEY})
         yield client, dynamodb, c
@@ -115,7 +113,7 @@ def _concrete(path: str, hostile: str, parameter: str) -> str:
 
 @pytest.mark.parametrize(("method", "path"), PATH_ID_ROUTES, ids=lambda v: v)
 def test_a_hostile_path_id_is_not_found_before_any_read(
-    counted: tuple[TestClient, CountingClient, Container], method: str, path: str
+    counted: tuple[TestClient, CountingClient, Parts], method: str, path: str
 ) -> None:
     client, dynamodb, _ = counted
     parameters = re.findall(r"\{(run_id|step_id|artifact_id|schedule_id|row_id|key_id|doc_id|name)\}", path)
@@ -134,7 +132,7 @@ def test_a_hostile_path_id_is_not_found_before_any_read(
 
 @pytest.mark.parametrize("run_id", [UUID.upper(), f"{UUID}%20", f"{{{UUID}}}", UUID.replace("-", "")])
 def test_a_run_id_not_in_the_generated_form_is_not_found_before_any_read(
-    counted: tuple[TestClient, CountingClient, Container], run_id: str
+    counted: tuple[TestClient, CountingClient, Parts], run_id: str
 ) -> None:
     client, dynamodb, _ = counted
     response = client.get(f"{P}/runs/{run_id}")
@@ -148,7 +146,7 @@ def test_another_tenants_run_is_not_reached_through_a_separator(
     # Given a run of tenant `t1.sub` and a key of tenant `t1`
     c = make_container(aws_env, clock, auth_mode="multi_user")
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     theirs, _ = c.api_keys.create("t1.sub", "eve", ["admin"])
     mine, _ = c.api_keys.create("t1", "mallory", ["admin"])
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -190,7 +188,7 @@ def test_the_admin_api_refuses_a_user_id_outside_the_pattern(
     c = make_container(aws_env, clock, auth_mode="multi_user")
     admin, _ = c.api_keys.create("t1", "ada", ["admin"])
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post(
             f"{P}/api-keys", json={"user_id": "bob#x", "roles": ["viewer"]}, headers={"X-API-KEY": admin}
@@ -210,7 +208,7 @@ def test_a_jwt_whose_ids_are_outside_the_pattern_is_refused(
 
     c = make_container(aws_env, clock, auth_mode="multi_user")
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     event = json.loads((EVENTS / "api_get_run.json").read_text())
     event["headers"] = {"authorization": "Bearer x.y.z"}
     claims = {"tenant_id": "t1", "sub": "alice", "roles": "[admin]", claim: value}
@@ -238,7 +236,7 @@ HOSTILE_BODIES = {
 }
 
 
-def _item_counts(c: Container) -> dict[str, int]:
+def _item_counts(c: Parts) -> dict[str, int]:
     settings = c.settings
     tables = [
         settings.runs_table,
@@ -256,7 +254,7 @@ def _item_counts(c: Container) -> dict[str, int]:
 
 @pytest.mark.parametrize(("method", "path"), BODY_ROUTES, ids=lambda v: v)
 def test_a_hostile_body_is_refused_with_its_code_and_nothing_is_stored(
-    counted: tuple[TestClient, CountingClient, Container], method: str, path: str
+    counted: tuple[TestClient, CountingClient, Parts], method: str, path: str
 ) -> None:
     client, _, c = counted
     before = _item_counts(c)
@@ -274,7 +272,7 @@ def test_a_hostile_body_is_refused_with_its_code_and_nothing_is_stored(
 
 
 def test_deep_metadata_is_refused_and_the_corpus_stays_readable(
-    counted: tuple[TestClient, CountingClient, Container],
+    counted: tuple[TestClient, CountingClient, Parts],
 ) -> None:
     client, _, _ = counted
     deep: Any = "leaf"
@@ -296,7 +294,7 @@ def test_deep_metadata_is_refused_and_the_corpus_stays_readable(
 
 
 def test_inputs_too_large_to_store_answer_413_and_leave_nothing(
-    counted: tuple[TestClient, CountingClient, Container],
+    counted: tuple[TestClient, CountingClient, Parts],
 ) -> None:
     client, _, c = counted
     before = _item_counts(c)
@@ -312,7 +310,7 @@ def test_inputs_too_large_to_store_answer_413_and_leave_nothing(
 
 
 def test_approval_fields_too_large_answer_413_and_the_run_keeps_waiting(
-    counted: tuple[TestClient, CountingClient, Container],
+    counted: tuple[TestClient, CountingClient, Parts],
 ) -> None:
     client, _, c = counted
     definition = {"name": "gate", "steps": [{"id": "a1", "type": "approval", "config": {}}]}
@@ -361,9 +359,9 @@ def _asgi_post(app: Any, headers: list[tuple[bytes, bytes]], body_chunks: int) -
     return status, asked
 
 
-def test_an_unauthenticated_30_mb_post_is_refused_before_its_body_is_read(container: Container) -> None:
+def test_an_unauthenticated_30_mb_post_is_refused_before_its_body_is_read(container: Parts) -> None:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: container
+    app.dependency_overrides[deps.services] = lambda: container
     size = str(30 * 1024 * 1024).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", size)]
     status, asked = _asgi_post(app, headers, body_chunks=480)
@@ -371,9 +369,9 @@ def test_an_unauthenticated_30_mb_post_is_refused_before_its_body_is_read(contai
     assert asked == 0
 
 
-def test_an_authenticated_oversized_post_is_refused_before_its_body_is_read(container: Container) -> None:
+def test_an_authenticated_oversized_post_is_refused_before_its_body_is_read(container: Parts) -> None:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: container
+    app.dependency_overrides[deps.services] = lambda: container
     size = str(30 * 1024 * 1024).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -385,9 +383,9 @@ def test_an_authenticated_oversized_post_is_refused_before_its_body_is_read(cont
     assert asked == 0
 
 
-def test_a_chunked_body_is_cut_off_at_the_limit(container: Container) -> None:
+def test_a_chunked_body_is_cut_off_at_the_limit(container: Parts) -> None:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: container
+    app.dependency_overrides[deps.services] = lambda: container
     headers = [(b"content-type", b"application/json"), (b"x-api-key", API_KEY.encode())]
     status, asked = _asgi_post(app, headers, body_chunks=480)
     assert status == 413

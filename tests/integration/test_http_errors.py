@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import log_definition
-from workflows.bootstrap import Container
+from workflows.roots.parts import Parts
 
 RUNS = "/api/v1/workflows/runs"
 
@@ -20,7 +20,7 @@ def _error(response: Any) -> dict[str, Any]:
     return error
 
 
-def _queue_depth(container: Container) -> int:
+def _queue_depth(container: Parts) -> int:
     attributes = container.sqs.get_queue_attributes(
         QueueUrl=container.settings.dispatch_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"]
@@ -61,7 +61,7 @@ def test_missing_field_is_422_naming_it(client: TestClient) -> None:
     assert error["details"][0]["field"] == "definition"
 
 
-def test_unknown_step_type_is_422_naming_step_and_field(client: TestClient, container: Container) -> None:
+def test_unknown_step_type_is_422_naming_step_and_field(client: TestClient, container: Parts) -> None:
     definition = log_definition("hi")
     definition["steps"].append({"id": "mystery", "type": "teleport", "config": {}})
     response = client.post(RUNS, json={"definition": definition})
@@ -114,7 +114,7 @@ def test_bad_query_parameter_is_422(client: TestClient) -> None:
     assert _error(response)["details"][0]["field"] == "limit"
 
 
-def test_enqueue_failure_fails_the_run_and_answers_503(client: TestClient, container: Container) -> None:
+def test_enqueue_failure_fails_the_run_and_answers_503(client: TestClient, container: Parts) -> None:
     # Given a queue that no longer exists
     container.queue._url = container.settings.dispatch_queue_url + "-gone"
     # When a run is submitted
@@ -128,7 +128,7 @@ def test_enqueue_failure_fails_the_run_and_answers_503(client: TestClient, conta
     assert [(r["status"]["S"], r["status_reason"]["S"]) for r in runs] == [("failed", "enqueue_failed")]
 
 
-def test_deployed_api_key_comes_from_ssm(client: TestClient, container: Container) -> None:
+def test_deployed_api_key_comes_from_ssm(client: TestClient, container: Parts) -> None:
     import boto3
     from aws_lambda_powertools.utilities import parameters
 

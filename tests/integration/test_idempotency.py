@@ -10,18 +10,17 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, log_definition, make_container
 from workflows.adapters.idempotency import IdempotencyRepository
-from workflows.bootstrap import Container
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.errors import IdempotencyInProgress
+from workflows.roots.parts import Parts
 from workflows.services import runs as runs_service
-from workflows.services.runs import RunService
 
 BASE = "/api/v1/workflows"
 RUNS = f"{BASE}/runs"
 ADHOC = {"definition": log_definition("Hello {{ inputs.name }}"), "inputs": {"name": "Ada"}}
 
 
-def _count_runs(container: Container, tenant_id: str = "default") -> int:
+def _count_runs(container: Parts, tenant_id: str = "default") -> int:
     response = container.dynamodb.query(
         TableName=container.settings.runs_table,
         IndexName="by-tenant",
@@ -36,7 +35,7 @@ def _post(client: TestClient, key: str, body: dict[str, Any] = ADHOC, url: str =
     return client.post(url, json=body, headers={"Idempotency-Key": key})
 
 
-def test_same_key_and_body_returns_the_same_run(client: TestClient, container: Container) -> None:
+def test_same_key_and_body_returns_the_same_run(client: TestClient, container: Parts) -> None:
     first = _post(client, "k1")
     second = _post(client, "k1")
 
@@ -47,13 +46,13 @@ def test_same_key_and_body_returns_the_same_run(client: TestClient, container: C
     assert _count_runs(container) == 1
 
 
-def test_body_key_order_does_not_matter(client: TestClient, container: Container) -> None:
+def test_body_key_order_does_not_matter(client: TestClient, container: Parts) -> None:
     first = _post(client, "k1", {"inputs": {"name": "Ada"}, "definition": ADHOC["definition"]})
     second = _post(client, "k1")
     assert second.json()["run_id"] == first.json()["run_id"]
 
 
-def test_same_key_with_another_body_is_409(client: TestClient, container: Container) -> None:
+def test_same_key_with_another_body_is_409(client: TestClient, container: Parts) -> None:
     _post(client, "k1")
 
     response = _post(client, "k1", {**ADHOC, "inputs": {"name": "Bo"}})
@@ -73,12 +72,12 @@ def test_same_key_on_another_route_is_409(client: TestClient) -> None:
     assert response.json()["error"]["code"] == "idempotency_key_reused"
 
 
-def test_different_keys_create_different_runs(client: TestClient, container: Container) -> None:
+def test_different_keys_create_different_runs(client: TestClient, container: Parts) -> None:
     assert _post(client, "k1").json()["run_id"] != _post(client, "k2").json()["run_id"]
     assert _count_runs(container) == 2
 
 
-def test_saved_runs_are_idempotent_too(client: TestClient, container: Container) -> None:
+def test_saved_runs_are_idempotent_too(client: TestClient, container: Parts) -> None:
     wid = client.post(BASE, json=log_definition("m")).json()["workflow_id"]
     url = f"{BASE}/{wid}/runs"
 
@@ -90,7 +89,7 @@ def test_saved_runs_are_idempotent_too(client: TestClient, container: Container)
     assert _count_runs(container) == 1
 
 
-def test_the_key_expires_after_24_hours(client: TestClient, container: Container, clock: FakeClock) -> None:
+def test_the_key_expires_after_24_hours(client: TestClient, container: Parts, clock: FakeClock) -> None:
     first = _post(client, "k1")
     clock.advance(24 * 3600 + 1)
 
@@ -101,7 +100,7 @@ def test_the_key_expires_after_24_hours(client: TestClient, container: Container
     assert "idempotent-replayed" not in second.headers
 
 
-def test_the_record_expires_with_ttl(client: TestClient, container: Container, clock: FakeClock) -> None:
+def test_the_record_expires_with_ttl(client: TestClient, container: Parts, clock: FakeClock) -> None:
     _post(client, "k1")
     item = container.dynamodb.get_item(
         TableName=container.settings.idempotency_table,
@@ -111,7 +110,7 @@ def test_the_record_expires_with_ttl(client: TestClient, container: Container, c
     assert item["status"]["S"] == "completed"
 
 
-def test_a_failed_submission_frees_the_key(client: TestClient, container: Container) -> None:
+def test_a_failed_submission_frees_the_key(client: TestClient, container: Parts) -> None:
     bad = {"definition": {"name": "x", "steps": [{"id": "a", "type": "teleport"}]}}
 
     assert _post(client, "k1", bad).status_code == 422
@@ -126,9 +125,7 @@ def test_bad_keys_are_422(client: TestClient, key: bytes) -> None:
     assert response.json()["error"]["details"][0]["field"] == "Idempotency-Key"
 
 
-def test_parallel_requests_with_one_key_create_exactly_one_run(
-    client: TestClient, container: Container
-) -> None:
+def test_parallel_requests_with_one_key_create_exactly_one_run(client: TestClient, container: Parts) -> None:
     # Given ten clients sending the same request with the same key at the same moment
     barrier = threading.Barrier(10)
     responses: list[Any] = []
@@ -156,9 +153,9 @@ def test_parallel_requests_with_one_key_create_exactly_one_run(
     assert sum(1 for r in accepted if "idempotent-replayed" not in r.headers) == 1
 
 
-def test_parallel_service_calls_create_exactly_one_run(container: Container) -> None:
+def test_parallel_service_calls_create_exactly_one_run(container: Parts) -> None:
     principal = Principal("t1", "u", ALL_PERMISSIONS)
-    service = RunService(container)
+    service = container.run_service
     barrier = threading.Barrier(10)
     created: list[str] = []
     results: list[str] = []
@@ -191,7 +188,7 @@ def test_parallel_service_calls_create_exactly_one_run(container: Container) -> 
 
 
 def test_a_request_waiting_too_long_gets_in_progress(
-    container: Container, monkeypatch: pytest.MonkeyPatch
+    container: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a claim held by a request that has not finished (and whose lease has not run out)
     monkeypatch.setattr(runs_service, "IDEMPOTENCY_POLL_SECONDS", (0.01, 0.01))
@@ -200,11 +197,11 @@ def test_a_request_waiting_too_long_gets_in_progress(
 
     # When another request with the same key and body arrives
     with pytest.raises(IdempotencyInProgress):
-        RunService(container).submit_once(principal, "key", {"body": 1}, _never)
+        container.run_service.submit_once(principal, "key", {"body": 1}, _never)
 
 
 def test_a_claim_whose_holder_died_is_taken_over(
-    container: Container, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    container: Parts, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runs_service, "IDEMPOTENCY_POLL_SECONDS", ())
     principal = Principal("t1", "u", ALL_PERMISSIONS)
@@ -213,7 +210,7 @@ def test_a_claim_whose_holder_died_is_taken_over(
     from workflows.domain.definition import WorkflowDefinition
 
     definition = WorkflowDefinition.model_validate(log_definition("m"))
-    service = RunService(container)
+    service = container.run_service
 
     _, replayed = service.submit_once(
         principal, "key", {"body": 1}, lambda: service.submit(principal, definition, {})
@@ -243,7 +240,7 @@ def test_a_key_is_scoped_to_its_caller(aws_env: dict[str, str], clock: FakeClock
     alice, _ = c.api_keys.create("t1", "alice", ["operator"])
     bob, _ = c.api_keys.create("t1", "bob", ["operator"])
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     with TestClient(app, raise_server_exceptions=False) as client:
         first = client.post(RUNS, json=ADHOC, headers={"Idempotency-Key": "k1", "X-API-KEY": alice})
         # When the other user sends the same key, with the same or another body

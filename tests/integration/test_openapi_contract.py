@@ -31,7 +31,7 @@ from tests.conftest import API_KEY, AtomicRequests, FakeClock, drain, log_defini
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.api.schemas import PREFIX
-from workflows.bootstrap import Container, build_container
+from workflows.roots.parts import Parts
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 _METHODS = ("get", "put", "post", "patch", "delete")
@@ -60,7 +60,7 @@ def _strategy(
     return st.one_of(strategies)
 
 
-def _seed(client: TestClient, container: Container) -> dict[str, str]:
+def _seed(client: TestClient, container: Parts) -> dict[str, str]:
     """A saved workflow, a finished run of it and an artifact of that run."""
     created = client.post(PREFIX, json=log_definition("one", "two", name="contract"))
     workflow_id = created.json()["workflow_id"]
@@ -96,7 +96,7 @@ def contract_app(stateful_template: dict[str, Any]) -> Iterator[ContractApp]:
         env = provision.create_directly(
             boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("s3"), cfn=stateful_template
         )
-        container = build_container(
+        container = Parts(
             settings_from(env),
             clock=FakeClock(),
             dynamodb=AtomicRequests(boto3.client("dynamodb")),
@@ -104,7 +104,7 @@ def contract_app(stateful_template: dict[str, Any]) -> Iterator[ContractApp]:
             s3=boto3.client("s3"),
         )
         app = create_app()
-        app.dependency_overrides[deps.container] = lambda: container
+        app.dependency_overrides[deps.services] = lambda: container
         with TestClient(app) as client:
             client.headers.update({"X-API-KEY": API_KEY})
             known = _seed(client, container)

@@ -12,27 +12,27 @@ from fastapi.testclient import TestClient
 from tests.conftest import FakeClock, log_definition, make_container
 from workflows.api import deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import RunStatus
-from workflows.engine.messages import AdvanceMessage
+from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
 ADHOC = {"definition": log_definition("hi"), "inputs": {}}
 
 
-def client_for(c: Container) -> TestClient:
+def client_for(c: Parts) -> TestClient:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture
-def multi(aws_env: dict[str, str], clock: FakeClock) -> Container:
+def multi(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     return make_container(aws_env, clock, auth_mode="multi_user")
 
 
 @pytest.fixture
-def api(multi: Container) -> Iterator[TestClient]:
+def api(multi: Parts) -> Iterator[TestClient]:
     with client_for(multi) as client:
         client.headers["X-API-KEY"] = multi.api_keys.create("t1", "ada", ["viewer"])[0]
         yield client
@@ -59,7 +59,7 @@ def test_the_61st_submission_in_a_minute_answers_429_with_headers(api: TestClien
     assert api.post(f"{P}/runs", json=ADHOC).status_code == 202
 
 
-def test_quotas_are_per_user(api: TestClient, multi: Container) -> None:
+def test_quotas_are_per_user(api: TestClient, multi: Parts) -> None:
     for _ in range(60):
         api.post(f"{P}/runs", json=ADHOC)
     assert api.post(f"{P}/runs", json=ADHOC).status_code == 429

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
 from workflows.api.auth import authenticate
-from workflows.bootstrap import Container
 from workflows.domain.principal import ALL_PERMISSIONS, RUNS_CONTROL, Principal
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 RUNS = f"{BASE}/runs"
@@ -65,7 +65,7 @@ def test_pages_with_a_cursor(client: TestClient, clock: FakeClock) -> None:
     assert seen == list(reversed(ids))
 
 
-def test_filters_by_status(client: TestClient, clock: FakeClock, container: Container) -> None:
+def test_filters_by_status(client: TestClient, clock: FakeClock, container: Parts) -> None:
     done = _submit(client, clock, 2)
     drain(container)
     queued = _submit(client, clock, 1)
@@ -76,7 +76,7 @@ def test_filters_by_status(client: TestClient, clock: FakeClock, container: Cont
     assert len(_ids(both)) == 3
 
 
-def test_status_filter_pages_are_filled(client: TestClient, clock: FakeClock, container: Container) -> None:
+def test_status_filter_pages_are_filled(client: TestClient, clock: FakeClock, container: Parts) -> None:
     done = _submit(client, clock, 3)
     drain(container)
     _submit(client, clock, 4)

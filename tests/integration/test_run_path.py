@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from tests.conftest import drain, log_definition
-from workflows.bootstrap import Container
+from workflows.roots.parts import Parts
 
 
-def test_adhoc_log_run_succeeds_with_its_events(client: TestClient, container: Container) -> None:
+def test_adhoc_log_run_succeeds_with_its_events(client: TestClient, container: Parts) -> None:
     # Given an ad-hoc one-step log workflow
     response = client.post(
         "/api/v1/workflows/runs",
@@ -38,7 +38,7 @@ def test_adhoc_log_run_succeeds_with_its_events(client: TestClient, container: C
     assert events["next_since"] == 4
 
 
-def test_events_page_from_since_with_type_filter(client: TestClient, container: Container) -> None:
+def test_events_page_from_since_with_type_filter(client: TestClient, container: Parts) -> None:
     run_id = client.post("/api/v1/workflows/runs", json={"definition": log_definition("a", "b", "c")}).json()[
         "run_id"
     ]
@@ -54,7 +54,7 @@ def test_events_page_from_since_with_type_filter(client: TestClient, container: 
     assert [e["event_type"] for e in completed["events"]] == ["step_completed"] * 3 + ["run_completed"]
 
 
-def test_steps_see_earlier_outputs(client: TestClient, container: Container) -> None:
+def test_steps_see_earlier_outputs(client: TestClient, container: Parts) -> None:
     definition = {
         "name": "chain",
         "steps": [

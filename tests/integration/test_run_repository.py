@@ -6,13 +6,13 @@ import threading
 
 import pytest
 
-from workflows.bootstrap import Container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.errors import StaleWrite
+from workflows.roots.parts import Parts
 
 
-def _new_run(container: Container, run_id: str = "run-1", tenant: str = "t1") -> Run:
+def _new_run(container: Parts, run_id: str = "run-1", tenant: str = "t1") -> Run:
     definition = WorkflowDefinition.model_validate(
         {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
     )
@@ -31,7 +31,7 @@ def _new_run(container: Container, run_id: str = "run-1", tenant: str = "t1") ->
     return run
 
 
-def test_twenty_concurrent_appends_yield_seqs_1_to_20(container: Container) -> None:
+def test_twenty_concurrent_appends_yield_seqs_1_to_20(container: Parts) -> None:
     run = _new_run(container)
     barrier = threading.Barrier(20)
     results: list[list[int]] = []
@@ -61,7 +61,7 @@ def test_twenty_concurrent_appends_yield_seqs_1_to_20(container: Container) -> N
     assert container.runs.get(run.tenant_id, run.run_id).last_event_seq == 20
 
 
-def test_state_change_and_events_are_written_together(container: Container) -> None:
+def test_state_change_and_events_are_written_together(container: Parts) -> None:
     run = _new_run(container)
     updated = container.runs.transition(
         run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
@@ -72,7 +72,7 @@ def test_state_change_and_events_are_written_together(container: Container) -> N
     assert (stored.status, stored.version, stored.last_event_seq) == (RunStatus.RUNNING, 2, 1)
 
 
-def test_losing_writer_records_nothing(container: Container) -> None:
+def test_losing_writer_records_nothing(container: Parts) -> None:
     # Given two writers that read the same version
     run = _new_run(container)
     container.runs.transition(
@@ -92,7 +92,7 @@ def test_losing_writer_records_nothing(container: Container) -> None:
     assert [e.event_type for e in events] == ["run_started"]
 
 
-def test_state_change_after_concurrent_append_is_renumbered(container: Container) -> None:
+def test_state_change_after_concurrent_append_is_renumbered(container: Parts) -> None:
     # An append (no state change) between read and write must not make the write stale.
     run = _new_run(container)
     container.runs.append_events(run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)])
@@ -104,7 +104,7 @@ def test_state_change_after_concurrent_append_is_renumbered(container: Container
     assert [(e.event_seq, e.event_type) for e in events] == [(1, "webhook_delivery"), (2, "run_started")]
 
 
-def test_another_tenants_run_is_not_found(container: Container) -> None:
+def test_another_tenants_run_is_not_found(container: Parts) -> None:
     from workflows.errors import NotFound
 
     run = _new_run(container, tenant="t1")
@@ -112,7 +112,7 @@ def test_another_tenants_run_is_not_found(container: Container) -> None:
         container.runs.get("t2", run.run_id)
 
 
-def test_events_page_reads_only_the_page(container: Container) -> None:
+def test_events_page_reads_only_the_page(container: Parts) -> None:
     # DynamoDB work is proportional to the page: the Query's Limit bounds the items read.
     run = _new_run(container)
     for _ in range(60):
@@ -133,7 +133,7 @@ def test_events_page_reads_only_the_page(container: Container) -> None:
     assert calls == [{"limit": 10, "scanned": 10}]
 
 
-def test_a_commit_longer_than_a_page_is_paged_through_without_a_gap(container: Container) -> None:
+def test_a_commit_longer_than_a_page_is_paged_through_without_a_gap(container: Parts) -> None:
     # Given one commit of 60 events, stored as one item
     run = _new_run(container)
     container.runs.append_events(

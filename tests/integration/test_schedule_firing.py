@@ -4,7 +4,6 @@ and the dispatcher starts exactly one run per fire."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,11 +16,9 @@ from devstack.functions import LambdaContext
 from devstack.scheduler import LocalScheduler, ensure_scheduling
 from devstack.workers import sqs_event
 from tests.conftest import AtomicRequests, FakeClock, log_definition, settings_from
-from workflows import bootstrap
-from workflows.bootstrap import Container, build_container
-from workflows.engine.messages import StartScheduledRun, parse_message
+from workflows.domain.messages import StartScheduledRun, parse_message
 from workflows.roots import dispatcher as lambda_handler
-from workflows.services.schedules import ScheduleService
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 
@@ -44,8 +41,8 @@ def scheduling(aws_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def container(aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str]) -> Iterator[Container]:
-    c = build_container(
+def container(aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str]) -> Parts:
+    c = Parts(
         settings_from({**aws_env, **scheduling}),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
@@ -53,19 +50,17 @@ def container(aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, s
         s3=boto3.client("s3"),
         scheduler=boto3.client("scheduler"),
     )
-    bootstrap.get_container.cache_clear()
-    yield c
-    bootstrap.get_container.cache_clear()
+    return c
 
 
 @pytest.fixture
-def local_scheduler(container: Container, clock: FakeClock) -> LocalScheduler:
+def local_scheduler(container: Parts, clock: FakeClock) -> LocalScheduler:
     return LocalScheduler(
         boto3.client("scheduler"), boto3.client("sqs"), group=container.settings.schedule_group, clock=clock
     )
 
 
-def dispatch(container: Container) -> list[str]:
+def dispatch(container: Parts) -> list[str]:
     """Deliver every visible message as the dispatcher would; the results of schedule fires."""
     results: list[str] = []
     sqs, url = container.sqs, container.settings.dispatch_queue_url
@@ -76,7 +71,7 @@ def dispatch(container: Container) -> list[str]:
         for message in messages:
             parsed = parse_message(message["Body"])
             if isinstance(parsed, StartScheduledRun):
-                results.append(ScheduleService(container).fire(parsed).result)
+                results.append(container.schedule_service.fire(parsed).result)
             else:
                 container.engine.process(parsed)
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
@@ -106,7 +101,7 @@ def stamp(moment: datetime) -> str:
 
 
 def test_rate_five_minutes_fires_every_five_minutes(
-    client: TestClient, container: Container, clock: FakeClock, local_scheduler: LocalScheduler
+    client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     # Given a rate(5 minutes) schedule created at T
     start = clock.now
@@ -141,7 +136,7 @@ def test_rate_five_minutes_fires_every_five_minutes(
 
 
 def test_a_duplicate_fire_makes_one_run(
-    client: TestClient, container: Container, clock: FakeClock, local_scheduler: LocalScheduler
+    client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     # Given one fire, delivered twice (SQS and EventBridge deliver at least once)
     schedule = create(client, "rate(5 minutes)")
@@ -156,7 +151,7 @@ def test_a_duplicate_fire_makes_one_run(
 
 
 def test_disabling_stops_fires_and_enabling_does_not_catch_up(
-    client: TestClient, container: Container, clock: FakeClock, local_scheduler: LocalScheduler
+    client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     start = clock.now
     schedule = create(client, "rate(5 minutes)")
@@ -177,7 +172,7 @@ def test_disabling_stops_fires_and_enabling_does_not_catch_up(
 
 
 def test_a_fire_in_flight_when_the_schedule_is_disabled_starts_nothing(
-    client: TestClient, container: Container, clock: FakeClock, local_scheduler: LocalScheduler
+    client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     schedule = create(client, "rate(5 minutes)")
     clock.advance(300)
@@ -193,7 +188,7 @@ def test_a_fire_in_flight_when_the_schedule_is_disabled_starts_nothing(
 
 
 def test_an_at_schedule_fires_once(
-    client: TestClient, container: Container, clock: FakeClock, local_scheduler: LocalScheduler
+    client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     # Given at(T + 10 minutes) in New York time
     zone_time = (clock.now + timedelta(minutes=10)).astimezone(ZoneInfo("America/New_York"))
@@ -215,7 +210,7 @@ def test_an_at_schedule_fires_once(
 
 
 def test_a_deleted_workflows_schedule_starts_nothing_and_says_why(
-    client: TestClient, container: Container, clock: FakeClock, local_scheduler: LocalScheduler
+    client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     schedule = create(client, "rate(5 minutes)")
     client.delete(f"{BASE}/{schedule['workflow_id']}")
@@ -231,19 +226,19 @@ def test_a_deleted_workflows_schedule_starts_nothing_and_says_why(
     assert runs_of(client, schedule["workflow_id"]) == []
 
 
-def test_a_fire_older_than_the_dedup_window_is_skipped(client: TestClient, container: Container) -> None:
+def test_a_fire_older_than_the_dedup_window_is_skipped(client: TestClient, container: Parts) -> None:
     schedule = create(client, "rate(1 day)")
     old = stamp(container.clock() - timedelta(days=2))
     message = StartScheduledRun(tenant_id="default", schedule_id=schedule["schedule_id"], scheduled_time=old)
 
-    result = ScheduleService(container).fire(message)
+    result = container.schedule_service.fire(message)
 
     assert (result.result, result.reason) == ("skipped", "too_late")
     assert runs_of(client, schedule["workflow_id"]) == []
 
 
 def test_a_cron_schedule_fires_at_wall_clock_time_in_its_zone(
-    client: TestClient, container: Container, clock: FakeClock, local_scheduler: LocalScheduler
+    client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     schedule = create(client, "cron(0 2 * * ? *)", timezone="Asia/Tokyo")  # 17:00 UTC, no DST
     clock.advance(86400)
@@ -257,7 +252,7 @@ def test_a_cron_schedule_fires_at_wall_clock_time_in_its_zone(
 
 
 def test_the_dispatcher_function_starts_scheduled_runs(
-    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the message EventBridge Scheduler sends, in the SQS event Lambda receives
     schedule = create(client, "rate(5 minutes)")
@@ -265,7 +260,7 @@ def test_the_dispatcher_function_starts_scheduled_runs(
         tenant_id="default", schedule_id=schedule["schedule_id"], scheduled_time=stamp(container.clock())
     ).to_body()
     message = {"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": body}
-    monkeypatch.setattr(lambda_handler, "get_container", lambda: container)
+    monkeypatch.setattr(lambda_handler, "parts", lambda: container)
     # When the dispatcher's handler gets it
     response = lambda_handler.handle(
         sqs_event([message], "arn:aws:sqs:us-east-1:123456789012:dispatch", "us-east-1"),
@@ -280,7 +275,7 @@ def test_fires_past_the_tenants_daily_budget_are_skipped_and_recorded(
     aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str], local_scheduler: LocalScheduler
 ) -> None:
     # Given multi-user mode with a budget of two scheduled runs a day for the tenant
-    c = build_container(
+    c = Parts(
         settings_from({**aws_env, **scheduling}, auth_mode="multi_user", schedule_fires_per_tenant_per_day=2),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
@@ -293,7 +288,7 @@ def test_fires_past_the_tenants_daily_budget_are_skipped_and_recorded(
     from workflows.api.app import create_app
 
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     with TestClient(app, raise_server_exceptions=False) as api:
         api.headers.update({"X-API-KEY": admin})
         schedule = create(api, "rate(1 minute)")

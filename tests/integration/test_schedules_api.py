@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,13 +13,11 @@ from fastapi.testclient import TestClient
 
 from devstack.scheduler import ensure_scheduling
 from tests.conftest import API_KEY, AtomicRequests, FakeClock, log_definition, settings_from
-from workflows import bootstrap
 from workflows.api import deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container, build_container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
-from workflows.services.schedules import ScheduleService
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 
@@ -43,8 +40,8 @@ def scheduling(aws_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def container(aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str]) -> Iterator[Container]:
-    c = build_container(
+def container(aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str]) -> Parts:
+    c = Parts(
         settings_from({**aws_env, **scheduling}),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
@@ -52,9 +49,7 @@ def container(aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, s
         s3=boto3.client("s3"),
         scheduler=boto3.client("scheduler"),
     )
-    bootstrap.get_container.cache_clear()
-    yield c
-    bootstrap.get_container.cache_clear()
+    return c
 
 
 def saved_workflow(client: TestClient, **extra: Any) -> str:
@@ -63,7 +58,7 @@ def saved_workflow(client: TestClient, **extra: Any) -> str:
     return str(response.json()["workflow_id"])
 
 
-def eventbridge(container: Container, schedule_id: str) -> dict[str, Any]:
+def eventbridge(container: Parts, schedule_id: str) -> dict[str, Any]:
     response: dict[str, Any] = container.scheduler.client.get_schedule(
         Name=schedule_id, GroupName=container.settings.schedule_group
     )
@@ -75,7 +70,7 @@ def fields(response: Any) -> list[str]:
 
 
 def test_create_makes_an_eventbridge_schedule_that_sends_the_start_message_to_the_queue(
-    client: TestClient, container: Container, scheduling: dict[str, str]
+    client: TestClient, container: Parts, scheduling: dict[str, str]
 ) -> None:
     # Given a saved workflow
     workflow_id = saved_workflow(client)
@@ -113,7 +108,7 @@ def test_create_makes_an_eventbridge_schedule_that_sends_the_start_message_to_th
     }
 
 
-def test_delete_removes_the_eventbridge_schedule(client: TestClient, container: Container) -> None:
+def test_delete_removes_the_eventbridge_schedule(client: TestClient, container: Parts) -> None:
     workflow_id = saved_workflow(client)
     schedule_id = client.post(
         f"{BASE}/schedules", json={"workflow_id": workflow_id, "expression": "rate(5 minutes)"}
@@ -128,9 +123,7 @@ def test_delete_removes_the_eventbridge_schedule(client: TestClient, container: 
     assert client.delete(f"{BASE}/schedules/{schedule_id}").status_code == 404
 
 
-def test_patch_disables_and_changes_the_eventbridge_schedule(
-    client: TestClient, container: Container
-) -> None:
+def test_patch_disables_and_changes_the_eventbridge_schedule(client: TestClient, container: Parts) -> None:
     workflow_id = saved_workflow(client)
     schedule_id = client.post(
         f"{BASE}/schedules", json={"workflow_id": workflow_id, "expression": "rate(5 minutes)"}
@@ -175,7 +168,7 @@ def test_invalid_expressions_and_time_zones_answer_422_naming_the_field(
     assert client.get(f"{BASE}/schedules").json()["schedules"] == []
 
 
-def test_patch_with_an_invalid_expression_changes_nothing(client: TestClient, container: Container) -> None:
+def test_patch_with_an_invalid_expression_changes_nothing(client: TestClient, container: Parts) -> None:
     workflow_id = saved_workflow(client)
     schedule_id = client.post(
         f"{BASE}/schedules", json={"workflow_id": workflow_id, "expression": "rate(5 minutes)"}
@@ -201,7 +194,7 @@ def test_inputs_the_workflow_refuses_answer_422(client: TestClient) -> None:
     assert fields(response) == ["inputs.name"]
 
 
-def test_another_tenants_workflow_answers_404(client: TestClient, container: Container) -> None:
+def test_another_tenants_workflow_answers_404(client: TestClient, container: Parts) -> None:
     # Given a workflow of another tenant
     definition = WorkflowDefinition.model_validate(log_definition("theirs"))
     container.definitions.create(
@@ -218,13 +211,13 @@ def test_another_tenants_workflow_answers_404(client: TestClient, container: Con
     assert fields(response) == ["workflow_id"]
 
 
-def test_another_tenants_schedule_answers_404(client: TestClient, container: Container) -> None:
+def test_another_tenants_schedule_answers_404(client: TestClient, container: Parts) -> None:
     other = Principal(tenant_id="other-tenant", user_id="someone", permissions=ALL_PERMISSIONS)
     definition = WorkflowDefinition.model_validate(log_definition("theirs"))
     head = container.definitions.create(
         "other-tenant", "someone", "0b7e2f7c-52a4-4c67-9f0e-0d6c1d3e9a11", definition
     )
-    theirs = ScheduleService(container).create(other, workflow_id=head.workflow_id, expression="rate(1 hour)")
+    theirs = container.schedule_service.create(other, workflow_id=head.workflow_id, expression="rate(1 hour)")
     path = f"{BASE}/schedules/{theirs.schedule_id}"
 
     assert client.get(path).status_code == 404
@@ -258,7 +251,7 @@ def test_an_unknown_pinned_version_answers_404_naming_version(client: TestClient
 
 
 def test_when_eventbridge_refuses_nothing_is_stored(
-    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workflow_id = saved_workflow(client)
     error = {"Error": {"Code": "ServiceQuotaExceededException", "Message": "too many"}}
@@ -307,7 +300,7 @@ def test_a_tenant_has_at_most_the_configured_number_of_schedules(
     aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, str]
 ) -> None:
     # Given a limit of two schedules per tenant
-    c = build_container(
+    c = Parts(
         settings_from({**aws_env, **scheduling}, max_schedules_per_tenant=2),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
@@ -315,7 +308,7 @@ def test_a_tenant_has_at_most_the_configured_number_of_schedules(
         scheduler=boto3.client("scheduler"),
     )
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: c
+    app.dependency_overrides[deps.services] = lambda: c
     with TestClient(app, raise_server_exceptions=False) as api:
         api.headers.update({"X-API-KEY": API_KEY})
         workflow_id = saved_workflow(api)

@@ -19,7 +19,7 @@ from tests.integration.test_dlq_worker import ONE_PASS_MS
 from tests.receivers import Receiver, Reply
 from workflows.api import deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container
+from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
 VALUE = "s3cr3t-Value-7f1c9e"
@@ -27,14 +27,14 @@ PATH_VALUE = "p4th-Part-31d8"
 
 
 @pytest.fixture
-def hooks(aws_env: dict[str, str], clock: FakeClock) -> Container:
+def hooks(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     return make_container(aws_env, clock, **LOCAL_WEBHOOKS)
 
 
 @pytest.fixture
-def api(hooks: Container) -> Iterator[TestClient]:
+def api(hooks: Parts) -> Iterator[TestClient]:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: hooks
+    app.dependency_overrides[deps.services] = lambda: hooks
     with TestClient(app, raise_server_exceptions=False) as client:
         client.headers.update({"X-API-KEY": API_KEY})
         yield client
@@ -74,14 +74,14 @@ def _everything_the_api_shows(api: TestClient, run_id: str) -> str:
     return "\n".join(view.text for view in views)
 
 
-def _stored(c: Container) -> str:
+def _stored(c: Parts) -> str:
     client = boto3.client("dynamodb")
     tables = [c.settings.runs_table, c.settings.run_events_table, c.settings.webhook_dlq_table]
     return json.dumps([client.scan(TableName=table)["Items"] for table in tables], default=str)
 
 
 def test_a_secret_reaches_the_receiver_and_nothing_else(
-    api: TestClient, hooks: Container, receiver: Receiver, capfd: pytest.CaptureFixture[str]
+    api: TestClient, hooks: Parts, receiver: Receiver, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Given two secrets of the tenant, put through the API
     for name, value in (("API_TOKEN", VALUE), ("HOOK_PATH", PATH_VALUE)):
@@ -111,7 +111,7 @@ def test_a_secret_reaches_the_receiver_and_nothing_else(
 
 
 def test_a_dlq_retry_resolves_the_secret_again_and_stores_only_placeholders(
-    api: TestClient, hooks: Container, receiver: Receiver, capfd: pytest.CaptureFixture[str], clock: FakeClock
+    api: TestClient, hooks: Parts, receiver: Receiver, capfd: pytest.CaptureFixture[str], clock: FakeClock
 ) -> None:
     api.put(f"{P}/secrets/API_TOKEN", json={"value": VALUE})
     api.put(f"{P}/secrets/HOOK_PATH", json={"value": PATH_VALUE})
@@ -137,9 +137,7 @@ def test_a_dlq_retry_resolves_the_secret_again_and_stores_only_placeholders(
         assert PATH_VALUE not in text
 
 
-def test_a_missing_secret_fails_the_step_naming_it(
-    api: TestClient, hooks: Container, receiver: Receiver
-) -> None:
+def test_a_missing_secret_fails_the_step_naming_it(api: TestClient, hooks: Parts, receiver: Receiver) -> None:
     run_id = api.post(f"{P}/runs", json={"definition": _webhook(receiver.url())}).json()["run_id"]
     drain(hooks)
     run = api.get(f"{P}/runs/{run_id}").json()
@@ -148,9 +146,7 @@ def test_a_missing_secret_fails_the_step_naming_it(
     assert receiver.requests == []
 
 
-def test_placeholders_in_inputs_are_not_resolved(
-    api: TestClient, hooks: Container, receiver: Receiver
-) -> None:
+def test_placeholders_in_inputs_are_not_resolved(api: TestClient, hooks: Parts, receiver: Receiver) -> None:
     # Given a secret, and inputs that try to spell its placeholder
     api.put(f"{P}/secrets/API_TOKEN", json={"value": VALUE})
     definition = {

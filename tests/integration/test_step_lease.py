@@ -8,29 +8,28 @@ import pytest
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_container
 from tests.receivers import Receiver
-from workflows.bootstrap import Container
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import RunStatus
-from workflows.engine.messages import AdvanceMessage
-from workflows.services.runs import RunService
+from workflows.roots.parts import Parts
 
 CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
 
 
 @pytest.fixture
-def hooks(aws_env: dict[str, str], clock: FakeClock) -> Container:
+def hooks(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     return make_container(aws_env, clock, **LOCAL_WEBHOOKS)
 
 
-def _submit(c: Container, receiver: Receiver) -> str:
+def _submit(c: Parts, receiver: Receiver) -> str:
     definition = WorkflowDefinition.model_validate(
         {"name": "call", "steps": [{"id": "call", "type": "webhook", "config": {"url": receiver.url()}}]}
     )
-    return RunService(c).submit(CALLER, definition, {}).run_id
+    return c.run_service.submit(CALLER, definition, {}).run_id
 
 
-def test_the_claim_is_committed_before_the_call(hooks: Container, receiver: Receiver) -> None:
+def test_the_claim_is_committed_before_the_call(hooks: Parts, receiver: Receiver) -> None:
     run_id = _submit(hooks, receiver)
     seen: list[Any] = []
     real_execute = hooks.engine._execute
@@ -50,7 +49,7 @@ def test_the_claim_is_committed_before_the_call(hooks: Container, receiver: Rece
 
 
 def test_a_crash_mid_call_is_picked_up_after_the_lease_expires(
-    hooks: Container, receiver: Receiver, clock: FakeClock
+    hooks: Parts, receiver: Receiver, clock: FakeClock
 ) -> None:
     run_id = _submit(hooks, receiver)
     kick = AdvanceMessage(tenant_id="default", run_id=run_id, version=1)

@@ -14,12 +14,11 @@ from pydantic import SecretStr
 
 from tests.conftest import FakeClock, drain, make_container
 from tests.receivers import Receiver, Reply
-from workflows.bootstrap import Container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
-from workflows.services.runs import RunService
-from workflows.steps.prompt import PromptStep, build_prompt_step
-from workflows.steps.registry import register
+from workflows.roots.parts import Parts
+from workflows.steps.prompt import PromptStep
+from workflows.steps.registry import StepRegistry, local_step_types
 
 CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
 
@@ -56,13 +55,13 @@ def _documents(*docs: tuple[str, str, float]) -> Reply:
     return Reply(200, {"Content-Type": "application/json"}, json.dumps(body).encode())
 
 
-def _run(c: Container, definition: dict[str, Any], inputs: dict[str, Any]) -> str:
-    run = RunService(c).submit(CALLER, WorkflowDefinition.model_validate(definition), inputs)
+def _run(c: Parts, definition: dict[str, Any], inputs: dict[str, Any]) -> str:
+    run = c.run_service.submit(CALLER, WorkflowDefinition.model_validate(definition), inputs)
     drain(c)
     return run.run_id
 
 
-def _completed(c: Container, run_id: str) -> dict[str, dict[str, Any]]:
+def _completed(c: Parts, run_id: str) -> dict[str, dict[str, Any]]:
     events = c.runs.list_events("default", run_id, limit=1000).events
     return {e.step_id or "": e.payload for e in events if e.event_type == "step_completed"}
 
@@ -151,25 +150,24 @@ def test_prompt_through_bedrock_converse(aws_env: dict[str, str], clock: FakeClo
                 "inferenceConfig": {"maxTokens": 1024},
             },
         )
-        register(PromptStep(c.settings, bedrock_client_factory=lambda: client))
-        try:
-            definition = {
-                "name": "bedrock",
-                "steps": [
-                    {
-                        "id": "ask",
-                        "type": "prompt",
-                        "config": {
-                            "model": "amazon.nova-lite-v1:0",
-                            "provider": "bedrock",
-                            "template": "Say hello in French",
-                        },
-                    }
-                ],
-            }
-            run_id = _run(c, definition, {})
-        finally:
-            register(build_prompt_step(c.settings))
+        # This run's prompt step calls Bedrock through the stubbed client.
+        stubbed = PromptStep(c.settings, bedrock_client_factory=lambda: client)
+        c.__dict__["registry"] = StepRegistry(local_step_types(), {"prompt": lambda: stubbed})
+        definition = {
+            "name": "bedrock",
+            "steps": [
+                {
+                    "id": "ask",
+                    "type": "prompt",
+                    "config": {
+                        "model": "amazon.nova-lite-v1:0",
+                        "provider": "bedrock",
+                        "template": "Say hello in French",
+                    },
+                }
+            ],
+        }
+        run_id = _run(c, definition, {})
         stubber.assert_no_pending_responses()
     run = c.runs.get("default", run_id)
     assert run.outputs["text"] == "Bonjour"

@@ -14,14 +14,14 @@ from pydantic import SecretStr
 
 from tests.conftest import API_KEY, FakeClock, settings_from
 from tests.receivers import Receiver, Reply
-from workflows.adapters.dlq import DlqRow
 from workflows.adapters.http.signing import verify
 from workflows.api import auth, deps
 from workflows.api.app import create_app
-from workflows.bootstrap import Container, build_container
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.dlq import DlqRow
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import Run, RunStatus
+from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
 DLQ = f"{BASE}/webhooks/dlq"
@@ -30,20 +30,20 @@ SECRET = "whsec_b3BlcmF0b3Itc2VjcmV0LW9wZXJhdG9y"
 
 
 @pytest.fixture
-def local(aws_env: dict[str, str], clock: FakeClock) -> Container:
+def local(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     settings = settings_from(
         aws_env,
         webhook_allowlist="127.0.0.1",
         webhook_allowed_ports="*",
         webhook_secret=SecretStr(SECRET),
     )
-    return build_container(settings, clock=clock, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"))
+    return Parts(settings, clock=clock, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"))
 
 
 @pytest.fixture
-def api(local: Container) -> Iterator[TestClient]:
+def api(local: Parts) -> Iterator[TestClient]:
     app = create_app()
-    app.dependency_overrides[deps.container] = lambda: local
+    app.dependency_overrides[deps.services] = lambda: local
     with TestClient(app, raise_server_exceptions=False) as test_client:
         test_client.headers.update({"X-API-KEY": API_KEY})
         yield test_client
@@ -60,7 +60,7 @@ THEIRS = "33333333-3333-4333-8333-333333333333"
 MISSING = "44444444-4444-4444-8444-444444444444"
 
 
-def new_run(c: Container, run_id: str = RUN_1, tenant_id: str = TENANT) -> Run:
+def new_run(c: Parts, run_id: str = RUN_1, tenant_id: str = TENANT) -> Run:
     definition = WorkflowDefinition.model_validate(
         {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
     )
@@ -80,7 +80,7 @@ def new_run(c: Container, run_id: str = RUN_1, tenant_id: str = TENANT) -> Run:
 
 
 def add_row(
-    c: Container, clock: FakeClock, url: str, *, tenant_id: str = TENANT, run_id: str = RUN_1, **fields: Any
+    c: Parts, clock: FakeClock, url: str, *, tenant_id: str = TENANT, run_id: str = RUN_1, **fields: Any
 ) -> DlqRow:
     row = DlqRow.new(
         tenant_id=tenant_id,
@@ -104,7 +104,7 @@ def error_code(response: Any) -> str:
 # ---- GET /webhooks/dlq ---------------------------------------------------------------------
 
 
-def test_list_is_newest_first_and_hides_secrets(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_list_is_newest_first_and_hides_secrets(api: TestClient, local: Parts, clock: FakeClock) -> None:
     first = add_row(
         local, clock, "https://user:pw@hooks.example.com/a?token=s3cr3t", headers={"Authorization": "x"}
     )
@@ -124,7 +124,7 @@ def test_list_is_newest_first_and_hides_secrets(api: TestClient, local: Containe
         assert leaked not in response.text
 
 
-def test_list_filters_by_status_and_run(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_list_filters_by_status_and_run(api: TestClient, local: Parts, clock: FakeClock) -> None:
     wanted = add_row(local, clock, "https://hooks.example.com/a", run_id=RUN_2)
     add_row(local, clock, "https://hooks.example.com/b", run_id=RUN_1)
 
@@ -135,7 +135,7 @@ def test_list_filters_by_status_and_run(api: TestClient, local: Container, clock
     assert by_status == []
 
 
-def test_list_pages_with_a_cursor(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_list_pages_with_a_cursor(api: TestClient, local: Parts, clock: FakeClock) -> None:
     rows = [add_row(local, clock, f"https://hooks.example.com/{i}") for i in range(3)]
 
     page1 = api.get(DLQ, params={"limit": 2}).json()
@@ -145,7 +145,7 @@ def test_list_pages_with_a_cursor(api: TestClient, local: Container, clock: Fake
     assert page2["next_cursor"] is None
 
 
-def test_tampered_cursor_is_400(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_tampered_cursor_is_400(api: TestClient, local: Parts, clock: FakeClock) -> None:
     for i in range(2):
         add_row(local, clock, f"https://hooks.example.com/{i}")
     cursor = api.get(DLQ, params={"limit": 1}).json()["next_cursor"]
@@ -159,7 +159,7 @@ def test_tampered_cursor_is_400(api: TestClient, local: Container, clock: FakeCl
         assert error_code(response) == "invalid_cursor"
 
 
-def test_cursor_from_other_filters_is_400(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_cursor_from_other_filters_is_400(api: TestClient, local: Parts, clock: FakeClock) -> None:
     for i in range(2):
         add_row(local, clock, f"https://hooks.example.com/{i}")
     cursor = api.get(DLQ, params={"limit": 1}).json()["next_cursor"]
@@ -178,7 +178,7 @@ def test_bad_list_parameters_are_422(api: TestClient, params: dict[str, Any]) ->
     assert error_code(response) == "validation_error"
 
 
-def test_list_shows_only_the_callers_tenant(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_list_shows_only_the_callers_tenant(api: TestClient, local: Parts, clock: FakeClock) -> None:
     add_row(local, clock, "https://hooks.example.com/a", tenant_id="other")
 
     assert api.get(DLQ).json()["rows"] == []
@@ -187,9 +187,7 @@ def test_list_shows_only_the_callers_tenant(api: TestClient, local: Container, c
 # ---- GET /webhooks/dlq/{id} ----------------------------------------------------------------
 
 
-def test_get_shows_the_body_and_header_names_only(
-    api: TestClient, local: Container, clock: FakeClock
-) -> None:
+def test_get_shows_the_body_and_header_names_only(api: TestClient, local: Parts, clock: FakeClock) -> None:
     row = add_row(local, clock, "https://hooks.example.com/a?sig=abc", headers={"X-Token": "t0ken"})
 
     response = api.get(f"{DLQ}/{row.id}")
@@ -203,7 +201,7 @@ def test_get_shows_the_body_and_header_names_only(
     assert "sig=abc" not in response.text
 
 
-def test_get_another_tenants_row_is_404(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_get_another_tenants_row_is_404(api: TestClient, local: Parts, clock: FakeClock) -> None:
     row = add_row(local, clock, "https://hooks.example.com/a", tenant_id="other")
 
     for response in (api.get(f"{DLQ}/{row.id}"), api.get(f"{DLQ}/missing")):
@@ -219,7 +217,7 @@ def test_get_malformed_id_is_404_without_a_read(api: TestClient) -> None:
 
 
 def test_replay_delivers_now_with_the_same_webhook_id(
-    api: TestClient, local: Container, clock: FakeClock, receiver: Receiver
+    api: TestClient, local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     # Given a pending row that is not due for an hour, of an existing run
     new_run(local)
@@ -242,7 +240,7 @@ def test_replay_delivers_now_with_the_same_webhook_id(
 
 
 def test_an_exhausted_row_can_be_replayed(
-    api: TestClient, local: Container, clock: FakeClock, receiver: Receiver
+    api: TestClient, local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     receiver.reply(Reply(410, body=b""))
     row = add_row(local, clock, receiver.url())
@@ -256,7 +254,7 @@ def test_an_exhausted_row_can_be_replayed(
 
 
 def test_a_delivered_row_can_be_replayed_again(
-    api: TestClient, local: Container, clock: FakeClock, receiver: Receiver
+    api: TestClient, local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     row = add_row(local, clock, receiver.url())
 
@@ -268,7 +266,7 @@ def test_a_delivered_row_can_be_replayed_again(
 
 
 def test_replay_that_fails_transiently_leaves_the_row_pending(
-    api: TestClient, local: Container, clock: FakeClock, receiver: Receiver
+    api: TestClient, local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     receiver.reply(Reply(503, body=b"busy"))
     row = add_row(local, clock, receiver.url())
@@ -283,7 +281,7 @@ def test_replay_that_fails_transiently_leaves_the_row_pending(
 
 
 def test_replay_while_a_worker_holds_the_row_is_409(
-    api: TestClient, local: Container, clock: FakeClock, receiver: Receiver
+    api: TestClient, local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     row = add_row(local, clock, receiver.url())
     assert local.dlq.claim(row, lease_seconds=60) is not None
@@ -296,7 +294,7 @@ def test_replay_while_a_worker_holds_the_row_is_409(
 
 
 def test_replay_of_another_tenants_row_is_404_and_sends_nothing(
-    api: TestClient, local: Container, clock: FakeClock, receiver: Receiver
+    api: TestClient, local: Parts, clock: FakeClock, receiver: Receiver
 ) -> None:
     row = add_row(local, clock, receiver.url(), tenant_id="other")
 
@@ -310,7 +308,7 @@ def test_replay_of_another_tenants_row_is_404_and_sends_nothing(
 # ---- GET /runs/{run_id}/deliveries ---------------------------------------------------------
 
 
-def test_deliveries_of_a_run(api: TestClient, local: Container, clock: FakeClock, receiver: Receiver) -> None:
+def test_deliveries_of_a_run(api: TestClient, local: Parts, clock: FakeClock, receiver: Receiver) -> None:
     run = new_run(local)
     receiver.reply(Reply(500, body=b""))
     local.notifier.notify(run, receiver.url("/done?key=k3y"))
@@ -326,7 +324,7 @@ def test_deliveries_of_a_run(api: TestClient, local: Container, clock: FakeClock
     assert "k3y" not in response.text
 
 
-def test_deliveries_page_with_since(api: TestClient, local: Container, receiver: Receiver) -> None:
+def test_deliveries_page_with_since(api: TestClient, local: Parts, receiver: Receiver) -> None:
     run = new_run(local)
     local.notifier.notify(run, receiver.url())
     first = api.get(f"{BASE}/runs/{RUN_1}/deliveries").json()
@@ -337,7 +335,7 @@ def test_deliveries_page_with_since(api: TestClient, local: Container, receiver:
     assert after["deliveries"] == []
 
 
-def test_deliveries_of_an_unknown_or_foreign_run_is_404(api: TestClient, local: Container) -> None:
+def test_deliveries_of_an_unknown_or_foreign_run_is_404(api: TestClient, local: Parts) -> None:
     new_run(local, run_id=THEIRS, tenant_id="other")
 
     for run_id in (MISSING, THEIRS):
@@ -346,7 +344,7 @@ def test_deliveries_of_an_unknown_or_foreign_run_is_404(api: TestClient, local: 
         assert error_code(response) == "not_found"
 
 
-def test_deliveries_bad_parameters_are_422(api: TestClient, local: Container) -> None:
+def test_deliveries_bad_parameters_are_422(api: TestClient, local: Parts) -> None:
     new_run(local)
 
     for params in ({"since": -1}, {"limit": 0}, {"limit": 1001}):
@@ -362,7 +360,7 @@ def test_routes_need_an_api_key(api: TestClient) -> None:
     assert response.status_code == 401
 
 
-def test_routes_need_the_control_permission(api: TestClient, local: Container, clock: FakeClock) -> None:
+def test_routes_need_the_control_permission(api: TestClient, local: Parts, clock: FakeClock) -> None:
     row = add_row(local, clock, "https://hooks.example.com/a")
     new_run(local)
     as_principal(api, Principal(tenant_id=TENANT, user_id="reader", permissions=frozenset({RUNS_READ})))
@@ -378,7 +376,7 @@ def test_routes_need_the_control_permission(api: TestClient, local: Container, c
 
 
 def test_another_tenants_operator_sees_nothing_of_ours(
-    api: TestClient, local: Container, clock: FakeClock
+    api: TestClient, local: Parts, clock: FakeClock
 ) -> None:
     row = add_row(local, clock, "https://hooks.example.com/a")
     new_run(local)

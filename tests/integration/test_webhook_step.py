@@ -11,17 +11,16 @@ from pydantic import SecretStr
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_container
 from tests.receivers import Receiver, Reply
 from workflows.adapters.http.signing import verify
-from workflows.bootstrap import Container
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
-from workflows.services.runs import RunService
+from workflows.roots.parts import Parts
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
 
 
 @pytest.fixture
-def hooks(aws_env: dict[str, str], clock: FakeClock) -> Container:
+def hooks(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     return make_container(aws_env, clock, webhook_secret=SecretStr(SECRET), **LOCAL_WEBHOOKS)
 
 
@@ -47,12 +46,12 @@ def _definition(url: str, **config: Any) -> WorkflowDefinition:
     )
 
 
-def _submit(c: Container, definition: WorkflowDefinition) -> str:
-    return RunService(c).submit(CALLER, definition, {"name": "Ada"}).run_id
+def _submit(c: Parts, definition: WorkflowDefinition) -> str:
+    return c.run_service.submit(CALLER, definition, {"name": "Ada"}).run_id
 
 
 def test_webhook_step_sends_a_signed_templated_request(
-    hooks: Container, receiver: Receiver, clock: FakeClock
+    hooks: Parts, receiver: Receiver, clock: FakeClock
 ) -> None:
     run_id = _submit(hooks, _definition(receiver.url()))
     drain(hooks)
@@ -68,9 +67,7 @@ def test_webhook_step_sends_a_signed_templated_request(
     assert run.outputs["host"] == "127.0.0.1"
 
 
-def test_transient_failures_are_retried_with_the_same_webhook_id(
-    hooks: Container, receiver: Receiver
-) -> None:
+def test_transient_failures_are_retried_with_the_same_webhook_id(hooks: Parts, receiver: Receiver) -> None:
     receiver.reply(Reply(500), Reply(503))
     run_id = _submit(hooks, _definition(receiver.url()))
     drain(hooks)  # retries are delayed kicks with a zero interval here
@@ -82,7 +79,7 @@ def test_transient_failures_are_retried_with_the_same_webhook_id(
     assert types.count("step_retrying") == 2
 
 
-def test_a_permanent_failure_fails_without_retry(hooks: Container, receiver: Receiver) -> None:
+def test_a_permanent_failure_fails_without_retry(hooks: Parts, receiver: Receiver) -> None:
     receiver.reply(Reply(410))
     run_id = _submit(hooks, _definition(receiver.url()))
     drain(hooks)
@@ -94,7 +91,7 @@ def test_a_permanent_failure_fails_without_retry(hooks: Container, receiver: Rec
 
 
 def test_dlq_mode_hands_the_delivery_over_and_the_run_continues(
-    hooks: Container, receiver: Receiver, clock: FakeClock
+    hooks: Parts, receiver: Receiver, clock: FakeClock
 ) -> None:
     receiver.reply(Reply(500))
     definition = _definition(receiver.url(), on_delivery_failure="dlq")
@@ -128,7 +125,7 @@ def test_a_destination_outside_the_policy_is_refused_before_connecting(
     assert receiver.requests == []
 
 
-def test_every_terminal_status_notifies_the_completion_webhook(hooks: Container, receiver: Receiver) -> None:
+def test_every_terminal_status_notifies_the_completion_webhook(hooks: Parts, receiver: Receiver) -> None:
     # Given definitions that name a completion webhook
     def with_hook(*steps: dict[str, Any]) -> WorkflowDefinition:
         return WorkflowDefinition.model_validate(

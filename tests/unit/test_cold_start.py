@@ -41,8 +41,9 @@ FIRST_USE_ONLY = (
 CONFIGURED = """
 import json, sys
 sys.path.insert(0, {layer!r})
-from workflows.steps.registry import REGISTRY
-names = sorted(REGISTRY)
+from workflows.roots.parts import Parts
+from workflows.settings import Settings
+names = Parts(Settings()).registry.names()
 loaded_before = "workflows.steps.prompt" in sys.modules
 print(json.dumps({{"names": names, "loaded_before": loaded_before}}))
 """
@@ -81,7 +82,7 @@ def test_api_function_does_import_the_web_stack() -> None:
 @pytest.mark.parametrize("function", ["api", "dispatcher", "dlq_retry"])
 def test_entry_points_leave_first_use_modules_unloaded(function: str) -> None:
     loaded = _all_modules_loaded_by(function)
-    assert "workflows.bootstrap" in loaded
+    assert "workflows.roots.parts" in loaded
     assert loaded.isdisjoint(FIRST_USE_ONLY), sorted(loaded & set(FIRST_USE_ONLY))
 
 

@@ -18,9 +18,9 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from pydantic import ValidationError
 
+from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepType
-from workflows.steps.errors import StepFailed
 from workflows.steps.prompt import PromptConfig, PromptStep, build_prompt_step
 
 LLM_KEY = "sk-test-0123456789"

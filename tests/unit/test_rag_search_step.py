@@ -16,9 +16,9 @@ import pytest
 from botocore.stub import Stubber
 from pydantic import ValidationError
 
+from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepResult, StepType
-from workflows.steps.errors import StepFailed
 from workflows.steps.rag_search import RagSearchConfig, RagSearchStep, build_rag_search_step
 
 RETRIEVAL_KEY = "rk-test-0123456789"

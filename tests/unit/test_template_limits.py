@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workflows.steps.errors import StepFailed
+from workflows.domain.failures import StepFailed
 from workflows.templating import (
     MAX_RENDERED_CHARS,
     evaluate,
@@ -68,7 +68,7 @@ _CHILD = textwrap.dedent(
     """
     import json, resource, sys
     sys.path.insert(0, sys.argv[1])
-    from workflows.steps.errors import StepFailed
+    from workflows.domain.failures import StepFailed
     from workflows.steps.base import StepContext
     from workflows.steps.log import LogConfig, LogStep
     from workflows.templating import render_budget

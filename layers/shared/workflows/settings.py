@@ -9,11 +9,14 @@ CLI, cloud secret stores) at import, about 25 ms of every function's cold start.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from workflows.domain.principal import DEFAULT_ROLE_PERMISSIONS
 
 ENV_PREFIX = "workflows_"
 
@@ -45,9 +48,12 @@ class Settings(BaseModel):
     api_key: SecretStr | None = None
     # Deployed: the SSM SecureString parameter holding the key, read when api_key is unset.
     api_key_parameter: str | None = None
-    # Multi-user mode (docs/auth.md): roles -> permissions as JSON, e.g.
-    # {"auditor": ["workflows.runs.read"]}; merged over the viewer/operator/admin defaults.
-    role_permissions: str = ""
+    # Multi-user mode (docs/auth.md): roles -> permissions, given as JSON, e.g.
+    # {"auditor": ["workflows.runs.read"]}; merged over the viewer/operator/admin defaults when
+    # the settings load (a malformed value fails the load, not a request).
+    role_permissions: dict[str, frozenset[str]] = Field(
+        default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS)
+    )
     # Bearer JWTs are validated by the HttpApi JWT authorizer; these claims name the caller.
     jwt_tenant_claim: str = "tenant_id"
     jwt_user_claim: str = "sub"
@@ -120,6 +126,18 @@ class Settings(BaseModel):
     webhook_dlq_interval_sec: float = Field(default=15, gt=0)
     webhook_dlq_batch: int = Field(default=25, ge=1, le=100)
     webhook_dlq_timeout_sec: float = Field(default=10, gt=0)
+
+    @field_validator("role_permissions", mode="before")
+    @classmethod
+    def _roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict) or not all(
+            isinstance(v, (list, tuple, set, frozenset)) and all(isinstance(p, str) for p in v)
+            for v in value.values()
+        ):
+            raise ValueError('WORKFLOWS_ROLE_PERMISSIONS must be {"role": ["permission", ...]}')
+        return {**DEFAULT_ROLE_PERMISSIONS, **{str(role): frozenset(perms) for role, perms in value.items()}}
 
     @model_validator(mode="before")
     @classmethod

@@ -44,7 +44,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
 
-from workflows.steps.errors import StepFailed
+from workflows.domain.failures import StepFailed
 
 # The limits (docs/steps.md, "Template limits").
 MAX_RENDERED_CHARS = 256 * 1024  # one template's output

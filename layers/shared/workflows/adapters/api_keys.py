@@ -16,17 +16,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from workflows.adapters.aws import aws_errors, error_code, translate
 from workflows.adapters.dynamo import from_item, to_item
-from workflows.adapters.paging import Position, check_position, query_page
+from workflows.adapters.paging import check_position, query_page
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.api_keys import ApiKeyRecord
 from workflows.domain.ids import check_tenant_id, check_user_id
+from workflows.domain.paging import Position
 from workflows.errors import NotFound
 
 KEY_PREFIX = "wfk_"
@@ -39,28 +39,6 @@ def hash_key(key: str) -> str:
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-@dataclass(frozen=True)
-class ApiKeyRecord:
-    key_id: str
-    tenant_id: str
-    user_id: str
-    roles: tuple[str, ...]
-    created_at: str
-    name: str | None = None
-    created_by: str | None = None
-    expires_at: int | None = None
-    revoked_at: str | None = None
-    revoked_by: str | None = None
-
-    def state(self, now: datetime) -> str:
-        """active, revoked or expired."""
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and now.timestamp() >= self.expires_at:
-            return "expired"
-        return "active"
 
 
 class ApiKeyRepository:

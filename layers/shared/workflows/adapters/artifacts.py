@@ -18,38 +18,26 @@ import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
 
 from workflows.adapters.aws import aws_errors, error_code, translate
 from workflows.adapters.dynamo import check_owner, from_item, to_item
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.artifacts import (
+    MAX_READ_BYTES,
+    PRESIGNED_URL_SECONDS,
+    ArtifactMeta,
+    content_disposition,
+)
 from workflows.errors import NotFound, PayloadTooLarge
 
 DEFAULT_MIME_TYPE = "application/octet-stream"
-PRESIGNED_URL_SECONDS = 300
-MAX_READ_BYTES = 10 * 1024 * 1024
 # A whole run's artifacts are listed in one answer; this bounds the requests it may take.
 _MAX_LIST_REQUESTS = 20
 # type/subtype with optional parameters, printable ASCII only: safe to echo as a header.
 _MIME_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;\s*[\x20-\x7e]*)?$")
 _ARTIFACT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
-class ArtifactMeta(BaseModel):
-    artifact_id: str
-    tenant_id: str
-    run_id: str
-    step_id: str | None
-    name: str
-    size_bytes: int
-    mime_type: str
-    sha256: str
-    created_at: str
-    s3_key: str
-    expires_at: int
 
 
 def artifacts_pk(tenant_id: str, run_id: str) -> str:
@@ -224,9 +212,3 @@ class ArtifactRepository:
         values.pop("pk", None)
         values.pop("sk", None)
         return ArtifactMeta.model_validate(values)
-
-
-def content_disposition(name: str) -> str:
-    """`attachment` with the name as RFC 6266 / 5987 allow: an ASCII fallback and UTF-8."""
-    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "artifact"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -11,21 +11,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from workflows.adapters.aws import aws_errors
 from workflows.adapters.dynamo import dumps, from_item, loads, to_item
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.corpus import CorpusDocument
 from workflows.errors import NotFound
 
 MAX_SEARCH_DOCUMENTS = 5000
-
-
-class CorpusDocument(BaseModel):
-    doc_id: str
-    content: str
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: str
 
 
 class CorpusRepository:

@@ -19,21 +19,20 @@ one workflow, cannot both commit.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
 
 from workflows.adapters.aws import aws_errors, error_code, translate
 from workflows.adapters.dynamo import cancellation_reasons, check_owner, dumps, from_item, loads, to_item
-from workflows.adapters.paging import Page, Position, check_position, query_page
+from workflows.adapters.paging import Page, check_position, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.paging import Position
+from workflows.domain.workflows import ACTIVE, DELETED, WorkflowHead, WorkflowVersion
 from workflows.errors import Conflict, NotFound, StaleWrite
 
 HEAD_SK = "HEAD"
-ACTIVE = "active"
-DELETED = "deleted"
 LIST_KEY = ("pk", "sk", "gsi1pk", "gsi1sk")
 VERSIONS_KEY = ("pk", "sk")
 _VERSION_FIELDS = "pk, sk, workflow_id, version, #name, description, created_at, created_by"
@@ -49,33 +48,6 @@ def version_sk(version: int) -> str:
 
 def name_guard_pk(tenant_id: str, name: str) -> str:
     return f"{tenant_id}#name#{name}"
-
-
-class WorkflowHead(BaseModel):
-    """What a workflow is now: its latest version and whether it may still be run."""
-
-    workflow_id: str
-    tenant_id: str
-    name: str
-    description: str | None = None
-    tags: list[str] = []
-    latest_version: int
-    status: Literal["active", "deleted"]
-    created_at: str
-    updated_at: str
-    deleted_at: str | None = None
-    created_by: str
-
-
-class WorkflowVersion(BaseModel):
-    workflow_id: str
-    version: int
-    name: str
-    description: str | None = None
-    created_at: str
-    created_by: str
-    # None in version listings, which do not read the documents.
-    definition: WorkflowDefinition | None = None
 
 
 class DefinitionRepository:

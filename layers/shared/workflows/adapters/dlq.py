@@ -16,19 +16,20 @@ simply expires; the row is then due again and another worker picks it up.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from workflows.adapters.aws import aws_errors, error_code, translate
 from workflows.adapters.dynamo import dumps, from_item, loads, to_item
-from workflows.adapters.paging import Position, check_position, query_page
+from workflows.adapters.paging import check_position, query_page
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.dlq import DlqRow, truncate_error
+from workflows.domain.paging import Position
 from workflows.errors import Conflict, NotFound
 from workflows.observability import logger
 
@@ -37,71 +38,6 @@ DUE_SHARD = "pending"
 TENANT_INDEX = "by-tenant"
 _TENANT_KEY_FIELDS = ("id", "tenant_id", "created_at")
 _MAX_ERROR_CHARS = 1000
-
-DlqStatus = Literal["pending", "delivered", "exhausted"]
-
-
-class DlqRow(BaseModel):
-    """One webhook that failed at least once and is waiting to be (re)delivered."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str = Field(min_length=1)
-    tenant_id: str = Field(min_length=1)
-    run_id: str
-    url: str = Field(min_length=1)
-    body_json: str
-    attempts: int = Field(default=0, ge=0)
-    next_attempt_at: float
-    last_error: str | None = None
-    created_at: str
-    updated_at: str
-    status: DlqStatus = "pending"
-    # Stable across retries: receivers dedupe on it (the Standard Webhooks `webhook-id`).
-    webhook_id: str = Field(min_length=1)
-    headers: dict[str, str] = Field(default_factory=dict)
-    lease_expires_at: float | None = None
-    # Set when the URL, headers or body hold `{{ secrets.NAME }}` placeholders of this nonce:
-    # the values are put in at each attempt, never stored (domain.secret_refs).
-    secret_nonce: str | None = None
-
-    @classmethod
-    def new(
-        cls,
-        *,
-        tenant_id: str,
-        run_id: str,
-        url: str,
-        body_json: str,
-        now: datetime,
-        webhook_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        last_error: str | None = None,
-        attempts: int = 0,
-        next_attempt_at: float | None = None,
-        secret_nonce: str | None = None,
-    ) -> DlqRow:
-        """A pending row, due at `next_attempt_at` (default: now)."""
-        stamp = iso(now)
-        return cls(
-            id=uuid.uuid4().hex,
-            tenant_id=tenant_id,
-            run_id=run_id,
-            url=url,
-            body_json=body_json,
-            attempts=attempts,
-            next_attempt_at=now.timestamp() if next_attempt_at is None else next_attempt_at,
-            last_error=_truncate(last_error),
-            created_at=stamp,
-            updated_at=stamp,
-            webhook_id=webhook_id or f"msg_{uuid.uuid4().hex}",
-            headers=dict(headers or {}),
-            secret_nonce=secret_nonce,
-        )
-
-
-def _truncate(error: str | None) -> str | None:
-    return None if error is None else error[:_MAX_ERROR_CHARS]
 
 
 def _decimal(value: float) -> Decimal:
@@ -341,7 +277,7 @@ class WebhookDlqRepository:
             row,
             "SET attempts = attempts + :one, next_attempt_at = :next, last_error = :error,"
             " updated_at = :updated REMOVE lease_expires_at",
-            {":next": _number(next_attempt_at), ":error": {"S": _truncate(error) or ""}},
+            {":next": _number(next_attempt_at), ":error": {"S": truncate_error(error) or ""}},
         )
 
     def mark_exhausted(self, row: DlqRow, error: str) -> DlqRow:
@@ -349,7 +285,7 @@ class WebhookDlqRepository:
             row,
             "SET #status = :exhausted, attempts = attempts + :one, last_error = :error,"
             " updated_at = :updated REMOVE due_shard, lease_expires_at",
-            {":exhausted": {"S": "exhausted"}, ":error": {"S": _truncate(error) or ""}},
+            {":exhausted": {"S": "exhausted"}, ":error": {"S": truncate_error(error) or ""}},
         )
 
     def _update_leased(self, row: DlqRow, expression: str, values: Mapping[str, Any]) -> DlqRow:
@@ -375,4 +311,4 @@ class WebhookDlqRepository:
         return self._row_from(response["Attributes"])
 
 
-__all__ = ["DUE_INDEX", "DUE_SHARD", "TENANT_INDEX", "DlqRow", "DlqStatus", "WebhookDlqRepository"]
+__all__ = ["DUE_INDEX", "DUE_SHARD", "TENANT_INDEX", "WebhookDlqRepository"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -27,27 +26,8 @@ from botocore.exceptions import ClientError
 from workflows.adapters.aws import aws_errors, error_code, translate
 from workflows.adapters.dynamo import check_owner, from_item, to_item
 from workflows.clock import Clock, system_clock
+from workflows.domain.idempotency import COMPLETED, IN_PROGRESS, Claim, IdempotencyRecord
 from workflows.domain.ids import key_digest
-
-IN_PROGRESS = "in_progress"
-COMPLETED = "completed"
-
-
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    status: str
-    body_hash: str
-    token: str
-    run_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The outcome of a claim: `won` with our token, or the record someone else holds."""
-
-    won: bool
-    token: str
-    existing: IdempotencyRecord | None = None
 
 
 class IdempotencyRepository:

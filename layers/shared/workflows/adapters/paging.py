@@ -13,9 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from workflows.adapters.aws import error_code, translate
+from workflows.domain.paging import Position
 from workflows.errors import InvalidCursor
-
-Position = dict[str, str]
 
 # A filtered listing stops after this many requests and returns what it has (maybe a short or
 # empty page with a position): the cost of one call stays bounded however sparse the matches.

@@ -33,7 +33,6 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -49,10 +48,11 @@ from workflows.adapters.dynamo import (
     loads,
     to_item,
 )
-from workflows.adapters.paging import Position, check_position, invalid_cursor, query_page
+from workflows.adapters.paging import check_position, invalid_cursor, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.run import NewEvent, Run, RunEvent, RunStatus
+from workflows.domain.paging import Position
+from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import logger
 
@@ -489,13 +489,6 @@ class RunRepository:
         return [found[pk] for pk in pks if pk in found]
 
 
-@dataclass(frozen=True)
-class EventPage:
-    events: list[RunEvent]
-    next_since: int
-    has_more: bool
-
-
 def events_item(pk: str, events: Sequence[RunEvent], *, expires_at: int) -> dict[str, Any]:
     """The events table item of one commit: keyed by its last sequence number, so a Query for
     `event_seq > since` starts with the commit that holds `since + 1`."""
@@ -533,4 +526,4 @@ def _backoff() -> None:
     time.sleep(random.uniform(0, 0.02))
 
 
-__all__ = ["EventPage", "RunRepository", "RunStatus", "events_item", "run_pk"]
+__all__ = ["RunRepository", "events_item", "run_pk"]

@@ -23,11 +23,12 @@ from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
 
 from workflows.adapters.aws import aws_errors, error_code, translate
 from workflows.adapters.dynamo import check_owner, dumps, from_item, loads, to_item
-from workflows.adapters.paging import Page, Position, check_position, query_page
+from workflows.adapters.paging import Page, check_position, query_page
+from workflows.domain.paging import Position
+from workflows.domain.schedules import Schedule
 from workflows.errors import DependencyUnavailable, NotFound, StaleWrite
 
 KEY_FIELDS = ("pk", "sk")
@@ -40,24 +41,6 @@ MUTABLE_FIELDS = ("expression", "timezone", "inputs", "version", "enabled", "anc
 
 def schedules_pk(tenant_id: str) -> str:
     return f"{tenant_id}#schedules"
-
-
-class Schedule(BaseModel):
-    schedule_id: str
-    tenant_id: str
-    workflow_id: str
-    expression: str
-    timezone: str
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = None
-    enabled: bool = True
-    # rate: the first fire time (later fires are on its grid); cron, at: when the expression was set.
-    anchor_at: str
-    created_at: str
-    updated_at: str
-    created_by: str
-    revision: int = 1
-    last_fire: dict[str, Any] | None = None
 
 
 class ScheduleRepository:

@@ -19,7 +19,6 @@ from workflows.domain.secret_refs import SECRET_NAME_PATTERN, SecretUnavailable
 from workflows.errors import NotFound
 
 CACHE_SECONDS = 300
-MAX_VALUE_BYTES = 4096  # SSM standard tier
 _NAME = re.compile(SECRET_NAME_PATTERN)
 
 

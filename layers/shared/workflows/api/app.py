@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from workflows import ENGINE_VERSION
-from workflows.api import errors
+from workflows.api import deps, errors
+from workflows.api.deps import ApiServices
 from workflows.api.routes import (
     artifacts,
     control,
@@ -21,7 +24,8 @@ from workflows.api.routes import (
 from workflows.api.schemas import PREFIX
 
 
-def create_app() -> FastAPI:
+def create_app(services: Callable[[], ApiServices] | None = None) -> FastAPI:
+    """The app; `services` gives what every route's `Services` gets (the composition root's)."""
     app = FastAPI(
         title="Workflows",
         version=ENGINE_VERSION,
@@ -30,6 +34,8 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
+    if services is not None:
+        app.dependency_overrides[deps.services] = services
     # Each router is included on the app itself, with the prefix: FastAPI builds a route's
     # validation models once per inclusion, and a router included without a prefix (into an
     # intermediate router) is built once more just to check its paths, which cold start pays.

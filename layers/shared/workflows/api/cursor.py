@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from workflows.adapters.paging import Position
+from workflows.domain.paging import Position
 from workflows.errors import InvalidCursor
 
 MAX_CURSOR_CHARS = 2048

@@ -1,16 +1,83 @@
-"""FastAPI dependencies. Tests override `container` to run the app against their own clients."""
+"""What the routes get: the API function's services, typed (the composition root builds them).
+
+`services` is the one dependency; tests override it to run the app against their own root.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends
 
-from workflows.bootstrap import Container, get_container
+from workflows.clock import Clock
+from workflows.services.access import SubmissionQuotas
+from workflows.services.artifacts import ArtifactService
+from workflows.services.control import ControlService
+from workflows.services.corpus import CorpusService
+from workflows.services.definitions import DefinitionService
+from workflows.services.deliveries import DeliveryOperations
+from workflows.services.identity import Identity
+from workflows.services.keys import KeyService
+from workflows.services.queries import RunQueries
+from workflows.services.runs import RunService
+from workflows.services.schedules import ScheduleService
+from workflows.services.secrets import SecretService
+from workflows.settings import Settings
+from workflows.steps.registry import StepRegistry
 
 
-def container() -> Container:
-    return get_container()
+class ApiServices(Protocol):
+    """Everything a route may call (workflows.roots.api.ApiRoot builds each on first use)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def registry(self) -> StepRegistry: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def submission_quotas(self) -> SubmissionQuotas: ...
+
+    @property
+    def run_service(self) -> RunService: ...
+
+    @property
+    def definition_service(self) -> DefinitionService: ...
+
+    @property
+    def schedule_service(self) -> ScheduleService: ...
+
+    @property
+    def queries(self) -> RunQueries: ...
+
+    @property
+    def control_service(self) -> ControlService: ...
+
+    @property
+    def artifact_service(self) -> ArtifactService: ...
+
+    @property
+    def corpus_service(self) -> CorpusService: ...
+
+    @property
+    def key_service(self) -> KeyService: ...
+
+    @property
+    def secret_service(self) -> SecretService: ...
+
+    @property
+    def deliveries(self) -> DeliveryOperations: ...
 
 
-ContainerDep = Annotated[Container, Depends(container)]
+def services() -> ApiServices:
+    """Replaced by the composition root (workflows.roots.api) when it builds the app."""
+    raise RuntimeError("the API's services are given by its composition root")
+
+
+Services = Annotated[ApiServices, Depends(services)]

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from workflows.api import deps
-from workflows.api.auth import authenticate
+from workflows.api.auth import principal_of
 from workflows.api.schemas import error_responses
 from workflows.domain.jsonlimits import parse_body
 from workflows.errors import PayloadTooLarge, UnsupportedMediaType
@@ -81,11 +81,11 @@ class GuardedRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             if request.method in BODY_METHODS:
-                # The container the app's `deps.container` dependency gives (tests override it).
-                provide = request.app.dependency_overrides.get(deps.container, deps.container)
-                container = provide()
-                request.state.principal = await run_in_threadpool(authenticate, request, container)
-                body = await _read_limited(request, container.settings.max_body_bytes)
+                # The services the app's `deps.services` dependency gives (its composition root).
+                provide = request.app.dependency_overrides.get(deps.services, deps.services)
+                services = provide()
+                request.state.principal = await run_in_threadpool(principal_of, request, services)
+                body = await _read_limited(request, services.settings.max_body_bytes)
                 # Starlette keeps the body it read here; FastAPI then takes `_json` as parsed.
                 request._body = body
                 if body:

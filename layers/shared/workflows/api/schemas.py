@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.adapters.artifacts import ArtifactMeta
-from workflows.adapters.definitions import WorkflowHead, WorkflowVersion
 from workflows.clock import iso
+from workflows.domain.artifacts import ArtifactMeta
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.redaction import redact_definition
 from workflows.domain.run import Run, RunEvent
+from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 
 PREFIX = "/api/v1/workflows"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -156,3 +157,10 @@ class Run(BaseModel):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[RunEvent]
+    next_since: int
+    has_more: bool

@@ -22,8 +22,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field
 
 SCHEDULED_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _UNITS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -206,3 +208,21 @@ def parse_scheduled_time(text: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+class Schedule(BaseModel):
+    schedule_id: str
+    tenant_id: str
+    workflow_id: str
+    expression: str
+    timezone: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = None
+    enabled: bool = True
+    # rate: the first fire time (later fires are on its grid); cron, at: when the expression was set.
+    anchor_at: str
+    created_at: str
+    updated_at: str
+    created_by: str
+    revision: int = 1
+    last_fire: dict[str, Any] | None = None

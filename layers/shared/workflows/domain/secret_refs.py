@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import re
 import secrets as random_tokens
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 SECRET_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,127}$"  # noqa: S105 - a pattern, not a secret
 _NAME = re.compile(SECRET_NAME_PATTERN)
 _PLACEHOLDER = re.compile(r"\[\[secret:([0-9a-f]{16}):([A-Za-z][A-Za-z0-9_]{0,127})\]\]")
 REDACTED = "***"
+# A secret's value, at most (SSM Parameter Store's standard tier).
+MAX_SECRET_BYTES = 4096
 
 
 class SecretUnavailable(Exception):
@@ -76,3 +79,42 @@ def scrub(text: str | None, values: Iterable[str]) -> str | None:
         if secret:
             text = text.replace(secret, REDACTED)
     return text
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    # The values put in: every error text about this request is scrubbed of them.
+    values: list[str] = field(default_factory=list)
+
+
+def resolve_request(
+    lookup: Callable[[str, str], str] | None,
+    tenant_id: str,
+    nonce: str | None,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> ResolvedRequest:
+    """The request as it is sent. Without a nonce (nothing referenced a secret) it is unchanged."""
+    text = body.decode()
+    if nonce is None or lookup is None:
+        return ResolvedRequest(url, dict(headers), body)
+    used = names_in(url, nonce) | names_in(text, nonce)
+    for value in headers.values():
+        used |= names_in(value, nonce)
+    if not used:
+        return ResolvedRequest(url, dict(headers), body)
+    values = {name: lookup(tenant_id, name) for name in sorted(used)}
+
+    def put(source: str) -> str:
+        return substitute(source, nonce, values.__getitem__)
+
+    return ResolvedRequest(
+        url=put(url),
+        headers={name: put(value) for name, value in headers.items()},
+        body=put(text).encode(),
+        values=list(values.values()),
+    )

@@ -21,18 +21,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import END, StepSpec, WorkflowDefinition
+from workflows.domain.failures import StepFailed
+from workflows.domain.json import JsonValue
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import TERMINAL, EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine import retry
-from workflows.engine.messages import AdvanceMessage, DispatchQueue
 from workflows.errors import NotFound, StaleWrite
 from workflows.observability import logger, metrics
+from workflows.ports import ArtifactStore, DispatchQueue, RunStore
 from workflows.steps.approval import ApprovalConfig
 from workflows.steps.base import StepContext, StepResult, Suspend
-from workflows.steps.errors import StepFailed
-from workflows.steps.registry import get_step_type, parse_config
+from workflows.steps.registry import StepRegistry, parse_config
 
 RemainingMs = Callable[[], int]
 
@@ -49,16 +50,8 @@ TIMEOUT = "timeout"
 MAX_RENDER_SECONDS = 2.0
 
 
-class ArtifactSink(Protocol):
-    """Where `save_artifact` outputs go (S3 + metadata); the artifacts repository."""
-
-    def save(
-        self, tenant_id: str, run_id: str, *, step_id: str, name: str, content: bytes, mime_type: str
-    ) -> Any: ...
-
-
 class Slots(Protocol):
-    """The per-tenant limit on runs executing at once (storage.quotas.TenantSlots)."""
+    """The per-tenant limit on runs executing at once (engine.slots.TenantSlots)."""
 
     def take(self, tenant_id: str, run_id: str) -> bool: ...
 
@@ -92,21 +85,27 @@ def parse_time(value: str) -> datetime:
 
 
 class Engine:
+    """Advances runs. `artifacts` and `notifier` are factories: most runs save no artifact and
+    notify nobody, so the S3 client and the webhook delivery code are built for the first that
+    does (cold start)."""
+
     def __init__(
         self,
-        runs: RunRepository,
+        runs: RunStore,
         queue: DispatchQueue,
+        registry: StepRegistry,
         *,
         clock: Clock = system_clock,
         max_steps_per_run: int = 1000,
         max_inline_steps: int = 25,
-        artifacts: ArtifactSink | None = None,
-        notifier: Notifier | None = None,
+        artifacts: Callable[[], ArtifactStore] | None = None,
+        notifier: Callable[[], Notifier] | None = None,
         slots: Slots | None = None,
         slot_recheck_seconds: int = 5,
     ) -> None:
         self._runs = runs
         self._queue = queue
+        self._registry = registry
         self._clock = clock
         self._max_steps = max_steps_per_run
         self._max_inline = max_inline_steps
@@ -185,12 +184,12 @@ class Engine:
             duration = parse_time(run.ended_at) - parse_time(run.started_at or run.created_at)
             metrics.add_metric(name="RunDuration", unit="Milliseconds", value=duration.total_seconds() * 1000)
         if self._notifier is not None and definition.on_completion_webhook:
-            self._notifier.notify(run, definition.on_completion_webhook)
+            self._notifier().notify(run, definition.on_completion_webhook)
 
     def _can_inline(self, run: Run, definition: WorkflowDefinition, remaining_ms: RemainingMs | None) -> bool:
         if run.current_step_id is None:
             return False
-        step_type = get_step_type(definition.step(run.current_step_id).type)
+        step_type = self._registry.get(definition.step(run.current_step_id).type)
         if step_type is None or not step_type.inline:
             return False
         return remaining_ms is None or remaining_ms() > 2 * RESERVE_MS
@@ -242,7 +241,7 @@ class Engine:
         budget = step.timeout_seconds or DEFAULT_STEP_TIMEOUT_SECONDS
         if remaining_ms is not None:
             budget = max(1.0, min(budget, (remaining_ms() - RESERVE_MS) / 1000))
-        step_type = get_step_type(step.type)
+        step_type = self._registry.get(step.type)
         if step_type is not None and step_type.delivery == "at_most_once":
             # Claim first: the lease, and the events so far, are committed before the call out,
             # so a duplicate kick cannot call too. The result then commits onto the claimed run.
@@ -271,9 +270,8 @@ class Engine:
             return self._suspend(run, step, outcome, changes, events, now_dt)
         return _Advanced(self._on_success(run, definition, step, outcome, changes, events, now))
 
-    @staticmethod
-    def _execute(step: StepSpec, context: StepContext) -> StepResult | Suspend:
-        step_type = get_step_type(step.type)
+    def _execute(self, step: StepSpec, context: StepContext) -> StepResult | Suspend:
+        step_type = self._registry.get(step.type)
         if step_type is None:
             # Definitions are validated on submission; this only happens if a step type is
             # removed while runs that use it are still in flight.
@@ -356,7 +354,7 @@ class Engine:
         changes.update(current_step_id=next_step)
         return self._commit(run, changes, events)
 
-    def _save_artifact(self, run: Run, step: StepSpec, output: Any) -> str:
+    def _save_artifact(self, run: Run, step: StepSpec, output: JsonValue) -> str:
         """Store a step's output as an artifact before the commit that records it (a lost
         commit leaves an unreferenced object, which the bucket's lifecycle rule removes)."""
         assert self._artifacts is not None
@@ -364,10 +362,10 @@ class Engine:
             content, mime, name = output["text"].encode(), "text/plain; charset=utf-8", f"{step.id}.txt"
         else:
             content, mime, name = json.dumps(output).encode(), "application/json", f"{step.id}.json"
-        meta = self._artifacts.save(
+        meta = self._artifacts().save(
             run.tenant_id, run.run_id, step_id=step.id, name=name, content=content, mime_type=mime
         )
-        return str(getattr(meta, "artifact_id", meta))
+        return meta.artifact_id
 
     def fail_step(
         self,
@@ -440,7 +438,7 @@ class Engine:
 
     def _approval_timed_out(self, run: Run, definition: WorkflowDefinition) -> Run:
         step = definition.step(run.current_step_id or definition.first_step_id())
-        config = parse_config(get_step_type(step.type), step.config)  # type: ignore[arg-type]
+        config = parse_config(self._registry.get(step.type), step.config)  # type: ignore[arg-type]
         assert isinstance(config, ApprovalConfig)
         changes: dict[str, Any] = {"status": RunStatus.RUNNING, "next_wake_at": None}
         events = [
@@ -464,7 +462,7 @@ class Engine:
     # ---- endings and the one write -----------------------------------------------------
 
     def _finish_succeeded(
-        self, run: Run, changes: dict[str, Any], events: list[NewEvent], outputs: Any, now: str
+        self, run: Run, changes: dict[str, Any], events: list[NewEvent], outputs: JsonValue, now: str
     ) -> Run:
         changes.update(
             status=RunStatus.SUCCEEDED,

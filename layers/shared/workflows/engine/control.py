@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.failures import StepFailed
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import TRANSITIONS, EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine.advance import Engine
-from workflows.engine.messages import AdvanceMessage, DispatchQueue
 from workflows.errors import InvalidState, NotFound, StaleWrite, ValidationFailed
+from workflows.ports import DispatchQueue, RunStore
 from workflows.steps.base import StepResult
-from workflows.steps.errors import StepFailed
 from workflows.steps.registry import canonical_type
 
 Action = Literal["pause", "resume", "cancel", "retry"]
@@ -40,9 +40,7 @@ class ControlResult:
 
 
 class RunControl:
-    def __init__(
-        self, runs: RunRepository, queue: DispatchQueue, engine: Engine, *, clock: Clock = system_clock
-    ):
+    def __init__(self, runs: RunStore, queue: DispatchQueue, engine: Engine, *, clock: Clock = system_clock):
         self._runs = runs
         self._queue = queue
         self._engine = engine

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from workflows.domain.definition import RetryPolicy
-from workflows.steps.errors import StepFailed
+from workflows.domain.failures import StepFailed
 
 
 @dataclass(frozen=True)

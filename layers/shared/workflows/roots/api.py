@@ -1,7 +1,9 @@
-"""ApiFunction's handler: the FastAPI app behind Mangum, wrapped by Powertools."""
+"""ApiFunction's composition root and handler: the FastAPI app behind Mangum, wrapped by
+Powertools. The app's routes get this root's parts as their services, each built on first use."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -9,8 +11,17 @@ from mangum import Mangum
 
 from workflows.api.app import create_app
 from workflows.observability import logger, metrics, tracer
+from workflows.roots.parts import Parts
+from workflows.settings import get_settings
 
-_asgi = Mangum(create_app(), lifespan="off", api_gateway_base_path="/")
+
+@lru_cache(maxsize=1)
+def parts() -> Parts:
+    """This function's parts, built on the first request (tests replace this function)."""
+    return Parts(get_settings())
+
+
+_asgi = Mangum(create_app(lambda: parts()), lifespan="off", api_gateway_base_path="/")
 
 
 # Never log the event, whatever POWERTOOLS_LOGGER_LOG_EVENT says: its headers carry API keys

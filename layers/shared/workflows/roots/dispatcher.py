@@ -1,10 +1,13 @@
-"""DispatcherFunction's handler: an SQS batch, one kick per record, partial batch failures.
+"""DispatcherFunction's composition root and handler: an SQS batch, one kick per record,
+partial batch failures.
 
-Imports nothing from the HTTP edge (no fastapi, starlette or mangum): cold start matters here.
+Builds the engine (and, for schedule fires, the run submission services) on first use; imports
+nothing from the HTTP edge (no fastapi, starlette or mangum): cold start matters here.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -12,14 +15,20 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from workflows.bootstrap import get_container
-from workflows.engine.messages import StartScheduledRun, parse_message
+from workflows.domain.messages import StartScheduledRun, parse_message
 from workflows.observability import logger, metrics, tracer
-from workflows.services.schedules import ScheduleService
+from workflows.roots.parts import Parts
+from workflows.settings import get_settings
 
 # Report failed records even when every record failed, rather than raising: SQS then retries
 # exactly those messages, and the failure shows in the response.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@lru_cache(maxsize=1)
+def parts() -> Parts:
+    """This function's parts, built on the first message (tests replace this function)."""
+    return Parts(get_settings())
 
 
 class _Invocation:
@@ -38,12 +47,12 @@ def record_handler(record: SQSRecord) -> str:
     message = parse_message(record.body)
     if isinstance(message, StartScheduledRun):
         logger.append_keys(schedule_id=message.schedule_id, tenant_id=message.tenant_id)
-        fired = ScheduleService(get_container()).fire(message)
+        fired = parts().schedule_service.fire(message)
         logger.info("schedule fired", extra={"result": fired.result, "reason": fired.reason})
         metrics.add_metric(name=f"ScheduleFire_{fired.result}", unit="Count", value=1)
         return fired.result
     logger.append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
-    outcome = get_container().engine.process(message, _Invocation.remaining_ms)
+    outcome = parts().engine.process(message, _Invocation.remaining_ms)
     logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})
     metrics.add_metric(name=f"Kick_{outcome.action}", unit="Count", value=1)
     return outcome.action

@@ -11,33 +11,17 @@ Rules (docs/auth.md):
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from typing import Any
-
-from workflows.adapters.quotas import WindowCount
+from workflows.clock import Clock, system_clock
 from workflows.domain.principal import (
-    DEFAULT_ROLE_PERMISSIONS,
     RUNS_CONTROL,
     RUNS_READ,
     Principal,
 )
+from workflows.domain.quotas import WindowCount
 from workflows.domain.run import Run
 from workflows.errors import Forbidden, QuotaExceeded
-
-
-@lru_cache(maxsize=8)
-def role_permissions(configured: str) -> dict[str, frozenset[str]]:
-    """The default roles with the JSON setting's roles merged over them."""
-    mapping = dict(DEFAULT_ROLE_PERMISSIONS)
-    if configured.strip():
-        raw = json.loads(configured)
-        if not isinstance(raw, dict) or not all(
-            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in raw.values()
-        ):
-            raise ValueError('WORKFLOWS_ROLE_PERMISSIONS must be {"role": ["permission", ...]}')
-        mapping.update({str(role): frozenset(perms) for role, perms in raw.items()})
-    return mapping
+from workflows.ports import QuotaStore, RunStore
+from workflows.settings import Settings
 
 
 def can_read_run(principal: Principal, run: Run) -> bool:
@@ -50,10 +34,9 @@ def check_read_run(principal: Principal, run: Run) -> Run:
     return run
 
 
-def readable_run(c: Any, principal: Principal, run_id: str) -> Run:
+def readable_run(runs: RunStore, principal: Principal, run_id: str) -> Run:
     """The run, if the caller may read it: 404 for another tenant's, 403 for another user's."""
-    run: Run = c.runs.get(principal.tenant_id, run_id)
-    return check_read_run(principal, run)
+    return check_read_run(principal, runs.get(principal.tenant_id, run_id))
 
 
 def check_read_definition(principal: Principal, owner: str) -> None:
@@ -68,11 +51,11 @@ def check_change_definition(principal: Principal, owner: str) -> None:
         raise Forbidden(f"missing permission {RUNS_READ} (the workflow belongs to another user)")
 
 
-def check_decide(c: Any, principal: Principal, run_id: str, step_id: str) -> None:
+def check_decide(runs: RunStore, principal: Principal, run_id: str, step_id: str) -> None:
     """approve / reject: `workflows.runs.control`, or a named assignee of the approval step."""
     if principal.can(RUNS_CONTROL):
         return
-    _, definition = c.runs.get_with_definition(principal.tenant_id, run_id)  # 404 if not ours
+    _, definition = runs.get_with_definition(principal.tenant_id, run_id)  # 404 if not ours
     try:
         step = definition.step(step_id)
     except KeyError:
@@ -93,28 +76,36 @@ def rate_limit_headers(count: WindowCount) -> dict[str, str]:
     }
 
 
-def charge_submission(c: Any, principal: Principal) -> dict[str, str]:
-    """Count one run submission against the caller's per-minute and daily quotas.
+class SubmissionQuotas:
+    """Run submissions counted per tenant and user, per minute and per UTC day (docs/auth.md)."""
 
-    Answers the RateLimit-* headers of the window closest to its limit; raises QuotaExceeded
-    (429) when a window is full. A submission refused by the daily cap is given back to the
-    minute window, so a refusal costs nothing.
-    """
-    settings = c.settings
-    # Quotas share capacity between users and tenants; a single-user deployment has neither.
-    if settings.disable_quotas or settings.auth_mode != "multi_user":
-        return {}
-    now = c.clock()
-    tenant, user = principal.tenant_id, principal.user_id
-    minute = c.quotas.count(tenant, user, "min", settings.quota_burst_per_min, now)
-    if not minute.allowed:
-        raise _exceeded(minute, "per-minute submission quota")
-    day = c.quotas.count(tenant, user, "day", settings.quota_daily_per_user, now)
-    if not day.allowed:
-        c.quotas.uncount(tenant, user, "min", now)
-        raise _exceeded(day, "daily submission quota")
-    tighter = day if day.remaining < minute.remaining else minute
-    return rate_limit_headers(tighter)
+    def __init__(self, quotas: QuotaStore, settings: Settings, *, clock: Clock = system_clock) -> None:
+        self._quotas = quotas
+        self._settings = settings
+        self._clock = clock
+
+    def charge(self, principal: Principal) -> dict[str, str]:
+        """Count one submission against the caller's per-minute and daily quotas.
+
+        Answers the RateLimit-* headers of the window closest to its limit; raises QuotaExceeded
+        (429) when a window is full. A submission refused by the daily cap is given back to the
+        minute window, so a refusal costs nothing.
+        """
+        settings = self._settings
+        # Quotas share capacity between users and tenants; a single-user deployment has neither.
+        if settings.disable_quotas or settings.auth_mode != "multi_user":
+            return {}
+        now = self._clock()
+        tenant, user = principal.tenant_id, principal.user_id
+        minute = self._quotas.count(tenant, user, "min", settings.quota_burst_per_min, now)
+        if not minute.allowed:
+            raise _exceeded(minute, "per-minute submission quota")
+        day = self._quotas.count(tenant, user, "day", settings.quota_daily_per_user, now)
+        if not day.allowed:
+            self._quotas.uncount(tenant, user, "min", now)
+            raise _exceeded(day, "daily submission quota")
+        tighter = day if day.remaining < minute.remaining else minute
+        return rate_limit_headers(tighter)
 
 
 def _exceeded(count: WindowCount, what: str) -> QuotaExceeded:

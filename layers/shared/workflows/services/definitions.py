@@ -9,15 +9,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workflows.adapters.definitions import DELETED, WorkflowHead, WorkflowVersion
-from workflows.adapters.paging import Position
 from workflows.domain.definition import END, WorkflowDefinition
+from workflows.domain.json import JsonObject
+from workflows.domain.paging import Position
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import Run
+from workflows.domain.workflows import DELETED, WorkflowHead, WorkflowVersion
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, ValidationFailed, WorkflowDeleted
+from workflows.ports import DefinitionStore
 from workflows.services.access import check_change_definition, check_read_definition
 from workflows.services.runs import RunService
 from workflows.services.validation import validate_definition
+from workflows.settings import Settings
+from workflows.steps.registry import StepRegistry
 
 _VERSION_RACE_TRIES = 5
 
@@ -33,17 +37,22 @@ class ValidationReport:
 
 
 class DefinitionService:
-    def __init__(self, container: Any) -> None:
-        self._c = container
+    def __init__(
+        self, definitions: DefinitionStore, runs: RunService, registry: StepRegistry, settings: Settings
+    ) -> None:
+        self._definitions = definitions
+        self._run_service = runs
+        self._registry = registry
+        self._settings = settings
 
     # ---- writes --------------------------------------------------------------------
 
     def create(
         self, principal: Principal, definition: WorkflowDefinition
     ) -> tuple[WorkflowHead, WorkflowVersion]:
-        check_definition(definition, self._c.settings)
+        check_definition(definition, self._settings, self._registry)
         workflow_id = str(uuid.uuid4())
-        head = self._c.definitions.create(principal.tenant_id, principal.user_id, workflow_id, definition)
+        head = self._definitions.create(principal.tenant_id, principal.user_id, workflow_id, definition)
         return head, self._version_of(head, definition)
 
     def add_version(
@@ -66,9 +75,9 @@ class DefinitionService:
                     details=[{"field": "version", "message": f"expected {next_version}"}],
                 )
             definition = parse_definition({**draft, "version": next_version})
-            check_definition(definition, self._c.settings)
+            check_definition(definition, self._settings, self._registry)
             try:
-                new = self._c.definitions.add_version(head, principal.user_id, definition)
+                new = self._definitions.add_version(head, principal.user_id, definition)
             except StaleWrite:
                 if expected_version is not None:
                     raise
@@ -77,9 +86,9 @@ class DefinitionService:
         raise StaleWrite(f"workflow '{workflow_id}' is changing too fast; try again")
 
     def delete(self, principal: Principal, workflow_id: str) -> WorkflowHead:
-        current: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        current: WorkflowHead = self._definitions.get_head(principal.tenant_id, workflow_id)
         check_change_definition(principal, current.created_by)
-        head: WorkflowHead = self._c.definitions.mark_deleted(principal.tenant_id, workflow_id)
+        head: WorkflowHead = self._definitions.mark_deleted(principal.tenant_id, workflow_id)
         return head
 
     # ---- reads ---------------------------------------------------------------------
@@ -87,16 +96,16 @@ class DefinitionService:
     def get(
         self, principal: Principal, workflow_id: str, version: int | None = None
     ) -> tuple[WorkflowHead, WorkflowVersion]:
-        head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        head: WorkflowHead = self._definitions.get_head(principal.tenant_id, workflow_id)
         check_read_definition(principal, head.created_by)
         wanted = head.latest_version if version is None else version
-        stored: WorkflowVersion = self._c.definitions.get_version(principal.tenant_id, workflow_id, wanted)
+        stored: WorkflowVersion = self._definitions.get_version(principal.tenant_id, workflow_id, wanted)
         return head, stored
 
     def list_workflows(
         self, principal: Principal, *, include_deleted: bool, limit: int, start: Position | None
     ) -> tuple[list[WorkflowHead], Position | None]:
-        result: tuple[list[WorkflowHead], Position | None] = self._c.definitions.list_heads(
+        result: tuple[list[WorkflowHead], Position | None] = self._definitions.list_heads(
             principal.tenant_id,
             include_deleted=include_deleted,
             limit=limit,
@@ -109,9 +118,9 @@ class DefinitionService:
     def list_versions(
         self, principal: Principal, workflow_id: str, *, limit: int, start: Position | None
     ) -> tuple[WorkflowHead, list[WorkflowVersion], Position | None]:
-        head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        head: WorkflowHead = self._definitions.get_head(principal.tenant_id, workflow_id)
         check_read_definition(principal, head.created_by)
-        versions, position = self._c.definitions.list_versions(
+        versions, position = self._definitions.list_versions(
             principal.tenant_id, workflow_id, limit=limit, start=start
         )
         return head, versions, position
@@ -126,19 +135,19 @@ class DefinitionService:
         check_read_definition(principal, head.created_by)
         wanted = head.latest_version if version is None else version
         try:
-            stored = self._c.definitions.get_version(principal.tenant_id, workflow_id, wanted)
+            stored = self._definitions.get_version(principal.tenant_id, workflow_id, wanted)
         except NotFound as exc:
             raise NotFound(
                 exc.message, details=[{"field": "version", "message": f"no version {wanted}"}]
             ) from exc
         assert stored.definition is not None
         check_inputs(stored.definition, inputs)
-        return RunService(self._c).submit(principal, stored.definition, inputs, workflow_id=workflow_id)
+        return self._run_service.submit(principal, stored.definition, inputs, workflow_id=workflow_id)
 
     # ---- helpers -------------------------------------------------------------------
 
     def _active_head(self, principal: Principal, workflow_id: str) -> WorkflowHead:
-        head: WorkflowHead = self._c.definitions.get_head(principal.tenant_id, workflow_id)
+        head: WorkflowHead = self._definitions.get_head(principal.tenant_id, workflow_id)
         if head.status == DELETED:
             raise WorkflowDeleted(f"workflow '{workflow_id}' is deleted and can no longer be run or changed")
         return head
@@ -167,9 +176,11 @@ def parse_definition(raw: dict[str, Any], *, field_prefix: str = "") -> Workflow
         raise ValidationFailed(f"{details[0]['field']}: {details[0]['message']}", details=details) from exc
 
 
-def check_definition(definition: WorkflowDefinition, settings: Any, *, field_prefix: str = "") -> None:
+def check_definition(
+    definition: WorkflowDefinition, settings: Settings, registry: StepRegistry, *, field_prefix: str = ""
+) -> None:
     """Everything validate_definition checks, plus that inputs_schema is a usable JSON Schema."""
-    validate_definition(definition, settings, field=field_prefix.rstrip("."))
+    validate_definition(definition, settings, registry, field=field_prefix.rstrip("."))
     errors = inputs_schema_errors(definition, field_prefix)
     if errors:
         raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", details=errors)
@@ -217,7 +228,7 @@ def check_inputs(definition: WorkflowDefinition, inputs: dict[str, Any], *, fiel
         raise ValidationFailed(f"{details[0]['field']}: {details[0]['message']}", details=details)
 
 
-def dry_run(raw: dict[str, Any], settings: Any) -> ValidationReport:
+def dry_run(raw: JsonObject, settings: Settings, registry: StepRegistry) -> ValidationReport:
     """Every problem a create would refuse, as data; plus warnings that would not refuse it."""
     report = ValidationReport()
     try:
@@ -226,7 +237,7 @@ def dry_run(raw: dict[str, Any], settings: Any) -> ValidationReport:
         report.errors = pydantic_details(exc)
         return report
     try:
-        validate_definition(definition, settings, field="")
+        validate_definition(definition, settings, registry, field="")
     except (ValidationFailed, PayloadTooLarge) as exc:
         report.errors += [{"field": str(d["field"]), "message": str(d["message"])} for d in exc.details]
     report.errors += inputs_schema_errors(definition)

@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workflows.adapters.idempotency import COMPLETED
-from workflows.clock import iso
+from workflows.clock import Clock, iso, system_clock
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.idempotency import COMPLETED
 from workflows.domain.jsonlimits import check_size
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.principal import Principal
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
-from workflows.engine.messages import AdvanceMessage
 from workflows.errors import (
     DependencyUnavailable,
     DomainError,
@@ -23,15 +23,32 @@ from workflows.errors import (
     IdempotencyKeyReused,
 )
 from workflows.observability import logger
+from workflows.ports import DispatchQueue, IdempotencyStore, RunStore
 from workflows.services.validation import validate_definition
+from workflows.settings import Settings
+from workflows.steps.registry import StepRegistry
 
 # How a request waits for another one holding the same Idempotency-Key (about 2 s in all).
 IDEMPOTENCY_POLL_SECONDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5)
 
 
 class RunService:
-    def __init__(self, container: Any) -> None:
-        self._c = container
+    def __init__(
+        self,
+        runs: RunStore,
+        queue: DispatchQueue,
+        idempotency: IdempotencyStore,
+        registry: StepRegistry,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._runs = runs
+        self._queue = queue
+        self._idempotency = idempotency
+        self._registry = registry
+        self._settings = settings
+        self._clock = clock
 
     def submit(
         self,
@@ -41,10 +58,10 @@ class RunService:
         *,
         workflow_id: str | None = None,
     ) -> Run:
-        settings = self._c.settings
+        settings = self._settings
         check_size(inputs, "inputs", settings.max_inputs_bytes)
-        validate_definition(definition, settings)
-        now = iso(self._c.clock())
+        validate_definition(definition, settings, self._registry)
+        now = iso(self._clock())
         run = Run(
             run_id=str(uuid.uuid4()),
             tenant_id=principal.tenant_id,
@@ -58,17 +75,15 @@ class RunService:
             created_at=now,
             updated_at=now,
         )
-        self._c.runs.create(run, definition)
+        self._runs.create(run, definition)
         try:
-            self._c.queue.send(
-                AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version)
-            )
+            self._queue.send(AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version))
         except DomainError as exc:
             # The run is stored but nothing will start it: fail it visibly rather than leave
             # a run queued forever, and tell the caller to try again.
             logger.exception("could not enqueue new run", extra={"run_id": run.run_id})
             error = {"code": "enqueue_failed", "message": "the run could not be queued"}
-            self._c.runs.transition(
+            self._runs.transition(
                 run,
                 {
                     "status": RunStatus.FAILED,
@@ -99,7 +114,7 @@ class RunService:
         fingerprint = hashlib.sha256(
             json.dumps(request, sort_keys=True, separators=(",", ":"), default=str).encode()
         ).hexdigest()
-        store = self._c.idempotency
+        store = self._idempotency
         tenant, user = principal.tenant_id, principal.user_id
         polls = list(IDEMPOTENCY_POLL_SECONDS)
         while True:
@@ -120,7 +135,7 @@ class RunService:
                         details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
                     )
                 if record.status == COMPLETED and record.run_id:
-                    return self._c.runs.get(tenant, record.run_id), True
+                    return self._runs.get(tenant, record.run_id), True
                 if not polls:
                     raise IdempotencyInProgress(
                         "a request with this Idempotency-Key is still being processed; retry shortly"

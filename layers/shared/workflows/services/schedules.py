@@ -20,27 +20,29 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from workflows.adapters.definitions import DELETED
-from workflows.adapters.paging import Position
-from workflows.adapters.schedules import Schedule
-from workflows.clock import iso
+from workflows.clock import Clock, iso, system_clock
 from workflows.domain.jsonlimits import check_size
+from workflows.domain.messages import StartScheduledRun
+from workflows.domain.paging import Position
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
 from workflows.domain.run import SCHEDULE_OWNER_PREFIX, Run
 from workflows.domain.schedules import (
     ExpressionError,
+    Schedule,
     ScheduleExpression,
     parse_expression,
     parse_scheduled_time,
     parse_timezone,
     scheduled_time_text,
 )
-from workflows.engine.messages import StartScheduledRun
+from workflows.domain.workflows import DELETED
 from workflows.errors import LimitExceeded, NotFound, ValidationFailed, WorkflowDeleted
 from workflows.observability import logger
+from workflows.ports import DefinitionStore, QuotaStore, ScheduleStore, ScheduleTriggers
 from workflows.services.access import check_read_definition
 from workflows.services.definitions import DefinitionService, check_inputs
 from workflows.services.runs import RunService
+from workflows.settings import Settings
 
 # Older fires are skipped: the deduplication records (24 h) must outlive every duplicate.
 FIRE_WINDOW = timedelta(hours=23)
@@ -68,8 +70,26 @@ def schedule_principal(tenant_id: str, schedule_id: str) -> Principal:
 
 
 class ScheduleService:
-    def __init__(self, container: Any) -> None:
-        self._c = container
+    def __init__(
+        self,
+        schedules: ScheduleStore,
+        triggers: ScheduleTriggers,
+        definitions: DefinitionStore,
+        workflows: DefinitionService,
+        runs: RunService,
+        quotas: QuotaStore,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._schedules = schedules
+        self._triggers = triggers
+        self._definitions = definitions
+        self._workflows = workflows
+        self._run_service = runs
+        self._quotas = quotas
+        self._settings = settings
+        self._clock = clock
 
     # ---- management --------------------------------------------------------------------
 
@@ -84,7 +104,7 @@ class ScheduleService:
         version: int | None = None,
         enabled: bool = True,
     ) -> Schedule:
-        now = self._c.clock()
+        now = self._clock()
         parsed, _ = self._check_timing(expression, timezone, now)
         inputs = inputs or {}
         self._check_target(principal, workflow_id, version, inputs)
@@ -104,18 +124,18 @@ class ScheduleService:
             updated_at=iso(now),
             created_by=principal.user_id,
         )
-        self._c.schedules.create(schedule)
+        self._schedules.create(schedule)
         try:
-            self._c.scheduler.put(schedule, start_date=self._start_date(schedule, parsed, now), create=True)
+            self._triggers.put(schedule, start_date=self._start_date(schedule, parsed, now), create=True)
         except BaseException:
-            self._c.schedules.delete(schedule.tenant_id, schedule.schedule_id)
+            self._schedules.delete(schedule.tenant_id, schedule.schedule_id)
             raise
         return schedule
 
     def update(self, principal: Principal, schedule_id: str, changes: Mapping[str, Any]) -> Schedule:
         """Apply the fields present in `changes` (expression, timezone, inputs, version, enabled)."""
-        old: Schedule = self._c.schedules.get(principal.tenant_id, schedule_id)
-        now = self._c.clock()
+        old: Schedule = self._schedules.get(principal.tenant_id, schedule_id)
+        now = self._clock()
         expression = changes.get("expression", old.expression)
         timezone = changes.get("timezone", old.timezone)
         parsed, _ = self._check_timing(
@@ -141,29 +161,29 @@ class ScheduleService:
                 "revision": old.revision + 1,
             }
         )
-        self._c.schedules.update(old, new)
+        self._schedules.update(old, new)
         try:
-            self._c.scheduler.put(new, start_date=self._start_date(new, parsed, now), create=False)
+            self._triggers.put(new, start_date=self._start_date(new, parsed, now), create=False)
         except BaseException:
-            self._c.schedules.update(new, old.model_copy(update={"revision": new.revision + 1}))
+            self._schedules.update(new, old.model_copy(update={"revision": new.revision + 1}))
             raise
-        return self._c.schedules.get(principal.tenant_id, schedule_id)  # type: ignore[no-any-return]
+        return self._schedules.get(principal.tenant_id, schedule_id)
 
     def delete(self, principal: Principal, schedule_id: str) -> Schedule:
-        schedule: Schedule = self._c.schedules.get(principal.tenant_id, schedule_id)
+        schedule: Schedule = self._schedules.get(principal.tenant_id, schedule_id)
         # EventBridge first: if that fails the schedule still exists, whole, and the caller retries.
-        self._c.scheduler.delete(schedule_id)
-        self._c.schedules.delete(principal.tenant_id, schedule_id)
+        self._triggers.delete(schedule_id)
+        self._schedules.delete(principal.tenant_id, schedule_id)
         return schedule
 
     def get(self, principal: Principal, schedule_id: str) -> Schedule:
-        schedule: Schedule = self._c.schedules.get(principal.tenant_id, schedule_id)
+        schedule: Schedule = self._schedules.get(principal.tenant_id, schedule_id)
         return schedule
 
     def list(
         self, principal: Principal, *, limit: int, start: Position | None
     ) -> tuple[list[Schedule], Position | None]:
-        result: tuple[list[Schedule], Position | None] = self._c.schedules.list(
+        result: tuple[list[Schedule], Position | None] = self._schedules.list(
             principal.tenant_id, limit=limit, start=start
         )
         return result
@@ -172,7 +192,7 @@ class ScheduleService:
         """When it fires next, as things stand (None when disabled or an at() already passed)."""
         if not schedule.enabled:
             return None
-        now = self._c.clock()
+        now = self._clock()
         parsed = parse_expression(schedule.expression)
         anchor = datetime.fromisoformat(schedule.anchor_at)
         return parsed.next_after(ZoneInfo(schedule.timezone), now, anchor)
@@ -187,7 +207,7 @@ class ScheduleService:
         """
         tenant, schedule_id = message.tenant_id, message.schedule_id
         try:
-            schedule: Schedule = self._c.schedules.get(tenant, schedule_id)
+            schedule: Schedule = self._schedules.get(tenant, schedule_id)
         except NotFound:
             logger.info("fire of a deleted schedule ignored", extra={"schedule_id": schedule_id})
             return FireResult("skipped", "schedule_not_found")
@@ -198,29 +218,29 @@ class ScheduleService:
         scheduled_text = scheduled_time_text(scheduled)
         if not schedule.enabled:
             return self._skipped(schedule, scheduled_text, "schedule_disabled", "the schedule is disabled")
-        if self._c.clock() - scheduled > FIRE_WINDOW:
+        if self._clock() - scheduled > FIRE_WINDOW:
             return self._skipped(
                 schedule, scheduled_text, "too_late", "the fire arrived too late to start a run"
             )
         principal = schedule_principal(tenant, schedule_id)
 
         def submit() -> Run:
-            settings = self._c.settings
+            settings = self._settings
             if settings.auth_mode == "multi_user":
                 # Counted only when this fire really starts a run (not for a duplicate message).
                 budget = settings.schedule_fires_per_tenant_per_day
-                if not self._c.quotas.count_fire(tenant, budget, self._c.clock()).allowed:
+                if not self._quotas.count_fire(tenant, budget, self._clock()).allowed:
                     raise _FireBudgetUsed(
                         f"the tenant's schedules started {budget} runs today, the most allowed"
                     )
-            return DefinitionService(self._c).submit_run(
+            return self._workflows.submit_run(
                 principal, schedule.workflow_id, schedule.inputs, schedule.version
             )
 
         request = {"route": "schedules", "schedule_id": schedule_id, "scheduled_time": scheduled_text}
         key = f"schedule:{schedule_id}:{scheduled_text}"
         try:
-            run, replayed = RunService(self._c).submit_once(principal, key, request, submit)
+            run, replayed = self._run_service.submit_once(principal, key, request, submit)
         except _FireBudgetUsed as exc:
             return self._skipped(schedule, scheduled_text, "fire_budget_exhausted", str(exc))
         except WorkflowDeleted as exc:
@@ -246,8 +266,8 @@ class ScheduleService:
         return FireResult("skipped", reason)
 
     def _record(self, schedule: Schedule, scheduled_text: str, outcome: dict[str, Any]) -> None:
-        fire = {"scheduled_time": scheduled_text, "at": iso(self._c.clock()), **outcome}
-        self._c.schedules.record_fire(schedule.tenant_id, schedule.schedule_id, scheduled_text, fire)
+        fire = {"scheduled_time": scheduled_text, "at": iso(self._clock()), **outcome}
+        self._schedules.record_fire(schedule.tenant_id, schedule.schedule_id, scheduled_text, fire)
 
     def _check_timing(
         self, expression: str, timezone: str, now: datetime, *, check_future: bool = True
@@ -275,7 +295,7 @@ class ScheduleService:
         self, principal: Principal, workflow_id: str, version: int | None, inputs: dict[str, Any]
     ) -> None:
         """The workflow exists for this tenant, is not deleted, has the version, takes the inputs."""
-        definitions = self._c.definitions
+        definitions = self._definitions
         try:
             head = definitions.get_head(principal.tenant_id, workflow_id)
         except NotFound as exc:
@@ -296,15 +316,15 @@ class ScheduleService:
                 exc.message, details=[{"field": "version", "message": f"no version {wanted}"}]
             ) from exc
         assert stored.definition is not None
-        check_size(inputs, "inputs", self._c.settings.max_inputs_bytes)
+        check_size(inputs, "inputs", self._settings.max_inputs_bytes)
         check_inputs(stored.definition, inputs)
 
     def _check_room(self, tenant_id: str) -> None:
         """A tenant has at most `max_schedules_per_tenant` schedules (a cost guard: each fires)."""
-        limit = self._c.settings.max_schedules_per_tenant
+        limit = self._settings.max_schedules_per_tenant
         # One Query of the tenant's partition, counting at most limit items. Two creates racing
         # for the last place may both pass: the cap bounds cost, it is not a security boundary.
-        if self._c.schedules.count(tenant_id, limit) >= limit:
+        if self._schedules.count(tenant_id, limit) >= limit:
             raise LimitExceeded(
                 f"schedules: the tenant has {limit} schedules, the most allowed; delete one first",
                 details=[{"field": "schedules", "message": f"at most {limit} per tenant"}],

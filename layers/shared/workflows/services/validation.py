@@ -5,11 +5,11 @@ from __future__ import annotations
 from workflows.domain.definition import WorkflowDefinition, endless_loops, routing_errors
 from workflows.errors import PayloadTooLarge, ValidationFailed
 from workflows.settings import Settings
-from workflows.steps.registry import DECIDING_TYPES, validate_steps
+from workflows.steps.registry import DECIDING_TYPES, StepRegistry, validate_steps
 
 
 def validate_definition(
-    definition: WorkflowDefinition, settings: Settings, *, field: str = "definition"
+    definition: WorkflowDefinition, settings: Settings, registry: StepRegistry, *, field: str = "definition"
 ) -> None:
     size = len(definition.canonical_json().encode())
     if size > settings.max_definition_bytes:
@@ -25,7 +25,7 @@ def validate_definition(
     errors += routing_errors(definition)
     if not errors:
         errors += endless_loops(definition, DECIDING_TYPES)
-    errors += validate_steps(definition, max_config_bytes=settings.max_step_config_bytes)
+    errors += validate_steps(definition, registry, max_config_bytes=settings.max_step_config_bytes)
     if errors:
         for error in errors:
             # field="" for bodies that are the definition itself.

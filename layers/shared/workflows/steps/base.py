@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
-
-if TYPE_CHECKING:
-    from workflows.adapters.corpus import CorpusRepository
-    from workflows.adapters.dlq import WebhookDlqRepository
-    from workflows.adapters.secrets import SecretStore
-    from workflows.services.webhooks.worker import DlqWorker
-    from workflows.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -109,22 +102,3 @@ class StepType(Protocol):
 
     def templates(self, config: BaseModel) -> list[TemplateField]:
         """The config's templated fields, for validation (syntax, where secrets may be used)."""
-
-
-class StepDependencies(Protocol):
-    """What the step types that call out are built from: the composition root's Container."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def corpus(self) -> CorpusRepository: ...
-
-    @property
-    def dlq(self) -> WebhookDlqRepository: ...
-
-    @property
-    def dlq_worker(self) -> DlqWorker: ...
-
-    @property
-    def secrets(self) -> SecretStore: ...

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.domain.failures import StepFailed
 from workflows.steps.base import StepContext, StepOutcome, StepResult, TemplateField
-from workflows.steps.errors import StepFailed
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", "", "none", "null"})

@@ -20,8 +20,8 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
+from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
-from workflows.steps.errors import StepFailed
 
 Provider = Literal["openai", "bedrock"]
 

@@ -17,7 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workflows.settings import Settings
-from workflows.steps.base import StepContext, StepDependencies, StepResult, TemplateField
+from workflows.steps.base import StepContext, StepResult, TemplateField
 from workflows.steps.llm import (
     BedrockConverseClient,
     ChatRequest,
@@ -154,8 +154,3 @@ class PromptStep:
 
 def build_prompt_step(settings: Settings) -> PromptStep:
     return PromptStep(settings)
-
-
-def from_dependencies(dependencies: StepDependencies) -> PromptStep:
-    """The registry's factory (steps.registry.CONFIGURED_TYPES)."""
-    return build_prompt_step(dependencies.settings)

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
-from workflows.steps.base import StepContext, StepDependencies, StepResult, TemplateField
-from workflows.steps.errors import StepFailed
+from workflows.steps.base import StepContext, StepResult, TemplateField
 from workflows.steps.llm import default_http_client
 from workflows.steps.retrieval import (
     BedrockKnowledgeBaseRetriever,
@@ -123,8 +123,3 @@ class RagSearchStep:
 
 def build_rag_search_step(settings: Settings, corpus: CorpusSource | None = None) -> RagSearchStep:
     return RagSearchStep(settings, corpus=corpus)
-
-
-def from_dependencies(dependencies: StepDependencies) -> RagSearchStep:
-    """The registry's factory (steps.registry.CONFIGURED_TYPES)."""
-    return build_rag_search_step(dependencies.settings, corpus=dependencies.corpus)

@@ -1,102 +1,30 @@
 """Step executors registered by type name; definitions are validated against it.
 
-The local step types (log, delay, branch, approval) are imported with this module. The ones that
-call out (prompt, rag_search, webhook) are known by name only: a type's module is imported, and
-the type built from the composition root's container, the first time a definition uses it. Their
-modules bring HTTP clients and the LLM, retrieval, egress and signing code, which most
-invocations never need and which would otherwise add to every function's cold start.
+The local step types (log, delay, branch, approval) are built with the registry. The ones that
+call out (prompt, rag_search, webhook) come from factories the composition root gives, called
+the first time a definition uses the type: their modules bring HTTP clients and the LLM,
+retrieval, egress and signing code, which most invocations never need (cold start).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import BaseModel, ValidationError
 
 from workflows.domain.definition import END, WorkflowDefinition
+from workflows.domain.json import JsonObject
 from workflows.steps.approval import ApprovalStep
-from workflows.steps.base import StepDependencies, StepType
+from workflows.steps.base import StepType
 from workflows.steps.branch import BranchConfig, BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
 
-# Type name -> "module:attribute" of a factory taking StepDependencies, for the types imported on
-# first use. Every name here is known (validation errors, GET /step-types) before it is loaded.
-CONFIGURED_TYPES: dict[str, str] = {
-    "prompt": "workflows.steps.prompt:from_dependencies",
-    "rag_search": "workflows.steps.rag_search:from_dependencies",
-    "webhook": "workflows.steps.webhook:from_dependencies",
-}
-
-
-class StepRegistry(Mapping[str, StepType]):
-    """Every known step type by name; a configured type is built on its first lookup."""
-
-    def __init__(self, local: Iterable[StepType], configured: Mapping[str, str]) -> None:
-        self._types: dict[str, StepType] = {step.name: step for step in local}
-        self._configured = dict(configured)
-        self._dependencies: StepDependencies | None = None
-        self._lock = threading.RLock()
-
-    def __getitem__(self, name: str) -> StepType:
-        step = self._types.get(name)
-        return step if step is not None else self._load(name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._types or name in self._configured
-
-    def get(self, name: str, default: StepType | None = None) -> StepType | None:  # type: ignore[override]
-        # Not Mapping.get: a KeyError raised while building a type must not read as "unknown".
-        step = self._types.get(name)
-        if step is None and name in self._configured:
-            step = self._load(name)
-        return default if step is None else step
-
-    def __iter__(self) -> Iterator[str]:
-        with self._lock:
-            return iter(list(dict.fromkeys([*self._types, *self._configured])))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._types.keys() | self._configured.keys())
-
-    def register(self, step_type: StepType) -> None:
-        with self._lock:
-            self._types[step_type.name] = step_type
-
-    def configure(self, dependencies: StepDependencies) -> None:
-        """Build the configured types from these dependencies; any already built is dropped."""
-        with self._lock:
-            self._dependencies = dependencies
-            for name in self._configured:
-                self._types.pop(name, None)
-
-    def _load(self, name: str) -> StepType:
-        target = self._configured[name]  # KeyError: not a step type
-        with self._lock:
-            step = self._types.get(name)
-            if step is None:
-                module_name, _, attribute = target.partition(":")
-                # Imported on first use rather than with this module: cold start (see above).
-                factory = getattr(importlib.import_module(module_name), attribute)
-                step = factory(self._dependencies or _process_container())
-                self._types[name] = step
-            return step
-
-
-def _process_container() -> StepDependencies:
-    """Used before any container was built: the process's own, which configures the registry."""
-    # Imported here: the composition root imports this module.
-    from workflows.bootstrap import get_container
-
-    return get_container()
-
-
-REGISTRY = StepRegistry((LogStep(), DelayStep(), BranchStep(), ApprovalStep()), CONFIGURED_TYPES)
+# The types built by the composition root's factories; their names are known (validation
+# errors, GET /step-types) before any is built.
+CONFIGURED_TYPES = ("prompt", "rag_search", "webhook")
 # The original module's names, accepted on input and stored under the canonical name.
 ALIASES = {"wait_for_approval": "approval"}
 # Step types that choose where a run goes next or wait for a person: a cycle through one of them
@@ -104,36 +32,60 @@ ALIASES = {"wait_for_approval": "approval"}
 DECIDING_TYPES = frozenset({"branch", "approval", *ALIASES})
 
 
-def register(step_type: StepType) -> None:
-    REGISTRY.register(step_type)
+def local_step_types() -> list[StepType]:
+    return [LogStep(), DelayStep(), BranchStep(), ApprovalStep()]
 
 
-def configure(dependencies: StepDependencies) -> None:
-    """Called by the composition root for each container it builds (the last one wins)."""
-    REGISTRY.configure(dependencies)
+class StepRegistry:
+    """Every step type a function knows, by name; a configured type is built on first lookup."""
+
+    def __init__(
+        self, local: Iterable[StepType], factories: Mapping[str, Callable[[], StepType]] | None = None
+    ) -> None:
+        self._types: dict[str, StepType] = {step.name: step for step in local}
+        self._factories = dict(factories or {})
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> StepType | None:
+        """The type called `name` (or its alias), built now if it has not been; None if unknown."""
+        name = canonical_type(name)
+        step = self._types.get(name)
+        if step is not None or name not in self._factories:
+            return step
+        with self._lock:
+            step = self._types.get(name)
+            if step is None:
+                step = self._factories[name]()
+                self._types[name] = step
+            return step
+
+    def names(self) -> list[str]:
+        return sorted(self._types.keys() | self._factories.keys())
+
+    def all(self) -> list[StepType]:
+        """Every type, each built if needed (GET /step-types)."""
+        return [step for name in self.names() if (step := self.get(name)) is not None]
 
 
 def canonical_type(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def get_step_type(name: str) -> StepType | None:
-    return REGISTRY.get(canonical_type(name))
-
-
-def parse_config(step_type: StepType, config: dict[str, Any]) -> BaseModel:
+def parse_config(step_type: StepType, config: JsonObject) -> BaseModel:
     return step_type.config_model.model_validate(config)
 
 
-def validate_steps(definition: WorkflowDefinition, *, max_config_bytes: int) -> list[dict[str, str]]:
+def validate_steps(
+    definition: WorkflowDefinition, registry: StepRegistry, *, max_config_bytes: int
+) -> list[dict[str, str]]:
     """Every problem with the definition's steps, each naming the step and the field."""
     errors: list[dict[str, str]] = []
     step_ids = {step.id for step in definition.steps}
     for index, step in enumerate(definition.steps):
         where = f"steps[{index}]"
-        step_type = get_step_type(step.type)
+        step_type = registry.get(step.type)
         if step_type is None:
-            known = ", ".join(sorted(REGISTRY))
+            known = ", ".join(registry.names())
             errors.append(
                 {
                     "field": f"{where}.type",

@@ -18,8 +18,8 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
-from workflows.steps.errors import StepFailed
 from workflows.steps.llm import (
     Lazy,
     bedrock_failure,

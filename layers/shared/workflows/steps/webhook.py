@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
-from workflows.domain.secret_refs import SecretRefs, SecretUnavailable, new_nonce, scrub
-from workflows.services.webhooks.secrets import SecretLookup, resolve_request
-from workflows.steps.base import StepContext, StepDependencies, StepOutcome, StepResult, TemplateField
-from workflows.steps.errors import StepFailed
+from workflows.domain.dlq import DlqRow
+from workflows.domain.failures import StepFailed
+from workflows.domain.secret_refs import SecretRefs, SecretUnavailable, new_nonce, resolve_request, scrub
+from workflows.ports import Deliverer, DlqStore, SecretLookup
+from workflows.steps.base import StepContext, StepOutcome, StepResult, TemplateField
 from workflows.templating import render, strings
-
-if TYPE_CHECKING:
-    # Annotations only: delivery brings httpx; the deliverer itself comes from the container.
-    from workflows.adapters.http.delivery import Deliverer
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -76,7 +72,7 @@ class WebhookStep:
     delivery: Literal["at_most_once"] = "at_most_once"
     inline = False
 
-    def __init__(self, deliverer: Deliverer, dlq: WebhookDlqRepository, secrets: SecretLookup) -> None:
+    def __init__(self, deliverer: Deliverer, dlq: DlqStore, secrets: SecretLookup) -> None:
         self._deliverer = deliverer
         self._dlq = dlq
         self._secrets = secrets
@@ -142,8 +138,3 @@ class WebhookStep:
             return StepResult(output=output, event_fields={"delivery": summary})
         code = "timeout" if error.startswith("timeout") else "webhook_unavailable"
         raise StepFailed(code, f"{host}: {error}")
-
-
-def from_dependencies(dependencies: StepDependencies) -> WebhookStep:
-    """The registry's factory (steps.registry.CONFIGURED_TYPES): the DLQ worker's deliverer."""
-    return WebhookStep(dependencies.dlq_worker.deliverer, dependencies.dlq, dependencies.secrets.value)

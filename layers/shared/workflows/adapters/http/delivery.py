@@ -15,9 +15,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -37,8 +35,8 @@ from workflows.adapters.http.egress import (
 from workflows.adapters.http.signing import signature_headers
 from workflows.adapters.http.signing_secrets import SigningSecretUnavailable
 from workflows.clock import Clock, system_clock
+from workflows.domain.delivery import DeliveryResult
 
-DeliveryOutcome = Literal["delivered", "transient", "permanent"]
 # A plain check on the URL; it gets the address pinning but none of EgressPolicy's address rules.
 UrlCheck = Callable[[str], None]
 
@@ -76,30 +74,6 @@ def scheme_policy(url: str) -> None:
         raise EgressDenied(f"webhook url scheme '{parts.scheme}' is not allowed")
     if not host:
         raise EgressDenied("webhook url has no host")
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    outcome: DeliveryOutcome
-    status_code: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-
-
-class Deliverer(Protocol):
-    """What sends a webhook: HttpDeliverer, or a test double with the same contract."""
-
-    def deliver(
-        self,
-        url: str,
-        body: bytes,
-        webhook_id: str,
-        extra_headers: Mapping[str, str] | None = None,
-        *,
-        tenant_id: str | None = None,
-        method: str = "POST",
-        timeout: float | None = None,
-    ) -> DeliveryResult: ...
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -309,7 +283,6 @@ class HttpDeliverer:
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
-    "DeliveryOutcome",
     "DeliveryResult",
     "EgressDenied",
     "EgressPolicy",

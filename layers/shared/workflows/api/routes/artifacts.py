@@ -8,23 +8,21 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import RedirectResponse
 
-from workflows.adapters.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
 from workflows.api.auth import Caller
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import ArtifactId, RunId
 from workflows.api.schemas import ArtifactDetail, ArtifactList, ArtifactView, error_responses
 from workflows.clock import iso
-from workflows.services.access import readable_run
+from workflows.domain.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
 
 router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))
-def list_artifacts(run_id: RunId, principal: Caller, c: ContainerDep) -> ArtifactList:
+def list_artifacts(run_id: RunId, principal: Caller, c: Services) -> ArtifactList:
     """The run's artifacts, oldest first (metadata only)."""
-    readable_run(c, principal, run_id)  # 404 for a missing or another tenant's run
-    metas = c.artifacts.list(principal.tenant_id, run_id)
+    metas = c.artifact_service.list(principal, run_id)
     return ArtifactList(run_id=run_id, artifacts=[ArtifactView.of(meta) for meta in metas])
 
 
@@ -45,17 +43,17 @@ def get_artifact(
     run_id: RunId,
     artifact_id: ArtifactId,
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
     download: Annotated[bool, Query(description="stream the bytes instead of the metadata")] = False,
 ) -> ArtifactDetail | Response:
-    readable_run(c, principal, run_id)
-    meta = c.artifacts.get(principal.tenant_id, run_id, artifact_id)
+    artifacts = c.artifact_service
+    meta = artifacts.get(principal, run_id, artifact_id)
     if download:
         if meta.size_bytes > MAX_READ_BYTES:
             # Large contents never pass through the API function: S3 serves them directly.
-            return RedirectResponse(c.artifacts.presigned_url(meta), status_code=303)
+            return RedirectResponse(artifacts.download_url(meta, PRESIGNED_URL_SECONDS), status_code=303)
         return Response(
-            content=c.artifacts.read(meta),
+            content=artifacts.read(meta),
             media_type=meta.mime_type,
             headers={
                 "Content-Disposition": content_disposition(meta.name),
@@ -68,6 +66,6 @@ def get_artifact(
     view = ArtifactView.of(meta)
     return ArtifactDetail(
         **view.model_dump(),
-        download_url=c.artifacts.presigned_url(meta, PRESIGNED_URL_SECONDS),
+        download_url=artifacts.download_url(meta, PRESIGNED_URL_SECONDS),
         download_url_expires_at=expires,
     )

@@ -8,15 +8,13 @@ from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api.auth import Caller, require
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import RunId, StepId
 from workflows.api.schemas import error_responses
 from workflows.domain.definition import STEP_ID_PATTERN
-from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import RUNS_CONTROL, Principal
 from workflows.errors import NotFound, ValidationFailed
-from workflows.services.access import check_decide
 
 router = APIRouter(route_class=GuardedRoute)
 Controller = Annotated[Principal, Depends(require(RUNS_CONTROL))]
@@ -54,23 +52,17 @@ def decide_step(
     step_id: StepId,
     decision: str,
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
     body: Annotated[DecisionRequest | None, Body()] = None,
 ) -> ControlResponse:
     if decision not in ("approve", "reject"):
         raise NotFound(f"unknown decision '{decision}' (approve, reject)")
-    # workflows.runs.control, or a named assignee of the step (403 otherwise; 404 for a run
-    # of another tenant).
-    check_decide(c, principal, run_id, step_id)
     request = body or DecisionRequest()
-    # The decision is stored with the step's output and its events: bounded before anything.
-    check_size(request.fields, "fields", c.settings.max_decision_bytes)
-    result = c.control.decide(
-        principal.tenant_id,
+    result = c.control_service.decide(
+        principal,
         run_id,
         step_id,
         "approve" if decision == "approve" else "reject",
-        principal.user_id,
         comment=request.comment,
         fields=request.fields,
     )
@@ -86,7 +78,7 @@ def control_run(
     run_id: RunId,
     action: str,
     principal: Controller,
-    c: ContainerDep,
+    c: Services,
     body: Annotated[ControlRequest | None, Body()] = None,
 ) -> ControlResponse:
     request = body or ControlRequest()
@@ -94,9 +86,7 @@ def control_run(
         raise ValidationFailed(
             "from_step: only retry takes from_step", details=[{"field": "from_step", "message": "retry only"}]
         )
-    result = c.control.act(
-        principal.tenant_id, run_id, action, principal.user_id, from_step=request.from_step
-    )
+    result = c.control_service.act(principal, run_id, action, from_step=request.from_step)
     return ControlResponse(
         run_id=result.run_id, action=result.action, result=result.result, status=result.status
     )

@@ -7,21 +7,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.adapters.corpus import CorpusDocument
 from workflows.api.auth import require
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import DocId
 from workflows.api.schemas import error_responses
+from workflows.domain.corpus import CorpusDocument
 from workflows.domain.ids import DOCUMENT_ID_PATTERN
-from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
-from workflows.errors import PayloadTooLarge
 
 router = APIRouter(route_class=GuardedRoute)
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]
 Writer = Annotated[Principal, Depends(require(RUNS_CONTROL))]
-MAX_CONTENT_BYTES = 256 * 1024
 
 
 class DocumentIn(BaseModel):
@@ -45,38 +42,30 @@ class DocumentPage(BaseModel):
     response_model=CorpusDocument,
     responses=error_responses(400, 413, 415),
 )
-def add_document(body: DocumentIn, principal: Writer, c: ContainerDep) -> CorpusDocument:
+def add_document(body: DocumentIn, principal: Writer, c: Services) -> CorpusDocument:
     """Add a document (or replace the one with the same id)."""
-    # Stored as one item: each part is bounded before the write, naming the field.
-    content_bytes = len(body.content.encode("utf-8", "surrogatepass"))
-    if content_bytes > MAX_CONTENT_BYTES:
-        raise PayloadTooLarge(
-            f"content: {content_bytes} bytes of UTF-8, limit {MAX_CONTENT_BYTES}",
-            details=[{"field": "content", "message": f"{content_bytes} bytes, limit {MAX_CONTENT_BYTES}"}],
-        )
-    check_size(body.metadata, "metadata", c.settings.max_document_metadata_bytes)
-    return c.corpus.add(principal.tenant_id, body.content, body.metadata, doc_id=body.id)
+    return c.corpus_service.add(principal, body.content, body.metadata, body.id)
 
 
 @router.get("/corpus/documents", response_model=DocumentPage, responses=error_responses())
 def list_documents(
     principal: Reader,
-    c: ContainerDep,
+    c: Services,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[
         str | None, Query(pattern=DOCUMENT_ID_PATTERN, description="continue after this id")
     ] = None,
 ) -> DocumentPage:
-    documents, next_after = c.corpus.page(principal.tenant_id, limit=limit, after=after)
+    documents, next_after = c.corpus_service.page(principal, limit=limit, after=after)
     return DocumentPage(documents=documents, next_after=next_after)
 
 
 @router.get("/corpus/documents/{doc_id}", response_model=CorpusDocument, responses=error_responses(404))
-def get_document(doc_id: DocId, principal: Reader, c: ContainerDep) -> CorpusDocument:
-    return c.corpus.get(principal.tenant_id, doc_id)
+def get_document(doc_id: DocId, principal: Reader, c: Services) -> CorpusDocument:
+    return c.corpus_service.get(principal, doc_id)
 
 
 @router.delete("/corpus/documents/{doc_id}", status_code=204, responses=error_responses(404))
-def delete_document(doc_id: DocId, principal: Writer, c: ContainerDep) -> Response:
-    c.corpus.delete(principal.tenant_id, doc_id)
+def delete_document(doc_id: DocId, principal: Writer, c: Services) -> Response:
+    c.corpus_service.delete(principal, doc_id)
     return Response(status_code=204)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from workflows.api import cursor
 from workflows.api.auth import Caller, Submitter
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.routes.runs import IdempotencyKey, accepted
 from workflows.api.schemas import (
@@ -32,8 +32,7 @@ from workflows.api.schemas import (
 )
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run
-from workflows.services.definitions import DefinitionService, dry_run
-from workflows.services.runs import RunService
+from workflows.services.definitions import dry_run
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -45,9 +44,9 @@ Cursor = Annotated[str | None, Query(alias="cursor", description="next_cursor of
     "", status_code=201, response_model=DefinitionView, responses=error_responses(400, 409, 413, 415)
 )
 def create_definition(
-    body: WorkflowDefinition, response: Response, principal: Caller, c: ContainerDep
+    body: WorkflowDefinition, response: Response, principal: Caller, c: Services
 ) -> DefinitionView:
-    head, version = DefinitionService(c).create(principal, body)
+    head, version = c.definition_service.create(principal, body)
     response.headers["Location"] = definition_links(head.workflow_id).self
     return DefinitionView.of_version(head, version)
 
@@ -55,14 +54,14 @@ def create_definition(
 @router.get("", response_model=DefinitionList, responses=error_responses(400))
 def list_definitions(
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
     limit: Limit = 50,
     include_deleted: bool = False,
     cursor_: Cursor = None,
 ) -> DefinitionList:
     """The caller's workflows, newest first; active ones unless include_deleted=true."""
     scope = ["definitions", principal.tenant_id, include_deleted]
-    heads, position = DefinitionService(c).list_workflows(
+    heads, position = c.definition_service.list_workflows(
         principal, include_deleted=include_deleted, limit=limit, start=cursor.decode(cursor_, scope)
     )
     return DefinitionList(
@@ -71,9 +70,9 @@ def list_definitions(
 
 
 @router.post("/validate", response_model=ValidationReportView, responses=error_responses(400, 415))
-def validate_definition(body: Annotated[dict[str, Any], Body()], c: ContainerDep, principal: Caller) -> Any:
+def validate_definition(body: Annotated[dict[str, Any], Body()], c: Services, principal: Caller) -> Any:
     """Dry run: every problem a create would refuse (200 even when invalid), and warnings."""
-    report = dry_run(body, c.settings)
+    report = dry_run(body, c.settings, c.registry)
     return ValidationReportView(
         valid=report.valid,
         errors=[ValidationIssue(**e) for e in report.errors],
@@ -85,17 +84,17 @@ def validate_definition(body: Annotated[dict[str, Any], Body()], c: ContainerDep
 def get_definition(
     workflow_id: UUID,
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
 ) -> DefinitionView:
-    head, stored = DefinitionService(c).get(principal, str(workflow_id), version)
+    head, stored = c.definition_service.get(principal, str(workflow_id), version)
     return DefinitionView.of_version(head, stored)
 
 
 @router.delete("/{workflow_id:uuid}", response_model=DefinitionSummary, responses=error_responses(404, 409))
-def delete_definition(workflow_id: UUID, principal: Caller, c: ContainerDep) -> DefinitionSummary:
+def delete_definition(workflow_id: UUID, principal: Caller, c: Services) -> DefinitionSummary:
     """Soft delete: the workflow stays readable, but can no longer be run or versioned."""
-    return DefinitionSummary.of(DefinitionService(c).delete(principal, str(workflow_id)))
+    return DefinitionSummary.of(c.definition_service.delete(principal, str(workflow_id)))
 
 
 @router.post(
@@ -105,10 +104,10 @@ def delete_definition(workflow_id: UUID, principal: Caller, c: ContainerDep) -> 
     responses=error_responses(400, 404, 409, 413, 415),
 )
 def create_version(
-    workflow_id: UUID, body: DefinitionDraft, response: Response, principal: Caller, c: ContainerDep
+    workflow_id: UUID, body: DefinitionDraft, response: Response, principal: Caller, c: Services
 ) -> DefinitionView:
     draft = body.model_dump(exclude={"version"})
-    head, stored = DefinitionService(c).add_version(
+    head, stored = c.definition_service.add_version(
         principal, str(workflow_id), draft, expected_version=body.version
     )
     response.headers["Location"] = f"{definition_links(head.workflow_id).self}?version={stored.version}"
@@ -119,14 +118,14 @@ def create_version(
 def list_versions(
     workflow_id: UUID,
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
     limit: Limit = 50,
     cursor_: Cursor = None,
 ) -> VersionList:
     """Every version of the workflow, newest first (without the definitions themselves)."""
     wid = str(workflow_id)
     scope = ["versions", principal.tenant_id, wid]
-    _, versions, position = DefinitionService(c).list_versions(
+    _, versions, position = c.definition_service.list_versions(
         principal, wid, limit=limit, start=cursor.decode(cursor_, scope)
     )
     base = definition_links(wid).self
@@ -157,7 +156,7 @@ def submit_saved_run(
     workflow_id: UUID,
     response: Response,
     principal: Submitter,
-    c: ContainerDep,
+    c: Services,
     body: SavedRunRequest | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:
@@ -166,10 +165,10 @@ def submit_saved_run(
     wid = str(workflow_id)
 
     def submit() -> Run:
-        return DefinitionService(c).submit_run(principal, wid, body.inputs, body.version)
+        return c.definition_service.submit_run(principal, wid, body.inputs, body.version)
 
     request = {"route": f"workflows/{wid}/runs", "body": body.model_dump(mode="json")}
-    run, replayed = RunService(c).submit_once(principal, idempotency_key, request, submit)
+    run, replayed = c.run_service.submit_once(principal, idempotency_key, request, submit)
     return accepted(run, response, replayed=replayed)
 
 
@@ -184,7 +183,7 @@ def submit_saved_run_alias(
     workflow_id: UUID,
     response: Response,
     principal: Submitter,
-    c: ContainerDep,
+    c: Services,
     body: SavedRunRequest | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:

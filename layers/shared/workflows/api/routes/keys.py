@@ -6,24 +6,21 @@ SHA-256) and metadata are known. Revocation applies to the next request made wit
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.adapters.api_keys import ApiKeyRecord
 from workflows.api import cursor
 from workflows.api.auth import require
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import KeyId
 from workflows.api.schemas import PREFIX, error_responses
 from workflows.clock import iso
+from workflows.domain.api_keys import ApiKeyRecord
 from workflows.domain.ids import USER_ID_PATTERN
 from workflows.domain.principal import ADMIN, Principal
-from workflows.errors import ValidationFailed
-from workflows.services.access import role_permissions
 
 router = APIRouter(route_class=GuardedRoute, tags=["api-keys"])
 Admin = Annotated[Principal, Depends(require(ADMIN))]
@@ -85,25 +82,14 @@ class KeyList(BaseModel):
 
 
 @router.post("/api-keys", status_code=201, response_model=KeyCreated, responses=error_responses(400, 415))
-def create_key(body: KeyCreate, response: Response, principal: Admin, c: ContainerDep) -> KeyCreated:
+def create_key(body: KeyCreate, response: Response, principal: Admin, c: Services) -> KeyCreated:
     """A key for a user of the caller's tenant. The answer is the only time the key is shown."""
-    known = role_permissions(c.settings.role_permissions)
-    unknown = [role for role in body.roles if role not in known]
-    if unknown:
-        details = [{"field": "roles", "message": f"unknown role '{role}'"} for role in unknown]
-        raise ValidationFailed(
-            f"roles: unknown role '{unknown[0]}' ({', '.join(sorted(known))})", details=details
-        )
-    expires_at = None
-    if body.expires_in_days is not None:
-        expires_at = int((c.clock() + timedelta(days=body.expires_in_days)).timestamp())
-    key, record = c.api_keys.create(
-        principal.tenant_id,
-        body.user_id,
-        sorted(set(body.roles)),
+    key, record = c.key_service.create(
+        principal,
+        user_id=body.user_id,
+        roles=body.roles,
         name=body.name,
-        created_by=principal.user_id,
-        expires_at=expires_at,
+        expires_in_days=body.expires_in_days,
     )
     view = KeyView.of(record, "active")
     response.headers["Location"] = view.self
@@ -114,29 +100,27 @@ def create_key(body: KeyCreate, response: Response, principal: Admin, c: Contain
 @router.get("/api-keys", response_model=KeyList, responses=error_responses(400))
 def list_keys(
     principal: Admin,
-    c: ContainerDep,
+    c: Services,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor_: Annotated[str | None, Query(alias="cursor")] = None,
 ) -> KeyList:
     """The tenant's keys, newest first (revoked and expired ones included)."""
     scope = ["api-keys", principal.tenant_id]
-    records, position = c.api_keys.list_for_tenant(
-        principal.tenant_id, limit=limit, start=cursor.decode(cursor_, scope)
-    )
-    now = c.clock()
+    keys = c.key_service
+    records, position = keys.list(principal, limit=limit, start=cursor.decode(cursor_, scope))
     return KeyList(
-        keys=[KeyView.of(r, r.state(now)) for r in records], next_cursor=cursor.encode(position, scope)
+        keys=[KeyView.of(r, keys.now_state(r)) for r in records], next_cursor=cursor.encode(position, scope)
     )
 
 
 @router.get("/api-keys/{key_id}", response_model=KeyView, responses=error_responses(404))
-def get_key(key_id: KeyId, principal: Admin, c: ContainerDep) -> KeyView:
-    record = c.api_keys.get(principal.tenant_id, key_id)
-    return KeyView.of(record, record.state(c.clock()))
+def get_key(key_id: KeyId, principal: Admin, c: Services) -> KeyView:
+    record = c.key_service.get(principal, key_id)
+    return KeyView.of(record, c.key_service.now_state(record))
 
 
 @router.delete("/api-keys/{key_id}", response_model=KeyView, responses=error_responses(404))
-def revoke_key(key_id: KeyId, principal: Admin, c: ContainerDep) -> KeyView:
+def revoke_key(key_id: KeyId, principal: Admin, c: Services) -> KeyView:
     """Revoke the key: refused from the next request on. Revoking again changes nothing."""
-    record = c.api_keys.revoke(principal.tenant_id, key_id, principal.user_id)
-    return KeyView.of(record, record.state(c.clock()))
+    record = c.key_service.revoke(principal, key_id)
+    return KeyView.of(record, c.key_service.now_state(record))

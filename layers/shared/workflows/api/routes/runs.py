@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from workflows.api import cursor
 from workflows.api.auth import Caller, Submitter, require
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import RunId
 from workflows.api.schemas import (
@@ -28,9 +28,7 @@ from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.redaction import redact_definition
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import ValidationFailed
-from workflows.services.access import check_read_run, readable_run
 from workflows.services.definitions import check_inputs, inputs_schema_errors
-from workflows.services.runs import RunService
 
 router = APIRouter(route_class=GuardedRoute)
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]
@@ -64,10 +62,10 @@ def submit_adhoc_run(
     body: AdhocRunRequest,
     response: Response,
     principal: Submitter,
-    c: ContainerDep,
+    c: Services,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:
-    service = RunService(c)
+    service = c.run_service
 
     def submit() -> Run:
         schema_errors = inputs_schema_errors(body.definition, "definition.")
@@ -93,7 +91,7 @@ def submit_adhoc_run_alias(
     body: AdhocRunRequest,
     response: Response,
     principal: Submitter,
-    c: ContainerDep,
+    c: Services,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:
     """The original module's name for POST /runs."""
@@ -103,7 +101,7 @@ def submit_adhoc_run_alias(
 @router.get("/runs", response_model=RunList, responses=error_responses(400))
 def list_runs(
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
     status: Annotated[list[RunStatus] | None, Query(description="repeatable")] = None,
     workflow_id: Annotated[UUID | None, Query(description="only this workflow's runs")] = None,
     created_after: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
@@ -123,15 +121,14 @@ def list_runs(
     owner = None if principal.can(RUNS_READ) else principal.user_id
     wid = None if workflow_id is None else str(workflow_id)
     scope = ["runs", principal.tenant_id, wid, ",".join(statuses), after, before, owner]
-    runs, position = c.runs.list_runs(
-        principal.tenant_id,
+    runs, position = c.queries.list_runs(
+        principal,
         workflow_id=wid,
         statuses=statuses,
         created_after=after,
         created_before=before,
         limit=limit,
         start=cursor.decode(cursor_, scope),
-        owner_id=owner,
     )
     return RunList(runs=[RunView.of(run) for run in runs], next_cursor=cursor.encode(position, scope))
 
@@ -152,29 +149,28 @@ def _utc(moment: datetime, field: str) -> datetime:
 def get_run(
     run_id: RunId,
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
 ) -> RunView:
-    return RunView.of(readable_run(c, principal, run_id))
+    return RunView.of(c.queries.get(principal, run_id))
 
 
 @router.get("/runs/{run_id}/events", response_model=EventsPage, responses=error_responses(404))
 def list_run_events(
     run_id: RunId,
     principal: Caller,
-    c: ContainerDep,
+    c: Services,
     since: Annotated[int, Query(ge=0, le=2**53, description="return events with event_seq > since")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     types: Annotated[list[str] | None, Query(description="comma-separated or repeated")] = None,
 ) -> EventsPage:
     wanted = sorted({t.strip() for value in types or [] for t in value.split(",") if t.strip()})
-    run = readable_run(c, principal, run_id)  # 404 for a missing or another tenant's run
-    page = c.runs.list_events(principal.tenant_id, run_id, since=since, limit=limit, types=wanted, run=run)
+    page = c.queries.events(principal, run_id, since=since, limit=limit, types=wanted)
     return EventsPage(run_id=run_id, events=page.events, next_since=page.next_since, has_more=page.has_more)
 
 
 @router.get("/runs/{run_id}/definition", response_model=WorkflowDefinition, responses=error_responses(404))
-def get_run_definition(run_id: RunId, principal: Caller, c: ContainerDep) -> WorkflowDefinition:
+def get_run_definition(run_id: RunId, principal: Caller, c: Services) -> WorkflowDefinition:
     """The exact definition snapshot the run executes."""
-    run, definition = c.runs.get_with_definition(principal.tenant_id, run_id)
-    check_read_run(principal, run)
-    return redact_definition(definition)  # inline credentials never leave (docs/auth.md)
+    return redact_definition(
+        c.queries.definition(principal, run_id)
+    )  # inline credentials never leave (docs/auth.md)

@@ -8,15 +8,15 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.adapters.schedules import Schedule
 from workflows.api import cursor
 from workflows.api.auth import require
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import ScheduleId
 from workflows.api.schemas import PREFIX, error_responses
 from workflows.clock import iso
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
+from workflows.domain.schedules import Schedule
 from workflows.errors import ValidationFailed
 from workflows.services.schedules import ScheduleService
 
@@ -131,11 +131,9 @@ class ScheduleList(BaseModel):
     response_model=ScheduleView,
     responses=error_responses(400, 404, 409, 415),
 )
-def create_schedule(
-    body: ScheduleCreate, response: Response, principal: Writer, c: ContainerDep
-) -> ScheduleView:
+def create_schedule(body: ScheduleCreate, response: Response, principal: Writer, c: Services) -> ScheduleView:
     """Run a saved workflow on a schedule (404 for an unknown or another tenant's workflow)."""
-    service = ScheduleService(c)
+    service = c.schedule_service
     schedule = service.create(
         principal,
         workflow_id=str(body.workflow_id),
@@ -153,13 +151,13 @@ def create_schedule(
 @router.get("/schedules", response_model=ScheduleList, responses=error_responses(400))
 def list_schedules(
     principal: Reader,
-    c: ContainerDep,
+    c: Services,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor_: Annotated[
         str | None, Query(alias="cursor", description="next_cursor of the previous page")
     ] = None,
 ) -> ScheduleList:
-    service = ScheduleService(c)
+    service = c.schedule_service
     scope = ["schedules", principal.tenant_id]
     schedules, position = service.list(principal, limit=limit, start=cursor.decode(cursor_, scope))
     return ScheduleList(
@@ -168,8 +166,8 @@ def list_schedules(
 
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleView, responses=error_responses(404))
-def get_schedule(schedule_id: ScheduleId, principal: Reader, c: ContainerDep) -> ScheduleView:
-    service = ScheduleService(c)
+def get_schedule(schedule_id: ScheduleId, principal: Reader, c: Services) -> ScheduleView:
+    service = c.schedule_service
     return ScheduleView.of(service.get(principal, schedule_id), service)
 
 
@@ -177,7 +175,7 @@ def get_schedule(schedule_id: ScheduleId, principal: Reader, c: ContainerDep) ->
     "/schedules/{schedule_id}", response_model=ScheduleView, responses=error_responses(404, 409, 415)
 )
 def update_schedule(
-    schedule_id: ScheduleId, body: SchedulePatch, principal: Writer, c: ContainerDep
+    schedule_id: ScheduleId, body: SchedulePatch, principal: Writer, c: Services
 ) -> ScheduleView:
     """Enable or disable, or change expression, timezone, inputs or the pinned version."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
@@ -190,12 +188,12 @@ def update_schedule(
         details.append({"field": "body", "message": "name at least one field to change"})
     if details:
         raise ValidationFailed(f"{details[0]['field']}: {details[0]['message']}", details=details)
-    service = ScheduleService(c)
+    service = c.schedule_service
     return ScheduleView.of(service.update(principal, schedule_id, changes), service)
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204, responses=error_responses(404))
-def delete_schedule(schedule_id: ScheduleId, principal: Writer, c: ContainerDep) -> Response:
+def delete_schedule(schedule_id: ScheduleId, principal: Writer, c: Services) -> Response:
     """Delete the schedule: nothing fires any more (a fire already in flight is ignored)."""
-    ScheduleService(c).delete(principal, schedule_id)
+    c.schedule_service.delete(principal, schedule_id)
     return Response(status_code=204)

@@ -11,13 +11,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.adapters.secrets import MAX_VALUE_BYTES
 from workflows.api.auth import require
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import SecretName
 from workflows.api.schemas import PREFIX, error_responses
 from workflows.domain.principal import ADMIN, Principal
+from workflows.domain.secret_refs import MAX_SECRET_BYTES as MAX_VALUE_BYTES
 
 router = APIRouter(route_class=GuardedRoute, tags=["secrets"])
 Admin = Annotated[Principal, Depends(require(ADMIN))]
@@ -44,19 +44,19 @@ def _view(name: str) -> SecretView:
 
 
 @router.put("/secrets/{name}", response_model=SecretView, responses=error_responses(404))
-def put_secret(name: SecretName, body: SecretValue, principal: Admin, c: ContainerDep) -> SecretView:
+def put_secret(name: SecretName, body: SecretValue, principal: Admin, c: Services) -> SecretView:
     """Create or replace a secret of the caller's tenant. The answer never holds the value."""
-    c.secrets.put(principal.tenant_id, name, body.value)
+    c.secret_service.put(principal, name, body.value)
     return _view(name)
 
 
 @router.get("/secrets", response_model=SecretList, responses=error_responses())
-def list_secrets(principal: Admin, c: ContainerDep) -> SecretList:
+def list_secrets(principal: Admin, c: Services) -> SecretList:
     """The tenant's secret names (never their values)."""
-    return SecretList(secrets=[_view(name) for name in c.secrets.names(principal.tenant_id)])
+    return SecretList(secrets=[_view(name) for name in c.secret_service.names(principal)])
 
 
 @router.delete("/secrets/{name}", status_code=204, responses=error_responses(404))
-def delete_secret(name: SecretName, principal: Admin, c: ContainerDep) -> Response:
-    c.secrets.delete(principal.tenant_id, name)
+def delete_secret(name: SecretName, principal: Admin, c: Services) -> Response:
+    c.secret_service.delete(principal, name)
     return Response(status_code=204)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.routes.runs import Reader
 from workflows.api.schemas import StepTypeList, StepTypeView, error_responses
-from workflows.steps.registry import REGISTRY
 
 router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/step-types", response_model=StepTypeList, responses=error_responses())
-def list_step_types(principal: Reader) -> StepTypeList:
+def list_step_types(principal: Reader, c: Services) -> StepTypeList:
     return StepTypeList(
         step_types=[
             StepTypeView(
@@ -23,6 +23,6 @@ def list_step_types(principal: Reader) -> StepTypeList:
                 example=dict(step.example),
                 min_engine_version=step.min_engine_version,
             )
-            for step in sorted(REGISTRY.values(), key=lambda s: s.name)
+            for step in c.queries.step_types()
         ]
     )

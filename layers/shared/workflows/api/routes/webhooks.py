@@ -17,14 +17,14 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from workflows.adapters.dlq import DlqRow
 from workflows.api import cursor
 from workflows.api.auth import require
-from workflows.api.deps import ContainerDep
+from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import RowId, RunId
+from workflows.domain.dlq import DlqRow
 from workflows.domain.principal import RUNS_CONTROL, Principal
-from workflows.domain.run import EventType, RunEvent
+from workflows.domain.run import RunEvent
 from workflows.services.webhooks.journal import ERROR_CHARS, host_of
 
 router = APIRouter(route_class=GuardedRoute, tags=["webhooks"])
@@ -152,7 +152,7 @@ class DeliveriesPage(BaseModel):
 )
 def list_dlq_rows(
     principal: Operator,
-    c: ContainerDep,
+    c: Services,
     status: Annotated[
         list[Literal["pending", "delivered", "exhausted"]] | None, Query(description="repeatable")
     ] = None,
@@ -164,8 +164,8 @@ def list_dlq_rows(
     statuses = sorted(set(status or []))
     rid = None if run_id is None else str(run_id)
     scope = ["webhook-dlq", principal.tenant_id, ",".join(statuses), rid]
-    rows, position = c.dlq.list_for_tenant(
-        principal.tenant_id,
+    rows, position = c.deliveries.list(
+        principal,
         statuses=statuses,
         run_id=rid,
         limit=limit,
@@ -182,8 +182,8 @@ def list_dlq_rows(
     responses=_errors(401, 403, 404, 422, 503),
     summary="Get a webhook DLQ row",
 )
-def get_dlq_row(row_id: RowId, principal: Operator, c: ContainerDep) -> DlqRowView:
-    return DlqRowView.of(c.dlq.get(principal.tenant_id, row_id))
+def get_dlq_row(row_id: RowId, principal: Operator, c: Services) -> DlqRowView:
+    return DlqRowView.of(c.deliveries.get(principal, row_id))
 
 
 @router.post(
@@ -192,13 +192,13 @@ def get_dlq_row(row_id: RowId, principal: Operator, c: ContainerDep) -> DlqRowVi
     responses=_errors(401, 403, 404, 409, 422, 503),
     summary="Replay a webhook DLQ row now",
 )
-def replay_dlq_row(row_id: RowId, principal: Operator, c: ContainerDep) -> ReplayView:
+def replay_dlq_row(row_id: RowId, principal: Operator, c: Services) -> ReplayView:
     """One delivery attempt now, with the row's webhook-id, whatever its status.
 
     The attempt is recorded like the retry worker's (and on the run as a `webhook_delivery`
     event); the answer is the row afterwards with the attempt's outcome.
     """
-    attempt = c.dlq_worker.replay(principal.tenant_id, row_id)
+    attempt = c.deliveries.replay(principal, row_id)
     view = DlqRowView.of(attempt.row)
     result = attempt.result
     return ReplayView(
@@ -220,20 +220,12 @@ def replay_dlq_row(row_id: RowId, principal: Operator, c: ContainerDep) -> Repla
 def list_run_deliveries(
     run_id: RunId,
     principal: Operator,
-    c: ContainerDep,
+    c: Services,
     since: Annotated[int, Query(ge=0, description="return deliveries with event_seq > since")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveriesPage:
     """The run's `webhook_delivery` events, oldest first (a page may be short; see next_since)."""
-    run = c.runs.get(principal.tenant_id, run_id)  # 404 for a run that does not exist (or not yours)
-    page = c.runs.list_events(
-        principal.tenant_id,
-        run_id,
-        since=since,
-        limit=limit,
-        types=[EventType.WEBHOOK_DELIVERY.value],
-        run=run,
-    )
+    page = c.queries.deliveries(principal, run_id, since=since, limit=limit)
     return DeliveriesPage(
         run_id=run_id, deliveries=page.events, next_since=page.next_since, has_more=page.has_more
     )

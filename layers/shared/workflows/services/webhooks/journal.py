@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from workflows.adapters.runs import RunRepository
 from workflows.domain.run import EventType, NewEvent
 from workflows.errors import NotFound
 from workflows.observability import logger
+from workflows.ports import RunStore
 
 if TYPE_CHECKING:
     # Annotations only: the API reads the journal's helpers without loading httpx (cold start).
-    from workflows.adapters.http.delivery import DeliveryResult
+    from workflows.domain.delivery import DeliveryResult
 
 ERROR_CHARS = 200
 
@@ -60,7 +60,7 @@ def delivery_payload(
 class DeliveryJournal:
     """Appends `webhook_delivery` events without changing the run's state."""
 
-    def __init__(self, runs: RunRepository) -> None:
+    def __init__(self, runs: RunStore) -> None:
         self._runs = runs
 
     def record(self, tenant_id: str, run_id: str, payload: dict[str, Any]) -> bool:

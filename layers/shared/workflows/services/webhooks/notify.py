@@ -23,13 +23,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
-from workflows.adapters.http.delivery import Deliverer, DeliveryResult
-from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, system_clock
+from workflows.domain.delivery import DeliveryResult
+from workflows.domain.dlq import DlqRow
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import Conflict
 from workflows.observability import logger
+from workflows.ports import Deliverer, DlqStore, RunStore
 from workflows.services.webhooks.journal import DeliveryJournal, delivery_payload, host_of
 
 # Paths of the public API the notification links to (relative to the API's base URL).
@@ -83,8 +83,8 @@ class CompletionNotifier:
     def __init__(
         self,
         deliverer: Deliverer,
-        dlq_repo: WebhookDlqRepository,
-        runs_repo: RunRepository,
+        dlq_repo: DlqStore,
+        runs_repo: RunStore,
         *,
         clock: Clock = system_clock,
     ) -> None:

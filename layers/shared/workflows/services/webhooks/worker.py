@@ -14,7 +14,6 @@ that no longer exists does not stop the worker. `replay` is an operator's immedi
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
@@ -23,17 +22,14 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from workflows.adapters.dlq import DlqRow, WebhookDlqRepository
-from workflows.adapters.http.delivery import Deliverer, DeliveryResult, HttpDeliverer
-from workflows.adapters.http.egress import EgressPolicy
-from workflows.adapters.http.signing_secrets import SigningSecrets
-from workflows.adapters.runs import RunRepository
 from workflows.clock import Clock, system_clock
-from workflows.domain.secret_refs import SecretUnavailable, scrub
+from workflows.domain.delivery import DeliveryResult
+from workflows.domain.dlq import DlqRow
+from workflows.domain.secret_refs import SecretUnavailable, resolve_request, scrub
 from workflows.errors import DomainError
 from workflows.observability import logger, metrics
+from workflows.ports import Deliverer, DlqStore, RunStore, SecretLookup
 from workflows.services.webhooks.journal import DeliveryJournal, DeliverySource, delivery_payload
-from workflows.services.webhooks.secrets import SecretLookup, resolve_request
 from workflows.settings import Settings
 
 # Room left at the end of an invocation: one delivery's timeout plus this, to record its outcome.
@@ -83,14 +79,14 @@ class Attempt:
 class DlqWorker:
     def __init__(
         self,
-        repo: WebhookDlqRepository,
+        repo: DlqStore,
         deliverer: Deliverer,
         settings: Settings,
         *,
         clock: Clock = system_clock,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
-        runs: RunRepository | None = None,
+        runs: RunStore | None = None,
         secrets: SecretLookup | None = None,
     ) -> None:
         self._repo = repo
@@ -268,36 +264,6 @@ def _row_keys(row: DlqRow) -> dict[str, Any]:
     return {"dlq_id": row.id, "tenant_id": row.tenant_id, "run_id": row.run_id, "webhook_id": row.webhook_id}
 
 
-def build_dlq_worker(
-    settings: Settings,
-    dynamodb_client: Any,
-    *,
-    clock: Clock = system_clock,
-    runs: RunRepository | None = None,
-    secret_lookup: SecretLookup | None = None,
-) -> tuple[WebhookDlqRepository, DlqWorker]:
-    """The repository and worker as the composition root wires them.
-
-    With `runs`, every attempt is appended to its run as a `webhook_delivery` event. The signing
-    secrets are read when the first delivery needs them (Secrets Manager when deployed).
-    """
-    secrets = SigningSecrets.from_settings(settings)
-    repo = WebhookDlqRepository(
-        dynamodb_client,
-        settings.webhook_dlq_table,
-        clock=clock,
-        retention_days=settings.run_retention_days,
-    )
-    # Called from the composition root, which owns the environment: the per-tenant
-    # WORKFLOWS_WEBHOOK_{ALLOW,DENY}LIST_<TENANT> overrides are read here, once.
-    policy = EgressPolicy.from_settings(settings, os.environ)
-    deliverer = HttpDeliverer(secrets, timeout=settings.webhook_dlq_timeout_sec, policy=policy, clock=clock)
-    worker = DlqWorker(
-        repo, deliverer, settings, clock=clock, sleep=time.sleep, runs=runs, secrets=secret_lookup
-    )
-    return repo, worker
-
-
 __all__ = [
     "LEASE_SLACK_SEC",
     "SAFETY_MARGIN_SEC",
@@ -307,5 +273,4 @@ __all__ = [
     "DlqWorker",
     "WorkerReport",
     "backoff_seconds",
-    "build_dlq_worker",
 ]

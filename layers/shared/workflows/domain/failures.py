@@ -1,4 +1,5 @@
-"""Errors a step raises. A StepFailed is recorded on the run; anything else is transient."""
+"""How a step fails: a StepFailed is recorded on the run (and routed by on_failure / on_timeout);
+anything else a step raises is transient, and its message is redelivered."""
 
 from __future__ import annotations
 

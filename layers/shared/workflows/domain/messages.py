@@ -9,11 +9,9 @@ stale; duplicates and late deliveries therefore change nothing.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
-from workflows.adapters.aws import aws_errors
 
 PROTOCOL_VERSION = 1
 
@@ -64,18 +62,3 @@ def parse_message(body: str) -> AdvanceMessage | StartScheduledRun:
     if isinstance(document, dict):
         document.setdefault("kind", "advance")
     return _DISPATCH_MESSAGE.validate_python(document)
-
-
-class DispatchQueue:
-    """Sends kicks to the dispatch queue. SQS caps DelaySeconds at 900; longer waits chain."""
-
-    MAX_DELAY_SECONDS = 900
-
-    def __init__(self, client: Any, queue_url: str) -> None:
-        self._client = client
-        self._url = queue_url
-
-    def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None:
-        delay = max(0, min(int(delay_seconds), self.MAX_DELAY_SECONDS))
-        with aws_errors():
-            self._client.send_message(QueueUrl=self._url, MessageBody=message.to_body(), DelaySeconds=delay)

@@ -1,0 +1,23 @@
+"""The SQS dispatch queue: sends kicks. SQS caps DelaySeconds at 900; longer waits chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workflows.adapters.aws import aws_errors
+from workflows.domain.messages import AdvanceMessage
+
+
+class SqsDispatchQueue:
+    """Sends kicks to the dispatch queue. SQS caps DelaySeconds at 900; longer waits chain."""
+
+    MAX_DELAY_SECONDS = 900
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._url = queue_url
+
+    def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None:
+        delay = max(0, min(int(delay_seconds), self.MAX_DELAY_SECONDS))
+        with aws_errors():
+            self._client.send_message(QueueUrl=self._url, MessageBody=message.to_body(), DelaySeconds=delay)

@@ -1,0 +1,277 @@
+"""The ports: what the engine and the services need from the outside world, as Protocols.
+
+Each has an AWS adapter in `workflows.adapters` (DynamoDB, SQS, EventBridge Scheduler, S3,
+SSM, HTTP) and an in-memory fake in `tests/fakes.py`; one parametrised contract suite
+(`tests/contract/test_ports.py`) holds both to the same rules. The composition roots in
+`workflows.roots` choose which one a function gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from workflows.domain.api_keys import ApiKeyRecord
+from workflows.domain.artifacts import ArtifactMeta
+from workflows.domain.corpus import CorpusDocument
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.delivery import DeliveryResult
+from workflows.domain.dlq import DlqRow
+from workflows.domain.idempotency import Claim, IdempotencyRecord
+from workflows.domain.json import JsonObject
+from workflows.domain.messages import AdvanceMessage
+from workflows.domain.paging import Position
+from workflows.domain.quotas import WindowCount
+from workflows.domain.run import EventPage, NewEvent, Run
+from workflows.domain.schedules import Schedule
+from workflows.domain.workflows import WorkflowHead, WorkflowVersion
+
+Clock = Callable[[], datetime]
+
+
+class RunStore(Protocol):
+    """Runs, their pinned definitions and their event logs (docs/storage.md)."""
+
+    def create(self, run: Run, definition: WorkflowDefinition) -> None: ...
+
+    def transition(self, run: Run, changes: Mapping[str, object], events: Sequence[NewEvent]) -> Run:
+        """Apply `changes` to the run as read and append `events`; StaleWrite if it moved."""
+
+    def append_events(self, tenant_id: str, run_id: str, events: Sequence[NewEvent]) -> list[int]: ...
+
+    def get(self, tenant_id: str, run_id: str) -> Run: ...
+
+    def get_with_definition(self, tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]: ...
+
+    def list_events(
+        self,
+        tenant_id: str,
+        run_id: str,
+        *,
+        since: int = 0,
+        limit: int = 100,
+        types: Sequence[str] = (),
+        run: Run | None = None,
+    ) -> EventPage: ...
+
+    def list_runs(
+        self,
+        tenant_id: str,
+        *,
+        workflow_id: str | None = None,
+        statuses: Sequence[str] = (),
+        created_after: str | None = None,
+        created_before: str | None = None,
+        limit: int = 50,
+        start: Position | None = None,
+        owner_id: str | None = None,
+    ) -> tuple[list[Run], Position | None]: ...
+
+
+class DispatchQueue(Protocol):
+    """Where kicks go; a delay is at most SQS's 900 s (longer waits chain)."""
+
+    def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None: ...
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, tenant_id: str, user_id: str, key: str, body_hash: str) -> Claim: ...
+
+    def complete(self, tenant_id: str, user_id: str, key: str, token: str, run_id: str) -> None: ...
+
+    def release(self, tenant_id: str, user_id: str, key: str, token: str) -> None: ...
+
+    def get(self, tenant_id: str, user_id: str, key: str) -> IdempotencyRecord | None: ...
+
+
+class DefinitionStore(Protocol):
+    def create(
+        self, tenant_id: str, user_id: str, workflow_id: str, definition: WorkflowDefinition
+    ) -> WorkflowHead: ...
+
+    def add_version(
+        self, head: WorkflowHead, user_id: str, definition: WorkflowDefinition
+    ) -> WorkflowHead: ...
+
+    def mark_deleted(self, tenant_id: str, workflow_id: str) -> WorkflowHead: ...
+
+    def get_head(self, tenant_id: str, workflow_id: str) -> WorkflowHead: ...
+
+    def get_version(self, tenant_id: str, workflow_id: str, version: int) -> WorkflowVersion: ...
+
+    def list_heads(
+        self,
+        tenant_id: str,
+        *,
+        include_deleted: bool,
+        limit: int,
+        start: Position | None,
+        created_by: str | None = None,
+    ) -> tuple[list[WorkflowHead], Position | None]: ...
+
+    def list_versions(
+        self, tenant_id: str, workflow_id: str, *, limit: int, start: Position | None
+    ) -> tuple[list[WorkflowVersion], Position | None]: ...
+
+
+class QuotaStore(Protocol):
+    """Atomic counters: submission windows, scheduled-run budgets, execution slots."""
+
+    def count(self, tenant_id: str, user_id: str, window: str, limit: int, now: datetime) -> WindowCount: ...
+
+    def count_fire(self, tenant_id: str, limit: int, now: datetime) -> WindowCount: ...
+
+    def uncount(self, tenant_id: str, user_id: str, window: str, now: datetime) -> None: ...
+
+    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> tuple[bool, set[str]]: ...
+
+    def release_slot(self, tenant_id: str, run_id: str) -> None: ...
+
+    def healed_at(self, tenant_id: str) -> int | None: ...
+
+    def mark_healed(self, tenant_id: str, previous: int | None, now: int) -> bool: ...
+
+
+class ScheduleStore(Protocol):
+    def create(self, schedule: Schedule) -> None: ...
+
+    def get(self, tenant_id: str, schedule_id: str) -> Schedule: ...
+
+    def count(self, tenant_id: str, at_most: int) -> int: ...
+
+    def list(
+        self, tenant_id: str, *, limit: int, start: Position | None
+    ) -> tuple[list[Schedule], Position | None]: ...
+
+    def update(self, old: Schedule, new: Schedule) -> None: ...
+
+    def delete(self, tenant_id: str, schedule_id: str) -> None: ...
+
+    def record_fire(
+        self, tenant_id: str, schedule_id: str, scheduled_time: str, fire: Mapping[str, object]
+    ) -> bool:
+        """Record a fire's outcome unless one as late or later is recorded already."""
+
+
+class ScheduleTriggers(Protocol):
+    """What fires schedules (EventBridge Scheduler): one trigger per schedule."""
+
+    def put(self, schedule: Schedule, *, start_date: datetime | None, create: bool) -> None: ...
+
+    def delete(self, schedule_id: str) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    def save(
+        self, tenant_id: str, run_id: str, *, step_id: str, name: str, content: bytes, mime_type: str
+    ) -> ArtifactMeta: ...
+
+    def list(self, tenant_id: str, run_id: str) -> list[ArtifactMeta]: ...
+
+    def get(self, tenant_id: str, run_id: str, artifact_id: str) -> ArtifactMeta: ...
+
+    def presigned_url(self, meta: ArtifactMeta, expires_in: int = ...) -> str: ...
+
+    def read(self, meta: ArtifactMeta, *, max_bytes: int = ...) -> bytes: ...
+
+
+class CorpusStore(Protocol):
+    def add(
+        self, tenant_id: str, content: str, metadata: JsonObject, doc_id: str | None = None
+    ) -> CorpusDocument: ...
+
+    def get(self, tenant_id: str, doc_id: str) -> CorpusDocument: ...
+
+    def delete(self, tenant_id: str, doc_id: str) -> None: ...
+
+    def page(
+        self, tenant_id: str, *, limit: int, after: str | None = None
+    ) -> tuple[list[CorpusDocument], str | None]: ...
+
+    def all_for_search(self, tenant_id: str) -> list[CorpusDocument]: ...
+
+
+class DlqStore(Protocol):
+    """The webhook DLQ table: rows, their leases and outcomes."""
+
+    def add(self, row: DlqRow) -> None: ...
+
+    def get(self, tenant_id: str, row_id: str) -> DlqRow: ...
+
+    def due(self, limit: int) -> list[DlqRow]: ...
+
+    def list_for_tenant(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Sequence[str] = (),
+        run_id: str | None = None,
+        limit: int = 50,
+        start: Position | None = None,
+    ) -> tuple[list[DlqRow], Position | None]: ...
+
+    def claim(self, row: DlqRow, lease_seconds: float) -> DlqRow | None: ...
+
+    def claim_for_replay(self, tenant_id: str, row_id: str, lease_seconds: float) -> DlqRow: ...
+
+    def mark_delivered(self, row: DlqRow) -> DlqRow: ...
+
+    def reschedule(self, row: DlqRow, next_attempt_at: float, error: str) -> DlqRow: ...
+
+    def mark_exhausted(self, row: DlqRow, error: str) -> DlqRow: ...
+
+
+class ApiKeyStore(Protocol):
+    def create(
+        self,
+        tenant_id: str,
+        user_id: str,
+        roles: Sequence[str],
+        *,
+        name: str | None = None,
+        created_by: str | None = None,
+        expires_at: int | None = None,
+    ) -> tuple[str, ApiKeyRecord]: ...
+
+    def lookup(self, key: str) -> ApiKeyRecord | None: ...
+
+    def get(self, tenant_id: str, key_id: str) -> ApiKeyRecord: ...
+
+    def revoke(self, tenant_id: str, key_id: str, revoked_by: str) -> ApiKeyRecord: ...
+
+    def list_for_tenant(
+        self, tenant_id: str, *, limit: int, start: Position | None
+    ) -> tuple[list[ApiKeyRecord], Position | None]: ...
+
+
+class SecretStore(Protocol):
+    """Tenants' secrets for `{{ secrets.NAME }}`: values go in, only names come out."""
+
+    def value(self, tenant_id: str, name: str) -> str: ...
+
+    def put(self, tenant_id: str, name: str, value: str) -> None: ...
+
+    def delete(self, tenant_id: str, name: str) -> None: ...
+
+    def names(self, tenant_id: str) -> list[str]: ...
+
+
+class Deliverer(Protocol):
+    """Sends one signed webhook through the egress policy (HttpDeliverer)."""
+
+    def deliver(
+        self,
+        url: str,
+        body: bytes,
+        webhook_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        tenant_id: str | None = None,
+        method: str = "POST",
+        timeout: float | None = None,
+    ) -> DeliveryResult: ...
+
+
+# (tenant_id, name) -> the secret's value; raises SecretUnavailable.
+SecretLookup = Callable[[str, str], str]

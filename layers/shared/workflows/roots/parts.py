@@ -1,0 +1,399 @@
+"""How the parts fit together: adapters, step types, engine and services, each built on first use.
+
+Only the composition roots (this package) build or hold a `Parts`: each function's root makes
+one and touches only what that function uses, so what is never used is never built (the
+dispatcher never builds the HTTP edge's services, the DLQ worker never builds the engine), and
+modules that only some invocations need are imported inside the property that builds them
+(cold start). Everything below the roots gets its dependencies as typed constructor arguments.
+
+Tests and the local stack build a `Parts` around their own clients (moto) or the in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from workflows.adapters import aws
+from workflows.clock import Clock, system_clock
+from workflows.errors import NotFound
+from workflows.settings import Settings
+from workflows.steps.registry import StepRegistry, local_step_types
+
+if TYPE_CHECKING:
+    from workflows.engine.advance import Engine
+    from workflows.engine.control import RunControl
+    from workflows.engine.slots import TenantSlots
+    from workflows.ports import (
+        ApiKeyStore,
+        ArtifactStore,
+        CorpusStore,
+        DefinitionStore,
+        Deliverer,
+        DispatchQueue,
+        DlqStore,
+        IdempotencyStore,
+        QuotaStore,
+        RunStore,
+        ScheduleStore,
+        ScheduleTriggers,
+    )
+    from workflows.ports import SecretStore as SecretPort
+    from workflows.services.access import SubmissionQuotas
+    from workflows.services.artifacts import ArtifactService
+    from workflows.services.control import ControlService
+    from workflows.services.corpus import CorpusService
+    from workflows.services.definitions import DefinitionService
+    from workflows.services.deliveries import DeliveryOperations
+    from workflows.services.identity import Identity
+    from workflows.services.keys import KeyService
+    from workflows.services.queries import RunQueries
+    from workflows.services.runs import RunService
+    from workflows.services.schedules import ScheduleService
+    from workflows.services.secrets import SecretService
+    from workflows.services.webhooks.notify import CompletionNotifier
+    from workflows.services.webhooks.worker import DlqWorker
+    from workflows.steps.base import StepType
+
+# boto3 clients are untyped here (no boto3-stubs at runtime).
+Client = Any
+
+
+class Parts:
+    """One function's parts. Clients given here (tests, the local stack) are used as they are;
+    the others are AWS's, made when first needed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+        dynamodb: Client | None = None,
+        sqs: Client | None = None,
+        s3: Client | None = None,
+        scheduler: Client | None = None,
+        ssm: Client | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        given = {"dynamodb": dynamodb, "sqs": sqs, "s3": s3, "scheduler_client": scheduler, "ssm": ssm}
+        # cached_property reads the instance's own attribute first: a given client is kept.
+        self.__dict__.update({name: client for name, client in given.items() if client is not None})
+
+    # ---- AWS clients -------------------------------------------------------------------
+
+    @cached_property
+    def dynamodb(self) -> Client:
+        return aws.client("dynamodb")
+
+    @cached_property
+    def sqs(self) -> Client:
+        return aws.client("sqs")
+
+    @cached_property
+    def s3(self) -> Client:
+        return aws.client("s3")
+
+    @cached_property
+    def ssm(self) -> Client:
+        return aws.client("ssm")
+
+    @cached_property
+    def scheduler_client(self) -> Client:
+        return aws.client("scheduler")
+
+    # ---- adapters ----------------------------------------------------------------------
+
+    @cached_property
+    def runs(self) -> RunStore:
+        from workflows.adapters.runs import RunRepository
+
+        s = self.settings
+        return RunRepository(
+            self.dynamodb,
+            s.runs_table,
+            s.run_events_table,
+            clock=self.clock,
+            retention_days=s.run_retention_days,
+        )
+
+    @cached_property
+    def queue(self) -> DispatchQueue:
+        from workflows.adapters.queue import SqsDispatchQueue
+
+        return SqsDispatchQueue(self.sqs, self.settings.dispatch_queue_url)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        from workflows.adapters.artifacts import ArtifactRepository
+
+        s = self.settings
+        return ArtifactRepository(
+            self.dynamodb,
+            self.s3,
+            s.artifacts_table,
+            s.artifacts_bucket,
+            clock=self.clock,
+            retention_days=s.run_retention_days,
+        )
+
+    @cached_property
+    def corpus(self) -> CorpusStore:
+        from workflows.adapters.corpus import CorpusRepository
+
+        return CorpusRepository(self.dynamodb, self.settings.corpus_table, clock=self.clock)
+
+    @cached_property
+    def definitions(self) -> DefinitionStore:
+        from workflows.adapters.definitions import DefinitionRepository
+
+        return DefinitionRepository(self.dynamodb, self.settings.definitions_table, clock=self.clock)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        from workflows.adapters.idempotency import IdempotencyRepository
+
+        return IdempotencyRepository(self.dynamodb, self.settings.idempotency_table, clock=self.clock)
+
+    @cached_property
+    def api_keys(self) -> ApiKeyStore:
+        from workflows.adapters.api_keys import ApiKeyRepository
+
+        return ApiKeyRepository(self.dynamodb, self.settings.api_keys_table, clock=self.clock)
+
+    @cached_property
+    def quotas(self) -> QuotaStore:
+        from workflows.adapters.quotas import QuotaRepository
+
+        return QuotaRepository(self.dynamodb, self.settings.quotas_table)
+
+    @cached_property
+    def schedules(self) -> ScheduleStore:
+        from workflows.adapters.schedules import ScheduleRepository
+
+        return ScheduleRepository(self.dynamodb, self.settings.schedules_table)
+
+    @cached_property
+    def scheduler(self) -> ScheduleTriggers:
+        from workflows.adapters.schedules import EventBridgeSchedules
+
+        s = self.settings
+        return EventBridgeSchedules(
+            lambda: self.scheduler_client,
+            group=s.schedule_group,
+            role_arn=s.scheduler_role_arn,
+            queue_arn=s.dispatch_queue_arn,
+        )
+
+    @cached_property
+    def secrets(self) -> SecretPort:
+        from workflows.adapters.secrets import SecretStore
+
+        return SecretStore(self.ssm, self.settings.secrets_prefix)
+
+    @cached_property
+    def dlq(self) -> DlqStore:
+        from workflows.adapters.dlq import WebhookDlqRepository
+
+        s = self.settings
+        return WebhookDlqRepository(
+            self.dynamodb, s.webhook_dlq_table, clock=self.clock, retention_days=s.run_retention_days
+        )
+
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        """The one delivery path: webhook steps, completion notifications, DLQ retries, replays."""
+        from workflows.adapters.http.delivery import HttpDeliverer
+        from workflows.adapters.http.egress import EgressPolicy
+        from workflows.adapters.http.signing_secrets import SigningSecrets
+
+        s = self.settings
+        # The per-tenant WORKFLOWS_WEBHOOK_{ALLOW,DENY}LIST_<TENANT> overrides: read here, once.
+        policy = EgressPolicy.from_settings(s, os.environ)
+        signing = SigningSecrets.from_settings(s)
+        return HttpDeliverer(signing, timeout=s.webhook_dlq_timeout_sec, policy=policy, clock=self.clock)
+
+    # ---- step types --------------------------------------------------------------------
+
+    @cached_property
+    def registry(self) -> StepRegistry:
+        """The step types; the ones that call out are built for the first definition using one."""
+
+        def prompt() -> StepType:
+            from workflows.steps.prompt import build_prompt_step
+
+            return build_prompt_step(self.settings)
+
+        def rag_search() -> StepType:
+            from workflows.steps.rag_search import build_rag_search_step
+
+            return build_rag_search_step(self.settings, corpus=self.corpus)
+
+        def webhook() -> StepType:
+            from workflows.steps.webhook import WebhookStep
+
+            return WebhookStep(self.deliverer, self.dlq, self.secret_value)
+
+        return StepRegistry(
+            local_step_types(), {"prompt": prompt, "rag_search": rag_search, "webhook": webhook}
+        )
+
+    def secret_value(self, tenant_id: str, name: str) -> str:
+        return self.secrets.value(tenant_id, name)
+
+    # ---- engine ------------------------------------------------------------------------
+
+    @cached_property
+    def engine(self) -> Engine:
+        from workflows.engine.advance import Engine
+
+        s = self.settings
+        return Engine(
+            self.runs,
+            self.queue,
+            self.registry,
+            clock=self.clock,
+            max_steps_per_run=s.max_steps_per_run,
+            # Factories: most runs save no artifact and notify nobody, so the S3 client and the
+            # webhook delivery code are built when the first run needs them.
+            artifacts=lambda: self.artifacts,
+            notifier=lambda: self.notifier,
+            slots=self.slots,
+            slot_recheck_seconds=s.tenant_concurrency_recheck_sec,
+        )
+
+    @cached_property
+    def slots(self) -> TenantSlots | None:
+        if self.settings.tenant_concurrency <= 0:
+            return None
+        from workflows.engine.slots import TenantSlots
+
+        return TenantSlots(
+            self.quotas, self.settings.tenant_concurrency, is_finished=self._finished, clock=self.clock
+        )
+
+    def _finished(self, tenant_id: str, run_id: str) -> bool:
+        """Whether a run holding an execution slot has ended (or no longer exists)."""
+        try:
+            return self.runs.get(tenant_id, run_id).is_terminal
+        except NotFound:
+            return True
+
+    @cached_property
+    def control(self) -> RunControl:
+        from workflows.engine.control import RunControl
+
+        return RunControl(self.runs, self.queue, self.engine, clock=self.clock)
+
+    # ---- webhooks ----------------------------------------------------------------------
+
+    @cached_property
+    def dlq_worker(self) -> DlqWorker:
+        import time
+
+        from workflows.services.webhooks.worker import DlqWorker
+
+        return DlqWorker(
+            self.dlq,
+            self.deliverer,
+            self.settings,
+            clock=self.clock,
+            sleep=time.sleep,
+            runs=self.runs,
+            secrets=self.secret_value,
+        )
+
+    @cached_property
+    def notifier(self) -> CompletionNotifier:
+        from workflows.services.webhooks.notify import CompletionNotifier
+
+        return CompletionNotifier(self.deliverer, self.dlq, self.runs, clock=self.clock)
+
+    # ---- services (the API's, and the dispatcher's schedule fires) ----------------------
+
+    @cached_property
+    def run_service(self) -> RunService:
+        from workflows.services.runs import RunService
+
+        return RunService(
+            self.runs, self.queue, self.idempotency, self.registry, self.settings, clock=self.clock
+        )
+
+    @cached_property
+    def definition_service(self) -> DefinitionService:
+        from workflows.services.definitions import DefinitionService
+
+        return DefinitionService(self.definitions, self.run_service, self.registry, self.settings)
+
+    @cached_property
+    def schedule_service(self) -> ScheduleService:
+        from workflows.services.schedules import ScheduleService
+
+        return ScheduleService(
+            self.schedules,
+            self.scheduler,
+            self.definitions,
+            self.definition_service,
+            self.run_service,
+            self.quotas,
+            self.settings,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def queries(self) -> RunQueries:
+        from workflows.services.queries import RunQueries
+
+        return RunQueries(self.runs, self.registry)
+
+    @cached_property
+    def control_service(self) -> ControlService:
+        from workflows.services.control import ControlService
+
+        return ControlService(self.control, self.runs, self.settings)
+
+    @cached_property
+    def artifact_service(self) -> ArtifactService:
+        from workflows.services.artifacts import ArtifactService
+
+        return ArtifactService(self.runs, self.artifacts)
+
+    @cached_property
+    def corpus_service(self) -> CorpusService:
+        from workflows.services.corpus import CorpusService
+
+        return CorpusService(self.corpus, self.settings)
+
+    @cached_property
+    def key_service(self) -> KeyService:
+        from workflows.services.keys import KeyService
+
+        return KeyService(self.api_keys, self.settings, clock=self.clock)
+
+    @cached_property
+    def secret_service(self) -> SecretService:
+        from workflows.services.secrets import SecretService
+
+        return SecretService(self.secrets)
+
+    @cached_property
+    def deliveries(self) -> DeliveryOperations:
+        from workflows.services.deliveries import DeliveryOperations
+
+        return DeliveryOperations(self.dlq, lambda: self.dlq_worker)
+
+    @cached_property
+    def identity(self) -> Identity:
+        from workflows.adapters.parameters import single_user_api_key
+        from workflows.services.identity import Identity
+
+        return Identity(
+            self.api_keys, self.settings, lambda: single_user_api_key(self.settings), clock=self.clock
+        )
+
+    @cached_property
+    def submission_quotas(self) -> SubmissionQuotas:
+        from workflows.services.access import SubmissionQuotas
+
+        return SubmissionQuotas(self.quotas, self.settings, clock=self.clock)

@@ -1,0 +1,93 @@
+"""Who is calling (docs/auth.md): an API key, or the claims of a JWT the API's authorizer checked.
+
+single_user: one API key, compared in constant time; the caller has every permission in tenant
+`default`. multi_user: per-user API keys, looked up by their SHA-256 (one strongly consistent
+read, no cache: a revoked or expired key is refused on the next request); or the claims of a
+bearer JWT that API Gateway's JWT authorizer has already validated.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Mapping
+
+from workflows.clock import Clock, system_clock
+from workflows.domain.ids import InvalidIdentifier, is_tenant_id, is_user_id
+from workflows.domain.json import JsonValue
+from workflows.domain.principal import ALL_PERMISSIONS, Principal, permissions_for
+from workflows.errors import Unauthenticated
+from workflows.ports import ApiKeyStore
+from workflows.settings import Settings
+
+DEFAULT_TENANT = "default"
+SINGLE_USER = "admin"
+
+
+class Identity:
+    """`single_user_key` reads the single-user key (the setting, or SSM when deployed)."""
+
+    def __init__(
+        self,
+        keys: ApiKeyStore,
+        settings: Settings,
+        single_user_key: Callable[[], str | None],
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._keys = keys
+        self._settings = settings
+        self._single_user_key = single_user_key
+        self._clock = clock
+
+    @property
+    def multi_user(self) -> bool:
+        return self._settings.auth_mode == "multi_user"
+
+    def by_api_key(self, presented: str) -> Principal:
+        if not self.multi_user:
+            expected = self._single_user_key()
+            # Constant-time comparison: the time taken says nothing about how much of the key matched.
+            if expected is None or not hmac.compare_digest(presented.encode(), expected.encode()):
+                raise Unauthenticated("unknown API key")
+            return Principal(tenant_id=DEFAULT_TENANT, user_id=SINGLE_USER, permissions=ALL_PERMISSIONS)
+        record = self._keys.lookup(presented)
+        if record is None:
+            raise Unauthenticated("unknown API key")
+        state = record.state(self._clock())
+        if state != "active":
+            raise Unauthenticated(f"API key {state}")
+        try:
+            return Principal(
+                tenant_id=record.tenant_id,
+                user_id=record.user_id,
+                permissions=permissions_for(record.roles, self._settings.role_permissions),
+                roles=record.roles,
+            )
+        except InvalidIdentifier as exc:
+            # A key issued before ids were checked: it must be re-issued under a valid id.
+            raise Unauthenticated(f"API key refused: {exc}") from exc
+
+    def by_claims(self, claims: Mapping[str, JsonValue]) -> Principal:
+        settings = self._settings
+        tenant = claims.get(settings.jwt_tenant_claim)
+        user = claims.get(settings.jwt_user_claim)
+        if not isinstance(tenant, str) or not tenant or not isinstance(user, str) or not user:
+            raise Unauthenticated(
+                f"the token lacks the {settings.jwt_tenant_claim} or {settings.jwt_user_claim} claim"
+            )
+        if not is_tenant_id(tenant):
+            raise Unauthenticated(f"the token's {settings.jwt_tenant_claim} claim is not a valid tenant id")
+        if not is_user_id(user):
+            raise Unauthenticated(f"the token's {settings.jwt_user_claim} claim is not a valid user id")
+        roles = _roles(claims.get(settings.jwt_roles_claim))
+        permissions = permissions_for(roles, settings.role_permissions)
+        return Principal(tenant_id=tenant, user_id=user, permissions=permissions, roles=roles)
+
+
+def _roles(value: JsonValue) -> tuple[str, ...]:
+    """A list claim, or API Gateway's rendering of one: "[a b]", "a b" or "a,b"."""
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    if isinstance(value, str):
+        return tuple(part for part in value.strip("[]").replace(",", " ").split() if part)
+    return ()
