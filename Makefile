@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format typecheck cfn-lint build bench clean venv tools
+.PHONY: run test test-fast lint format typecheck cfn-lint build bench clean venv tools
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
@@ -31,7 +31,11 @@ run: venv
 
 ## test: lint, type checks, template checks and the whole test suite
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4
+
+## test-fast: the edit-test loop, under a minute: everything on the in-memory fakes, no lint
+test-fast: venv
+	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not moto and not e2e"
 
 lint: venv tools
 	$(VENV)/bin/ruff check .

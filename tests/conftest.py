@@ -31,8 +31,8 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from devstack import moto_patches, provision
+from tests.fakes import FakeQueue, fake_parts
 from tests.receivers import Receiver
-from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.domain.messages import AdvanceMessage
 from workflows.roots.parts import Parts
@@ -52,6 +52,13 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the emulator are marked `moto` (`make test-fast` leaves them out)."""
+    for item in items:
+        if {"aws_env", "stateful_template"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.moto)
 
 
 @pytest.fixture(scope="session")
@@ -85,23 +92,39 @@ def settings_from(env: dict[str, str], **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def container(aws_env: dict[str, str], clock: FakeClock) -> Parts:
-    c = Parts(
+def container(clock: FakeClock) -> Parts:
+    """The composition root on in-memory fakes: engine and service tests need no emulator."""
+    return make_fake(clock)
+
+
+@pytest.fixture
+def moto_container(aws_env: dict[str, str], clock: FakeClock) -> Parts:
+    """The composition root on moto, for adapter and end-to-end tests."""
+    return Parts(
         settings_from(aws_env),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
         sqs=boto3.client("sqs"),
         s3=boto3.client("s3"),
     )
-    return c
+
+
+def api_client(parts: Parts) -> TestClient:
+    app = create_app(lambda: parts)
+    test_client = TestClient(app, raise_server_exceptions=False)
+    test_client.headers.update({"X-API-KEY": API_KEY})
+    return test_client
 
 
 @pytest.fixture
 def client(container: Parts) -> Iterator[TestClient]:
-    app = create_app()
-    app.dependency_overrides[deps.services] = lambda: container
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        test_client.headers.update({"X-API-KEY": API_KEY})
+    with api_client(container) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def moto_client(moto_container: Parts) -> Iterator[TestClient]:
+    with api_client(moto_container) as test_client:
         yield test_client
 
 
@@ -137,6 +160,14 @@ class Drained:
 def drain(container: Parts, *, max_messages: int = 1000) -> Drained:
     """Deliver every visible dispatch message to the engine, as the event source would."""
     actions: list[str] = []
+    queue = container.queue
+    if isinstance(queue, FakeQueue):
+        while len(actions) < max_messages:
+            messages = queue.receive()
+            if not messages:
+                return Drained(actions)
+            actions += [container.engine.process(message).action for message in messages]
+        raise AssertionError("queue did not drain")
     sqs = container.sqs
     url = container.settings.dispatch_queue_url
     while len(actions) < max_messages:
@@ -167,6 +198,11 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+def make_fake(clock: FakeClock, **overrides: Any) -> Parts:
+    """A composition root on in-memory fakes with some settings changed."""
+    return fake_parts(Settings(**{"api_key": API_KEY, **overrides}), clock=clock)
 
 
 def make_container(aws_env: dict[str, str], clock: FakeClock, **overrides: Any) -> Parts:

@@ -14,6 +14,18 @@ from tests.conftest import drain, log_definition
 from workflows.adapters import artifacts as artifacts_module
 from workflows.roots.parts import Parts
 
+
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
+
+
 BASE = "/api/v1/workflows"
 
 

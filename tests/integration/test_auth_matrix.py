@@ -16,14 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
-from devstack.scheduler import ensure_scheduling
-from tests.conftest import AtomicRequests, FakeClock, log_definition, settings_from
-from workflows.api import deps
+from tests.conftest import FakeClock, log_definition, make_fake
 from workflows.api.app import create_app
 from workflows.domain.dlq import DlqRow
 from workflows.roots.parts import Parts
@@ -231,29 +228,12 @@ BODIES: dict[tuple[str, str], Callable[[World], Any]] = {
 
 
 @pytest.fixture
-def stack(aws_env: dict[str, str]) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
     from datetime import UTC, datetime
 
-    scheduling = ensure_scheduling(
-        boto3.client("scheduler"),
-        boto3.client("iam"),
-        boto3.client("sqs"),
-        stack="workflows-test",
-        queue_url=aws_env["WORKFLOWS_DISPATCH_QUEUE_URL"],
-    )
-    # Near the real time: EventBridge Scheduler refuses start dates in the past.
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-    c = Parts(
-        settings_from({**aws_env, **scheduling}, auth_mode="multi_user"),
-        clock=clock,
-        dynamodb=AtomicRequests(boto3.client("dynamodb")),
-        sqs=boto3.client("sqs"),
-        s3=boto3.client("s3"),
-        scheduler=boto3.client("scheduler"),
-    )
-    app = create_app()
-    app.dependency_overrides[deps.services] = lambda: c
-    with TestClient(app, raise_server_exceptions=False) as client:
+    c = make_fake(clock, auth_mode="multi_user")
+    with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
         yield Stack(c, client)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 import pytest
 from pydantic import SecretStr
 
-from tests.conftest import FakeClock, settings_from
+from tests.conftest import FakeClock, make_fake
 from tests.receivers import Receiver, Reply
 from workflows.adapters.http.signing import verify
 from workflows.domain.definition import WorkflowDefinition
@@ -23,15 +22,11 @@ ONE_PASS_MS = 20_000
 
 
 @pytest.fixture
-def local(aws_env: dict[str, str], clock: FakeClock) -> Parts:
+def local(clock: FakeClock) -> Parts:
     """The composition root with the egress policy opened to local receivers only."""
-    settings = settings_from(
-        aws_env,
-        webhook_allowlist="127.0.0.1",
-        webhook_allowed_ports="*",
-        webhook_secret=SecretStr(SECRET),
+    return make_fake(
+        clock, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*", webhook_secret=SecretStr(SECRET)
     )
-    return Parts(settings, clock=clock, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"))
 
 
 def finished_run(

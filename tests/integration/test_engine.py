@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.roots.parts import Parts
+
+
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
+
 
 RUNS = "/api/v1/workflows/runs"
 

@@ -14,6 +14,17 @@ from workflows.domain.run import RunStatus
 from workflows.roots.parts import Parts
 
 
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
+
+
 def _submit(client: TestClient, *messages: str) -> str:
     response = client.post("/api/v1/workflows/runs", json={"definition": log_definition(*messages)})
     run_id: str = response.json()["run_id"]

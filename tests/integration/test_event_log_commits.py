@@ -17,6 +17,18 @@ from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.roots.parts import Parts
 
+
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
+
+
 BASE = "/api/v1/workflows"
 
 

@@ -18,6 +18,18 @@ from workflows.adapters.runs import events_item, run_pk
 from workflows.domain.run import RunEvent
 from workflows.roots.parts import Parts
 
+
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
+
+
 BASE = "/api/v1/workflows"
 EVENT_TYPES = ("step_started", "step_completed")
 

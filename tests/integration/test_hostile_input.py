@@ -12,13 +12,12 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
 from devstack import keys as keys_cli
-from tests.conftest import API_KEY, FakeClock, drain, log_definition, make_container
+from tests.conftest import API_KEY, FakeClock, drain, log_definition, make_fake
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.roots.parts import Parts
@@ -57,35 +56,52 @@ PATH_ID_ROUTES = [
 BODY_ROUTES = _routes({"POST", "PUT", "PATCH"})
 
 
-class CountingClient:
-    """The DynamoDB client, counting every request made through it."""
+STORES = (
+    "runs",
+    "definitions",
+    "idempotency",
+    "schedules",
+    "corpus",
+    "api_keys",
+    "dlq",
+    "artifacts",
+    "secrets",
+)
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.calls: list[str] = []
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._client, name)
-        if not callable(attribute) or name.startswith(("get_paginator", "meta", "exceptions")):
-            return attribute
+class Counting:
+    """A store, counting every call made through it."""
+
+    def __init__(self, store: Any, calls: list[str], name: str) -> None:
+        self._store = store
+        self._calls = calls
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(self._store, attribute)
+        if not callable(value):
+            return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(name)
-            return attribute(*args, **kwargs)
+            self._calls.append(f"{self._name}.{attribute}")
+            return value(*args, **kwargs)
 
         return call
 
 
+class Calls(list[str]):
+    pass
+
+
 @pytest.fixture
-def counted(aws_env: dict[str, str], clock: FakeClock) -> Iterator[tuple[TestClient, CountingClient, Parts]]:
-    dynamodb = CountingClient(boto3.client("dynamodb"))
-    c = make_container(aws_env, clock)
-    c.__dict__["dynamodb"] = dynamodb
-    app = create_app()
-    app.dependency_overrides[deps.services] = lambda: c
-    with TestClient(app, raise_server_exceptions=False) as client:
+def counted(clock: FakeClock) -> Iterator[tuple[TestClient, Calls, Parts]]:
+    c = make_fake(clock)
+    calls = Calls()
+    for name in STORES:
+        c.__dict__[name] = Counting(c.__dict__[name], calls, name)
+    with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
         client.headers.update({"X-API-KEY": API_KEY})
-        yield client, dynamodb, c
+        yield client, calls, c
 
 
 def _concrete(path: str, hostile: str, parameter: str) -> str:
@@ -113,13 +129,13 @@ def _concrete(path: str, hostile: str, parameter: str) -> str:
 
 @pytest.mark.parametrize(("method", "path"), PATH_ID_ROUTES, ids=lambda v: v)
 def test_a_hostile_path_id_is_not_found_before_any_read(
-    counted: tuple[TestClient, CountingClient, Parts], method: str, path: str
+    counted: tuple[TestClient, Calls, Parts], method: str, path: str
 ) -> None:
-    client, dynamodb, _ = counted
+    client, calls, _ = counted
     parameters = re.findall(r"\{(run_id|step_id|artifact_id|schedule_id|row_id|key_id|doc_id|name)\}", path)
     for parameter in parameters:
         for hostile in HOSTILE_IDS:
-            dynamodb.calls.clear()
+            calls.clear()
             url = _concrete(path, hostile, "{" + parameter + "}")
             body = {"value": "v"} if path.endswith("/secrets/{name}") and method == "PUT" else None
             response = client.request(method, url, json=body)
@@ -127,24 +143,22 @@ def test_a_hostile_path_id_is_not_found_before_any_read(
             # with another method (405); either way nothing is found and nothing is read.
             allowed = {404, 405} if "/" in hostile or ".." in hostile else {404}
             assert response.status_code in allowed, (parameter, hostile, response.text)
-            assert dynamodb.calls == [], (parameter, hostile, dynamodb.calls)
+            assert calls == [], (parameter, hostile, calls)
 
 
 @pytest.mark.parametrize("run_id", [UUID.upper(), f"{UUID}%20", f"{{{UUID}}}", UUID.replace("-", "")])
 def test_a_run_id_not_in_the_generated_form_is_not_found_before_any_read(
-    counted: tuple[TestClient, CountingClient, Parts], run_id: str
+    counted: tuple[TestClient, Calls, Parts], run_id: str
 ) -> None:
-    client, dynamodb, _ = counted
+    client, calls, _ = counted
     response = client.get(f"{P}/runs/{run_id}")
     assert response.status_code == 404
-    assert dynamodb.calls == []
+    assert calls == []
 
 
-def test_another_tenants_run_is_not_reached_through_a_separator(
-    aws_env: dict[str, str], clock: FakeClock
-) -> None:
+def test_another_tenants_run_is_not_reached_through_a_separator(clock: FakeClock) -> None:
     # Given a run of tenant `t1.sub` and a key of tenant `t1`
-    c = make_container(aws_env, clock, auth_mode="multi_user")
+    c = make_fake(clock, auth_mode="multi_user")
     app = create_app()
     app.dependency_overrides[deps.services] = lambda: c
     theirs, _ = c.api_keys.create("t1.sub", "eve", ["admin"])
@@ -182,10 +196,8 @@ def test_the_key_cli_refuses_a_user_id_outside_the_pattern(capsys: pytest.Captur
     assert "user id must match" in capsys.readouterr().err
 
 
-def test_the_admin_api_refuses_a_user_id_outside_the_pattern(
-    aws_env: dict[str, str], clock: FakeClock
-) -> None:
-    c = make_container(aws_env, clock, auth_mode="multi_user")
+def test_the_admin_api_refuses_a_user_id_outside_the_pattern(clock: FakeClock) -> None:
+    c = make_fake(clock, auth_mode="multi_user")
     admin, _ = c.api_keys.create("t1", "ada", ["admin"])
     app = create_app()
     app.dependency_overrides[deps.services] = lambda: c
@@ -198,15 +210,13 @@ def test_the_admin_api_refuses_a_user_id_outside_the_pattern(
 
 
 @pytest.mark.parametrize(("claim", "value"), [("tenant_id", "t1#sub"), ("sub", "u#1"), ("tenant_id", "a/b")])
-def test_a_jwt_whose_ids_are_outside_the_pattern_is_refused(
-    aws_env: dict[str, str], clock: FakeClock, claim: str, value: str
-) -> None:
+def test_a_jwt_whose_ids_are_outside_the_pattern_is_refused(clock: FakeClock, claim: str, value: str) -> None:
     from mangum import Mangum
 
     from devstack.functions import LambdaContext
     from tests.integration.test_api_keys import EVENTS
 
-    c = make_container(aws_env, clock, auth_mode="multi_user")
+    c = make_fake(clock, auth_mode="multi_user")
     app = create_app()
     app.dependency_overrides[deps.services] = lambda: c
     event = json.loads((EVENTS / "api_get_run.json").read_text())
@@ -236,25 +246,14 @@ HOSTILE_BODIES = {
 }
 
 
-def _item_counts(c: Parts) -> dict[str, int]:
-    settings = c.settings
-    tables = [
-        settings.runs_table,
-        settings.run_events_table,
-        settings.definitions_table,
-        settings.idempotency_table,
-        settings.schedules_table,
-        settings.corpus_table,
-        settings.api_keys_table,
-        settings.webhook_dlq_table,
-    ]
-    client = boto3.client("dynamodb")
-    return {table: client.scan(TableName=table, Select="COUNT")["Count"] for table in tables}
+def _item_counts(c: Parts) -> str:
+    """Everything the stores hold, as text."""
+    return repr([vars(getattr(c.__dict__[name], "_store", c.__dict__[name])) for name in STORES])
 
 
 @pytest.mark.parametrize(("method", "path"), BODY_ROUTES, ids=lambda v: v)
 def test_a_hostile_body_is_refused_with_its_code_and_nothing_is_stored(
-    counted: tuple[TestClient, CountingClient, Parts], method: str, path: str
+    counted: tuple[TestClient, Calls, Parts], method: str, path: str
 ) -> None:
     client, _, c = counted
     before = _item_counts(c)
@@ -272,7 +271,7 @@ def test_a_hostile_body_is_refused_with_its_code_and_nothing_is_stored(
 
 
 def test_deep_metadata_is_refused_and_the_corpus_stays_readable(
-    counted: tuple[TestClient, CountingClient, Parts],
+    counted: tuple[TestClient, Calls, Parts],
 ) -> None:
     client, _, _ = counted
     deep: Any = "leaf"
@@ -294,7 +293,7 @@ def test_deep_metadata_is_refused_and_the_corpus_stays_readable(
 
 
 def test_inputs_too_large_to_store_answer_413_and_leave_nothing(
-    counted: tuple[TestClient, CountingClient, Parts],
+    counted: tuple[TestClient, Calls, Parts],
 ) -> None:
     client, _, c = counted
     before = _item_counts(c)
@@ -310,7 +309,7 @@ def test_inputs_too_large_to_store_answer_413_and_leave_nothing(
 
 
 def test_approval_fields_too_large_answer_413_and_the_run_keeps_waiting(
-    counted: tuple[TestClient, CountingClient, Parts],
+    counted: tuple[TestClient, Calls, Parts],
 ) -> None:
     client, _, c = counted
     definition = {"name": "gate", "steps": [{"id": "a1", "type": "approval", "config": {}}]}

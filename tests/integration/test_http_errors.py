@@ -10,6 +10,18 @@ from fastapi.testclient import TestClient
 from tests.conftest import log_definition
 from workflows.roots.parts import Parts
 
+
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
+
+
 RUNS = "/api/v1/workflows/runs"
 
 

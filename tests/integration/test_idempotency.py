@@ -15,6 +15,18 @@ from workflows.errors import IdempotencyInProgress
 from workflows.roots.parts import Parts
 from workflows.services import runs as runs_service
 
+
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
+
+
 BASE = "/api/v1/workflows"
 RUNS = f"{BASE}/runs"
 ADHOC = {"definition": log_definition("Hello {{ inputs.name }}"), "inputs": {"name": "Ada"}}

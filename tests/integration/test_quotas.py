@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, log_definition, make_container
+from tests.conftest import FakeClock, log_definition, make_container, make_fake
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.domain.messages import AdvanceMessage
@@ -27,8 +27,8 @@ def client_for(c: Parts) -> TestClient:
 
 
 @pytest.fixture
-def multi(aws_env: dict[str, str], clock: FakeClock) -> Parts:
-    return make_container(aws_env, clock, auth_mode="multi_user")
+def multi(clock: FakeClock) -> Parts:
+    return make_fake(clock, auth_mode="multi_user")
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ def test_quotas_are_per_user(api: TestClient, multi: Parts) -> None:
     assert api.post(f"{P}/runs", json=ADHOC, headers={"X-API-KEY": other}).status_code == 202
 
 
-def test_the_daily_cap_refuses_and_gives_the_minute_back(aws_env: dict[str, str], clock: FakeClock) -> None:
-    c = make_container(aws_env, clock, auth_mode="multi_user", quota_daily_per_user=3)
+def test_the_daily_cap_refuses_and_gives_the_minute_back(clock: FakeClock) -> None:
+    c = make_fake(clock, auth_mode="multi_user", quota_daily_per_user=3)
     with client_for(c) as client:
         client.headers["X-API-KEY"] = c.api_keys.create("t1", "ada", [])[0]
         assert [client.post(f"{P}/runs", json=ADHOC).status_code for _ in range(3)] == [202] * 3
@@ -80,8 +80,8 @@ def test_the_daily_cap_refuses_and_gives_the_minute_back(aws_env: dict[str, str]
         assert minute.used == 4  # three accepted, this probe; the refused one was given back
 
 
-def test_quotas_can_be_turned_off(aws_env: dict[str, str], clock: FakeClock) -> None:
-    c = make_container(aws_env, clock, auth_mode="multi_user", disable_quotas=True, quota_burst_per_min=1)
+def test_quotas_can_be_turned_off(clock: FakeClock) -> None:
+    c = make_fake(clock, auth_mode="multi_user", disable_quotas=True, quota_burst_per_min=1)
     with client_for(c) as client:
         client.headers["X-API-KEY"] = c.api_keys.create("t1", "ada", [])[0]
         responses = [client.post(f"{P}/runs", json=ADHOC) for _ in range(3)]
@@ -97,6 +97,7 @@ WAIT = {"name": "wait", "steps": [{"id": "pause", "type": "delay", "config": {"s
 def test_with_a_tenant_limit_of_2_five_runs_never_run_more_than_2_at_once_and_all_finish(
     aws_env: dict[str, str], clock: FakeClock
 ) -> None:
+    # On moto: the test drives the dispatch queue's messages one at a time.
     c = make_container(
         aws_env, clock, auth_mode="multi_user", tenant_concurrency=2, tenant_concurrency_recheck_sec=1
     )

@@ -5,11 +5,23 @@ from __future__ import annotations
 import threading
 
 import pytest
+from fastapi.testclient import TestClient
 
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.errors import StaleWrite
 from workflows.roots.parts import Parts
+
+
+@pytest.fixture
+def container(moto_container: Parts) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return moto_container
+
+
+@pytest.fixture
+def client(moto_client: TestClient) -> TestClient:
+    return moto_client
 
 
 def _new_run(container: Parts, run_id: str = "run-1", tenant: str = "t1") -> Run:

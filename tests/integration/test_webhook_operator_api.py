@@ -7,12 +7,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.conftest import API_KEY, FakeClock, settings_from
+from tests.conftest import API_KEY, FakeClock, make_fake
 from tests.receivers import Receiver, Reply
 from workflows.adapters.http.signing import verify
 from workflows.api import auth, deps
@@ -30,14 +29,10 @@ SECRET = "whsec_b3BlcmF0b3Itc2VjcmV0LW9wZXJhdG9y"
 
 
 @pytest.fixture
-def local(aws_env: dict[str, str], clock: FakeClock) -> Parts:
-    settings = settings_from(
-        aws_env,
-        webhook_allowlist="127.0.0.1",
-        webhook_allowed_ports="*",
-        webhook_secret=SecretStr(SECRET),
+def local(clock: FakeClock) -> Parts:
+    return make_fake(
+        clock, webhook_allowlist="127.0.0.1", webhook_allowed_ports="*", webhook_secret=SecretStr(SECRET)
     )
-    return Parts(settings, clock=clock, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_container
+from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_fake
 from tests.receivers import Receiver, Reply
 from workflows.adapters.http.signing import verify
 from workflows.domain.definition import WorkflowDefinition
@@ -20,8 +20,8 @@ CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISS
 
 
 @pytest.fixture
-def hooks(aws_env: dict[str, str], clock: FakeClock) -> Parts:
-    return make_container(aws_env, clock, webhook_secret=SecretStr(SECRET), **LOCAL_WEBHOOKS)
+def hooks(clock: FakeClock) -> Parts:
+    return make_fake(clock, webhook_secret=SecretStr(SECRET), **LOCAL_WEBHOOKS)
 
 
 def _definition(url: str, **config: Any) -> WorkflowDefinition:
@@ -112,10 +112,10 @@ def test_dlq_mode_hands_the_delivery_over_and_the_run_continues(
 
 
 def test_a_destination_outside_the_policy_is_refused_before_connecting(
-    aws_env: dict[str, str], clock: FakeClock, receiver: Receiver
+    clock: FakeClock, receiver: Receiver
 ) -> None:
     # Loopback is not allowlisted here: the policy refuses it without opening a connection.
-    strict = make_container(aws_env, clock, webhook_allowed_ports="*")
+    strict = make_fake(clock, webhook_allowed_ports="*")
     run_id = _submit(strict, _definition(receiver.url()))
     drain(strict)
     run = strict.runs.get("default", run_id)

@@ -1,0 +1,288 @@
+"""One contract per port, run against its AWS adapter (on moto) and its in-memory fake.
+
+Engine and service tests run on the fakes; these tests are what makes that trustworthy: a rule
+the fake does not keep, or the adapter breaks, fails here for one of the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import boto3
+import pytest
+
+from tests.conftest import FakeClock, make_container, make_fake
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.dlq import DlqRow
+from workflows.domain.messages import AdvanceMessage
+from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.domain.schedules import Schedule
+from workflows.domain.secret_refs import SecretUnavailable
+from workflows.errors import Conflict, InvalidCursor, NotFound, StaleWrite
+from workflows.roots.parts import Parts
+
+T = "t1"
+DEFINITION = WorkflowDefinition.model_validate(
+    {"name": "hello", "steps": [{"id": "s1", "type": "log", "config": {"message": "hi"}}]}
+)
+
+
+@pytest.fixture(params=["fake", pytest.param("moto", marks=pytest.mark.moto)])
+def parts(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Parts]:
+    if request.param == "fake":
+        yield make_fake(clock)
+    else:
+        env = request.getfixturevalue("aws_env")
+        c = make_container(env, clock)
+        c.__dict__["s3"] = boto3.client("s3")
+        c.__dict__["ssm"] = boto3.client("ssm")
+        yield c
+
+
+def _run(run_id: str, clock: FakeClock, *, created: int = 0, **fields: object) -> Run:
+    moment = (clock() + timedelta(seconds=created)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    values: dict[str, object] = {
+        "run_id": run_id,
+        "tenant_id": T,
+        "owner_id": "u",
+        "definition_version": 1,
+        "definition_name": "hello",
+        "status": RunStatus.QUEUED,
+        "current_step_id": "s1",
+        "created_at": moment,
+        "updated_at": moment,
+        **fields,
+    }
+    return Run.model_validate(values)
+
+
+def _uuid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+# ---- RunStore ------------------------------------------------------------------------------
+
+
+def test_runs_a_transition_on_a_stale_read_is_refused(parts: Parts, clock: FakeClock) -> None:
+    runs = parts.runs
+    runs.create(_run(_uuid(1), clock), DEFINITION)
+    read = runs.get(T, _uuid(1))
+    moved = runs.transition(read, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)])
+    assert moved.version == read.version + 1
+    with pytest.raises(StaleWrite):
+        runs.transition(read, {"status": RunStatus.CANCELLED}, [])
+    assert runs.get(T, _uuid(1)).status == RunStatus.RUNNING
+
+
+def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: FakeClock) -> None:
+    runs = parts.runs
+    runs.create(_run(_uuid(2), clock), DEFINITION)
+    run = runs.get(T, _uuid(2))
+    for _ in range(3):
+        run = runs.transition(run, {}, [NewEvent(event_type=EventType.STEP_STARTED)] * 2)
+    assert runs.append_events(T, _uuid(2), [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)]) == [7]
+    first = runs.list_events(T, _uuid(2), since=0, limit=4)
+    rest = runs.list_events(T, _uuid(2), since=first.next_since, limit=4)
+    assert [e.event_seq for e in first.events] == [1, 2, 3, 4]
+    assert first.has_more
+    assert [e.event_seq for e in rest.events] == [5, 6, 7]
+    assert not rest.has_more
+    only = runs.list_events(T, _uuid(2), since=0, limit=10, types=["webhook_delivery"])
+    assert [e.event_seq for e in only.events] == [7]
+
+
+def test_runs_another_tenant_finds_nothing(parts: Parts, clock: FakeClock) -> None:
+    parts.runs.create(_run(_uuid(3), clock), DEFINITION)
+    with pytest.raises(NotFound):
+        parts.runs.get("t2", _uuid(3))
+    with pytest.raises(NotFound):
+        parts.runs.get_with_definition("t2", _uuid(3))
+    assert parts.runs.list_runs("t2")[0] == []
+
+
+def test_runs_listing_is_newest_first_filtered_and_paged(parts: Parts, clock: FakeClock) -> None:
+    runs = parts.runs
+    for n in range(5):
+        runs.create(_run(_uuid(10 + n), clock, created=n, owner_id="me" if n % 2 else "you"), DEFINITION)
+    page, position = runs.list_runs(T, limit=2)
+    assert [r.run_id for r in page] == [_uuid(14), _uuid(13)]
+    assert position is not None
+    rest, _ = runs.list_runs(T, limit=10, start=position)
+    assert [r.run_id for r in rest] == [_uuid(12), _uuid(11), _uuid(10)]
+    mine, _ = runs.list_runs(T, owner_id="me", limit=10)
+    assert [r.run_id for r in mine] == [_uuid(13), _uuid(11)]
+    with pytest.raises(InvalidCursor):
+        runs.list_runs("t2", limit=2, start=position)
+
+
+# ---- DispatchQueue, IdempotencyStore, QuotaStore --------------------------------------------
+
+
+def test_queue_accepts_kicks_with_a_delay(parts: Parts) -> None:
+    parts.queue.send(AdvanceMessage(tenant_id=T, run_id=_uuid(1), version=1), delay_seconds=5000)
+
+
+def test_idempotency_one_claim_wins_until_released_or_expired(parts: Parts, clock: FakeClock) -> None:
+    store = parts.idempotency
+    won = store.claim(T, "u", "k#1", "h1")
+    lost = store.claim(T, "u", "k#1", "h1")
+    other_user = store.claim(T, "v", "k#1", "h1")
+    assert won.won
+    assert not lost.won
+    assert other_user.won
+    assert lost.existing is not None
+    assert lost.existing.body_hash == "h1"
+    store.complete(T, "u", "k#1", won.token, "run-1")
+    record = store.get(T, "u", "k#1")
+    assert record is not None
+    assert (record.run_id, record.status) == ("run-1", "completed")
+    store.release(T, "v", "k#1", other_user.token)
+    assert store.get(T, "v", "k#1") is None
+    clock.advance(25 * 3600)
+    assert store.get(T, "u", "k#1") is None
+    assert store.claim(T, "u", "k#1", "h2").won
+
+
+def test_quotas_count_to_the_limit_and_give_back(parts: Parts, clock: FakeClock) -> None:
+    quotas = parts.quotas
+    assert [quotas.count(T, "u", "min", 2, clock()).allowed for _ in range(3)] == [True, True, False]
+    quotas.uncount(T, "u", "min", clock())
+    assert quotas.count(T, "u", "min", 2, clock()).allowed
+    assert quotas.count_fire(T, 1, clock()).allowed
+    assert not quotas.count_fire(T, 1, clock()).allowed
+
+
+def test_quotas_slots_are_idempotent_per_run(parts: Parts) -> None:
+    quotas = parts.quotas
+    assert quotas.take_slot(T, "a", 1) == (True, set())
+    assert quotas.take_slot(T, "a", 1) == (True, set())
+    assert quotas.take_slot(T, "b", 1) == (False, {"a"})
+    quotas.release_slot(T, "a")
+    assert quotas.take_slot(T, "b", 1)[0]
+    assert quotas.mark_healed(T, None, 100)
+    assert not quotas.mark_healed(T, None, 101)
+    assert quotas.healed_at(T) == 100
+
+
+# ---- DefinitionStore ------------------------------------------------------------------------
+
+
+def test_definitions_versions_and_the_name_guard(parts: Parts) -> None:
+    store = parts.definitions
+    head = store.create(T, "u", _uuid(1), DEFINITION)
+    second = store.add_version(head, "u", DEFINITION.model_copy(update={"version": 2}))
+    with pytest.raises(StaleWrite):
+        store.add_version(head, "u", DEFINITION.model_copy(update={"version": 2, "name": "other"}))
+    with pytest.raises(Conflict):
+        store.create(T, "u", _uuid(2), DEFINITION)
+    assert store.get_head(T, _uuid(1)).latest_version == second.latest_version == 2
+    definition = store.get_version(T, _uuid(1), 1).definition
+    assert definition is not None
+    assert definition.name == "hello"
+    versions, _ = store.list_versions(T, _uuid(1), limit=10, start=None)
+    assert [v.version for v in versions] == [2, 1]
+    deleted = store.mark_deleted(T, _uuid(1))
+    assert deleted.status == "deleted"
+    assert store.mark_deleted(T, _uuid(1)).deleted_at == deleted.deleted_at
+    assert store.list_heads(T, include_deleted=False, limit=10, start=None)[0] == []
+    with pytest.raises(NotFound):
+        store.get_head("t2", _uuid(1))
+
+
+# ---- schedules, artifacts, corpus, keys, secrets, DLQ ----------------------------------------
+
+
+def test_schedules_update_needs_the_revision_read_and_fires_only_move_forward(parts: Parts) -> None:
+    store = parts.schedules
+    schedule = Schedule(
+        schedule_id=_uuid(1),
+        tenant_id=T,
+        workflow_id=_uuid(2),
+        expression="rate(5 minutes)",
+        timezone="UTC",
+        anchor_at="2026-01-01T00:00:00.000Z",
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+        created_by="u",
+    )
+    store.create(schedule)
+    store.update(schedule, schedule.model_copy(update={"enabled": False, "revision": 2}))
+    with pytest.raises(StaleWrite):
+        store.update(schedule, schedule.model_copy(update={"enabled": True, "revision": 2}))
+    assert store.get(T, _uuid(1)).enabled is False
+    assert store.record_fire(T, _uuid(1), "2026-01-01T00:10:00Z", {"result": "started"})
+    assert not store.record_fire(T, _uuid(1), "2026-01-01T00:05:00Z", {"result": "started"})
+    assert store.get(T, _uuid(1)).last_fire == {"result": "started"}
+    assert store.count(T, 10) == 1
+    with pytest.raises(NotFound):
+        store.get("t2", _uuid(1))
+
+
+def test_artifacts_keep_bytes_and_metadata_per_tenant(parts: Parts) -> None:
+    meta = parts.artifacts.save(
+        T, _uuid(1), step_id="s1", name="a.txt", content=b"hello", mime_type="text/plain"
+    )
+    assert parts.artifacts.read(meta) == b"hello"
+    assert [m.artifact_id for m in parts.artifacts.list(T, _uuid(1))] == [meta.artifact_id]
+    assert meta.size_bytes == 5
+    with pytest.raises(NotFound):
+        parts.artifacts.get("t2", _uuid(1), meta.artifact_id)
+
+
+def test_corpus_pages_in_id_order(parts: Parts) -> None:
+    for doc_id in ("b", "a", "c"):
+        parts.corpus.add(T, f"text {doc_id}", {"k": doc_id}, doc_id=doc_id)
+    first, after = parts.corpus.page(T, limit=2)
+    assert [d.doc_id for d in first] == ["a", "b"]
+    rest, end = parts.corpus.page(T, limit=2, after=after)
+    assert [d.doc_id for d in rest] == ["c"]
+    assert end is None
+    parts.corpus.delete(T, "a")
+    with pytest.raises(NotFound):
+        parts.corpus.delete(T, "a")
+    assert parts.corpus.get(T, "b").metadata == {"k": "b"}
+
+
+def test_api_keys_are_found_by_the_key_and_revoked_once(parts: Parts) -> None:
+    key, record = parts.api_keys.create(T, "alice", ["viewer"])
+    assert parts.api_keys.lookup(key) == record
+    assert parts.api_keys.lookup(key + "x") is None
+    revoked = parts.api_keys.revoke(T, record.key_id, "admin")
+    assert revoked.revoked_at is not None
+    assert parts.api_keys.revoke(T, record.key_id, "other").revoked_by == "admin"
+    with pytest.raises(NotFound):
+        parts.api_keys.get("t2", record.key_id)
+
+
+def test_secrets_give_values_only_to_their_tenant(parts: Parts) -> None:
+    parts.secrets.put(T, "TOKEN", "s3cret")
+    parts.secrets.put(T, "A_KEY", "k")
+    assert parts.secrets.value(T, "TOKEN") == "s3cret"
+    assert parts.secrets.names(T) == ["A_KEY", "TOKEN"]
+    with pytest.raises(SecretUnavailable):
+        parts.secrets.value("t2", "TOKEN")
+    parts.secrets.delete(T, "A_KEY")
+    with pytest.raises(NotFound):
+        parts.secrets.delete(T, "A_KEY")
+
+
+def test_dlq_rows_are_leased_once_and_recorded_under_the_lease(parts: Parts, clock: FakeClock) -> None:
+    dlq = parts.dlq
+    row = DlqRow.new(tenant_id=T, run_id=_uuid(1), url="http://127.0.0.1:9/h", body_json="{}", now=clock())
+    dlq.add(row)
+    with pytest.raises(Conflict):
+        dlq.add(row)
+    (due,) = dlq.due(10)
+    claimed = dlq.claim(due, 60)
+    assert claimed is not None
+    assert dlq.claim(due, 60) is None
+    with pytest.raises(Conflict):
+        dlq.claim_for_replay(T, row.id, 60)
+    rescheduled = dlq.reschedule(claimed, clock().timestamp() + 30, "HTTP 503")
+    assert (rescheduled.status, rescheduled.attempts, rescheduled.last_error) == ("pending", 1, "HTTP 503")
+    assert dlq.due(10) == []
+    rows, _ = dlq.list_for_tenant(T, statuses=["pending"])
+    assert [r.id for r in rows] == [row.id]
+    with pytest.raises(NotFound):
+        dlq.get("t2", row.id)
