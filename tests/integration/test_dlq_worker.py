@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from tests.conftest import FakeClock, settings_from
 from tests.receivers import Received, Receiver, Reply
 from workflows.adapters.dlq import WebhookDlqRepository
-from workflows.adapters.http.delivery import EgressDenied, HttpDeliverer
+from workflows.adapters.http.delivery import EgressDenied, HttpDeliverer, scheme_policy
 from workflows.adapters.http.signing import WebhookVerificationError, verify
 from workflows.adapters.runs import RunRepository
 from workflows.domain.definition import WorkflowDefinition
@@ -67,7 +67,9 @@ def make_worker(
 ) -> DlqWorker:
     settings = settings_from(aws_env, **overrides)
     repo = WebhookDlqRepository(boto3.client("dynamodb"), settings.webhook_dlq_table, clock=clock)
-    deliverer = deliverer or HttpDeliverer([SECRET], timeout=settings.webhook_dlq_timeout_sec, clock=clock)
+    deliverer = deliverer or HttpDeliverer(
+        [SECRET], timeout=settings.webhook_dlq_timeout_sec, policy=scheme_policy, clock=clock
+    )
     return DlqWorker(repo, deliverer, settings, clock=clock, sleep=sleep or _no_sleep, rand=_half, runs=runs)
 
 
@@ -403,7 +405,9 @@ def test_crash_mid_delivery_is_retried_after_the_lease_expires(
     # Given a worker that dies after the receiver got the webhook
     row = add_row(repo, clock, receiver.url())
     crashing = make_worker(
-        aws_env, clock, deliverer=DiesAfterSending(HttpDeliverer([SECRET], timeout=5, clock=clock))
+        aws_env,
+        clock,
+        deliverer=DiesAfterSending(HttpDeliverer([SECRET], timeout=5, policy=scheme_policy, clock=clock)),
     )
     with pytest.raises(WorkerDied):
         crashing.run(lambda: ONE_PASS_MS)
@@ -458,7 +462,9 @@ def test_lost_lease_fails_that_row_and_the_pass_goes_on(
     thief = WebhookDlqRepository(
         boto3.client("dynamodb"), aws_env["WORKFLOWS_WEBHOOK_DLQ_TABLE"], clock=thief_clock
     )
-    deliverer = LeaseStolenDuringDelivery(HttpDeliverer([SECRET], timeout=5, clock=clock), thief, first.url)
+    deliverer = LeaseStolenDuringDelivery(
+        HttpDeliverer([SECRET], timeout=5, policy=scheme_policy, clock=clock), thief, first.url
+    )
 
     # When the worker passes
     report = make_worker(aws_env, clock, deliverer=deliverer).run(lambda: ONE_PASS_MS)
@@ -765,7 +771,9 @@ def test_two_workers_on_the_same_rows_deliver_each_row_once(
         rows.append(add_row(repo, clock, receiver.url(f"/r{i}")))
         clock.advance(1)
     second = make_worker(aws_env, clock)
-    interleaving = RunsOtherWorkerFirst(HttpDeliverer([SECRET], timeout=5, clock=clock), other=second)
+    interleaving = RunsOtherWorkerFirst(
+        HttpDeliverer([SECRET], timeout=5, policy=scheme_policy, clock=clock), other=second
+    )
     first = make_worker(aws_env, clock, deliverer=interleaving)
 
     # When the first worker has claimed r0 and, before sending it, the second makes a full pass

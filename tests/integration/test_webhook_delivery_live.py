@@ -7,7 +7,6 @@ loopback, so a policy bug fails the test instead of sending a packet off the mac
 from __future__ import annotations
 
 import ipaddress
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,12 +161,11 @@ def test_receiver_hanging_past_the_timeout_is_transient(
 ) -> None:
     receiver.replies.append(Reply(200, delay=1.5))
 
-    started = time.monotonic()
     result = deliverer(connector, timeout=0.3).deliver(receiver.url(), BODY, "msg_1")
 
+    # A delivered answer would mean the 0.3 s timeout never fired (the receiver waits 1.5 s).
     assert result.outcome == "transient"
     assert (result.error or "").startswith("timeout")
-    assert time.monotonic() - started < 1.4
 
 
 def test_localhost_not_on_the_allowlist_is_refused(

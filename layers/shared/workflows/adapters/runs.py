@@ -28,8 +28,6 @@ writes.
 
 from __future__ import annotations
 
-import random
-import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -50,6 +48,7 @@ from workflows.adapters.dynamo import (
 )
 from workflows.adapters.paging import check_position, invalid_cursor, query_page
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.paging import Position
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
@@ -193,7 +192,7 @@ class RunRepository:
         Raises StaleWrite when the run's state changed since `run` was read.
         """
         current = run
-        for _ in range(_MAX_APPEND_TRIES):
+        for _ in attempts(_MAX_APPEND_TRIES, _contention_delay):
             updated = current.model_copy(
                 update={
                     **changes,
@@ -210,7 +209,6 @@ class RunRepository:
             if old.version != run.version:
                 raise StaleWrite(f"run {run.run_id} changed (version {old.version}, read {run.version})")
             current = old  # only events were appended meanwhile: renumber and retry
-            _backoff()
         raise StaleWrite(f"run {run.run_id}: too much contention appending events")
 
     def append_events(self, tenant_id: str, run_id: str, events: Sequence[NewEvent]) -> list[int]:
@@ -218,14 +216,13 @@ class RunRepository:
         if not events:
             return []
         current = self.get(tenant_id, run_id)
-        for _ in range(_MAX_APPEND_TRIES):
+        for _ in attempts(_MAX_APPEND_TRIES, _contention_delay):
             updated = current.model_copy(update={"last_event_seq": current.last_event_seq + len(events)})
             old = self._write(current, updated, events, check_version=False)
             if old is None:
                 first = current.last_event_seq + 1
                 return list(range(first, first + len(events)))
             current = old
-            _backoff()
         raise StaleWrite(f"run {run_id}: too much contention appending events")
 
     def _write(
@@ -477,7 +474,7 @@ class RunRepository:
         for offset in range(0, len(pks), _BATCH_GET_MAX):
             keys = [{"pk": {"S": pk}, "sk": {"S": RUN_SK}} for pk in pks[offset : offset + _BATCH_GET_MAX]]
             request: dict[str, Any] = {self._runs: {"Keys": keys}}
-            for attempt in range(_MAX_APPEND_TRIES):
+            for _ in attempts(_MAX_APPEND_TRIES, lambda n: full_jitter(n, 0.02, 1.0)):
                 with aws_errors():
                     response = self._client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self._runs, []):
@@ -485,7 +482,6 @@ class RunRepository:
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
         return [found[pk] for pk in pks if pk in found]
 
 
@@ -521,9 +517,10 @@ def _load_events(value: str | None) -> list[RunEvent]:
     return [RunEvent.model_validate(event) for event in loads(value) or []]
 
 
-def _backoff() -> None:
-    # Full jitter keeps contending writers from retrying in lock step.
-    time.sleep(random.uniform(0, 0.02))
+def _contention_delay(_: int) -> float:
+    # Full jitter keeps contending writers from retrying in lock step; the window stays small
+    # because the loser only renumbers its events and writes again.
+    return full_jitter(0, 0.02, 0.02)
 
 
 __all__ = ["RunRepository", "events_item", "run_pk"]

@@ -121,10 +121,11 @@ class HttpDeliverer:
     """Delivers signed webhooks to destinations the egress policy allows.
 
     `secrets` is the list of signing secrets (newest first) or a callable returning it, called
-    once per delivery (SigningSecrets reads Secrets Manager lazily and caches it). `policy` is an
-    EgressPolicy (production) or a plain URL check; without one only the scheme and host are
-    checked, which suits tests against local receivers, not production. `connector` makes the
-    TCP connection to a validated address; tests replace it to record or refuse.
+    once per delivery (SigningSecrets reads Secrets Manager lazily and caches it). `policy` is
+    required: an EgressPolicy (production), or a plain URL check such as `scheme_policy`, which
+    checks only the scheme and host and suits tests against local receivers, never production.
+    `connector` makes the TCP connection to a validated address; tests replace it to record or
+    refuse.
     """
 
     def __init__(
@@ -132,7 +133,7 @@ class HttpDeliverer:
         secrets: Sequence[str] | Callable[[], Sequence[str]],
         *,
         timeout: float,
-        policy: DestinationCheck | UrlCheck | None = None,
+        policy: DestinationCheck | UrlCheck,
         clock: Clock = system_clock,
         connector: Connector = tcp_connector,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -143,17 +144,12 @@ class HttpDeliverer:
             fixed = list(secrets)
             self._secrets = lambda: fixed
         self._timeout = timeout
-        if policy is None:
-            policy = scheme_policy
         self._policy: DestinationCheck = UrlCheckPolicy(policy) if callable(policy) else policy
         self._clock = clock
         self._connector = connector
         self._max_response_bytes = max_response_bytes
         # Built once: loading the CA bundle is the expensive part of a client.
         self._ssl_context = httpx.create_ssl_context()
-
-    def close(self) -> None:
-        """Nothing to release: each delivery has its own connections, closed when it ends."""
 
     def deliver(
         self,

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 
 from workflows.clock import Clock, system_clock
+from workflows.domain.backoff import full_jitter
 from workflows.domain.delivery import DeliveryResult
 from workflows.domain.dlq import DlqRow
 from workflows.domain.secret_refs import SecretUnavailable, resolve_request, scrub
@@ -55,13 +56,11 @@ def backoff_seconds(
     max_backoff: float,
     rand: Callable[[], float] = random.random,
 ) -> float:
-    """Full jitter: uniform in [0, min(max_backoff, base * 2 ** (attempts - 1))).
+    """Full jitter (domain.backoff): uniform in [0, min(max_backoff, base * 2 ** (attempts - 1))).
 
     `attempts` counts the attempts made so far, including the one that just failed.
     """
-    exponent = min(max(attempts, 1) - 1, _MAX_EXPONENT)
-    cap = min(max_backoff, base * 2.0**exponent)
-    return cap * rand()
+    return full_jitter(min(max(attempts, 1) - 1, _MAX_EXPONENT), base, max_backoff, rand)
 
 
 AttemptKind = Literal["delivered", "rescheduled", "exhausted"]
