@@ -24,7 +24,9 @@ FORBIDDEN = ("fastapi", "starlette", "mangum")
 POWERTOOLS = "from aws_lambda_powertools import Logger, Metrics, Tracer\nLogger(); Metrics(); Tracer()\n"
 BASELINES = {
     "api": "import fastapi, mangum, pydantic, boto3\n" + POWERTOOLS,
-    "worker": "import boto3, pydantic, httpx\n" + POWERTOOLS,
+    # Only what the workers import at cold start: httpx (loaded on first use) would drag click
+    # and rich from the dev virtualenv into the baseline and flatter the ratio.
+    "worker": "import boto3, pydantic\n" + POWERTOOLS,
 }
 FUNCTION = """
 import importlib.util
