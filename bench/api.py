@@ -77,13 +77,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     from workflows.domain.definition import WorkflowDefinition
     from workflows.domain.messages import AdvanceMessage
     from workflows.domain.principal import ALL_PERMISSIONS, Principal
-    from workflows.roots.parts import Parts
-    from workflows.settings import get_settings
+    from workflows.roots import api as api_root
 
     rounds = 150 if quick else 400
     with common.moto_resources() as env, contextlib.redirect_stdout(io.StringIO()):
         api = common.load_function("api")
-        container = Parts(get_settings())
+        container = api_root.parts()
         principal = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
         definition = WorkflowDefinition.model_validate(
             {

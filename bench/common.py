@@ -71,7 +71,7 @@ def stateful_template() -> dict[str, Any]:
 @contextmanager
 def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """In-process moto (mock_aws) with template.yaml's resources; the WORKFLOWS_* environment is
-    exported for the duration so `Parts(get_settings())` builds against them."""
+    exported for the duration, and each function's root builds its parts anew against them."""
     import boto3
     from moto import mock_aws
 
@@ -91,16 +91,24 @@ def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str
         env = {**env, "WORKFLOWS_API_KEY": API_KEY, **(extra_env or {})}
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
-        settings.get_settings.cache_clear()
+        _fresh_roots(settings)
         try:
             yield env
         finally:
-            settings.get_settings.cache_clear()
+            _fresh_roots(settings)
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def _fresh_roots(settings: Any) -> None:
+    from workflows.roots import api, dispatcher, dlq_worker
+
+    settings.get_settings.cache_clear()
+    for root in (api, dispatcher, dlq_worker):
+        root.parts.cache_clear()
 
 
 def table_properties(env: dict[str, str]) -> dict[str, dict[str, Any]]:

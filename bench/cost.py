@@ -147,13 +147,12 @@ class Driver:
     def __init__(self, meter: Meter) -> None:
         import boto3
 
-        from workflows.roots.parts import Parts
-        from workflows.settings import get_settings
+        from workflows.roots import api as api_root
 
         self.meter = meter
         self.api = common.load_function("api")
         self.dispatcher = common.load_function("dispatcher")
-        self.container = Parts(get_settings())  # built after the meter was installed: metered clients
+        self.container = api_root.parts()  # built after the meter was installed: metered clients
         self.queue_url = self.container.settings.dispatch_queue_url
         # The event source's own client: its requests are priced separately (amortised).
         self.raw_sqs = boto3.session.Session().client("sqs")

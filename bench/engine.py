@@ -40,11 +40,10 @@ def _definition() -> dict[str, Any]:
 def _workload(runs: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
     from workflows.domain.definition import WorkflowDefinition
     from workflows.domain.principal import ALL_PERMISSIONS, Principal
-    from workflows.roots.parts import Parts
-    from workflows.settings import get_settings
+    from workflows.roots import api as api_root
 
     with common.moto_resources(), contextlib.redirect_stdout(io.StringIO()):
-        container = Parts(get_settings())
+        container = api_root.parts()
         principal = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
         definition = WorkflowDefinition.model_validate(_definition())
         service = container.run_service

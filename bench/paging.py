@@ -49,8 +49,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     from workflows.domain.definition import WorkflowDefinition
     from workflows.domain.principal import ALL_PERMISSIONS, Principal
-    from workflows.roots.parts import Parts
-    from workflows.settings import get_settings
+    from workflows.roots import api as api_root
 
     result: dict[str, Any] = {}
     with common.moto_resources() as env:
@@ -59,7 +58,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         meter.install()
         try:
             api = common.load_function("api")
-            container = Parts(get_settings())
+            container = api_root.parts()
             principal = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
             definition = WorkflowDefinition.model_validate(
                 {"name": "paging", "steps": [{"id": "s1", "type": "log", "config": {"message": "x"}}]}
