@@ -730,7 +730,8 @@ class FakeDlqStore:
         with self._lock:
             stored = self.rows.get(row.id)
             if stored is None or stored.lease_expires_at != row.lease_expires_at:
-                raise Conflict(f"webhook dlq row '{row.id}' lease was lost")
+                # As the adapter: its conditional update fails and is translated to StaleWrite.
+                raise StaleWrite(f"webhook dlq row '{row.id}' lease was lost")
             updated = stored.model_copy(
                 update={**changes, "lease_expires_at": None, "updated_at": iso(self._clock())}
             )

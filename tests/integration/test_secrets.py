@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from fastapi.testclient import TestClient
 
@@ -198,3 +199,50 @@ def test_inline_credentials_are_redacted_in_every_view_of_a_definition(api: Test
         assert step["url"] == "https://***@hooks.example.com/x?token=***&page={{ inputs.page }}"
         assert step["headers"] == {"Authorization": "***", "X-Api-Key": "{{ secrets.KEY }}", "Accept": "json"}
         assert shown["on_completion_webhook"] == "https://hooks.example.com/done?sig=***"
+
+
+def test_an_ssm_failure_other_than_not_found_is_transient() -> None:
+    # Given SSM answering a throttling error, then "no such parameter" (Stubber: nothing is sent)
+    from botocore.config import Config
+    from botocore.stub import Stubber
+
+    from workflows.adapters.secrets import SecretStore
+    from workflows.domain.secret_refs import SecretUnavailable
+
+    client = boto3.client("ssm", region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+    store = SecretStore(client, "/workflows/secrets")
+    with Stubber(client) as stub:
+        stub.add_client_error("get_parameter", service_error_code="ThrottlingException")
+        stub.add_client_error("get_parameter", service_error_code="ParameterNotFound")
+        with pytest.raises(SecretUnavailable) as throttled:
+            store.value("t1", "TOKEN")
+        with pytest.raises(SecretUnavailable) as missing:
+            store.value("t1", "OTHER")
+    # Then only the missing one is final
+    assert throttled.value.transient is True
+    assert missing.value.transient is False
+
+
+def test_a_transient_secret_failure_retries_the_step(
+    api: TestClient, hooks: Parts, receiver: Receiver
+) -> None:
+    from workflows.domain.secret_refs import SecretUnavailable
+
+    def unreadable(tenant_id: str, name: str) -> str:
+        raise SecretUnavailable(name, transient=True)
+
+    hooks.__dict__["secret_value"] = unreadable
+    definition = _webhook(receiver.url())
+    definition["steps"][0]["retry"] = {"max_attempts": 2, "initial_interval_seconds": 0, "jitter": "none"}
+    run_id = api.post(f"{P}/runs", json={"definition": definition}).json()["run_id"]
+    drain(hooks)
+    events = api.get(f"{P}/runs/{run_id}/events").json()["events"]
+    assert [e["event_type"] for e in events if e["event_type"].startswith("step_")] == [
+        "step_started",
+        "step_retrying",
+        "step_started",
+        "step_failed",
+    ]
+    run = api.get(f"{P}/runs/{run_id}").json()
+    assert run["error"]["code"] == "secret_unavailable"
+    assert receiver.requests == []

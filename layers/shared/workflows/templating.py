@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache, update_wrapper, wraps
 from string import Formatter
 from typing import Any
@@ -67,14 +67,14 @@ class TemplateLimitExceeded(SecurityError):
 
 @dataclass
 class _Budget:
+    seconds: float
     deadline: float
     iterations: int = MAX_LOOP_ITERATIONS
     allocated: int = 0
-    ticks: int = field(default=0)
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
-            raise TemplateLimitExceeded(f"rendering took longer than {MAX_RENDER_SECONDS:g} s")
+            raise TemplateLimitExceeded(f"rendering took longer than {self.seconds:g} s")
 
     def charge(self, amount: int) -> None:
         self.allocated += amount
@@ -95,7 +95,8 @@ _CURRENT: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("templ
 @contextmanager
 def render_budget(seconds: float = MAX_RENDER_SECONDS) -> Iterator[None]:
     """One budget (time, loop iterations, allocations) shared by every render inside."""
-    token = _CURRENT.set(_Budget(deadline=time.monotonic() + min(seconds, MAX_RENDER_SECONDS)))
+    seconds = min(seconds, MAX_RENDER_SECONDS)
+    token = _CURRENT.set(_Budget(seconds=seconds, deadline=time.monotonic() + seconds))
     try:
         yield
     finally:

@@ -37,7 +37,6 @@ DUE_INDEX = "due"
 DUE_SHARD = "pending"
 TENANT_INDEX = "by-tenant"
 _TENANT_KEY_FIELDS = ("id", "tenant_id", "created_at")
-_MAX_ERROR_CHARS = 1000
 
 
 def _decimal(value: float) -> Decimal:

@@ -35,7 +35,8 @@ class SecretStore:
         return f"{self._prefix}/{tenant_id}/{name}"
 
     def value(self, tenant_id: str, name: str) -> str:
-        """The secret's value (cached); SecretUnavailable when it is not set."""
+        """The secret's value (cached); SecretUnavailable when it is not set, or transient when
+        SSM failed otherwise (throttling, an outage)."""
         if self._provider is None:
             # Imported on first use: most dispatcher invocations never resolve a secret.
             from aws_lambda_powertools.utilities.parameters import SSMProvider
@@ -46,8 +47,13 @@ class SecretStore:
         try:
             path = self._path(tenant_id, name)
             return str(self._provider.get(path, decrypt=True, max_age=CACHE_SECONDS))
-        except (GetParameterError, NotFound) as exc:
+        except NotFound as exc:
             raise SecretUnavailable(name) from exc
+        except GetParameterError as exc:
+            # Powertools wraps every failure; the SSM error it wrapped says which one this was.
+            cause = exc.__context__
+            missing = isinstance(cause, ClientError) and error_code(cause) == "ParameterNotFound"
+            raise SecretUnavailable(name, transient=not missing) from exc
 
     def put(self, tenant_id: str, name: str, value: str) -> None:
         try:

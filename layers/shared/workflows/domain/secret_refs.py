@@ -24,11 +24,16 @@ MAX_SECRET_BYTES = 4096
 
 
 class SecretUnavailable(Exception):
-    """A referenced secret is not set (or not readable) for the tenant."""
+    """A referenced secret could not be read: not set for the tenant, or (`transient`) the
+    secret store failed in a way a later attempt may not meet."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"secret '{name}' is not set for this tenant")
+    def __init__(self, name: str, *, transient: bool = False) -> None:
+        reason = (
+            "could not be read; a later attempt may succeed" if transient else "is not set for this tenant"
+        )
+        super().__init__(f"secret '{name}' {reason}")
         self.name = name
+        self.transient = transient
 
 
 def new_nonce() -> str:

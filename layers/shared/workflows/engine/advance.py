@@ -46,8 +46,6 @@ DEFAULT_STEP_TIMEOUT_SECONDS = 60.0
 # A lease outlives the step's time budget by this much: committing the result takes time too.
 LEASE_SLACK = timedelta(seconds=30)
 TIMEOUT = "timeout"
-# A step's templates together render within this (engine.templating.MAX_RENDER_SECONDS).
-MAX_RENDER_SECONDS = 2.0
 
 
 class Slots(Protocol):
@@ -282,8 +280,9 @@ class Engine:
         # Imported here: jinja2 stays off the cold-start path until a step runs.
         from workflows.templating import render_budget
 
-        # Every template the step renders shares one budget of time, loops and allocations.
-        with render_budget(min(context.time_budget_seconds, MAX_RENDER_SECONDS)):
+        # Every template the step renders shares one budget of time (at most the step's own),
+        # loop iterations and allocations.
+        with render_budget(context.time_budget_seconds):
             return step_type.execute(config, context)
 
     def _suspend(

@@ -103,6 +103,8 @@ class WebhookStep:
         try:
             request = resolve_request(self._secrets, context.tenant_id, nonce, url, headers, body)
         except SecretUnavailable as exc:
+            if exc.transient:  # the step's retry policy applies
+                raise StepFailed("secret_unavailable", str(exc)) from exc
             raise StepFailed("secret_not_found", str(exc), retryable=False) from exc
         result = self._deliverer.deliver(
             request.url,

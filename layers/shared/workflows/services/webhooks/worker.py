@@ -189,7 +189,7 @@ class DlqWorker:
                 claimed.body_json.encode("utf-8"),
             )
         except SecretUnavailable as exc:
-            result = DeliveryResult("permanent", error=str(exc))
+            result = DeliveryResult("transient" if exc.transient else "permanent", error=str(exc))
         else:
             result = self._deliverer.deliver(
                 request.url, request.body, claimed.webhook_id, request.headers, tenant_id=claimed.tenant_id
