@@ -2,10 +2,14 @@
 
 Each sample is a fresh interpreter; the variants are interleaved so drift hits them alike.
 
-The API is also measured up to the end of its first request (import, then events/api_health.json
-through the handler), against the same request to a one-route FastAPI app behind Mangum and the
-same Powertools decorators: FastAPI builds the routes of an included router when a request first
-walks them, so part of the API's cold start happens in its first request, not its import.
+The API is also measured the way a client meets it: the import plus its first request, through
+the handler, against a one-route FastAPI app behind Mangum and the same Powertools decorators
+answering one request. FastAPI builds an included router's routes when a request first walks
+them, and the API function builds the routes of a group of paths when the group's first request
+arrives, so much of its cold start happens in that request. The figure with a target is a run
+read (`GET /runs/{id}`, authenticated, the id refused before any storage read, so no AWS call):
+the runs routes, the ones most clients meet first. Informational: the health route (no route
+module) and a definition's dry run (`POST /validate`, the definitions routes and models).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ spec = importlib.util.spec_from_file_location("function_app", {path!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 """
-# The first request, after the import: the health route (no AWS call) through the real handler.
+# The first request, after the import, through the real handler.
 FIRST_REQUEST = "response = module.handler(EVENT, Context())\n"
 # The baseline's equivalent: one route, wrapped like ours (Mangum, Powertools decorators).
 MINIMAL_API = """
@@ -67,6 +71,11 @@ response = handler(EVENT, Context())
 # Untimed: the event and a Lambda context with what Powertools reads.
 REQUEST_SETUP = """
 EVENT = json.loads(open({event!r}).read())
+EVENT.update(rawPath={path!r}, headers={{**EVENT["headers"], "x-api-key": {key!r}}})
+EVENT["requestContext"]["http"].update(path={path!r}, method={method!r})
+if {body!r}:
+    EVENT.update(body={body!r})
+    EVENT["headers"].update({{"content-type": "application/json", "content-length": str(len({body!r}))}})
 
 
 class Context:
@@ -95,10 +104,21 @@ print(json.dumps({{"seconds": elapsed, "forbidden": [m for m in {forbidden!r} if
 """
 
 
-def _code(body: str, *, request: bool = False) -> str:
+# The first requests measured (none calls AWS): name -> (method, path, body, expected status).
+FIRST_REQUESTS = {
+    "api_first_request": ("GET", "/api/v1/workflows/runs/not-a-run-id", "", 404),
+    "api_first_health_request": ("GET", "/api/v1/workflows/health", "", 200),
+    "api_first_definitions_request": ("POST", "/api/v1/workflows/validate", '{"name": "x"}', 200),
+}
+HEALTH = ("GET", "/api/v1/workflows/health", "")
+
+
+def _code(body: str, *, request: tuple[str, str, str] | None = None) -> str:
     setup = "response = None"
-    if request:
-        setup = REQUEST_SETUP.format(event=str(common.EVENTS / "api_health.json"))
+    if request is not None:
+        method, path, payload = request
+        event = str(common.EVENTS / "api_health.json")
+        setup = REQUEST_SETUP.format(event=event, method=method, path=path, body=payload, key=common.API_KEY)
     return HARNESS.format(layer=str(common.LAYER), setup=setup, body=body, forbidden=FORBIDDEN)
 
 
@@ -107,7 +127,7 @@ def _function_body(name: str) -> str:
 
 
 def _sample(code: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **common.ENVIRONMENT}
+    env = {**os.environ, **common.ENVIRONMENT, "WORKFLOWS_API_KEY": common.API_KEY}
     # Bytecode caches are written and then used (warm): any value of this variable, "0"
     # included, stops Python writing them, and every changed module would be compiled per sample.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -147,9 +167,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "dlq_retry": _code(_function_body("dlq_retry")),
         "api_baseline": _code(BASELINES["api"]),
         "worker_baseline": _code(BASELINES["worker"]),
-        "api_first_request": _code(_function_body("api") + FIRST_REQUEST, request=True),
-        "api_first_request_baseline": _code(MINIMAL_API, request=True),
+        "api_first_request_baseline": _code(MINIMAL_API, request=HEALTH),
     }
+    for name, (method, path, payload, _) in FIRST_REQUESTS.items():
+        variants[name] = _code(_function_body("api") + FIRST_REQUEST, request=(method, path, payload))
     for code in variants.values():  # warm the bytecode caches once, unmeasured
         _sample(code)
     samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -157,28 +178,38 @@ def run(quick: bool = False) -> dict[str, Any]:
     for _ in range(repeats):
         for name, code in variants.items():
             out = json.loads(_sample(code).stdout.strip().splitlines()[-1])
-            if name.startswith("api_first_request") and out["status"] != 200:
-                raise RuntimeError(f"{name}: the first request answered {out['status']}")
+            expected = (
+                FIRST_REQUESTS.get(name, (None, None, None, 200))[3] if name.startswith("api_first") else None
+            )
+            if expected is not None and out["status"] != expected:
+                raise RuntimeError(f"{name}: the first request answered {out['status']}, not {expected}")
             samples[name].append(out["seconds"])
             forbidden[name] = out["forbidden"]
     medians = {name: statistics.median(values) for name, values in samples.items()}
     result: dict[str, Any] = {"repeats": repeats}
-    targets = {"api": 1.10, "dispatcher": 1.25, "dlq_retry": 1.25}
+    # The API's import alone has no target: work moved from the import into the first request
+    # (FastAPI's own route building included) is counted by the first-request figures.
+    result["api_import_ms"] = medians["api"] * 1000
+    result["api_import_ratio"] = medians["api"] / medians["api_baseline"]
+    targets = {"dispatcher": 1.25, "dlq_retry": 1.25}
     for name, target in targets.items():
-        base = "api_baseline" if name == "api" else "worker_baseline"
+        base = "worker_baseline"
         ratio = medians[name] / medians[base]
         result[f"{name}_ms"] = medians[name] * 1000
         result[f"{name}_baseline_ms"] = medians[base] * 1000
         result[f"{name}_ratio"] = ratio
         result[f"{name}_target"] = target
-        if name != "api":
-            result[f"{name}_forbidden_modules"] = forbidden[name]
+        result[f"{name}_forbidden_modules"] = forbidden[name]
         if ratio > target:
             result[f"{name}_imports_beyond_baseline"] = top_imports(variants[name], variants[base])
-    # Informational (no target): import plus the first request, so that work moved from the
-    # import into the first request (FastAPI's own route building included) is counted.
-    first, first_base = medians["api_first_request"], medians["api_first_request_baseline"]
-    result["api_first_request_ms"] = first * 1000
+    first_base = medians["api_first_request_baseline"]
     result["api_first_request_baseline_ms"] = first_base * 1000
-    result["api_first_request_ratio"] = first / first_base
+    for name in FIRST_REQUESTS:
+        result[f"{name}_ms"] = medians[name] * 1000
+        result[f"{name}_ratio"] = medians[name] / first_base
+    result["api_first_request_target"] = 1.25
+    if result["api_first_request_ratio"] > 1.25:
+        result["api_first_request_imports_beyond_baseline"] = top_imports(
+            variants["api_first_request"], variants["api_first_request_baseline"]
+        )
     return result

@@ -86,6 +86,14 @@ def test_entry_points_leave_first_use_modules_unloaded(function: str) -> None:
     assert loaded.isdisjoint(FIRST_USE_ONLY), sorted(loaded & set(FIRST_USE_ONLY))
 
 
+def test_the_api_function_imports_no_route_module_until_a_request_needs_it() -> None:
+    # Each request's app is built with the route modules of its path, on that path's first
+    # request (workflows.roots.api), so the import loads none of them.
+    loaded = _all_modules_loaded_by("api")
+    assert "workflows.api.app" in loaded
+    assert not {name for name in loaded if name.startswith("workflows.api.routes.")}
+
+
 def test_every_step_type_is_known_before_its_module_is_loaded() -> None:
     code = CONFIGURED.format(layer=str(ROOT / "layers" / "shared"))
     env = {"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"}

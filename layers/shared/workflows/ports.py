@@ -10,22 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from workflows.domain.api_keys import ApiKeyRecord
-from workflows.domain.artifacts import ArtifactMeta
-from workflows.domain.corpus import CorpusDocument
-from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.delivery import DeliveryResult
-from workflows.domain.dlq import DlqRow
-from workflows.domain.idempotency import Claim, IdempotencyRecord
-from workflows.domain.json import JsonObject
-from workflows.domain.messages import AdvanceMessage
-from workflows.domain.paging import Position
-from workflows.domain.quotas import WindowCount
-from workflows.domain.run import EventPage, NewEvent, Run
-from workflows.domain.schedules import Schedule
-from workflows.domain.workflows import WorkflowHead, WorkflowVersion
+if TYPE_CHECKING:  # annotations only: a function imports the domain modules it uses itself
+    from workflows.domain.api_keys import ApiKeyRecord
+    from workflows.domain.artifacts import ArtifactMeta
+    from workflows.domain.corpus import CorpusDocument
+    from workflows.domain.definition import WorkflowDefinition
+    from workflows.domain.delivery import DeliveryResult
+    from workflows.domain.dlq import DlqRow
+    from workflows.domain.idempotency import Claim, IdempotencyRecord
+    from workflows.domain.json import JsonObject
+    from workflows.domain.messages import AdvanceMessage
+    from workflows.domain.paging import Position
+    from workflows.domain.quotas import WindowCount
+    from workflows.domain.run import EventPage, NewEvent, Run
+    from workflows.domain.schedules import Schedule
+    from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 
 Clock = Callable[[], datetime]
 

@@ -1,31 +1,104 @@
-"""The FastAPI application."""
+"""The FastAPI application, whole or only the routes that serve one group of paths."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import re
+from collections.abc import Callable, Collection
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from starlette.convertors import CONVERTOR_TYPES
 
 from workflows import ENGINE_VERSION
 from workflows.api import deps, errors
 from workflows.api.deps import ApiServices
-from workflows.api.routes import (
-    artifacts,
-    control,
-    corpus,
-    definitions,
-    keys,
-    runs,
-    schedules,
-    secrets,
-    step_types,
-    webhooks,
-)
 from workflows.api.schemas import PREFIX
 
+# The route modules of api/routes, in the order the app matches them. `definitions` comes last:
+# its collection path is the prefix itself (`POST /api/v1/workflows`).
+ROUTE_MODULES = (
+    "runs",
+    "control",
+    "webhooks",
+    "step_types",
+    "artifacts",
+    "corpus",
+    "schedules",
+    "keys",
+    "secrets",
+    "definitions",
+)
+# The paths each route module serves (under the prefix), as its routes declare them; a test
+# holds this table to the routers. An app needs, to answer a path exactly as the whole app
+# would (404, 405, a slash redirect), every module with a route of that shape, whatever its
+# method.
+ROUTE_PATHS: dict[str, tuple[str, ...]] = {
+    "runs": ("/run", "/runs", "/runs/{run_id}", "/runs/{run_id}/definition", "/runs/{run_id}/events"),
+    "control": ("/runs/{run_id}/steps/{step_id}/{decision}", "/runs/{run_id}/{action}"),
+    "webhooks": (
+        "/runs/{run_id}/deliveries",
+        "/webhooks/dlq",
+        "/webhooks/dlq/{row_id}",
+        "/webhooks/dlq/{row_id}/replay",
+    ),
+    "step_types": ("/step-types",),
+    "artifacts": ("/runs/{run_id}/artifacts", "/runs/{run_id}/artifacts/{artifact_id}"),
+    "corpus": ("/corpus/documents", "/corpus/documents/{doc_id}"),
+    "schedules": ("/schedules", "/schedules/{schedule_id}"),
+    "keys": ("/api-keys", "/api-keys/{key_id}"),
+    "secrets": ("/secrets", "/secrets/{name}"),
+    "definitions": (
+        "",
+        "/validate",
+        "/{workflow_id:uuid}",
+        "/{workflow_id:uuid}/run",
+        "/{workflow_id:uuid}/runs",
+        "/{workflow_id:uuid}/versions",
+    ),
+}
+_DOCUMENTATION = (f"{PREFIX}/docs", f"{PREFIX}/openapi.json")
 
-def create_app(services: Callable[[], ApiServices] | None = None) -> FastAPI:
-    """The app; `services` gives what every route's `Services` gets (the composition root's)."""
+
+def _segment_matches(template: str, segment: str) -> bool:
+    if not template.startswith("{"):
+        return template == segment
+    _, _, convertor = template.strip("{}").partition(":")
+    return re.fullmatch(CONVERTOR_TYPES[convertor or "str"].regex, segment) is not None
+
+
+def _shape_matches(template: str, segments: list[str]) -> bool:
+    parts = template.split("/")
+    return len(parts) == len(segments) and all(map(_segment_matches, parts, segments))
+
+
+def route_modules_for(path: str) -> tuple[str, ...]:
+    """The route modules an app needs to answer `path` exactly as the whole app would: those
+    with a route of its shape (a parameter matches what its convertor matches), with or
+    without a trailing slash; all of them for the OpenAPI document and its page."""
+    if path in _DOCUMENTATION:
+        return ROUTE_MODULES
+    if path != PREFIX and not path.startswith(PREFIX + "/"):
+        return ()  # outside the API: 404 from any app
+    segments = path[len(PREFIX) :].rstrip("/").split("/")
+    return tuple(
+        name
+        for name in ROUTE_MODULES
+        if any(_shape_matches(template, segments) for template in ROUTE_PATHS[name])
+    )
+
+
+def _router(name: str) -> APIRouter:
+    # By name, so an app that serves one group of paths never imports (and FastAPI never
+    # builds) the others' routes and models: that is most of a cold start's own work.
+    router: APIRouter = importlib.import_module(f"workflows.api.routes.{name}").router
+    return router
+
+
+def create_app(
+    services: Callable[[], ApiServices] | None = None, modules: Collection[str] = ROUTE_MODULES
+) -> FastAPI:
+    """The app with the routes of `modules` (all by default); `services` gives what every
+    route's `Services` gets (the composition root's)."""
     app = FastAPI(
         title="Workflows",
         version=ENGINE_VERSION,
@@ -36,27 +109,15 @@ def create_app(services: Callable[[], ApiServices] | None = None) -> FastAPI:
     errors.install(app)
     if services is not None:
         app.dependency_overrides[deps.services] = services
-    # Each router is included on the app itself, with the prefix: FastAPI builds a route's
-    # validation models once per inclusion, and a router included without a prefix (into an
-    # intermediate router) is built once more just to check its paths, which cold start pays.
-    for router in (
-        runs.router,
-        control.router,
-        webhooks.router,
-        step_types.router,
-        artifacts.router,
-        corpus.router,
-        schedules.router,
-        keys.router,
-        secrets.router,
-    ):
-        app.include_router(router, prefix=PREFIX)
 
     @app.get(f"{PREFIX}/health", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok", "engine_version": ENGINE_VERSION}
 
-    # Last: its `/{workflow_id}` paths must not shadow any fixed path above; its collection path
-    # is the prefix itself (`POST /api/v1/workflows`).
-    app.include_router(definitions.router, prefix=PREFIX)
+    # Each router is included on the app itself, with the prefix: FastAPI builds a route's
+    # validation models once per inclusion, and a router included without a prefix (into an
+    # intermediate router) is built once more just to check its paths, which cold start pays.
+    for name in ROUTE_MODULES:
+        if name in modules:
+            app.include_router(_router(name), prefix=PREFIX)
     return app

@@ -5,29 +5,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from fastapi import Depends
 
-from workflows.clock import Clock
-from workflows.services.access import SubmissionQuotas
-from workflows.services.artifacts import ArtifactService
-from workflows.services.control import ControlService
-from workflows.services.corpus import CorpusService
-from workflows.services.definitions import DefinitionService
-from workflows.services.deliveries import DeliveryOperations
-from workflows.services.identity import Identity
-from workflows.services.keys import KeyService
-from workflows.services.queries import RunQueries
-from workflows.services.runs import RunService
-from workflows.services.schedules import ScheduleService
-from workflows.services.secrets import SecretService
-from workflows.settings import Settings
-from workflows.steps.registry import StepRegistry
+if TYPE_CHECKING:  # annotations only: a route imports the services it calls itself
+    from workflows.clock import Clock
+    from workflows.services.access import SubmissionQuotas
+    from workflows.services.artifacts import ArtifactService
+    from workflows.services.control import ControlService
+    from workflows.services.corpus import CorpusService
+    from workflows.services.definitions import DefinitionService
+    from workflows.services.deliveries import DeliveryOperations
+    from workflows.services.identity import Identity
+    from workflows.services.keys import KeyService
+    from workflows.services.queries import RunQueries
+    from workflows.services.runs import RunService
+    from workflows.services.schedules import ScheduleService
+    from workflows.services.secrets import SecretService
+    from workflows.settings import Settings
+    from workflows.steps.registry import StepRegistry
 
 
 class ApiServices(Protocol):
-    """Everything a route may call (workflows.roots.api.ApiRoot builds each on first use)."""
+    """Everything a route may call (workflows.roots.parts.Parts builds each on first use)."""
 
     @property
     def settings(self) -> Settings: ...

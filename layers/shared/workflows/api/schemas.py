@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.clock import iso
-from workflows.domain.artifacts import ArtifactMeta
 from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.redaction import redact_definition
 from workflows.domain.run import Run, RunEvent
-from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 
 PREFIX = "/api/v1/workflows"
 
@@ -101,116 +96,7 @@ class EventsPage(BaseModel):
     has_more: bool
 
 
-# ---- saved definitions -------------------------------------------------------------------
-
-
-class DefinitionDraft(WorkflowDefinition):
-    """A new version's body: a definition whose version the service assigns (latest + 1).
-
-    A `version` in the body is a precondition: the write happens only if it is the next one.
-    """
-
-    version: int | None = Field(default=None, ge=1)  # type: ignore[assignment]
-
-
-class SavedRunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1, description="default: the latest version")
-
-
-class DefinitionLinks(BaseModel):
-    self: str
-    versions: str
-    runs: str
-
-
-def definition_links(workflow_id: str) -> DefinitionLinks:
-    base = f"{PREFIX}/{workflow_id}"
-    return DefinitionLinks(self=base, versions=f"{base}/versions", runs=f"{base}/runs")
-
-
-class DefinitionSummary(BaseModel):
-    workflow_id: str
-    name: str
-    version: int = Field(description="the latest version")
-    description: str | None
-    tags: list[str]
-    status: Literal["active", "deleted"]
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
-    links: DefinitionLinks
-
-    @classmethod
-    def of(cls, head: WorkflowHead) -> DefinitionSummary:
-        return cls(
-            workflow_id=head.workflow_id,
-            name=head.name,
-            version=head.latest_version,
-            description=head.description,
-            tags=head.tags,
-            status=head.status,
-            created_at=head.created_at,
-            updated_at=head.updated_at,
-            deleted_at=head.deleted_at,
-            links=definition_links(head.workflow_id),
-        )
-
-
-class DefinitionView(DefinitionSummary):
-    """A workflow with one version's definition (the latest unless a version was asked for)."""
-
-    latest_version: int
-    definition: WorkflowDefinition
-
-    @classmethod
-    def of_version(cls, head: WorkflowHead, version: WorkflowVersion) -> DefinitionView:
-        assert version.definition is not None
-        summary = DefinitionSummary.of(head).model_dump()
-        summary.update(
-            name=version.name,
-            version=version.version,
-            description=version.description,
-            tags=version.definition.tags,
-            latest_version=head.latest_version,
-        )
-        return cls(**summary, definition=redact_definition(version.definition))
-
-
-class DefinitionList(BaseModel):
-    workflows: list[DefinitionSummary]
-    next_cursor: str | None
-
-
-class VersionSummary(BaseModel):
-    version: int
-    name: str
-    description: str | None
-    created_at: str
-    created_by: str
-    self: str
-
-
-class VersionList(BaseModel):
-    workflow_id: str
-    versions: list[VersionSummary]
-    next_cursor: str | None
-
-
-class ValidationIssue(BaseModel):
-    field: str
-    message: str
-
-
-class ValidationReportView(BaseModel):
-    valid: bool
-    errors: list[ValidationIssue]
-    warnings: list[ValidationIssue]
-
-
-# ---- run listing and step types ------------------------------------------------------------
+# ---- run listing ------------------------------------------------------------
 
 
 class RunList(BaseModel):
@@ -218,21 +104,7 @@ class RunList(BaseModel):
     next_cursor: str | None
 
 
-class StepTypeView(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    name: str
-    description: str
-    config_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of the step's config")
-    example: dict[str, Any]
-    min_engine_version: str
-
-
-class StepTypeList(BaseModel):
-    step_types: list[StepTypeView]
-
-
-# ---- errors and artifacts ------------------------------------------------------------------
+# ---- errors ------------------------------------------------------------------
 
 
 class ErrorDetail(BaseModel):
@@ -270,47 +142,3 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for the error statuses a route can answer (401, 403, 422, 503 always)."""
     codes = sorted({401, 403, 422, 503, *statuses})
     return {status: {"model": ErrorBody, "description": _ERROR_TEXT[status]} for status in codes}
-
-
-class ArtifactLinks(BaseModel):
-    self: str
-    download: str
-
-
-class ArtifactView(BaseModel):
-    artifact_id: str
-    run_id: str
-    step_id: str | None
-    name: str
-    size_bytes: int
-    mime_type: str
-    sha256: str = Field(description="hex SHA-256 of the contents")
-    created_at: str
-    expires_at: str = Field(description="when the artifact is deleted with its run")
-    links: ArtifactLinks
-
-    @classmethod
-    def of(cls, meta: ArtifactMeta) -> ArtifactView:
-        base = f"{PREFIX}/runs/{meta.run_id}/artifacts/{meta.artifact_id}"
-        return cls(
-            artifact_id=meta.artifact_id,
-            run_id=meta.run_id,
-            step_id=meta.step_id,
-            name=meta.name,
-            size_bytes=meta.size_bytes,
-            mime_type=meta.mime_type,
-            sha256=meta.sha256,
-            created_at=meta.created_at,
-            expires_at=iso(datetime.fromtimestamp(meta.expires_at, tz=UTC)),
-            links=ArtifactLinks(self=base, download=f"{base}?download=true"),
-        )
-
-
-class ArtifactList(BaseModel):
-    run_id: str
-    artifacts: list[ArtifactView]
-
-
-class ArtifactDetail(ArtifactView):
-    download_url: str = Field(description="presigned S3 GET URL, valid for 5 minutes")
-    download_url_expires_at: str

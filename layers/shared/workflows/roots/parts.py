@@ -389,7 +389,7 @@ class Parts:
         from workflows.services.identity import Identity
 
         return Identity(
-            self.api_keys, self.settings, lambda: single_user_api_key(self.settings), clock=self.clock
+            lambda: self.api_keys, self.settings, lambda: single_user_api_key(self.settings), clock=self.clock
         )
 
     @cached_property

@@ -24,11 +24,13 @@ SINGLE_USER = "admin"
 
 
 class Identity:
-    """`single_user_key` reads the single-user key (the setting, or SSM when deployed)."""
+    """`keys` gives the key store (multi_user only: single_user never builds it, nor its
+    DynamoDB client); `single_user_key` reads the single-user key (the setting, or SSM when
+    deployed)."""
 
     def __init__(
         self,
-        keys: ApiKeyStore,
+        keys: Callable[[], ApiKeyStore],
         settings: Settings,
         single_user_key: Callable[[], str | None],
         *,
@@ -50,7 +52,7 @@ class Identity:
             if expected is None or not hmac.compare_digest(presented.encode(), expected.encode()):
                 raise Unauthenticated("unknown API key")
             return Principal(tenant_id=DEFAULT_TENANT, user_id=SINGLE_USER, permissions=ALL_PERMISSIONS)
-        record = self._keys.lookup(presented)
+        record = self._keys().lookup(presented)
         if record is None:
             raise Unauthenticated("unknown API key")
         state = record.state(self._clock())

@@ -2,19 +2,70 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
 
 from workflows.api.auth import Caller
 from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import ArtifactId, RunId
-from workflows.api.schemas import ArtifactDetail, ArtifactList, ArtifactView, error_responses
+from workflows.api.schemas import PREFIX, error_responses
 from workflows.clock import iso
-from workflows.domain.artifacts import MAX_READ_BYTES, PRESIGNED_URL_SECONDS, content_disposition
+from workflows.domain.artifacts import (
+    MAX_READ_BYTES,
+    PRESIGNED_URL_SECONDS,
+    ArtifactMeta,
+    content_disposition,
+)
+
+
+class ArtifactLinks(BaseModel):
+    self: str
+    download: str
+
+
+class ArtifactView(BaseModel):
+    artifact_id: str
+    run_id: str
+    step_id: str | None
+    name: str
+    size_bytes: int
+    mime_type: str
+    sha256: str = Field(description="hex SHA-256 of the contents")
+    created_at: str
+    expires_at: str = Field(description="when the artifact is deleted with its run")
+    links: ArtifactLinks
+
+    @classmethod
+    def of(cls, meta: ArtifactMeta) -> ArtifactView:
+        base = f"{PREFIX}/runs/{meta.run_id}/artifacts/{meta.artifact_id}"
+        return cls(
+            artifact_id=meta.artifact_id,
+            run_id=meta.run_id,
+            step_id=meta.step_id,
+            name=meta.name,
+            size_bytes=meta.size_bytes,
+            mime_type=meta.mime_type,
+            sha256=meta.sha256,
+            created_at=meta.created_at,
+            expires_at=iso(datetime.fromtimestamp(meta.expires_at, tz=UTC)),
+            links=ArtifactLinks(self=base, download=f"{base}?download=true"),
+        )
+
+
+class ArtifactList(BaseModel):
+    run_id: str
+    artifacts: list[ArtifactView]
+
+
+class ArtifactDetail(ArtifactView):
+    download_url: str = Field(description="presigned S3 GET URL, valid for 5 minutes")
+    download_url_expires_at: str
+
 
 router = APIRouter(route_class=GuardedRoute)
 

@@ -6,33 +6,130 @@ Included last: its `/{workflow_id}` paths only match UUIDs, so they cannot shado
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api import cursor
 from workflows.api.auth import Caller, Submitter
 from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.routes.runs import IdempotencyKey, accepted
-from workflows.api.schemas import (
-    DefinitionDraft,
-    DefinitionList,
-    DefinitionSummary,
-    DefinitionView,
-    RunAccepted,
-    SavedRunRequest,
-    ValidationIssue,
-    ValidationReportView,
-    VersionList,
-    VersionSummary,
-    definition_links,
-    error_responses,
-)
+from workflows.api.schemas import PREFIX, RunAccepted, error_responses
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.redaction import redact_definition
 from workflows.domain.run import Run
+from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 from workflows.services.definitions import dry_run
+
+
+class DefinitionDraft(WorkflowDefinition):
+    """A new version's body: a definition whose version the service assigns (latest + 1).
+
+    A `version` in the body is a precondition: the write happens only if it is the next one.
+    """
+
+    version: int | None = Field(default=None, ge=1)  # type: ignore[assignment]
+
+
+class SavedRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(default=None, ge=1, description="default: the latest version")
+
+
+class DefinitionLinks(BaseModel):
+    self: str
+    versions: str
+    runs: str
+
+
+def definition_links(workflow_id: str) -> DefinitionLinks:
+    base = f"{PREFIX}/{workflow_id}"
+    return DefinitionLinks(self=base, versions=f"{base}/versions", runs=f"{base}/runs")
+
+
+class DefinitionSummary(BaseModel):
+    workflow_id: str
+    name: str
+    version: int = Field(description="the latest version")
+    description: str | None
+    tags: list[str]
+    status: Literal["active", "deleted"]
+    created_at: str
+    updated_at: str
+    deleted_at: str | None
+    links: DefinitionLinks
+
+    @classmethod
+    def of(cls, head: WorkflowHead) -> DefinitionSummary:
+        return cls(
+            workflow_id=head.workflow_id,
+            name=head.name,
+            version=head.latest_version,
+            description=head.description,
+            tags=head.tags,
+            status=head.status,
+            created_at=head.created_at,
+            updated_at=head.updated_at,
+            deleted_at=head.deleted_at,
+            links=definition_links(head.workflow_id),
+        )
+
+
+class DefinitionView(DefinitionSummary):
+    """A workflow with one version's definition (the latest unless a version was asked for)."""
+
+    latest_version: int
+    definition: WorkflowDefinition
+
+    @classmethod
+    def of_version(cls, head: WorkflowHead, version: WorkflowVersion) -> DefinitionView:
+        assert version.definition is not None
+        summary = DefinitionSummary.of(head).model_dump()
+        summary.update(
+            name=version.name,
+            version=version.version,
+            description=version.description,
+            tags=version.definition.tags,
+            latest_version=head.latest_version,
+        )
+        return cls(**summary, definition=redact_definition(version.definition))
+
+
+class DefinitionList(BaseModel):
+    workflows: list[DefinitionSummary]
+    next_cursor: str | None
+
+
+class VersionSummary(BaseModel):
+    version: int
+    name: str
+    description: str | None
+    created_at: str
+    created_by: str
+    self: str
+
+
+class VersionList(BaseModel):
+    workflow_id: str
+    versions: list[VersionSummary]
+    next_cursor: str | None
+
+
+class ValidationIssue(BaseModel):
+    field: str
+    message: str
+
+
+class ValidationReportView(BaseModel):
+    valid: bool
+    errors: list[ValidationIssue]
+    warnings: list[ValidationIssue]
+
 
 router = APIRouter(route_class=GuardedRoute)
 

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.routes.runs import Reader
-from workflows.api.schemas import StepTypeList, StepTypeView, error_responses
+from workflows.api.schemas import error_responses
+
+
+class StepTypeView(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    description: str
+    config_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of the step's config")
+    example: dict[str, Any]
+    min_engine_version: str
+
+
+class StepTypeList(BaseModel):
+    step_types: list[StepTypeView]
+
 
 router = APIRouter(route_class=GuardedRoute)
 
