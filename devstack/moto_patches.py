@@ -6,6 +6,10 @@ time proportional to everything ever written, and the local stack slows to a cra
 accumulate. This keeps moto's own transaction logic and replaces only the backup: the items the
 transaction addresses are copied before it runs and put back (or deleted) if it raises.
 
+Still needed while a definition's version is written in a transaction: on in-process moto,
+creating a workflow after 600 others took 186 ms without this (11 ms for the first 50), 2.2 ms
+with it (2026-11-28).
+
 Only sound where DynamoDB requests do not interleave: the local stack serialises them
 (devstack.moto_server) and the tests wrap their client the same way.
 """
