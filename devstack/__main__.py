@@ -112,6 +112,16 @@ def main() -> int:
         )
         for _ in range(max(1, int(os.environ.get("DEVSTACK_DISPATCHERS", "4"))))
     ]
+    # The dispatch queue's dead letters (DispatchDlqFunction's event source).
+    pollers.append(
+        QueuePoller(
+            boto3.client("sqs"),
+            env["DEVSTACK_DISPATCH_DLQ_URL"],
+            load_function("dispatch_dlq").handler,
+            region=region,
+            on_error=report,
+        )
+    )
     for poller in pollers:
         poller.start()
     dlq_enabled = os.environ.get("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "true").lower() == "true"

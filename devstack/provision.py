@@ -35,6 +35,8 @@ ENVIRONMENT = {
     "CorpusTable": "WORKFLOWS_CORPUS_TABLE",
     "ArtifactsBucket": "WORKFLOWS_ARTIFACTS_BUCKET",
     "DispatchQueue": "WORKFLOWS_DISPATCH_QUEUE_URL",
+    # Read by the local stack's dead-letter poller only, not by the functions.
+    "DispatchDeadLetterQueue": "DEVSTACK_DISPATCH_DLQ_URL",
 }
 
 

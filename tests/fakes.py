@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import secrets
 import threading
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from workflows.adapters.dynamo import MAX_ITEM_BYTES
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.api_keys import ApiKeyRecord
 from workflows.domain.artifacts import ArtifactMeta
@@ -34,7 +36,7 @@ from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
 from workflows.domain.schedules import Schedule
 from workflows.domain.secret_refs import SecretUnavailable
 from workflows.domain.workflows import ACTIVE, DELETED, WorkflowHead, WorkflowVersion
-from workflows.errors import Conflict, InvalidCursor, NotFound, StaleWrite
+from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
 from workflows.roots.parts import Parts
 from workflows.settings import Settings
 
@@ -106,6 +108,10 @@ class FakeRunStore:
                 }
             )
             updated = Run.model_validate(updated.model_dump())
+            # The adapter's limit: one item holds the run and this commit's events.
+            size = len(json.dumps([updated.model_dump(mode="json"), [e.model_dump() for e in numbered]]))
+            if size > MAX_ITEM_BYTES:
+                raise PayloadTooLarge(f"run {run.run_id}: the commit would store {size} bytes")
             self.runs[key] = updated
             self.events[key].extend(numbered)
             result = updated.model_copy(deep=True)

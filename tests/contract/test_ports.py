@@ -6,6 +6,8 @@ the fake does not keep, or the adapter breaks, fails here for one of the two.
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,7 +21,7 @@ from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.domain.schedules import Schedule
 from workflows.domain.secret_refs import SecretUnavailable
-from workflows.errors import Conflict, InvalidCursor, NotFound, StaleWrite
+from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
 from workflows.roots.parts import Parts
 
 T = "t1"
@@ -73,6 +75,21 @@ def test_runs_a_transition_on_a_stale_read_is_refused(parts: Parts, clock: FakeC
     with pytest.raises(StaleWrite):
         runs.transition(read, {"status": RunStatus.CANCELLED}, [])
     assert runs.get(T, _uuid(1)).status == RunStatus.RUNNING
+
+
+def test_runs_a_commit_past_the_item_limit_is_refused_and_changes_nothing(
+    parts: Parts, clock: FakeClock
+) -> None:
+    runs = parts.runs
+    runs.create(_run(_uuid(9), clock), DEFINITION)
+    read = runs.get(T, _uuid(9))
+    output = base64.b64encode(os.urandom(450_000)).decode()  # incompressible
+    with pytest.raises(PayloadTooLarge):
+        runs.transition(
+            read, {"step_outputs": {"s1": output}}, [NewEvent(event_type=EventType.STEP_COMPLETED)]
+        )
+    assert runs.get(T, _uuid(9)).version == read.version
+    assert runs.list_events(T, _uuid(9), since=0, limit=10).events == []
 
 
 def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: FakeClock) -> None:

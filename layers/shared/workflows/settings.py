@@ -86,6 +86,10 @@ class Settings(BaseModel):
     # Engine.
     max_steps_per_run: int = Field(default=1000, ge=1, description="guard against endless loops")
     run_retention_days: int = Field(default=90, ge=1)
+    # The dispatch queue's maxReceiveCount (the template passes its own parameter): an error on a
+    # message's last receive fails its run with `internal_error` instead of leaving it to the
+    # dead-letter queue; earlier receives are retried by SQS.
+    dispatch_max_receive_count: int = Field(default=5, ge=1, le=1000)
 
     # LLM calls (`prompt` step with a `model`). The key is read from Secrets Manager when only
     # the ARN is set; Powertools caches it for a few minutes so rotation needs no cold start.

@@ -8,7 +8,10 @@ Invariants (docs/engine.md; each is tested):
    a redelivered older message finds the run ahead of it and, once the run has sat still past a
    grace period with no wake-up due, re-sends the lost kick.
 4. Terminal and paused runs ignore kicks; a run waiting for approval only acts on its timeout.
-5. Step failures (StepFailed) are recorded on the run; anything else raises so SQS redelivers.
+5. Every run ends (docs/engine.md, "How runs end"). A step's failure is recorded on the run,
+   and so is anything else a step raises (`internal_error`, with a correlation id) or an output
+   the run cannot store (`output_too_large`). Any other error (storage, a bug here) raises so
+   SQS delivers the message again, until its last receive: then the run fails (`give_up`).
 6. Consecutive cheap steps (`inline`) run in one invocation while time is left, each committed
    before the next starts.
 """
@@ -28,7 +31,7 @@ from workflows.domain.json import JsonValue
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import TERMINAL, EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine import retry
-from workflows.errors import NotFound, StaleWrite
+from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import logger, metrics
 from workflows.ports import ArtifactStore, DispatchQueue, RunStore
 from workflows.steps.approval import ApprovalConfig
@@ -46,6 +49,20 @@ DEFAULT_STEP_TIMEOUT_SECONDS = 60.0
 # A lease outlives the step's time budget by this much: committing the result takes time too.
 LEASE_SLACK = timedelta(seconds=30)
 TIMEOUT = "timeout"
+INTERNAL_ERROR = "internal_error"
+OUTPUT_TOO_LARGE = "output_too_large"
+RUN_TOO_LARGE = "run_too_large"
+# Commits of a give-up that lose a race before one lands (each re-reads the run).
+GIVE_UP_WRITES = 3
+
+
+def internal_error(exc: BaseException, correlation_id: str | None, *, what: str) -> dict[str, Any]:
+    """A run's `error` for a failure of the service itself: no internals, a key to the logs."""
+    code = RUN_TOO_LARGE if isinstance(exc, PayloadTooLarge) else INTERNAL_ERROR
+    message = f"{what} ({type(exc).__name__})"
+    if correlation_id:
+        message += f"; the service's logs hold the details under correlation_id {correlation_id}"
+    return {"code": code, "message": message, "correlation_id": correlation_id}
 
 
 class Slots(Protocol):
@@ -100,6 +117,7 @@ class Engine:
         notifier: Callable[[], Notifier] | None = None,
         slots: Slots | None = None,
         slot_recheck_seconds: int = 5,
+        max_receives: int = 5,
     ) -> None:
         self._runs = runs
         self._queue = queue
@@ -111,10 +129,93 @@ class Engine:
         self._notifier = notifier
         self._slots = slots
         self._slot_recheck = slot_recheck_seconds
+        self._max_receives = max_receives
 
     # ---- the message loop ------------------------------------------------------------
 
-    def process(self, message: AdvanceMessage, remaining_ms: RemainingMs | None = None) -> Outcome:
+    def process(
+        self,
+        message: AdvanceMessage,
+        remaining_ms: RemainingMs | None = None,
+        *,
+        receive_count: int = 1,
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        """Act on one message. `receive_count` is how often the queue has delivered it (this
+        time included): an error on the last delivery the queue allows fails the run."""
+        keys = {"run_id": message.run_id, "receive_count": receive_count, "correlation_id": correlation_id}
+        try:
+            return self._process(message, remaining_ms, correlation_id)
+        except Exception as exc:
+            if receive_count < self._max_receives:
+                logger.warning(
+                    "kick failed; the queue delivers it again",
+                    extra={**keys, "error_type": type(exc).__name__},
+                    exc_info=True,
+                )
+                raise
+            logger.exception("kick failed on its last delivery; the run fails", extra=keys)
+            error = internal_error(exc, correlation_id, what="the run could not advance")
+            return self.give_up(message.tenant_id, message.run_id, error)
+
+    def give_up(self, tenant_id: str, run_id: str, error: dict[str, Any]) -> Outcome:
+        """Fail a run that cannot advance (an error on every delivery of its message, or its
+        message dead-lettered): its events written, its slot released, its completion webhook
+        sent. A run that already ended is left as it is."""
+        for _ in range(GIVE_UP_WRITES):
+            definition: WorkflowDefinition | None = None
+            try:
+                try:
+                    run, definition = self._runs.get_with_definition(tenant_id, run_id)
+                except NotFound:
+                    raise
+                except Exception:  # noqa: BLE001 - the pinned definition may be what is broken
+                    logger.exception("the run's definition cannot be read; failing it without")
+                    run = self._runs.get(tenant_id, run_id)
+            except NotFound:
+                logger.warning("give-up for unknown run", extra={"run_id": run_id})
+                return Outcome("unknown_run")
+            if run.is_terminal:
+                return Outcome("ignored", run.status.value, run.version)
+            failed_error = {**error, "step_id": run.current_step_id} if run.current_step_id else dict(error)
+            events: list[NewEvent] = []
+            if run.current_step_id and run.status in (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL):
+                events.append(
+                    NewEvent(
+                        event_type=EventType.STEP_FAILED,
+                        step_id=run.current_step_id,
+                        payload={"error": failed_error, "attempt": run.attempt},
+                    )
+                )
+            events.append(NewEvent(event_type=EventType.RUN_FAILED, payload={"error": failed_error}))
+            changes: dict[str, Any] = {
+                "status": RunStatus.FAILED,
+                "error": failed_error,
+                "status_reason": failed_error["code"],
+                "ended_at": iso(self._clock()),
+                "paused_from": None,
+                "lease_expires_at": None,
+                "next_wake_at": None,
+                "wait_until": None,
+                "approval": None,
+            }
+            check_transition_if_changed(run.status, RunStatus.FAILED)
+            try:
+                failed = self._runs.transition(run, changes, events)
+            except StaleWrite:
+                continue  # a control action or a late commit moved it: look again
+            logger.error(
+                "run failed by the service",
+                extra={"run_id": run_id, "tenant_id": tenant_id, "error_code": failed_error["code"]},
+            )
+            metrics.add_metric(name="RunsFailedInternal", unit="Count", value=1)
+            self.finished(failed, definition)
+            return Outcome("failed", failed.status.value, failed.version)
+        raise StaleWrite(f"run {run_id} kept changing while it was being failed")
+
+    def _process(
+        self, message: AdvanceMessage, remaining_ms: RemainingMs | None, correlation_id: str | None
+    ) -> Outcome:
         try:
             run, definition = self._runs.get_with_definition(message.tenant_id, message.run_id)
         except NotFound:
@@ -150,7 +251,7 @@ class Engine:
         steps = 0
         while True:
             try:
-                advanced = self._advance(run, definition, remaining_ms)
+                advanced = self._advance(run, definition, remaining_ms, correlation_id)
             except StaleWrite:
                 # A control action or a duplicate kick moved the run first; its write decides.
                 return Outcome("lost_race", run.status.value, run.version, steps)
@@ -173,15 +274,16 @@ class Engine:
         if run.is_terminal:
             self.finished(run, definition)
 
-    def finished(self, run: Run, definition: WorkflowDefinition) -> None:
-        """After a terminal commit: metrics and the completion notification (any terminal status)."""
+    def finished(self, run: Run, definition: WorkflowDefinition | None) -> None:
+        """After a terminal commit: metrics and the completion notification (any terminal status;
+        none without the definition, which names the webhook)."""
         if self._slots is not None:
             self._slots.release(run.tenant_id, run.run_id)  # idempotent; a no-op if never taken
         metrics.add_metric(name=f"Runs{run.status.value.title()}", unit="Count", value=1)
         if run.ended_at:
             duration = parse_time(run.ended_at) - parse_time(run.started_at or run.created_at)
             metrics.add_metric(name="RunDuration", unit="Milliseconds", value=duration.total_seconds() * 1000)
-        if self._notifier is not None and definition.on_completion_webhook:
+        if self._notifier is not None and definition is not None and definition.on_completion_webhook:
             self._notifier().notify(run, definition.on_completion_webhook)
 
     def _can_inline(self, run: Run, definition: WorkflowDefinition, remaining_ms: RemainingMs | None) -> bool:
@@ -214,7 +316,11 @@ class Engine:
     # ---- one step ----------------------------------------------------------------------
 
     def _advance(
-        self, run: Run, definition: WorkflowDefinition, remaining_ms: RemainingMs | None
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        remaining_ms: RemainingMs | None,
+        correlation_id: str | None = None,
     ) -> _Advanced:
         now_dt = self._clock()
         now = iso(now_dt)
@@ -264,6 +370,16 @@ class Engine:
             outcome = self._execute(step, context)
         except StepFailed as failure:
             return self._on_failure(run, definition, step, failure, changes, events, now)
+        except Exception as exc:  # noqa: BLE001 - recorded on the run, logged with its traceback
+            # A bug in the step, or a template that exhausted the interpreter: a failure of this
+            # step (its retry policy and on_failure apply), not a message to redeliver forever.
+            logger.exception(
+                "step raised an internal error",
+                extra={"run_id": run.run_id, "step_id": step.id, "correlation_id": correlation_id},
+            )
+            error = internal_error(exc, correlation_id, what="the step stopped on an internal error")
+            internal = StepFailed(INTERNAL_ERROR, error["message"], correlation_id=correlation_id)
+            return self._on_failure(run, definition, step, internal, changes, events, now)
         if isinstance(outcome, Suspend):
             return self._suspend(run, step, outcome, changes, events, now_dt)
         return _Advanced(self._on_success(run, definition, step, outcome, changes, events, now))
@@ -317,6 +433,26 @@ class Engine:
         return self._on_success(run, definition, step, result, changes, events, iso(self._clock()))
 
     def _on_success(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        step: StepSpec,
+        result: StepResult,
+        changes: dict[str, Any],
+        events: list[NewEvent],
+        now: str,
+    ) -> Run:
+        # As they were before this result: an output the run cannot store fails the step instead.
+        changes_before, events_before = dict(changes), list(events)
+        try:
+            return self._record_success(run, definition, step, result, changes, events, now)
+        except PayloadTooLarge as exc:
+            failure = StepFailed(
+                OUTPUT_TOO_LARGE, f"the step's output cannot be stored: {exc.message}", retryable=False
+            )
+            return self._on_failure(run, definition, step, failure, changes_before, events_before, now).run
+
+    def _record_success(
         self,
         run: Run,
         definition: WorkflowDefinition,
@@ -395,7 +531,9 @@ class Engine:
         now: str,
         output: dict[str, Any] | None = None,
     ) -> _Advanced:
-        error = {"code": failure.code, "message": failure.message, "step_id": step.id}
+        error: dict[str, Any] = {"code": failure.code, "message": failure.message, "step_id": step.id}
+        if failure.correlation_id:
+            error["correlation_id"] = failure.correlation_id
         decision = retry.decide(step.retry, failure, run.attempt)
         changes.update(steps_executed=run.steps_executed + 1, wait_until=None, approval=None)
         if decision.retry:

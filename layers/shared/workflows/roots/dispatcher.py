@@ -43,7 +43,8 @@ class _Invocation:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> str:
-    # A body that does not parse raises: SQS redrives it to the dead-letter queue for a human.
+    # A body that does not parse raises: SQS redrives it to the dead-letter queue, whose consumer
+    # (roots/dispatch_dlq.py) logs it. An error on a run's last delivery fails the run.
     message = parse_message(record.body)
     if isinstance(message, StartScheduledRun):
         logger.append_keys(schedule_id=message.schedule_id, tenant_id=message.tenant_id)
@@ -52,7 +53,13 @@ def record_handler(record: SQSRecord) -> str:
         metrics.add_metric(name=f"ScheduleFire_{fired.result}", unit="Count", value=1)
         return fired.result
     logger.append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
-    outcome = parts().engine.process(message, _Invocation.remaining_ms)
+    receives = record.attributes.approximate_receive_count
+    outcome = parts().engine.process(
+        message,
+        _Invocation.remaining_ms,
+        receive_count=int(receives) if receives and receives.isdigit() else 1,
+        correlation_id=record.message_id,
+    )
     logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})
     metrics.add_metric(name=f"Kick_{outcome.action}", unit="Count", value=1)
     return outcome.action

@@ -261,6 +261,7 @@ class Parts:
             notifier=lambda: self.notifier,
             slots=self.slots,
             slot_recheck_seconds=s.tenant_concurrency_recheck_sec,
+            max_receives=s.dispatch_max_receive_count,
         )
 
     @cached_property

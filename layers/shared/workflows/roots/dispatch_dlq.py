@@ -1,0 +1,77 @@
+"""DispatchDlqFunction's composition root and handler: the dispatch queue's dead letters.
+
+A message lands here after the dispatch queue delivered it `maxReceiveCount` times without
+success (the dispatcher fails the run itself on the last delivery, so this is the net under
+that net: the failing write failed too, or the function timed out on every delivery). Each run
+message fails its run with `internal_error` (`Engine.give_up`: events, slot, completion
+webhook); a schedule fire is logged at ERROR (its schedule fires again on its next tick); a body
+that does not parse is logged at ERROR and dropped. Logged with the message id, the correlation
+id the run's error names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from workflows.domain.messages import StartScheduledRun, parse_message
+from workflows.observability import logger, metrics, tracer
+from workflows.roots.parts import Parts
+from workflows.settings import get_settings
+
+# A record that fails here (the run could not be read or written) goes back to the dead-letter
+# queue and is tried again after its visibility timeout.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@lru_cache(maxsize=1)
+def parts() -> Parts:
+    """This function's parts, built on the first message (tests replace this function)."""
+    return Parts(get_settings())
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> str:
+    keys = {"message_id": record.message_id, "correlation_id": record.message_id}
+    try:
+        message = parse_message(record.body)
+    except Exception:  # noqa: BLE001 - nothing can act on it: log it for a human and drop it
+        logger.exception("dead-lettered dispatch message does not parse; dropped", extra=keys)
+        metrics.add_metric(name="DispatchDeadLettersUnparsed", unit="Count", value=1)
+        return "dropped"
+    if isinstance(message, StartScheduledRun):
+        logger.error(
+            "a schedule's fire was dead-lettered; it fires again on its next tick",
+            extra={**keys, "schedule_id": message.schedule_id, "tenant_id": message.tenant_id},
+        )
+        metrics.add_metric(name="ScheduleFiresDeadLettered", unit="Count", value=1)
+        return "schedule_fire_dropped"
+    logger.error(
+        "dispatch message dead-lettered; failing its run",
+        extra={**keys, "run_id": message.run_id, "tenant_id": message.tenant_id},
+    )
+    error = {
+        "code": "internal_error",
+        "message": (
+            "the run's dispatch message failed on every delivery; the service's logs hold the "
+            f"details under correlation_id {record.message_id}"
+        ),
+        "correlation_id": record.message_id,
+    }
+    outcome = parts().engine.give_up(message.tenant_id, message.run_id, error)
+    metrics.add_metric(name="DispatchDeadLetters", unit="Count", value=1)
+    return outcome.action
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
