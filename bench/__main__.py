@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import common
 
-SECTIONS = ("cost", "cold_start", "paging", "engine", "api", "load")
+SECTIONS = ("cost", "cold_start", "paging", "engine", "api", "load", "sweep")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

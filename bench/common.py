@@ -104,10 +104,10 @@ def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str
 
 
 def _fresh_roots(settings: Any) -> None:
-    from workflows.roots import api, dispatcher, dlq_worker
+    from workflows.roots import api, dispatch_dlq, dispatcher, dlq_worker, sweeper
 
     settings.get_settings.cache_clear()
-    for root in (api, dispatcher, dlq_worker):
+    for root in (api, dispatcher, dispatch_dlq, dlq_worker, sweeper):
         root.parts.cache_clear()
 
 

@@ -216,7 +216,19 @@ def rows(r: dict[str, Any]) -> list[Row]:
             )
         )
         out.append(("load: submissions/s (HTTP)", _f(lo["submissions_per_second"], 1), "-", "-", "-", "-"))
-    for name in ("cost", "cold_start", "paging", "engine", "api", "load"):
+    sw = r.get("sweep")
+    if sw and "error" not in sw:
+        out.append(
+            (
+                f"sweep: items read, {sw['finished_runs']:,} ended + {sw['active_runs']} lost runs",
+                _f(sw["items_read"], 0),
+                f"{sw['rekicked']} re-kicked",
+                "-",
+                f"<= {sw['items_read_target']}",
+                _verdict(sw["items_read"] <= sw["items_read_target"] and sw["rekicked"] == sw["active_runs"]),
+            )
+        )
+    for name in ("cost", "cold_start", "paging", "engine", "api", "load", "sweep"):
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
     return out

@@ -2,8 +2,9 @@
 
 1. An embedded moto server on 127.0.0.1 (unless AWS_ENDPOINT_URL points elsewhere).
 2. The stateful resources of template.yaml, created through CloudFormation on that endpoint.
-3. The dispatcher fed from the dispatch queue, the DLQ worker on its schedule, and the
-   workflows' own schedules fired into the dispatch queue (devstack/scheduler.py).
+3. The dispatcher fed from the dispatch queue, the consumer of its dead letters, the DLQ worker
+   and the sweeper on their schedules, and the workflows' own schedules fired into the
+   dispatch queue (devstack/scheduler.py).
 4. The FastAPI app on http://127.0.0.1:8000 (uvicorn). Ctrl-C stops everything.
 
 Environment: WORKFLOWS_API_KEY (else one is generated), PORT (8000), MOTO_PORT (5050),
@@ -54,6 +55,7 @@ def main() -> int:
         sys.path.insert(0, str(LAYER))
     from devstack.scheduler import LocalScheduler, ensure_scheduling
     from devstack.workers import QueuePoller, Scheduler
+    from workflows.settings import get_settings
 
     port = int(os.environ.get("PORT", "8000"))
     moto: MotoServerProcess | None = None
@@ -93,9 +95,22 @@ def main() -> int:
     api_key = os.environ.get("WORKFLOWS_API_KEY") or secrets.token_urlsafe(24)
     os.environ["WORKFLOWS_API_KEY"] = api_key
     os.environ.setdefault("WORKFLOWS_WEBHOOK_DLQ_INTERVAL_SEC", "5")
+    # The sweeper's grace must exceed the queue's visibility timeout plus the dispatcher's
+    # timeout (settings refuse less, and say why, before anything starts).
+    queue_attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=env["WORKFLOWS_DISPATCH_QUEUE_URL"], AttributeNames=["VisibilityTimeout"]
+    )["Attributes"]
+    os.environ.setdefault("WORKFLOWS_DISPATCH_VISIBILITY_TIMEOUT_SEC", queue_attributes["VisibilityTimeout"])
+    os.environ.setdefault(
+        "WORKFLOWS_SWEEP_GRACE_SEC", str(int(os.environ["WORKFLOWS_DISPATCH_VISIBILITY_TIMEOUT_SEC"]) + 150)
+    )
     # Local receivers: webhooks may reach this machine (and only it, among private addresses).
     os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWLIST", "127.0.0.1,localhost")
     os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWED_PORTS", "*")
+    try:
+        get_settings()
+    except ValueError as exc:
+        sys.exit(f"devstack: the settings do not hold together: {exc}")
 
     def report(exc: BaseException) -> None:
         print(f"devstack: worker error: {exc!r}", file=sys.stderr)
@@ -131,6 +146,12 @@ def main() -> int:
             load_function("dlq_retry").handler, period=60.0, name="DlqRetryFunction", on_error=report
         )
         scheduler.start()
+
+    # SweeperFunction's schedule (5 minutes deployed; sooner here, for a grace of minutes).
+    sweeper = Scheduler(
+        load_function("sweeper").handler, period=30.0, name="SweeperFunction", on_error=report
+    )
+    sweeper.start()
 
     # EventBridge Scheduler's part: fire the API's schedules into the dispatch queue.
     run_schedules = LocalScheduler(
@@ -181,6 +202,7 @@ def main() -> int:
         for poller in pollers:
             poller.stop()
         run_schedules.stop()
+        sweeper.stop()
         if scheduler:
             scheduler.stop()
         if moto:

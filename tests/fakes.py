@@ -129,6 +129,11 @@ class FakeRunStore:
             self.events[key].extend(numbered)
             return [event.event_seq for event in numbered]
 
+    def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            keyed = [(run.sweep_key(), key) for key, run in self.runs.items()]
+        return [key for sweep, key in keyed if sweep is not None and sweep[1] < due_before][:limit]
+
     def get(self, tenant_id: str, run_id: str) -> Run:
         with self._lock:
             stored = self.runs.get((tenant_id, run_id))

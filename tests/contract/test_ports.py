@@ -92,6 +92,24 @@ def test_runs_a_commit_past_the_item_limit_is_refused_and_changes_nothing(
     assert runs.list_events(T, _uuid(9), since=0, limit=10).events == []
 
 
+def test_runs_the_active_index_holds_only_runs_owed_a_next_step(parts: Parts, clock: FakeClock) -> None:
+    runs = parts.runs
+    ids = [_uuid(20 + n) for n in range(4)]
+    for run_id in ids:
+        runs.create(_run(run_id, clock), DEFINITION)
+    ended = runs.get(T, ids[1])
+    runs.transition(ended, {"status": RunStatus.CANCELLED}, [])
+    waiting = runs.get(T, ids[2])
+    later = "2099-01-01T00:00:00.000Z"
+    runs.transition(waiting, {"status": RunStatus.RUNNING, "wait_until": later}, [])
+    paused = runs.get(T, ids[3])
+    runs.transition(paused, {"status": RunStatus.PAUSED}, [])
+    assert sorted(runs.active("9999", 100)) == [(T, ids[0]), (T, ids[2])]
+    # What waits for a deadline after the bound is not even read.
+    assert runs.active("2098", 100) == [(T, ids[0])]
+    assert len(runs.active("9999", 1)) == 1
+
+
 def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: FakeClock) -> None:
     runs = parts.runs
     runs.create(_run(_uuid(2), clock), DEFINITION)

@@ -117,22 +117,45 @@ def test_log_workflow_runs_over_http(stack: Stack) -> None:
     ]
 
 
-def test_poison_message_is_redriven_to_the_dead_letter_queue(stack: Stack) -> None:
+def test_dead_lettered_messages_are_consumed_and_their_runs_fail(stack: Stack) -> None:
     sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name="us-east-1")
     urls = sqs.list_queues()["QueueUrls"]
     dispatch = next(u for u in urls if "DispatchQueue" in u and "DeadLetter" not in u)
     dead = next(u for u in urls if "DispatchDeadLetterQueue" in u)
+
+    # A message nothing can parse is redriven to the dead-letter queue, whose consumer drops it.
     sqs.send_message(QueueUrl=dispatch, MessageBody="not a dispatch message")
 
-    def in_dead_letter_queue() -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = sqs.receive_message(QueueUrl=dead, AttributeNames=["All"]).get(
-            "Messages", []
-        )
-        return messages
+    def both_queues_empty() -> bool:
+        for url in (dispatch, dead):
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            if int(attributes["ApproximateNumberOfMessages"]) or int(
+                attributes["ApproximateNumberOfMessagesNotVisible"]
+            ):
+                return False
+        return True
 
-    messages = _wait_for(in_dead_letter_queue, timeout=60)
-    assert messages[0]["Body"] == "not a dispatch message"
-    assert int(messages[0]["Attributes"]["ApproximateReceiveCount"]) >= 1
+    _wait_for(both_queues_empty, timeout=90)
+
+    # A run's kick that lands in the dead-letter queue fails the run, with the message's id.
+    definition = {"name": "parked", "steps": [{"id": "wait", "type": "delay", "config": {"seconds": 600}}]}
+    run_id = stack.client.post("/runs", json={"definition": definition}).json()["run_id"]
+
+    def waiting() -> dict[str, Any] | None:
+        run: dict[str, Any] = stack.client.get(f"/runs/{run_id}").json()
+        return run if run["current_step_id"] == "wait" and run["status"] == "running" else None
+
+    _wait_for(waiting, timeout=60)
+    body = json.dumps({"v": 1, "kind": "advance", "tenant_id": "default", "run_id": run_id, "version": 1})
+    message_id = sqs.send_message(QueueUrl=dead, MessageBody=body)["MessageId"]
+
+    def failed() -> dict[str, Any] | None:
+        run: dict[str, Any] = stack.client.get(f"/runs/{run_id}").json()
+        return run if run["status"] == "failed" else None
+
+    run = _wait_for(failed, timeout=60)
+    assert run["error"]["code"] == "internal_error"
+    assert run["error"]["correlation_id"] == message_id
 
 
 def test_errors_are_json_over_http(stack: Stack) -> None:

@@ -67,7 +67,7 @@ def _all_modules_loaded_by(function: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("function", ["dispatcher", "dispatch_dlq", "dlq_retry"])
+@pytest.mark.parametrize("function", ["dispatcher", "dispatch_dlq", "dlq_retry", "sweeper"])
 def test_worker_functions_do_not_import_the_web_stack(function: str) -> None:
     loaded = _modules_loaded_by(function)
     assert "workflows" in loaded  # the probe really imported the entry point
@@ -79,7 +79,7 @@ def test_api_function_does_import_the_web_stack() -> None:
     assert set(WEB_STACK) <= _modules_loaded_by("api")
 
 
-@pytest.mark.parametrize("function", ["api", "dispatcher", "dispatch_dlq", "dlq_retry"])
+@pytest.mark.parametrize("function", ["api", "dispatcher", "dispatch_dlq", "dlq_retry", "sweeper"])
 def test_entry_points_leave_first_use_modules_unloaded(function: str) -> None:
     loaded = _all_modules_loaded_by(function)
     assert "workflows.roots.parts" in loaded

@@ -69,6 +69,12 @@ class RunStore(Protocol):
         owner_id: str | None = None,
     ) -> tuple[list[Run], Position | None]: ...
 
+    def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
+        """(tenant_id, run_id) of up to `limit` runs the service owes a next step whose next
+        deadline (`Run.sweep_key`) is before `due_before`: a sparse index of active runs only,
+        so what ended long ago is never read."""
+        ...
+
 
 class DispatchQueue(Protocol):
     """Where kicks go; a delay is at most SQS's 900 s (longer waits chain)."""

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from workflows.domain.principal import DEFAULT_ROLE_PERMISSIONS
 
 ENV_PREFIX = "workflows_"
+# DispatcherFunction's Timeout in template.yaml.
+DISPATCHER_TIMEOUT_SEC = 120
 
 
 class Settings(BaseModel):
@@ -90,6 +92,13 @@ class Settings(BaseModel):
     # message's last receive fails its run with `internal_error` instead of leaving it to the
     # dead-letter queue; earlier receives are retried by SQS.
     dispatch_max_receive_count: int = Field(default=5, ge=1, le=1000)
+    # The dispatch queue's visibility timeout (the template passes its parameter), and the
+    # sweeper (docs/engine.md, "How runs end"): a run the service owes a next step, with no
+    # activity for `sweep_grace_sec` past its last write or scheduled wake-up, is re-kicked;
+    # after `sweep_max_rekicks` re-kicks it fails `stalled`.
+    dispatch_visibility_timeout_sec: int = Field(default=720, ge=1, le=43_200)
+    sweep_grace_sec: int = Field(default=900, ge=10, le=86_400)
+    sweep_max_rekicks: int = Field(default=3, ge=1, le=100)
 
     # LLM calls (`prompt` step with a `model`). The key is read from Secrets Manager when only
     # the ARN is set; Powertools caches it for a few minutes so rotation needs no cold start.
@@ -130,6 +139,22 @@ class Settings(BaseModel):
     webhook_dlq_interval_sec: float = Field(default=15, gt=0)
     webhook_dlq_batch: int = Field(default=25, ge=1, le=100)
     webhook_dlq_timeout_sec: float = Field(default=10, gt=0)
+    # Deliveries of one DLQ pass in flight at once (due rows are taken one tenant at a time).
+    webhook_dlq_concurrency: int = Field(default=4, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _sweep_after_redelivery(self) -> Settings:
+        # A kick whose processing failed comes back after the visibility timeout and may then
+        # run for the dispatcher's whole timeout: a sweep sooner than that would re-kick a run
+        # that is not lost and do its work twice.
+        floor = self.dispatch_visibility_timeout_sec + DISPATCHER_TIMEOUT_SEC
+        if self.sweep_grace_sec <= floor:
+            raise ValueError(
+                f"WORKFLOWS_SWEEP_GRACE_SEC ({self.sweep_grace_sec}) must exceed the dispatch queue's "
+                f"visibility timeout plus the dispatcher's timeout ({floor} s): a failed kick is "
+                "retried only after them, and the sweeper must not re-kick a run before that"
+            )
+        return self
 
     @field_validator("role_permissions", mode="before")
     @classmethod

@@ -51,7 +51,7 @@ from workflows.clock import Clock, iso, system_clock
 from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.paging import Position
-from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
+from workflows.domain.run import ACTIVE_SHARDS, EventPage, NewEvent, Run, RunEvent
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import logger
 
@@ -114,6 +114,9 @@ class RunRepository:
             pending_events=_dump_events(pending) if pending else None,
             expires_at=self._expires_at(),
         )
+        active = run.sweep_key()
+        if active is not None:  # the sparse `active` index: absent once the run ends or pauses
+            values.update(active_shard=active[0], active_due=active[1])
         item = to_item(values)
         for field in _PACKED_FIELDS:
             if field in item and len(item[field]["S"]) > _PACK_ABOVE:
@@ -398,6 +401,31 @@ class RunRepository:
                 Limit=limit,
                 ScanIndexForward=True,
             )
+
+    def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
+        """One key-range Query per shard of the `active` index (keys only)."""
+        found: list[tuple[str, str]] = []
+        for shard in range(ACTIVE_SHARDS):
+            start: dict[str, Any] | None = None
+            while len(found) < limit:
+                request: dict[str, Any] = {
+                    "TableName": self._runs,
+                    "IndexName": "active",
+                    "KeyConditionExpression": "active_shard = :s AND active_due < :d",
+                    "ExpressionAttributeValues": {":s": {"S": str(shard)}, ":d": {"S": due_before}},
+                    "Limit": limit - len(found),
+                }
+                if start is not None:
+                    request["ExclusiveStartKey"] = start
+                with aws_errors():
+                    page = self._client.query(**request)
+                for item in page.get("Items", []):
+                    tenant_id, _, run_id = item["pk"]["S"].rpartition("#")
+                    found.append((tenant_id, run_id))
+                start = page.get("LastEvaluatedKey")
+                if start is None:
+                    break
+        return found[:limit]
 
     def list_runs(
         self,

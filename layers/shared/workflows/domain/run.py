@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -97,6 +99,18 @@ class RunEvent(BaseModel):
     created_at: str
 
 
+# Statuses in which the service owes the run its next step (a paused run waits for a person).
+SWEPT = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL})
+# Partitions of the index of active runs (spreads its writes; the sweeper reads each).
+ACTIVE_SHARDS = 8
+# A wait longer than this (an approval, a long delay) files the run under its deadline.
+LONG_WAIT_SECONDS = 3600
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 class Run(BaseModel):
     """A run as stored. `version` guards every state change; `last_event_seq` numbers events."""
 
@@ -134,8 +148,30 @@ class Run(BaseModel):
     ended_at: str | None = None
     version: int = 1
     last_event_seq: int = 0
+    # Times the sweeper re-kicked the run (docs/engine.md, "How runs end"); past its limit the
+    # run fails `stalled`.
+    sweeps: int = 0
     # The events the run's latest commit appended (set by the repository; not a stored field).
     _latest_events: list[RunEvent] = PrivateAttr(default_factory=list)
+
+    def sweep_key(self) -> tuple[str, str] | None:
+        """The run's place in the sparse index of active runs: (shard, due), None when it is not
+        waiting for anything the service owes it (ended, or paused). `due` is "0" except during
+        a long wait (then its deadline), so an ordinary commit does not rewrite the index entry."""
+        if self.status not in SWEPT:
+            return None
+        shard = str(int(hashlib.sha256(self.run_id.encode()).hexdigest()[:4], 16) % ACTIVE_SHARDS)
+        # Only a long wait moves the run in the index (a key change there is a delete and a put):
+        # the sweeper then skips it until its deadline. Shorter waits are read at every sweep.
+        wait = self.wait_until
+        if wait and _parse(wait) - _parse(self.updated_at) > timedelta(seconds=LONG_WAIT_SECONDS):
+            return shard, wait
+        return shard, "0"
+
+    def last_activity(self) -> str:
+        """The latest moment the service promised to act on the run by: its last write, or a
+        wake-up it scheduled (a delay, a retry's backoff, a lease, an approval's timeout)."""
+        return max(t for t in (self.updated_at, self.next_wake_at, self.wait_until) if t)
 
     @property
     def latest_events(self) -> list[RunEvent]:

@@ -118,6 +118,7 @@ class Engine:
         slots: Slots | None = None,
         slot_recheck_seconds: int = 5,
         max_receives: int = 5,
+        sweep_grace_seconds: float | None = None,
     ) -> None:
         self._runs = runs
         self._queue = queue
@@ -130,6 +131,7 @@ class Engine:
         self._slots = slots
         self._slot_recheck = slot_recheck_seconds
         self._max_receives = max_receives
+        self._sweep_grace = sweep_grace_seconds
 
     # ---- the message loop ------------------------------------------------------------
 
@@ -245,6 +247,15 @@ class Engine:
         # version still matches). Slots are given back in `finished`.
         slots = self._slots
         if run.status == RunStatus.QUEUED and slots is not None and not slots.take(run.tenant_id, run.run_id):
+            grace = self._sweep_grace
+            if grace is not None and self._clock() - parse_time(run.updated_at) > timedelta(
+                seconds=grace / 2
+            ):
+                # Waiting its turn is activity: a write now and then keeps the sweeper away.
+                try:
+                    run = self._runs.transition(run, {}, [])
+                except StaleWrite:
+                    return Outcome("lost_race", run.status.value, run.version)
             self._kick(run, self._slot_recheck)
             return Outcome("throttled", run.status.value, run.version)
 

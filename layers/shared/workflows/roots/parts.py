@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from workflows.engine.advance import Engine
     from workflows.engine.control import RunControl
     from workflows.engine.slots import TenantSlots
+    from workflows.engine.sweep import Sweeper
     from workflows.ports import (
         ApiKeyStore,
         ArtifactStore,
@@ -262,6 +263,21 @@ class Parts:
             slots=self.slots,
             slot_recheck_seconds=s.tenant_concurrency_recheck_sec,
             max_receives=s.dispatch_max_receive_count,
+            sweep_grace_seconds=s.sweep_grace_sec,
+        )
+
+    @cached_property
+    def sweeper(self) -> Sweeper:
+        from workflows.engine.sweep import Sweeper
+
+        s = self.settings
+        return Sweeper(
+            self.runs,
+            self.queue,
+            self.engine,
+            grace_seconds=s.sweep_grace_sec,
+            max_rekicks=s.sweep_max_rekicks,
+            clock=self.clock,
         )
 
     @cached_property

@@ -1,0 +1,106 @@
+"""The sweeper: runs the service owes a next step but lost track of are kicked again, or failed.
+
+A kick can be lost: the process dies between a commit and the send of the next kick, a delayed
+message is dropped, a redelivery comes back too late to be believed. The run then sits in
+`queued`, `running` or `waiting_approval` with nothing on its way. Every few minutes
+(SweeperFunction) the sweeper reads the sparse index of such runs (`RunStore.active`: what
+ended is never read), and for each one whose last write and every wake-up it scheduled lie
+more than `sweep_grace_sec` in the past it commits a re-kick (a new version, so a late original
+kick is stale) and sends a kick for it. A run re-kicked `sweep_max_rekicks` times fails with
+`stalled` through `Engine.give_up` (events, slot, completion webhook).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from workflows.clock import Clock, iso, system_clock
+from workflows.domain.messages import AdvanceMessage
+from workflows.domain.run import SWEPT
+from workflows.errors import DomainError, NotFound, StaleWrite
+from workflows.observability import logger, metrics
+from workflows.ports import DispatchQueue, RunStore
+
+STALLED = "stalled"
+
+
+class GivesUp(Protocol):
+    """The engine's way to fail a run (engine.advance.Engine.give_up)."""
+
+    def give_up(self, tenant_id: str, run_id: str, error: dict[str, Any]) -> object: ...
+
+
+@dataclass
+class SweepReport:
+    candidates: int = 0
+    rekicked: int = 0
+    stalled: int = 0
+    failed: int = 0
+
+
+class Sweeper:
+    def __init__(
+        self,
+        runs: RunStore,
+        queue: DispatchQueue,
+        engine: GivesUp,
+        *,
+        grace_seconds: float,
+        max_rekicks: int,
+        clock: Clock = system_clock,
+        batch: int = 1000,
+    ) -> None:
+        self._runs = runs
+        self._queue = queue
+        self._engine = engine
+        self._grace = timedelta(seconds=grace_seconds)
+        self._max_rekicks = max_rekicks
+        self._clock = clock
+        self._batch = batch
+
+    def sweep(self) -> SweepReport:
+        report = SweepReport()
+        cutoff = iso(self._clock() - self._grace)
+        for tenant_id, run_id in self._runs.active(cutoff, self._batch):
+            report.candidates += 1
+            try:
+                self._sweep(tenant_id, run_id, cutoff, report)
+            except DomainError as exc:
+                # Throttling on one run: the others still get their turn, this one next time.
+                report.failed += 1
+                logger.warning(
+                    "sweep of a run failed",
+                    extra={"run_id": run_id, "error_code": exc.code, "error": exc.message},
+                )
+        logger.info("sweep finished", extra=asdict(report))
+        for name, value in (("RunsRekicked", report.rekicked), ("RunsStalled", report.stalled)):
+            if value:
+                metrics.add_metric(name=name, unit="Count", value=value)
+        return report
+
+    def _sweep(self, tenant_id: str, run_id: str, cutoff: str, report: SweepReport) -> None:
+        try:
+            run = self._runs.get(tenant_id, run_id)
+        except NotFound:
+            return
+        if run.status not in SWEPT or run.last_activity() >= cutoff:
+            return  # it moved, or what it waits for is still ahead
+        keys = {"run_id": run_id, "tenant_id": tenant_id, "status": run.status.value, "sweeps": run.sweeps}
+        if run.sweeps >= self._max_rekicks:
+            error = {
+                "code": STALLED,
+                "message": f"the run made no progress after {run.sweeps} re-kicks by the sweeper",
+            }
+            logger.error("run stalled; failing it", extra=keys)
+            self._engine.give_up(tenant_id, run_id, error)
+            report.stalled += 1
+            return
+        try:
+            moved = self._runs.transition(run, {"sweeps": run.sweeps + 1}, [])
+        except StaleWrite:
+            return  # it moved while we looked: not lost
+        self._queue.send(AdvanceMessage(tenant_id=tenant_id, run_id=run_id, version=moved.version))
+        logger.warning("run had no activity past its grace period; re-kicked", extra=keys)
+        report.rekicked += 1

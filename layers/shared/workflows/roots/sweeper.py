@@ -1,0 +1,27 @@
+"""SweeperFunction's composition root and handler: on a schedule, re-kick the runs the service
+lost track of, or fail them `stalled` (engine/sweep.py)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from workflows.observability import logger, metrics, tracer
+from workflows.roots.parts import Parts
+from workflows.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def parts() -> Parts:
+    """This function's parts, built on the first invocation (tests replace this function)."""
+    return Parts(get_settings())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return asdict(parts().sweeper.sweep())

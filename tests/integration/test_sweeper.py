@@ -1,0 +1,166 @@
+"""The sweeper finds the runs whose next kick was lost and kicks them again, or fails them
+`stalled`; it leaves alone the runs that are only waiting (a delay, an approval, a tenant slot).
+On in-memory fakes with a fake clock (docs/engine.md, "How runs end")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import FakeClock, drain, make_fake
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.principal import ALL_PERMISSIONS, Principal
+from workflows.domain.run import Run, RunStatus
+from workflows.roots import sweeper as sweeper_root
+from workflows.roots.parts import Parts
+
+T = "default"
+CALLER = Principal(T, "admin", ALL_PERMISSIONS)
+GRACE = 900
+
+
+class Killed(BaseException):
+    """The process dying: nothing after it runs."""
+
+
+def _parts(clock: FakeClock, **settings: Any) -> Parts:
+    return make_fake(clock, sweep_grace_sec=GRACE, sweep_max_rekicks=2, **settings)
+
+
+def _submit(parts: Parts, steps: list[dict[str, Any]]) -> Run:
+    definition = WorkflowDefinition.model_validate({"name": "swept", "steps": steps})
+    return parts.run_service.submit(CALLER, definition, {})
+
+
+LOGS = [{"id": f"s{i}", "type": "log", "config": {"message": f"m{i}"}} for i in range(1, 4)]
+
+
+def _assert_gap_free(parts: Parts, run_id: str) -> list[str]:
+    events = parts.runs.list_events(T, run_id, since=0, limit=1000).events
+    assert [e.event_seq for e in events] == list(range(1, len(events) + 1))
+    return [e.event_type for e in events]
+
+
+def test_a_kick_lost_after_a_commit_is_found_and_the_run_finishes(clock: FakeClock) -> None:
+    parts = _parts(clock, tenant_concurrency=1)
+    parts.engine._max_inline = 1
+    run = _submit(parts, LOGS)
+    [first] = parts.queue.receive()
+    real_send = parts.queue.send
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Killed  # the commit landed; the next kick is never sent
+
+    parts.queue.send = die  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        parts.engine.process(first)
+    parts.queue.send = real_send  # type: ignore[method-assign]
+    assert parts.runs.get(T, run.run_id).steps_executed == 1
+
+    # SQS redelivers the first message 10 s later: the run is ahead of it, and it has not sat
+    # still long enough to be believed lost, so nothing is sent.
+    clock.advance(10)
+    assert parts.engine.process(first).action == "stale"
+    assert parts.queue.depth() == 0
+
+    # Within the grace period the sweeper leaves it alone; past it, it kicks the run again.
+    clock.advance(GRACE - 20)
+    assert parts.sweeper.sweep().rekicked == 0
+    clock.advance(20)
+    report = parts.sweeper.sweep()
+    assert (report.candidates, report.rekicked) == (1, 1)
+    drain(parts)
+    done = parts.runs.get(T, run.run_id)
+    assert done.status == RunStatus.SUCCEEDED
+    assert _assert_gap_free(parts, run.run_id).count("step_completed") == 3
+    # Its tenant slot was released: the tenant's next run runs.
+    other = _submit(parts, LOGS[:1])
+    drain(parts)
+    assert parts.runs.get(T, other.run_id).status == RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("seconds", [600, 7200])
+def test_a_lost_delay_message_is_found_after_the_delay_and_its_grace(clock: FakeClock, seconds: int) -> None:
+    parts = _parts(clock)
+    steps = [{"id": "wait", "type": "delay", "config": {"seconds": seconds}}, LOGS[0]]
+    run = _submit(parts, steps)
+    drain(parts)
+    assert parts.runs.get(T, run.run_id).wait_until is not None
+    parts.queue.messages.clear()  # the delayed kick is lost
+
+    clock.advance(seconds + GRACE - 30)
+    early = parts.sweeper.sweep()
+    assert early.rekicked == 0  # still owed its delay and grace
+    # A long wait is filed under its deadline in the index: the sweep does not even read it.
+    assert early.candidates == (0 if seconds > 3600 else 1)
+    clock.advance(60)
+    assert parts.sweeper.sweep().rekicked == 1
+    drain(parts)
+    assert parts.runs.get(T, run.run_id).status == RunStatus.SUCCEEDED
+    _assert_gap_free(parts, run.run_id)
+
+
+def test_a_run_whose_kicks_are_always_lost_fails_stalled_after_the_re_kicks(clock: FakeClock) -> None:
+    parts = _parts(clock, tenant_concurrency=1)
+    run = _submit(parts, LOGS)
+    parts.queue.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    parts.queue.messages.clear()
+    for expected in (1, 1, 0):
+        clock.advance(GRACE + 1)
+        assert parts.sweeper.sweep().rekicked == expected
+    stalled = parts.runs.get(T, run.run_id)
+    assert stalled.status == RunStatus.FAILED
+    assert stalled.error is not None
+    assert stalled.error["code"] == "stalled"
+    assert _assert_gap_free(parts, run.run_id)[-1] == "run_failed"
+    del parts.queue.send
+    assert parts.slots is not None
+    assert parts.slots.take(T, "another-run")  # its slot was released
+
+
+def test_runs_waiting_for_something_are_not_swept(clock: FakeClock) -> None:
+    parts = _parts(clock, tenant_concurrency=1, tenant_concurrency_recheck_sec=60)
+    approval = [{"id": "ok", "type": "approval", "config": {"timeout_seconds": 86_400}}]
+    waiting = _submit(parts, approval)
+    drain(parts)
+    assert parts.runs.get(T, waiting.run_id).status == RunStatus.WAITING_APPROVAL
+    queued = _submit(parts, LOGS)  # waits for the tenant's only slot
+    paused = _submit(parts, LOGS)
+    parts.control_service.act(CALLER, paused.run_id, "pause", from_step=None)
+    rekicked = 0
+    for _ in range(3 * GRACE // 60):  # three grace periods, the throttled kick coming back each minute
+        clock.advance(60)
+        drain(parts)
+        rekicked += parts.sweeper.sweep().rekicked
+    assert rekicked == 0
+    assert parts.runs.get(T, queued.run_id).status == RunStatus.QUEUED
+    assert parts.runs.get(T, paused.run_id).status == RunStatus.PAUSED
+    assert parts.runs.get(T, waiting.run_id).status == RunStatus.WAITING_APPROVAL
+
+
+def test_the_function_sweeps_through_its_root(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = _parts(clock)
+    monkeypatch.setattr(sweeper_root, "parts", lambda: parts)
+    _submit(parts, LOGS)
+    parts.queue.messages.clear()
+    clock.advance(GRACE + 1)
+
+    class Context:
+        function_name = "SweeperFunction"
+        function_version = "$LATEST"
+        memory_limit_in_mb = 256
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:SweeperFunction"
+        aws_request_id = "sweep-1"
+
+    result = sweeper_root.handle({}, Context())  # type: ignore[arg-type]
+    assert result["rekicked"] == 1
+    assert parts.queue.depth() == 1
+
+
+def test_settings_refuse_a_grace_shorter_than_a_redelivery() -> None:
+    from workflows.settings import Settings
+
+    with pytest.raises(ValueError, match="visibility timeout"):
+        Settings(dispatch_visibility_timeout_sec=720, sweep_grace_sec=600)
+    assert Settings(dispatch_visibility_timeout_sec=10, sweep_grace_sec=150).sweep_grace_sec == 150
