@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.convertors import CONVERTOR_TYPES
 
 from workflows import ENGINE_VERSION
-from workflows.api import deps, errors
+from workflows.api import errors
 from workflows.api.deps import ApiServices
 from workflows.api.schemas import PREFIX
 
@@ -108,7 +108,7 @@ def create_app(
     )
     errors.install(app)
     if services is not None:
-        app.dependency_overrides[deps.services] = services
+        app.state.services = services
 
     @app.get(f"{PREFIX}/health", include_in_schema=False)
     def health() -> dict[str, str]:

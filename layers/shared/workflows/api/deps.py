@@ -1,13 +1,14 @@
 """What the routes get: the API function's services, typed (the composition root builds them).
 
-`services` is the one dependency; tests override it to run the app against their own root.
+`services` is the one dependency: the services `create_app` was given by the composition root
+(tests may also override it).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Protocol
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
 if TYPE_CHECKING:  # annotations only: a route imports the services it calls itself
     from workflows.clock import Clock
@@ -76,9 +77,24 @@ class ApiServices(Protocol):
     def deliveries(self) -> DeliveryOperations: ...
 
 
-def services() -> ApiServices:
-    """Replaced by the composition root (workflows.roots.api) when it builds the app."""
-    raise RuntimeError("the API's services are given by its composition root")
+async def services(request: Request) -> ApiServices:
+    """What the composition root gave `create_app` (tests may override this dependency).
+
+    Async and read from the app's state, not installed as a dependency override: FastAPI
+    analyses an override's signature again on every request, and runs a sync dependency in a
+    worker thread; this is in every route's path, so both were paid several times per request.
+    """
+    return provided(request)
+
+
+def provided(request: Request) -> ApiServices:
+    override = request.app.dependency_overrides.get(services)
+    if override is not None:
+        return override()  # type: ignore[no-any-return]
+    provide = getattr(request.app.state, "services", None)
+    if provide is None:
+        raise RuntimeError("the API's services are given by its composition root")
+    return provide()  # type: ignore[no-any-return]
 
 
 Services = Annotated[ApiServices, Depends(services)]

@@ -82,8 +82,7 @@ class GuardedRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             if request.method in BODY_METHODS:
                 # The services the app's `deps.services` dependency gives (its composition root).
-                provide = request.app.dependency_overrides.get(deps.services, deps.services)
-                services = provide()
+                services = deps.provided(request)
                 request.state.principal = await run_in_threadpool(principal_of, request, services)
                 body = await _read_limited(request, services.settings.max_body_bytes)
                 # Starlette keeps the body it read here; FastAPI then takes `_json` as parsed.

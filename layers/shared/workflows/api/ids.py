@@ -3,7 +3,8 @@
 An id that cannot be one of ours (`sub%23<uuid>`, `../x`, 300 characters, non-ASCII) answers 404
 like a missing object, without a storage read, so nothing a client puts in a path can reach into
 another key's space. Each is a dependency named like its path parameter; it authenticates the
-caller first (FastAPI runs that once per request), so a bad id never answers before a 401.
+caller first (FastAPI runs that once per request), so a bad id never answers before a 401. They
+are async because they never block: FastAPI would run a sync one in a worker thread.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ def _missing(what: str) -> NotFound:
     return NotFound(f"{what} not found")
 
 
-def run_id_path(run_id: Annotated[str, Path(description="the run's id (a UUID)")], _caller: Caller) -> str:
+async def run_id_path(
+    run_id: Annotated[str, Path(description="the run's id (a UUID)")], _caller: Caller
+) -> str:
     if not is_uuid(run_id):
         raise _missing("run")
     return run_id
 
 
-def step_id_path(
+async def step_id_path(
     step_id: Annotated[str, Path(description="a step id of the run's definition")], _caller: Caller
 ) -> str:
     if _STEP_ID.fullmatch(step_id) is None:
@@ -44,7 +47,7 @@ def step_id_path(
     return step_id
 
 
-def artifact_id_path(
+async def artifact_id_path(
     artifact_id: Annotated[str, Path(description="the artifact's id (a UUID)")], _caller: Caller
 ) -> str:
     if not is_uuid(artifact_id):
@@ -52,7 +55,7 @@ def artifact_id_path(
     return artifact_id
 
 
-def schedule_id_path(
+async def schedule_id_path(
     schedule_id: Annotated[str, Path(description="the schedule's id (a UUID)")], _caller: Caller
 ) -> str:
     if not is_uuid(schedule_id):
@@ -60,7 +63,7 @@ def schedule_id_path(
     return schedule_id
 
 
-def row_id_path(
+async def row_id_path(
     row_id: Annotated[str, Path(description="the DLQ row's id (32 hex digits)")], _caller: Caller
 ) -> str:
     if not is_hex32(row_id):
@@ -68,7 +71,7 @@ def row_id_path(
     return row_id
 
 
-def key_id_path(
+async def key_id_path(
     key_id: Annotated[str, Path(description="the key's SHA-256 (64 hex digits)")], _caller: Caller
 ) -> str:
     if _KEY_ID.fullmatch(key_id) is None:
@@ -76,13 +79,13 @@ def key_id_path(
     return key_id
 
 
-def doc_id_path(doc_id: Annotated[str, Path(description="the document's id")], _caller: Caller) -> str:
+async def doc_id_path(doc_id: Annotated[str, Path(description="the document's id")], _caller: Caller) -> str:
     if _DOCUMENT_ID.fullmatch(doc_id) is None:
         raise _missing("document")
     return doc_id
 
 
-def secret_name_path(
+async def secret_name_path(
     name: Annotated[str, Path(description="the secret's name (a letter, then letters, digits, _)")],
     _caller: Caller,
 ) -> str:
