@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,14 +23,29 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
     delay: float = 0.0
+    # Seconds between single bytes of the status line and headers, then of the body (0: at once).
+    trickle_head: float = 0.0
+    trickle_body: float = 0.0
+
+
+def trickler(every: float = 0.5) -> Reply:
+    """A reply whose status line, headers and body arrive one byte every `every` seconds."""
+    return Reply(body=b"ok" * 50, trickle_head=every, trickle_body=every)
 
 
 class Receiver:
-    """Answers POSTs with scripted replies (then 200) and records every request."""
+    """Answers POSTs with scripted replies (then `default`, a plain 200) and records every request.
 
-    def __init__(self) -> None:
+    A trickled reply is written a byte at a time until it ends or the client hangs up; the
+    moment the client hung up is kept in `hangups` (time.monotonic()).
+    """
+
+    def __init__(self, default: Reply | None = None) -> None:
         self.requests: list[Received] = []
         self.replies: list[Reply] = []
+        self.hangups: list[float] = []
+        self._default = default or Reply()
+        self._closed = threading.Event()
         self._lock = threading.Lock()
         receiver = self
 
@@ -40,8 +56,11 @@ class Receiver:
                     receiver.requests.append(
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                     )
-                    reply = receiver.replies.pop(0) if receiver.replies else Reply()
+                    reply = receiver.replies.pop(0) if receiver.replies else receiver._default
                 time.sleep(reply.delay)
+                if reply.trickle_head or reply.trickle_body:
+                    self._trickle(reply)
+                    return
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -51,6 +70,24 @@ class Receiver:
                     self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
+
+            def _trickle(self, reply: Reply) -> None:
+                self.close_connection = True
+                head = f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}\r\n"
+                for name, value in {**reply.headers, "Content-Length": str(len(reply.body))}.items():
+                    head += f"{name}: {value}\r\n"
+                parts = ((head.encode() + b"\r\n", reply.trickle_head), (reply.body, reply.trickle_body))
+                try:
+                    for data, every in parts:
+                        if not every:
+                            self.wfile.write(data)
+                            continue
+                        for index in range(len(data)):
+                            if receiver._closed.wait(every):
+                                return
+                            self.wfile.write(data[index : index + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    receiver.hangups.append(time.monotonic())
 
             do_PUT = do_POST
             do_PATCH = do_POST
@@ -79,5 +116,6 @@ class Receiver:
         self.replies.extend(replies)
 
     def close(self) -> None:
+        self._closed.set()  # ends any trickle still being written
         self.server.shutdown()
         self.server.server_close()

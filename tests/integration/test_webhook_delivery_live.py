@@ -7,13 +7,14 @@ loopback, so a policy bug fails the test instead of sending a packet off the mac
 from __future__ import annotations
 
 import ipaddress
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import httpcore
 import pytest
 
-from tests.receivers import Receiver, Reply
+from tests.receivers import Receiver, Reply, trickler
 from workflows.adapters.http.delivery import HttpDeliverer
 from workflows.adapters.http.egress import (
     EgressPolicy,
@@ -22,6 +23,7 @@ from workflows.adapters.http.egress import (
     tcp_connector,
 )
 from workflows.adapters.http.signing import verify
+from workflows.domain.delivery import DeliveryResult
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -166,6 +168,50 @@ def test_receiver_hanging_past_the_timeout_is_transient(
     # A delivered answer would mean the 0.3 s timeout never fired (the receiver waits 1.5 s).
     assert result.outcome == "transient"
     assert (result.error or "").startswith("timeout")
+
+
+def _hung_up(receiver: Receiver, within: float) -> bool:
+    """Whether the receiver saw the client hang up (its next trickled byte fails) in time."""
+    ends = time.monotonic() + within
+    while not receiver.hangups and time.monotonic() < ends:
+        time.sleep(0.05)
+    return bool(receiver.hangups)
+
+
+def test_a_trickled_status_line_and_headers_end_at_the_deadline(connector: LoopbackOnlyConnector) -> None:
+    # Given a receiver that sends its status line and headers one byte every 0.5 s: every read
+    # is quick, the whole answer would take over a minute
+    trickling = Receiver(default=trickler(0.5))
+    try:
+        # When a delivery with a 1 s deadline is made (the deliverer's default is 10 s)
+        started = time.monotonic()
+        result = deliverer(connector, timeout=10).deliver(trickling.url(), BODY, "msg_1", timeout=1)
+        elapsed = time.monotonic() - started
+
+        # Then it is a transient timeout at the deadline, and the connection was closed
+        assert result == DeliveryResult("transient", error="timeout: ReadTimeout")
+        assert elapsed < 5, f"took {elapsed:.1f} s for a 1 s deadline"
+        assert _hung_up(trickling, within=3)
+        assert len(trickling.requests) == 1
+    finally:
+        trickling.close()
+
+
+def test_a_trickled_body_ends_at_the_deadline_with_the_status_already_known(
+    receiver: Receiver, connector: LoopbackOnlyConnector
+) -> None:
+    receiver.reply(Reply(503, body=b"busy " * 40, trickle_body=0.5))
+
+    started = time.monotonic()
+    result = deliverer(connector, timeout=1).deliver(receiver.url(), BODY, "msg_1")
+    elapsed = time.monotonic() - started
+
+    # The status line decided the outcome; the body is cut at the deadline.
+    assert (result.outcome, result.status_code) == ("transient", 503)
+    assert (result.error or "").startswith("HTTP 503: b")
+    assert len(result.error or "") < len("HTTP 503: busy busy")
+    assert elapsed < 5, f"took {elapsed:.1f} s for a 1 s deadline"
+    assert _hung_up(receiver, within=3)
 
 
 def test_localhost_not_on_the_allowlist_is_refused(

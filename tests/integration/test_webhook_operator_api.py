@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from tests.conftest import API_KEY, FakeClock, make_fake
-from tests.receivers import Receiver, Reply
+from tests.receivers import Receiver, Reply, trickler
 from workflows.adapters.http.signing import verify
 from workflows.api import auth, deps
 from workflows.api.app import create_app
@@ -273,6 +274,39 @@ def test_replay_that_fails_transiently_leaves_the_row_pending(
     assert view["status"] == "pending"
     assert view["attempt"] == {"outcome": "transient", "status_code": 503, "error": "HTTP 503: busy"}
     assert view["next_attempt_at"] is not None
+
+
+def test_replay_against_a_trickling_receiver_answers_within_its_deadline(clock: FakeClock) -> None:
+    # Given a 1 s delivery deadline and a row whose receiver sends one byte every 0.5 s
+    quick = make_fake(
+        clock,
+        webhook_allowlist="127.0.0.1",
+        webhook_allowed_ports="*",
+        webhook_secret=SecretStr(SECRET),
+        webhook_dlq_timeout_sec=1,
+    )
+    trickling = Receiver(default=trickler(0.5))
+    app = create_app()
+    app.dependency_overrides[deps.services] = lambda: quick
+    try:
+        row = add_row(quick, clock, trickling.url())
+        with TestClient(app, raise_server_exceptions=False) as client:
+            client.headers.update({"X-API-KEY": API_KEY})
+
+            # When an operator replays it
+            started = time.monotonic()
+            response = client.post(f"{DLQ}/{row.id}/replay")
+            elapsed = time.monotonic() - started
+    finally:
+        trickling.close()
+
+    # Then the answer comes at the deadline, as usual: a transient timeout, the row pending
+    assert response.status_code == 200
+    assert elapsed < 8, f"took {elapsed:.1f} s for a 1 s deadline"
+    view = response.json()
+    assert view["status"] == "pending"
+    assert view["attempt"] == {"outcome": "transient", "status_code": None, "error": "timeout: ReadTimeout"}
+    assert len(trickling.requests) == 1
 
 
 def test_replay_while_a_worker_holds_the_row_is_409(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_fake
-from tests.receivers import Receiver, Reply
+from tests.receivers import Receiver, Reply, trickler
 from workflows.adapters.http.signing import verify
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
@@ -149,3 +151,70 @@ def test_every_terminal_status_notifies_the_completion_webhook(hooks: Parts, rec
     assert all("webhook-signature" in r.headers for r in receiver.requests)
     events = hooks.runs.list_events("default", ok, limit=100).events
     assert events[-1].event_type == "webhook_delivery"
+
+
+# ---- one overall deadline, whatever the receiver trickles ------------------------------------
+
+
+@pytest.fixture
+def trickling() -> Iterator[Receiver]:
+    """A receiver that sends its status line and headers one byte every 0.5 s."""
+    r = Receiver(default=trickler(0.5))
+    yield r
+    r.close()
+
+
+def _slow_call(url: str, **step: Any) -> WorkflowDefinition:
+    return WorkflowDefinition.model_validate(
+        {
+            "name": "slow",
+            "steps": [
+                {
+                    "id": "call",
+                    "type": "webhook",
+                    "config": {"url": url, "body": {"run": "{{ run.id }}"}},
+                    "timeout_seconds": 2,
+                    "retry": {"max_attempts": 1},
+                    **step,
+                },
+                {"id": "fallback", "type": "log", "config": {"message": "receiver too slow"}},
+            ],
+        }
+    )
+
+
+def test_a_trickling_receiver_times_the_step_out_by_its_on_timeout_route(
+    hooks: Parts, trickling: Receiver
+) -> None:
+    # Given a webhook step with a 2 s timeout whose receiver would take minutes to answer
+    run_id = _submit(hooks, _slow_call(trickling.url(), on_timeout="fallback"))
+
+    # When the run is driven
+    started = time.monotonic()
+    drain(hooks)
+    elapsed = time.monotonic() - started
+
+    # Then the step timed out at its deadline and the run took its on_timeout route
+    assert elapsed < 10, f"took {elapsed:.1f} s for a 2 s deadline"
+    run = hooks.runs.get("default", run_id)
+    assert run.status.value == "succeeded"
+    assert run.step_outputs["call"]["error"]["code"] == "timeout"
+    assert run.outputs["message"] == "receiver too slow"
+    types = [e.event_type for e in hooks.runs.list_events("default", run_id, limit=100).events]
+    assert "step_timeout" in types
+    assert len(trickling.requests) == 1
+
+
+def test_a_trickling_receiver_fails_the_step_with_the_timeout_code(hooks: Parts, trickling: Receiver) -> None:
+    run_id = _submit(hooks, _slow_call(trickling.url()))
+
+    started = time.monotonic()
+    drain(hooks)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 10, f"took {elapsed:.1f} s for a 2 s deadline"
+    run = hooks.runs.get("default", run_id)
+    assert run.status.value == "failed"
+    assert run.error is not None
+    assert run.error["code"] == "timeout"
+    assert "timeout: ReadTimeout" in run.error["message"]

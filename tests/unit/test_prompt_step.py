@@ -18,6 +18,8 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from pydantic import ValidationError
 
+from tests.receivers import Receiver
+from tests.receivers import Reply as ReceiverReply
 from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepType
@@ -323,6 +325,35 @@ def test_openai_body_dripping_past_the_timeout_is_a_timeout(llm_server: FakeLlmS
         run(step, {"template": "x", "model": "gpt-test"})
 
     assert (failure.value.code, failure.value.retryable) == ("llm_timeout", True)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ReceiverReply(body=json.dumps(completion()).encode(), trickle_head=0.5),
+        ReceiverReply(body=json.dumps(completion()).encode(), trickle_body=0.5),
+    ],
+    ids=["status-line-and-headers", "body"],
+)
+def test_openai_trickling_endpoint_fails_at_the_step_budget(reply: ReceiverReply) -> None:
+    # Given an endpoint sending one byte every 0.5 s (each read is quick, the answer takes
+    # minutes), the production HTTP client, and a step budget of 1 s
+    endpoint = Receiver(default=reply)
+    try:
+        settings = Settings(llm_base_url=endpoint.url("/v1"), llm_api_key=LLM_KEY, llm_timeout_sec=60)
+        step = PromptStep(settings)
+
+        started = time.monotonic()
+        with pytest.raises(StepFailed) as failure:
+            run(step, {"template": "x", "model": "gpt-test"}, context(time_budget_seconds=1))
+        elapsed = time.monotonic() - started
+
+        # Then the step fails with its retryable timeout at the budget, not minutes later
+        assert (failure.value.code, failure.value.retryable) == ("llm_timeout", True)
+        assert elapsed < 5, f"took {elapsed:.1f} s for a 1 s budget"
+        assert endpoint.requests[0].path == "/v1/chat/completions"
+    finally:
+        endpoint.close()
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ import pytest
 from botocore.stub import Stubber
 from pydantic import ValidationError
 
+from tests.receivers import Receiver
+from tests.receivers import Reply as ReceiverReply
 from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepResult, StepType
@@ -271,6 +273,34 @@ def test_http_slow_endpoint_is_a_retryable_timeout(retrieval_server: FakeRetriev
         run(step, {"query": "q"})
 
     assert (failure.value.code, failure.value.retryable) == ("retrieval_timeout", True)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ReceiverReply(body=json.dumps({"documents": [doc("a", 1.0)]}).encode(), trickle_head=0.5),
+        ReceiverReply(body=json.dumps({"documents": [doc("a", 1.0)]}).encode(), trickle_body=0.5),
+    ],
+    ids=["status-line-and-headers", "body"],
+)
+def test_http_trickling_endpoint_fails_at_the_step_budget(reply: ReceiverReply) -> None:
+    # Given an endpoint sending one byte every 0.5 s, the production HTTP client, a 1 s budget
+    endpoint = Receiver(default=reply)
+    try:
+        settings = Settings(retrieval_url=endpoint.url("/search"), retrieval_timeout_sec=60)
+        step = RagSearchStep(settings, bedrock_agent_client_factory=refuse)
+
+        started = time.monotonic()
+        with pytest.raises(StepFailed) as failure:
+            run(step, {"query": "q"}, context(time_budget_seconds=1))
+        elapsed = time.monotonic() - started
+
+        # Then the step fails with its retryable timeout at the budget, not minutes later
+        assert (failure.value.code, failure.value.retryable) == ("retrieval_timeout", True)
+        assert elapsed < 5, f"took {elapsed:.1f} s for a 1 s budget"
+        assert endpoint.requests[0].path == "/search"
+    finally:
+        endpoint.close()
 
 
 def test_http_without_url_is_a_permanent_configuration_failure() -> None:

@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
+from workflows.deadline import DeadlineTransport, call_deadline
 from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 
@@ -91,7 +92,9 @@ def read_bounded(
     """The body of a streamed response, refusing oversized bodies and slow drips past the deadline.
 
     httpx's read timeout applies per chunk, so a server sending one byte at a time could hold
-    the step far longer than the configured timeout without this overall deadline.
+    the step far longer than the configured timeout without an overall deadline. The default
+    client's transport keeps `workflows.deadline`'s deadline on every read (it also covers the
+    status line and headers); this check is the same deadline for any other client.
     """
     chunks: list[bytes] = []
     size = 0
@@ -212,16 +215,18 @@ class OpenAIChatClient:
             headers["Authorization"] = f"Bearer {key}"
 
         timeout = min(self._timeout, request.timeout) if request.timeout else self._timeout
-        deadline = time.monotonic() + timeout
         what = "LLM endpoint"
         try:
-            with self._http.get().stream(
-                "POST",
-                f"{self._base_url}/chat/completions",
-                json=payload,
-                headers=headers,
-                timeout=timeout,
-            ) as response:
+            with (
+                call_deadline(timeout) as deadline,
+                self._http.get().stream(
+                    "POST",
+                    f"{self._base_url}/chat/completions",
+                    json=payload,
+                    headers=headers,
+                    timeout=timeout,
+                ) as response,
+            ):
                 body = read_bounded(response, deadline=deadline, prefix="llm")
                 status = response.status_code
         except httpx.HTTPError as exc:
@@ -300,8 +305,11 @@ class BedrockConverseClient:
 
 
 def default_http_client() -> httpx.Client:
-    # Timeouts are passed per request; redirects are refused rather than followed.
-    return httpx.Client(follow_redirects=False, headers={"User-Agent": "workflows/1.0"})
+    # Timeouts are passed per request; the transport also keeps each request's overall deadline
+    # (connect to last body byte, workflows.deadline). Redirects are refused rather than followed.
+    return httpx.Client(
+        transport=DeadlineTransport(), follow_redirects=False, headers={"User-Agent": "workflows/1.0"}
+    )
 
 
 def default_bedrock_runtime(settings: Settings) -> Callable[[], Any]:

@@ -107,7 +107,9 @@ class RagSearchStep:
                 "use 'http' or 'bedrock_kb'",
                 retryable=False,
             )
-        documents = retriever.retrieve(query, top_k=config.top_k, filters=config.filters or {})
+        documents = retriever.retrieve(
+            query, top_k=config.top_k, filters=config.filters or {}, timeout=context.time_budget_seconds
+        )
         return self._result(config, query, documents)
 
     @staticmethod

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from workflows.deadline import call_deadline
 from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 from workflows.steps.llm import (
@@ -41,7 +41,11 @@ class Document:
 
 
 class Retriever(Protocol):
-    def retrieve(self, query: str, *, top_k: int, filters: dict[str, Any]) -> list[Document]: ...
+    def retrieve(
+        self, query: str, *, top_k: int, filters: dict[str, Any], timeout: float | None = None
+    ) -> list[Document]:
+        """`timeout`: the step's time budget (the HTTP backend's request ends within it)."""
+        ...
 
 
 # --- HTTP retrieval endpoint ------------------------------------------------------------------
@@ -78,7 +82,9 @@ class HttpRetriever:
         self._timeout = timeout
         self._http = Lazy(http_client)
 
-    def retrieve(self, query: str, *, top_k: int, filters: dict[str, Any]) -> list[Document]:
+    def retrieve(
+        self, query: str, *, top_k: int, filters: dict[str, Any], timeout: float | None = None
+    ) -> list[Document]:
         if not self._url:
             raise StepFailed(
                 "retrieval_not_configured",
@@ -89,12 +95,15 @@ class HttpRetriever:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         payload = {"query": query, "top_k": top_k, "filters": filters}
-        deadline = time.monotonic() + self._timeout
+        budget = min(self._timeout, timeout) if timeout else self._timeout
         what = "retrieval endpoint"
         try:
-            with self._http.get().stream(
-                "POST", self._url, json=payload, headers=headers, timeout=self._timeout
-            ) as response:
+            with (
+                call_deadline(budget) as deadline,
+                self._http.get().stream(
+                    "POST", self._url, json=payload, headers=headers, timeout=budget
+                ) as response,
+            ):
                 body = read_bounded(response, deadline=deadline, prefix="retrieval")
                 status = response.status_code
         except httpx.HTTPError as exc:
@@ -151,7 +160,11 @@ class BedrockKnowledgeBaseRetriever:
         self._knowledge_base_id = knowledge_base_id
         self._client = Lazy(client)
 
-    def retrieve(self, query: str, *, top_k: int, filters: dict[str, Any]) -> list[Document]:
+    def retrieve(
+        self, query: str, *, top_k: int, filters: dict[str, Any], timeout: float | None = None
+    ) -> list[Document]:
+        # botocore bounds each connect and read by WORKFLOWS_RETRIEVAL_TIMEOUT_SEC; `timeout` is
+        # not applied to the SDK call.
         if not self._knowledge_base_id:
             raise StepFailed(
                 "retrieval_not_configured",

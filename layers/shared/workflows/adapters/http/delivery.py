@@ -13,7 +13,6 @@ the policy follows redirects, every hop is checked the same way before it is con
 from __future__ import annotations
 
 import email.utils
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -35,6 +34,7 @@ from workflows.adapters.http.egress import (
 from workflows.adapters.http.signing import signature_headers
 from workflows.adapters.http.signing_secrets import SigningSecretUnavailable
 from workflows.clock import Clock, system_clock
+from workflows.deadline import call_deadline
 from workflows.domain.delivery import DeliveryResult
 
 # A plain check on the URL; it gets the address pinning but none of EgressPolicy's address rules.
@@ -162,7 +162,27 @@ class HttpDeliverer:
         method: str = "POST",
         timeout: float | None = None,
     ) -> DeliveryResult:
-        """One signed request. `method` and `timeout` let a webhook step override the defaults."""
+        """One signed request. `method` and `timeout` let a webhook step override the defaults.
+
+        `timeout` (else the deliverer's own) is one overall deadline for the whole delivery:
+        the policy's lookups, connect, TLS, sending, status line, headers and the body read,
+        across redirects. A peer that trickles its answer is cut off at the deadline and the
+        delivery is a transient `timeout: ...`, like any other timeout.
+        """
+        budget = timeout or self._timeout
+        with call_deadline(budget):
+            return self._deliver(url, body, webhook_id, extra_headers, tenant_id, method, budget)
+
+    def _deliver(
+        self,
+        url: str,
+        body: bytes,
+        webhook_id: str,
+        extra_headers: Mapping[str, str] | None,
+        tenant_id: str | None,
+        method: str,
+        budget: float,
+    ) -> DeliveryResult:
         try:
             destination = self._policy.check(url, tenant_id)
         except EgressDenied as exc:
@@ -188,8 +208,9 @@ class HttpDeliverer:
         # A client per delivery: its pins and connections live exactly as long as this delivery.
         backend = PinnedNetworkBackend(self._connector)
         # trust_env=False: no proxy from the environment may see or redirect webhook traffic.
+        # The transport keeps the deadline set in `deliver` (workflows.deadline).
         with httpx.Client(
-            timeout=httpx.Timeout(timeout or self._timeout),
+            timeout=httpx.Timeout(budget),
             follow_redirects=False,
             trust_env=False,
             transport=PinnedTransport(backend, self._ssl_context),
@@ -260,13 +281,13 @@ class HttpDeliverer:
             url = str(next_url)
 
     def _read_bounded(self, response: httpx.Response) -> str:
-        """At most `max_response_bytes` of the body within the timeout; a short text snippet."""
-        deadline = time.monotonic() + self._timeout
+        """At most `max_response_bytes` of the body by the deadline; a short text snippet."""
         received = bytearray()
         try:
+            # The delivery's overall deadline ends a body that trickles (a ReadTimeout).
             for chunk in response.iter_raw():
                 received += chunk
-                if len(received) >= self._max_response_bytes or time.monotonic() > deadline:
+                if len(received) >= self._max_response_bytes:
                     break
         except httpx.HTTPError:
             # The status line already decided the outcome; the body is only for the error text.

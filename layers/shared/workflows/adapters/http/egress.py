@@ -22,6 +22,7 @@ from typing import Protocol
 import httpcore
 import httpx
 
+from workflows.deadline import DeadlineTransport, bounded
 from workflows.errors import DomainError
 from workflows.settings import Settings
 
@@ -429,8 +430,10 @@ class PinnedNetworkBackend(httpcore.NetworkBackend):
             raise httpcore.ConnectError(f"refusing to connect to {host}:{port}: not checked by the policy")
         error: Exception | None = None
         for address in addresses[:MAX_CONNECT_ADDRESSES]:
+            # Each address gets at most the time left of the call's overall deadline.
+            attempt_timeout = bounded(timeout, httpcore.ConnectTimeout)
             try:
-                return self._connector(address, port, timeout)
+                return self._connector(address, port, attempt_timeout)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         assert error is not None
@@ -445,12 +448,12 @@ class PinnedNetworkBackend(httpcore.NetworkBackend):
         raise httpcore.ConnectError("unix sockets are not webhook destinations")
 
 
-class PinnedTransport(httpx.HTTPTransport):
-    """httpx's own transport, with a connection pool whose connects go through the pins."""
+class PinnedTransport(DeadlineTransport):
+    """httpx's own transport, with a connection pool whose connects go through the pins and
+    whose connections keep the call's overall deadline (workflows.deadline)."""
 
     def __init__(self, backend: PinnedNetworkBackend, ssl_context: ssl.SSLContext) -> None:
-        super().__init__(verify=ssl_context, trust_env=False)
-        self._pool = httpcore.ConnectionPool(ssl_context=ssl_context, network_backend=backend)
+        super().__init__(backend, ssl_context=ssl_context)
 
 
 __all__ = [

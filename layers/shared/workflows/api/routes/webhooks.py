@@ -196,7 +196,10 @@ def replay_dlq_row(row_id: RowId, principal: Operator, c: Services) -> ReplayVie
     """One delivery attempt now, with the row's webhook-id, whatever its status.
 
     The attempt is recorded like the retry worker's (and on the run as a `webhook_delivery`
-    event); the answer is the row afterwards with the attempt's outcome.
+    event); the answer is the row afterwards with the attempt's outcome. The delivery has one
+    overall deadline, `WORKFLOWS_WEBHOOK_DLQ_TIMEOUT_SEC` capped at 10 s, however slowly the
+    receiver answers, so this request ends well within API Gateway's 30 s; a receiver too slow
+    for it is a transient `timeout` attempt and the row stays pending.
     """
     attempt = c.deliveries.replay(principal, row_id)
     view = DlqRowView.of(attempt.row)

@@ -10,14 +10,23 @@ goes on. If the worker dies mid-delivery, its lease expires and the row is picke
 receiver then sees the same `webhook-id` and can dedupe. With the run repository, every
 attempt is appended to its run as a `webhook_delivery` event (host only, never the URL); a run
 that no longer exists does not stop the worker. `replay` is an operator's immediate attempt.
+
+One tenant's slow endpoint cannot stall the others: every delivery has one overall deadline
+(`webhook_dlq_timeout_sec`, connect to last byte), a pass delivers up to
+`webhook_dlq_concurrency` rows at once, and it takes the due rows one tenant at a time in turn.
+Only the HTTP requests run on the pool's threads; claims, outcomes, events, logs and metrics stay
+on the invocation's thread. A row is claimed when a delivery slot is free, and no row is claimed
+once the remaining time is below one delivery deadline plus the safety margin.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
+from itertools import zip_longest
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -35,8 +44,11 @@ from workflows.settings import Settings
 
 # Room left at the end of an invocation: one delivery's timeout plus this, to record its outcome.
 SAFETY_MARGIN_SEC = 5.0
-# Lease slack beyond the worst-case delivery (connect, send and read each bounded by the timeout).
+# Lease slack beyond the delivery (one overall deadline of the timeout; the lease allows three).
 LEASE_SLACK_SEC = 30.0
+# A replay answers an operator's HTTP request (API Gateway gives up at 30 s): its delivery
+# deadline is the worker's timeout, but never more than this.
+REPLAY_TIMEOUT_CAP_SEC = 10.0
 _MAX_EXPONENT = 62
 
 
@@ -61,6 +73,14 @@ def backoff_seconds(
     `attempts` counts the attempts made so far, including the one that just failed.
     """
     return full_jitter(min(max(attempts, 1) - 1, _MAX_EXPONENT), base, max_backoff, rand)
+
+
+def round_robin(rows: Sequence[DlqRow]) -> list[DlqRow]:
+    """One row per tenant in turn; each tenant's rows, and the tenants, keep the rows' order."""
+    by_tenant: dict[str, list[DlqRow]] = {}
+    for row in rows:
+        by_tenant.setdefault(row.tenant_id, []).append(row)
+    return [row for turn in zip_longest(*by_tenant.values()) for row in turn if row is not None]
 
 
 AttemptKind = Literal["delivered", "rescheduled", "exhausted"]
@@ -137,48 +157,82 @@ class DlqWorker:
             logger.warning("dlq due query failed", extra={"error_code": exc.code, "error": exc.message})
             metrics.add_metric(name="WebhookDlqFailed", unit=MetricUnit.Count, value=1)
             return
-        for index, row in enumerate(rows):
-            if remaining_ms() <= margin_ms:
-                logger.info("dlq pass cut short", extra={"rows_left": len(rows) - index})
-                return
-            try:
-                self._process(row, report)
-            except DomainError as exc:
-                # Throttling or a lost lease on this row; the others still get their turn.
-                report.failed += 1
-                logger.warning(
-                    "dlq row failed",
-                    extra={**_row_keys(row), "error_code": exc.code, "error": exc.message},
-                )
-                metrics.add_metric(name="WebhookDlqFailed", unit=MetricUnit.Count, value=1)
+        rows = round_robin(rows)
+        slots = self._settings.webhook_dlq_concurrency
+        timeout = self._settings.webhook_dlq_timeout_sec
+        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="dlq-delivery") as pool:
+            sending: dict[Future[DeliveryResult], DlqRow] = {}
+            for index, row in enumerate(rows):
+                while len(sending) >= slots:
+                    self._settle(sending, report)
+                if remaining_ms() <= margin_ms:
+                    logger.info("dlq pass cut short", extra={"rows_left": len(rows) - index})
+                    break
+                try:
+                    claimed = self._claim(row, report)
+                except DomainError as exc:
+                    self._row_failed(row, exc, report)
+                    continue
+                if claimed is not None:
+                    sending[pool.submit(self._deliver, claimed, timeout)] = claimed
+            while sending:
+                self._settle(sending, report)
 
-    def _process(self, row: DlqRow, report: WorkerReport) -> None:
+    def _claim(self, row: DlqRow, report: WorkerReport) -> DlqRow | None:
         claimed = self._repo.claim(row, self.lease_seconds)
         if claimed is None:
             report.skipped += 1
             logger.info("dlq row skipped", extra=_row_keys(row))
             metrics.add_metric(name="WebhookDlqSkipped", unit=MetricUnit.Count, value=1)
-            return
-        attempt = self.attempt(claimed, source="dlq_retry")
-        if attempt.kind == "delivered":
-            report.delivered += 1
-        elif attempt.kind == "exhausted":
-            report.exhausted += 1
-        else:
-            report.rescheduled += 1
+        return claimed
+
+    def _settle(self, sending: dict[Future[DeliveryResult], DlqRow], report: WorkerReport) -> None:
+        """Records the outcome of the deliveries that have ended (waiting for at least one)."""
+        done, _ = wait(sending, return_when=FIRST_COMPLETED)
+        for future in done:
+            claimed = sending.pop(future)
+            try:
+                attempt = self._record(claimed, future.result(), "dlq_retry")
+            except DomainError as exc:
+                self._row_failed(claimed, exc, report)
+                continue
+            if attempt.kind == "delivered":
+                report.delivered += 1
+            elif attempt.kind == "exhausted":
+                report.exhausted += 1
+            else:
+                report.rescheduled += 1
+
+    @staticmethod
+    def _row_failed(row: DlqRow, exc: DomainError, report: WorkerReport) -> None:
+        # Throttling or a lost lease on this row; the others still get their turn.
+        report.failed += 1
+        logger.warning(
+            "dlq row failed",
+            extra={**_row_keys(row), "error_code": exc.code, "error": exc.message},
+        )
+        metrics.add_metric(name="WebhookDlqFailed", unit=MetricUnit.Count, value=1)
 
     def replay(self, tenant_id: str, row_id: str) -> Attempt:
         """An operator's replay: one attempt now, whatever the row's status, same webhook-id.
 
         NotFound for another tenant's row, Conflict while a worker is delivering it. The outcome
         is recorded like a worker's: a transient failure leaves the row pending (rescheduled with
-        backoff) unless its attempts are used up.
+        backoff) unless its attempts are used up. The delivery's deadline is the worker's
+        timeout capped at REPLAY_TIMEOUT_CAP_SEC, so the operator's request is answered in time.
         """
         claimed = self._repo.claim_for_replay(tenant_id, row_id, self.lease_seconds)
-        return self.attempt(claimed, source="replay")
+        timeout = min(self._settings.webhook_dlq_timeout_sec, REPLAY_TIMEOUT_CAP_SEC)
+        return self.attempt(claimed, source="replay", timeout=timeout)
 
-    def attempt(self, claimed: DlqRow, *, source: DeliverySource) -> Attempt:
-        """Deliver a leased row, record the outcome under the lease, then tell the run."""
+    def attempt(self, claimed: DlqRow, *, source: DeliverySource, timeout: float | None = None) -> Attempt:
+        """Deliver a leased row within `timeout` (default: the worker's), record the outcome
+        under the lease, then tell the run."""
+        result = self._deliver(claimed, timeout or self._settings.webhook_dlq_timeout_sec)
+        return self._record(claimed, result, source)
+
+    def _deliver(self, claimed: DlqRow, timeout: float) -> DeliveryResult:
+        """The request of a leased row, within one overall deadline; records nothing."""
         try:
             request = resolve_request(
                 self._secrets,
@@ -189,12 +243,19 @@ class DlqWorker:
                 claimed.body_json.encode("utf-8"),
             )
         except SecretUnavailable as exc:
-            result = DeliveryResult("transient" if exc.transient else "permanent", error=str(exc))
-        else:
-            result = self._deliverer.deliver(
-                request.url, request.body, claimed.webhook_id, request.headers, tenant_id=claimed.tenant_id
-            )
-            result = replace(result, error=scrub(result.error, request.values))
+            return DeliveryResult("transient" if exc.transient else "permanent", error=str(exc))
+        result = self._deliverer.deliver(
+            request.url,
+            request.body,
+            claimed.webhook_id,
+            request.headers,
+            tenant_id=claimed.tenant_id,
+            timeout=timeout,
+        )
+        return replace(result, error=scrub(result.error, request.values))
+
+    def _record(self, claimed: DlqRow, result: DeliveryResult, source: DeliverySource) -> Attempt:
+        """The outcome of a leased row's delivery, recorded under its lease, then told to the run."""
         attempts = claimed.attempts + 1
         fields = {
             **_row_keys(claimed),
@@ -265,6 +326,7 @@ def _row_keys(row: DlqRow) -> dict[str, Any]:
 
 __all__ = [
     "LEASE_SLACK_SEC",
+    "REPLAY_TIMEOUT_CAP_SEC",
     "SAFETY_MARGIN_SEC",
     "Attempt",
     "AttemptKind",
@@ -272,4 +334,5 @@ __all__ = [
     "DlqWorker",
     "WorkerReport",
     "backoff_seconds",
+    "round_robin",
 ]
