@@ -1,4 +1,4 @@
-"""`log`: render a message and record it in the run's events and the function's log."""
+"""`log`: render a message and record it in the run's events (in the function's log at DEBUG)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,12 @@ class LogStep:
         from workflows.templating import render
 
         message = render(config.message, context.template_context())
-        emit = {"debug": logger.debug, "info": logger.info, "warning": logger.warning, "error": logger.error}
-        emit[config.level]("workflow log step", extra={"step_id": context.step_id, "message_text": message})
+        # The message is the run's own record (its step_completed event): the function's log
+        # carries it only at DEBUG, so CloudWatch Logs ingestion does not pay for every message
+        # twice. A `warning` or `error` step still leaves a line, without the text, at its level.
+        keys = {"step_id": context.step_id, "run_id": context.run_id, "chars": len(message)}
+        logger.debug("workflow log step", extra={**keys, "level": config.level, "message_text": message})
+        if config.level in ("warning", "error"):
+            getattr(logger, config.level)("workflow log step", extra=keys)
         output = {"message": message, "level": config.level}
         return StepResult(output=output)
