@@ -4,6 +4,11 @@ Each scenario is a whole run as a client causes it: the submission through the A
 real handler (Mangum, in-process), the dispatcher function's real handler fed from the dispatch
 queue the way Lambda's SQS event source feeds it, and for the approval the approve call through
 the API handler. AWS is moto in-process; the webhook receiver listens on 127.0.0.1.
+
+Each scenario's definition runs twice and the second run is measured: workflows run again and
+again, and a definition's snapshot is stored once per content, by its first run (which also
+pays one read to find it missing). Both function processes stay warm between the two runs, as
+Lambda's do.
 """
 
 from __future__ import annotations
@@ -291,6 +296,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                 driver.run(definitions(receiver.url)["log1"][0], 1)
                 scenarios: dict[str, Any] = {}
                 for name, (definition, steps, options) in definitions(receiver.url).items():
+                    # The steady state: a definition's first run stores its shared snapshot, and
+                    # the next ones (measured) find it stored.
+                    driver.run(definition, steps, **options)
                     scenarios[name] = driver.run(definition, steps, **options).summary()
             finally:
                 meter.uninstall()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -169,3 +170,73 @@ def test_a_commit_longer_than_a_page_is_paged_through_without_a_gap(container: P
     assert seen == list(range(41, 62))
     tail = container.runs.list_events(run.tenant_id, run.run_id, since=58).events
     assert [e.payload.get("n") for e in tail] == [58, 59, None]
+
+
+# ---- shared definition snapshots -------------------------------------------------------------
+
+
+def _snapshot_items(container: Parts) -> list[dict[str, Any]]:
+    table = container.settings.runs_table
+    items = container.dynamodb.scan(TableName=table)["Items"]
+    return [item for item in items if item["sk"]["S"] == "DEFINITION"]
+
+
+def test_runs_of_one_definition_share_one_snapshot_per_tenant(container: Parts) -> None:
+    for n in range(3):
+        _new_run(container, f"run-{n}", tenant="t1")
+    _new_run(container, "run-other", tenant="t2")
+    snapshots = _snapshot_items(container)
+    assert sorted(item["pk"]["S"].split("#def#")[0] for item in snapshots) == ["t1", "t2"]
+    run, definition = container.runs.get_with_definition("t1", "run-2")
+    assert run.definition_hash is not None
+    assert definition.steps[0].id == "a"
+
+
+def test_another_process_reads_the_snapshot_and_keeps_it_from_expiring(
+    container: Parts, aws_env: dict[str, str]
+) -> None:
+    from tests.conftest import make_container
+
+    _new_run(container, "run-1")
+    [snapshot] = _snapshot_items(container)
+    soon = int(container.clock().timestamp()) + 3600
+    container.dynamodb.update_item(
+        TableName=container.settings.runs_table,
+        Key={"pk": snapshot["pk"], "sk": snapshot["sk"]},
+        UpdateExpression="SET expires_at = :e",
+        ExpressionAttributeValues={":e": {"N": str(soon)}},
+    )
+    fresh = make_container(aws_env, container.clock)  # type: ignore[arg-type]
+    _, definition = fresh.runs.get_with_definition("t1", "run-1")
+    assert definition.name == "d"
+    [extended] = _snapshot_items(container)
+    retention = container.settings.run_retention_days * 86_400
+    assert int(extended["expires_at"]["N"]) >= int(container.clock().timestamp()) + retention
+
+
+def test_a_run_stored_with_its_own_snapshot_still_reads_it(container: Parts) -> None:
+    run = _new_run(container, "run-old")
+    stored = container.runs.get("t1", "run-old")
+    table = container.settings.runs_table
+    # The layout before snapshots were shared: a DEFINITION item under the run's own key, and
+    # no definition_hash on the run item.
+    [snapshot] = _snapshot_items(container)
+    container.dynamodb.put_item(
+        TableName=table,
+        Item={
+            "pk": {"S": f"t1#{run.run_id}"},
+            "sk": {"S": "DEFINITION"},
+            "definition": snapshot["definition"],
+        },
+    )
+    container.dynamodb.delete_item(TableName=table, Key={"pk": snapshot["pk"], "sk": snapshot["sk"]})
+    container.dynamodb.update_item(
+        TableName=table,
+        Key={"pk": {"S": f"t1#{run.run_id}"}, "sk": {"S": "RUN"}},
+        UpdateExpression="REMOVE definition_hash",
+    )
+    fresh_reader = container.runs.__class__(container.dynamodb, table, container.settings.run_events_table)
+    read, definition = fresh_reader.get_with_definition("t1", "run-old")
+    assert read.version == stored.version
+    assert read.definition_hash is None
+    assert definition.steps[0].id == "a"

@@ -1,7 +1,10 @@
 """The run aggregate: the run item, its pinned definition snapshot, and its event log.
 
 Keys (see docs/storage.md):
-- runs table        pk = "<tenant_id>#<run_id>", sk = "RUN" | "DEFINITION"
+- runs table        pk = "<tenant_id>#<run_id>", sk = "RUN" (and "DEFINITION" for runs stored
+                    before snapshots were shared)
+                    pk = "<tenant_id>#def#<sha256>", sk = "DEFINITION": a definition snapshot,
+                    stored once per content and tenant, named by the runs' `definition_hash`
                     gsi1 (tenant listing)   gsi1pk = "<tenant_id>", gsi1sk = "<created_at>#<run_id>"
                     gsi2 (by workflow)      gsi2pk = "<tenant_id>#<workflow_id>", gsi2sk = gsi1sk
                     Both indexes project only the keys, `status` and `owner_id`: a commit that
@@ -28,6 +31,7 @@ writes.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -71,10 +75,21 @@ _FLUSHED_MEMORY = 4096
 _BATCH_GET_MAX = 100
 # How far past a page's last event a stored commit may end and still complete the page.
 _COMMIT_MARGIN = 3
+# A shared snapshot outlives every run that names it: whoever writes or reads it makes sure it
+# expires no sooner than the retention plus _SNAPSHOT_MARGIN from now, and when it must extend
+# it, extends it to the retention plus _SNAPSHOT_EXTRA (so that write is rare).
+_SNAPSHOT_MARGIN = timedelta(days=7)
+_SNAPSHOT_EXTRA = timedelta(days=30)
+# Snapshots this process has read or written (immutable content), most recent last.
+_SNAPSHOT_MEMORY = 256
 
 
 def run_pk(tenant_id: str, run_id: str) -> str:
     return f"{tenant_id}#{run_id}"
+
+
+def snapshot_pk(tenant_id: str, digest: str) -> str:
+    return f"{tenant_id}#def#{digest}"
 
 
 class RunRepository:
@@ -93,6 +108,8 @@ class RunRepository:
         self._clock = clock
         self._retention = timedelta(days=retention_days)
         self._flushed: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # snapshot pk -> (the definition, its expires_at as last seen)
+        self._snapshots: OrderedDict[str, tuple[WorkflowDefinition, int]] = OrderedDict()
 
     # ---- item conversion -------------------------------------------------------------
 
@@ -155,21 +172,18 @@ class RunRepository:
     # ---- writes --------------------------------------------------------------------
 
     def create(self, run: Run, definition: WorkflowDefinition) -> None:
-        """Store a new run's definition snapshot, then the run item.
+        """Make sure the definition's snapshot is stored, then store the run item.
 
-        Two single-item puts rather than a (twice-billed) transaction: the run item is what
-        makes the run exist, and it is written last, so a crash in between leaves only an
-        unreachable snapshot that expires with the retention period.
+        The snapshot is named by its content's SHA-256 (per tenant), so runs of one definition
+        share it: it is written once, not once per run (this process remembers what it has
+        stored). Two single-item writes rather than a (twice-billed) transaction: the run item
+        is what makes the run exist, and it is written last, so a crash in between leaves only
+        a snapshot that a later run may use or that expires.
         """
-        key = run_pk(run.tenant_id, run.run_id)
-        snapshot = to_item(
-            {
-                "pk": key,
-                "sk": DEFINITION_SK,
-                "definition": definition.canonical_json(),
-                "expires_at": self._expires_at(),
-            }
-        )
+        body = definition.canonical_json()
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        run = run.model_copy(update={"definition_hash": digest})
+        snapshot = self._snapshot_item(run.tenant_id, digest, body)
         run_item = self._run_item(run)
         # Both sizes are known before either write: a run that cannot be stored leaves nothing.
         for field, item in (("inputs", run_item), ("definition", snapshot)):
@@ -179,15 +193,66 @@ class RunRepository:
                     f"{field}: the run would be stored as {size} bytes, limit {MAX_ITEM_BYTES}",
                     details=[{"field": field, "message": f"stored as {size} bytes, limit {MAX_ITEM_BYTES}"}],
                 )
+        self._keep_snapshot(run.tenant_id, digest, definition, snapshot)
         with aws_errors():
-            self._client.put_item(
-                TableName=self._runs, Item=snapshot, ConditionExpression="attribute_not_exists(pk)"
-            )
             self._client.put_item(
                 TableName=self._runs,
                 Item=run_item,
                 ConditionExpression="attribute_not_exists(pk)",
             )
+
+    def _snapshot_item(self, tenant_id: str, digest: str, body: str) -> dict[str, Any]:
+        expires = int((self._clock() + self._retention + _SNAPSHOT_EXTRA).timestamp())
+        return to_item(
+            {
+                "pk": snapshot_pk(tenant_id, digest),
+                "sk": DEFINITION_SK,
+                "definition": body,
+                "expires_at": expires,
+            }
+        )
+
+    def _keep_snapshot(
+        self, tenant_id: str, digest: str, definition: WorkflowDefinition, item: dict[str, Any] | None = None
+    ) -> None:
+        """Make sure the snapshot is stored and expires no sooner than the retention plus a
+        margin from now. `item` (when creating a run) is written if the snapshot is missing."""
+        pk = snapshot_pk(tenant_id, digest)
+        wanted = int((self._clock() + self._retention + _SNAPSHOT_MARGIN).timestamp())
+        known = self._snapshots.get(pk)
+        if known is not None and known[1] >= wanted:
+            self._snapshots.move_to_end(pk)
+            return
+        expires: int | None = known[1] if known is not None else None
+        if known is None:
+            with aws_errors():
+                found = self._client.get_item(
+                    TableName=self._runs,
+                    Key={"pk": {"S": pk}, "sk": {"S": DEFINITION_SK}},
+                    ProjectionExpression="expires_at",
+                    ConsistentRead=True,
+                ).get("Item")
+            expires = int(found["expires_at"]["N"]) if found else None
+        extended = int((self._clock() + self._retention + _SNAPSHOT_EXTRA).timestamp())
+        with aws_errors():
+            if expires is None:
+                if item is None:
+                    raise NotFound(f"definition snapshot {digest} not found")
+                # Unconditional: the content is the key, so a concurrent writer writes the same.
+                self._client.put_item(TableName=self._runs, Item=item)
+            elif expires < wanted:
+                self._client.update_item(
+                    TableName=self._runs,
+                    Key={"pk": {"S": pk}, "sk": {"S": DEFINITION_SK}},
+                    UpdateExpression="SET expires_at = :e",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues={":e": {"N": str(extended)}},
+                )
+            else:
+                extended = expires
+        self._snapshots[pk] = (definition, extended)
+        while len(self._snapshots) > _SNAPSHOT_MEMORY:
+            self._snapshots.popitem(last=False)
 
     def transition(self, run: Run, changes: Mapping[str, Any], events: Sequence[NewEvent]) -> Run:
         """Apply `changes` to the run as read (its `version`) and append `events`, atomically.
@@ -339,12 +404,35 @@ class RunRepository:
                 ConsistentRead=True,
             )
         items = {item["sk"]["S"]: item for item in response.get("Items", [])}
-        if RUN_SK not in items or DEFINITION_SK not in items:
+        if RUN_SK not in items:
             raise NotFound(f"run '{run_id}' not found")
         run = self._run_from(items[RUN_SK])
         check_owner(tenant_id, run.tenant_id, "run")
-        definition = WorkflowDefinition.model_validate_json(items[DEFINITION_SK]["definition"]["S"])
-        return run, definition
+        if DEFINITION_SK in items:  # a run stored before snapshots were shared
+            return run, WorkflowDefinition.model_validate_json(items[DEFINITION_SK]["definition"]["S"])
+        if run.definition_hash is None:
+            raise NotFound(f"run '{run_id}' not found")
+        return run, self._snapshot(run.tenant_id, run.definition_hash)
+
+    def _snapshot(self, tenant_id: str, digest: str) -> WorkflowDefinition:
+        """A shared snapshot: from this process's memory (its content never changes), else one
+        strongly consistent GetItem; kept from expiring while runs still read it."""
+        pk = snapshot_pk(tenant_id, digest)
+        known = self._snapshots.get(pk)
+        if known is None:
+            with aws_errors():
+                found = self._client.get_item(
+                    TableName=self._runs,
+                    Key={"pk": {"S": pk}, "sk": {"S": DEFINITION_SK}},
+                    ConsistentRead=True,
+                ).get("Item")
+            if found is None:
+                raise NotFound(f"definition snapshot {digest} not found")
+            definition = WorkflowDefinition.model_validate_json(found["definition"]["S"])
+            self._snapshots[pk] = (definition, int(found["expires_at"]["N"]))
+        self._keep_snapshot(tenant_id, digest, self._snapshots[pk][0])
+        # A copy: callers get a definition of their own, the memory keeps the stored one.
+        return self._snapshots[pk][0].model_copy(deep=True)
 
     def list_events(
         self,

@@ -148,6 +148,9 @@ class Run(BaseModel):
     ended_at: str | None = None
     version: int = 1
     last_event_seq: int = 0
+    # The SHA-256 of the pinned definition's canonical JSON: its snapshot is stored once per
+    # content and tenant, not once per run (None for runs stored before that).
+    definition_hash: str | None = None
     # Times the sweeper re-kicked the run (docs/engine.md, "How runs end"); past its limit the
     # run fails `stalled`.
     sweeps: int = 0
