@@ -13,8 +13,11 @@ Lambda's do.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +30,26 @@ from bench.prices import API_MEMORY_MB, DISPATCHER_MEMORY_MB, PRICES, SQS_BATCH
 
 PREFIX = "/api/v1/workflows"
 DELAY_SECONDS = 1
-RUN_DEADLINE_SECONDS = 30
+RUN_DEADLINE_SECONDS = 60
+# Scaling: runs of more steps, and steps with bigger outputs (as many steps as max_steps allows).
+MAX_STEPS = 500
+OUTPUT_BYTES = 4096
+
+# TCO assumptions for the 10-step `log` run (printed with the figure).
+TCO = {
+    # Lambda duration: the in-process time measured here plus, per AWS request, the latency it
+    # has in the same region (moto answers in-process, so its time is not a network wait).
+    "aws_request_latency_ms": 6.0,
+    # CloudWatch Logs beside what the functions log: START, END and REPORT per invocation, and
+    # the Embedded Metric Format line Powertools writes at the end of each.
+    "platform_log_bytes_per_invocation": 350,
+    "metrics_log_bytes_per_invocation": 600,
+    # X-Ray's default sampling (template TracingMode=Active): at volume about 5% of invocations.
+    "xray_sampled_share": 0.05,
+    # DynamoDB bills 100 bytes of overhead per stored item; indexes store their projection.
+    "dynamodb_item_overhead_bytes": 100,
+    "log_retention_days": 30,
+}
 
 
 class Receiver:
@@ -63,10 +85,42 @@ class Receiver:
         self._server.server_close()
 
 
+class LogBytes(logging.Handler):
+    """Counts the bytes the functions' logger writes at INFO (the template's default LogLevel),
+    formatted as in CloudWatch; the bench's own environment keeps the logger quiet otherwise."""
+
+    def __init__(self) -> None:
+        from workflows.observability import logger
+
+        super().__init__(level=logging.INFO)
+        self.total = 0
+        self._logger = logger._logger
+        self.setFormatter(logger.registered_formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.total += len(self.format(record).encode()) + 1
+
+    def reset(self) -> None:
+        self.total = 0
+
+    def __enter__(self) -> LogBytes:
+        self._saved = (self._logger.level, list(self._logger.handlers))
+        self._logger.handlers = [self]
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        level, handlers = self._saved
+        self._logger.setLevel(level)
+        self._logger.handlers = handlers
+
+
 @dataclass
 class Usage:
     steps: int
     counts: dict[str, float] = field(default_factory=dict)
+    log_bytes: int = 0
+    stored_bytes: int = 0
     api_invocations: int = 0
     api_seconds: float = 0.0
     dispatcher_invocations: int = 0
@@ -118,6 +172,9 @@ class Usage:
             "api_ms": round(self.api_seconds * 1000, 1),
             "dispatcher_invocations": self.dispatcher_invocations,
             "dispatcher_ms": round(self.dispatcher_seconds * 1000, 1),
+            "log_bytes": self.log_bytes,
+            "stored_bytes": self.stored_bytes,
+            "wru_per_step": (c.get("dynamodb.wru", 0) + c.get("dynamodb.wru_index", 0)) / self.steps,
             "usd_per_run": total,
             "usd_per_million_steps": total / self.steps * 1e6,
             "usd_per_million_steps_by_part": {k: v / self.steps * 1e6 for k, v in dollars.items()},
@@ -155,6 +212,7 @@ class Driver:
         from workflows.roots import api as api_root
 
         self.meter = meter
+        self.log_bytes = LogBytes()
         self.api = common.load_function("api")
         self.dispatcher = common.load_function("dispatcher")
         self.container = api_root.parts()  # built after the meter was installed: metered clients
@@ -206,6 +264,7 @@ class Driver:
     def run(self, definition: dict[str, Any], steps: int, *, approve: bool = False) -> Usage:
         usage = Usage(steps=steps)
         self.meter.reset()
+        self.log_bytes.reset()
         accepted = self.call_api(
             usage, "POST", "/runs", {"definition": definition, "inputs": {"name": "Ada"}}
         )
@@ -226,7 +285,33 @@ class Driver:
             time.sleep(0.05)  # a delayed kick is not visible yet
         usage.status = self.status(run_id)["status"]
         usage.counts = self.meter.snapshot()
+        usage.log_bytes = self.log_bytes.total
+        with self.meter.paused():
+            usage.stored_bytes = self.stored_bytes(run_id)
         return usage
+
+    def stored_bytes(self, run_id: str) -> int:
+        """What the run keeps in DynamoDB: its items and their index entries, with DynamoDB's
+        per-item overhead (a shared definition snapshot is not counted: one per definition)."""
+        from bench.meter import item_size
+
+        client = self.container.dynamodb
+        settings = self.container.settings
+        overhead = TCO["dynamodb_item_overhead_bytes"]
+        total = 0
+        for table, key in ((settings.runs_table, "pk"), (settings.run_events_table, "pk")):
+            items = client.query(
+                TableName=table,
+                KeyConditionExpression=f"{key} = :pk",
+                ExpressionAttributeValues={":pk": {"S": f"default#{run_id}"}},
+            )["Items"]
+            for item in items:
+                total += item_size(item) + overhead
+                # Index entries (listing indexes project the keys, status and owner).
+                for index_key in ("gsi1pk", "gsi2pk", "active_shard"):
+                    if index_key in item:
+                        total += 120 + overhead
+        return total
 
 
 def definitions(webhook_url: str) -> dict[str, tuple[dict[str, Any], int, dict[str, Any]]]:
@@ -240,8 +325,27 @@ def definitions(webhook_url: str) -> dict[str, tuple[dict[str, Any], int, dict[s
             for i in range(1, 11)
         ],
     }
+    rng = random.Random(7)
+
+    def text(size: int) -> str:
+        # Incompressible like most real outputs: letters and digits drawn at random.
+        return "".join(rng.choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=size))
+
+    def logs(count: int, size: int = 0) -> dict[str, Any]:
+        return {
+            "name": f"bench-log{count}-{size}",
+            "steps": [
+                {"id": f"s{i}", "type": "log", "config": {"message": text(size) if size else f"step {i}"}}
+                for i in range(1, count + 1)
+            ],
+        }
+
     return {
         "log10": (log10, 10, {}),
+        "scale_log50": (logs(50), 50, {}),
+        "scale_log500": (logs(500), 500, {}),
+        "scale_log10_4kb": (logs(10, OUTPUT_BYTES), 10, {}),
+        "scale_log50_4kb": (logs(50, OUTPUT_BYTES), 50, {}),
         "log1": (
             one({"id": "s1", "type": "log", "config": {"message": "step 1 for {{ inputs.name }}"}}),
             1,
@@ -285,13 +389,19 @@ def run(quick: bool = False) -> dict[str, Any]:
     import boto3
 
     receiver = Receiver()
-    extra = {"WORKFLOWS_WEBHOOK_ALLOWLIST": "127.0.0.1", "WORKFLOWS_WEBHOOK_ALLOWED_PORTS": "*"}
+    extra = {
+        "WORKFLOWS_WEBHOOK_ALLOWLIST": "127.0.0.1",
+        "WORKFLOWS_WEBHOOK_ALLOWED_PORTS": "*",
+        "WORKFLOWS_MAX_STEPS": str(MAX_STEPS),
+        "WORKFLOWS_MAX_STEPS_PER_RUN": str(MAX_STEPS),
+    }
     try:
-        with common.moto_resources(extra) as env:
+        with common.moto_resources(extra) as env, contextlib.ExitStack() as stack:
             meter = Meter(common.table_properties(env), boto3.session.Session().client("dynamodb"))
             meter.install()
             try:
                 driver = Driver(meter)
+                stack.enter_context(driver.log_bytes)
                 # One unmeasured run first: imports, the container and first-request costs.
                 driver.run(definitions(receiver.url)["log1"][0], 1)
                 scenarios: dict[str, Any] = {}
@@ -334,4 +444,69 @@ def _figures(scenarios: dict[str, dict[str, Any]], webhooks_received: int) -> di
         ) * per_step
         result[f"{name}_sfn_standard_usd_per_million_steps"] = sfn_costs(1, wait)["standard"]
         result[f"{name}_sfn_express_usd_per_million_steps"] = sfn_costs(1, wait)["express"]
+    result["scaling"] = _scaling(scenarios)
+    result["tco"] = {days: tco(log, days) for days in (30, 90)}
+    result["tco_assumptions"] = TCO
     return result
+
+
+def _scaling(scenarios: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """WRU and dollars per step as runs get longer and outputs bigger (targets: 500 steps within
+    1.2x of 10 per step; 4 KB outputs at most 8 WRU per step at 10 and at 50 steps)."""
+    rows = {"log_x10": scenarios["log10"]}
+    rows.update(
+        {
+            name.removeprefix("scale_").replace("log", "log_x"): s
+            for name, s in scenarios.items()
+            if name.startswith("scale_")
+        }
+    )
+    figures: dict[str, Any] = {
+        name: {
+            "status": s["status"],
+            "steps": s["steps"],
+            "wru_per_step": round(s["wru_per_step"], 2),
+            "usd_per_million_steps": round(s["usd_per_million_steps"], 2),
+        }
+        for name, s in rows.items()
+    }
+    base = figures["log_x10"]["wru_per_step"]
+    figures["x500_vs_x10_wru_per_step"] = round(figures["log_x500"]["wru_per_step"] / base, 2)
+    return figures
+
+
+def tco(s: dict[str, Any], retention_days: int) -> dict[str, Any]:
+    """The whole bill of a run per million steps: requests as measured, Lambda duration as
+    modelled (measured in-process time plus each AWS request's latency), DynamoDB storage and
+    point-in-time recovery for the history kept, CloudWatch Logs at the default level, X-Ray."""
+    steps = s["steps"]
+    parts = {k: v * steps / 1e6 for k, v in s["usd_per_million_steps_by_part"].items()}
+    requests = s["dynamodb_requests"] + s["sqs_requests_direct"] + s["s3_requests"]
+    latency_s = requests * TCO["aws_request_latency_ms"] / 1000
+    gb_seconds = (
+        s["api_ms"] / 1000 * API_MEMORY_MB + (s["dispatcher_ms"] / 1000 + latency_s) * DISPATCHER_MEMORY_MB
+    ) / 1024
+    parts["lambda_duration"] = gb_seconds * PRICES["lambda_per_gb_second_arm64"]
+    gib = 2**30
+    months = retention_days / 30.4
+    storage_gb_months = s["stored_bytes"] / gib * months
+    parts["dynamodb_storage"] = storage_gb_months * PRICES["dynamodb_storage_per_gb_month"]
+    parts["dynamodb_pitr"] = storage_gb_months * PRICES["dynamodb_pitr_per_gb_month"]
+    invocations = s["api_invocations"] + s["sqs_messages"] / SQS_BATCH
+    log_bytes = s["log_bytes"] + invocations * (
+        TCO["platform_log_bytes_per_invocation"] + TCO["metrics_log_bytes_per_invocation"]
+    )
+    log_months = TCO["log_retention_days"] / 30.4
+    parts["logs"] = (
+        log_bytes / gib * (PRICES["logs_ingest_per_gb"] + PRICES["logs_storage_per_gb_month"] * log_months)
+    )
+    parts["xray"] = invocations * TCO["xray_sampled_share"] * PRICES["xray_per_million_traces"] / 1e6
+    total = sum(parts.values())
+    return {
+        "retention_days": retention_days,
+        "usd_per_million_steps": total / steps * 1e6,
+        "usd_per_million_steps_by_part": {k: round(v / steps * 1e6, 4) for k, v in parts.items()},
+        "stored_bytes_per_run": s["stored_bytes"],
+        "log_bytes_per_run": round(log_bytes),
+        "target": 2.50 if retention_days == 30 else 3.00,
+    }

@@ -21,6 +21,12 @@ PRICES = {
     "sfn_standard_per_million_transitions": 25.0,
     "sfn_express_per_million_requests": 1.00,
     "sfn_express_per_gb_second": 0.00001667,  # billed in 64 MB memory chunks, 100 ms minimum
+    # What the kept history costs beside requests (the TCO figure).
+    "dynamodb_storage_per_gb_month": 0.25,  # Standard table class, past the free 25 GB
+    "dynamodb_pitr_per_gb_month": 0.20,  # continuous backups, on the table's size
+    "logs_ingest_per_gb": 0.50,  # CloudWatch Logs standard ingestion
+    "logs_storage_per_gb_month": 0.03,
+    "xray_per_million_traces": 5.00,  # traces recorded
 }
 
 # Deployed function memory (template.yaml): the dispatcher and DLQ worker 512 MB, the API 1024 MB.

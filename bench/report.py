@@ -68,6 +68,38 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 "-",
             )
         )
+    if c and "error" not in c and "scaling" in c:
+        sc = c["scaling"]
+        base = sc["log_x10"]
+        for name in ("log_x50", "log_x500", "log_x10_4kb", "log_x50_4kb"):
+            row = sc[name]
+            if name == "log_x500":
+                target, ok = "<= 1.20x x10", sc["x500_vs_x10_wru_per_step"] <= 1.2
+            elif name.endswith("4kb"):
+                target, ok = "<= 8 WRU", row["wru_per_step"] <= 8
+            else:
+                target, ok = "-", True
+            out.append(
+                (
+                    f"cost.scaling: WRU per step, {name} ({row['status']})",
+                    _f(row["wru_per_step"]),
+                    f"x10 {_f(base['wru_per_step'])}",
+                    _f(row["wru_per_step"] / base["wru_per_step"]),
+                    target,
+                    _verdict(ok and row["status"] == "succeeded") if target != "-" else "-",
+                )
+            )
+        for days, t in sorted(c["tco"].items(), key=lambda kv: int(kv[0])):
+            out.append(
+                (
+                    f"cost.tco: $ per million log steps, {days} days of history",
+                    _f(t["usd_per_million_steps"]),
+                    f"requests only {_f(c['log_usd_per_million_steps'])}",
+                    "-",
+                    f"<= {t['target']:.2f}",
+                    _verdict(t["usd_per_million_steps"] <= t["target"]),
+                )
+            )
     s = r.get("cold_start")
     if s and "error" not in s:
         for name in ("dispatcher", "dlq_retry"):
