@@ -4,7 +4,6 @@ process killed in between) is made by the next writer before the run item moves 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
-from workflows.adapters.runs import RunRepository, run_pk
+from workflows.adapters.runs import RunRepository, run_pk, stored_events
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.roots.parts import Parts
@@ -64,7 +63,7 @@ def stored_seqs(container: Parts, run_id: str) -> list[int]:
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": run_pk("default", run_id)}},
     )
-    return [event["event_seq"] for item in response["Items"] for event in json.loads(item["events"]["S"])]
+    return [event.event_seq for item in response["Items"] for event in stored_events(item)]
 
 
 def api_seqs(client: TestClient, run_id: str, **params: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zlib
 from typing import Any
 
 import pytest
@@ -240,3 +241,21 @@ def test_a_run_stored_with_its_own_snapshot_still_reads_it(container: Parts) -> 
     assert read.version == stored.version
     assert read.definition_hash is None
     assert definition.steps[0].id == "a"
+
+
+def test_events_stored_compressed_and_as_plain_json_before_read_alike(container: Parts) -> None:
+    run = _new_run(container, "run-events")
+    current = container.runs.get("t1", "run-events")
+    long_payload = {"output": {"message": "x" * 600}}
+    current = container.runs.transition(
+        current, {}, [NewEvent(event_type=EventType.STEP_STARTED, payload=long_payload)]
+    )
+    table = container.settings.run_events_table
+    [compressed] = container.dynamodb.scan(TableName=table)["Items"]
+    assert "B" in compressed["events"]  # compressed past a few hundred bytes
+    # An item written before compression: plain JSON text.
+    plain = dict(compressed)
+    plain["events"] = {"S": zlib.decompress(compressed["events"]["B"]).decode()}
+    container.dynamodb.put_item(TableName=table, Item=plain)
+    page = container.runs.list_events("t1", run.run_id, since=0, limit=10)
+    assert [e.payload for e in page.events] == [long_payload]

@@ -603,23 +603,35 @@ class RunRepository:
 
 def events_item(pk: str, events: Sequence[RunEvent], *, expires_at: int) -> dict[str, Any]:
     """The events table item of one commit: keyed by its last sequence number, so a Query for
-    `event_seq > since` starts with the commit that holds `since + 1`."""
-    return to_item(
+    `event_seq > since` starts with the commit that holds `since + 1`. The events are
+    zlib-compressed binary past a few hundred bytes, as in the run item: the history is stored
+    (and backed up) for the whole retention, and read and written by the KB."""
+    body = _dump_events(events)
+    item = to_item(
         {
             "pk": pk,
             "event_seq": events[-1].event_seq,
             "first_seq": events[0].event_seq,
-            "events": _dump_events(events),
+            "events": body,
             "expires_at": expires_at,
         }
     )
+    if len(body) > _PACK_ABOVE:
+        item["events"] = {"B": zlib.compress(body.encode(), 6)}
+    return item
+
+
+def stored_events(item: Mapping[str, Any]) -> list[RunEvent]:
+    """The events of one events-table item (compressed or, as stored before, plain JSON)."""
+    value = item["events"]
+    return _load_events(zlib.decompress(value["B"]).decode() if "B" in value else value["S"])
 
 
 def _extend(
     examined: list[RunEvent], since: int, items: Sequence[Mapping[str, Any]], events: Sequence[RunEvent] = ()
 ) -> None:
     """Append the events of `items` (then `events`) that continue `examined` without a gap."""
-    for event in [e for item in items for e in _load_events(item["events"]["S"])] + list(events):
+    for event in [e for item in items for e in stored_events(item)] + list(events):
         seen = examined[-1].event_seq if examined else since
         if event.event_seq == seen + 1:
             examined.append(event)
