@@ -15,6 +15,7 @@ import json
 import secrets
 import threading
 import uuid
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from workflows.domain.dlq import DlqRow, truncate_error
 from workflows.domain.idempotency import COMPLETED, IN_PROGRESS, Claim, IdempotencyRecord
 from workflows.domain.ids import check_tenant_id, check_user_id, key_digest
 from workflows.domain.messages import AdvanceMessage
+from workflows.domain.outputs import encode, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.quotas import WindowCount
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
@@ -68,6 +70,7 @@ class FakeRunStore:
         self.runs: dict[tuple[str, str], Run] = {}
         self.definitions: dict[tuple[str, str], WorkflowDefinition] = {}
         self.events: dict[tuple[str, str], list[RunEvent]] = {}
+        self.outputs: dict[tuple[str, str, str], object] = {}
 
     def create(self, run: Run, definition: WorkflowDefinition) -> None:
         key = (run.tenant_id, run.run_id)
@@ -128,6 +131,38 @@ class FakeRunStore:
             self.runs[key] = stored.model_copy(update={"last_event_seq": stored.last_event_seq + len(events)})
             self.events[key].extend(numbered)
             return [event.event_seq for event in numbered]
+
+    def put_output(self, tenant_id: str, run_id: str, value: object) -> dict[str, object]:
+        body = encode(value)
+        if len(zlib.compress(body, 6)) > MAX_ITEM_BYTES:
+            raise PayloadTooLarge(f"an output of {len(body)} bytes cannot be stored")
+        output_id = new_output_id()
+        with self._lock:
+            self.outputs[(tenant_id, run_id, output_id)] = copy.deepcopy(value)
+        return ref(output_id, body)
+
+    def read_outputs(self, tenant_id: str, run_id: str, refs: Sequence[Mapping[str, object]]) -> list[object]:
+        with self._lock:
+            try:
+                return [copy.deepcopy(self.outputs[(tenant_id, run_id, ref_id(dict(r)))]) for r in refs]
+            except KeyError:
+                raise NotFound(f"run '{run_id}': an output it records is gone") from None
+
+    def find_step_output(self, tenant_id: str, run_id: str, step_id: str) -> tuple[bool, object]:
+        with self._lock:
+            for event in reversed(self.events.get((tenant_id, run_id), [])):
+                if (
+                    event.step_id == step_id
+                    and "output" in event.payload
+                    and event.event_type
+                    in (
+                        "step_completed",
+                        "step_failed",
+                        "step_timeout",
+                    )
+                ):
+                    return True, copy.deepcopy(event.payload["output"])
+        return False, None
 
     def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
         with self._lock:

@@ -18,6 +18,7 @@ from tests.conftest import FakeClock, make_container, make_fake
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.dlq import DlqRow
 from workflows.domain.messages import AdvanceMessage
+from workflows.domain.outputs import is_ref
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.domain.schedules import Schedule
 from workflows.domain.secret_refs import SecretUnavailable
@@ -108,6 +109,28 @@ def test_runs_the_active_index_holds_only_runs_owed_a_next_step(parts: Parts, cl
     # What waits for a deadline after the bound is not even read.
     assert runs.active("2098", 100) == [(T, ids[0])]
     assert len(runs.active("9999", 1)) == 1
+
+
+def test_runs_outputs_kept_apart_are_read_back_and_found_by_step(parts: Parts, clock: FakeClock) -> None:
+    runs = parts.runs
+    runs.create(_run(_uuid(30), clock), DEFINITION)
+    big = {"text": "y" * 5000}
+    reference = runs.put_output(T, _uuid(30), big)
+    assert is_ref(reference)
+    assert runs.read_outputs(T, _uuid(30), [reference, reference]) == [big, big]
+    with pytest.raises(NotFound):
+        runs.read_outputs(T, _uuid(30), [{"$output": {"id": "0" * 16, "bytes": 1}}])
+    with pytest.raises(NotFound):  # another tenant's run cannot name it
+        runs.read_outputs("t2", _uuid(30), [reference])
+    run = runs.get(T, _uuid(30))
+    for n, output in enumerate([{"n": 1}, reference, {"n": 3}]):
+        completed = NewEvent(
+            event_type=EventType.STEP_COMPLETED, step_id="a" if n != 2 else "b", payload={"output": output}
+        )
+        run = runs.transition(run, {}, [NewEvent(event_type=EventType.STEP_STARTED), completed])
+    assert runs.find_step_output(T, _uuid(30), "a") == (True, reference)  # the latest, as recorded
+    assert runs.find_step_output(T, _uuid(30), "b") == (True, {"n": 3})
+    assert runs.find_step_output(T, _uuid(30), "never") == (False, None)
 
 
 def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: FakeClock) -> None:

@@ -69,6 +69,21 @@ class RunStore(Protocol):
         owner_id: str | None = None,
     ) -> tuple[list[Run], Position | None]: ...
 
+    def put_output(self, tenant_id: str, run_id: str, value: object) -> dict[str, object]:
+        """Store an output too big for the run item in an item of its own, before the commit
+        that records it; returns the reference to record instead (domain.outputs.ref).
+        PayloadTooLarge when it cannot be stored at all."""
+        ...
+
+    def read_outputs(self, tenant_id: str, run_id: str, refs: Sequence[Mapping[str, object]]) -> list[object]:
+        """The outputs the references name, in order (NotFound if one is gone)."""
+        ...
+
+    def find_step_output(self, tenant_id: str, run_id: str, step_id: str) -> tuple[bool, object]:
+        """The latest output the run's events record for `step_id` (maybe a reference), for a
+        step the run item no longer remembers: (found, output)."""
+        ...
+
     def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
         """(tenant_id, run_id) of up to `limit` runs the service owes a next step whose next
         deadline (`Run.sweep_key`) is before `due_before`: a sparse index of active runs only,

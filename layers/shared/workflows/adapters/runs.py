@@ -32,6 +32,7 @@ writes.
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,7 @@ from workflows.adapters.paging import check_position, invalid_cursor, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.outputs import encode, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.run import ACTIVE_SHARDS, EventPage, NewEvent, Run, RunEvent
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
@@ -61,6 +63,11 @@ from workflows.observability import logger
 
 RUN_SK = "RUN"
 DEFINITION_SK = "DEFINITION"
+# Sorts before "DEFINITION" and "RUN": the run's Query reads from "DEFINITION" on.
+OUTPUT_SK = "#OUTPUT#"
+# Stored commits read per Query while looking for an output the run item no longer holds.
+_OUTPUT_SEARCH_PAGE = 25
+_OUTPUT_EVENTS = frozenset({"step_completed", "step_failed", "step_timeout"})
 # Fields stored as JSON strings (absent when None).
 _JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output", "approval")
 # The run item is rewritten by every commit and billed per started KB: the two fields that grow
@@ -399,8 +406,11 @@ class RunRepository:
         with aws_errors():
             response = self._client.query(
                 TableName=self._runs,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": {"S": run_pk(tenant_id, run_id)}},
+                KeyConditionExpression="pk = :pk AND sk >= :from",
+                ExpressionAttributeValues={
+                    ":pk": {"S": run_pk(tenant_id, run_id)},
+                    ":from": {"S": DEFINITION_SK},
+                },
                 ConsistentRead=True,
             )
         items = {item["sk"]["S"]: item for item in response.get("Items", [])}
@@ -489,6 +499,65 @@ class RunRepository:
                 Limit=limit,
                 ScanIndexForward=True,
             )
+
+    # ---- outputs kept in items of their own (domain.outputs) ---------------------------
+
+    def put_output(self, tenant_id: str, run_id: str, value: object) -> dict[str, object]:
+        """One put of a new item under the run's key (`OUTPUT#<random id>`): written before the
+        commit that records it, so a commit that loses its race leaves an unreferenced item
+        that expires with the run."""
+        body = encode(value)
+        output_id = new_output_id()
+        item = {
+            "pk": {"S": run_pk(tenant_id, run_id)},
+            "sk": {"S": f"{OUTPUT_SK}{output_id}"},
+            "value": {"B": zlib.compress(body, 6)},
+            "expires_at": {"N": str(self._expires_at())},
+        }
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:
+            raise PayloadTooLarge(
+                f"output of {len(body)} bytes is stored as {size} bytes, limit {MAX_ITEM_BYTES}"
+            )
+        with aws_errors():
+            self._client.put_item(TableName=self._runs, Item=item)
+        return ref(output_id, body)
+
+    def read_outputs(self, tenant_id: str, run_id: str, refs: Sequence[Mapping[str, object]]) -> list[object]:
+        values: list[object] = []
+        pk = run_pk(tenant_id, run_id)
+        for reference in refs:
+            key = {"pk": {"S": pk}, "sk": {"S": f"{OUTPUT_SK}{ref_id(dict(reference))}"}}
+            with aws_errors():
+                found = self._client.get_item(TableName=self._runs, Key=key, ConsistentRead=True).get("Item")
+            if found is None:
+                raise NotFound(f"run '{run_id}': an output it records is gone")
+            values.append(json.loads(zlib.decompress(found["value"]["B"])))
+        return values
+
+    def find_step_output(self, tenant_id: str, run_id: str, step_id: str) -> tuple[bool, object]:
+        """The run's latest commit, then its stored commits newest first, a page at a time."""
+        run = self.get(tenant_id, run_id)
+        found = _latest_output(run.latest_events, step_id)
+        if found[0]:
+            return found
+        request: dict[str, Any] = {
+            "TableName": self._events,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": run_pk(tenant_id, run_id)}},
+            "ScanIndexForward": False,
+            "Limit": _OUTPUT_SEARCH_PAGE,
+        }
+        while True:
+            with aws_errors():
+                page = self._client.query(**request)
+            for item in page.get("Items", []):
+                found = _latest_output(stored_events(item), step_id)
+                if found[0]:
+                    return found
+            if "LastEvaluatedKey" not in page:
+                return False, None
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
         """One key-range Query per shard of the `active` index (keys only)."""
@@ -635,6 +704,14 @@ def _extend(
         seen = examined[-1].event_seq if examined else since
         if event.event_seq == seen + 1:
             examined.append(event)
+
+
+def _latest_output(events: Sequence[RunEvent], step_id: str) -> tuple[bool, object]:
+    """The last output `events` record for the step: a completion's, or a routed failure's."""
+    for event in reversed(events):
+        if event.step_id == step_id and "output" in event.payload and event.event_type in _OUTPUT_EVENTS:
+            return True, event.payload["output"]
+    return False, None
 
 
 def _dump_events(events: Sequence[RunEvent]) -> str:

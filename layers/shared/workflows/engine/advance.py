@@ -19,7 +19,7 @@ Invariants (docs/engine.md; each is tested):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from workflows.domain.definition import END, StepSpec, WorkflowDefinition
 from workflows.domain.failures import StepFailed
 from workflows.domain.json import JsonValue
 from workflows.domain.messages import AdvanceMessage
+from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, encode, is_ref, remember
 from workflows.domain.run import TERMINAL, EventType, NewEvent, Run, RunStatus, check_transition
 from workflows.engine import retry
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
@@ -93,6 +94,43 @@ class Outcome:
 class _Advanced:
     run: Run
     wake_in: float | None = None  # seconds until the next (delayed) kick; None = kick now
+
+
+class RunOutputs(Mapping[str, Any]):
+    """A run's step outputs as its templates see them (domain.outputs): inline values as the
+    run item holds them, a reference read when a template first asks for it, and a step the
+    run item no longer remembers found in the run's events."""
+
+    def __init__(self, runs: RunStore, run: Run) -> None:
+        self._runs = runs
+        self._run = run
+        self._loaded: dict[str, Any] = {}
+
+    def resolve(self, value: Any) -> Any:
+        if not is_ref(value):
+            return value
+        return self._runs.read_outputs(self._run.tenant_id, self._run.run_id, [value])[0]
+
+    def __getitem__(self, step_id: str) -> Any:
+        if step_id in self._loaded:
+            return self._loaded[step_id]
+        if step_id in self._run.step_outputs:
+            value = self._run.step_outputs[step_id]
+        elif len(self._run.step_outputs) >= KEPT_STEP_OUTPUTS:
+            # Only a run that has forgotten some outputs looks further back.
+            found, value = self._runs.find_step_output(self._run.tenant_id, self._run.run_id, step_id)
+            if not found:
+                raise KeyError(step_id)
+        else:
+            raise KeyError(step_id)
+        self._loaded[step_id] = self.resolve(value)
+        return self._loaded[step_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._run.step_outputs)
+
+    def __len__(self) -> int:
+        return len(self._run.step_outputs)
 
 
 def parse_time(value: str) -> datetime:
@@ -364,6 +402,7 @@ class Engine:
             claim = {**changes, "lease_expires_at": lease, "next_wake_at": lease}
             run = self._commit(run, claim, events)
             changes, events = {"next_wake_at": None, "lease_expires_at": None}, []
+        outputs = RunOutputs(self._runs, run)
         context = StepContext(
             run_id=run.run_id,
             tenant_id=run.tenant_id,
@@ -371,8 +410,8 @@ class Engine:
             step_id=step.id,
             attempt=run.attempt,
             inputs=run.inputs,
-            step_outputs=run.step_outputs,
-            last=run.last_output,
+            step_outputs=outputs,
+            last=outputs.resolve(run.last_output),
             now=now_dt,
             wait_until=parse_time(run.wait_until) if run.wait_until else None,
             time_budget_seconds=budget,
@@ -476,16 +515,17 @@ class Engine:
         fields = dict(result.event_fields)
         if fields.pop("save_artifact", False) and self._artifacts is not None:
             fields["artifact_id"] = self._save_artifact(run, step, result.output)
+        stored = self._stored(run, result.output)
         events.append(
             NewEvent(
                 event_type=EventType.STEP_COMPLETED,
                 step_id=step.id,
-                payload={"output": result.output, "attempt": run.attempt, **fields},
+                payload={"output": stored, "attempt": run.attempt, **fields},
             )
         )
         changes.update(
-            step_outputs={**run.step_outputs, step.id: result.output},
-            last_output=result.output,
+            step_outputs=remember(run.step_outputs, step.id, stored),
+            last_output=stored,
             steps_executed=run.steps_executed + 1,
             attempt=1,
             wait_until=None,
@@ -496,9 +536,16 @@ class Engine:
         else:
             next_step = definition.next_after_success(step.id)
         if next_step is None:
-            return self._finish_succeeded(run, changes, events, result.output, now)
+            return self._finish_succeeded(run, changes, events, stored, now)
         changes.update(current_step_id=next_step)
         return self._commit(run, changes, events)
+
+    def _stored(self, run: Run, value: Any) -> Any:
+        """What the run records for an output: the value, or past INLINE_OUTPUT_BYTES a
+        reference to the item it is written to now (PayloadTooLarge if it cannot be)."""
+        if len(encode(value)) <= INLINE_OUTPUT_BYTES:
+            return value
+        return self._runs.put_output(run.tenant_id, run.run_id, value)
 
     def _save_artifact(self, run: Run, step: StepSpec, output: JsonValue) -> str:
         """Store a step's output as an artifact before the commit that records it (a lost
@@ -565,22 +612,21 @@ class Engine:
             metrics.add_metric(name="StepRetries", unit="Count", value=1)
             return _Advanced(self._commit(run, changes, events), decision.delay_seconds)
         timed_out = failure.code == TIMEOUT or failure.code.endswith("_timeout")
-        events.append(
-            NewEvent(
-                event_type=EventType.STEP_TIMEOUT if timed_out else EventType.STEP_FAILED,
-                step_id=step.id,
-                payload={"error": error, "attempt": run.attempt},
-            )
-        )
+        event_type = EventType.STEP_TIMEOUT if timed_out else EventType.STEP_FAILED
+        payload: dict[str, Any] = {"error": error, "attempt": run.attempt}
         metrics.add_metric(name="StepFailures", unit="Count", value=1)
         route = (step.on_timeout if timed_out else None) or step.on_failure
         if route is None:
+            events.append(NewEvent(event_type=event_type, step_id=step.id, payload=payload))
             return _Advanced(self._finish_failed(run, changes, events, error, now))
-        recorded = {**(output or {}), "error": error}
-        changes.update(step_outputs={**run.step_outputs, step.id: recorded}, last_output=recorded, attempt=1)
+        # A routed failure is the step's output (`steps.<id>.output.error`), recorded in its event.
+        stored = self._stored(run, {**(output or {}), "error": error})
+        events.append(NewEvent(event_type=event_type, step_id=step.id, payload={**payload, "output": stored}))
+        kept = remember(run.step_outputs, step.id, stored)
+        changes.update(step_outputs=kept, last_output=stored, attempt=1)
         if route == END:
             # The failure was handled by routing it to the end: the run finishes successfully.
-            return _Advanced(self._finish_succeeded(run, changes, events, recorded, now))
+            return _Advanced(self._finish_succeeded(run, changes, events, stored, now))
         changes.update(current_step_id=route)
         return _Advanced(self._commit(run, changes, events))
 

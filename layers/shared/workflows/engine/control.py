@@ -21,7 +21,7 @@ from workflows.clock import Clock, iso, system_clock
 from workflows.domain.failures import StepFailed
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import TRANSITIONS, EventType, NewEvent, Run, RunStatus, check_transition
-from workflows.engine.advance import Engine
+from workflows.engine.advance import Engine, RunOutputs
 from workflows.errors import InvalidState, NotFound, StaleWrite, ValidationFailed
 from workflows.ports import DispatchQueue, RunStore
 from workflows.steps.base import StepResult
@@ -85,7 +85,7 @@ class RunControl:
             if canonical_type(step.type) != "approval":
                 raise InvalidState(f"step '{step_id}' is not an approval step")
             action = decision
-            previous = run.step_outputs.get(step_id)
+            previous = RunOutputs(self._runs, run).get(step_id)
             if (
                 isinstance(previous, dict)
                 and previous.get("decision") == decision

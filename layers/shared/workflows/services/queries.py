@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.paging import Position
@@ -10,6 +11,7 @@ from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import EventPage, EventType, Run
 from workflows.ports import RunStore
 from workflows.services.access import check_read_run, readable_run
+from workflows.services.outputs import resolved_events, resolved_run
 from workflows.steps.base import StepType
 from workflows.steps.registry import StepRegistry
 
@@ -31,7 +33,7 @@ class RunQueries:
         start: Position | None,
     ) -> tuple[list[Run], Position | None]:
         """The tenant's runs, newest first (the caller's own without workflows.runs.read)."""
-        return self._runs.list_runs(
+        runs, position = self._runs.list_runs(
             principal.tenant_id,
             workflow_id=workflow_id,
             statuses=statuses,
@@ -41,17 +43,19 @@ class RunQueries:
             start=start,
             owner_id=None if principal.can(RUNS_READ) else principal.user_id,
         )
+        return [resolved_run(self._runs, run) for run in runs], position
 
     def get(self, principal: Principal, run_id: str) -> Run:
-        return readable_run(self._runs, principal, run_id)
+        return resolved_run(self._runs, readable_run(self._runs, principal, run_id))
 
     def events(
         self, principal: Principal, run_id: str, *, since: int, limit: int, types: Sequence[str]
     ) -> EventPage:
         run = readable_run(self._runs, principal, run_id)  # 404 for a missing or another tenant's run
-        return self._runs.list_events(
+        page = self._runs.list_events(
             principal.tenant_id, run_id, since=since, limit=limit, types=types, run=run
         )
+        return replace(page, events=resolved_events(self._runs, run, page.events))
 
     def deliveries(self, principal: Principal, run_id: str, *, since: int, limit: int) -> EventPage:
         """The run's `webhook_delivery` events (operators: the route checks the permission)."""

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
+
+
+class StepsView(Mapping[str, dict[str, Any]]):
+    """`steps` in templates: `steps.<id>.output`, each output read only when a template asks
+    for it (the engine gives a mapping that loads outputs kept outside the run item)."""
+
+    def __init__(self, outputs: Mapping[str, Any]) -> None:
+        self._outputs = outputs
+
+    def __getitem__(self, step_id: str) -> dict[str, Any]:
+        return {"output": self._outputs[step_id]}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
 
 
 @dataclass(frozen=True)
@@ -19,7 +37,8 @@ class StepContext:
     step_id: str
     attempt: int
     inputs: dict[str, Any]
-    step_outputs: dict[str, Any]
+    # Step id -> its latest output; may load outputs on access (engine.advance.RunOutputs).
+    step_outputs: Mapping[str, Any]
     last: Any
     # When the engine runs the step; steps never read the system clock themselves.
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -32,7 +51,7 @@ class StepContext:
     def template_context(self) -> dict[str, Any]:
         return {
             "inputs": self.inputs,
-            "steps": {sid: {"output": out} for sid, out in self.step_outputs.items()},
+            "steps": StepsView(self.step_outputs),
             "last": self.last,
             "run": {"id": self.run_id, "tenant_id": self.tenant_id, "workflow_id": self.workflow_id},
         }

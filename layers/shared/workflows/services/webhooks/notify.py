@@ -30,6 +30,7 @@ from workflows.domain.run import Run, RunStatus
 from workflows.errors import Conflict
 from workflows.observability import logger
 from workflows.ports import Deliverer, DlqStore, RunStore
+from workflows.services.outputs import resolved_run
 from workflows.services.webhooks.journal import DeliveryJournal, delivery_payload, host_of
 
 # Paths of the public API the notification links to (relative to the API's base URL).
@@ -91,6 +92,7 @@ class CompletionNotifier:
         self._deliverer = deliverer
         self._dlq = dlq_repo
         self._journal = DeliveryJournal(runs_repo)
+        self._runs = runs_repo
         self._clock = clock
 
     def notify(self, run: Run, url: str) -> Notification:
@@ -101,7 +103,9 @@ class CompletionNotifier:
         if run.status not in EVENT_TYPES:
             raise ValueError(f"run {run.run_id} is {run.status.value}, not terminal")
         webhook_id = notification_webhook_id(run)
-        body = json.dumps(notification_body(run), separators=(",", ":"), default=str)
+        body = json.dumps(
+            notification_body(resolved_run(self._runs, run)), separators=(",", ":"), default=str
+        )
         result = self._deliverer.deliver(url, body.encode("utf-8"), webhook_id, tenant_id=run.tenant_id)
         keys = {
             "tenant_id": run.tenant_id,

@@ -1,0 +1,51 @@
+"""Where a run keeps its steps' outputs (docs/storage.md, "Step outputs").
+
+The run item is rewritten by every commit, so it holds only what stays small whatever the run
+does: an output whose JSON is at most INLINE_OUTPUT_BYTES is kept inline; a bigger one is
+written once, before the commit that records it, to an item of its own, and the run and the
+step's events hold a reference to it. The run item remembers the latest output of at most
+KEPT_STEP_OUTPUTS steps (the most recently finished); an older step's output is found in the
+run's events when a template asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+INLINE_OUTPUT_BYTES = 256
+KEPT_STEP_OUTPUTS = 32
+REF = "$output"
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(REF), dict)
+
+
+def ref(output_id: str, body: bytes) -> dict[str, Any]:
+    """The reference stored in place of an output kept in its own item: short, since the run
+    item holds up to KEPT_STEP_OUTPUTS of them (the item's own key makes the id unique)."""
+    return {REF: {"id": output_id, "bytes": len(body)}}
+
+
+def new_output_id() -> str:
+    return secrets.token_hex(8)
+
+
+def ref_id(value: dict[str, Any]) -> str:
+    output_id: str = value[REF]["id"]
+    return output_id
+
+
+def remember(step_outputs: dict[str, Any], step_id: str, stored: Any) -> dict[str, Any]:
+    """`step_outputs` with `step_id`'s latest output last; the oldest beyond the limit dropped."""
+    kept = {sid: value for sid, value in step_outputs.items() if sid != step_id}
+    kept[step_id] = stored
+    while len(kept) > KEPT_STEP_OUTPUTS:
+        del kept[next(iter(kept))]
+    return kept

@@ -1,0 +1,103 @@
+"""Step outputs past the run item's inline limit are kept in items of their own (docs/storage.md,
+"Step outputs"): templates, the API and the completion webhook see them whole; the run item
+keeps a reference, and remembers only the most recent steps. On in-memory fakes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import LOCAL_WEBHOOKS, FakeClock, api_client, drain, make_fake
+from tests.receivers import Receiver
+from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, is_ref
+from workflows.roots.parts import Parts
+
+P = "/api/v1/workflows"
+BIG = "x" * 4000  # one log step's output, well past the inline limit
+
+
+def _run(client: TestClient, parts: Parts, definition: dict[str, Any]) -> str:
+    response = client.post(f"{P}/runs", json={"definition": definition})
+    assert response.status_code == 202, response.text
+    drain(parts)
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+def test_a_big_output_is_stored_apart_and_seen_whole_everywhere(clock: FakeClock, receiver: Receiver) -> None:
+    parts = make_fake(clock, **LOCAL_WEBHOOKS)
+    definition = {
+        "name": "big",
+        "on_completion_webhook": receiver.url("/done"),
+        "steps": [
+            {"id": "big", "type": "log", "config": {"message": BIG}},
+            {
+                "id": "uses",
+                "type": "log",
+                "config": {"message": "{{ steps.big.output.message | length }} {{ last.message[:3] }}"},
+            },
+            {"id": "again", "type": "log", "config": {"message": "{{ steps.big.output.message }}"}},
+        ],
+    }
+    with api_client(parts) as client:
+        run_id = _run(client, parts, definition)
+        run = parts.runs.get("default", run_id)
+        assert run.status.value == "succeeded"
+        # The run item holds references, not the 4 KB values.
+        assert is_ref(run.step_outputs["big"])
+        assert is_ref(run.outputs)
+        assert len(json.dumps(run.model_dump(mode="json"))) < 2 * INLINE_OUTPUT_BYTES + 1500
+        assert run.step_outputs["uses"] == {"message": "4000 xxx", "level": "info"}
+        # The API shows the outputs whole.
+        shown = client.get(f"{P}/runs/{run_id}").json()
+        assert shown["outputs"] == {"message": BIG, "level": "info"}
+        events = client.get(f"{P}/runs/{run_id}/events").json()["events"]
+        outputs = {
+            e["step_id"]: e["payload"]["output"] for e in events if e["event_type"] == "step_completed"
+        }
+        assert outputs["big"] == {"message": BIG, "level": "info"}
+        assert outputs["again"] == {"message": BIG, "level": "info"}
+        completed = [e for e in events if e["event_type"] == "run_completed"]
+        assert completed[0]["payload"]["outputs"]["message"] == BIG
+        listed = client.get(f"{P}/runs").json()["runs"]
+        assert listed[0]["outputs"]["message"] == BIG
+    [done] = [json.loads(r.body) for r in receiver.requests if r.path == "/done"]
+    assert done["outputs"]["message"] == BIG
+
+
+def test_only_the_most_recent_steps_are_remembered_and_older_ones_are_found(clock: FakeClock) -> None:
+    parts = make_fake(clock, max_steps=100)
+    count = KEPT_STEP_OUTPUTS + 8
+    steps: list[dict[str, Any]] = [{"id": "first", "type": "log", "config": {"message": BIG}}]
+    steps += [{"id": f"s{i}", "type": "log", "config": {"message": f"step {i}"}} for i in range(count)]
+    steps.append({"id": "last", "type": "log", "config": {"message": "{{ steps.first.output.message[:4] }}"}})
+    definition = {"name": "long", "steps": steps}
+    with api_client(parts) as client:
+        run_id = _run(client, parts, definition)
+    run = parts.runs.get("default", run_id)
+    assert run.status.value == "succeeded", run.error
+    assert len(run.step_outputs) == KEPT_STEP_OUTPUTS
+    assert "first" not in run.step_outputs
+    assert run.step_outputs["last"]["message"] == "xxxx"  # found in the run's events
+
+
+def test_a_routed_failure_is_the_steps_output_in_its_event(clock: FakeClock) -> None:
+    parts = make_fake(clock)
+    definition = {
+        "name": "routed",
+        "steps": [
+            {"id": "bad", "type": "log", "config": {"message": "{{ nope.missing }}"}, "on_failure": "after"},
+            {"id": "after", "type": "log", "config": {"message": "{{ steps.bad.output.error.code }}"}},
+        ],
+    }
+    with api_client(parts) as client:
+        run_id = _run(client, parts, definition)
+        events = client.get(f"{P}/runs/{run_id}/events").json()["events"]
+    failed = [e for e in events if e["event_type"] == "step_failed"]
+    assert failed[0]["payload"]["output"]["error"]["code"] == failed[0]["payload"]["error"]["code"]
+    assert (
+        parts.runs.get("default", run_id).step_outputs["after"]["message"]
+        == failed[0]["payload"]["error"]["code"]
+    )
