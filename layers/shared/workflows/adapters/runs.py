@@ -16,10 +16,11 @@ The tenant is part of every key, so a read with another tenant's id finds nothin
 
 A commit is ONE conditional PutItem of the run item (no transaction, which DynamoDB bills
 twice). The run item carries `last_event_seq` and, in `pending_events`, the events this commit
-appended. The condition moves `last_event_seq` from the value the writer read (and `version`, for
-a state change), so two writers that read the same run cannot both commit: sequence numbers have
-no gaps and no duplicates. A writer that finds only `last_event_seq` moved (someone appended
-events) reads again and retries; one that finds `version` moved has lost the race (StaleWrite).
+appended. The condition names the `last_event_seq` and `version` the writer read, so two
+writers that read the same run cannot both commit: sequence numbers have no gaps and no
+duplicates, and no write undoes another (a state change may append no events). A state change
+that finds only `last_event_seq` moved (someone appended events) reads again and retries; one
+that finds `version` moved has lost the race (StaleWrite). An append retries either way.
 
 After the commit, the commit's events are copied to the events table as one item (an idempotent
 conditional put). The run item is the record of truth until then: the next writer makes sure the
@@ -278,7 +279,7 @@ class RunRepository:
             )
             # Validate the result as a whole before writing anything.
             updated = Run.model_validate(updated.model_dump())
-            old = self._write(current, updated, events, check_version=True)
+            old = self._write(current, updated, events)
             if old is None:
                 return updated
             if old.version != run.version:
@@ -293,27 +294,28 @@ class RunRepository:
         current = self.get(tenant_id, run_id)
         for _ in attempts(_MAX_APPEND_TRIES, _contention_delay):
             updated = current.model_copy(update={"last_event_seq": current.last_event_seq + len(events)})
-            old = self._write(current, updated, events, check_version=False)
+            # The condition names the version too: a state change without events (a sweeper's
+            # re-kick) leaves last_event_seq as it was, and this put of the whole item must not
+            # undo it. Either way the append reads the run again and retries.
+            old = self._write(current, updated, events)
             if old is None:
                 first = current.last_event_seq + 1
                 return list(range(first, first + len(events)))
             current = old
         raise StaleWrite(f"run {run_id}: too much contention appending events")
 
-    def _write(
-        self, current: Run, updated: Run, events: Sequence[NewEvent], *, check_version: bool
-    ) -> Run | None:
+    def _write(self, current: Run, updated: Run, events: Sequence[NewEvent]) -> Run | None:
         """One conditional PutItem; None on success, else the run as it was when the check failed.
 
         On success `updated.latest_events` holds the numbered events, copied to the events table.
         """
         # The previous commit's events leave the run item now: they must be stored first.
         self._ensure_stored(current)
-        condition = "last_event_seq = :seq"
-        values: dict[str, Any] = {":seq": {"N": str(current.last_event_seq)}}
-        if check_version:
-            condition += " AND version = :version"
-            values[":version"] = {"N": str(current.version)}
+        condition = "last_event_seq = :seq AND version = :version"
+        values: dict[str, Any] = {
+            ":seq": {"N": str(current.last_event_seq)},
+            ":version": {"N": str(current.version)},
+        }
         numbered = self._numbered(current.last_event_seq + 1, events)
         item = self._run_item(updated, numbered)
         size = item_size(item)
