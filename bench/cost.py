@@ -32,8 +32,12 @@ PREFIX = "/api/v1/workflows"
 DELAY_SECONDS = 1
 RUN_DEADLINE_SECONDS = 60
 # Scaling: runs of more steps, and steps with bigger outputs (as many steps as max_steps allows).
-MAX_STEPS = 500
+MAX_STEPS = 1000
 OUTPUT_BYTES = 4096
+# One long run whose every step's output is about 100 KB (a template that renders it), measured
+# once: 1,000 steps (100 with --quick).
+BIG_OUTPUT_STEPS = 1000
+BIG_OUTPUT_TEMPLATE = "{% for i in range(5000) %}{{ i }}.{{ run.id[:8] }}.{{ i * 7919 % 10007 }};{% endfor %}"
 
 # TCO assumptions for the 10-step `log` run (printed with the figure).
 TCO = {
@@ -261,7 +265,9 @@ class Driver:
             run = self.container.runs.get("default", run_id)
         return {"status": run.status.value, "current_step_id": run.current_step_id}
 
-    def run(self, definition: dict[str, Any], steps: int, *, approve: bool = False) -> Usage:
+    def run(
+        self, definition: dict[str, Any], steps: int, *, approve: bool = False, deadline_s: float = 0
+    ) -> Usage:
         usage = Usage(steps=steps)
         self.meter.reset()
         self.log_bytes.reset()
@@ -269,7 +275,7 @@ class Driver:
             usage, "POST", "/runs", {"definition": definition, "inputs": {"name": "Ada"}}
         )
         run_id = accepted["run_id"]
-        deadline = time.monotonic() + RUN_DEADLINE_SECONDS
+        deadline = time.monotonic() + (deadline_s or RUN_DEADLINE_SECONDS)
         while time.monotonic() < deadline:
             if self.deliver(usage):
                 continue
@@ -410,6 +416,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                     # the next ones (measured) find it stored.
                     driver.run(definition, steps, **options)
                     scenarios[name] = driver.run(definition, steps, **options).summary()
+                big_steps = BIG_OUTPUT_STEPS // 10 if quick else BIG_OUTPUT_STEPS
+                big = {
+                    "name": "bench-big-outputs",
+                    "steps": [
+                        {"id": f"s{i}", "type": "log", "config": {"message": BIG_OUTPUT_TEMPLATE}}
+                        for i in range(1, big_steps + 1)
+                    ],
+                }
+                scenarios["scale_log_big_100kb"] = driver.run(big, big_steps, deadline_s=1800).summary()
             finally:
                 meter.uninstall()
     finally:
