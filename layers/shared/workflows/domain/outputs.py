@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Any, TypeGuard
 
 INLINE_OUTPUT_BYTES = 256
 KEPT_STEP_OUTPUTS = 32
@@ -23,7 +23,7 @@ def encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def is_ref(value: Any) -> bool:
+def is_ref(value: object) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(REF), dict)
 
 

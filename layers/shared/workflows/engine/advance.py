@@ -106,7 +106,7 @@ class RunOutputs(Mapping[str, Any]):
         self._run = run
         self._loaded: dict[str, Any] = {}
 
-    def resolve(self, value: Any) -> Any:
+    def resolve(self, value: object) -> object:
         if not is_ref(value):
             return value
         return self._runs.read_outputs(self._run.tenant_id, self._run.run_id, [value])[0]
@@ -540,7 +540,7 @@ class Engine:
         changes.update(current_step_id=next_step)
         return self._commit(run, changes, events)
 
-    def _stored(self, run: Run, value: Any) -> Any:
+    def _stored(self, run: Run, value: object) -> Any:
         """What the run records for an output: the value, or past INLINE_OUTPUT_BYTES a
         reference to the item it is written to now (PayloadTooLarge if it cannot be)."""
         if len(encode(value)) <= INLINE_OUTPUT_BYTES:
