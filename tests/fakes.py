@@ -31,7 +31,7 @@ from workflows.domain.dlq import DlqRow, truncate_error
 from workflows.domain.idempotency import COMPLETED, IN_PROGRESS, Claim, IdempotencyRecord
 from workflows.domain.ids import check_tenant_id, check_user_id, key_digest
 from workflows.domain.messages import AdvanceMessage
-from workflows.domain.outputs import encode, new_output_id, ref, ref_id
+from workflows.domain.outputs import S3_OUTPUT_BYTES, encode, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.quotas import WindowCount
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
@@ -134,12 +134,13 @@ class FakeRunStore:
 
     def put_output(self, tenant_id: str, run_id: str, value: object) -> dict[str, object]:
         body = encode(value)
-        if len(zlib.compress(body, 6)) > MAX_ITEM_BYTES:
+        packed = len(zlib.compress(body, 6))
+        if packed > MAX_ITEM_BYTES and packed <= S3_OUTPUT_BYTES:
             raise PayloadTooLarge(f"an output of {len(body)} bytes cannot be stored")
         output_id = new_output_id()
         with self._lock:
             self.outputs[(tenant_id, run_id, output_id)] = copy.deepcopy(value)
-        return ref(output_id, body)
+        return ref(output_id, body, s3=packed > S3_OUTPUT_BYTES)
 
     def read_outputs(self, tenant_id: str, run_id: str, refs: Sequence[Mapping[str, object]]) -> list[object]:
         with self._lock:

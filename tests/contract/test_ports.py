@@ -133,6 +133,17 @@ def test_runs_outputs_kept_apart_are_read_back_and_found_by_step(parts: Parts, c
     assert runs.find_step_output(T, _uuid(30), "never") == (False, None)
 
 
+def test_runs_an_output_past_the_s3_threshold_goes_to_s3_and_reads_back(
+    parts: Parts, clock: FakeClock
+) -> None:
+    runs = parts.runs
+    runs.create(_run(_uuid(31), clock), DEFINITION)
+    huge = {"text": base64.b64encode(os.urandom(120_000)).decode()}  # 160 KB that barely compresses
+    reference = runs.put_output(T, _uuid(31), huge)
+    assert reference["$output"]["s3"] is True  # type: ignore[index]
+    assert runs.read_outputs(T, _uuid(31), [reference]) == [huge]
+
+
 def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: FakeClock) -> None:
     runs = parts.runs
     runs.create(_run(_uuid(2), clock), DEFINITION)

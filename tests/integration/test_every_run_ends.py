@@ -54,7 +54,10 @@ class ExplodeStep:
         if config.kind == "recursion":
             raise RecursionError("maximum recursion depth exceeded")
         if config.kind == "huge_output":
-            return StepResult(output=base64.b64encode(os.urandom(450_000)).decode())  # incompressible
+            # Outputs of any size are kept apart from the run (to S3 when big); what the step
+            # adds to its event beside the output is not, and cannot pass the item limit.
+            huge = base64.b64encode(os.urandom(450_000)).decode()  # incompressible
+            return StepResult(output={"ok": True}, event_fields={"usage": huge})
         if config.kind == "artifact":
             return StepResult(output={"text": "keep me"}, event_fields={"save_artifact": True})
         return StepResult(output={"ok": True})

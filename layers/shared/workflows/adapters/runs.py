@@ -36,7 +36,7 @@ import hashlib
 import json
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -56,7 +56,7 @@ from workflows.adapters.paging import check_position, invalid_cursor, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.outputs import encode, new_output_id, ref, ref_id
+from workflows.domain.outputs import REF, S3_OUTPUT_BYTES, encode, in_s3, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.run import ACTIVE_SHARDS, EventPage, NewEvent, Run, RunEvent
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
@@ -109,10 +109,15 @@ class RunRepository:
         *,
         clock: Clock = system_clock,
         retention_days: int = 90,
+        s3: Callable[[], Any] | None = None,
+        bucket: str = "",
     ) -> None:
         self._client = client
         self._runs = runs_table
         self._events = events_table
+        # Outputs past S3_OUTPUT_BYTES go to this bucket (a factory: most runs never need S3).
+        self._s3 = s3
+        self._bucket = bucket
         self._clock = clock
         self._retention = timedelta(days=retention_days)
         self._flushed: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -505,15 +510,23 @@ class RunRepository:
     # ---- outputs kept in items of their own (domain.outputs) ---------------------------
 
     def put_output(self, tenant_id: str, run_id: str, value: object) -> dict[str, object]:
-        """One put of a new item under the run's key (`OUTPUT#<random id>`): written before the
-        commit that records it, so a commit that loses its race leaves an unreferenced item
-        that expires with the run."""
+        """One put of a new item under the run's key (`#OUTPUT#<random id>`), or past
+        S3_OUTPUT_BYTES compressed one S3 object (`outputs/<tenant>/<run>/<id>.json.z`; the
+        bucket's lifecycle rule expires it with the history): written before the commit that
+        records it, so a commit that loses its race leaves something unreferenced that expires."""
         body = encode(value)
         output_id = new_output_id()
+        packed = zlib.compress(body, 6)
+        if len(packed) > S3_OUTPUT_BYTES and self._s3 is not None:
+            with aws_errors():
+                self._s3().put_object(
+                    Bucket=self._bucket, Key=_output_key(tenant_id, run_id, output_id), Body=packed
+                )
+            return ref(output_id, body, s3=True)
         item = {
             "pk": {"S": run_pk(tenant_id, run_id)},
             "sk": {"S": f"{OUTPUT_SK}{output_id}"},
-            "value": {"B": zlib.compress(body, 6)},
+            "value": {"B": packed},
             "expires_at": {"N": str(self._expires_at())},
         }
         size = item_size(item)
@@ -529,13 +542,33 @@ class RunRepository:
         values: list[object] = []
         pk = run_pk(tenant_id, run_id)
         for reference in refs:
-            key = {"pk": {"S": pk}, "sk": {"S": f"{OUTPUT_SK}{ref_id(dict(reference))}"}}
+            wanted = dict(reference)
+            if in_s3(wanted):
+                values.append(self._read_s3_output(tenant_id, run_id, wanted))
+                continue
+            key = {"pk": {"S": pk}, "sk": {"S": f"{OUTPUT_SK}{ref_id(wanted)}"}}
             with aws_errors():
                 found = self._client.get_item(TableName=self._runs, Key=key, ConsistentRead=True).get("Item")
             if found is None:
                 raise NotFound(f"run '{run_id}': an output it records is gone")
             values.append(json.loads(zlib.decompress(found["value"]["B"])))
         return values
+
+    def _read_s3_output(self, tenant_id: str, run_id: str, wanted: dict[str, Any]) -> object:
+        if self._s3 is None:
+            raise NotFound(f"run '{run_id}': an output it records is in S3, which is not configured")
+        try:
+            response = self._s3().get_object(
+                Bucket=self._bucket, Key=_output_key(tenant_id, run_id, ref_id(wanted))
+            )
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                raise NotFound(f"run '{run_id}': an output it records is gone") from exc
+            raise translate(exc) from exc
+        body = zlib.decompress(response["Body"].read())
+        if hashlib.sha256(body).hexdigest() != wanted[REF].get("sha256"):
+            raise NotFound(f"run '{run_id}': an output it records does not match its digest")
+        return json.loads(body)
 
     def find_step_output(self, tenant_id: str, run_id: str, step_id: str) -> tuple[bool, object]:
         """The run's latest commit, then its stored commits newest first, a page at a time."""
@@ -706,6 +739,10 @@ def _extend(
         seen = examined[-1].event_seq if examined else since
         if event.event_seq == seen + 1:
             examined.append(event)
+
+
+def _output_key(tenant_id: str, run_id: str, output_id: str) -> str:
+    return f"outputs/{tenant_id}/{run_id}/{output_id}.json.z"
 
 
 def _latest_output(events: Sequence[RunEvent], step_id: str) -> tuple[bool, object]:

@@ -10,12 +10,16 @@ run's events when a template asks for it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from typing import Any, TypeGuard
 
 INLINE_OUTPUT_BYTES = 256
 KEPT_STEP_OUTPUTS = 32
+# Past this many bytes (compressed) an output goes to S3 rather than to a DynamoDB item: a PUT
+# costs less than the write units, and S3 stores it for less.
+S3_OUTPUT_BYTES = 32 * 1024
 REF = "$output"
 
 
@@ -27,10 +31,19 @@ def is_ref(value: object) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(REF), dict)
 
 
-def ref(output_id: str, body: bytes) -> dict[str, Any]:
+def ref(output_id: str, body: bytes, *, s3: bool = False) -> dict[str, Any]:
     """The reference stored in place of an output kept in its own item: short, since the run
-    item holds up to KEPT_STEP_OUTPUTS of them (the item's own key makes the id unique)."""
+    item holds up to KEPT_STEP_OUTPUTS of them (the item's own key makes the id unique). An
+    output in S3 also names its SHA-256, checked when it is read back."""
+    if s3:
+        return {
+            REF: {"id": output_id, "bytes": len(body), "s3": True, "sha256": hashlib.sha256(body).hexdigest()}
+        }
     return {REF: {"id": output_id, "bytes": len(body)}}
+
+
+def in_s3(value: dict[str, Any]) -> bool:
+    return bool(value[REF].get("s3"))
 
 
 def new_output_id() -> str:

@@ -117,6 +117,9 @@ class Parts:
             s.run_events_table,
             clock=self.clock,
             retention_days=s.run_retention_days,
+            # Built for the first output big enough for S3 (cold start).
+            s3=lambda: self.s3,
+            bucket=s.artifacts_bucket,
         )
 
     @cached_property
