@@ -49,9 +49,12 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## build: sam build (layer with pinned dependencies + the three functions)
+## build: sam build (layer with pinned dependencies + the five functions); ARCH=x86_64 to build
+## for x86_64 (the template's Architecture parameter, arm64 by default)
+ARCH ?= arm64
 build: tools
-	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" $(TOOLS)/bin/sam build --template template.yaml
+	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" $(TOOLS)/bin/sam build --template template.yaml \
+		--parameter-overrides Architecture=$(ARCH)
 
 ## bench: the performance budget (docs/benchmarks.md); BENCH_ARGS=--quick for a shorter run
 bench: venv
