@@ -19,6 +19,7 @@ Invariants (docs/engine.md; each is tested):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -305,6 +306,8 @@ class Engine:
                 # A control action or a duplicate kick moved the run first; its write decides.
                 return Outcome("lost_race", run.status.value, run.version, steps)
             steps += 1
+            if run.status == RunStatus.QUEUED:
+                metrics.add_metric(name="RunsStarted", unit="Count", value=1)
             updated = advanced.run
             ready = updated.status == RunStatus.RUNNING and advanced.wake_in is None
             if ready and steps < self._max_inline and self._can_inline(updated, definition, remaining_ms):
@@ -417,7 +420,12 @@ class Engine:
             time_budget_seconds=budget,
         )
         try:
-            outcome = self._execute(step, context)
+            started = time.monotonic()
+            try:
+                outcome = self._execute(step, context)
+            finally:
+                elapsed_ms = (time.monotonic() - started) * 1000
+                metrics.add_metric(name="StepDuration", unit="Milliseconds", value=elapsed_ms)
         except StepFailed as failure:
             return self._on_failure(run, definition, step, failure, changes, events, now)
         except Exception as exc:  # noqa: BLE001 - recorded on the run, logged with its traceback
