@@ -117,7 +117,7 @@ def _code(body: str, *, request: tuple[str, str, str] | None = None) -> str:
     setup = "response = None"
     if request is not None:
         method, path, payload = request
-        event = str(common.EVENTS / "api_health.json")
+        event = str(common.EVENTS / "ApiFunction/health.json")
         setup = REQUEST_SETUP.format(event=event, method=method, path=path, body=payload, key=common.API_KEY)
     return HARNESS.format(layer=str(common.LAYER), setup=setup, body=body, forbidden=FORBIDDEN)
 

@@ -126,7 +126,7 @@ def table_properties(env: dict[str, str]) -> dict[str, dict[str, Any]]:
 def api_event(
     method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event, shaped like events/api_get_run.json."""
+    """An API Gateway HTTP API (payload 2.0) event, shaped like events/ApiFunction/get_run.json."""
     event: dict[str, Any] = copy.deepcopy(_template_event())
     event["rawPath"] = path
     event["requestContext"]["http"]["method"] = method
@@ -150,7 +150,7 @@ _BASE_EVENT: dict[str, Any] | None = None
 def _template_event() -> dict[str, Any]:
     global _BASE_EVENT
     if _BASE_EVENT is None:
-        _BASE_EVENT = json.loads((EVENTS / "api_get_run.json").read_text())
+        _BASE_EVENT = json.loads((EVENTS / "ApiFunction/get_run.json").read_text())
     return _BASE_EVENT
 
 

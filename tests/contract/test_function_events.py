@@ -67,24 +67,26 @@ def _store_known_run() -> None:
 
 def test_every_event_file_is_covered() -> None:
     covered = {
-        "api_health.json",
-        "api_submit_run.json",
-        "api_get_run.json",
-        "api_get_events.json",
-        "dispatcher_sqs.json",
-        "dlq_retry_schedule.json",
+        "ApiFunction/health.json",
+        "ApiFunction/submit_run.json",
+        "ApiFunction/get_run.json",
+        "ApiFunction/get_events.json",
+        "DispatcherFunction/sqs.json",
+        "DlqRetryFunction/schedule.json",
     }
-    assert {p.name for p in EVENTS.glob("*.json")} - {"env.json"} == covered
+    # Laid out by function (events/<FunctionLogicalId>/*.json), as SAM tooling looks for them.
+    assert {str(p.relative_to(EVENTS)) for p in EVENTS.glob("*/*.json")} == covered
+    assert [p.name for p in EVENTS.glob("*.json")] == ["env.json"]
 
 
 def test_api_health(deployed_env: dict[str, str]) -> None:
-    response = load_function("api").handler(event("api_health.json"), FakeLambdaContext())
+    response = load_function("api").handler(event("ApiFunction/health.json"), FakeLambdaContext())
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["status"] == "ok"
 
 
 def test_api_submit_run_queues_a_run(deployed_env: dict[str, str]) -> None:
-    response = load_function("api").handler(event("api_submit_run.json"), FakeLambdaContext())
+    response = load_function("api").handler(event("ApiFunction/submit_run.json"), FakeLambdaContext())
     assert response["statusCode"] == 202, response["body"]
     body = json.loads(response["body"])
     assert body["status"] == "queued"
@@ -95,14 +97,14 @@ def test_api_submit_run_queues_a_run(deployed_env: dict[str, str]) -> None:
 
 def test_dispatcher_then_api_reads(deployed_env: dict[str, str]) -> None:
     _store_known_run()
-    result = load_function("dispatcher").handler(event("dispatcher_sqs.json"), FakeLambdaContext())
+    result = load_function("dispatcher").handler(event("DispatcherFunction/sqs.json"), FakeLambdaContext())
     assert result == {"batchItemFailures": []}
 
     api = load_function("api")
-    run = api.handler(event("api_get_run.json"), FakeLambdaContext())
+    run = api.handler(event("ApiFunction/get_run.json"), FakeLambdaContext())
     assert run["statusCode"] == 200
     assert json.loads(run["body"])["status"] == "succeeded"
-    events = api.handler(event("api_get_events.json"), FakeLambdaContext())
+    events = api.handler(event("ApiFunction/get_events.json"), FakeLambdaContext())
     assert [e["event_type"] for e in json.loads(events["body"])["events"]] == [
         "run_started",
         "step_started",
@@ -112,14 +114,14 @@ def test_dispatcher_then_api_reads(deployed_env: dict[str, str]) -> None:
 
 
 def test_dispatcher_reports_a_malformed_record_as_failed(deployed_env: dict[str, str]) -> None:
-    sqs_event = event("dispatcher_sqs.json")
+    sqs_event = event("DispatcherFunction/sqs.json")
     sqs_event["Records"][0]["body"] = "not json"
     result = load_function("dispatcher").handler(sqs_event, FakeLambdaContext())
     assert result == {"batchItemFailures": [{"itemIdentifier": sqs_event["Records"][0]["messageId"]}]}
 
 
 def test_api_get_unknown_run_is_a_json_404(deployed_env: dict[str, str]) -> None:
-    response = load_function("api").handler(event("api_get_run.json"), FakeLambdaContext())
+    response = load_function("api").handler(event("ApiFunction/get_run.json"), FakeLambdaContext())
     assert response["statusCode"] == 404
     assert json.loads(response["body"])["error"]["code"] == "not_found"
 
@@ -127,7 +129,7 @@ def test_api_get_unknown_run_is_a_json_404(deployed_env: dict[str, str]) -> None
 def test_dlq_retry_makes_a_pass_over_the_due_rows(deployed_env: dict[str, str]) -> None:
     # 16 s left: room for exactly one pass before the 10 s request timeout + margin.
     context = FakeLambdaContext(function_name="DlqRetryFunction", timeout_ms=16_000)
-    report = load_function("dlq_retry").handler(event("dlq_retry_schedule.json"), context)
+    report = load_function("dlq_retry").handler(event("DlqRetryFunction/schedule.json"), context)
     assert report == {
         "passes": 1,
         "delivered": 0,
@@ -143,5 +145,5 @@ def test_dlq_retry_does_nothing_when_disabled(
 ) -> None:
     monkeypatch.setenv("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "false")
     _fresh()
-    report = load_function("dlq_retry").handler(event("dlq_retry_schedule.json"), FakeLambdaContext())
+    report = load_function("dlq_retry").handler(event("DlqRetryFunction/schedule.json"), FakeLambdaContext())
     assert report["passes"] == 0

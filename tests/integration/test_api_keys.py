@@ -221,7 +221,7 @@ def test_control_events_record_the_actor_and_no_credential(api: Api) -> None:
 
 
 def _http_event(path: str, headers: dict[str, str], claims: dict[str, Any] | None) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / "api_get_run.json").read_text())
+    event: dict[str, Any] = json.loads((EVENTS / "ApiFunction/get_run.json").read_text())
     event = copy.deepcopy(event)
     event["rawPath"] = event["requestContext"]["http"]["path"] = P + path
     event["headers"] = {"host": "abc123.execute-api.us-east-1.amazonaws.com", **headers}

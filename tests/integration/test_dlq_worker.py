@@ -681,7 +681,7 @@ def test_handler_runs_the_containers_worker_and_returns_its_report(
     add_row(repo, clock, receiver.url())
 
     # When the schedule invokes the function with 20 s left
-    event = json.loads((EVENTS / "dlq_retry_schedule.json").read_text())
+    event = json.loads((EVENTS / "DlqRetryFunction/schedule.json").read_text())
     result = lambda_handler.handle(event, FakeLambdaContext(remaining_ms=ONE_PASS_MS))
 
     # Then it reports the pass

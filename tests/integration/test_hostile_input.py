@@ -219,7 +219,7 @@ def test_a_jwt_whose_ids_are_outside_the_pattern_is_refused(clock: FakeClock, cl
     c = make_fake(clock, auth_mode="multi_user")
     app = create_app()
     app.dependency_overrides[deps.services] = lambda: c
-    event = json.loads((EVENTS / "api_get_run.json").read_text())
+    event = json.loads((EVENTS / "ApiFunction/get_run.json").read_text())
     event["headers"] = {"authorization": "Bearer x.y.z"}
     claims = {"tenant_id": "t1", "sub": "alice", "roles": "[admin]", claim: value}
     event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
