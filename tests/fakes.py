@@ -31,7 +31,7 @@ from workflows.domain.dlq import DlqRow, truncate_error
 from workflows.domain.idempotency import COMPLETED, IN_PROGRESS, Claim, IdempotencyRecord
 from workflows.domain.ids import check_tenant_id, check_user_id, key_digest
 from workflows.domain.messages import AdvanceMessage
-from workflows.domain.outputs import S3_OUTPUT_BYTES, encode, new_output_id, ref, ref_id
+from workflows.domain.outputs import S3_OUTPUT_BYTES, encode, latest_output, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.quotas import WindowCount
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
@@ -151,19 +151,8 @@ class FakeRunStore:
 
     def find_step_output(self, tenant_id: str, run_id: str, step_id: str) -> tuple[bool, object]:
         with self._lock:
-            for event in reversed(self.events.get((tenant_id, run_id), [])):
-                if (
-                    event.step_id == step_id
-                    and "output" in event.payload
-                    and event.event_type
-                    in (
-                        "step_completed",
-                        "step_failed",
-                        "step_timeout",
-                    )
-                ):
-                    return True, copy.deepcopy(event.payload["output"])
-        return False, None
+            found, output = latest_output(self.events.get((tenant_id, run_id), []), step_id)
+        return found, copy.deepcopy(output)
 
     def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
         with self._lock:

@@ -56,7 +56,16 @@ from workflows.adapters.paging import check_position, invalid_cursor, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.outputs import REF, S3_OUTPUT_BYTES, encode, in_s3, new_output_id, ref, ref_id
+from workflows.domain.outputs import (
+    REF,
+    S3_OUTPUT_BYTES,
+    encode,
+    in_s3,
+    latest_output,
+    new_output_id,
+    ref,
+    ref_id,
+)
 from workflows.domain.paging import Position
 from workflows.domain.run import ACTIVE_SHARDS, EventPage, NewEvent, Run, RunEvent
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
@@ -68,7 +77,6 @@ DEFINITION_SK = "DEFINITION"
 OUTPUT_SK = "#OUTPUT#"
 # Stored commits read per Query while looking for an output the run item no longer holds.
 _OUTPUT_SEARCH_PAGE = 25
-_OUTPUT_EVENTS = frozenset({"step_completed", "step_failed", "step_timeout"})
 # Fields stored as JSON strings (absent when None).
 _JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output", "approval")
 # The run item is rewritten by every commit and billed per started KB: the two fields that grow
@@ -573,7 +581,7 @@ class RunRepository:
     def find_step_output(self, tenant_id: str, run_id: str, step_id: str) -> tuple[bool, object]:
         """The run's latest commit, then its stored commits newest first, a page at a time."""
         run = self.get(tenant_id, run_id)
-        found = _latest_output(run.latest_events, step_id)
+        found = latest_output(run.latest_events, step_id)
         if found[0]:
             return found
         request: dict[str, Any] = {
@@ -587,7 +595,7 @@ class RunRepository:
             with aws_errors():
                 page = self._client.query(**request)
             for item in page.get("Items", []):
-                found = _latest_output(stored_events(item), step_id)
+                found = latest_output(stored_events(item), step_id)
                 if found[0]:
                     return found
             if "LastEvaluatedKey" not in page:
@@ -743,14 +751,6 @@ def _extend(
 
 def _output_key(tenant_id: str, run_id: str, output_id: str) -> str:
     return f"outputs/{tenant_id}/{run_id}/{output_id}.json.z"
-
-
-def _latest_output(events: Sequence[RunEvent], step_id: str) -> tuple[bool, object]:
-    """The last output `events` record for the step: a completion's, or a routed failure's."""
-    for event in reversed(events):
-        if event.step_id == step_id and "output" in event.payload and event.event_type in _OUTPUT_EVENTS:
-            return True, event.payload["output"]
-    return False, None
 
 
 def _dump_events(events: Sequence[RunEvent]) -> str:

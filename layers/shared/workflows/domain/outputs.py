@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any, TypeGuard
+
+from workflows.domain.run import RunEvent
 
 INLINE_OUTPUT_BYTES = 256
 KEPT_STEP_OUTPUTS = 32
@@ -53,6 +56,18 @@ def new_output_id() -> str:
 def ref_id(value: dict[str, Any]) -> str:
     output_id: str = value[REF]["id"]
     return output_id
+
+
+# The events that record a step's output: its completion, or a failure routed on.
+_OUTPUT_EVENTS = frozenset({"step_completed", "step_failed", "step_timeout"})
+
+
+def latest_output(events: Sequence[RunEvent], step_id: str) -> tuple[bool, object]:
+    """The last output `events` record for the step: (found, output, maybe a reference)."""
+    for event in reversed(events):
+        if event.step_id == step_id and "output" in event.payload and event.event_type in _OUTPUT_EVENTS:
+            return True, event.payload["output"]
+    return False, None
 
 
 def remember(step_outputs: dict[str, Any], step_id: str, stored: Any) -> dict[str, Any]:

@@ -58,10 +58,10 @@ RUN_TOO_LARGE = "run_too_large"
 GIVE_UP_WRITES = 3
 
 
-def internal_error(exc: BaseException, correlation_id: str | None, *, what: str) -> dict[str, Any]:
+def internal_error(what: str, correlation_id: str | None, exc: BaseException | None = None) -> dict[str, Any]:
     """A run's `error` for a failure of the service itself: no internals, a key to the logs."""
     code = RUN_TOO_LARGE if isinstance(exc, PayloadTooLarge) else INTERNAL_ERROR
-    message = f"{what} ({type(exc).__name__})"
+    message = what if exc is None else f"{what} ({type(exc).__name__})"
     if correlation_id:
         message += f"; the service's logs hold the details under correlation_id {correlation_id}"
     return {"code": code, "message": message, "correlation_id": correlation_id}
@@ -196,7 +196,7 @@ class Engine:
                 )
                 raise
             logger.exception("kick failed on its last delivery; the run fails", extra=keys)
-            error = internal_error(exc, correlation_id, what="the run could not advance")
+            error = internal_error("the run could not advance", correlation_id, exc)
             return self.give_up(message.tenant_id, message.run_id, error)
 
     def give_up(self, tenant_id: str, run_id: str, error: dict[str, Any]) -> Outcome:
@@ -435,7 +435,7 @@ class Engine:
                 "step raised an internal error",
                 extra={"run_id": run.run_id, "step_id": step.id, "correlation_id": correlation_id},
             )
-            error = internal_error(exc, correlation_id, what="the step stopped on an internal error")
+            error = internal_error("the step stopped on an internal error", correlation_id, exc)
             internal = StepFailed(INTERNAL_ERROR, error["message"], correlation_id=correlation_id)
             return self._on_failure(run, definition, step, internal, changes, events, now)
         if isinstance(outcome, Suspend):

@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workflows.domain.messages import StartScheduledRun, parse_message
+from workflows.engine.advance import internal_error
 from workflows.observability import logger, metrics, tracer
 from workflows.roots.parts import Parts
 from workflows.settings import get_settings
@@ -55,14 +56,7 @@ def record_handler(record: SQSRecord) -> str:
         "dispatch message dead-lettered; failing its run",
         extra={**keys, "run_id": message.run_id, "tenant_id": message.tenant_id},
     )
-    error = {
-        "code": "internal_error",
-        "message": (
-            "the run's dispatch message failed on every delivery; the service's logs hold the "
-            f"details under correlation_id {record.message_id}"
-        ),
-        "correlation_id": record.message_id,
-    }
+    error = internal_error("the run's dispatch message failed on every delivery", record.message_id)
     outcome = parts().engine.give_up(message.tenant_id, message.run_id, error)
     metrics.add_metric(name="DispatchDeadLetters", unit="Count", value=1)
     return outcome.action
