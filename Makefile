@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test test-fast lint format typecheck cfn-lint build bench clean venv tools
+.PHONY: run events test test-fast lint format typecheck cfn-lint build bench clean venv tools
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
@@ -25,9 +25,14 @@ $(TOOLS)/.installed: requirements-tools.txt
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
 	touch $@
 
-## run: the local stack (moto server + API on 127.0.0.1:8000 + dispatcher + DLQ worker)
+## run: the local stack (moto server + API on 127.0.0.1:8000 + dispatcher + DLQ worker);
+## DEVSTACK_WORKERS=off leaves the work to functions you invoke with `sam local invoke`
 run: venv
 	$(PY) -m devstack
+
+## events: sample events bound to live objects of the running stack, in events/local/<Function>/
+events: venv
+	$(PY) -m devstack.events
 
 ## test: lint, type checks, template checks and the whole test suite
 test: lint

@@ -5,10 +5,17 @@
 3. The dispatcher fed from the dispatch queue, the consumer of its dead letters, the DLQ worker
    and the sweeper on their schedules, and the workflows' own schedules fired into the
    dispatch queue (devstack/scheduler.py).
-4. The FastAPI app on http://127.0.0.1:8000 (uvicorn). Ctrl-C stops everything.
+4. The FastAPI app on http://127.0.0.1:8000 (uvicorn), with a webhook receiver under
+   /_local/webhooks (devstack/receiver.py). Ctrl-C stops everything.
+5. events/local/env.json: the SAM `--env-vars` file for `sam local invoke` against this stack
+   (devstack/sam_local.py); `make events` writes sample events bound to its live objects.
 
 Environment: WORKFLOWS_API_KEY (else one is generated), PORT (8000), MOTO_PORT (5050),
-AWS_ENDPOINT_URL (use another endpoint instead of the embedded server), LOG_LEVEL (WARNING),
+BIND_ADDRESS (127.0.0.1: where the API and the emulator listen; 0.0.0.0 lets a function's
+container reach them), FUNCTION_HOST (the host name env.json gives the functions: 127.0.0.1 when
+bound to loopback, else host.docker.internal), AWS_ENDPOINT_URL (use another endpoint instead of
+the embedded server), LOG_LEVEL (WARNING), DEVSTACK_WORKERS (on; off: no dispatcher, consumers,
+workers or schedules, so an invoked function is the one that does the work),
 DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried),
 DEVSTACK_DISPATCHERS (4: concurrent dispatcher invocations).
 """
@@ -17,8 +24,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
 import warnings
+from collections.abc import Callable
+from typing import Protocol
 
 DEFAULTS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -41,28 +51,49 @@ def _environment() -> None:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
+def _busy_port(host: str, port: int, setting: str) -> str | None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return f"devstack: {host}:{port} is busy ({exc.strerror}); set {setting} to another port"
+    return None
+
+
 def main() -> int:
     _environment()
+    bind = os.environ.get("BIND_ADDRESS", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    moto_port = int(os.environ.get("MOTO_PORT", "5050"))
+    embedded = not os.environ.get("AWS_ENDPOINT_URL")
+    # Before anything is printed or started: a busy port named with the setting that moves it.
+    for busy in (
+        _busy_port(bind, port, "PORT"),
+        _busy_port(bind, moto_port, "MOTO_PORT") if embedded else None,
+    ):
+        if busy:
+            sys.exit(busy)
+    workers = os.environ.get("DEVSTACK_WORKERS", "on").lower() not in {"off", "0", "false", "no"}
     # Imported after the environment is set: Powertools reads it at import time.
     import boto3
     import uvicorn
 
     from devstack import provision
-    from devstack.functions import LAYER, load_function
+    from devstack.functions import LAYER
     from devstack.moto_server import MotoServerProcess
+    from devstack.receiver import WebhookReceiver, with_receiver
+    from devstack.sam_local import function_host, write_env_file, write_stack_file
 
     if str(LAYER) not in sys.path:
         sys.path.insert(0, str(LAYER))
-    from devstack.scheduler import LocalScheduler, ensure_scheduling
-    from devstack.workers import QueuePoller, Scheduler
+    from devstack.scheduler import ensure_scheduling
     from workflows.settings import get_settings
 
-    port = int(os.environ.get("PORT", "8000"))
     moto: MotoServerProcess | None = None
-    if not os.environ.get("AWS_ENDPOINT_URL"):
-        moto = MotoServerProcess("127.0.0.1", int(os.environ.get("MOTO_PORT", "5050")))
+    if embedded:
+        moto = MotoServerProcess(bind, moto_port)
         moto.start()
-        os.environ["AWS_ENDPOINT_URL"] = moto.url
+        os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{moto_port}"
     region = os.environ["AWS_DEFAULT_REGION"]
 
     cloudformation = boto3.client("cloudformation")
@@ -105,19 +136,94 @@ def main() -> int:
         "WORKFLOWS_SWEEP_GRACE_SEC", str(int(os.environ["WORKFLOWS_DISPATCH_VISIBILITY_TIMEOUT_SEC"]) + 150)
     )
     # Local receivers: webhooks may reach this machine (and only it, among private addresses).
-    os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWLIST", "127.0.0.1,localhost")
+    os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWLIST", "127.0.0.1,localhost,host.docker.internal")
     os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWED_PORTS", "*")
     try:
         get_settings()
     except ValueError as exc:
         sys.exit(f"devstack: the settings do not hold together: {exc}")
+    host = function_host(bind)
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    if moto is not None:
+        endpoint = f"http://{host}:{moto_port}"
+    env_file = write_env_file(os.environ, endpoint=endpoint)
+    write_stack_file(
+        api=f"http://127.0.0.1:{port}/api/v1/workflows",
+        aws_endpoint=os.environ["AWS_ENDPOINT_URL"],
+        function_base=f"http://{host}:{port}",
+        dispatch_dlq_url=env["DEVSTACK_DISPATCH_DLQ_URL"],
+    )
 
     def report(exc: BaseException) -> None:
         print(f"devstack: worker error: {exc!r}", file=sys.stderr)
 
+    # The parts Lambda's event sources and EventBridge play when deployed (off: none of them).
+    background = _start_workers(env, region, report) if workers else []
+
+    from workflows.api.app import create_app
+    from workflows.roots import api as api_root
+
+    base = f"http://127.0.0.1:{port}/api/v1/workflows"
+    multi_user = os.environ.get("WORKFLOWS_AUTH_MODE") == "multi_user"
+    lines = [
+        "",
+        f"  Workflows API   {base}   (OpenAPI: {base}/docs)",
+        f"  AWS endpoint    {os.environ['AWS_ENDPOINT_URL']}",
+        f"  sam local       --env-vars {env_file.relative_to(LAYER.parent.parent)}   (make events: samples)",
+        f"  Webhooks        POST http://127.0.0.1:{port}/_local/webhooks/<name> is a receiver",
+    ]
+    if not workers:
+        lines.append("  Workers         off: runs advance only when you invoke the functions")
+    if multi_user:
+        # The single-user key is not accepted; callers use per-user keys (docs/auth.md).
+        lines += [
+            "",
+            "  Multi-user mode: create a tenant admin key (printed once) and use it as API_KEY:",
+            f"    AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']} .venv/bin/python -m devstack.keys create "
+            "--tenant acme --user alice --roles admin",
+        ]
+    else:
+        lines += [
+            f"  API key         {api_key}",
+            "",
+            "  Try:",
+            f"    export API_KEY={api_key}",
+            f"    curl -s -X POST {base}/runs \\",
+            "      -H \"X-API-KEY: $API_KEY\" -H 'Content-Type: application/json' \\",
+            '      -d \'{"definition": {"name": "hello", "steps": [{"id": "greet", "type": "log", '
+            '"config": {"message": "Hello {{ inputs.name }}"}}]}, "inputs": {"name": "Ada"}}\'',
+        ]
+    lines += ["", "  Ctrl-C stops everything.", ""]
+    print("\n".join(lines), flush=True)
+    app = with_receiver(create_app(api_root.parts), WebhookReceiver())
+    try:
+        uvicorn.run(app, host=bind, port=port, log_level="warning")
+    finally:
+        for part in background:
+            part.stop()
+        if moto:
+            moto.stop()
+    return 0
+
+
+class _Stoppable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _start_workers(
+    env: dict[str, str], region: str, report: Callable[[BaseException], None]
+) -> list[_Stoppable]:
+    import boto3
+
+    from devstack.functions import load_function
+    from devstack.scheduler import LocalScheduler
+    from devstack.workers import QueuePoller, Scheduler
+
     dispatcher = load_function("dispatcher")
     # Lambda's SQS event source polls with several concurrent invocations; so does this.
-    pollers = [
+    parts: list[_Stoppable] = [
         QueuePoller(
             boto3.client("sqs"),
             env["WORKFLOWS_DISPATCH_QUEUE_URL"],
@@ -128,7 +234,7 @@ def main() -> int:
         for _ in range(max(1, int(os.environ.get("DEVSTACK_DISPATCHERS", "4"))))
     ]
     # The dispatch queue's dead letters (DispatchDlqFunction's event source).
-    pollers.append(
+    parts.append(
         QueuePoller(
             boto3.client("sqs"),
             env["DEVSTACK_DISPATCH_DLQ_URL"],
@@ -137,77 +243,28 @@ def main() -> int:
             on_error=report,
         )
     )
-    for poller in pollers:
-        poller.start()
-    dlq_enabled = os.environ.get("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "true").lower() == "true"
-    scheduler = None
-    if dlq_enabled:
-        scheduler = Scheduler(
-            load_function("dlq_retry").handler, period=60.0, name="DlqRetryFunction", on_error=report
+    if os.environ.get("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "true").lower() == "true":
+        parts.append(
+            Scheduler(
+                load_function("dlq_retry").handler, period=60.0, name="DlqRetryFunction", on_error=report
+            )
         )
-        scheduler.start()
-
     # SweeperFunction's schedule (5 minutes deployed; sooner here, for a grace of minutes).
-    sweeper = Scheduler(
-        load_function("sweeper").handler, period=30.0, name="SweeperFunction", on_error=report
+    parts.append(
+        Scheduler(load_function("sweeper").handler, period=30.0, name="SweeperFunction", on_error=report)
     )
-    sweeper.start()
-
     # EventBridge Scheduler's part: fire the API's schedules into the dispatch queue.
-    run_schedules = LocalScheduler(
-        boto3.client("scheduler"),
-        boto3.client("sqs"),
-        group=env["WORKFLOWS_SCHEDULE_GROUP"],
-        on_error=report,
-    )
-    run_schedules.start()
-
-    from workflows.api.app import create_app
-    from workflows.roots import api as api_root
-
-    base = f"http://127.0.0.1:{port}/api/v1/workflows"
-    print(
-        "\n".join(
-            [
-                "",
-                f"  Workflows API   {base}",
-                f"  AWS endpoint    {os.environ['AWS_ENDPOINT_URL']}",
-                f"  API key         {api_key}",
-                "",
-                "  Try:",
-                f"    export API_KEY={api_key}",
-                f"    curl -s -X POST {base}/runs \\",
-                "      -H \"X-API-KEY: $API_KEY\" -H 'Content-Type: application/json' \\",
-                '      -d \'{"definition": {"name": "hello", "steps": [{"id": "greet", "type": "log", '
-                '"config": {"message": "Hello {{ inputs.name }}"}}]}, "inputs": {"name": "Ada"}}\'',
-                "",
-                "  Ctrl-C stops everything.",
-                "",
-            ]
-        ),
-        flush=True,
-    )
-    if os.environ.get("WORKFLOWS_AUTH_MODE") == "multi_user":
-        # Multi-user mode: the key above is not accepted; callers use per-user keys (docs/auth.md).
-        endpoint = os.environ["AWS_ENDPOINT_URL"]
-        print(
-            "  Multi-user mode: create a tenant admin key (printed once) and use it as API_KEY:\n"
-            f"    AWS_ENDPOINT_URL={endpoint} .venv/bin/python -m devstack.keys create "
-            "--tenant acme --user alice --roles admin\n",
-            flush=True,
+    parts.append(
+        LocalScheduler(
+            boto3.client("scheduler"),
+            boto3.client("sqs"),
+            group=env["WORKFLOWS_SCHEDULE_GROUP"],
+            on_error=report,
         )
-    try:
-        uvicorn.run(create_app(api_root.parts), host="127.0.0.1", port=port, log_level="warning")
-    finally:
-        for poller in pollers:
-            poller.stop()
-        run_schedules.stop()
-        sweeper.stop()
-        if scheduler:
-            scheduler.stop()
-        if moto:
-            moto.stop()
-    return 0
+    )
+    for part in parts:
+        part.start()
+    return parts
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ would otherwise share one interpreter lock, and the local stack would use one co
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,7 +64,15 @@ class MotoServer:
         self._thread.join(timeout=5)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this process once its parent is gone, however the parent ended (even SIGKILL)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def _serve(host: str, port: int, ready: Any) -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     server = MotoServer(host, port)
     ready.send(server.url)
     ready.close()

@@ -15,11 +15,13 @@ from devstack.functions import load_function
 from workflows import settings
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import Run, RunStatus
-from workflows.roots import api, dispatcher, dlq_worker
+from workflows.roots import api, dispatch_dlq, dispatcher, dlq_worker, sweeper
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 KNOWN_RUN = "00000000-0000-4000-8000-000000000001"
+# The key the sample API events carry (`make events` writes copies with a live stack's key).
+SAMPLE_API_KEY = "local-dev-key"
 
 
 def event(name: str) -> dict[str, Any]:
@@ -32,8 +34,7 @@ def deployed_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
     """The environment template.yaml gives the functions, pointing at moto."""
     for key, value in aws_env.items():
         monkeypatch.setenv(key, value)
-    api_key = json.loads((EVENTS / "env.json").read_text())["Parameters"]["WORKFLOWS_API_KEY"]
-    monkeypatch.setenv("WORKFLOWS_API_KEY", api_key)
+    monkeypatch.setenv("WORKFLOWS_API_KEY", SAMPLE_API_KEY)
     _fresh()
     yield aws_env
     _fresh()
@@ -42,7 +43,7 @@ def deployed_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
 def _fresh() -> None:
     """Each function builds its parts anew from the environment, as a cold start would."""
     settings.get_settings.cache_clear()
-    for root in (api, dispatcher, dlq_worker):
+    for root in (api, dispatcher, dispatch_dlq, dlq_worker, sweeper):
         root.parts.cache_clear()
 
 
@@ -73,10 +74,14 @@ def test_every_event_file_is_covered() -> None:
         "ApiFunction/get_events.json",
         "DispatcherFunction/sqs.json",
         "DlqRetryFunction/schedule.json",
+        "DispatchDlqFunction/sqs.json",
+        "SweeperFunction/schedule.json",
     }
-    # Laid out by function (events/<FunctionLogicalId>/*.json), as SAM tooling looks for them.
-    assert {str(p.relative_to(EVENTS)) for p in EVENTS.glob("*/*.json")} == covered
-    assert [p.name for p in EVENTS.glob("*.json")] == ["env.json"]
+    # Laid out by function (events/<FunctionLogicalId>/*.json), as SAM tooling looks for them;
+    # events/local/ holds what `make events` writes for a running stack (not in git).
+    laid_out = {str(p.relative_to(EVENTS)) for p in EVENTS.glob("*/*.json") if p.parts[-2] != "local"}
+    assert laid_out == covered
+    assert list(EVENTS.glob("*.json")) == []
 
 
 def test_api_health(deployed_env: dict[str, str]) -> None:
@@ -147,3 +152,25 @@ def test_dlq_retry_does_nothing_when_disabled(
     _fresh()
     report = load_function("dlq_retry").handler(event("DlqRetryFunction/schedule.json"), FakeLambdaContext())
     assert report["passes"] == 0
+
+
+def test_dispatch_dead_letter_fails_its_run(deployed_env: dict[str, str]) -> None:
+    _store_known_run()
+    sqs_event = event("DispatchDlqFunction/sqs.json")
+    result = load_function("dispatch_dlq").handler(sqs_event, FakeLambdaContext())
+    assert result == {"batchItemFailures": []}
+    run = load_function("api").handler(event("ApiFunction/get_run.json"), FakeLambdaContext())
+    body = json.loads(run["body"])
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "internal_error"
+    assert sqs_event["Records"][0]["messageId"] in body["error"]["message"]
+
+
+def test_sweeper_reports_its_sweep(deployed_env: dict[str, str]) -> None:
+    _store_known_run()
+    report = load_function("sweeper").handler(event("SweeperFunction/schedule.json"), FakeLambdaContext())
+    # The stored run was last written days ago with no kick in flight: lost, so it is re-kicked.
+    assert report == {"candidates": 1, "rekicked": 1, "stalled": 0, "failed": 0}
+    sqs = api.parts().sqs
+    messages = sqs.receive_message(QueueUrl=deployed_env["WORKFLOWS_DISPATCH_QUEUE_URL"]).get("Messages", [])
+    assert [json.loads(m["Body"])["run_id"] for m in messages] == [KNOWN_RUN]

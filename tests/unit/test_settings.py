@@ -14,7 +14,10 @@ pydantic_settings = pytest.importorskip("pydantic_settings")
 
 
 class _Base(pydantic_settings.BaseSettings):
-    model_config = pydantic_settings.SettingsConfigDict(env_prefix="WORKFLOWS_", extra="ignore")
+    # env_ignore_empty: an empty variable is unset (template.yaml declares unset ones empty).
+    model_config = pydantic_settings.SettingsConfigDict(
+        env_prefix="WORKFLOWS_", extra="ignore", env_ignore_empty=True
+    )
 
 
 # The same fields under BaseSettings: what Settings was before it stopped importing it.

@@ -1,10 +1,13 @@
 """Service settings: one pydantic model, read from the environment once per process.
 
 A field comes from the environment variable `WORKFLOWS_<FIELD>` (in any case) unless it is
-passed as a keyword argument, which wins; with neither it keeps its default. These are the rules
-of pydantic-settings' BaseSettings with `env_prefix="WORKFLOWS_"` for fields like these (all
-scalars), applied here without importing it: it loads every settings source it supports (dotenv,
-CLI, cloud secret stores) at import, about 25 ms of every function's cold start.
+passed as a keyword argument, which wins; with neither it keeps its default. An empty variable
+counts as unset: template.yaml declares every variable, empty where the default applies, so
+that `sam local invoke --env-vars` can set it (SAM applies only declared variables). These are
+the rules of pydantic-settings' BaseSettings with `env_prefix="WORKFLOWS_"` and
+`env_ignore_empty=True` for fields like these (all scalars), applied here without importing
+it: it loads every settings source it supports (dotenv, CLI, cloud secret stores) at import,
+about 25 ms of every function's cold start.
 """
 
 from __future__ import annotations
@@ -56,7 +59,13 @@ class Settings(BaseModel):
     role_permissions: dict[str, frozenset[str]] = Field(
         default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS)
     )
-    # Bearer JWTs are validated by the HttpApi JWT authorizer; these claims name the caller.
+    # Bearer JWTs (multi_user, docs/auth.md): accepted when an issuer is set, their signature
+    # checked against its JWKS (`jwt_jwks_url`, else found by OpenID discovery), `iss` equal to
+    # it, `aud` one of `jwt_audience` (comma-separated; unchecked when empty), `exp` not past.
+    jwt_issuer: str = Field(default="", max_length=512)
+    jwt_audience: str = Field(default="", max_length=1024)
+    jwt_jwks_url: str = Field(default="", max_length=1024)
+    # The claims that name the caller.
     jwt_tenant_claim: str = "tenant_id"
     jwt_user_claim: str = "sub"
     jwt_roles_claim: str = "roles"
@@ -177,7 +186,7 @@ class Settings(BaseModel):
         environment: dict[str, Any] = {}
         for name, value in os.environ.items():
             field = name.lower().removeprefix(ENV_PREFIX)
-            if field != name.lower() and field in cls.model_fields:
+            if field != name.lower() and field in cls.model_fields and value != "":
                 environment[field] = value
         return {**environment, **values}
 

@@ -1,0 +1,82 @@
+"""The functions' environment in template.yaml: every variable they read is declared (SAM's
+`sam local invoke --env-vars` applies only declared variables), an empty value means the
+setting's default, and each function's whole set fits Lambda's 4 KB limit when deployed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devstack.provision import load_sam_template
+from workflows.settings import Settings
+
+LAMBDA_ENVIRONMENT_LIMIT = 4096
+# Room kept for what a deployer passes in where the parameter's default is empty (ARNs, URLs,
+# allowlists): counted as this many bytes in all, on top of the defaults.
+DEPLOYER_VALUES_BYTES = 768
+# Variables read outside the settings model: boto3's endpoint (the local stack) and Powertools'
+# switches, which make run and sam local invoke set.
+READ_OUTSIDE_SETTINGS = {"AWS_ENDPOINT_URL", "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_DISABLED"}
+
+
+def _variables(function: str | None = None) -> dict[str, Any]:
+    """Globals' variables, with one function's own (which Lambda sets too) when named."""
+    template = load_sam_template()
+    variables: dict[str, Any] = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    if function is not None:
+        own = template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+        variables.update(own)
+    return variables
+
+
+def _functions() -> list[str]:
+    resources = load_sam_template()["Resources"]
+    return [name for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+
+
+def test_every_setting_and_endpoint_is_declared() -> None:
+    declared = set().union(*(_variables(function) for function in _functions()))
+    wanted = {f"WORKFLOWS_{name.upper()}" for name in Settings.model_fields} | READ_OUTSIDE_SETTINGS
+    assert wanted - declared == set()
+
+
+def test_an_empty_variable_keeps_the_default(monkeypatch: Any) -> None:
+    for name, value in _variables().items():
+        if value == "" and name.startswith("WORKFLOWS_"):
+            monkeypatch.setenv(name, "")
+    loaded = Settings()
+    assert loaded.api_key is None
+    assert loaded.max_steps == Settings.model_fields["max_steps"].default
+    assert loaded.llm_timeout_sec == Settings.model_fields["llm_timeout_sec"].default
+
+
+def _deployed_value(value: Any, parameters: dict[str, Any], stack: str) -> str:
+    """A plausible deployed value: parameters' defaults, physical names as CloudFormation makes
+    them (<stack>-<LogicalId>-<13 characters>), queue URLs and ARNs in us-east-1."""
+    if isinstance(value, (str, int, float, bool)):
+        return str(value)
+    (function, argument), *_ = value.items()
+    if function == "Ref":
+        if argument in parameters:
+            return str(parameters[argument].get("Default", ""))
+        name = f"{stack}-{argument}-ABCDEFGHIJKLM"
+        return f"https://sqs.us-east-1.amazonaws.com/123456789012/{name}" if "Queue" in argument else name
+    if function == "Fn::GetAtt":
+        logical = argument[0] if isinstance(argument, list) else argument.split(".")[0]
+        return f"arn:aws:sqs:us-east-1:123456789012:{stack}-{logical}-ABCDEFGHIJKLM"
+    if function == "Fn::Sub":
+        return str(argument).replace("${AWS::StackName}", stack)
+    raise AssertionError(f"unexpected intrinsic {function}")
+
+
+@pytest.mark.parametrize("function", _functions())
+def test_the_deployed_environment_fits_lambdas_limit(function: str) -> None:
+    template = load_sam_template()
+    parameters = template["Parameters"]
+    stack = "workflows-production-eu"
+    size = sum(
+        len(name) + len(_deployed_value(value, parameters, stack))
+        for name, value in _variables(function).items()
+    )
+    assert size + DEPLOYER_VALUES_BYTES < LAMBDA_ENVIRONMENT_LIMIT, f"{function}: {size} bytes"
