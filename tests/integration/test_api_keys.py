@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from fastapi.testclient import TestClient
-from mangum import Mangum
 
-from devstack.functions import LambdaContext as FakeLambdaContext
 from tests.conftest import FakeClock, drain, log_definition, make_container
 from workflows.adapters.api_keys import hash_key
 from workflows.api import deps
@@ -215,39 +212,6 @@ def test_control_events_record_the_actor_and_no_credential(api: Api) -> None:
     cancelled = [e for e in events if e["event_type"] == "run_cancelled"]
     assert cancelled[0]["payload"]["actor"] == "otto"
     assert otto not in json.dumps(events)
-
-
-# ---- bearer tokens -----------------------------------------------------------------------
-
-
-def _http_event(path: str, headers: dict[str, str], claims: dict[str, Any] | None) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / "ApiFunction/get_run.json").read_text())
-    event = copy.deepcopy(event)
-    event["rawPath"] = event["requestContext"]["http"]["path"] = P + path
-    event["headers"] = {"host": "abc123.execute-api.us-east-1.amazonaws.com", **headers}
-    if claims is not None:
-        event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
-    return event
-
-
-def test_jwt_claims_from_the_authorizer_name_the_caller(multi: Parts) -> None:
-    app = create_app()
-    app.dependency_overrides[deps.services] = lambda: multi
-    handler = Mangum(app, lifespan="off")
-    headers = {"authorization": "Bearer header.payload.signature"}
-    # Given a token the HttpApi JWT authorizer accepted, with roles as API Gateway renders them
-    claims = {"sub": "jill", "tenant_id": "t1", "roles": "[viewer operator]"}
-    response = handler(_http_event("/webhooks/dlq", headers, claims), FakeLambdaContext())
-    assert response["statusCode"] == 200, response["body"]
-    # And one without the operator role
-    viewer = {"sub": "jill", "tenant_id": "t1", "roles": "[viewer]"}
-    assert handler(_http_event("/webhooks/dlq", headers, viewer), FakeLambdaContext())["statusCode"] == 403
-
-
-def test_a_bearer_token_without_an_authorizer_is_refused(api: Api) -> None:
-    response = api.client.get(f"{P}/runs", headers={"Authorization": "Bearer header.payload.signature"})
-    assert response.status_code == 401
-    assert "authorizer" in response.json()["error"]["message"]
 
 
 def test_single_user_mode_ignores_keys_of_the_table(client: TestClient, container: Parts) -> None:

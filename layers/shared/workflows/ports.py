@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: a function imports the domain modules it 
     from workflows.domain.delivery import DeliveryResult
     from workflows.domain.dlq import DlqRow
     from workflows.domain.idempotency import Claim, IdempotencyRecord
-    from workflows.domain.json import JsonObject
+    from workflows.domain.json import JsonObject, JsonValue
     from workflows.domain.messages import AdvanceMessage
     from workflows.domain.paging import Position
     from workflows.domain.quotas import WindowCount
@@ -242,6 +242,13 @@ class DlqStore(Protocol):
     def reschedule(self, row: DlqRow, next_attempt_at: float, error: str) -> DlqRow: ...
 
     def mark_exhausted(self, row: DlqRow, error: str) -> DlqRow: ...
+
+
+class TokenVerifier(Protocol):
+    """Checks a bearer token's signature, issuer, audience and expiry; its claims, or
+    Unauthenticated saying what is wrong."""
+
+    def verify(self, token: str) -> Mapping[str, JsonValue]: ...
 
 
 class ApiKeyStore(Protocol):

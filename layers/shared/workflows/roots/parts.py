@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         RunStore,
         ScheduleStore,
         ScheduleTriggers,
+        TokenVerifier,
     )
     from workflows.ports import SecretStore as SecretPort
     from workflows.services.access import SubmissionQuotas
@@ -409,8 +410,20 @@ class Parts:
         from workflows.services.identity import Identity
 
         return Identity(
-            lambda: self.api_keys, self.settings, lambda: single_user_api_key(self.settings), clock=self.clock
+            lambda: self.api_keys,
+            self.settings,
+            lambda: single_user_api_key(self.settings),
+            tokens=(lambda: self.token_verifier) if self.settings.jwt_issuer else None,
+            clock=self.clock,
         )
+
+    @cached_property
+    def token_verifier(self) -> TokenVerifier:
+        from workflows.adapters.jwks import JwksTokenVerifier
+
+        s = self.settings
+        audiences = tuple(a.strip() for a in s.jwt_audience.split(",") if a.strip())
+        return JwksTokenVerifier(issuer=s.jwt_issuer, audiences=audiences, jwks_url=s.jwt_jwks_url)
 
     @cached_property
     def submission_quotas(self) -> SubmissionQuotas:

@@ -1,9 +1,10 @@
-"""Who is calling (docs/auth.md): an API key, or the claims of a JWT the API's authorizer checked.
+"""Who is calling (docs/auth.md): an API key, or the claims of a verified bearer JWT.
 
 single_user: one API key, compared in constant time; the caller has every permission in tenant
 `default`. multi_user: per-user API keys, looked up by their SHA-256 (one strongly consistent
-read, no cache: a revoked or expired key is refused on the next request); or the claims of a
-bearer JWT that API Gateway's JWT authorizer has already validated.
+read, no cache: a revoked or expired key is refused on the next request); or, where an issuer
+is configured, the claims of a bearer JWT whose signature, issuer, audience and expiry the token
+verifier checked.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from workflows.domain.ids import InvalidIdentifier, is_tenant_id, is_user_id
 from workflows.domain.json import JsonValue
 from workflows.domain.principal import ALL_PERMISSIONS, Principal, permissions_for
 from workflows.errors import Unauthenticated
-from workflows.ports import ApiKeyStore
+from workflows.ports import ApiKeyStore, TokenVerifier
 from workflows.settings import Settings
 
 DEFAULT_TENANT = "default"
@@ -34,9 +35,11 @@ class Identity:
         settings: Settings,
         single_user_key: Callable[[], str | None],
         *,
+        tokens: Callable[[], TokenVerifier] | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self._keys = keys
+        self._tokens = tokens
         self._settings = settings
         self._single_user_key = single_user_key
         self._clock = clock
@@ -68,6 +71,13 @@ class Identity:
         except InvalidIdentifier as exc:
             # A key issued before ids were checked: it must be re-issued under a valid id.
             raise Unauthenticated(f"API key refused: {exc}") from exc
+
+    def by_bearer(self, token: str) -> Principal:
+        if self._tokens is None:
+            raise Unauthenticated(
+                "bearer tokens are not accepted here: the deployment names no JWT issuer (JwtIssuer)"
+            )
+        return self.by_claims(self._tokens().verify(token))
 
     def by_claims(self, claims: Mapping[str, JsonValue]) -> Principal:
         settings = self._settings

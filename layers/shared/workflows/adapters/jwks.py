@@ -1,0 +1,135 @@
+"""Bearer JWTs verified against the issuer's published keys (docs/auth.md, "Bearer tokens").
+
+The keys come from the issuer's JWKS: `jwks_url` when set, else the `jwks_uri` of its OpenID
+discovery document (`<issuer>/.well-known/openid-configuration`), as API Gateway's JWT
+authorizer finds them. They are fetched on the first bearer request and kept for ten minutes; a
+token naming a key id the set lacks refreshes it at most once a minute, so a flood of made-up
+key ids cannot turn into a flood of fetches. Only asymmetric algorithms are accepted (never
+`none` or HMAC, whose "key" would be public).
+
+PyJWT (and cryptography) are imported on the first bearer request only: API-key requests and
+the API's cold start never load them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from workflows.domain.json import JsonValue
+from workflows.errors import Unauthenticated
+
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+KEYS_TTL_SEC = 600.0
+UNKNOWN_KID_REFRESH_SEC = 60.0
+LEEWAY_SEC = 60
+MAX_TOKEN_CHARS = 8192
+MAX_DOCUMENT_BYTES = 256 * 1024
+FETCH_TIMEOUT_SEC = 5.0
+
+Fetch = Callable[[str], Mapping[str, Any]]
+
+
+def fetch_json(url: str) -> Mapping[str, Any]:
+    """GET a JSON document of the issuer's, bounded in time and size."""
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT_SEC, follow_redirects=False) as response:
+            if response.status_code != 200:
+                raise OSError(f"{url} answered {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise OSError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
+    except httpx.HTTPError as exc:
+        raise OSError(f"{url}: {type(exc).__name__}") from exc
+    document = json.loads(body)
+    if not isinstance(document, dict):
+        raise OSError(f"{url} is not a JSON object")
+    return document
+
+
+class JwksTokenVerifier:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audiences: tuple[str, ...],
+        jwks_url: str = "",
+        fetch: Fetch = fetch_json,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._issuer = issuer
+        self._audiences = audiences
+        self._jwks_url = jwks_url
+        self._fetch = fetch
+        self._now = now
+        self._lock = threading.Lock()
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")
+
+    def verify(self, token: str) -> Mapping[str, JsonValue]:
+        import jwt
+
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated(f"the bearer token is longer than {MAX_TOKEN_CHARS} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"the bearer token is malformed: {exc}") from exc
+        algorithm = header.get("alg")
+        if algorithm not in ALGORITHMS:
+            raise Unauthenticated(f"the bearer token's algorithm {algorithm!r} is not accepted")
+        key = self._key(str(header.get("kid") or ""))
+        try:
+            claims: dict[str, JsonValue] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[algorithm],
+                issuer=self._issuer,
+                audience=list(self._audiences) or None,
+                leeway=LEEWAY_SEC,
+                options={"require": ["exp", "iss"], "verify_aud": bool(self._audiences)},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"the bearer token is not valid: {exc}") from exc
+        return claims
+
+    def _key(self, kid: str) -> Any:
+        with self._lock:
+            age = self._now() - self._fetched_at
+            if age > KEYS_TTL_SEC or (kid not in self._keys and age > UNKNOWN_KID_REFRESH_SEC):
+                self._refresh()
+            if kid in self._keys:
+                return self._keys[kid]
+            if not kid and len(self._keys) == 1:
+                return next(iter(self._keys.values()))
+        raise Unauthenticated("the bearer token is signed with a key the issuer does not publish")
+
+    def _refresh(self) -> None:
+        import jwt
+
+        try:
+            url = self._jwks_url or self._discovered_jwks_url()
+            document = self._fetch(url)
+            keys = jwt.PyJWKSet.from_dict(dict(document)).keys
+        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+            # The last good keys stay in use; the next request tries again after the minute.
+            self._fetched_at = self._now() - KEYS_TTL_SEC + UNKNOWN_KID_REFRESH_SEC
+            if self._keys:
+                return
+            raise Unauthenticated(f"the issuer's signing keys cannot be read: {exc}") from exc
+        self._keys = {str(k.key_id or ""): k for k in keys}
+        self._fetched_at = self._now()
+
+    def _discovered_jwks_url(self) -> str:
+        document = self._fetch(self._issuer.rstrip("/") + "/.well-known/openid-configuration")
+        url = document.get("jwks_uri")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ValueError("the issuer's discovery document has no jwks_uri")
+        return url
