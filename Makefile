@@ -15,14 +15,21 @@ export SAM_CLI_TELEMETRY := 0
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
 
+# pip's own lines, one per package, show progress on a first install (a few minutes).
+PIP_PROGRESS := grep --line-buffered -E '^(Collecting|Successfully installed)' | sed -u 's/^/    /'
+
 $(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt
+	@echo "==> Installing the service's dependencies into $(VENV) (first run only: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	set -o pipefail; $(VENV)/bin/pip install --disable-pip-version-check --progress-bar off \
+		-r requirements-dev.txt | $(PIP_PROGRESS)
 	touch $@
 
 $(TOOLS)/.installed: requirements-tools.txt
+	@echo "==> Installing cfn-lint and the SAM CLI into $(TOOLS) (first run only: a few minutes)"
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	set -o pipefail; $(TOOLS)/bin/pip install --disable-pip-version-check --progress-bar off \
+		-r requirements-tools.txt | $(PIP_PROGRESS)
 	touch $@
 
 ## run: the local stack (moto server + API on 127.0.0.1:8000 + dispatcher + DLQ worker);

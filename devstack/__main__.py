@@ -15,7 +15,8 @@ BIND_ADDRESS (127.0.0.1: where the API and the emulator listen; 0.0.0.0 lets a f
 container reach them), FUNCTION_HOST (the host name env.json gives the functions: 127.0.0.1 when
 bound to loopback, else host.docker.internal), AWS_ENDPOINT_URL (use another endpoint instead of
 the embedded server), LOG_LEVEL (WARNING), DEVSTACK_WORKERS (on; off: no dispatcher, consumers,
-workers or schedules, so an invoked function is the one that does the work),
+workers or schedules, so an invoked function is the one that does the work), DEVSTACK_ACTIVITY
+(on: a line per step outcome and run ending; off),
 DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried),
 DEVSTACK_DISPATCHERS (4: concurrent dispatcher invocations).
 """
@@ -169,7 +170,7 @@ def main() -> int:
         "",
         f"  Workflows API   {base}   (OpenAPI: {base}/docs)",
         f"  AWS endpoint    {os.environ['AWS_ENDPOINT_URL']}",
-        f"  sam local       --env-vars {env_file.relative_to(LAYER.parent.parent)}   (make events: samples)",
+        f"  sam local       --env-vars {os.path.relpath(env_file)}   (make events: samples)",
         f"  Webhooks        POST http://127.0.0.1:{port}/_local/webhooks/<name> is a receiver",
     ]
     if not workers:
@@ -222,12 +223,19 @@ def _start_workers(
     from devstack.workers import QueuePoller, Scheduler
 
     dispatcher = load_function("dispatcher")
+    handler = dispatcher.handler
+    if os.environ.get("DEVSTACK_ACTIVITY", "on").lower() not in {"off", "0", "false", "no"}:
+        from devstack.activity import ActivityPrinter
+        from workflows.roots import dispatcher as dispatcher_root
+
+        # One line per step outcome and run ending, read after each dispatcher invocation.
+        handler = ActivityPrinter(dispatcher_root.parts().runs).around(handler)
     # Lambda's SQS event source polls with several concurrent invocations; so does this.
     parts: list[_Stoppable] = [
         QueuePoller(
             boto3.client("sqs"),
             env["WORKFLOWS_DISPATCH_QUEUE_URL"],
-            dispatcher.handler,
+            handler,
             region=region,
             on_error=report,
         )

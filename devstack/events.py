@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -200,7 +201,7 @@ def write_events() -> int:
     state = {"advance_run": advance_run, "dead_letter_run": dead_run, "dlq_row": row}
     STATE_FILE.write_text(json.dumps(state, indent=2) + "\n")
     for path in written:
-        print(f"  {path.relative_to(ROOT)}")
+        print(f"  {os.path.relpath(path)}")
     print(f"Runs: {advance_run} (waits for DispatcherFunction), {dead_run} (for DispatchDlqFunction)")
     return 0
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from devstack.provision import ROOT, load_sam_template
 
-LOCAL_EVENTS = ROOT / "events" / "local"
+# DEVSTACK_LOCAL_EVENTS moves them (the end-to-end tests' stacks write theirs elsewhere).
+LOCAL_EVENTS = Path(os.environ.get("DEVSTACK_LOCAL_EVENTS") or ROOT / "events" / "local")
 ENV_FILE = LOCAL_EVENTS / "env.json"
 # Where `make events` finds the running stack (its API, its emulator for this machine, the
 # address a function's container calls back on).
@@ -66,13 +67,13 @@ def write_stack_file(*, api: str, aws_endpoint: str, function_base: str, dispatc
 
 def read_stack_file() -> dict[str, str]:
     if not STACK_FILE.exists():
-        raise SystemExit(f"{STACK_FILE.relative_to(ROOT)} is missing: start the local stack first (make run)")
+        raise SystemExit(f"{STACK_FILE} is missing: start the local stack first (make run)")
     stack: dict[str, str] = json.loads(STACK_FILE.read_text())
     return stack
 
 
 def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
     if not path.exists():
-        raise SystemExit(f"{path.relative_to(ROOT)} is missing: start the local stack first (make run)")
+        raise SystemExit(f"{path} is missing: start the local stack first (make run)")
     parameters: dict[str, str] = json.loads(path.read_text())["Parameters"]
     return parameters

@@ -37,7 +37,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     port, moto_port = _free_port(), _free_port()
     env = {
         **os.environ,
@@ -45,6 +45,8 @@ def stack() -> Iterator[Stack]:
         "MOTO_PORT": str(moto_port),
         "WORKFLOWS_API_KEY": API_KEY,
         "DEVSTACK_VISIBILITY_TIMEOUT": "1",
+        # This stack's sam local files, away from those of a stack the developer runs.
+        "DEVSTACK_LOCAL_EVENTS": str(tmp_path_factory.mktemp("local-events")),
     }
     env.pop("AWS_ENDPOINT_URL", None)
     log = (ROOT / ".pytest_cache" / "e2e-stack.log").open("w") if (ROOT / ".pytest_cache").exists() else None

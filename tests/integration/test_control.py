@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -104,6 +105,12 @@ def test_delay_rests_without_sleeping_and_finishes_when_due(
         "step_completed",
         "run_completed",
     ]
+    # Milliseconds, as every other timestamp of the API.
+    completed = client.get(f"{BASE}/runs/{run_id}/events", params={"types": "step_completed"}).json()[
+        "events"
+    ]
+    waited_until = completed[0]["payload"]["output"]["waited_until"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", waited_until), waited_until
 
 
 def _version(container: Parts, run_id: str) -> int:

@@ -249,6 +249,31 @@ def test_new_version_is_latest_plus_one(client: TestClient) -> None:
     assert response.json()["workflow_id"] == wid
 
 
+def test_a_new_version_keeps_what_its_body_leaves_out(client: TestClient) -> None:
+    schema = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+    wid = _create(client, inputs_schema=schema, description="greets", tags=["demo"])["workflow_id"]
+
+    kept = client.post(f"{BASE}/{wid}/versions", json=log_definition("v2"))
+    assert kept.status_code == 201, kept.text
+    definition = kept.json()["definition"]
+    assert (definition["inputs_schema"], definition["description"], definition["tags"]) == (
+        schema,
+        "greets",
+        ["demo"],
+    )
+    # The kept schema still guards submissions of the new version.
+    refused = client.post(f"{BASE}/{wid}/runs", json={"inputs": {}})
+    assert refused.status_code == 422, refused.text
+
+    cleared = client.post(
+        f"{BASE}/{wid}/versions", json={**log_definition("v3"), "inputs_schema": None, "tags": []}
+    )
+    assert cleared.status_code == 201, cleared.text
+    assert cleared.json()["definition"]["inputs_schema"] is None
+    assert cleared.json()["definition"]["tags"] == []
+    assert cleared.json()["definition"]["description"] == "greets"
+
+
 def test_new_version_with_a_stale_expected_version_is_409(client: TestClient) -> None:
     wid = _create(client)["workflow_id"]
 

@@ -24,6 +24,8 @@ from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry
 
 _VERSION_RACE_TRIES = 5
+# A new version's fields that default to the latest version's when its body leaves them out.
+CARRIED_FIELDS = frozenset({"description", "tags", "inputs_schema", "on_completion_webhook", "metadata"})
 
 
 @dataclass
@@ -64,7 +66,11 @@ class DefinitionService:
         expected_version: int | None = None,
     ) -> tuple[WorkflowHead, WorkflowVersion]:
         """Store `draft` as the next version. With `expected_version`, only if that is the next
-        one (optimistic concurrency); without, concurrent writers each get their own number."""
+        one (optimistic concurrency); without, concurrent writers each get their own number.
+
+        `draft` holds the fields the caller sent: those of CARRIED_FIELDS it leaves out are the
+        latest version's (send null or an empty value to clear one); name and steps are always
+        the caller's."""
         for _ in range(_VERSION_RACE_TRIES):
             head = self._active_head(principal, workflow_id)
             check_change_definition(principal, head.created_by)
@@ -74,7 +80,13 @@ class DefinitionService:
                     f"the next version of workflow '{workflow_id}' is {next_version}, not {expected_version}",
                     details=[{"field": "version", "message": f"expected {next_version}"}],
                 )
-            definition = parse_definition({**draft, "version": next_version})
+            carried: dict[str, Any] = {}
+            if CARRIED_FIELDS - set(draft):
+                latest = self._definitions.get_version(principal.tenant_id, workflow_id, head.latest_version)
+                if latest.definition is not None:
+                    left_out = set(CARRIED_FIELDS - set(draft))
+                    carried = latest.definition.model_dump(mode="json", include=left_out)
+            definition = parse_definition({**carried, **draft, "version": next_version})
             check_definition(definition, self._settings, self._registry)
             try:
                 new = self._definitions.add_version(head, principal.user_id, definition)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from workflows.clock import iso
 from workflows.steps.base import StepContext, StepOutcome, StepResult, Suspend, TemplateField
 
 MAX_DELAY_SECONDS = 365 * 24 * 3600
@@ -51,5 +52,5 @@ class DelayStep:
         assert isinstance(config, DelayConfig)
         wake_at = context.wait_until or config.wake_at(context.now)
         if context.now >= wake_at:
-            return StepResult(output={"waited_until": wake_at.isoformat().replace("+00:00", "Z")})
+            return StepResult(output={"waited_until": iso(wake_at)})
         return Suspend(until=wake_at)

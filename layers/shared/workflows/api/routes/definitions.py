@@ -203,7 +203,8 @@ def delete_definition(workflow_id: UUID, principal: Caller, c: Services) -> Defi
 def create_version(
     workflow_id: UUID, body: DefinitionDraft, response: Response, principal: Caller, c: Services
 ) -> DefinitionView:
-    draft = body.model_dump(exclude={"version"})
+    # Only what the caller sent: fields left out carry over from the latest version.
+    draft = body.model_dump(exclude={"version"}, exclude_unset=True)
     head, stored = c.definition_service.add_version(
         principal, str(workflow_id), draft, expected_version=body.version
     )

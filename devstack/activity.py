@@ -1,0 +1,94 @@
+"""`make run`'s activity lines: one per step outcome and run ending, as the dispatcher works.
+
+After each dispatcher invocation the runs its messages named are read for events past the last
+one shown (one events query per run and invocation: a local-stack convenience, not something
+the deployed service does). DEVSTACK_ACTIVITY=off turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TextIO
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+SHOWN = {
+    "step_completed": "completed",
+    "step_failed": "failed",
+    "step_timeout": "timed out",
+    "step_retrying": "retrying",
+    "waiting_approval": "waits for approval",
+    "approval_granted": "approved",
+    "approval_rejected": "rejected",
+    "run_completed": "succeeded",
+    "run_failed": "failed",
+    "run_cancelled": "cancelled",
+    "run_paused": "paused",
+}
+REMEMBERED_RUNS = 1000
+
+
+class ActivityPrinter:
+    def __init__(self, runs: Any, out: TextIO = sys.stdout) -> None:
+        self._runs = runs  # a RunStore (workflows.ports)
+        self._out = out
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def around(self, handler: Handler) -> Handler:
+        def handle(event: dict[str, Any], context: Any) -> Any:
+            try:
+                return handler(event, context)
+            finally:
+                for tenant_id, run_id in _runs_of(event):
+                    self.show(tenant_id, run_id)
+
+        return handle
+
+    def show(self, tenant_id: str, run_id: str) -> None:
+        key = (tenant_id, run_id)
+        with self._lock:
+            since = self._seen.get(key, 0)
+        try:
+            page = self._runs.list_events(tenant_id, run_id, since=since, limit=100, types=tuple(SHOWN))
+        except Exception:  # noqa: BLE001 (activity lines must never disturb the stack)
+            return
+        lines = []
+        for event in page.events:
+            what = SHOWN[event.event_type]
+            if event.event_type.startswith("run_"):
+                lines.append(f"  run {run_id[:8]}  {what}{_error(event.payload)}")
+            else:
+                lines.append(f"  run {run_id[:8]}  step {event.step_id} {what}{_error(event.payload)}")
+        with self._lock:
+            if page.events:
+                self._seen[key] = max(self._seen.get(key, 0), page.events[-1].event_seq)
+                self._seen.move_to_end(key)
+                while len(self._seen) > REMEMBERED_RUNS:
+                    self._seen.popitem(last=False)
+            if lines:
+                print("\n".join(lines), file=self._out, flush=True)
+
+
+def _error(payload: dict[str, Any]) -> str:
+    error = payload.get("error")
+    if isinstance(error, dict) and error.get("code"):
+        return f" ({error['code']})"
+    return ""
+
+
+def _runs_of(event: dict[str, Any]) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for record in event.get("Records", []):
+        try:
+            body = json.loads(record["body"])
+            pair = (str(body["tenant_id"]), str(body["run_id"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if pair not in found:
+            found.append(pair)
+    return found

@@ -1,0 +1,47 @@
+"""`make run`'s activity lines: one per step outcome and run ending, each shown once."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from devstack.activity import ActivityPrinter
+from tests.conftest import log_definition
+from workflows.roots.parts import Parts
+
+BASE = "/api/v1/workflows"
+
+
+def _sqs_event(bodies: list[str]) -> dict[str, Any]:
+    return {"Records": [{"messageId": str(i), "body": body} for i, body in enumerate(bodies)]}
+
+
+def test_each_dispatch_prints_what_it_did_once(client: TestClient, container: Parts) -> None:
+    definition = log_definition("one", "two")
+    definition["steps"].append({"id": "boom", "type": "log", "config": {"message": "{{ 1 / 0 }}"}})
+    run_id = client.post(f"{BASE}/runs", json={"definition": definition}).json()["run_id"]
+    out = io.StringIO()
+    printer = ActivityPrinter(container.runs, out=out)
+
+    def dispatch(event: dict[str, Any], context: Any) -> None:
+        # The dispatcher's work for these messages: the engine, one message at a time.
+        for message in container.queue.receive():
+            container.engine.process(message)
+
+    handler = printer.around(dispatch)
+    body = json.dumps({"tenant_id": "default", "run_id": run_id})
+    while container.runs.get("default", run_id).status.value not in {"succeeded", "failed"}:
+        handler(_sqs_event([body, "not json"]), None)
+    handler(_sqs_event([body]), None)  # nothing new: nothing printed
+
+    lines = out.getvalue().splitlines()
+    short = run_id[:8]
+    assert lines == [
+        f"  run {short}  step s1 completed",
+        f"  run {short}  step s2 completed",
+        f"  run {short}  step boom failed (template_error)",
+        f"  run {short}  failed (template_error)",
+    ]
