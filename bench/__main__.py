@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import common
 
-SECTIONS = ("cost", "cold_start", "paging", "engine", "api", "load", "sweep")
+SECTIONS = ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

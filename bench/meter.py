@@ -9,7 +9,8 @@ the service's code. Capacity units follow DynamoDB's on-demand rules, computed f
   plus 1 WRU per started KB written to each global secondary index the item is in (a changed
   index key costs a delete and a put there);
 - read: 1 RRU per started 4 KB (all items a Query evaluates are summed first) when strongly
-  consistent, half when eventually consistent (every index read), 2x inside a transaction.
+  consistent, half when eventually consistent (every index read), 2x inside a transaction; a
+  GetItem with a ProjectionExpression is billed on the whole item (read back to size it).
 """
 
 from __future__ import annotations
@@ -249,6 +250,9 @@ class Meter:
         elif operation == "GetItem":
             item = parsed.get("Item")
             self.items_read += 1 if item else 0
+            if item and "ProjectionExpression" in params:
+                # Billed on the whole item, whatever the projection returns.
+                item = self._read_back(params["TableName"], params["Key"]) or item
             self._read(item_size(item), consistent=bool(params.get("ConsistentRead")), factor=1)
         elif operation in ("Query", "Scan"):
             items = parsed.get("Items", [])

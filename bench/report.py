@@ -262,7 +262,51 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 _verdict(sw["items_read"] <= sw["items_read_target"] and sw["rekicked"] == sw["active_runs"]),
             )
         )
-    for name in ("cost", "cold_start", "paging", "engine", "api", "load", "sweep"):
+    lp = r.get("longpoll")
+    if lp and "error" not in lp:
+        o, big = lp["ordinary"], lp["large_inputs"]
+        out.append(
+            (
+                f"longpoll: RRU per waiting second, {o['wait_seconds']} s wait, ordinary / 60 KB inputs",
+                f"{_f(o['rru_per_waiting_second'], 3)} / {_f(big['rru_per_waiting_second'])}",
+                f"plain read each second {_f(o['plain_read_rru'])}",
+                _f(o["rru_per_waiting_second"] / o["plain_read_rru"]),
+                "-",
+                "-",
+            )
+        )
+        per_check = o["rru_per_check"]
+        out.append(
+            (
+                "longpoll: checks per wait; RRU per check (ordinary)",
+                f"{_f(o['checks'], 0)}; {_f(per_check)}",
+                f"schedule {lp['schedule_checks']}",
+                "-",
+                "= schedule; <= 0.5",
+                _verdict(o["checks"] == lp["schedule_checks"] == big["checks"] and per_check <= 0.5 + 1e-9),
+            )
+        )
+        out.append(
+            (
+                "longpoll: commit to answer, max / mean s",
+                f"{_f(lp['notice_max_seconds'])} / {_f(lp['notice_mean_seconds'])}",
+                "check every 1 s",
+                "-",
+                "(info)",
+                "-",
+            )
+        )
+        out.append(
+            (
+                "longpoll: $ per million seconds followed",
+                _f(lp["usd_per_million_seconds_long_poll"]),
+                f"plain read each second {_f(lp['usd_per_million_seconds_short_poll'])}",
+                _f(lp["usd_per_million_seconds_long_poll"] / lp["usd_per_million_seconds_short_poll"]),
+                "(info)",
+                "-",
+            )
+        )
+    for name in ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll"):
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
     return out

@@ -24,6 +24,7 @@ from typing import Any
 from workflows.adapters.dynamo import MAX_ITEM_BYTES
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.api_keys import ApiKeyRecord
+from workflows.domain.approvals import InboxFilter, PendingApproval
 from workflows.domain.artifacts import ArtifactMeta
 from workflows.domain.corpus import CorpusDocument
 from workflows.domain.definition import WorkflowDefinition
@@ -34,7 +35,7 @@ from workflows.domain.messages import AdvanceMessage
 from workflows.domain.outputs import S3_OUTPUT_BYTES, encode, latest_output, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.quotas import WindowCount
-from workflows.domain.run import EventPage, NewEvent, Run, RunEvent
+from workflows.domain.run import EventPage, NewEvent, Run, RunEvent, RunStatus
 from workflows.domain.schedules import Schedule
 from workflows.domain.secret_refs import SecretUnavailable
 from workflows.domain.workflows import ACTIVE, DELETED, WorkflowHead, WorkflowVersion
@@ -159,12 +160,49 @@ class FakeRunStore:
             keyed = [(run.sweep_key(), key) for key, run in self.runs.items()]
         return [key for sweep, key in keyed if sweep is not None and sweep[1] < due_before][:limit]
 
+    def list_approvals(
+        self, tenant_id: str, keep: InboxFilter, *, limit: int = 50, start: Position | None = None
+    ) -> tuple[list[PendingApproval], Position | None]:
+        with self._lock:
+            # As the sparse index holds them: only runs with an inbox key, oldest request first.
+            keyed = sorted(
+                (
+                    (key[1], run)
+                    for run in self.runs.values()
+                    if (key := run.inbox_key()) and key[0] == tenant_id
+                ),
+                key=lambda entry: entry[0],
+            )
+        scope = {"tenant_id": tenant_id, "keep": "|".join(keep.scope())}
+        after = ""
+        if start is not None:
+            # A key-range position, as DynamoDB's: the approval it names may be decided since.
+            if set(start) != {*scope, "after"} or any(start[k] != v for k, v in scope.items()):
+                raise InvalidCursor("the cursor does not belong to this listing")
+            after = start["after"]
+        waiting = [
+            (sort_key, pending)
+            for sort_key, run in keyed
+            if sort_key > after
+            and keep.keeps((pending := PendingApproval.of_run(run)).assignees, run.owner_id)
+        ]
+        page = waiting[:limit]
+        more = len(waiting) > limit
+        return [pending for _, pending in page], ({**scope, "after": page[-1][0]} if more else None)
+
     def get(self, tenant_id: str, run_id: str) -> Run:
         with self._lock:
             stored = self.runs.get((tenant_id, run_id))
             if stored is None:
                 raise NotFound(f"run '{run_id}' not found")
             return stored.model_copy(deep=True)
+
+    def event_head(self, tenant_id: str, run_id: str) -> tuple[int, RunStatus]:
+        with self._lock:
+            stored = self.runs.get((tenant_id, run_id))
+            if stored is None:
+                raise NotFound(f"run '{run_id}' not found")
+            return stored.last_event_seq, stored.status
 
     def get_with_definition(self, tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]:
         with self._lock:

@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from tests.conftest import FakeClock, make_container, make_fake
+from workflows.domain.approvals import InboxFilter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.dlq import DlqRow
 from workflows.domain.messages import AdvanceMessage
@@ -111,6 +112,56 @@ def test_runs_the_active_index_holds_only_runs_owed_a_next_step(parts: Parts, cl
     assert len(runs.active("9999", 1)) == 1
 
 
+def test_runs_the_approvals_index_holds_only_runs_waiting_for_a_decision(
+    parts: Parts, clock: FakeClock
+) -> None:
+    runs = parts.runs
+
+    def waiting(n: int, assignees: list[str], owner: str = "u", tenant: str = T) -> str:
+        run_id = _uuid(40 + n)
+        runs.create(_run(run_id, clock, tenant_id=tenant, owner_id=owner), DEFINITION)
+        request = {
+            "step_id": "s1",
+            "instructions": f"check {n}",
+            "assignees": assignees,
+            "required_approvals": 1,
+            "requested_at": f"2026-01-01T12:00:0{n}.000Z",
+            "timeout_at": "2026-01-02T12:00:00.000Z",
+        }
+        run = runs.get(tenant, run_id)
+        runs.transition(run, {"status": RunStatus.WAITING_APPROVAL, "approval": request}, [])
+        return run_id
+
+    # Requested in the order 3, 1, 2: listed oldest request first, whatever the run ids
+    second, third, first = waiting(2, ["a", "b"]), waiting(3, [], owner="o"), waiting(1, ["b"])
+    waiting(4, ["a"], tenant="t2")
+    ended = waiting(5, ["a"])
+    runs.transition(runs.get(T, ended), {"status": RunStatus.CANCELLED, "approval": None}, [])
+    paused = waiting(6, ["a"])
+    runs.transition(runs.get(T, paused), {"status": RunStatus.PAUSED}, [])
+    everything, _ = runs.list_approvals(T, InboxFilter())
+    assert [p.run_id for p in everything] == [first, second, third]
+    assert (everything[1].instructions, everything[1].assignees) == ("check 2", ["a", "b"])
+    assert everything[1].expires_at == "2026-01-02T12:00:00.000Z"
+
+    def ids(keep: InboxFilter) -> list[str]:
+        return [p.run_id for p in runs.list_approvals(T, keep)[0]]
+
+    assert ids(InboxFilter(assignee="a")) == [second]
+    assert ids(InboxFilter(assignee="a", unassigned=True)) == [second, third]
+    assert ids(InboxFilter(assignee="b", owner_id="o")) == [first, second, third]
+    assert ids(InboxFilter(assignee="nobody")) == []
+    page, position = runs.list_approvals(T, InboxFilter(), limit=2)
+    assert [p.run_id for p in page] == [first, second]
+    assert position is not None
+    assert [p.run_id for p in runs.list_approvals(T, InboxFilter(), start=position)[0]] == [third]
+    with pytest.raises(InvalidCursor):
+        runs.list_approvals("t2", InboxFilter(), start=position)
+    # A decision takes the run out of the index
+    runs.transition(runs.get(T, second), {"status": RunStatus.RUNNING, "approval": None}, [])
+    assert ids(InboxFilter(assignee="a")) == []
+
+
 def test_runs_outputs_kept_apart_are_read_back_and_found_by_step(parts: Parts, clock: FakeClock) -> None:
     runs = parts.runs
     runs.create(_run(_uuid(30), clock), DEFINITION)
@@ -168,6 +219,23 @@ def test_runs_another_tenant_finds_nothing(parts: Parts, clock: FakeClock) -> No
     with pytest.raises(NotFound):
         parts.runs.get_with_definition("t2", _uuid(3))
     assert parts.runs.list_runs("t2")[0] == []
+
+
+def test_runs_the_event_head_follows_commits_and_appends(parts: Parts, clock: FakeClock) -> None:
+    runs = parts.runs
+    runs.create(_run(_uuid(4), clock), DEFINITION)
+    assert runs.event_head(T, _uuid(4)) == (0, RunStatus.QUEUED)
+    run = runs.transition(
+        runs.get(T, _uuid(4)), {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    )
+    runs.append_events(T, _uuid(4), [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)] * 2)
+    assert runs.event_head(T, _uuid(4)) == (3, RunStatus.RUNNING)
+    runs.transition(runs.get(T, run.run_id), {"status": RunStatus.CANCELLED}, [])
+    assert runs.event_head(T, _uuid(4)) == (3, RunStatus.CANCELLED)
+    with pytest.raises(NotFound):
+        runs.event_head("t2", _uuid(4))
+    with pytest.raises(NotFound):
+        runs.event_head(T, _uuid(5))
 
 
 def test_runs_listing_is_newest_first_filtered_and_paged(parts: Parts, clock: FakeClock) -> None:

@@ -54,6 +54,7 @@ TABLE: dict[tuple[str, str], Any] = {
     ("GET", "/runs/{run_id}/artifacts/{artifact_id}"): OWNED_READ,
     ("POST", "/runs/{run_id}/steps/{step_id}/{decision}"): CONTROL,
     ("POST", "/runs/{run_id}/{action}"): CONTROL,
+    ("GET", "/approvals"): ANY,  # filtered to what the caller may decide or read
     ("GET", "/step-types"): TENANT_READ,
     # webhooks (operators)
     ("GET", "/webhooks/dlq"): TENANT_CONTROL,

@@ -317,6 +317,8 @@ def test_approval_then_approve_finishes_the_run(client: TestClient, container: P
         "action": "approve",
         "result": "applied",
         "status": "running",
+        "approvals": 1,
+        "required_approvals": 1,
     }
     again = client.post(f"{BASE}/runs/{run_id}/steps/review/approve")
     assert again.json()["result"] == "already_applied"
@@ -328,6 +330,7 @@ def test_approval_then_approve_finishes_the_run(client: TestClient, container: P
         "comment": "ship it",
         "fields": {"score": 5},
         "approver": "admin",
+        "approvers": ["admin"],
     }
     # publish read the decision; fallback never ran (publish is last-but-one, routing goes on)
     assert run.step_outputs["publish"]["message"] == "ship it"

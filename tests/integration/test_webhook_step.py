@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_fake
+from tests.conftest import LOCAL_WEBHOOKS, FakeClock, api_client, drain, make_fake
 from tests.receivers import Receiver, Reply, trickler
 from workflows.adapters.http.signing import verify
 from workflows.domain.definition import WorkflowDefinition
@@ -24,6 +25,12 @@ CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISS
 @pytest.fixture
 def hooks(clock: FakeClock) -> Parts:
     return make_fake(clock, webhook_secret=SecretStr(SECRET), **LOCAL_WEBHOOKS)
+
+
+@pytest.fixture
+def client_of_hooks(hooks: Parts) -> Iterator[TestClient]:
+    with api_client(hooks) as test_client:
+        yield test_client
 
 
 def _definition(url: str, **config: Any) -> WorkflowDefinition:
@@ -67,6 +74,59 @@ def test_webhook_step_sends_a_signed_templated_request(
     assert run.outputs["delivered"] is True
     assert run.outputs["status_code"] == 200
     assert run.outputs["host"] == "127.0.0.1"
+
+
+def test_a_body_string_that_is_one_expression_arrives_with_its_json_type(
+    hooks: Parts, receiver: Receiver
+) -> None:
+    # Given a body naming the previous step's output, inputs and an expression, alone or in text
+    body = {
+        "greeting": "{{ last }}",
+        "count": "{{ inputs.count }}",
+        "sum": "{{ inputs.count + 1 }}",
+        "tags": "{{ inputs.tags }}",
+        "missing": "{{ inputs.missing|default(none) }}",
+        "flag": "{{ inputs.count > 1 }}",
+        "as_text": "{{ inputs.count|string }}",
+        "in_text": "count={{ inputs.count }} greeting={{ last }}",
+    }
+    definition = _definition(receiver.url(), body=body)
+
+    # When the run is driven
+    run_id = hooks.run_service.submit(CALLER, definition, {"name": "Ada", "count": 2, "tags": ["a"]}).run_id
+    drain(hooks)
+
+    # Then the receiver got an object where the template named an object, numbers as numbers
+    assert hooks.runs.get("default", run_id).status.value == "succeeded"
+    [request] = receiver.requests
+    assert json.loads(request.body) == {
+        "greeting": {"message": "hi Ada", "level": "info"},
+        "count": 2,
+        "sum": 3,
+        "tags": ["a"],
+        "missing": None,
+        "flag": True,
+        "as_text": "2",
+        "in_text": 'count=2 greeting={"message": "hi Ada", "level": "info"}',
+    }
+
+
+def test_the_served_example_sends_the_previous_output_as_an_object(
+    hooks: Parts, receiver: Receiver, client_of_hooks: TestClient
+) -> None:
+    # Given the webhook example GET /step-types serves, pointed at the receiver
+    served = client_of_hooks.get("/api/v1/workflows/step-types").json()["step_types"]
+    [example] = [item["example"] for item in served if item["name"] == "webhook"]
+    definition = _definition(receiver.url(), body=example["body"])
+
+    # When it runs after a log step
+    run_id = _submit(hooks, definition)
+    drain(hooks)
+
+    # Then `result` is the log step's output object, not its Python text
+    assert hooks.runs.get("default", run_id).status.value == "succeeded"
+    [request] = receiver.requests
+    assert json.loads(request.body) == {"run": run_id, "result": {"message": "hi Ada", "level": "info"}}
 
 
 def test_transient_failures_are_retried_with_the_same_webhook_id(hooks: Parts, receiver: Receiver) -> None:

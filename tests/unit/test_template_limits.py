@@ -62,6 +62,14 @@ HOSTILE = [
     "{{ 'x' ~ (['a' * 200000] * 10000) }}",
     "{{ (10**1000) * (10**1000) * (10**1000) * (10**1000) * (10**1000) }}",
     "{{ range(100000)|list }}",
+    # Values written out as JSON, kept as typed values, or given to tojson.
+    "{% set ns = namespace(a=['x' * 200000] * 10000) %}{{ ns }}",
+    "{% set ns = namespace(a=['x' * 200000] * 10000) %}{{ ns|string|length }}",
+    "{{ range(10000)|map('string')|list|tojson(1000000000) }}",
+    "{{ ('\\x00' * 200000)|tojson }}",
+    "{{ range(10000)|map('center', 200000) }}",
+    "{{ {'a': ['x' * 200000] * 10000} }}",
+    "{{ ['x' * 200000] * 10000 + ['y'] }}",
 ]
 
 _CHILD = textwrap.dedent(
@@ -71,11 +79,12 @@ _CHILD = textwrap.dedent(
     from workflows.domain.failures import StepFailed
     from workflows.steps.base import StepContext
     from workflows.steps.log import LogConfig, LogStep
-    from workflows.templating import render_budget
+    from workflows.templating import render_budget, render_value
 
     limit = 256 * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     step = LogStep()
+    typed = sys.argv[2] == "typed"
     context = StepContext(
         run_id="r", tenant_id="t", workflow_id=None, step_id="s", attempt=1,
         inputs={}, step_outputs={}, last=None,
@@ -84,7 +93,10 @@ _CHILD = textwrap.dedent(
     for template in json.loads(sys.stdin.read()):
         try:
             with render_budget():
-                step.execute(LogConfig(message=template), context)
+                if typed:  # as a webhook's body renders its strings
+                    render_value(template, context.template_context())
+                else:
+                    step.execute(LogConfig(message=template), context)
             results.append("rendered")
         except StepFailed as exc:
             results.append(exc.code)
@@ -93,10 +105,11 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_hostile_templates_fail_their_step_under_a_256_mb_address_space() -> None:
+@pytest.mark.parametrize("mode", ["text", "typed"])
+def test_hostile_templates_fail_their_step_under_a_256_mb_address_space(mode: str) -> None:
     assert len(HOSTILE) >= 20
     child = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(LAYER)],
+        [sys.executable, "-c", _CHILD, str(LAYER), mode],
         input=json.dumps(HOSTILE),
         capture_output=True,
         text=True,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # annotations only: a function imports the domain modules it uses itself
     from workflows.domain.api_keys import ApiKeyRecord
+    from workflows.domain.approvals import InboxFilter, PendingApproval
     from workflows.domain.artifacts import ArtifactMeta
     from workflows.domain.corpus import CorpusDocument
     from workflows.domain.definition import WorkflowDefinition
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # annotations only: a function imports the domain modules it 
     from workflows.domain.messages import AdvanceMessage
     from workflows.domain.paging import Position
     from workflows.domain.quotas import WindowCount
-    from workflows.domain.run import EventPage, NewEvent, Run
+    from workflows.domain.run import EventPage, NewEvent, Run, RunStatus
     from workflows.domain.schedules import Schedule
     from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 
@@ -55,6 +56,12 @@ class RunStore(Protocol):
         types: Sequence[str] = (),
         run: Run | None = None,
     ) -> EventPage: ...
+
+    def event_head(self, tenant_id: str, run_id: str) -> tuple[int, RunStatus]:
+        """The run's `last_event_seq` and status, from its item alone: what a waiting events
+        read checks between reads (eventually consistent: it may lag a commit briefly, never
+        run ahead of one). NotFound as `get`."""
+        ...
 
     def list_runs(
         self,
@@ -88,6 +95,14 @@ class RunStore(Protocol):
         """(tenant_id, run_id) of up to `limit` runs the service owes a next step whose next
         deadline (`Run.sweep_key`) is before `due_before`: a sparse index of active runs only,
         so what ended long ago is never read."""
+        ...
+
+    def list_approvals(
+        self, tenant_id: str, keep: InboxFilter, *, limit: int = 50, start: Position | None = None
+    ) -> tuple[list[PendingApproval], Position | None]:
+        """The tenant's runs waiting for an approval decision that `keep` keeps, oldest request
+        first: a sparse index of waiting runs only (`Run.inbox_key`), so ended and running runs
+        are never read. A filtered page may be short with a position (as `list_runs`)."""
         ...
 
 

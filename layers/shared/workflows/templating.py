@@ -23,26 +23,36 @@ the sandbox's own hooks (docs/steps.md, "Template limits"):
 Everything a render makes is also charged to one allocation budget, so many moderate
 allocations cannot add up to a large one. A template over any limit fails its step with
 `template_limit_exceeded` (not retried: the same template fails the same way).
+
+Values keep their JSON types (docs/steps.md, "Typed values"). `render` makes text: a string is
+written as itself, anything else as one line of JSON (`{"a": 1}`, `[1, 2]`, `true`, `null`).
+`render_value` serves structured fields (a webhook's body): a template that is exactly one
+`{{ expression }}` gives the expression's value as plain JSON data, anything else is text as
+`render` makes it. Both convert through one walk that counts the JSON text a value takes and
+refuses it past the output limit before copying more of it; `tojson` uses the same walk.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
+import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache, update_wrapper, wraps
 from string import Formatter
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
+from jinja2.environment import TemplateExpression
+from jinja2.exceptions import SecurityError, TemplateRuntimeError
+from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import _PassArg
+from jinja2.utils import Namespace, _PassArg
 
 from workflows.domain.failures import StepFailed
 
@@ -55,6 +65,7 @@ MAX_WIDTH = 10_000  # padding, width and precision arguments
 MAX_LOOP_ITERATIONS = 100_000  # all loops of a step's renders together
 MAX_ALLOCATED = 4 * 1024 * 1024  # characters and items made by a step's renders together
 MAX_RENDER_SECONDS = 2.0  # a step's renders together
+MAX_NESTING = 64  # levels of lists and objects in a value written out (as in request bodies)
 LIMIT_CODE = "template_limit_exceeded"
 
 
@@ -141,12 +152,13 @@ def weight(value: Any, limit: int = MAX_STRING_CHARS) -> int:
             total += item.bit_length() // 3 + 1
         elif isinstance(item, float):
             total += 24
-        elif isinstance(item, Mapping):
-            total += 2 + 4 * len(item)
+        elif isinstance(item, (Mapping, Namespace)):
+            entries = _namespace_attrs(item) if isinstance(item, Namespace) else item
+            total += 2 + 4 * len(entries)
             if total > limit:
                 return total
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend(entries.keys())
+            stack.extend(entries.values())
         elif isinstance(item, (list, tuple, set, frozenset)):
             total += 2 + 2 * len(item)
             if total > limit:
@@ -157,6 +169,12 @@ def weight(value: Any, limit: int = MAX_STRING_CHARS) -> int:
         if total > limit:
             return total
     return total
+
+
+def _namespace_attrs(namespace: Namespace) -> dict[str, Any]:
+    """A `namespace()`'s attributes (its repr prints them all, so they count as its size)."""
+    attrs: dict[str, Any] = namespace._Namespace__attrs
+    return attrs
 
 
 def _refuse_text(value: Any, what: str, limit: int = MAX_STRING_CHARS) -> None:
@@ -423,6 +441,128 @@ def _range(*args: int) -> range:
     return numbers
 
 
+# ---- values as JSON ------------------------------------------------------------------------
+
+# What becomes a JSON array: sequences, and the iterators filters return (`map`, `select`,
+# `reverse`, `items`, ...). A `loop` is an iterator too, but iterating it would move the loop on.
+_ARRAYS = (list, tuple, range, set, frozenset, KeysView, ValuesView, ItemsView, Iterator)
+
+
+class _JsonValue:
+    """A template value as plain JSON data (dict, list, str, int, float, bool, None).
+
+    The walk counts the characters the value's JSON text takes (about: escapes are not counted)
+    and refuses it once that passes `limit`, so a large value is refused before it is copied or
+    serialised. Containers are counted by their length first, before their items are visited.
+    `finite` refuses NaN and infinities (JSON has no such numbers); text may print them.
+    """
+
+    def __init__(self, limit: int, *, indent: int = 0, finite: bool = True) -> None:
+        self.limit = limit
+        self.indent = indent
+        self.finite = finite
+        self.size = 0
+
+    def _count(self, amount: int) -> None:
+        self.size += amount
+        if self.size > self.limit:
+            raise TemplateLimitExceeded(f"the value's JSON would be more than {self.limit} characters")
+
+    def convert(self, value: Any, depth: int = 0) -> Any:
+        if depth > MAX_NESTING:
+            raise TemplateLimitExceeded(f"a value nested more than {MAX_NESTING} levels deep")
+        if isinstance(value, Undefined):
+            text = str(value)  # StrictUndefined: raises the error naming what is undefined
+        elif isinstance(value, str):
+            self._count(len(value) + 2)
+            return str(value)
+        elif value is None or isinstance(value, bool):
+            self._count(5)
+            return value
+        elif isinstance(value, int):
+            self._count(value.bit_length() // 3 + 2)
+            return int(value)
+        elif isinstance(value, float):
+            if self.finite and not math.isfinite(value):
+                raise TemplateRuntimeError(f"{value} is not a number JSON can hold")
+            self._count(24)
+            return float(value)
+        elif isinstance(value, (Mapping, Namespace)):
+            entries = _namespace_attrs(value) if isinstance(value, Namespace) else value
+            self._count(2 + len(entries) * (4 + self.indent * (depth + 1)))
+            return {self._key(key): self.convert(item, depth + 1) for key, item in entries.items()}
+        elif isinstance(value, _ARRAYS) and not isinstance(value, LoopContext):
+            items = _materialise(value)
+            if isinstance(value, (set, frozenset)):
+                items = _sorted(items)
+            self._count(2 + len(items) * (2 + self.indent * (depth + 1)))
+            return [self.convert(item, depth + 1) for item in items]
+        else:
+            text = str(value)  # a macro, a cycler, ...: its text, as before
+        self._count(len(text) + 2)
+        return text
+
+    def _key(self, key: Any) -> str:
+        """JSON's object keys are strings: numbers, booleans and null as their JSON text."""
+        if isinstance(key, str):
+            text = str(key)
+        elif key is None or isinstance(key, (bool, int, float)):
+            text = json.dumps(key)
+        else:
+            text = str(key)
+        self._count(len(text))
+        return text
+
+
+def _sorted(items: list[Any]) -> list[Any]:
+    try:
+        return sorted(items)
+    except TypeError:
+        return items
+
+
+def _dumps(plain: Any, limit: int, indent: int | None = None, *, finite: bool = True) -> str:
+    text = json.dumps(plain, ensure_ascii=False, allow_nan=not finite, indent=indent)
+    if len(text) > limit:  # escapes (`\n`, `\u0000`) can make it longer than counted
+        raise TemplateLimitExceeded(f"the value's JSON would be more than {limit} characters")
+    return text
+
+
+def _as_text(value: Any) -> Any:
+    """How a value is written into text: a string as itself, anything else as one line of JSON."""
+    if isinstance(value, str):
+        _refuse_text(value, "an output value", MAX_RENDERED_CHARS)
+        return value
+    if isinstance(value, Undefined):
+        return value  # written out with str(), which raises the undefined error
+    converter = _JsonValue(MAX_RENDERED_CHARS, finite=False)
+    plain = converter.convert(value)
+    if isinstance(plain, str):  # an object with no JSON form: its text, unquoted, as before
+        return plain
+    return _check_made(_dumps(plain, MAX_RENDERED_CHARS, finite=False))
+
+
+def _as_value(value: Any) -> Any:
+    """A single expression's value for a structured field: plain JSON data, within the output
+    limit, charged to the budget."""
+    if isinstance(value, str):
+        _refuse_text(value, "an output value", MAX_RENDERED_CHARS)
+        return str(value)
+    converter = _JsonValue(MAX_RENDERED_CHARS)
+    plain = converter.convert(value)
+    _charge(converter.size)
+    return plain
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    """The `tojson` filter: plain JSON, as `render` writes values (no HTML escaping, keys in
+    their order), within the limit of any string a template makes."""
+    if indent is not None and (not isinstance(indent, int) or isinstance(indent, bool) or indent < 0):
+        raise TypeError("tojson's indent must be a whole number of spaces")
+    converter = _JsonValue(MAX_STRING_CHARS, indent=indent or 0)
+    return _dumps(converter.convert(value), MAX_STRING_CHARS, indent)
+
+
 # ---- the environment ----------------------------------------------------------------------
 
 
@@ -446,8 +586,10 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
         self.globals.pop("lipsum", None)  # makes up to n paragraphs of text: nothing a workflow needs
         self.globals["range"] = _range
         checks = _filter_checks()
+        # Jinja's own tojson escapes for HTML; templates here make JSON for machines.
+        filters: dict[str, Callable[..., Any]] = {**self.filters, "tojson": _tojson}
         self.filters = {
-            name: _guard_filter(name, function, checks.get(name)) for name, function in self.filters.items()
+            name: _guard_filter(name, function, checks.get(name)) for name, function in filters.items()
         }
         self.filters["_loop"] = _loop
 
@@ -459,8 +601,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def _finalize(value: Any) -> Any:
-        _refuse_text(value, "an output value", MAX_RENDERED_CHARS)
-        return value
+        return _as_text(value)
 
     @staticmethod
     def checked_concat(parts: tuple[Any, ...]) -> str:
@@ -530,6 +671,29 @@ def _compiled_expression(source: str) -> Any:
     return environment().compile_expression(source, undefined_to_none=False)
 
 
+@lru_cache(maxsize=512)
+def _single_expression(source: str) -> TemplateExpression | None:
+    """`source` compiled to give its expression's value when it is exactly one `{{ expression }}`
+    (whitespace around it allowed), else None: text around it, several, a `{% %}` tag."""
+    env = environment()
+    try:
+        tree = env.parse(source)
+    except TemplateError:
+        return None  # rendered as text, which reports the error
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts = [
+        node
+        for node in tree.body[0].nodes
+        if not (isinstance(node, nodes.TemplateData) and not node.data.strip())
+    ]
+    if len(parts) != 1 or isinstance(parts[0], nodes.TemplateData):
+        return None
+    # As Environment.compile_expression builds it, from the parsed expression.
+    body = [nodes.Assign(nodes.Name("result", "store"), parts[0], lineno=parts[0].lineno)]
+    return TemplateExpression(env.from_string(nodes.Template(body, lineno=1)), undefined_to_none=False)
+
+
 # ---- the API the steps use ----------------------------------------------------------------
 
 
@@ -570,6 +734,31 @@ def render(template: str, context: Mapping[str, Any]) -> str:
             parts.append(chunk)
         return "".join(parts)
     raise AssertionError("unreachable")  # pragma: no cover - _failures always raises or returns
+
+
+def render_value(template: str, context: Mapping[str, Any]) -> Any:
+    """A structured field's template (docs/steps.md, "Typed values"): exactly one
+    `{{ expression }}` gives the expression's value as plain JSON data (object, list, number,
+    boolean, null or string); any other template renders to text as `render` does."""
+    if _budget() is None:
+        with render_budget():
+            return render_value(template, context)
+    with _failures("template could not be rendered"):
+        expression = _single_expression(template)
+    if expression is None:
+        return render(template, context)
+    budget = _budget()
+    assert budget is not None
+    with _failures("template could not be rendered"):
+        value = expression(**context)
+        budget.tick()
+        return _as_value(value)
+    raise AssertionError("unreachable")  # pragma: no cover - _failures always raises or returns
+
+
+def is_single_expression(template: str) -> bool:
+    """Whether `render_value` keeps this template's value (it is exactly one `{{ expression }}`)."""
+    return _single_expression(template) is not None
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
@@ -625,8 +814,10 @@ __all__ = [
     "MAX_RENDERED_CHARS",
     "TemplateLimitExceeded",
     "evaluate",
+    "is_single_expression",
     "render",
     "render_budget",
+    "render_value",
     "strings",
     "syntax_error",
     "variables",

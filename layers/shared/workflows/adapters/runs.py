@@ -9,6 +9,10 @@ Keys (see docs/storage.md):
                     gsi2 (by workflow)      gsi2pk = "<tenant_id>#<workflow_id>", gsi2sk = gsi1sk
                     Both indexes project only the keys, `status` and `owner_id`: a commit that
                     changes neither writes nothing to them.
+                    active (sparse)     active_shard, active_due: runs the service owes a step
+                    approvals (sparse)  approval_tenant = "<tenant_id>", approval_requested =
+                                        "<requested_at>#<run_id>": runs waiting for a decision,
+                                        projecting what an inbox shows (Run.inbox_key)
 - run events table  pk = "<tenant_id>#<run_id>", event_seq = the LAST sequence number of one
                     commit; the item holds all of that commit's events (first_seq..event_seq).
 
@@ -54,6 +58,7 @@ from workflows.adapters.dynamo import (
 )
 from workflows.adapters.paging import check_position, invalid_cursor, query_page
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.approvals import InboxFilter, PendingApproval
 from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.outputs import (
@@ -67,7 +72,7 @@ from workflows.domain.outputs import (
     ref_id,
 )
 from workflows.domain.paging import Position
-from workflows.domain.run import ACTIVE_SHARDS, EventPage, NewEvent, Run, RunEvent
+from workflows.domain.run import ACTIVE_SHARDS, EventPage, NewEvent, Run, RunEvent, RunStatus
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import logger
 
@@ -98,6 +103,9 @@ _SNAPSHOT_MARGIN = timedelta(days=7)
 _SNAPSHOT_EXTRA = timedelta(days=30)
 # Snapshots this process has read or written (immutable content), most recent last.
 _SNAPSHOT_MEMORY = 256
+# The sparse index of runs waiting for an approval decision (template.yaml, RunsTable).
+APPROVALS_INDEX = "approvals"
+_APPROVAL_KEYS = ("pk", "sk", "approval_tenant", "approval_requested")
 
 
 def run_pk(tenant_id: str, run_id: str) -> str:
@@ -155,7 +163,13 @@ class RunRepository:
         active = run.sweep_key()
         if active is not None:  # the sparse `active` index: absent once the run ends or pauses
             values.update(active_shard=active[0], active_due=active[1])
+        inbox = run.inbox_key()
+        if inbox is not None:  # the sparse `approvals` index: only while a decision is awaited
+            values.update(approval_tenant=inbox[0], approval_requested=inbox[1])
         item = to_item(values)
+        assignees = sorted(set((run.approval or {}).get("assignees") or []))
+        if inbox is not None and assignees:  # a set, for `contains` in the inbox's filter
+            item["approval_assignees"] = {"SS": assignees}
         for field in _PACKED_FIELDS:
             if field in item and len(item[field]["S"]) > _PACK_ABOVE:
                 item[field] = {"B": zlib.compress(item[field]["S"].encode(), 6)}
@@ -416,6 +430,27 @@ class RunRepository:
         check_owner(tenant_id, run.tenant_id, "run")
         return run
 
+    def event_head(self, tenant_id: str, run_id: str) -> tuple[int, RunStatus]:
+        """`last_event_seq` and `status` in one eventually consistent GetItem of the run item.
+
+        DynamoDB bills a GetItem on the whole item, projected or not: half a read unit per
+        started 4 KB (an ordinary run's item stays under 1 KB). The projection saves the
+        transfer and the decoding of the outputs and pending events a waiting read has no use
+        for. Eventual consistency may see a commit a moment late, never one that did not happen.
+        """
+        with aws_errors():
+            response = self._client.get_item(
+                TableName=self._runs,
+                Key={"pk": {"S": run_pk(tenant_id, run_id)}, "sk": {"S": RUN_SK}},
+                ProjectionExpression="last_event_seq, #status, tenant_id",
+                ExpressionAttributeNames={"#status": "status"},
+            )
+        item = response.get("Item")
+        if item is None:
+            raise NotFound(f"run '{run_id}' not found")
+        check_owner(tenant_id, item.get("tenant_id", {}).get("S"), "run")
+        return int(item["last_event_seq"]["N"]), RunStatus(item["status"]["S"])
+
     def get_with_definition(self, tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]:
         """The run and its pinned definition in one strongly consistent Query."""
         with aws_errors():
@@ -626,6 +661,49 @@ class RunRepository:
                 if start is None:
                     break
         return found[:limit]
+
+    def list_approvals(
+        self, tenant_id: str, keep: InboxFilter, *, limit: int = 50, start: Position | None = None
+    ) -> tuple[list[PendingApproval], Position | None]:
+        """A key-range Query of the tenant's partition of the sparse `approvals` index, oldest
+        request first; the index projects what an inbox shows, so no run item is read. `keep`
+        becomes a FilterExpression (a page may then take several requests, bounded)."""
+        check_position(start, {"approval_tenant": tenant_id, "pk^": f"{tenant_id}#"}, _APPROVAL_KEYS)
+        values: dict[str, Any] = {":t": {"S": tenant_id}}
+        params: dict[str, Any] = {
+            "TableName": self._runs,
+            "IndexName": APPROVALS_INDEX,
+            "KeyConditionExpression": "approval_tenant = :t",
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": True,
+        }
+        rules: list[str] = []
+        if keep.assignee is not None:
+            rules.append("contains(approval_assignees, :assignee)")
+            values[":assignee"] = {"S": keep.assignee}
+        if keep.unassigned:
+            rules.append("attribute_not_exists(approval_assignees)")
+        if keep.owner_id is not None:
+            rules.append("owner_id = :owner")
+            values[":owner"] = {"S": keep.owner_id}
+        if rules:
+            params["FilterExpression"] = " OR ".join(rules)
+        page = query_page(self._client, params, limit=limit, key_fields=_APPROVAL_KEYS, start=start)
+        found: list[PendingApproval] = []
+        for item in page.items:
+            fields = from_item(item)
+            check_owner(tenant_id, fields.get("tenant_id"), "run")
+            found.append(
+                PendingApproval.from_request(
+                    loads(fields.get("approval")) or {},
+                    run_id=str(fields["pk"]).rpartition("#")[2],
+                    tenant_id=tenant_id,
+                    owner_id=str(fields.get("owner_id", "")),
+                    workflow_id=fields.get("workflow_id"),
+                    definition_name=str(fields.get("definition_name", "")),
+                )
+            )
+        return found, page.next_position
 
     def list_runs(
         self,

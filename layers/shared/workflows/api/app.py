@@ -19,6 +19,7 @@ from workflows.api.schemas import PREFIX
 ROUTE_MODULES = (
     "runs",
     "control",
+    "approvals",
     "webhooks",
     "step_types",
     "artifacts",
@@ -35,6 +36,7 @@ ROUTE_MODULES = (
 ROUTE_PATHS: dict[str, tuple[str, ...]] = {
     "runs": ("/run", "/runs", "/runs/{run_id}", "/runs/{run_id}/definition", "/runs/{run_id}/events"),
     "control": ("/runs/{run_id}/steps/{step_id}/{decision}", "/runs/{run_id}/{action}"),
+    "approvals": ("/approvals",),
     "webhooks": (
         "/runs/{run_id}/deliveries",
         "/webhooks/dlq",

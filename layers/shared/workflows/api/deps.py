@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 if TYPE_CHECKING:  # annotations only: a route imports the services it calls itself
     from workflows.clock import Clock
     from workflows.services.access import SubmissionQuotas
+    from workflows.services.approvals import ApprovalInbox
     from workflows.services.artifacts import ArtifactService
     from workflows.services.control import ControlService
     from workflows.services.corpus import CorpusService
@@ -60,6 +61,9 @@ class ApiServices(Protocol):
 
     @property
     def control_service(self) -> ControlService: ...
+
+    @property
+    def approval_inbox(self) -> ApprovalInbox: ...
 
     @property
     def artifact_service(self) -> ArtifactService: ...

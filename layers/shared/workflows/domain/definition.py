@@ -14,26 +14,68 @@ STEP_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 class RetryPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_attempts: int = Field(default=1, ge=1, le=20)
-    initial_interval_seconds: float = Field(default=1.0, ge=0, le=3600)
-    backoff_rate: float = Field(default=2.0, ge=1.0, le=10.0)
-    max_interval_seconds: float = Field(default=300.0, ge=0, le=86400)
-    jitter: Literal["full", "none"] = "full"
-    non_retryable_errors: list[str] = Field(default_factory=list, max_length=50)
+    max_attempts: int = Field(
+        default=1, ge=1, le=20, description="Attempts in all, the first included (1: never retried)"
+    )
+    initial_interval_seconds: float = Field(
+        default=1.0, ge=0, le=3600, description="Longest wait before the second attempt"
+    )
+    backoff_rate: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=10.0,
+        description="Each later wait's longest is this many times the one before",
+    )
+    max_interval_seconds: float = Field(
+        default=300.0, ge=0, le=86400, description="No wait is longer than this"
+    )
+    jitter: Literal["full", "none"] = Field(
+        default="full",
+        description="`full`: each wait is a random fraction of its longest; `none`: exactly the longest",
+    )
+    non_retryable_errors: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Failure codes never retried (permanent failures never are, whatever this says)",
+    )
 
 
 class StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=STEP_ID_PATTERN)
-    type: str = Field(min_length=1, max_length=64)
-    name: str | None = Field(default=None, max_length=200)
-    config: dict[str, Any] = Field(default_factory=dict)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=900)
-    on_success: str | None = None
-    on_failure: str | None = None
-    on_timeout: str | None = None
+    id: str = Field(
+        pattern=STEP_ID_PATTERN,
+        description="Unique in the definition: routing names it, templates read `steps.<id>.output`",
+    )
+    type: str = Field(
+        min_length=1, max_length=64, description="A step type below (`wait_for_approval` names `approval`)"
+    )
+    name: str | None = Field(default=None, max_length=200, description="A label for people")
+    config: dict[str, Any] = Field(default_factory=dict, description="The step type's fields, below")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="When a failure is tried again")
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=900,
+        description="Time budget of one attempt, 60 s when unset (less when the function has less time"
+        " left): a call out (webhook, prompt, rag_search) gives up at it with a timeout failure, and"
+        " template rendering gets at most 2 s of it",
+    )
+    on_success: str | None = Field(
+        default=None,
+        description="Step id, or `_end`, to go to when the step succeeds; unset: the next step in the"
+        " list (after the last, the run succeeds)",
+    )
+    on_failure: str | None = Field(
+        default=None,
+        description="Step id, or `_end`, to go to when the step has failed (after its retries), with"
+        " its error as its output (`steps.<id>.output.error`); unset: the run fails",
+    )
+    on_timeout: str | None = Field(
+        default=None,
+        description="Step id, or `_end`, to go to when the step has timed out (a `timeout` or"
+        " `*_timeout` failure); unset: `on_failure`",
+    )
 
 
 class WorkflowDefinition(BaseModel):

@@ -140,7 +140,8 @@ class Run(BaseModel):
     lease_expires_at: str | None = None
     # The status a paused run returns to on resume.
     paused_from: RunStatus | None = None
-    # The pending approval request: step_id, instructions, assignees, requested_at, timeout_at.
+    # The pending approval request: step_id, instructions, assignees, required_approvals,
+    # requested_at, timeout_at, and `approvals` ({approver, approved_at}) granted so far.
     approval: dict[str, Any] | None = None
     created_at: str
     updated_at: str
@@ -170,6 +171,15 @@ class Run(BaseModel):
         if wait and _parse(wait) - _parse(self.updated_at) > timedelta(seconds=LONG_WAIT_SECONDS):
             return shard, wait
         return shard, "0"
+
+    def inbox_key(self) -> tuple[str, str] | None:
+        """The run's place in the sparse index of pending approvals: (tenant, "<requested_at>#
+        <run_id>") while it waits for a decision, None otherwise (a paused run cannot be decided).
+        Derived from the run itself, so the commit that suspends the run writes it and the commit
+        that leaves the wait removes it: nothing else writes the index."""
+        if self.status != RunStatus.WAITING_APPROVAL or not self.approval:
+            return None
+        return self.tenant_id, f"{self.approval.get('requested_at', self.updated_at)}#{self.run_id}"
 
     def last_activity(self) -> str:
         """The latest moment the service promised to act on the run by: its last write, or a

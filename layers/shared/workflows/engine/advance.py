@@ -643,12 +643,28 @@ class Engine:
         config = parse_config(self._registry.get(step.type), step.config)  # type: ignore[arg-type]
         assert isinstance(config, ApprovalConfig)
         changes: dict[str, Any] = {"status": RunStatus.RUNNING, "next_wake_at": None}
+        # Approvals short of the quorum do not decide anything: `on_timeout` does, and the
+        # output still lists who had approved.
+        request = run.approval or {}
+        approvers = [entry["approver"] for entry in request.get("approvals") or []]
+        required = int(request.get("required_approvals", 1))
         events = [
             NewEvent(
-                event_type=EventType.STEP_TIMEOUT, step_id=step.id, payload={"on_timeout": config.on_timeout}
+                event_type=EventType.STEP_TIMEOUT,
+                step_id=step.id,
+                payload={
+                    "on_timeout": config.on_timeout,
+                    "approvals": len(approvers),
+                    "required_approvals": required,
+                },
             )
         ]
-        decision: dict[str, Any] = {"comment": None, "fields": {}, "approver": "system:timeout"}
+        decision: dict[str, Any] = {
+            "comment": None,
+            "fields": {},
+            "approver": "system:timeout",
+            "approvers": approvers,
+        }
         if config.on_timeout == "approve":
             output = {"decision": "approve", **decision}
             events.append(NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step.id, payload=output))

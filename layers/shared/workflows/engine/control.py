@@ -7,7 +7,10 @@ Semantics (docs/engine.md):
 - cancel is immediate; a step executing meanwhile loses its commit and its result is discarded.
 - retry (only from failed) re-runs the failed step, or `from_step`, keeping earlier outputs;
   kicks from before the retry are stale by version.
-- approve / reject act only on the approval step the run is waiting on.
+- approve / reject act only on the approval step the run is waiting on. An approval step may
+  need several distinct approvers (`required_approvals`): each approval is one conditional
+  commit recording the approver (a repeat by the same approver changes nothing), the one that
+  completes the quorum completes the step, and any rejection rejects it.
 Each answers `applied`, or `already_applied` when the run is already where the action leads;
 an action the status does not allow raises InvalidState (409).
 """
@@ -18,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.failures import StepFailed
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import TRANSITIONS, EventType, NewEvent, Run, RunStatus, check_transition
-from workflows.engine.advance import Engine, RunOutputs
+from workflows.engine.advance import Engine, RunOutputs, parse_time
 from workflows.errors import InvalidState, NotFound, StaleWrite, ValidationFailed
 from workflows.ports import DispatchQueue, RunStore
 from workflows.steps.base import StepResult
@@ -29,6 +33,9 @@ from workflows.steps.registry import canonical_type
 
 Action = Literal["pause", "resume", "cancel", "retry"]
 _ATTEMPTS = 5  # a control action re-reads and retries when the engine moved the run meanwhile
+# A decision re-reads and retries too, longer: every approver of a quorum may approve at the same
+# moment, each commit moves the run's version, and a vote that lost the race must still count.
+_DECIDE_ATTEMPTS = 60
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class ControlResult:
     action: str
     result: Literal["applied", "already_applied"]
     status: str
+    # Decisions only: distinct approvals recorded so far, and how many the step needs.
+    approvals: int | None = None
+    required_approvals: int | None = None
 
 
 class RunControl:
@@ -76,7 +86,7 @@ class RunControl:
         comment: str | None = None,
         fields: dict[str, Any] | None = None,
     ) -> ControlResult:
-        for _ in range(_ATTEMPTS):
+        for _ in attempts(_DECIDE_ATTEMPTS, _decision_delay):
             run, definition = self._runs.get_with_definition(tenant_id, run_id)
             try:
                 step = definition.step(step_id)
@@ -97,30 +107,55 @@ class RunControl:
                     f"step '{step_id}' is not waiting for approval (run is {run.status.value})",
                     details=[{"field": "status", "message": run.status.value}],
                 )
-            output = {"decision": decision, "comment": comment, "fields": fields or {}, "approver": actor}
+            request = dict(run.approval or {})
+            # Requests recorded before quorums existed need one approval.
+            required = int(request.get("required_approvals", 1))
+            granted: list[dict[str, str]] = list(request.get("approvals") or [])
+            approvers = [entry["approver"] for entry in granted]
+            if decision == "approve" and actor in approvers:
+                # Each approver counts once: a repeat records nothing.
+                return ControlResult(
+                    run_id, action, "already_applied", run.status.value, len(approvers), required
+                )
+            if decision == "approve":
+                approvers.append(actor)
+                granted.append({"approver": actor, "approved_at": iso(self._clock())})
+            decided = {"decision": decision, "comment": comment, "fields": fields or {}, "approver": actor}
+            # Each decision's event names its approver and the count so far.
+            payload = {**decided, "approvals": len(approvers), "required_approvals": required}
+            output = {**decided, "approvers": approvers}
             changes: dict[str, Any] = {"status": RunStatus.RUNNING, "next_wake_at": None}
             try:
-                if decision == "approve":
+                if decision == "approve" and len(approvers) < required:
+                    # Short of the quorum: record the approval; the run keeps waiting.
+                    updated = self._runs.transition(
+                        run,
+                        {"approval": {**request, "approvals": granted}},
+                        [NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=payload)],
+                    )
+                elif decision == "approve":
                     events = [
-                        NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=output)
+                        NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=payload)
                     ]
                     updated = self._engine.complete_step(
                         run, definition, step, StepResult(output=output), changes, events
                     )
                 else:
                     events = [
-                        NewEvent(event_type=EventType.APPROVAL_REJECTED, step_id=step_id, payload=output)
+                        NewEvent(event_type=EventType.APPROVAL_REJECTED, step_id=step_id, payload=payload)
                     ]
                     failure = StepFailed("approval_rejected", f"rejected by {actor}", retryable=False)
                     updated = self._engine.fail_step(
                         run, definition, step, failure, changes, events, output=output
                     )
             except StaleWrite:
-                continue
+                continue  # another decision (or the engine) moved the run: read it again, recount
+            if updated.status == RunStatus.WAITING_APPROVAL:
+                self._kick_at_deadline(updated)
             self._kick_if_running(updated)
             if updated.is_terminal:
                 self._engine.finished(updated, definition)
-            return ControlResult(run_id, action, "applied", updated.status.value)
+            return ControlResult(run_id, action, "applied", updated.status.value, len(approvers), required)
         raise StaleWrite(f"run {run_id} kept changing; try again")
 
     # ---- actions ---------------------------------------------------------------------
@@ -220,6 +255,15 @@ class RunControl:
         if run.status == RunStatus.RUNNING:
             self._kick(run)
 
+    def _kick_at_deadline(self, run: Run) -> None:
+        """An approval short of its quorum moved the run's version, which makes the timeout's
+        pending kick stale: send the one that will find the deadline (chained past 15 minutes)."""
+        delay = 0.0
+        if run.wait_until:
+            delay = max(0.0, (parse_time(run.wait_until) - self._clock()).total_seconds())
+        message = AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version)
+        self._queue.send(message, delay_seconds=round(delay))
+
     @staticmethod
     def _already(run: Run, action: str) -> ControlResult:
         return ControlResult(run.run_id, action, "already_applied", run.status.value)
@@ -237,3 +281,8 @@ class RunControl:
         allowed = run.status == only_from if only_from else target in TRANSITIONS[run.status]
         if not allowed:
             raise self._invalid(run, action)
+
+
+def _decision_delay(attempt: int) -> float:
+    # Full jitter: approvers who lost a race to each other do not retry in lock step.
+    return full_jitter(attempt, 0.01, 0.2)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     )
     from workflows.ports import SecretStore as SecretPort
     from workflows.services.access import SubmissionQuotas
+    from workflows.services.approvals import ApprovalInbox
     from workflows.services.artifacts import ArtifactService
     from workflows.services.control import ControlService
     from workflows.services.corpus import CorpusService
@@ -366,13 +367,19 @@ class Parts:
     def queries(self) -> RunQueries:
         from workflows.services.queries import RunQueries
 
-        return RunQueries(self.runs, self.registry)
+        return RunQueries(self.runs, self.registry, clock=self.clock)
 
     @cached_property
     def control_service(self) -> ControlService:
         from workflows.services.control import ControlService
 
         return ControlService(self.control, self.runs, self.settings)
+
+    @cached_property
+    def approval_inbox(self) -> ApprovalInbox:
+        from workflows.services.approvals import ApprovalInbox
+
+        return ApprovalInbox(self.runs)
 
     @cached_property
     def artifact_service(self) -> ArtifactService:

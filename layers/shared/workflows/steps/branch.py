@@ -19,10 +19,13 @@ class BranchConfig(BaseModel):
     condition: str = Field(
         min_length=1,
         max_length=4096,
-        description="A Jinja2 expression (`inputs.score > 0.5`) or template (`{{ ... }}`)",
+        description="A bare Jinja2 expression (`inputs.score > 0.5`), true when its value is (an empty"
+        " list, 0 and null are false), or a template (`{{ ... }}`) whose text must read `true`, `1`,"
+        " `yes`, `on` or `false`, `0`, `no`, `off`, `none`, `null`, empty (any case); any other text"
+        " fails the step with `condition_not_boolean`",
     )
-    true_next: str = Field(description="step id, or _end")
-    false_next: str = Field(description="step id, or _end")
+    true_next: str = Field(description="Step id to go to when the condition is true, or `_end`")
+    false_next: str = Field(description="Step id to go to when the condition is false, or `_end`")
 
 
 def truthy(value: Any) -> bool:

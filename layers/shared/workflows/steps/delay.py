@@ -17,9 +17,21 @@ MAX_DELAY_SECONDS = 365 * 24 * 3600
 class DelayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
-    milliseconds: int | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS * 1000)
-    until: AwareDatetime | None = Field(default=None, description="RFC 3339 timestamp with a time zone")
+    seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_SECONDS,
+        description="Wait this many seconds (fractions allowed); give exactly one of `seconds`,"
+        " `milliseconds` and `until`",
+    )
+    milliseconds: int | None = Field(
+        default=None, ge=0, le=MAX_DELAY_SECONDS * 1000, description="Wait this many milliseconds"
+    )
+    until: AwareDatetime | None = Field(
+        default=None,
+        description="Wait until this RFC 3339 timestamp, with a time zone; a moment already past"
+        " completes the step at once",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DelayConfig:

@@ -13,8 +13,16 @@ from workflows.steps.base import StepContext, StepResult, TemplateField
 class LogConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(min_length=1, max_length=16384, description="Jinja2 template")
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str = Field(
+        min_length=1,
+        max_length=16384,
+        description="Jinja2 template of the message (text), the output's `message`",
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="Recorded with the message; `warning` and `error` also leave a line, without the text,"
+        " in the function's log",
+    )
 
 
 class LogStep:

@@ -38,24 +38,44 @@ _LLM_ONLY_FIELDS = ("system", "max_tokens", "temperature", "provider")
 class PromptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    template: str = Field(min_length=1, max_length=65536, description="Jinja2 template of the prompt")
+    template: str = Field(min_length=1, max_length=65536, description="Jinja2 template of the prompt (text)")
     model: str | None = Field(
         default=None,
         min_length=1,
         max_length=256,
-        description="Model to call; without it the output is the rendered template",
+        description="Model to call (an OpenAI-compatible name, or a Bedrock model or inference profile"
+        " id); without it the output is the rendered template",
     )
     variables: dict[str, Any] = Field(
         default_factory=dict,
-        description="Extra template variables, available at top level and under `variables`",
+        description="Literal values, available at top level (`{{ tone }}`) and as"
+        " `{{ variables.tone }}`; the names `inputs`, `steps`, `last`, `run`, `variables` are refused",
     )
-    save_artifact: bool = Field(default=False, description="Keep the output text as a run artifact")
+    save_artifact: bool = Field(
+        default=False,
+        description="Keep the output text as a run artifact (reported as `save_artifact` on the"
+        " `step_completed` event)",
+    )
     system: str | None = Field(
-        default=None, min_length=1, max_length=65536, description="Jinja2 template of the system prompt"
+        default=None,
+        min_length=1,
+        max_length=65536,
+        description="Jinja2 template of the system prompt (text); needs `model`",
     )
-    max_tokens: int = Field(default=1024, ge=1, le=32768, description="Upper bound on completion tokens")
-    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
-    provider: Provider | None = Field(default=None, description="Defaults to WORKFLOWS_LLM_PROVIDER")
+    max_tokens: int = Field(
+        default=1024, ge=1, le=32768, description="Upper bound on completion tokens; needs `model`"
+    )
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        allow_inf_nan=False,
+        description="Sampling temperature, the provider's default when unset; needs `model` (many"
+        " Bedrock models accept only 0..1)",
+    )
+    provider: Provider | None = Field(
+        default=None, description="Where `model` runs, `WORKFLOWS_LLM_PROVIDER` when unset; needs `model`"
+    )
 
     @field_validator("variables")
     @classmethod

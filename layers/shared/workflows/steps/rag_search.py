@@ -36,13 +36,25 @@ Backend = Literal["http", "bedrock_kb", "builtin"]
 class RagSearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=16384, description="Jinja2 template of the query")
-    top_k: int = Field(default=5, ge=1, le=50, description="Most documents to return")
-    min_score: float | None = Field(
-        default=None, allow_inf_nan=False, description="Drop documents scoring below this"
+    query: str = Field(
+        min_length=1,
+        max_length=16384,
+        description="Jinja2 template of the query (text); rendering to blank fails with `empty_query`",
     )
-    filters: dict[str, Any] | None = Field(default=None, description="Passed to the backend as-is")
-    backend: Backend = "http"
+    top_k: int = Field(
+        default=5, ge=1, le=50, description="Most documents returned (also sent to the backend)"
+    )
+    min_score: float | None = Field(
+        default=None, allow_inf_nan=False, description="Keep only documents with `score >= min_score`"
+    )
+    filters: dict[str, Any] | None = Field(
+        default=None, description="Literal values passed to the backend (what they mean is the backend's)"
+    )
+    backend: Backend = Field(
+        default="http",
+        description="Where to search: `http` (a retrieval endpoint), `bedrock_kb` (a Bedrock knowledge"
+        " base) or `builtin` (the tenant's corpus)",
+    )
 
 
 class RagSearchStep:

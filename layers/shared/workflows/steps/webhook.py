@@ -29,7 +29,7 @@ from workflows.domain.failures import StepFailed
 from workflows.domain.secret_refs import SecretRefs, SecretUnavailable, new_nonce, resolve_request, scrub
 from workflows.ports import Deliverer, DlqStore, SecretLookup
 from workflows.steps.base import StepContext, StepOutcome, StepResult, TemplateField
-from workflows.templating import render, strings
+from workflows.templating import render, render_value, strings
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -37,17 +37,39 @@ MAX_BODY_BYTES = 256 * 1024
 class WebhookConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048, description="Jinja2 template")
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict, description="values are Jinja2 templates")
-    body: Any = Field(default=None, description="JSON; every string inside is a Jinja2 template")
-    timeout_seconds: float = Field(default=10, gt=0, le=60)
-    on_delivery_failure: Literal["fail", "dlq"] = "fail"
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Jinja2 template (text) of the URL, checked against the egress policy (docs/webhooks.md)",
+    )
+    method: Literal["POST", "PUT", "PATCH"] = Field(default="POST", description="HTTP method")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers; each value is a Jinja2 template (text)",
+    )
+    body: Any = Field(
+        default=None,
+        description="Any JSON value, sent as the JSON request body (at most 256 KiB); every string in it"
+        " is a Jinja2 template, and one that is exactly `{{ expression }}` becomes the expression's"
+        " JSON value (Templates, typed values)",
+    )
+    timeout_seconds: float = Field(
+        default=10, gt=0, le=60, description="Whole-request timeout, shortened to the step's time budget"
+    )
+    on_delivery_failure: Literal["fail", "dlq"] = Field(
+        default="fail",
+        description="What a transient failure (timeout, network error, 408, 425, 429, 5xx) does: `fail`"
+        " fails the step, so its retry policy applies; `dlq` (POST only) hands the delivery to the"
+        ' webhook DLQ and the run continues with `{"delivered": false, "dlq_id": ...}`',
+    )
 
 
 def _render_json(value: Any, context: dict[str, Any]) -> Any:
+    """The body: a string that is exactly one `{{ expression }}` becomes the expression's JSON
+    value (an object stays an object); other strings render to text (docs/steps.md, "Typed
+    values")."""
     if isinstance(value, str):
-        return render(value, context)
+        return render_value(value, context)
     if isinstance(value, list):
         return [_render_json(item, context) for item in value]
     if isinstance(value, dict):

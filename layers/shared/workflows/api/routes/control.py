@@ -42,9 +42,17 @@ class ControlResponse(BaseModel):
     status: str
 
 
+class DecisionResponse(ControlResponse):
+    # Distinct approvals recorded so far and how many the step needs (absent when the step was
+    # decided before: `already_applied` for a step the run has left).
+    approvals: int | None = None
+    required_approvals: int | None = None
+
+
 @router.post(
     "/runs/{run_id}/steps/{step_id}/{decision}",
-    response_model=ControlResponse,
+    response_model=DecisionResponse,
+    response_model_exclude_none=True,
     responses=error_responses(400, 404, 409, 415),
 )
 def decide_step(
@@ -54,7 +62,7 @@ def decide_step(
     principal: Caller,
     c: Services,
     body: Annotated[DecisionRequest | None, Body()] = None,
-) -> ControlResponse:
+) -> DecisionResponse:
     if decision not in ("approve", "reject"):
         raise NotFound(f"unknown decision '{decision}' (approve, reject)")
     request = body or DecisionRequest()
@@ -66,8 +74,13 @@ def decide_step(
         comment=request.comment,
         fields=request.fields,
     )
-    return ControlResponse(
-        run_id=result.run_id, action=result.action, result=result.result, status=result.status
+    return DecisionResponse(
+        run_id=result.run_id,
+        action=result.action,
+        result=result.result,
+        status=result.status,
+        approvals=result.approvals,
+        required_approvals=result.required_approvals,
     )
 
 

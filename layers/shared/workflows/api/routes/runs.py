@@ -29,6 +29,7 @@ from workflows.domain.redaction import redact_definition
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import ValidationFailed
 from workflows.services.definitions import check_inputs, inputs_schema_errors
+from workflows.services.queries import MAX_WAIT_SECONDS, event_types
 
 router = APIRouter(route_class=GuardedRoute)
 Reader = Annotated[Principal, Depends(require(RUNS_READ))]
@@ -154,17 +155,35 @@ def get_run(
     return RunView.of(c.queries.get(principal, run_id))
 
 
+WAIT_DESCRIPTION = (
+    f"seconds to wait for an event after `since` (0 to {MAX_WAIT_SECONDS}, fractions allowed; 0 answers"
+    " at once). Answers as soon as one exists, at once for a run that has ended, else after the"
+    " wait with no events and `next_since` unchanged: call again with `next_since`. The bound"
+    " keeps a wait inside API Gateway's 30 s integration limit and the API function's 29 s timeout."
+)
+
+
+# Async: a waiting request holds no worker thread. Under uvicorn one event loop serves every
+# client; a sync route would hold one of FastAPI's 40 threadpool threads for the whole wait.
 @router.get("/runs/{run_id}/events", response_model=EventsPage, responses=error_responses(404))
-def list_run_events(
+async def list_run_events(
     run_id: RunId,
     principal: Caller,
     c: Services,
     since: Annotated[int, Query(ge=0, le=2**53, description="return events with event_seq > since")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    types: Annotated[list[str] | None, Query(description="comma-separated or repeated")] = None,
+    types: Annotated[
+        list[str] | None, Query(description="event types, comma-separated or repeated; others answer 422")
+    ] = None,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False, description=WAIT_DESCRIPTION)
+    ] = 0,
 ) -> EventsPage:
-    wanted = sorted({t.strip() for value in types or [] for t in value.split(",") if t.strip()})
-    page = c.queries.events(principal, run_id, since=since, limit=limit, types=wanted)
+    """The run's events with `event_seq > since`, ascending; with `wait`, waits for the next one."""
+    wanted = event_types(types or [])
+    page = await c.queries.wait_for_events(
+        principal, run_id, since=since, limit=limit, types=wanted, wait=wait
+    )
     return EventsPage(run_id=run_id, events=page.events, next_since=page.next_since, has_more=page.has_more)
 
 
