@@ -52,8 +52,12 @@ TABLE: dict[tuple[str, str], Any] = {
     ("GET", "/runs/{run_id}/definition"): OWNED_READ,
     ("GET", "/runs/{run_id}/artifacts"): OWNED_READ,
     ("GET", "/runs/{run_id}/artifacts/{artifact_id}"): OWNED_READ,
-    ("POST", "/runs/{run_id}/steps/{step_id}/{decision}"): CONTROL,
-    ("POST", "/runs/{run_id}/{action}"): CONTROL,
+    ("POST", "/runs/{run_id}/steps/{step_id}/approve"): CONTROL,
+    ("POST", "/runs/{run_id}/steps/{step_id}/reject"): CONTROL,
+    ("POST", "/runs/{run_id}/pause"): CONTROL,
+    ("POST", "/runs/{run_id}/resume"): CONTROL,
+    ("POST", "/runs/{run_id}/cancel"): CONTROL,
+    ("POST", "/runs/{run_id}/retry"): CONTROL,
     ("GET", "/approvals"): ANY,  # filtered to what the caller may decide or read
     ("GET", "/step-types"): TENANT_READ,
     # webhooks (operators)
@@ -197,8 +201,6 @@ def concrete(path: str, w: World) -> str:
         "{run_id}": w.run_id,
         "{workflow_id:uuid}": w.workflow_id,
         "{step_id}": "a1",
-        "{decision}": "approve",
-        "{action}": "cancel",
         "{artifact_id}": w.artifact_id,
         "{row_id}": w.row_id,
         "{doc_id}": w.doc_id,

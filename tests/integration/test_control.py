@@ -440,3 +440,33 @@ def test_approving_the_last_step_finishes_the_run(client: TestClient, container:
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "succeeded"
     assert _types(client, run_id)[-3:] == ["approval_granted", "step_completed", "run_completed"]
+
+
+# ---- paths ---------------------------------------------------------------------------------
+
+
+def test_an_unknown_action_is_404_and_a_known_one_with_another_method_405(client: TestClient) -> None:
+    run_id = _submit(client, _delay_then_log())
+    for method, path in [
+        ("POST", f"/runs/{run_id}/bogus"),
+        ("GET", f"/runs/{run_id}/bogus"),
+        ("POST", f"/runs/{run_id}/steps/wait/maybe"),
+    ]:
+        response = client.request(method, f"{BASE}{path}")
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "not_found"
+    wrong_method = client.get(f"{BASE}/runs/{run_id}/cancel")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_trailing_slash_is_served_as_the_path_without_it(client: TestClient) -> None:
+    run_id = _submit(client, _delay_then_log())
+    listed = client.get(f"{BASE}/runs/", follow_redirects=False)
+    assert listed.status_code == 200
+    assert [run["run_id"] for run in listed.json()["runs"]] == [run_id]
+    read = client.get(f"{BASE}/runs/{run_id}/", follow_redirects=False)
+    assert (read.status_code, read.json()["run_id"]) == (200, run_id)
+    cancelled = client.post(f"{BASE}/runs/{run_id}/cancel/", follow_redirects=False)
+    assert cancelled.status_code == 200, cancelled.text
+    assert client.get(f"{BASE}/nope/", follow_redirects=False).status_code == 404

@@ -8,6 +8,8 @@ from collections.abc import Callable, Collection
 
 from fastapi import APIRouter, FastAPI
 from starlette.convertors import CONVERTOR_TYPES
+from starlette.routing import Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workflows import ENGINE_VERSION
 from workflows.api import errors
@@ -35,7 +37,14 @@ ROUTE_MODULES = (
 # method.
 ROUTE_PATHS: dict[str, tuple[str, ...]] = {
     "runs": ("/run", "/runs", "/runs/{run_id}", "/runs/{run_id}/definition", "/runs/{run_id}/events"),
-    "control": ("/runs/{run_id}/steps/{step_id}/{decision}", "/runs/{run_id}/{action}"),
+    "control": (
+        "/runs/{run_id}/steps/{step_id}/approve",
+        "/runs/{run_id}/steps/{step_id}/reject",
+        "/runs/{run_id}/pause",
+        "/runs/{run_id}/resume",
+        "/runs/{run_id}/cancel",
+        "/runs/{run_id}/retry",
+    ),
     "approvals": ("/approvals",),
     "webhooks": (
         "/runs/{run_id}/deliveries",
@@ -122,4 +131,28 @@ def create_app(
     for name in ROUTE_MODULES:
         if name in modules:
             app.include_router(_router(name), prefix=PREFIX)
+    app.router.redirect_slashes = False
+    app.router.default = _without_trailing_slash(app.router)
     return app
+
+
+def _without_trailing_slash(router: Router) -> ASGIApp:
+    """A path no route matches that ends in `/` is served as the path without it (`/runs/` as
+    `/runs`, a 405 as a 405), instead of Starlette's redirect: an empty 307 that clients without
+    redirects turned on (curl) showed as nothing at all. Matching requests never get here."""
+    not_found = router.default
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            raw_path = scope.get("raw_path")
+            stripped = {
+                **scope,
+                "path": path.rstrip("/") or "/",
+                "raw_path": raw_path.rstrip(b"/") if isinstance(raw_path, bytes) else raw_path,
+            }
+            await router.app(stripped, receive, send)
+            return
+        await not_found(scope, receive, send)
+
+    return default

@@ -14,9 +14,11 @@ from workflows.api.ids import RunId, StepId
 from workflows.api.schemas import error_responses
 from workflows.domain.definition import STEP_ID_PATTERN
 from workflows.domain.principal import RUNS_CONTROL, Principal
-from workflows.errors import NotFound, ValidationFailed
+from workflows.errors import ValidationFailed
 
 router = APIRouter(route_class=GuardedRoute)
+DECISIONS: tuple[Literal["approve", "reject"], ...] = ("approve", "reject")
+ACTIONS: tuple[Literal["pause", "resume", "cancel", "retry"], ...] = ("pause", "resume", "cancel", "retry")
 Controller = Annotated[Principal, Depends(require(RUNS_CONTROL))]
 
 
@@ -49,57 +51,65 @@ class DecisionResponse(ControlResponse):
     required_approvals: int | None = None
 
 
-@router.post(
-    "/runs/{run_id}/steps/{step_id}/{decision}",
-    response_model=DecisionResponse,
-    response_model_exclude_none=True,
-    responses=error_responses(400, 404, 409, 415),
-)
-def decide_step(
-    run_id: RunId,
-    step_id: StepId,
-    decision: str,
-    principal: Caller,
-    c: Services,
-    body: Annotated[DecisionRequest | None, Body()] = None,
-) -> DecisionResponse:
-    if decision not in ("approve", "reject"):
-        raise NotFound(f"unknown decision '{decision}' (approve, reject)")
-    request = body or DecisionRequest()
-    result = c.control_service.decide(
-        principal,
-        run_id,
-        step_id,
-        "approve" if decision == "approve" else "reject",
-        comment=request.comment,
-        fields=request.fields,
+# One route per action, each with its literal path: an unknown action (`/runs/{id}/bogus`)
+# matches no route and answers 404, as any unknown path does, not 405.
+def _decision_route(decision: Literal["approve", "reject"]) -> None:
+    @router.post(
+        f"/runs/{{run_id}}/steps/{{step_id}}/{decision}",
+        response_model=DecisionResponse,
+        response_model_exclude_none=True,
+        responses=error_responses(400, 404, 409, 415),
+        name=f"{decision}_step",
+        summary=f"{decision.capitalize()} a step waiting for approval",
     )
-    return DecisionResponse(
-        run_id=result.run_id,
-        action=result.action,
-        result=result.result,
-        status=result.status,
-        approvals=result.approvals,
-        required_approvals=result.required_approvals,
-    )
-
-
-@router.post(
-    "/runs/{run_id}/{action}", response_model=ControlResponse, responses=error_responses(400, 404, 409, 415)
-)
-def control_run(
-    run_id: RunId,
-    action: str,
-    principal: Controller,
-    c: Services,
-    body: Annotated[ControlRequest | None, Body()] = None,
-) -> ControlResponse:
-    request = body or ControlRequest()
-    if request.from_step is not None and action != "retry":
-        raise ValidationFailed(
-            "from_step: only retry takes from_step", details=[{"field": "from_step", "message": "retry only"}]
+    def decide_step(
+        run_id: RunId,
+        step_id: StepId,
+        principal: Caller,
+        c: Services,
+        body: Annotated[DecisionRequest | None, Body()] = None,
+    ) -> DecisionResponse:
+        request = body or DecisionRequest()
+        result = c.control_service.decide(
+            principal, run_id, step_id, decision, comment=request.comment, fields=request.fields
         )
-    result = c.control_service.act(principal, run_id, action, from_step=request.from_step)
-    return ControlResponse(
-        run_id=result.run_id, action=result.action, result=result.result, status=result.status
+        return DecisionResponse(
+            run_id=result.run_id,
+            action=result.action,
+            result=result.result,
+            status=result.status,
+            approvals=result.approvals,
+            required_approvals=result.required_approvals,
+        )
+
+
+def _action_route(action: Literal["pause", "resume", "cancel", "retry"]) -> None:
+    @router.post(
+        f"/runs/{{run_id}}/{action}",
+        response_model=ControlResponse,
+        responses=error_responses(400, 404, 409, 415),
+        name=f"{action}_run",
+        summary=f"{action.capitalize()} a run",
     )
+    def control_run(
+        run_id: RunId,
+        principal: Controller,
+        c: Services,
+        body: Annotated[ControlRequest | None, Body()] = None,
+    ) -> ControlResponse:
+        request = body or ControlRequest()
+        if request.from_step is not None and action != "retry":
+            raise ValidationFailed(
+                "from_step: only retry takes from_step",
+                details=[{"field": "from_step", "message": "retry only"}],
+            )
+        result = c.control_service.act(principal, run_id, action, from_step=request.from_step)
+        return ControlResponse(
+            run_id=result.run_id, action=result.action, result=result.result, status=result.status
+        )
+
+
+for _decision in DECISIONS:
+    _decision_route(_decision)
+for _action in ACTIONS:
+    _action_route(_action)
