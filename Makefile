@@ -18,7 +18,7 @@ tools: $(TOOLS)/.installed
 # pip's own lines, one per package, show progress on a first install (a few minutes).
 PIP_PROGRESS := grep --line-buffered -E '^(Collecting|Successfully installed)' | sed -u 's/^/    /'
 
-$(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt cli/pyproject.toml
 	@echo "==> Installing the service's dependencies into $(VENV) (first run only: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(VENV)/bin/pip install --disable-pip-version-check --progress-bar off \

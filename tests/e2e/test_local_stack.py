@@ -7,7 +7,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,3 +166,59 @@ def test_errors_are_json_over_http(stack: Stack) -> None:
     response = stack.client.post("/runs", content=b"{", headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert json.loads(response.text)["error"]["code"] == "malformed_json"
+
+
+def test_the_command_line_client_watches_a_run_through_its_approval(stack: Stack, tmp_path: Path) -> None:
+    # Given a definition file with a short delay and an approval step
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    definition = tmp_path / "publish.yaml"
+    definition.write_text(
+        f"name: {name}\n"
+        "steps:\n"
+        "  - {id: settle, type: delay, config: {seconds: 1}}\n"
+        "  - {id: review, type: approval, config: {instructions: 'Publish it?'}}\n"
+        "  - {id: publish, type: log, config: {message: 'for {{ inputs.who }}'}}\n"
+    )
+    workflows = str(Path(sys.executable).parent / "workflows")  # installed by `make venv`
+    env = {**os.environ, "WORKFLOWS_URL": stack.base, "WORKFLOWS_API_KEY": API_KEY}
+    env.pop("WORKFLOWS_PROFILE", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([workflows, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    # When it is submitted with --watch, and approved from another command while it watches
+    watch = subprocess.Popen(
+        [workflows, "runs", "submit", str(definition), "--watch", "--input", "who=Ada"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def pending() -> dict[str, Any] | None:
+            listed = cli("approvals", "ls", "--assignee", "me", "--json")
+            assert listed.returncode == 0, listed.stderr
+            mine = [a for a in json.loads(listed.stdout)["approvals"] if a["definition_name"] == name]
+            return mine[0] if mine else None
+
+        approval = _wait_for(pending, timeout=60)
+        assert approval["step_id"] == "review"
+        approved = cli("approve", approval["run_id"], "review", "--comment", "ship it")
+        assert approved.returncode == 0, approved.stderr
+        out, err = watch.communicate(timeout=60)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.communicate()
+
+    # Then the watch follows every step and exits 0 with the run succeeded
+    run_id = approval["run_id"]
+    assert watch.returncode == 0, err
+    assert f"run {run_id} submitted" in out
+    assert "step review waits for approval: Publish it?" in out
+    assert "step review approved by" in out
+    assert f"run {run_id} succeeded" in out
+    run = stack.client.get(f"/runs/{run_id}").json()
+    assert run["status"] == "succeeded"
+    assert run["outputs"]["message"] == "for Ada"
