@@ -10,13 +10,14 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run events test test-fast lint format typecheck cfn-lint build bench docs clean venv tools
+.PHONY: run events test test-fast test-browser browser-deps lint format typecheck cfn-lint build bench docs clean venv tools
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
 
 # pip's own lines, one per package, show progress on a first install (a few minutes).
-PIP_PROGRESS := grep --line-buffered -E '^(Collecting|Successfully installed)' | sed -u 's/^/    /'
+# (grep finds nothing when all is installed already: that is not a failure.)
+PIP_PROGRESS := { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } | sed -u 's/^/    /'
 
 $(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt cli/pyproject.toml
 	@echo "==> Installing the service's dependencies into $(VENV) (first run only: a few minutes)"
@@ -48,6 +49,27 @@ test: lint
 ## test-fast: the edit-test loop, under a minute: everything on the in-memory fakes, no lint
 test-fast: venv
 	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not moto and not e2e"
+
+## browser-deps: what the console's browser tests need: Debian's chromium (apt-get, as root) and
+## Playwright's Python package in $(VENV), which drives that chromium (it downloads no browser)
+browser-deps: $(VENV)/.browser-installed
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "make browser-deps: chromium is missing; as root: apt-get install -y --no-install-recommends chromium" >&2; \
+			exit 1; \
+		fi; \
+		echo "==> Installing Debian's chromium (first run only)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+
+$(VENV)/.browser-installed: requirements-browser.txt $(VENV)/.installed
+	set -o pipefail; $(VENV)/bin/pip install --disable-pip-version-check --progress-bar off \
+		-r requirements-browser.txt | $(PIP_PROGRESS)
+	touch $@
+
+## test-browser: the console in headless Chromium against the local stack (not part of `make test`)
+test-browser: browser-deps
+	WORKFLOWS_BROWSER_TESTS=1 $(PY) -m pytest -p no:xdist -q tests/browser
 
 lint: venv tools
 	$(VENV)/bin/ruff check .

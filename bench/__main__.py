@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import common
 
-SECTIONS = ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll")
+SECTIONS = ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll", "console")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

@@ -306,7 +306,19 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 "-",
             )
         )
-    for name in ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll"):
+    co = r.get("console")
+    if co and "error" not in co:
+        out.append(
+            (
+                f"console: first page KB transferred, gzip / plain ({co['requests']} requests)",
+                f"{_f(co['gzip_bytes'] / 1024, 1)} / {_f(co['plain_bytes'] / 1024, 1)}",
+                f"budget {_f(co['budget_bytes'] / 1024, 0)}",
+                _f(co["ratio_to_budget"], 3),
+                "< 200 KB",
+                _verdict(co["gzip_bytes"] < co["budget_bytes"]),
+            )
+        )
+    for name in ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll", "console"):
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
     return out

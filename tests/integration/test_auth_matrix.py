@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, log_definition, make_fake
 from workflows.api.app import create_app
+from workflows.api.routes import console
 from workflows.domain.dlq import DlqRow
 from workflows.roots.parts import Parts
 
@@ -43,6 +44,11 @@ PUBLIC = "public"
 
 TABLE: dict[tuple[str, str], Any] = {
     ("GET", "/health"): PUBLIC,
+    ("GET", "/me"): ANY,
+    # the console's static files: no data in them, so no credentials
+    ("GET", "/console"): PUBLIC,
+    ("GET", "/console/"): PUBLIC,
+    ("GET", "/console/assets/{version}/{file}"): PUBLIC,
     # runs
     ("POST", "/runs"): ANY,
     ("POST", "/run"): ANY,
@@ -207,6 +213,8 @@ def concrete(path: str, w: World) -> str:
         "{schedule_id}": w.schedule_id,
         "{key_id}": w.key_id,
         "{name}": "TOKEN",
+        "{version}": console.bundle().version,
+        "{file}": "app.js",
     }
     for name, value in values.items():
         path = path.replace(name, value)

@@ -29,6 +29,8 @@ ROUTE_MODULES = (
     "schedules",
     "keys",
     "secrets",
+    "me",
+    "console",
     "definitions",
 )
 # The paths each route module serves (under the prefix), as its routes declare them; a test
@@ -58,6 +60,8 @@ ROUTE_PATHS: dict[str, tuple[str, ...]] = {
     "schedules": ("/schedules", "/schedules/{schedule_id}"),
     "keys": ("/api-keys", "/api-keys/{key_id}"),
     "secrets": ("/secrets", "/secrets/{name}"),
+    "me": ("/me",),
+    "console": ("/console", "/console/", "/console/assets/{version}/{file}"),
     "definitions": (
         "",
         "/validate",

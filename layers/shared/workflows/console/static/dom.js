@@ -1,0 +1,150 @@
+// Building the page from data without ever parsing data as HTML: elements are created one by
+// one and every string becomes a Text node (textContent), never markup. The page's CSP also
+// requires Trusted Types, so handing markup to any HTML sink would throw.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function append(parent, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    if (Array.isArray(child)) append(parent, child);
+    else if (child instanceof Node) parent.appendChild(child);
+    else parent.appendChild(document.createTextNode(String(child)));
+  }
+}
+
+function apply(element, props) {
+  for (const [name, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on") && typeof value === "function") {
+      element.addEventListener(name.slice(2), value);
+    } else if (name === "class") {
+      element.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
+    } else if (name === "dataset") {
+      Object.assign(element.dataset, value);
+    } else if (name === "style" || name.startsWith("on") || /html/i.test(name)) {
+      throw new Error(`refused attribute ${name}`);
+    } else if (value === true) {
+      element.setAttribute(name, "");
+    } else {
+      element.setAttribute(name, String(value));
+    }
+  }
+}
+
+/** An HTML element: h("a", {href: "#/runs", class: "x", onclick: f}, "text", child, ...) */
+export function h(tag, props, ...children) {
+  const element = document.createElement(tag);
+  apply(element, props);
+  append(element, children);
+  return element;
+}
+
+/** An SVG element, the same way. */
+export function s(tag, props, ...children) {
+  const element = document.createElementNS(SVG_NS, tag);
+  apply(element, props);
+  append(element, children);
+  return element;
+}
+
+export function replace(parent, ...children) {
+  parent.replaceChildren();
+  append(parent, children);
+  return parent;
+}
+
+/** A value as indented JSON text. */
+export function json(value, extra) {
+  return h("pre", { class: ["json", extra] }, JSON.stringify(value, null, 2));
+}
+
+/** A class-name-safe token from a server value (status names). */
+export function token(value) {
+  return String(value || "unknown").toLowerCase().replace(/[^a-z0-9_-]/g, "_");
+}
+
+export function badge(status) {
+  return h("span", { class: `badge status-${token(status)}`, dataset: { status: String(status) } }, String(status));
+}
+
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+/** A timestamp in the browser's time zone, to the second; the ISO text is its tooltip. */
+export function when(iso) {
+  if (!iso) return h("span", { class: "muted" }, "-");
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return h("span", null, String(iso));
+  const text = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  return h("time", { datetime: iso, title: iso }, text);
+}
+
+export function duration(ms) {
+  if (ms === null || ms === undefined || Number.isNaN(ms)) return "-";
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  const seconds = ms / 1000;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+export function bytes(size) {
+  if (size < 1024) return `${size} B`;
+  if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KiB`;
+  return `${(size / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+export function shortId(id) {
+  return id ? String(id).slice(0, 8) : "-";
+}
+
+/** A link inside the console (hash routing); parts are path-encoded. */
+export function link(text, ...parts) {
+  return h("a", { href: `#/${parts.map((p) => encodeURIComponent(p)).join("/")}` }, text);
+}
+
+/** A short-lived message in the page's notice area. */
+export function notify(text, kind = "info") {
+  const area = document.getElementById("notice");
+  if (!area) return;
+  replace(area, h("span", { class: `notice-${token(kind)}` }, text));
+  area.hidden = false;
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => {
+    area.hidden = true;
+  }, kind === "error" ? 10000 : 5000);
+}
+
+export function errorBox(error) {
+  const code = error && error.code ? error.code : "error";
+  const message = error && error.message ? error.message : String(error);
+  return h("div", { class: "error-box", role: "alert" }, h("strong", null, code), ": ", message);
+}
+
+/** A button that asks for a second click within a few seconds before it acts. */
+export function confirmButton(label, confirmLabel, action, props = {}) {
+  let armed = null;
+  const button = h("button", {
+    type: "button",
+    ...props,
+    onclick: async () => {
+      if (!armed) {
+        button.textContent = confirmLabel;
+        button.classList.add("armed");
+        armed = setTimeout(() => {
+          armed = null;
+          button.textContent = label;
+          button.classList.remove("armed");
+        }, 4000);
+        return;
+      }
+      clearTimeout(armed);
+      armed = null;
+      button.textContent = label;
+      button.classList.remove("armed");
+      await action();
+    },
+  }, label);
+  return button;
+}
