@@ -198,7 +198,8 @@ def main() -> int:
     print("\n".join(lines), flush=True)
     app = with_receiver(create_app(api_root.parts), WebhookReceiver())
     try:
-        uvicorn.run(app, host=bind, port=port, log_level="warning")
+        # Long-polled event reads hold connections for up to 25 s: Ctrl-C waits 3 s for them, no more.
+        uvicorn.run(app, host=bind, port=port, log_level="warning", timeout_graceful_shutdown=3)
     finally:
         for part in background:
             part.stop()
