@@ -78,7 +78,9 @@ class QueuePoller:
         received = self._sqs.receive_message(
             QueueUrl=self._url,
             MaxNumberOfMessages=self._batch,
-            WaitTimeSeconds=0,
+            # A short long poll: the emulator answers as soon as a message arrives, and an idle
+            # stack does not keep it busy answering empty receives.
+            WaitTimeSeconds=1,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
