@@ -37,7 +37,7 @@ import httpx
 
 from devstack.functions import LAYER
 from devstack.provision import ROOT
-from devstack.sam_local import LOCAL_EVENTS, read_env_file, read_stack_file
+from devstack.sam_local import LOCAL_EVENTS, read_env_file, read_stack_file, write_private
 
 SAMPLES = ROOT / "events"
 STATE_FILE = LOCAL_EVENTS / "state.json"
@@ -161,8 +161,8 @@ def _schedule_event(function: str) -> dict[str, Any]:
 
 def _write(relative: str, event: dict[str, Any]) -> Path:
     path = LOCAL_EVENTS / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(event, indent=2) + "\n")
+    # The API events carry the stack's key: readable by their owner only, as env.json.
+    write_private(path, json.dumps(event, indent=2) + "\n")
     return path
 
 

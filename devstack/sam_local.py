@@ -45,13 +45,18 @@ def function_host(bind_address: str) -> str:
 def write_env_file(environ: Mapping[str, str], *, endpoint: str, path: Path = ENV_FILE) -> Path:
     parameters = {name: environ[name] for name in declared_variables() if name in environ}
     parameters["AWS_ENDPOINT_URL"] = endpoint
-    path.parent.mkdir(parents=True, exist_ok=True)
     # The file holds the stack's API key: readable by its owner only.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"Parameters": parameters}, out, indent=2, sort_keys=True)
-        out.write("\n")
+    write_private(path, json.dumps({"Parameters": parameters}, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` readable by its owner only (an existing file's mode is tightened too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def write_stack_file(*, api: str, aws_endpoint: str, function_base: str, dispatch_dlq_url: str) -> None:

@@ -25,6 +25,7 @@ from devstack.functions import LambdaContext
 from tests.conftest import FakeClock, make_fake
 from workflows.api import deps
 from workflows.api.app import create_app
+from workflows.errors import Unauthenticated
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -38,11 +39,15 @@ class Issuer:
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "key-1"
         self.fetches: list[str] = []
+        self.down = False  # answers 503 to everything, as an identity provider in an outage
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 issuer.fetches.append(self.path)
+                if issuer.down:
+                    self.send_error(503)
+                    return
                 if self.path == "/.well-known/openid-configuration":
                     body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks.json"}
                 elif self.path == "/jwks.json":
@@ -68,7 +73,8 @@ class Issuer:
         jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
         return {**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}
 
-    def token(self, claims: dict[str, Any] | None = None, *, key: Any = None, **header: Any) -> str:
+    def claims(self, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A valid token's claims with `changes` (a None value removes the claim)."""
         now = int(time.time())
         body = {
             "iss": self.url,
@@ -78,9 +84,15 @@ class Issuer:
             "sub": "jill",
             "tenant_id": "t1",
         }
-        body.update(claims or {})
+        body.update(changes or {})
+        return {name: value for name, value in body.items() if value is not None}
+
+    def token(self, changes: dict[str, Any] | None = None, *, key: Any = None, **header: Any) -> str:
         signed: str = jwt.encode(
-            body, key or self.private_key, algorithm="RS256", headers={"kid": self.kid, **header}
+            self.claims(changes),
+            key or self.private_key,
+            algorithm="RS256",
+            headers={"kid": self.kid, **header},
         )
         return signed
 
@@ -173,13 +185,7 @@ def test_a_token_that_does_not_verify_is_refused(issuer: Issuer, parts: Parts, c
 
 @pytest.mark.parametrize("algorithm", ["HS256", "none"])
 def test_symmetric_and_unsigned_tokens_are_refused(issuer: Issuer, parts: Parts, algorithm: str) -> None:
-    claims = {
-        "iss": issuer.url,
-        "aud": AUDIENCE,
-        "exp": int(time.time()) + 300,
-        "sub": "jill",
-        "tenant_id": "t1",
-    }
+    claims = issuer.claims()
     if algorithm == "HS256":
         # "Signed" with the published key's text as an HMAC secret: the key-confusion forgery
         # (built by hand: PyJWT itself refuses to sign so).
@@ -228,3 +234,92 @@ def test_the_lambda_entry_verifies_a_token(issuer: Issuer, parts: Parts) -> None
     event["headers"] = {"authorization": f"Bearer {issuer.token({'roles': ['viewer']})}"}
     response = Mangum(app, lifespan="off")(event, LambdaContext())
     assert response["statusCode"] == 200, response["body"]
+
+
+def test_a_token_whose_algorithm_does_not_suit_its_key_is_refused(issuer: Issuer, parts: Parts) -> None:
+    """An ES256 token naming the issuer's RSA key: refused, not a server error."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    token = jwt.encode(
+        issuer.claims(),
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": issuer.kid},
+    )
+    with _client(parts) as client:
+        response = client.get(f"{P}/runs", headers=_bearer(token))
+    assert response.status_code == 401, response.text
+    assert "does not suit" in response.json()["error"]["message"]
+
+
+class Ticking:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_issuer_that_is_down_answers_503_and_is_asked_once_a_minute(issuer: Issuer) -> None:
+    from workflows.adapters.jwks import JwksTokenVerifier
+    from workflows.errors import DependencyUnavailable
+
+    clock = Ticking()
+    verifier = JwksTokenVerifier(issuer=issuer.url, audiences=(AUDIENCE,), now=clock)
+    issuer.down = True
+    for _ in range(5):
+        with pytest.raises(DependencyUnavailable):
+            verifier.verify(issuer.token())
+        clock.now += 5
+    # One discovery attempt for all five: the next waits for the minute to pass.
+    assert issuer.fetches == ["/.well-known/openid-configuration"]
+    issuer.down = False
+    clock.now += 60
+    assert verifier.verify(issuer.token())["sub"] == "jill"
+    assert len(issuer.fetches) == 3  # discovery again, then the keys
+    # Down again: the keys in hand keep working; unknown key ids are checked once a minute.
+    issuer.down = True
+    for _ in range(5):
+        assert verifier.verify(issuer.token())["sub"] == "jill"
+        with pytest.raises(Unauthenticated):
+            verifier.verify(issuer.token(kid=uuid.uuid4().hex))
+        clock.now += 5
+    assert len(issuer.fetches) == 3
+    clock.now += 60
+    with pytest.raises(Unauthenticated):
+        verifier.verify(issuer.token(kid="rotated"))
+    assert len(issuer.fetches) == 4
+
+
+def test_an_outage_answers_503_through_the_api(issuer: Issuer, parts: Parts) -> None:
+    issuer.down = True
+    with _client(parts) as client:
+        response = client.get(f"{P}/runs", headers=_bearer(issuer.token()))
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert response.json()["error"]["code"] == "dependency_unavailable"
+    assert issuer.url not in response.text  # nothing about the issuer's addresses
+
+
+@pytest.mark.parametrize(
+    "url", ["http://idp.example.com", "ftp://idp.example.com", "https://", "http://10.0.0.1:8080"]
+)
+def test_keys_are_fetched_over_https_only_beyond_loopback(issuer: Issuer, url: str) -> None:
+    from workflows.adapters.jwks import JwksTokenVerifier
+    from workflows.errors import DependencyUnavailable
+
+    asked: list[str] = []
+
+    def fetch(address: str) -> dict[str, Any]:
+        asked.append(address)
+        return {}
+
+    for verifier in (
+        JwksTokenVerifier(issuer=url, audiences=(), fetch=fetch),
+        JwksTokenVerifier(issuer=issuer.url, audiences=(), jwks_url=url, fetch=fetch),
+    ):
+        with pytest.raises(DependencyUnavailable):
+            verifier.verify(issuer.token())
+    assert asked == []  # refused before any request

@@ -470,3 +470,4 @@ def test_a_trailing_slash_is_served_as_the_path_without_it(client: TestClient) -
     cancelled = client.post(f"{BASE}/runs/{run_id}/cancel/", follow_redirects=False)
     assert cancelled.status_code == 200, cancelled.text
     assert client.get(f"{BASE}/nope/", follow_redirects=False).status_code == 404
+    assert client.get(f"{BASE}/runs//", follow_redirects=False).status_code == 404

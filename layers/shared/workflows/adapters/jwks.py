@@ -2,10 +2,14 @@
 
 The keys come from the issuer's JWKS: `jwks_url` when set, else the `jwks_uri` of its OpenID
 discovery document (`<issuer>/.well-known/openid-configuration`), as API Gateway's JWT
-authorizer finds them. They are fetched on the first bearer request and kept for ten minutes; a
-token naming a key id the set lacks refreshes it at most once a minute, so a flood of made-up
-key ids cannot turn into a flood of fetches. Only asymmetric algorithms are accepted (never
-`none` or HMAC, whose "key" would be public).
+authorizer finds them, over https (plain http only to this machine's loopback). They are
+fetched on the first bearer request and kept for ten minutes; a token naming a key id the set
+lacks refreshes it, and so does an expired set, but never more than once a minute whether the
+last fetch worked or not, so neither made-up key ids nor an issuer that is down turn into a
+flood of fetches. While no key can be read the API answers 503 (the issuer is unavailable),
+not 401: the caller's credential was not refused. Only asymmetric algorithms are accepted
+(never `none` or HMAC, whose "key" would be public), and a token's algorithm must suit the
+key its `kid` names.
 
 PyJWT (and cryptography) are imported on the first bearer request only: API-key requests and
 the API's cold start never load them.
@@ -13,14 +17,17 @@ the API's cold start never load them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from workflows.domain.json import JsonValue
-from workflows.errors import Unauthenticated
+from workflows.errors import DependencyUnavailable, Unauthenticated
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 KEYS_TTL_SEC = 600.0
@@ -29,8 +36,31 @@ LEEWAY_SEC = 60
 MAX_TOKEN_CHARS = 8192
 MAX_DOCUMENT_BYTES = 256 * 1024
 FETCH_TIMEOUT_SEC = 5.0
+# Algorithms a key also checks beyond the one PyJWK gives it (an RSA key's default is RS256).
+_COMPATIBLE = {
+    "RS256": ("RS384", "RS512", "PS256", "PS384", "PS512"),
+}
+
+logger = logging.getLogger(__name__)
 
 Fetch = Callable[[str], Mapping[str, Any]]
+
+
+def check_key_url(url: str) -> str:
+    """`url` if keys may be fetched from it: https, or http to loopback only (anyone on the
+    path of a plain-http fetch could swap in keys of their own and forge tokens)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname:
+        host = parts.hostname
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            return url
+    raise ValueError(f"keys are fetched over https only, not from {url!r}")
 
 
 def fetch_json(url: str) -> Mapping[str, Any]:
@@ -71,7 +101,8 @@ class JwksTokenVerifier:
         self._now = now
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # the last fetch that worked
+        self._attempted_at = float("-inf")  # the last fetch, whatever came of it
 
     def verify(self, token: str) -> Mapping[str, JsonValue]:
         import jwt
@@ -86,6 +117,8 @@ class JwksTokenVerifier:
         if algorithm not in ALGORITHMS:
             raise Unauthenticated(f"the bearer token's algorithm {algorithm!r} is not accepted")
         key = self._key(str(header.get("kid") or ""))
+        if key.algorithm_name != algorithm and algorithm not in _COMPATIBLE.get(key.algorithm_name, ()):
+            raise Unauthenticated(f"the bearer token's algorithm {algorithm} does not suit its key")
         try:
             claims: dict[str, JsonValue] = jwt.decode(
                 token,
@@ -96,15 +129,20 @@ class JwksTokenVerifier:
                 leeway=LEEWAY_SEC,
                 options={"require": ["exp", "iss"], "verify_aud": bool(self._audiences)},
             )
-        except jwt.InvalidTokenError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # PyJWTError: a token that does not verify; TypeError/ValueError: a key that cannot
+            # check this token at all. Either way the credential is refused, never a 500.
             raise Unauthenticated(f"the bearer token is not valid: {exc}") from exc
         return claims
 
     def _key(self, kid: str) -> Any:
         with self._lock:
-            age = self._now() - self._fetched_at
-            if age > KEYS_TTL_SEC or (kid not in self._keys and age > UNKNOWN_KID_REFRESH_SEC):
+            now = self._now()
+            stale = now - self._fetched_at > KEYS_TTL_SEC or kid not in self._keys
+            if stale and now - self._attempted_at > UNKNOWN_KID_REFRESH_SEC:
                 self._refresh()
+            if not self._keys:
+                raise DependencyUnavailable("the token issuer's signing keys cannot be read; try again later")
             if kid in self._keys:
                 return self._keys[kid]
             if not kid and len(self._keys) == 1:
@@ -114,21 +152,20 @@ class JwksTokenVerifier:
     def _refresh(self) -> None:
         import jwt
 
+        self._attempted_at = self._now()
         try:
-            url = self._jwks_url or self._discovered_jwks_url()
+            url = check_key_url(self._jwks_url or self._discovered_jwks_url())
             document = self._fetch(url)
             keys = jwt.PyJWKSet.from_dict(dict(document)).keys
-        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
-            # The last good keys stay in use; the next request tries again after the minute.
-            self._fetched_at = self._now() - KEYS_TTL_SEC + UNKNOWN_KID_REFRESH_SEC
-            if self._keys:
-                return
-            raise Unauthenticated(f"the issuer's signing keys cannot be read: {exc}") from exc
+        except (OSError, ValueError, jwt.PyJWTError):
+            # The last good keys stay in use; the next fetch waits for the minute to pass.
+            logger.warning("the token issuer's signing keys could not be read", exc_info=True)
+            return
         self._keys = {str(k.key_id or ""): k for k in keys}
         self._fetched_at = self._now()
 
     def _discovered_jwks_url(self) -> str:
-        document = self._fetch(self._issuer.rstrip("/") + "/.well-known/openid-configuration")
+        document = self._fetch(check_key_url(self._issuer.rstrip("/") + "/.well-known/openid-configuration"))
         url = document.get("jwks_uri")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise ValueError("the issuer's discovery document has no jwks_uri")

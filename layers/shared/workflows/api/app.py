@@ -148,12 +148,15 @@ def _without_trailing_slash(router: Router) -> ASGIApp:
 
     async def default(scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+        # One slash only: `/runs//` is no route (and a relative redirect from it would climb).
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/") and not path.endswith("//"):
             raw_path = scope.get("raw_path")
             stripped = {
                 **scope,
-                "path": path.rstrip("/") or "/",
-                "raw_path": raw_path.rstrip(b"/") if isinstance(raw_path, bytes) else raw_path,
+                "path": path[:-1],
+                "raw_path": raw_path[:-1]
+                if isinstance(raw_path, bytes) and raw_path.endswith(b"/")
+                else raw_path,
             }
             await router.app(stripped, receive, send)
             return

@@ -69,8 +69,8 @@ class DefinitionService:
         one (optimistic concurrency); without, concurrent writers each get their own number.
 
         `draft` holds the fields the caller sent: those of CARRIED_FIELDS it leaves out are the
-        latest version's (send null or an empty value to clear one); name and steps are always
-        the caller's."""
+        latest version's (null clears description, inputs_schema or on_completion_webhook, an
+        empty list or object tags or metadata); name and steps are always the caller's."""
         for _ in range(_VERSION_RACE_TRIES):
             head = self._active_head(principal, workflow_id)
             check_change_definition(principal, head.created_by)
