@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from workflows.domain.run import Run
 
 
+def quorum(request: Mapping[str, Any] | None) -> tuple[int, list[dict[str, str]]]:
+    """A run's approval request: how many approvals it needs and those granted so far (a
+    request recorded before quorums existed needs one)."""
+    request = request or {}
+    granted = [dict(entry) for entry in request.get("approvals") or []]
+    return int(request.get("required_approvals", 1)), granted
+
+
 @dataclass(frozen=True)
 class InboxFilter:
     """Which pending approvals a listing keeps; an approval is kept when ANY rule matches, and
@@ -87,6 +95,7 @@ class PendingApproval:
         definition_name: str,
     ) -> PendingApproval:
         """From a run's `approval` request (requests recorded before quorums need one approval)."""
+        required, granted = quorum(request)
         return cls(
             run_id=run_id,
             tenant_id=tenant_id,
@@ -96,8 +105,8 @@ class PendingApproval:
             step_id=str(request.get("step_id", "")),
             instructions=str(request.get("instructions", "")),
             assignees=list(request.get("assignees") or []),
-            required_approvals=int(request.get("required_approvals", 1)),
-            approvals=[dict(a) for a in request.get("approvals") or []],
+            required_approvals=required,
+            approvals=granted,
             requested_at=str(request.get("requested_at", "")),
             expires_at=request.get("timeout_at"),
         )

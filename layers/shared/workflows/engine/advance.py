@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.approvals import quorum
 from workflows.domain.definition import END, StepSpec, WorkflowDefinition
 from workflows.domain.failures import StepFailed
 from workflows.domain.json import JsonValue
@@ -645,9 +646,8 @@ class Engine:
         changes: dict[str, Any] = {"status": RunStatus.RUNNING, "next_wake_at": None}
         # Approvals short of the quorum do not decide anything: `on_timeout` does, and the
         # output still lists who had approved.
-        request = run.approval or {}
-        approvers = [entry["approver"] for entry in request.get("approvals") or []]
-        required = int(request.get("required_approvals", 1))
+        required, granted = quorum(run.approval)
+        approvers = [entry["approver"] for entry in granted]
         events = [
             NewEvent(
                 event_type=EventType.STEP_TIMEOUT,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain.approvals import quorum
 from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.failures import StepFailed
 from workflows.domain.messages import AdvanceMessage
@@ -108,9 +109,7 @@ class RunControl:
                     details=[{"field": "status", "message": run.status.value}],
                 )
             request = dict(run.approval or {})
-            # Requests recorded before quorums existed need one approval.
-            required = int(request.get("required_approvals", 1))
-            granted: list[dict[str, str]] = list(request.get("approvals") or [])
+            required, granted = quorum(request)
             approvers = [entry["approver"] for entry in granted]
             if decision == "approve" and actor in approvers:
                 # Each approver counts once: a repeat records nothing.
