@@ -52,6 +52,11 @@ def _environment() -> None:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
+def _switched_on(name: str) -> bool:
+    """An on/off setting, on unless it says off (off, 0, false or no)."""
+    return os.environ.get(name, "on").lower() not in {"off", "0", "false", "no"}
+
+
 def _busy_port(host: str, port: int, setting: str) -> str | None:
     with socket.socket() as probe:
         try:
@@ -74,7 +79,7 @@ def main() -> int:
     ):
         if busy:
             sys.exit(busy)
-    workers = os.environ.get("DEVSTACK_WORKERS", "on").lower() not in {"off", "0", "false", "no"}
+    workers = _switched_on("DEVSTACK_WORKERS")
     # Imported after the environment is set: Powertools reads it at import time.
     import boto3
     import uvicorn
@@ -225,7 +230,7 @@ def _start_workers(
 
     dispatcher = load_function("dispatcher")
     handler = dispatcher.handler
-    if os.environ.get("DEVSTACK_ACTIVITY", "on").lower() not in {"off", "0", "false", "no"}:
+    if _switched_on("DEVSTACK_ACTIVITY"):
         from devstack.activity import ActivityPrinter
         from workflows.roots import dispatcher as dispatcher_root
 

@@ -59,7 +59,7 @@ class ActivityPrinter:
             return
         lines = []
         for event in page.events:
-            what = SHOWN[event.event_type]
+            what = SHOWN[event.event_type] + _decided_by(event.event_type, event.payload)
             if event.event_type.startswith("run_"):
                 lines.append(f"  run {run_id[:8]}  {what}{_error(event.payload)}")
             else:
@@ -72,6 +72,18 @@ class ActivityPrinter:
                     self._seen.popitem(last=False)
             if lines:
                 print("\n".join(lines), file=self._out, flush=True)
+
+
+def _decided_by(event_type: str, payload: dict[str, Any]) -> str:
+    """` by alice`; an approval of a step needing several approvers counts: ` by alice (1 of 2)`."""
+    if event_type not in ("approval_granted", "approval_rejected"):
+        return ""
+    text = f" by {payload.get('approver') or 'someone'}"
+    approvals, required = payload.get("approvals"), payload.get("required_approvals")
+    counted = type(approvals) is int and type(required) is int and required > 1
+    if event_type == "approval_granted" and counted:
+        text += f" ({approvals} of {required})"
+    return text
 
 
 def _error(payload: dict[str, Any]) -> str:

@@ -43,8 +43,14 @@ class Unreachable(Exception):
         self.reason = reason
 
 
+# Ids that quoting leaves as they are and a URL resolves away: never a path segment.
+PATH_RESERVED = frozenset({"", ".", ".."})
+
+
 def _segment(value: str) -> str:
     """One path segment: an id the user typed never adds or climbs path levels."""
+    if value in PATH_RESERVED:
+        raise ValueError(f"{value!r} cannot be an id in a URL's path")
     return quote(value, safe="")
 
 

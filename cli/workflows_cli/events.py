@@ -112,8 +112,32 @@ def _error(payload: dict[str, Any]) -> str:
     return ""
 
 
-def _decision(payload: dict[str, Any]) -> str:
+def quorum(payload: dict[str, Any]) -> tuple[int, int] | None:
+    """An approval's (approvals so far, approvals required) when its payload counts them."""
+    approvals, required = payload.get("approvals"), payload.get("required_approvals")
+    if type(approvals) is int and type(required) is int:
+        return approvals, required
+    return None
+
+
+def short_of_quorum(payload: dict[str, Any]) -> bool:
+    """An approval_granted that leaves its step waiting for more approvers."""
+    counted = quorum(payload)
+    return counted is not None and counted[0] < counted[1]
+
+
+def approved_by(payload: dict[str, Any]) -> str:
+    """Who approved, with the count when the step needs several approvers: `by alice (1 of 2)`."""
     text = f"by {payload.get('approver') or 'someone'}"
+    counted = quorum(payload)
+    if counted is not None and counted[1] > 1:
+        text += f" ({counted[0]} of {counted[1]})"
+    return text
+
+
+def _decision(payload: dict[str, Any], *, granted: bool) -> str:
+    # A rejection's count is of the approvals before it: only an approval is "n of m".
+    text = approved_by(payload) if granted else f"by {payload.get('approver') or 'someone'}"
     if payload.get("comment"):
         text += f": {payload['comment']}"
     if payload.get("fields"):
@@ -153,9 +177,9 @@ def describe(event: dict[str, Any]) -> str:
             text += f" (assignees: {', '.join(map(str, payload['assignees']))})"
         return text
     if kind == "approval_granted":
-        return f"step {step} approved {_decision(payload)}"
+        return f"step {step} approved {_decision(payload, granted=True)}"
     if kind == "approval_rejected":
-        return f"step {step} rejected {_decision(payload)}"
+        return f"step {step} rejected {_decision(payload, granted=False)}"
     if kind == "run_paused":
         return f"run paused by {payload.get('actor', '?')}"
     if kind == "run_resumed":

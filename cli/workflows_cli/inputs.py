@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import sys
 import uuid
 from dataclasses import dataclass
@@ -20,14 +22,81 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
 def parse_value(text: str) -> Any:
     """JSON when it parses (`3`, `true`, `null`, `[1, 2]`, `{"a": 1}`, `"quoted"`), else the text.
 
-    `NaN` and `Infinity` stay text: the service refuses them as numbers."""
+    `NaN`, `Infinity` and numbers too large for a float (`1e999`) stay text: JSON has no such
+    numbers."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except ValueError:
         return text
+
+
+def _not_json(value: Any) -> str | None:
+    """Why JSON cannot carry `value` itself (its items are not looked at), or None if it can."""
+    if value is None or isinstance(value, str | bool | int | list | tuple | dict):
+        return None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        if math.isnan(value):
+            return "NaN (.nan) is not a JSON number"
+        return "an infinity (.inf) is not a JSON number"
+    if isinstance(value, set | frozenset):
+        return "a set (!!set) cannot be sent as JSON: write a list"
+    if isinstance(value, bytes):
+        return "binary data (!!binary) cannot be sent as JSON: write it as text (base64, say)"
+    if isinstance(value, datetime.date):
+        return "a timestamp (!!timestamp) cannot be sent as JSON: write it as text"
+    return f"a {type(value).__name__} cannot be sent as JSON"
+
+
+def _not_json_key(key: Any) -> str | None:
+    """Why JSON cannot carry `key` as an object's key: its keys are text, and numbers,
+    booleans and null become theirs; nothing else can."""
+    if key is None or isinstance(key, str | bool | int | float):
+        return _not_json(key)
+    return _not_json(key) or f"a {type(key).__name__} cannot be sent as JSON"
+
+
+def _first_not_json(value: Any, path: str) -> tuple[str, str] | None:
+    """The first (field, why) within `value` JSON cannot carry, depth first."""
+    why = _not_json(value)
+    if why is not None:
+        return path, why
+    if isinstance(value, dict):
+        for key, item in value.items():
+            field = f"{path}.{key}" if path else str(key)
+            why = _not_json_key(key)
+            if why is not None:
+                return field, f"its key: {why}"
+            found = _first_not_json(item, field)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_not_json(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def check_json(value: Any, name: str) -> None:
+    """Refuses, naming the file and the field, a document holding what JSON cannot carry:
+    YAML's sets, binary data, timestamps (unquoted dates are read as text already), .nan and
+    .inf (and the NaN and Infinity Python's JSON reader accepts, which JSON does not allow)."""
+    found = _first_not_json(value, "")
+    if found is not None:
+        field, why = found
+        raise InputError(f"{name}: {field}: {why}" if field else f"{name}: {why}")
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
@@ -75,9 +144,11 @@ def read_document(path: str) -> Any:
 
 
 def read_object(path: str, what: str) -> dict[str, Any]:
+    """A file's object, every value of which JSON can carry."""
     document = read_document(path)
     if not isinstance(document, dict):
         raise InputError(f"{what} {path}: expected an object (a mapping), got {type(document).__name__}")
+    check_json(document, f"{what} {path}")
     return document
 
 

@@ -6,8 +6,9 @@ Exit codes:
   2   with --watch, the run was cancelled, or a person rejected its approval step
   3   the service answered with an error (its code and message are printed)
   4   the service could not be reached (the URL is printed)
-  5   configuration or input problem: no API key, an unknown profile, an unreadable file
-  64  usage: unknown command or option, a missing or malformed argument
+  5   configuration or input problem: no API key, an unknown profile, an unreadable file, a
+      file holding what JSON cannot carry (a YAML set, binary data, .nan, .inf)
+  64  usage: unknown command or option, a missing or malformed argument (an empty, . or .. id)
   130 interrupted (Ctrl-C); a watched run goes on
 """
 
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from workflows_cli import __version__, commands
-from workflows_cli.client import ApiError, Unreachable
+from workflows_cli.client import PATH_RESERVED, ApiError, Unreachable
 from workflows_cli.config import ConfigError
 from workflows_cli.inputs import InputError
 
@@ -58,24 +59,33 @@ def _connection_options(*, top: bool) -> argparse.ArgumentParser:
     return parent
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return whole
 
 
-def _not_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0")
-    return value
+_positive = _at_least(1)
+_not_negative = _at_least(0)
+
+
+def _identifier(text: str) -> str:
+    """An id that goes into the request's path: never empty, `.` or `..`, which would name
+    another route once the URL is resolved."""
+    if not text:
+        raise argparse.ArgumentTypeError("an id cannot be empty")
+    if text in PATH_RESERVED:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an id: it would change the request's path")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--cursor", help="the next page (printed after a full page)")
 
     get = command(runs, "get", commands.runs_get, "show a run")
-    get.add_argument("run", metavar="RUN")
+    get.add_argument("run", metavar="RUN", type=_identifier)
 
     watch = command(runs, "watch", commands.runs_watch, "follow a run until it ends; exit with its outcome")
-    watch.add_argument("run", metavar="RUN")
+    watch.add_argument("run", metavar="RUN", type=_identifier)
 
     for action, text in (
         ("cancel", "cancel a run"),
@@ -152,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("retry", "retry a failed run"),
     ):
         control = command(runs, action, commands.runs_control, text)
-        control.add_argument("run", metavar="RUN")
+        control.add_argument("run", metavar="RUN", type=_identifier)
         control.set_defaults(action=action)
         if action == "retry":
             control.add_argument("--from-step", metavar="STEP", help="the step to start again from")
@@ -160,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- events
     events = group("events", "a run's events")
     tail = command(events, "tail", commands.events_tail, "print a run's events (-f: follow until it ends)")
-    tail.add_argument("run", metavar="RUN")
+    tail.add_argument("run", metavar="RUN", type=_identifier)
     tail.add_argument("-f", "--follow", action="store_true", help="follow new events until the run ends")
     tail.add_argument("--since", type=_not_negative, default=0, help="only events after this event_seq")
     tail.add_argument("--types", metavar="TYPE,...", help="only these event types (comma-separated)")
@@ -174,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for decision in ("approve", "reject"):
         decide = command(groups, decision, commands.decide, f"{decision} a step waiting for approval")
-        decide.add_argument("run", metavar="RUN")
-        decide.add_argument("step", metavar="STEP")
+        decide.add_argument("run", metavar="RUN", type=_identifier)
+        decide.add_argument("step", metavar="STEP", type=_identifier)
         decide.add_argument("--comment", "-m", help="why (stored with the decision)")
         decide.add_argument(
             "--field",
@@ -203,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_ls.add_argument("--limit", type=_positive, default=50, help="rows per page (at most 200)")
     dlq_ls.add_argument("--cursor", help="the next page")
     replay = command(dlq, "replay", commands.dlq_replay, "deliver a DLQ row again now")
-    replay.add_argument("row", metavar="ROW")
+    replay.add_argument("row", metavar="ROW", type=_identifier)
     return parser
 
 

@@ -14,7 +14,16 @@ from rich.table import Table
 from rich.text import Text
 
 from workflows_cli.client import ApiError, Client
-from workflows_cli.events import TERMINAL_EVENTS, TERMINAL_STATUSES, Pacer, describe, outcome_code, pages
+from workflows_cli.events import (
+    TERMINAL_EVENTS,
+    TERMINAL_STATUSES,
+    Pacer,
+    approved_by,
+    describe,
+    outcome_code,
+    pages,
+    short_of_quorum,
+)
 
 STATE_STYLES = {
     "pending": "dim",
@@ -60,6 +69,11 @@ class Progress:
         payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
         assert isinstance(payload, dict)
         step_id = event.get("step_id")
+        if kind == "approval_granted" and short_of_quorum(payload):
+            # One approval of several: the run and its step wait for the rest.
+            if isinstance(step_id, str):
+                self._step(step_id).note = f"approved {approved_by(payload)}"
+            return
         run_states = {
             "run_started": "running",
             "run_paused": "paused",
@@ -101,8 +115,10 @@ class Progress:
             step.note = ""
         elif kind == "waiting_approval":
             step.note = f"workflows approve {self.run_id} {step_id}"
-        elif kind in ("approval_granted", "approval_rejected"):
-            step.note = f"by {payload.get('approver') or '?'}"
+        elif kind == "approval_granted":
+            step.note = approved_by(payload)
+        elif kind == "approval_rejected":
+            step.note = f"by {payload.get('approver') or 'someone'}"
         elif kind in ("step_failed", "step_timeout", "step_retrying"):
             error = payload.get("error")
             step.note = str(error.get("code", "")) if isinstance(error, dict) else ""

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,31 +27,19 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.localstack import ROOT, local_stack, wait_for
+
+# The README's pictures of the console. Each run takes them all; only with
+# WORKFLOWS_SCREENSHOTS=update are they written here, else into the session's temporary directory.
 SCREENSHOTS = ROOT / "docs" / "console"
+UPDATE_SCREENSHOTS = os.environ.get("WORKFLOWS_SCREENSHOTS") == "update"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ENABLED = os.environ.get("WORKFLOWS_BROWSER_TESTS") == "1"
 browser_only = pytest.mark.skipif(
     not ENABLED,
     reason="browser test: `make test-browser` runs it (headless Chromium against the local stack)",
 )
 TENANT = "acme"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.2)
 
 
 @dataclass
@@ -123,61 +109,24 @@ def _create_key(env: dict[str, str], user: str, roles: str) -> str:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not ENABLED:
         pytest.skip("browser tests run with `make test-browser`")
-    port, moto_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "MOTO_PORT": str(moto_port),
+    settings = {
         "WORKFLOWS_AUTH_MODE": "multi_user",
         # The DLQ test decides when a failed delivery is tried again (replay from the page).
         "WORKFLOWS_WEBHOOK_DLQ_ENABLED": "false",
-        "DEVSTACK_VISIBILITY_TIMEOUT": "1",
-        "DEVSTACK_LOCAL_EVENTS": str(tmp_path_factory.mktemp("local-events")),
     }
-    env.pop("AWS_ENDPOINT_URL", None)
-    logs = ROOT / ".pytest_cache"
-    logs.mkdir(exist_ok=True)
-    log = (logs / "browser-stack.log").open("w")
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1/workflows"
-    try:
-
-        def up() -> bool:
-            assert process.poll() is None, (
-                "the local stack exited during start-up (.pytest_cache/browser-stack.log)"
-            )
-            try:
-                return httpx.get(f"{base}/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, 180, "the local stack")
-        key_env = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}"}
+    local_events = tmp_path_factory.mktemp("local-events")
+    with local_stack("browser", local_events, settings, startup_timeout=180) as running:
+        key_env = {**running.env, "AWS_ENDPOINT_URL": running.aws_endpoint}
         keys = {
             "operator": _create_key(key_env, "olivia", "operator"),
             "viewer": _create_key(key_env, "victor", "viewer"),
         }
-        stack = Stack(
-            base=base, origin=f"http://127.0.0.1:{port}", aws_endpoint=key_env["AWS_ENDPOINT_URL"], keys=keys
-        )
-        yield stack
-        for client in stack.clients.values():
-            client.close()
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
+        stack = Stack(base=running.base, origin=running.origin, aws_endpoint=running.aws_endpoint, keys=keys)
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+            yield stack
+        finally:
+            for client in stack.clients.values():
+                client.close()
 
 
 class TrapProxy:
@@ -286,6 +235,7 @@ class Tab:
 
     page: Any
     stack: Stack
+    screenshots: Path
     dialogs: list[str]
     requests: list[str]
     errors: list[str]
@@ -300,13 +250,25 @@ class Tab:
         self.page.evaluate("fragment => { location.hash = fragment; }", fragment)
 
     def screenshot(self, name: str, *, full_page: bool = True) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        """Photographs the page into `screenshots` (docs/console/ when updating them)."""
+        self.screenshots.mkdir(parents=True, exist_ok=True)
         self.page.evaluate("() => window.scrollTo(0, 0)")  # the sticky bar stays on top
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+        path = self.screenshots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
+        image = path.read_bytes()
+        assert image.startswith(PNG_SIGNATURE), f"{path}: not a PNG"
+        assert len(image) > len(PNG_SIGNATURE), f"{path}: an empty PNG"
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the console's screenshots go: docs/console/ with WORKFLOWS_SCREENSHOTS=update (to
+    refresh the README's pictures), else a temporary directory, so a run leaves the tree as it was."""
+    return SCREENSHOTS if UPDATE_SCREENSHOTS else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture
-def tab(stack: Stack, browser: Any) -> Iterator[Tab]:
+def tab(stack: Stack, browser: Any, screenshots: Path) -> Iterator[Tab]:
     context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-GB", timezone_id="UTC")
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -321,7 +283,9 @@ def tab(stack: Stack, browser: Any) -> Iterator[Tab]:
     page.on("dialog", on_dialog)
     page.on("request", lambda request: requests.append(request.url))
     page.on("pageerror", lambda error: errors.append(str(error)))
-    tab = Tab(page=page, stack=stack, dialogs=dialogs, requests=requests, errors=errors)
+    tab = Tab(
+        page=page, stack=stack, screenshots=screenshots, dialogs=dialogs, requests=requests, errors=errors
+    )
     try:
         yield tab
     finally:

@@ -1,6 +1,7 @@
 """The operators' console in headless Chromium, against the local stack (conftest.py).
 
-Each page is exercised as a person uses it, and photographed into docs/console/.
+Each page is exercised as a person uses it, and photographed (into docs/console/ with
+WORKFLOWS_SCREENSHOTS=update).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Stack, Tab, browser_only, free_port, wait_for
+from tests.browser.conftest import Stack, Tab, browser_only
+from tests.localstack import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, browser_only]
 

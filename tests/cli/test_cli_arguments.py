@@ -9,7 +9,15 @@ import pytest
 
 from tests.cli.conftest import Cli
 from workflows_cli.config import DEFAULT_URL, ConfigError, resolve
-from workflows_cli.inputs import InputError, parse_pairs, parse_value, read_document, read_source
+from workflows_cli.events import describe
+from workflows_cli.inputs import (
+    InputError,
+    check_json,
+    parse_pairs,
+    parse_value,
+    read_document,
+    read_source,
+)
 from workflows_cli.main import EXIT_CONFIG, EXIT_USAGE, build_parser
 from workflows_cli.watch import Progress
 
@@ -50,6 +58,56 @@ def test_yaml_definitions_keep_dates_as_text(tmp_path: Path) -> None:
     path.write_text("name: dated\nsteps:\n  - id: a\n    type: log\n    config: {message: 2026-01-01}\n")
     document = read_document(str(path))
     assert document["steps"][0]["config"]["message"] == "2026-01-01"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("!!set {a: null, b: null}", "steps[0].config.message: a set (!!set) cannot be sent as JSON"),
+        ("!!binary aGVsbG8=", "steps[0].config.message: binary data (!!binary) cannot be sent as JSON"),
+        ("!!timestamp 2026-01-01", "steps[0].config.message: a timestamp (!!timestamp) cannot be sent"),
+        (".nan", "steps[0].config.message: NaN (.nan) is not a JSON number"),
+        ("[1, -.inf]", "steps[0].config.message[1]: an infinity (.inf) is not a JSON number"),
+        ("{.inf: x}", "steps[0].config.message.inf: its key: an infinity (.inf) is not a JSON number"),
+    ],
+)
+def test_a_definition_json_cannot_carry_is_refused_naming_the_file_and_field(
+    cli: Cli, tmp_path: Path, value: str, shown: str
+) -> None:
+    path = tmp_path / "def.yaml"
+    path.write_text(f"name: odd\nsteps:\n  - id: a\n    type: log\n    config: {{message: {value}}}\n")
+
+    result = cli("runs", "submit", str(path), env={"WORKFLOWS_API_KEY": "k"})
+
+    assert result.code == EXIT_CONFIG
+    assert f"definition {path}: {shown}" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_inputs_json_cannot_carry_are_refused_naming_the_file_and_field(cli: Cli, tmp_path: Path) -> None:
+    definition = tmp_path / "def.yaml"
+    definition.write_text("name: hello\nsteps: []\n")
+    for name, text in (("inputs.yaml", "ratio: .inf\n"), ("inputs.json", '{"ratio": NaN}')):
+        inputs = tmp_path / name
+        inputs.write_text(text)
+
+        result = cli(
+            "runs", "submit", str(definition), "--inputs-file", str(inputs), env={"WORKFLOWS_API_KEY": "k"}
+        )
+
+        assert result.code == EXIT_CONFIG
+        assert f"--inputs-file {inputs}: ratio: " in result.err
+        assert "is not a JSON number" in result.err
+    with pytest.raises(InputError, match=r"^defs\.json: a\[1\]\.b: a set \(!!set\)"):
+        check_json({"a": [0, {"b": {1, 2}}]}, "defs.json")
+    check_json({"a": [1, 0.5, None, True, "x"], 1: {"b": ()}}, "ok.yaml")
+
+
+def test_numbers_json_has_not_stay_text() -> None:
+    assert parse_value("1e999") == "1e999"
+    assert parse_value("-1e999") == "-1e999"
+    assert parse_value("[1e999]") == "[1e999]"
+    assert parse_value("1e308") == 1e308
 
 
 def test_json_files_get_json_errors_with_the_file_name(tmp_path: Path) -> None:
@@ -161,6 +219,43 @@ def test_progress_shows_each_steps_state_and_keeps_a_decision() -> None:
     progress.apply({"event_type": "approval_granted", "step_id": "review", "payload": {"approver": "ada"}})
     progress.apply({"event_type": "step_completed", "step_id": "review", "payload": {}})
     assert (progress.steps["review"].state, progress.steps["review"].note) == ("approved", "by ada")
+
+
+def test_progress_keeps_a_step_waiting_until_its_quorum_of_approvals() -> None:
+    progress = Progress("r")
+    progress.plan({"steps": [{"id": "review", "type": "approval"}]})
+    progress.apply({"event_type": "run_started", "step_id": None, "payload": {}})
+    progress.apply({"event_type": "step_started", "step_id": "review", "payload": {"step_type": "approval"}})
+    progress.apply({"event_type": "waiting_approval", "step_id": "review", "payload": {}})
+    first = {"approver": "alice", "approvals": 1, "required_approvals": 2}
+
+    progress.apply({"event_type": "approval_granted", "step_id": "review", "payload": first})
+
+    review = progress.steps["review"]
+    assert (progress.run_status, review.state) == ("waiting_approval", "waiting for approval")
+    assert review.note == "approved by alice (1 of 2)"
+    assert describe({"event_type": "approval_granted", "step_id": "review", "payload": first}) == (
+        "step review approved by alice (1 of 2)"
+    )
+
+    second = {"approver": "bob", "approvals": 2, "required_approvals": 2, "comment": "ship it"}
+    progress.apply({"event_type": "approval_granted", "step_id": "review", "payload": second})
+
+    assert (progress.run_status, review.state, review.note) == ("running", "approved", "by bob (2 of 2)")
+    assert describe({"event_type": "approval_granted", "step_id": "review", "payload": second}) == (
+        "step review approved by bob (2 of 2): ship it"
+    )
+
+
+def test_a_single_approval_and_a_rejection_carry_no_count() -> None:
+    one = {"approver": "ada", "approvals": 1, "required_approvals": 1}
+    rejected = {"approver": "carol", "approvals": 1, "required_approvals": 2}
+    assert describe({"event_type": "approval_granted", "step_id": "s", "payload": one}) == (
+        "step s approved by ada"
+    )
+    assert describe({"event_type": "approval_rejected", "step_id": "s", "payload": rejected}) == (
+        "step s rejected by carol"
+    )
 
 
 # ---- settings ---------------------------------------------------------------------------

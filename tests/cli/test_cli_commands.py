@@ -14,7 +14,7 @@ from tests.cli.conftest import Canned, Cli, Service
 from tests.conftest import drain
 from workflows_cli.client import Client
 from workflows_cli.events import MIN_POLL_INTERVAL, Pacer, pages
-from workflows_cli.main import EXIT_API_ERROR, EXIT_UNREACHABLE
+from workflows_cli.main import EXIT_API_ERROR, EXIT_UNREACHABLE, EXIT_USAGE
 
 HELLO = {
     "name": "hello",
@@ -140,6 +140,29 @@ def test_approve_sends_comment_and_typed_fields(on: Cli, service: Service, tmp_p
     assert granted["payload"]["comment"] == "ship it"
     assert granted["payload"]["fields"] == {"channel": "blog", "copies": 2}
     assert on("runs", "watch", run_id).code == 0
+
+
+def test_watch_counts_the_approvals_of_a_two_approver_step(on: Cli, service: Service, tmp_path: Path) -> None:
+    quorum = {"assignees": ["alice", "bob"], "required_approvals": 2, "instructions": "Publish?"}
+    two = {"name": "publish", "steps": [{**REVIEW["steps"][0], "config": quorum}, REVIEW["steps"][1]]}
+    run_id = _submit(on, tmp_path, two)
+    drain(service.parts)
+    service.parts.control.decide("default", run_id, "review", "approve", "alice")
+    assert on("runs", "get", run_id, "--json").json()["status"] == "waiting_approval"
+    service.parts.control.decide("default", run_id, "review", "approve", "bob")
+    drain(service.parts)
+
+    result = on("runs", "watch", run_id)
+
+    assert result.code == 0, result.err
+    lines = [line.split("  ", 1)[1] for line in result.out.splitlines() if "step review" in line]
+    assert lines == [
+        "step review started (approval)",
+        "step review waits for approval: Publish? (assignees: alice, bob)",
+        "step review approved by alice (1 of 2)",
+        "step review approved by bob (2 of 2)",
+        "step review completed",
+    ]
 
 
 def test_retry_from_a_step(on: Cli, service: Service, tmp_path: Path) -> None:
@@ -431,3 +454,31 @@ def test_ids_stay_one_path_segment(cli: Cli, canned: Canned, run_id: str) -> Non
     cli("runs", "get", run_id, env={"WORKFLOWS_URL": canned.url, "WORKFLOWS_API_KEY": "k"})
 
     assert canned.requests[0]["path"] == "/api/v1/workflows/runs/" + run_id.replace("/", "%2F")
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["runs", "get", ".."], "argument RUN: '..' is not an id"),
+        (["runs", "watch", "."], "argument RUN: '.' is not an id"),
+        (["events", "tail", ""], "argument RUN: an id cannot be empty"),
+        (["approve", "R", ".."], "argument STEP: '..' is not an id"),
+        (["dlq", "replay", ".."], "argument ROW: '..' is not an id"),
+    ],
+)
+def test_ids_a_url_would_resolve_away_are_usage_errors(
+    cli: Cli, canned: Canned, argv: list[str], shown: str
+) -> None:
+    result = cli(*argv, env={"WORKFLOWS_URL": canned.url, "WORKFLOWS_API_KEY": "k"})
+
+    assert result.code == EXIT_USAGE
+    assert shown in result.err
+    assert canned.requests == []  # nothing was sent, least of all to another route
+
+
+def test_the_client_refuses_to_put_such_ids_in_a_path() -> None:
+    with (
+        Client("http://127.0.0.1:9/api/v1/workflows", "k") as client,
+        pytest.raises(ValueError, match="cannot be an id"),
+    ):
+        client.run("..")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,16 +16,10 @@ import boto3
 import httpx
 import pytest
 
+from tests.localstack import local_stack, wait_for
+
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-key-5f2b9c"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -40,60 +31,13 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port, moto_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "MOTO_PORT": str(moto_port),
-        "WORKFLOWS_API_KEY": API_KEY,
-        "DEVSTACK_VISIBILITY_TIMEOUT": "1",
-        # This stack's sam local files, away from those of a stack the developer runs.
-        "DEVSTACK_LOCAL_EVENTS": str(tmp_path_factory.mktemp("local-events")),
-    }
-    env.pop("AWS_ENDPOINT_URL", None)
-    log = (ROOT / ".pytest_cache" / "e2e-stack.log").open("w") if (ROOT / ".pytest_cache").exists() else None
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=log or subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1/workflows"
-    client = httpx.Client(base_url=base, headers={"X-API-KEY": API_KEY}, timeout=10)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, "the local stack exited during start-up"
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the local stack did not come up within 120 s"
-            time.sleep(0.25)
-        yield Stack(base=base, aws_endpoint=f"http://127.0.0.1:{moto_port}", client=client)
-    finally:
-        client.close()
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        if log:
-            log.close()
-
-
-def _wait_for(predicate: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
+    local_events = tmp_path_factory.mktemp("local-events")
+    settings = {"WORKFLOWS_API_KEY": API_KEY}
+    with (
+        local_stack("e2e", local_events, settings, startup_timeout=120) as running,
+        httpx.Client(base_url=running.base, headers={"X-API-KEY": API_KEY}, timeout=10) as client,
+    ):
+        yield Stack(base=running.base, aws_endpoint=running.aws_endpoint, client=client)
 
 
 def test_log_workflow_runs_over_http(stack: Stack) -> None:
@@ -109,7 +53,7 @@ def test_log_workflow_runs_over_http(stack: Stack) -> None:
         run: dict[str, Any] = stack.client.get(f"/runs/{run_id}").json()
         return run if run["status"] in ("succeeded", "failed") else None
 
-    run = _wait_for(finished)
+    run = wait_for(finished)
     assert run["status"] == "succeeded"
     assert run["outputs"]["message"] == "Hello Ada"
     events = stack.client.get(f"/runs/{run_id}/events").json()["events"]
@@ -139,7 +83,7 @@ def test_dead_lettered_messages_are_consumed_and_their_runs_fail(stack: Stack) -
                 return False
         return True
 
-    _wait_for(both_queues_empty, timeout=90)
+    wait_for(both_queues_empty, timeout=90)
 
     # A run's kick that lands in the dead-letter queue fails the run, with the message's id.
     definition = {"name": "parked", "steps": [{"id": "wait", "type": "delay", "config": {"seconds": 600}}]}
@@ -149,7 +93,7 @@ def test_dead_lettered_messages_are_consumed_and_their_runs_fail(stack: Stack) -
         run: dict[str, Any] = stack.client.get(f"/runs/{run_id}").json()
         return run if run["current_step_id"] == "wait" and run["status"] == "running" else None
 
-    _wait_for(waiting, timeout=60)
+    wait_for(waiting, timeout=60)
     body = json.dumps({"v": 1, "kind": "advance", "tenant_id": "default", "run_id": run_id, "version": 1})
     message_id = sqs.send_message(QueueUrl=dead, MessageBody=body)["MessageId"]
 
@@ -157,7 +101,7 @@ def test_dead_lettered_messages_are_consumed_and_their_runs_fail(stack: Stack) -
         run: dict[str, Any] = stack.client.get(f"/runs/{run_id}").json()
         return run if run["status"] == "failed" else None
 
-    run = _wait_for(failed, timeout=60)
+    run = wait_for(failed, timeout=60)
     assert run["error"]["code"] == "internal_error"
     assert run["error"]["correlation_id"] == message_id
 
@@ -202,7 +146,7 @@ def test_the_command_line_client_watches_a_run_through_its_approval(stack: Stack
             mine = [a for a in json.loads(listed.stdout)["approvals"] if a["definition_name"] == name]
             return mine[0] if mine else None
 
-        approval = _wait_for(pending, timeout=60)
+        approval = wait_for(pending, timeout=60)
         assert approval["step_id"] == "review"
         approved = cli("approve", approval["run_id"], "review", "--comment", "ship it")
         assert approved.returncode == 0, approved.stderr

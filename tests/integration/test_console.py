@@ -167,11 +167,20 @@ def test_other_paths_never_build_the_console_routes() -> None:
     assert route_modules_for(f"{PREFIX}/me") == ("me",)
 
 
-def test_static_files_are_gzip_worthy() -> None:
-    # A sanity check on what is served compressed: it decompresses to the file itself
+def test_every_console_file_is_sent_gzipped_and_smaller(anonymous: TestClient) -> None:
     bundle = console.bundle()
-    for name, asset in bundle.assets.items():
-        assert gzip.decompress(asset.gzipped) == asset.body, name
+    urls = [CONSOLE, *(f"{CONSOLE}assets/{bundle.version}/{name}" for name in bundle.assets)]
+    page = anonymous.get(CONSOLE, headers={"Accept-Encoding": "identity"}).text
+    assert {CONSOLE + asset for asset in asset_urls(page)} <= set(urls)
+    for url in urls:
+        plain = anonymous.get(url, headers={"Accept-Encoding": "identity"}).content
+        # The bytes as they travel (httpx would decode them): compressed, and the file once inflated
+        with anonymous.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.status_code == 200, url
+            assert response.headers["content-encoding"] == "gzip", url
+            sent = b"".join(response.iter_raw())
+        assert len(sent) < len(plain), url
+        assert gzip.decompress(sent) == plain, url
 
 
 # ---- GET /me ---------------------------------------------------------------------------

@@ -45,3 +45,44 @@ def test_each_dispatch_prints_what_it_did_once(client: TestClient, container: Pa
         f"  run {short}  step boom failed (template_error)",
         f"  run {short}  failed (template_error)",
     ]
+
+
+def test_each_approval_of_a_quorum_says_how_far_it_is(client: TestClient, container: Parts) -> None:
+    definition = {
+        "name": "two approvers",
+        "steps": [
+            {
+                "id": "review",
+                "type": "approval",
+                "config": {"assignees": ["alice", "bob"], "required_approvals": 2},
+            },
+            {"id": "after", "type": "log", "config": {"message": "done"}},
+        ],
+    }
+    run_id = client.post(f"{BASE}/runs", json={"definition": definition}).json()["run_id"]
+    out = io.StringIO()
+    printer = ActivityPrinter(container.runs, out=out)
+
+    def dispatch(event: dict[str, Any], context: Any) -> None:
+        for message in container.queue.receive():
+            container.engine.process(message)
+
+    handler = printer.around(dispatch)
+    body = _sqs_event([json.dumps({"tenant_id": "default", "run_id": run_id})])
+    handler(body, None)
+    container.control.decide("default", run_id, "review", "approve", "alice")
+    handler(body, None)  # the first approval alone: the run still waits
+    assert container.runs.get("default", run_id).status.value == "waiting_approval"
+    container.control.decide("default", run_id, "review", "approve", "bob")
+    while container.runs.get("default", run_id).status.value != "succeeded":
+        handler(body, None)
+
+    short = run_id[:8]
+    assert out.getvalue().splitlines() == [
+        f"  run {short}  step review waits for approval",
+        f"  run {short}  step review approved by alice (1 of 2)",
+        f"  run {short}  step review approved by bob (2 of 2)",
+        f"  run {short}  step review completed",
+        f"  run {short}  step after completed",
+        f"  run {short}  succeeded",
+    ]

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import Field, create_model
 
 from tests.conftest import FakeClock, drain
-from workflows.domain.definition import RetryPolicy, StepSpec, WorkflowDefinition
+from workflows.domain.definition import RetryPolicy, StepSpec
 from workflows.roots.parts import Parts
 from workflows.steps import reference
 from workflows.steps.log import LogConfig
@@ -136,8 +136,3 @@ def test_the_approval_example_runs(client: TestClient, container: Parts) -> None
     run = client.get(f"{BASE}/runs/{run['run_id']}").json()
     assert run["status"] == "succeeded"
     assert run["outputs"]["message"] == "approved by admin: fine"
-
-
-def test_each_example_definition_parses_as_a_workflow_definition() -> None:
-    for guide in reference.GUIDES:
-        WorkflowDefinition.model_validate(guide.example["definition"])
