@@ -23,7 +23,6 @@ What the events name is kept in events/local/state.json for `check`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import sys
@@ -38,6 +37,7 @@ import httpx
 from devstack.functions import LAYER
 from devstack.provision import ROOT
 from devstack.sam_local import LOCAL_EVENTS, read_env_file, read_stack_file, write_private
+from devstack.workers import sqs_event
 
 SAMPLES = ROOT / "events"
 STATE_FILE = LOCAL_EVENTS / "state.json"
@@ -103,21 +103,8 @@ class Stack:
         return arn
 
     def sqs_event(self, message: dict[str, Any], queue_url: str) -> dict[str, Any]:
-        return {
-            "Records": [
-                {
-                    "messageId": message["MessageId"],
-                    "receiptHandle": message["ReceiptHandle"],
-                    "body": message["Body"],
-                    "attributes": message.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": hashlib.md5(message["Body"].encode(), usedforsecurity=False).hexdigest(),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue_arn(queue_url),
-                    "awsRegion": REGION,
-                }
-            ]
-        }
+        """The message as Lambda's SQS event source delivers it (devstack.workers builds it)."""
+        return sqs_event([message], self.queue_arn(queue_url), REGION)
 
     def due_dlq_row(self, run_id: str) -> dict[str, str]:
         """A webhook that failed once and is due now, addressed to the stack's receiver."""
@@ -235,6 +222,9 @@ def check() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The local emulator takes any credentials; these, as `make run` uses, unless some are set.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
     args = sys.argv[1:] if argv is None else argv
     if args == ["check"]:
         return check()
