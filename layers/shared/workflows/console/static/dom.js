@@ -148,3 +148,24 @@ export function confirmButton(label, confirmLabel, action, props = {}) {
   }, label);
   return button;
 }
+
+/** An approve/reject body from its comment and fields boxes, or null (and a notice) when the
+ * fields are not a JSON object. */
+export function decisionBody(commentBox, fieldsBox) {
+  let fields = {};
+  if (fieldsBox.value.trim()) {
+    try {
+      fields = JSON.parse(fieldsBox.value);
+    } catch {
+      notify("fields: not JSON", "error");
+      return null;
+    }
+    if (!fields || typeof fields !== "object" || Array.isArray(fields)) {
+      notify("fields: must be a JSON object", "error");
+      return null;
+    }
+  }
+  const body = { fields };
+  if (commentBox.value.trim()) body.comment = commentBox.value;
+  return body;
+}

@@ -2,7 +2,7 @@
 // with approve and reject.
 
 import { api, isAbort, sleep } from "./api.js";
-import { errorBox, h, link, notify, replace, shortId, when } from "./dom.js";
+import { decisionBody, errorBox, h, link, notify, replace, shortId, when } from "./dom.js";
 
 const REFRESH_MS = 10000;
 
@@ -63,21 +63,8 @@ export function render(main, params, ctx) {
   }
 
   async function decide(item, decision, commentBox, fieldsBox) {
-    let fields = {};
-    if (fieldsBox.value.trim()) {
-      try {
-        fields = JSON.parse(fieldsBox.value);
-      } catch {
-        notify("fields: not JSON", "error");
-        return;
-      }
-      if (!fields || typeof fields !== "object" || Array.isArray(fields)) {
-        notify("fields: must be a JSON object", "error");
-        return;
-      }
-    }
-    const body = { fields };
-    if (commentBox.value.trim()) body.comment = commentBox.value;
+    const body = decisionBody(commentBox, fieldsBox);
+    if (!body) return;
     const path = `runs/${encodeURIComponent(item.run_id)}/steps/${encodeURIComponent(item.step_id)}/${decision}`;
     try {
       const result = await api(path, { method: "POST", body, signal });

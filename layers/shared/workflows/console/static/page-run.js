@@ -2,7 +2,7 @@
 // state allows, and its events, followed live through the long-polled events route.
 
 import { api, apiBlob, isAbort, sleep } from "./api.js";
-import { badge, bytes, confirmButton, duration, errorBox, h, json, link, notify, replace, shortId, when } from "./dom.js";
+import { badge, bytes, confirmButton, decisionBody, duration, errorBox, h, json, link, notify, replace, shortId, when } from "./dom.js";
 import { renderGraph, routes, stepStates, takenEdges } from "./graph.js";
 
 const CONTROL = "workflows.runs.control";
@@ -352,21 +352,8 @@ export function render(main, params, ctx) {
   }
 
   async function decide(decision, commentBox, fieldsBox) {
-    let fields = {};
-    if (fieldsBox.value.trim()) {
-      try {
-        fields = JSON.parse(fieldsBox.value);
-      } catch {
-        notify("fields: not JSON", "error");
-        return;
-      }
-      if (!fields || typeof fields !== "object" || Array.isArray(fields)) {
-        notify("fields: must be a JSON object", "error");
-        return;
-      }
-    }
-    const body = { fields };
-    if (commentBox.value.trim()) body.comment = commentBox.value;
+    const body = decisionBody(commentBox, fieldsBox);
+    if (!body) return;
     const step = encodeURIComponent(run.current_step_id);
     try {
       const result = await api(`runs/${encodeURIComponent(runId)}/steps/${step}/${decision}`, { method: "POST", body, signal });
