@@ -14,7 +14,18 @@ from typing import Any
 
 from bench import common
 
-SECTIONS = ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll", "console")
+SECTIONS = (
+    "cost",
+    "cold_start",
+    "paging",
+    "engine",
+    "api",
+    "load",
+    "sweep",
+    "longpoll",
+    "console",
+    "fairness",
+)
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

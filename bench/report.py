@@ -318,9 +318,96 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 _verdict(co["gzip_bytes"] < co["budget_bytes"]),
             )
         )
-    for name in ("cost", "cold_start", "paging", "engine", "api", "load", "sweep", "longpoll", "console"):
+    fa = r.get("fairness")
+    if fa and "error" not in fa:
+        out += _fairness_rows(fa)
+    sections = (
+        "cost",
+        "cold_start",
+        "paging",
+        "engine",
+        "api",
+        "load",
+        "sweep",
+        "longpoll",
+        "console",
+        "fairness",
+    )
+    for name in sections:
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
+    return out
+
+
+_FAIRNESS_ORDER = ("baseline", "hanging_webhooks", "flood", "dlq")
+_FAIRNESS_FIGURES = (
+    ("b_run_p50_s", "b_run_p95_s", "B one-step run, submit to end, p50 / p95 s"),
+    ("b_list_p50_s", "b_list_p95_s", "B GET /runs, p50 / p95 s"),
+    (None, "b_dlq_delivery_s", "B DLQ row, due to delivered s"),
+)
+
+
+def _tenant_a_load(name: str, s: dict[str, Any], fa: dict[str, Any]) -> str | None:
+    if name == "hanging_webhooks":
+        return (
+            f"{_f(s.get('a_hanging_at_b_start'))} of {fa['hanging_runs']} webhook calls held at B's start, "
+            f"{_f(s.get('a_webhook_requests'))} in all"
+        )
+    if name == "flood":
+        return (
+            f"{_f(s.get('a_ended_at_b_end'))} of {_f(s.get('a_submitted'))} runs ended when B finished "
+            f"({_f(s.get('a_ended_at_b_start'))} at its start)"
+        )
+    if name == "dlq":
+        return (
+            f"{_f(s.get('a_dlq_rows_at_b_start'))} rows due at B's start, "
+            f"{_f(s.get('a_dlq_requests'))} deliveries held, "
+            f"{_f(s.get('a_dlq_requests_while_b_waited'))} of them while B's row waited"
+        )
+    return None
+
+
+def _fairness_rows(fa: dict[str, Any]) -> list[Row]:
+    """Each scenario's figures for tenant B beside B alone; `>=` marks a lower bound (it had not
+    finished when the scenario's time ran out)."""
+    out: list[Row] = []
+    scenarios = fa["scenarios"]
+    base = scenarios.get("baseline", {})
+    order = [n for n in _FAIRNESS_ORDER if n in scenarios] + sorted(set(scenarios) - set(_FAIRNESS_ORDER))
+    for name in order:
+        s = scenarios[name]
+        if set(s) <= {"error", "seconds"}:
+            out.append((f"fairness: {name}: FAILED", str(s.get("error", ""))[:60], "-", "-", "-", "-"))
+            continue
+        for p50_key, p95_key, label in _FAIRNESS_FIGURES:
+            if s.get(p95_key) is None:
+                continue
+            digits = 3 if p95_key == "b_list_p95_s" else 2
+            bound = ">= " if s.get(f"{p95_key}_lower_bound") else ""
+            value = f"{bound}{_f(s[p95_key], digits)}"
+            if p50_key is not None:
+                # Every percentile of values some of which are lower bounds is a lower bound.
+                value = f"{bound}{_f(s.get(p50_key), digits)} / {value}"
+            if name == "baseline":
+                out.append((f"fairness: baseline: {label}", value, "B alone", "-", "-", "-"))
+                continue
+            delta = s.get(f"{p95_key}_delta")
+            p95 = "p95 " if p50_key is not None else ""
+            out.append(
+                (
+                    f"fairness: {name}: {label}",
+                    value,
+                    f"alone {p95}{_f(base.get(p95_key), digits)}",
+                    "-" if delta is None else f"{bound}{delta:+.{digits}f} s",
+                    f"{p95}<= alone + {fa['target_delta_seconds']:.0f} s",
+                    _verdict(s.get(f"{p95_key}_met")),
+                )
+            )
+        load = _tenant_a_load(name, s, fa)
+        if load:
+            out.append((f"fairness: {name}: tenant A's load", load, "-", "-", "(info)", "-"))
+        if "error" in s:
+            out.append((f"fairness: {name}: incomplete", s["error"][:60], "-", "-", "-", "-"))
     return out
 
 

@@ -18,7 +18,8 @@ the embedded server), LOG_LEVEL (WARNING), DEVSTACK_WORKERS (on; off: no dispatc
 workers or schedules, so an invoked function is the one that does the work), DEVSTACK_ACTIVITY
 (on: a line per step outcome and run ending; off),
 DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried),
-DEVSTACK_DISPATCHERS (4: concurrent dispatcher invocations).
+DEVSTACK_DISPATCHERS (4: concurrent dispatcher invocations; calls out in flight are kept below it),
+WORKFLOWS_TENANT_STEPS_PER_SEC (10 in multi_user mode: each tenant's step rate here).
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ def main() -> int:
     os.environ.setdefault(
         "WORKFLOWS_SWEEP_GRACE_SEC", str(int(os.environ["WORKFLOWS_DISPATCH_VISIBILITY_TIMEOUT_SEC"]) + 150)
     )
+    # Fair shares (docs/architecture.md): the same design as deployed, sized for this machine.
+    # Slow calls never hold every dispatcher poller; with tenants (multi_user), each has a step
+    # rate well inside what the machine runs, so one tenant's flood leaves room for the others.
+    dispatchers = max(1, int(os.environ.get("DEVSTACK_DISPATCHERS", "4")))
+    os.environ.setdefault("WORKFLOWS_CALLS_IN_FLIGHT", str(max(1, dispatchers - 1)))
+    os.environ.setdefault("WORKFLOWS_TENANT_CALLS_IN_FLIGHT", str(max(1, dispatchers // 2)))
+    os.environ.setdefault("WORKFLOWS_CALL_RECHECK_SEC", "2")
+    if os.environ.get("WORKFLOWS_AUTH_MODE") == "multi_user":
+        os.environ.setdefault("WORKFLOWS_TENANT_STEPS_PER_SEC", "10")
+        os.environ.setdefault("WORKFLOWS_TENANT_STEPS_BURST", "20")
     # Local receivers: webhooks may reach this machine (and only it, among private addresses).
     os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWLIST", "127.0.0.1,localhost,host.docker.internal")
     os.environ.setdefault("WORKFLOWS_WEBHOOK_ALLOWED_PORTS", "*")
@@ -260,7 +271,12 @@ def _start_workers(
     if os.environ.get("WORKFLOWS_WEBHOOK_DLQ_ENABLED", "true").lower() == "true":
         parts.append(
             Scheduler(
-                load_function("dlq_retry").handler, period=60.0, name="DlqRetryFunction", on_error=report
+                load_function("dlq_retry").handler,
+                period=60.0,
+                # The template's timeout: each invocation's passes reach into the next minute's.
+                timeout=80.0,
+                name="DlqRetryFunction",
+                on_error=report,
             )
         )
     # SweeperFunction's schedule (5 minutes deployed; sooner here, for a grace of minutes).

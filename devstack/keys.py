@@ -23,6 +23,8 @@ from typing import Any
 from devstack.functions import LAYER
 
 LOCAL_STACK = "workflows-local"
+# The API's bound on `expires_in_days` (POST /api-keys): ten years.
+MAX_EXPIRES_DAYS = 3650
 
 
 def _table_name(cloudformation: Any, stack: str) -> str:
@@ -39,14 +41,27 @@ def _identifier(kind: str) -> Any:
     def check(value: str) -> str:
         if str(LAYER) not in sys.path:
             sys.path.insert(0, str(LAYER))
-        from workflows.domain.ids import InvalidIdentifier, check_tenant_id, check_user_id
+        from workflows.domain.ids import InvalidIdentifier, check_caller_user_id, check_tenant_id
 
         try:
-            return (check_tenant_id if kind == "tenant" else check_user_id)(value)
+            return (check_tenant_id if kind == "tenant" else check_caller_user_id)(value)
         except InvalidIdentifier as exc:
             raise argparse.ArgumentTypeError(str(exc)) from exc
 
     return check
+
+
+def _days(value: str) -> int:
+    """An argparse type: a key's lifetime in days, as bounded as the API's `expires_in_days`."""
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of days") from None
+    if not 1 <= days <= MAX_EXPIRES_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{days}: a key expires 1 to {MAX_EXPIRES_DAYS} days from now (omit it for never)"
+        )
+    return days
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True, type=_identifier("tenant"))
     create.add_argument("--user", required=True, type=_identifier("user"))
     create.add_argument("--roles", required=True, help="comma-separated, e.g. admin or viewer,operator")
-    create.add_argument("--expires-days", type=int, default=None)
+    create.add_argument(
+        "--expires-days", type=_days, default=None, help=f"1 to {MAX_EXPIRES_DAYS}; default: never"
+    )
     create.add_argument("--name", default=None, help="a label for humans")
     listing = commands.add_parser("list", help="the tenant's keys (never the keys themselves)")
     listing.add_argument("--tenant", required=True, type=_identifier("tenant"))

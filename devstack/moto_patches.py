@@ -1,4 +1,6 @@
-"""Make moto's TransactWriteItems cost what the transaction touches, not what the table holds.
+"""Two patches to the emulator: DynamoDB transactions at their real cost, and SQS fair queues.
+
+## TransactWriteItems costs what the transaction touches, not what the table holds
 
 moto 5 backs up every table a transaction names with `copy.deepcopy(table)` (once per item in
 the transaction) so it can roll back on a cancelled transaction. Each transaction then costs
@@ -12,6 +14,15 @@ with it (2026-11-28).
 
 Only sound where DynamoDB requests do not interleave: the local stack serialises them
 (devstack.moto_server) and the tests wrap their client the same way.
+
+## Standard queues deliver fairly between message groups (SQS fair queues)
+
+On AWS a standard queue whose messages carry a `MessageGroupId` is a fair queue: while one group
+(here: one tenant, adapters/queue.py) has a backlog, the other groups' messages are delivered
+first. moto accepts the group id on a standard queue but delivers oldest first, so one tenant's
+flood would sit in front of everyone else's kicks on the local stack and nowhere else. This
+orders a standard queue's visible messages the fair way: groups with fewer messages in flight
+first, then one message of each group in turn, each group's messages oldest first.
 """
 
 from __future__ import annotations
@@ -19,11 +30,13 @@ from __future__ import annotations
 import copy
 import types
 from collections.abc import Callable
+from itertools import zip_longest
 from typing import Any
 
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.sqs.models import Queue
 
 _ORIGINAL: Callable[[DynamoDBBackend, list[dict[str, Any]]], None] = DynamoDBBackend.transact_write_items
 
@@ -81,10 +94,31 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
         raise
 
 
+_VISIBLE: Any = Queue.messages
+
+
+def _fair_messages(queue: Any) -> list[Any]:
+    visible: list[Any] = _VISIBLE.fget(queue)
+    if queue.fifo_queue or len(visible) < 2:
+        return visible
+    in_flight: dict[str | None, int] = {}
+    for message in queue.pending_messages:
+        if not message.visible:
+            in_flight[message.group_id] = in_flight.get(message.group_id, 0) + 1
+    groups: dict[str | None, list[Any]] = {}
+    for message in visible:
+        groups.setdefault(message.group_id, []).append(message)
+    if len(groups) < 2:
+        return visible
+    turns = sorted(groups.values(), key=lambda messages: in_flight.get(messages[0].group_id, 0))
+    return [message for turn in zip_longest(*turns) for message in turn if message is not None]
+
+
 def install() -> None:
-    """Idempotent: patch moto's DynamoDB backend in this process."""
+    """Idempotent: patch moto's DynamoDB backend and SQS queues in this process."""
     if DynamoDBBackend.transact_write_items is _transact_write_items:
         return
+    Queue.messages = property(_fair_messages)  # type: ignore[assignment,method-assign]
     shim = types.SimpleNamespace(**{name: getattr(copy, name) for name in ("copy", "deepcopy")})
     shim.deepcopy = _deepcopy_except_tables
     dynamodb_models.copy = shim  # type: ignore[assignment,attr-defined]

@@ -4,7 +4,9 @@
   hands them to the dispatcher's handler as an SQS event, and deletes the records the handler
   did not report as failed. Failed records come back after the visibility timeout, and moto
   moves them to the dead-letter queue after the redrive policy's receive count.
-- `Scheduler` is the EventBridge schedule: it invokes a handler every `period` seconds.
+- `Scheduler` is the EventBridge schedule: it invokes a handler every `period` seconds, each
+  invocation on its own thread with a Lambda time limit of `timeout` seconds, so an invocation
+  that outlasts the period overlaps the next one, as on AWS.
 """
 
 from __future__ import annotations
@@ -117,10 +119,12 @@ class Scheduler:
         *,
         period: float,
         name: str,
+        timeout: float | None = None,
         on_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self._handler = handler
         self._period = period
+        self._timeout = timeout or period
         self._name = name
         self._on_error = on_error
         self._stop = threading.Event()
@@ -146,10 +150,11 @@ class Scheduler:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "detail": {},
             }
-            try:
-                self._handler(
-                    event, LambdaContext(function_name=self._name, timeout_ms=int(self._period * 1000))
-                )
-            except Exception as exc:  # noqa: BLE001 - the schedule fires again regardless, as on AWS
-                self._on_error(exc)
+            threading.Thread(target=self._invoke, args=(event,), name=self._name, daemon=True).start()
             self._stop.wait(max(0.0, self._period - (time.monotonic() - started)))
+
+    def _invoke(self, event: dict[str, Any]) -> None:
+        try:
+            self._handler(event, LambdaContext(function_name=self._name, timeout_ms=int(self._timeout * 1000)))
+        except Exception as exc:  # noqa: BLE001 - the schedule fires again regardless, as on AWS
+            self._on_error(exc)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from workflows.adapters.dlq import FORGET_MARGIN_SEC
 from workflows.adapters.dynamo import MAX_ITEM_BYTES
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.api_keys import ApiKeyRecord
@@ -30,16 +31,17 @@ from workflows.domain.corpus import CorpusDocument
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.dlq import DlqRow, truncate_error
 from workflows.domain.idempotency import COMPLETED, IN_PROGRESS, Claim, IdempotencyRecord
-from workflows.domain.ids import check_tenant_id, check_user_id, key_digest
+from workflows.domain.ids import check_caller_user_id, check_tenant_id, key_digest
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.outputs import S3_OUTPUT_BYTES, encode, latest_output, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.quotas import WindowCount
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent, RunStatus
 from workflows.domain.schedules import Schedule
-from workflows.domain.secret_refs import SecretUnavailable
+from workflows.domain.secret_refs import Secret, SecretInfo, SecretUnavailable, pack, unpack
 from workflows.domain.workflows import ACTIVE, DELETED, WorkflowHead, WorkflowVersion
 from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
+from workflows.ports import DlqStore
 from workflows.roots.parts import Parts
 from workflows.settings import Settings
 
@@ -555,26 +557,62 @@ class FakeQuotaStore:
             return True
 
 
+class FakeShareStore:
+    """The quotas table's fair-share items (adapters.quotas): step-rate clocks and permits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clocks: dict[str, float] = {}
+        self.permits: dict[str, dict[str, float]] = {}
+        self.refused: list[tuple[str, str]] = []
+
+    def reserve(self, key: str, cost_seconds: float, now: float) -> float:
+        with self._lock:
+            start = max(self.clocks.get(key, now), now)
+            self.clocks[key] = start + cost_seconds
+            return start
+
+    def charge(self, key: str, cost_seconds: float, now: float) -> None:
+        with self._lock:
+            self.clocks[key] = self.clocks.get(key, now) + cost_seconds
+
+    def acquire(self, pool: str, holder: str, limit: int, lease_until: float, now: float) -> bool:
+        with self._lock:
+            held = self.permits.setdefault(pool, {})
+            if holder not in held and len(held) >= limit:
+                for name in [name for name, until in held.items() if until <= now]:
+                    del held[name]
+            if holder in held or len(held) < limit:
+                held[holder] = lease_until
+                return True
+            self.refused.append((pool, holder))
+            return False
+
+    def release(self, pool: str, holder: str) -> None:
+        with self._lock:
+            self.permits.setdefault(pool, {}).pop(holder, None)
+
+
 class FakeScheduleStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: dict[tuple[str, str], Schedule] = {}
         self.fire_times: dict[tuple[str, str], str] = {}
 
-    def create(self, schedule: Schedule) -> None:
+    def create(self, schedule: Schedule, *, limit: int) -> bool:
         with self._lock:
             if (schedule.tenant_id, schedule.schedule_id) in self.items:
                 raise StaleWrite("the item changed since it was read")
+            if sum(1 for tenant, _ in self.items if tenant == schedule.tenant_id) >= limit:
+                return False
             self.items[(schedule.tenant_id, schedule.schedule_id)] = schedule.model_copy(deep=True)
+            return True
 
     def get(self, tenant_id: str, schedule_id: str) -> Schedule:
         stored = self.items.get((tenant_id, schedule_id))
         if stored is None:
             raise NotFound(f"schedule '{schedule_id}' not found")
         return stored.model_copy(deep=True)
-
-    def count(self, tenant_id: str, at_most: int) -> int:
-        return min(at_most, sum(1 for tenant, _ in self.items if tenant == tenant_id))
 
     def list(
         self, tenant_id: str, *, limit: int, start: Position | None
@@ -722,14 +760,26 @@ class FakeCorpusStore:
         return [d for (t, _), d in sorted(self.documents.items()) if t == tenant_id]
 
 
+def due_rows(store: DlqStore, limit: int = 100) -> list[DlqRow]:
+    """Every listed tenant's due rows, tenant by tenant (what a test expects to be due)."""
+    return [row for tenant_id in store.pending_tenants() for row in store.due(tenant_id, limit)]
+
+
 class FakeDlqStore:
     def __init__(self, *, clock: Clock = system_clock) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.rows: dict[str, DlqRow] = {}
+        # As the adapter's registry item: tenant -> when a row of it was last made pending.
+        self.registry: dict[str, float] = {}
+
+    def _register(self, tenant_id: str) -> None:
+        self.registry[tenant_id] = self._clock().timestamp()
 
     def add(self, row: DlqRow) -> None:
         with self._lock:
+            if row.status == "pending":
+                self._register(row.tenant_id)
             if row.id in self.rows:
                 raise Conflict(f"webhook dlq row '{row.id}' already exists")
             self.rows[row.id] = row.model_copy(deep=True)
@@ -740,10 +790,27 @@ class FakeDlqStore:
             raise NotFound(f"webhook dlq row '{row_id}' not found")
         return row.model_copy(deep=True)
 
-    def due(self, limit: int) -> list[DlqRow]:
+    def pending_tenants(self) -> list[str]:
+        return sorted(self.registry)
+
+    def due(self, tenant_id: str, limit: int) -> list[DlqRow]:
         now = self._clock().timestamp()
-        due = [r for r in self.rows.values() if r.status == "pending" and r.next_attempt_at <= now]
+        due = [
+            r
+            for r in self.rows.values()
+            if r.tenant_id == tenant_id and r.status == "pending" and r.next_attempt_at <= now
+        ]
         return [r.model_copy(deep=True) for r in sorted(due, key=lambda r: r.next_attempt_at)[:limit]]
+
+    def forget_if_empty(self, tenant_id: str) -> bool:
+        with self._lock:
+            if any(r.tenant_id == tenant_id and r.status == "pending" for r in self.rows.values()):
+                return False
+            touched = self.registry.get(tenant_id)
+            if touched is None or touched >= self._clock().timestamp() - FORGET_MARGIN_SEC:
+                return False
+            del self.registry[tenant_id]
+            return True
 
     def list_for_tenant(
         self,
@@ -787,6 +854,7 @@ class FakeDlqStore:
     def claim_for_replay(self, tenant_id: str, row_id: str, lease_seconds: float) -> DlqRow:
         now = self._clock()
         with self._lock:
+            self._register(tenant_id)
             stored = self.get(tenant_id, row_id)
             if not self._lease_free(stored, now.timestamp()):
                 raise Conflict(f"webhook dlq row '{row_id}' is being delivered right now")
@@ -842,7 +910,7 @@ class FakeApiKeyStore:
         expires_at: int | None = None,
     ) -> tuple[str, ApiKeyRecord]:
         check_tenant_id(tenant_id)
-        check_user_id(user_id)
+        check_caller_user_id(user_id)
         key = "wfk_" + secrets.token_urlsafe(32)
         record = ApiKeyRecord(
             key_id=hashlib.sha256(key.encode()).hexdigest(),
@@ -888,23 +956,30 @@ class FakeApiKeyStore:
 
 @dataclass
 class FakeSecretStore:
+    # As SSM holds them: the stored form, host limits and value together.
     values: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def value(self, tenant_id: str, name: str) -> str:
+    def get(self, tenant_id: str, name: str) -> Secret:
         found = self.values.get((tenant_id, name))
         if found is None:
             raise SecretUnavailable(name)
-        return found
+        return unpack(found)
 
-    def put(self, tenant_id: str, name: str, value: str) -> None:
-        self.values[(tenant_id, name)] = value
+    def put(
+        self, tenant_id: str, name: str, value: str, allowed_hosts: tuple[str, ...] | None = None
+    ) -> None:
+        self.values[(tenant_id, name)] = pack(Secret(value, allowed_hosts))
 
     def delete(self, tenant_id: str, name: str) -> None:
         if self.values.pop((tenant_id, name), None) is None:
             raise NotFound(f"secret '{name}' not found")
 
-    def names(self, tenant_id: str) -> list[str]:
-        return sorted(name for tenant, name in self.values if tenant == tenant_id)
+    def listing(self, tenant_id: str) -> list[SecretInfo]:
+        return [
+            SecretInfo(name, unpack(stored).allowed_hosts)
+            for (tenant, name), stored in sorted(self.values.items())
+            if tenant == tenant_id
+        ]
 
 
 class NoAws:
@@ -930,6 +1005,7 @@ def fake_parts(settings: Settings, *, clock: Clock = system_clock) -> Parts:
         "idempotency": FakeIdempotencyStore(clock=clock),
         "definitions": FakeDefinitionStore(clock=clock),
         "quotas": FakeQuotaStore(),
+        "share_store": FakeShareStore(),
         "schedules": FakeScheduleStore(),
         "scheduler": FakeScheduleTriggers(),
         "artifacts": FakeArtifactStore(clock=clock, retention_days=settings.run_retention_days),

@@ -10,10 +10,15 @@ The config file is `$WORKFLOWS_CONFIG`, else `$XDG_CONFIG_HOME/workflows/config.
     [profiles.prod]
     url = "https://abc.execute-api.eu-west-1.amazonaws.com/api/v1/workflows"
     api_key = "..."
+
+A file holding an API key must be readable by its owner only (`chmod 600`), as ssh asks of a
+private key: one that group or others may access is refused rather than used.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +57,7 @@ def load_profile(path: Path, name: str) -> dict[str, str]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     profiles = document.get("profiles", {})
+    _check_private(path, profiles)
     if not isinstance(profiles, dict) or not isinstance(profiles.get(name), dict):
         known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) and profiles else "none"
         raise ConfigError(f"no profile '{name}' in {path} ([profiles.<name>] tables: {known})")
@@ -62,6 +68,24 @@ def load_profile(path: Path, name: str) -> dict[str, str]:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: profiles.{name}.{key}: must be a string")
     return dict(profile)
+
+
+def _check_private(path: Path, profiles: object) -> None:
+    """Refuse a file holding an API key that group or others may access (a key others can read
+    is no longer the owner's alone; one others can write can be swapped with their own URL)."""
+    if os.name != "posix" or not isinstance(profiles, dict):
+        return  # Windows keeps access in ACLs, which the mode bits do not show
+    if not any(isinstance(p, dict) and "api_key" in p for p in profiles.values()):
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} holds an API key and is accessible by group or others (mode {mode:04o}); "
+            f"make it private with `chmod 600 {path}`"
+        )
 
 
 def resolve(

@@ -6,7 +6,8 @@ Exit codes:
   2   with --watch, the run was cancelled, or a person rejected its approval step
   3   the service answered with an error (its code and message are printed)
   4   the service could not be reached (the URL is printed)
-  5   configuration or input problem: no API key, an unknown profile, an unreadable file, a
+  5   configuration or input problem: no API key, an unknown profile, a config file holding
+      a key that group or others may read (chmod 600 it), an unreadable file, a
       file holding what JSON cannot carry (a YAML set, binary data, .nan, .inf)
   64  usage: unknown command or option, a missing or malformed argument (an empty, . or .. id)
   130 interrupted (Ctrl-C); a watched run goes on

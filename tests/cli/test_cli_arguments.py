@@ -264,6 +264,7 @@ def test_a_single_approval_and_a_rejection_carry_no_count() -> None:
 def _config(tmp_path: Path, text: str) -> dict[str, str]:
     path = tmp_path / "config.toml"
     path.write_text(text)
+    path.chmod(0o600)  # a file holding a key must be private
     return {"WORKFLOWS_CONFIG": str(path)}
 
 
@@ -304,6 +305,7 @@ def test_a_profile_without_a_key_takes_the_environments(tmp_path: Path) -> None:
 def test_the_config_file_is_found_under_xdg_config_home(tmp_path: Path) -> None:
     (tmp_path / "workflows").mkdir()
     (tmp_path / "workflows" / "config.toml").write_text('[profiles.dev]\napi_key = "dk"\n')
+    (tmp_path / "workflows" / "config.toml").chmod(0o600)
     assert resolve({"XDG_CONFIG_HOME": str(tmp_path)}, profile="dev").api_key == "dk"
 
 

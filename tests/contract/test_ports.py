@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from tests.conftest import FakeClock, make_container, make_fake
+from workflows.adapters.dlq import FORGET_MARGIN_SEC
 from workflows.domain.approvals import InboxFilter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.dlq import DlqRow
@@ -22,7 +23,7 @@ from workflows.domain.messages import AdvanceMessage
 from workflows.domain.outputs import is_ref
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.domain.schedules import Schedule
-from workflows.domain.secret_refs import SecretUnavailable
+from workflows.domain.secret_refs import Secret, SecretInfo, SecretUnavailable
 from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
 from workflows.roots.parts import Parts
 
@@ -343,7 +344,7 @@ def test_schedules_update_needs_the_revision_read_and_fires_only_move_forward(pa
         updated_at="2026-01-01T00:00:00.000Z",
         created_by="u",
     )
-    store.create(schedule)
+    assert store.create(schedule, limit=1)
     store.update(schedule, schedule.model_copy(update={"enabled": False, "revision": 2}))
     with pytest.raises(StaleWrite):
         store.update(schedule, schedule.model_copy(update={"enabled": True, "revision": 2}))
@@ -351,9 +352,33 @@ def test_schedules_update_needs_the_revision_read_and_fires_only_move_forward(pa
     assert store.record_fire(T, _uuid(1), "2026-01-01T00:10:00Z", {"result": "started"})
     assert not store.record_fire(T, _uuid(1), "2026-01-01T00:05:00Z", {"result": "started"})
     assert store.get(T, _uuid(1)).last_fire == {"result": "started"}
-    assert store.count(T, 10) == 1
     with pytest.raises(NotFound):
         store.get("t2", _uuid(1))
+
+
+def test_schedules_stop_at_the_tenants_cap_and_a_delete_gives_a_place_back(parts: Parts) -> None:
+    store = parts.schedules
+    first, second, elsewhere = (
+        Schedule(
+            schedule_id=_uuid(n),
+            tenant_id=tenant,
+            workflow_id=_uuid(9),
+            expression="rate(5 minutes)",
+            timezone="UTC",
+            anchor_at="2026-01-01T00:00:00.000Z",
+            created_at="2026-01-01T00:00:00.000Z",
+            updated_at="2026-01-01T00:00:00.000Z",
+            created_by="u",
+        )
+        for n, tenant in ((1, T), (2, T), (3, "t2"))
+    )
+    assert store.create(first, limit=1)
+    assert not store.create(second, limit=1)
+    assert store.create(elsewhere, limit=1)  # each tenant has its own cap
+    store.delete(T, first.schedule_id)
+    store.delete(T, first.schedule_id)  # gone already: gives nothing back twice
+    assert store.create(second, limit=1)
+    assert not store.create(first, limit=1)
 
 
 def test_artifacts_keep_bytes_and_metadata_per_tenant(parts: Parts) -> None:
@@ -394,11 +419,15 @@ def test_api_keys_are_found_by_the_key_and_revoked_once(parts: Parts) -> None:
 
 def test_secrets_give_values_only_to_their_tenant(parts: Parts) -> None:
     parts.secrets.put(T, "TOKEN", "s3cret")
-    parts.secrets.put(T, "A_KEY", "k")
-    assert parts.secrets.value(T, "TOKEN") == "s3cret"
-    assert parts.secrets.names(T) == ["A_KEY", "TOKEN"]
+    parts.secrets.put(T, "A_KEY", "k", ("hooks.example.com", "*.example.org"))
+    assert parts.secrets.get(T, "TOKEN") == Secret("s3cret")
+    assert parts.secrets.get(T, "A_KEY") == Secret("k", ("hooks.example.com", "*.example.org"))
+    assert parts.secrets.listing(T) == [
+        SecretInfo("A_KEY", ("hooks.example.com", "*.example.org")),
+        SecretInfo("TOKEN", None),
+    ]
     with pytest.raises(SecretUnavailable):
-        parts.secrets.value("t2", "TOKEN")
+        parts.secrets.get("t2", "TOKEN")
     parts.secrets.delete(T, "A_KEY")
     with pytest.raises(NotFound):
         parts.secrets.delete(T, "A_KEY")
@@ -410,7 +439,8 @@ def test_dlq_rows_are_leased_once_and_recorded_under_the_lease(parts: Parts, clo
     dlq.add(row)
     with pytest.raises(Conflict):
         dlq.add(row)
-    (due,) = dlq.due(10)
+    assert dlq.pending_tenants() == [T]
+    (due,) = dlq.due(T, 10)
     claimed = dlq.claim(due, 60)
     assert claimed is not None
     assert dlq.claim(due, 60) is None
@@ -418,8 +448,77 @@ def test_dlq_rows_are_leased_once_and_recorded_under_the_lease(parts: Parts, clo
         dlq.claim_for_replay(T, row.id, 60)
     rescheduled = dlq.reschedule(claimed, clock().timestamp() + 30, "HTTP 503")
     assert (rescheduled.status, rescheduled.attempts, rescheduled.last_error) == ("pending", 1, "HTTP 503")
-    assert dlq.due(10) == []
+    assert dlq.due(T, 10) == []
     rows, _ = dlq.list_for_tenant(T, statuses=["pending"])
     assert [r.id for r in rows] == [row.id]
     with pytest.raises(NotFound):
         dlq.get("t2", row.id)
+
+
+def _dlq_row(clock: FakeClock, tenant_id: str = T, *, after: float = 0) -> DlqRow:
+    row = DlqRow.new(
+        tenant_id=tenant_id,
+        run_id=_uuid(1),
+        url="http://127.0.0.1:9/h",
+        body_json="{}",
+        now=clock(),
+        next_attempt_at=clock().timestamp() + after,
+    )
+    clock.advance(1)  # distinct next_attempt_at: the due order is well defined
+    return row
+
+
+def test_dlq_due_rows_are_read_per_tenant_oldest_first(parts: Parts, clock: FakeClock) -> None:
+    dlq = parts.dlq
+    first, second, other = _dlq_row(clock), _dlq_row(clock), _dlq_row(clock, "t2")
+    for row in (second, other, first):
+        dlq.add(row)
+
+    assert dlq.pending_tenants() == [T, "t2"]
+    assert [r.id for r in dlq.due(T, 10)] == [first.id, second.id]
+    assert [r.id for r in dlq.due(T, 1)] == [first.id]
+    assert [r.id for r in dlq.due("t2", 10)] == [other.id]
+
+
+def test_dlq_tenant_is_unlisted_once_empty_and_untouched_for_the_margin(
+    parts: Parts, clock: FakeClock
+) -> None:
+    # Given a tenant whose only row was delivered
+    dlq = parts.dlq
+    dlq.add(row := _dlq_row(clock))
+    claimed = dlq.claim(row, 60)
+    assert claimed is not None
+    dlq.mark_delivered(claimed)
+
+    # Then it stays listed while a row may still be on its way, and is unlisted after that
+    assert dlq.forget_if_empty(T) is False
+    clock.advance(FORGET_MARGIN_SEC + 1)
+    assert dlq.forget_if_empty(T) is True
+    assert dlq.pending_tenants() == []
+
+
+def test_dlq_tenant_with_a_row_not_yet_due_stays_listed(parts: Parts, clock: FakeClock) -> None:
+    dlq = parts.dlq
+    dlq.add(_dlq_row(clock, after=10 * FORGET_MARGIN_SEC))
+    clock.advance(FORGET_MARGIN_SEC + 1)
+
+    assert dlq.forget_if_empty(T) is False
+    assert dlq.pending_tenants() == [T]
+
+
+def test_dlq_replay_lists_the_tenant_again(parts: Parts, clock: FakeClock) -> None:
+    # Given an exhausted row whose tenant was unlisted
+    dlq = parts.dlq
+    dlq.add(row := _dlq_row(clock))
+    claimed = dlq.claim(row, 60)
+    assert claimed is not None
+    dlq.mark_exhausted(claimed, "HTTP 410")
+    clock.advance(FORGET_MARGIN_SEC + 1)
+    assert dlq.forget_if_empty(T) is True
+
+    # When an operator replays it, it is pending again and its tenant listed
+    replayed = dlq.claim_for_replay(T, row.id, 60)
+
+    assert replayed.status == "pending"
+    assert dlq.pending_tenants() == [T]
+    assert [r.id for r in dlq.due(T, 10)] == [row.id]

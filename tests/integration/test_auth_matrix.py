@@ -271,3 +271,46 @@ def test_route_answers_each_caller_as_the_table_says(stack: Stack, method: str, 
         if status == 401:
             assert response.headers.get("WWW-Authenticate"), "401 without WWW-Authenticate"
     assert got == want
+
+
+# ---- definitions that reference a secret ---------------------------------------------------
+
+# On top of what the route needs, `workflows.secrets.use` (operator, admin); running a saved
+# workflow that references one needs nothing more than running does.
+SECRET_USE = (OK, 403, 403, OK, OK)
+SECRET_TABLE: dict[tuple[str, str], Any] = {
+    ("POST", "/runs"): SECRET_USE,
+    ("POST", "/run"): SECRET_USE,
+    ("POST", ""): SECRET_USE,
+    ("POST", "/{workflow_id:uuid}/versions"): (404, 403, 403, OK, OK),
+    ("POST", "/validate"): ANY,  # stores nothing
+}
+
+
+def secret_definition(name: str) -> dict[str, Any]:
+    config = {"url": "http://127.0.0.1:9/hook", "headers": {"X-Api-Key": "{{ secrets.TOKEN }}"}}
+    return {"name": name, "steps": [{"id": "call", "type": "webhook", "config": config}]}
+
+
+SECRET_BODIES: dict[tuple[str, str], Callable[[World], Any]] = {
+    ("POST", "/runs"): lambda w: {"definition": secret_definition("adhoc"), "inputs": {}},
+    ("POST", "/run"): lambda w: {"definition": secret_definition("adhoc"), "inputs": {}},
+    ("POST", ""): lambda w: secret_definition(f"{w.name}-new"),
+    ("POST", "/validate"): lambda w: secret_definition("check"),
+    ("POST", "/{workflow_id:uuid}/versions"): lambda w: secret_definition(w.name),
+}
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(SECRET_TABLE), ids=lambda v: v or "(root)")
+def test_a_definition_that_references_a_secret_answers_each_caller_as_the_table_says(
+    stack: Stack, method: str, path: str
+) -> None:
+    got: dict[str, Any] = {}
+    want: dict[str, Any] = {}
+    for who in CALLERS:
+        w = stack.world()
+        response = stack.call(who, method, concrete(path, w), SECRET_BODIES[(method, path)](w))
+        assert response.status_code < 500, f"{who}: {response.text}"
+        got[who] = response.status_code if response.status_code in (401, 403, 404) else OK
+        want[who] = expected(SECRET_TABLE[(method, path)], who)
+    assert got == want

@@ -193,7 +193,12 @@ def test_me_in_single_user_mode_is_the_admin_of_the_default_tenant(client: TestC
         "tenant_id": "default",
         "user_id": "admin",
         "roles": [],
-        "permissions": ["workflows.admin", "workflows.runs.control", "workflows.runs.read"],
+        "permissions": [
+            "workflows.admin",
+            "workflows.runs.control",
+            "workflows.runs.read",
+            "workflows.secrets.use",
+        ],
     }
 
 
@@ -202,9 +207,12 @@ def test_me_in_single_user_mode_is_the_admin_of_the_default_tenant(client: TestC
     [
         ([], []),
         (["viewer"], ["workflows.runs.read"]),
-        (["operator"], ["workflows.runs.control", "workflows.runs.read"]),
-        (["admin"], ["workflows.admin", "workflows.runs.control", "workflows.runs.read"]),
-        (["viewer", "operator"], ["workflows.runs.control", "workflows.runs.read"]),
+        (["operator"], ["workflows.runs.control", "workflows.runs.read", "workflows.secrets.use"]),
+        (
+            ["admin"],
+            ["workflows.admin", "workflows.runs.control", "workflows.runs.read", "workflows.secrets.use"],
+        ),
+        (["viewer", "operator"], ["workflows.runs.control", "workflows.runs.read", "workflows.secrets.use"]),
     ],
 )
 def test_me_names_the_keys_tenant_user_roles_and_permissions(
@@ -232,6 +240,7 @@ def test_admin_implies_every_permission_even_when_a_role_grants_admin_alone(cloc
         "workflows.admin",
         "workflows.runs.control",
         "workflows.runs.read",
+        "workflows.secrets.use",
     ]
 
 

@@ -18,8 +18,9 @@ from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from pydantic import SecretStr
 
 from tests.conftest import FakeClock, settings_from
+from tests.fakes import due_rows
 from tests.receivers import Received, Receiver, Reply
-from workflows.adapters.dlq import WebhookDlqRepository
+from workflows.adapters.dlq import FORGET_MARGIN_SEC, LEGACY_DUE_SHARD, REGISTRY_ID, WebhookDlqRepository
 from workflows.adapters.http.delivery import EgressDenied, HttpDeliverer, scheme_policy
 from workflows.adapters.http.signing import WebhookVerificationError, verify
 from workflows.adapters.runs import RunRepository
@@ -122,7 +123,7 @@ def test_due_row_is_delivered_with_valid_signature(
     assert stored.status == "delivered"
     assert stored.attempts == 1
     assert stored.lease_expires_at is None
-    assert repo.due(10) == []
+    assert due_rows(repo) == []
 
 
 def test_row_headers_cannot_override_signature_or_content_type(
@@ -212,7 +213,7 @@ def test_gone_exhausts_immediately(
     assert stored.last_error == "HTTP 410"
     assert stored.lease_expires_at is None
     clock.advance(10_000)
-    assert repo.due(10) == []
+    assert due_rows(repo) == []
 
 
 def test_reaching_max_attempts_exhausts(
@@ -449,7 +450,7 @@ class LeaseStolenDuringDelivery:
             url, body, webhook_id, extra_headers, tenant_id=tenant_id, timeout=timeout
         )
         if url == self.victim_url:
-            [row] = [r for r in self.thief.due(10) if r.url == url]
+            [row] = [r for r in due_rows(self.thief) if r.url == url]
             assert self.thief.claim(row, lease_seconds=60) is not None
         return result
 
@@ -536,7 +537,7 @@ def test_pass_stops_early_when_time_runs_short_and_leaves_rows_due(
     # Then only the first row was tried; the second stays due for the next invocation
     assert report == WorkerReport(passes=1, delivered=1)
     assert repo.get("t1", first.id).status == "delivered"
-    assert [r.id for r in repo.due(10)] == [second.id]
+    assert [r.id for r in due_rows(repo)] == [second.id]
 
 
 def test_a_pass_takes_at_most_a_batch_oldest_first(
@@ -552,7 +553,104 @@ def test_a_pass_takes_at_most_a_batch_oldest_first(
     assert report == WorkerReport(passes=1, delivered=2)
     # Delivered concurrently: the receiver may see them in either order.
     assert sorted(r.path for r in receiver.requests) == ["/r0", "/r1"]
-    assert [r.id for r in repo.due(10)] == [rows[2].id]
+    assert [r.id for r in due_rows(repo)] == [rows[2].id]
+
+
+# ---- tenants: one tenant's backlog does not hide another's ------------------------------------
+
+
+@dataclass
+class Accepting:
+    """Sends nothing: every delivery succeeds, and the URLs are noted in order."""
+
+    urls: list[str] = field(default_factory=list)
+
+    def deliver(
+        self,
+        url: str,
+        body: bytes,
+        webhook_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        tenant_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DeliveryResult:
+        self.urls.append(url)
+        return DeliveryResult("delivered", 200)
+
+
+def test_one_pass_reads_another_tenants_row_behind_a_hundred_older_rows(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository
+) -> None:
+    # Given tenant a's hundred due rows, all older than tenant b's one
+    for i in range(100):
+        add_row(repo, clock, f"http://127.0.0.1:9/a{i}", tenant_id="a")
+        clock.advance(1)
+    late = add_row(repo, clock, "http://127.0.0.1:9/b", tenant_id="b")
+
+    # When one pass runs (a batch of 25)
+    report = make_worker(aws_env, clock, deliverer=Accepting()).run(lambda: ONE_PASS_MS)
+
+    # Then b's row was read and delivered with 24 of a's
+    assert report == WorkerReport(passes=1, delivered=25)
+    assert repo.get("b", late.id).status == "delivered"
+    assert len(due_rows(repo)) == 76
+
+
+def test_a_row_added_between_the_emptiness_check_and_the_removal_keeps_its_tenant_listed(
+    aws_env: dict[str, str], clock: FakeClock
+) -> None:
+    # Given a tenant whose only row was delivered long ago
+    table = aws_env["WORKFLOWS_WEBHOOK_DLQ_TABLE"]
+    client = boto3.client("dynamodb")
+    repo = WebhookDlqRepository(client, table, clock=clock)
+    claimed = repo.claim(add_row(repo, clock, "http://127.0.0.1:9/old"), 60)
+    assert claimed is not None
+    repo.mark_delivered(claimed)
+    clock.advance(FORGET_MARGIN_SEC + 1)
+
+    # And another function that adds a row of it right after the check found the partition empty
+    other = WebhookDlqRepository(boto3.client("dynamodb"), table, clock=clock)
+    added: list[DlqRow] = []
+
+    def add_before_the_removal(params: dict[str, Any], **_: Any) -> None:
+        if params.get("UpdateExpression", "").startswith("REMOVE") and not added:
+            added.append(add_row(other, clock, "http://127.0.0.1:9/new"))
+
+    client.meta.events.register("provide-client-params.dynamodb.UpdateItem", add_before_the_removal)
+
+    # When the worker's store tries to unlist the tenant
+    forgotten = repo.forget_if_empty("t1")
+
+    # Then the removal was refused: the tenant stays listed and its new row is due
+    assert len(added) == 1
+    assert forgotten is False
+    assert repo.pending_tenants() == ["t1"]
+    assert [r.id for r in repo.due("t1", 10)] == [added[0].id]
+
+
+def test_rows_in_the_shared_partition_of_earlier_versions_are_still_delivered(
+    aws_env: dict[str, str], clock: FakeClock, repo: WebhookDlqRepository, receiver: Receiver
+) -> None:
+    # Given a row as earlier versions stored it: in the one shared partition, its tenant unlisted
+    table = aws_env["WORKFLOWS_WEBHOOK_DLQ_TABLE"]
+    client = boto3.client("dynamodb")
+    row = add_row(repo, clock, receiver.url())
+    client.update_item(
+        TableName=table,
+        Key={"id": {"S": row.id}},
+        UpdateExpression="SET due_shard = :legacy",
+        ExpressionAttributeValues={":legacy": {"S": LEGACY_DUE_SHARD}},
+    )
+    client.delete_item(TableName=table, Key={"id": {"S": REGISTRY_ID}})
+
+    # When the worker passes
+    report = make_worker(aws_env, clock).run(lambda: ONE_PASS_MS)
+
+    # Then the row was delivered
+    assert report == WorkerReport(passes=1, delivered=1)
+    assert repo.get("t1", row.id).status == "delivered"
+    assert len(receiver.requests) == 1
 
 
 # ---- the repository's own rules ------------------------------------------------------------

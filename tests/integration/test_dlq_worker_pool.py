@@ -1,15 +1,20 @@
-"""The DLQ worker's pool: one tenant's slow endpoint cannot stall the others, on in-memory fakes.
+"""The DLQ worker's pool: one tenant's rows cost that tenant time, never another's, on in-memory
+fakes.
 
-Deliveries run concurrently, the due rows are taken one tenant at a time, no row is claimed when
-the invocation's time runs short, and a replay's deadline is capped. The slow-endpoint test uses
-real receivers on 127.0.0.1.
+Every tenant with due rows is read in each pass whatever one tenant's backlog, tenants beyond a
+batch are taken in turn across passes, one tenant's rows in flight are bounded, the due rows are
+taken one tenant at a time, no row is claimed when the invocation's time runs short or the pass's
+interval is over, and a replay's deadline is capped. The slow and hanging endpoint tests use real
+sockets on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +22,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import FakeClock
-from tests.fakes import FakeDlqStore
+from tests.fakes import FakeDlqStore, due_rows
 from tests.receivers import Receiver, trickler
+from workflows.adapters.dlq import FORGET_MARGIN_SEC
 from workflows.adapters.http.delivery import HttpDeliverer, scheme_policy
 from workflows.domain.delivery import DeliveryResult
 from workflows.domain.dlq import DlqRow
+from workflows.errors import Throttled
 from workflows.services.webhooks.worker import REPLAY_TIMEOUT_CAP_SEC, DlqWorker, WorkerReport, round_robin
 from workflows.settings import Settings
 
@@ -106,6 +113,82 @@ def test_a_pass_delivers_the_due_rows_one_tenant_at_a_time(clock: FakeClock) -> 
     # Then b and c did not wait behind all of a's rows
     assert report == WorkerReport(passes=1, delivered=5)
     assert [url.rsplit("/", 1)[1] for url, _ in recording.calls] == ["a1", "b1", "c1", "a2", "a3"]
+
+
+def test_one_pass_delivers_another_tenants_row_behind_a_hundred_older_rows(clock: FakeClock) -> None:
+    # Given tenant a's hundred due rows, all older than tenant b's one
+    recording = Recording()
+    store, worker = make_worker(clock, recording)
+    for i in range(100):
+        add_row(store, clock, f"http://127.0.0.1:9/a{i}", "a")
+    late = add_row(store, clock, "http://127.0.0.1:9/b", "b")
+
+    # When one pass runs (a batch of 25)
+    report = worker.run(lambda: ONE_PASS_MS)
+
+    # Then b's row is among the batch, and a's rows filled the rest, oldest first
+    assert report == WorkerReport(passes=1, delivered=25)
+    assert store.get("b", late.id).status == "delivered"
+    assert sorted(url.rsplit("/", 1)[1] for url, _ in recording.calls if "/a" in url) == sorted(
+        f"a{i}" for i in range(24)
+    )
+
+
+def test_a_pass_goes_on_from_the_tenant_after_the_last_one_read(clock: FakeClock) -> None:
+    # Given three tenants with two due rows each and a batch of two, delivered one at a time
+    recording = Recording()
+    store, worker = make_worker(clock, recording, webhook_dlq_batch=2, webhook_dlq_concurrency=1)
+    for tenant in ("a", "b", "c"):
+        for i in (1, 2):
+            add_row(store, clock, f"http://127.0.0.1:9/{tenant}{i}", tenant)
+
+    # When two passes run
+    worker.run(lambda: ONE_PASS_MS)
+    worker.run(lambda: ONE_PASS_MS)
+
+    # Then the second pass began with c, which the first had no room for
+    assert [url.rsplit("/", 1)[1] for url, _ in recording.calls] == ["a1", "b1", "c1", "a2"]
+
+
+def test_a_pass_unlists_a_tenant_left_without_pending_rows(clock: FakeClock) -> None:
+    # Given a tenant whose only row was delivered by an earlier pass
+    store, worker = make_worker(clock, Recording())
+    add_row(store, clock, "http://127.0.0.1:9/a", "a")
+    worker.run(lambda: ONE_PASS_MS)
+    assert store.pending_tenants() == ["a"]
+
+    # When a pass runs once no row can be on its way any more
+    clock.advance(FORGET_MARGIN_SEC + 1)
+    worker.run(lambda: ONE_PASS_MS)
+
+    # Then the tenant is no longer listed
+    assert store.pending_tenants() == []
+
+
+class ThrottledTenant(FakeDlqStore):
+    """Refuses to read one tenant's due rows, as a throttled query would."""
+
+    def __init__(self, refused: str, *, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.refused = refused
+
+    def due(self, tenant_id: str, limit: int) -> list[DlqRow]:
+        if tenant_id == self.refused:
+            raise Throttled("rate exceeded")
+        return super().due(tenant_id, limit)
+
+
+def test_a_failed_read_of_one_tenant_does_not_stop_the_others(clock: FakeClock) -> None:
+    recording = Recording()
+    store = ThrottledTenant("a", clock=clock)
+    worker = DlqWorker(store, recording, Settings(), clock=clock, sleep=_no_sleep, rand=lambda: 0.5)
+    add_row(store, clock, "http://127.0.0.1:9/a", "a")
+    late = add_row(store, clock, "http://127.0.0.1:9/b", "b")
+
+    report = worker.run(lambda: ONE_PASS_MS)
+
+    assert report == WorkerReport(passes=1, delivered=1, failed=1)
+    assert store.get("b", late.id).status == "delivered"
 
 
 # ---- concurrency ------------------------------------------------------------------------------
@@ -201,6 +284,92 @@ def test_a_slow_tenant_does_not_hold_back_another_tenants_row(
     assert len(receiver.requests) == len(trickling.requests) == 1
 
 
+def test_at_most_the_tenant_bound_of_one_tenants_rows_are_in_flight(clock: FakeClock) -> None:
+    # Given tenant a's six rows, whose deliveries each wait for a second one of a's to be in
+    # flight (a barrier, no sleeping), tenant b's row, four slots and a bound of two per tenant
+    barrier = threading.Barrier(2, timeout=10)
+    lock = threading.Lock()
+    in_flight: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+
+    def count(url: str) -> None:
+        tenant = url.rsplit("/", 1)[1][0]
+        with lock:
+            in_flight[tenant] += 1
+            most[tenant] = max(most[tenant], in_flight[tenant])
+        try:
+            if tenant == "a":
+                barrier.wait()
+        finally:
+            with lock:
+                in_flight[tenant] -= 1
+
+    recording = Recording(before=count)
+    store, worker = make_worker(clock, recording, webhook_dlq_concurrency=4, webhook_dlq_tenant_concurrency=2)
+    for i in range(6):
+        add_row(store, clock, f"http://127.0.0.1:9/a{i}", "a")
+    add_row(store, clock, "http://127.0.0.1:9/b0", "b")
+
+    # When a pass runs
+    report = worker.run(lambda: ONE_PASS_MS)
+
+    # Then every row was delivered, never more than two of a's at once
+    assert report == WorkerReport(passes=1, delivered=7)
+    assert most["a"] == 2
+
+
+@pytest.fixture
+def hanging() -> Iterator[str]:
+    """A URL on 127.0.0.1 that accepts connections and never answers: nothing accepts them
+    from the listening socket's backlog, so every request waits for the client's deadline."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=16)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    server.close()
+
+
+class OutcomeLog(FakeDlqStore):
+    """Notes each recorded outcome, in the order the worker recorded them."""
+
+    def __init__(self, *, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.outcomes: list[tuple[str, str]] = []
+
+    def mark_delivered(self, row: DlqRow) -> DlqRow:
+        stored = super().mark_delivered(row)
+        self.outcomes.append((row.tenant_id, "delivered"))
+        return stored
+
+    def reschedule(self, row: DlqRow, next_attempt_at: float, error: str) -> DlqRow:
+        stored = super().reschedule(row, next_attempt_at, error)
+        self.outcomes.append((row.tenant_id, "rescheduled"))
+        return stored
+
+
+def test_a_hanging_receiver_holds_only_its_tenants_slots(
+    clock: FakeClock, receiver: Receiver, hanging: str
+) -> None:
+    # Given tenant a's four older rows at a receiver that never answers, tenant b's four at a
+    # healthy one, four slots, two per tenant, and a 0.5 s deadline
+    store = OutcomeLog(clock=clock)
+    deliverer = HttpDeliverer([SECRET], timeout=0.5, policy=scheme_policy, clock=clock)
+    settings = Settings(
+        webhook_dlq_timeout_sec=0.5, webhook_dlq_concurrency=4, webhook_dlq_tenant_concurrency=2
+    )
+    worker = DlqWorker(store, deliverer, settings, clock=clock, sleep=_no_sleep, rand=lambda: 0.5)
+    for _ in range(4):
+        add_row(store, clock, hanging, "a")
+    for i in range(4):
+        add_row(store, clock, receiver.url(f"/b{i}"), "b")
+
+    # When one pass runs
+    report = worker.run(lambda: ONE_PASS_MS)
+
+    # Then all of b's rows were delivered before any of a's attempts ended
+    assert report == WorkerReport(passes=1, delivered=4, rescheduled=4)
+    assert store.outcomes == [("b", "delivered")] * 4 + [("a", "rescheduled")] * 4
+    assert len(receiver.requests) == 4
+
+
 # ---- time and deadlines -----------------------------------------------------------------------
 
 
@@ -223,7 +392,26 @@ def test_a_pass_stops_claiming_when_the_time_left_is_short(clock: FakeClock) -> 
     assert [url for url, _ in recording.calls] == [rows[0].url, rows[1].url]
     untouched = store.get("t2", rows[2].id)
     assert (untouched.status, untouched.attempts, untouched.lease_expires_at) == ("pending", 0, None)
-    assert [row.id for row in store.due(10)] == [rows[2].id]
+    assert [row.id for row in due_rows(store)] == [rows[2].id]
+
+
+def test_a_pass_claims_no_row_once_its_interval_has_passed(clock: FakeClock) -> None:
+    # Given two tenants' rows, delivered one at a time, the first taking the whole 15 s interval
+    def slow_a(url: str) -> None:
+        if url.endswith("/a"):
+            clock.advance(15)
+
+    store, worker = make_worker(clock, Recording(before=slow_a), webhook_dlq_concurrency=1)
+    add_row(store, clock, "http://127.0.0.1:9/a", "a")
+    waiting = add_row(store, clock, "http://127.0.0.1:9/b", "b")
+    left = [30_000, 30_000, 30_000, 14_000]
+
+    # When the worker runs
+    report = worker.run(lambda: left.pop(0))
+
+    # Then b's row was left, unclaimed and unwritten, for the next pass to read afresh
+    assert report == WorkerReport(passes=1, delivered=1)
+    assert store.get("b", waiting.id) == waiting
 
 
 def test_each_row_gets_the_worker_timeout_and_a_replay_at_most_the_cap(clock: FakeClock) -> None:

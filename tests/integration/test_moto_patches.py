@@ -1,4 +1,5 @@
-"""The emulator patch keeps TransactWriteItems all-or-nothing while copying only what it touches."""
+"""The emulator patches: TransactWriteItems all-or-nothing while copying only what it touches,
+and standard queues that deliver fairly between message groups (SQS fair queues)."""
 
 from __future__ import annotations
 
@@ -122,3 +123,46 @@ def test_the_table_is_not_copied(ddb: Any) -> None:
         )
     assert backend.tables["a"] is table_before
     assert "Item" not in ddb.get_item(TableName="a", Key=_key("two"))
+
+
+@pytest.fixture
+def sqs() -> Any:
+    moto_patches.install()
+    with mock_aws():
+        yield boto3.client("sqs", region_name="us-east-1")
+
+
+def _receive(sqs: Any, url: str, count: int) -> list[str]:
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=count).get("Messages", [])
+    return [m["Body"] for m in messages]
+
+
+def test_a_group_with_a_backlog_does_not_hold_back_another_groups_message(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName="dispatch")["QueueUrl"]
+    for n in range(30):
+        sqs.send_message(QueueUrl=url, MessageBody=f"flood-{n}", MessageGroupId="acme")
+    sqs.send_message(QueueUrl=url, MessageBody="quiet", MessageGroupId="globex")
+
+    assert "quiet" in _receive(sqs, url, 10)
+
+
+def test_a_group_with_messages_in_flight_is_served_after_the_others(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName="dispatch")["QueueUrl"]
+    for n in range(5):
+        sqs.send_message(QueueUrl=url, MessageBody=f"flood-{n}", MessageGroupId="acme")
+    assert _receive(sqs, url, 2) == ["flood-0", "flood-1"]
+    sqs.send_message(QueueUrl=url, MessageBody="quiet", MessageGroupId="globex")
+
+    assert _receive(sqs, url, 1) == ["quiet"]
+
+
+def test_each_groups_messages_keep_their_order(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName="dispatch")["QueueUrl"]
+    for n in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"a-{n}", MessageGroupId="acme")
+        sqs.send_message(QueueUrl=url, MessageBody=f"b-{n}", MessageGroupId="globex")
+
+    received = _receive(sqs, url, 10)
+
+    assert [body for body in received if body.startswith("a-")] == ["a-0", "a-1", "a-2"]
+    assert [body for body in received if body.startswith("b-")] == ["b-0", "b-1", "b-2"]

@@ -215,9 +215,9 @@ def test_an_ssm_failure_other_than_not_found_is_transient() -> None:
         stub.add_client_error("get_parameter", service_error_code="ThrottlingException")
         stub.add_client_error("get_parameter", service_error_code="ParameterNotFound")
         with pytest.raises(SecretUnavailable) as throttled:
-            store.value("t1", "TOKEN")
+            store.get("t1", "TOKEN")
         with pytest.raises(SecretUnavailable) as missing:
-            store.value("t1", "OTHER")
+            store.get("t1", "OTHER")
     # Then only the missing one is final
     assert throttled.value.transient is True
     assert missing.value.transient is False
@@ -226,9 +226,9 @@ def test_an_ssm_failure_other_than_not_found_is_transient() -> None:
 def test_a_transient_secret_failure_retries_the_step(
     api: TestClient, hooks: Parts, receiver: Receiver
 ) -> None:
-    from workflows.domain.secret_refs import SecretUnavailable
+    from workflows.domain.secret_refs import Secret, SecretUnavailable
 
-    def unreadable(tenant_id: str, name: str) -> str:
+    def unreadable(tenant_id: str, name: str) -> Secret:
         raise SecretUnavailable(name, transient=True)
 
     hooks.__dict__["secret_value"] = unreadable

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # annotations only: a function imports the domain modules it 
     from workflows.domain.quotas import WindowCount
     from workflows.domain.run import EventPage, NewEvent, Run, RunStatus
     from workflows.domain.schedules import Schedule
+    from workflows.domain.secret_refs import Secret, SecretInfo
     from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 
 Clock = Callable[[], datetime]
@@ -170,12 +171,29 @@ class QuotaStore(Protocol):
     def mark_healed(self, tenant_id: str, previous: int | None, now: int) -> bool: ...
 
 
+class ShareStore(Protocol):
+    """Each tenant's share of the dispatcher (domain.shares): a step-rate clock and call permits."""
+
+    def reserve(self, key: str, cost_seconds: float, now: float) -> float:
+        """Move the key's clock to `max(clock, now) + cost_seconds`; the `max(clock, now)` it
+        started from, which is when the reserved work is due."""
+
+    def charge(self, key: str, cost_seconds: float, now: float) -> None:
+        """Add work done beyond what was reserved to the key's clock."""
+
+    def acquire(self, pool: str, holder: str, limit: int, lease_until: float, now: float) -> bool:
+        """Hold one of the pool's `limit` permits until `lease_until` (idempotent per holder);
+        expired leases do not count. False when every permit is held."""
+
+    def release(self, pool: str, holder: str) -> None: ...
+
+
 class ScheduleStore(Protocol):
-    def create(self, schedule: Schedule) -> None: ...
+    def create(self, schedule: Schedule, *, limit: int) -> bool:
+        """Store a new schedule unless its tenant has `limit` already (then False), atomically:
+        concurrent creates never leave a tenant with more than `limit`."""
 
     def get(self, tenant_id: str, schedule_id: str) -> Schedule: ...
-
-    def count(self, tenant_id: str, at_most: int) -> int: ...
 
     def list(
         self, tenant_id: str, *, limit: int, start: Position | None
@@ -183,7 +201,8 @@ class ScheduleStore(Protocol):
 
     def update(self, old: Schedule, new: Schedule) -> None: ...
 
-    def delete(self, tenant_id: str, schedule_id: str) -> None: ...
+    def delete(self, tenant_id: str, schedule_id: str) -> None:
+        """Remove the schedule and give its place back (a schedule already gone: nothing)."""
 
     def record_fire(
         self, tenant_id: str, schedule_id: str, scheduled_time: str, fire: Mapping[str, object]
@@ -230,13 +249,27 @@ class CorpusStore(Protocol):
 
 
 class DlqStore(Protocol):
-    """The webhook DLQ table: rows, their leases and outcomes."""
+    """The webhook DLQ table: rows, their leases and outcomes.
+
+    Pending rows are kept per tenant: a registry lists the tenants that may have some, and each
+    tenant's due rows are read on their own, so one tenant's backlog never hides another's.
+    """
 
     def add(self, row: DlqRow) -> None: ...
 
     def get(self, tenant_id: str, row_id: str) -> DlqRow: ...
 
-    def due(self, limit: int) -> list[DlqRow]: ...
+    def pending_tenants(self) -> list[str]:
+        """Tenants that may have pending rows, sorted (a superset: never missing one)."""
+        ...
+
+    def due(self, tenant_id: str, limit: int) -> list[DlqRow]:
+        """The tenant's pending rows whose next attempt is due, oldest first (leased ones too)."""
+        ...
+
+    def forget_if_empty(self, tenant_id: str) -> bool:
+        """Unlist a tenant with no pending row at all, unless a row was added to it lately."""
+        ...
 
     def list_for_tenant(
         self,
@@ -290,15 +323,18 @@ class ApiKeyStore(Protocol):
 
 
 class SecretStore(Protocol):
-    """Tenants' secrets for `{{ secrets.NAME }}`: values go in, only names come out."""
+    """Tenants' secrets for `{{ secrets.NAME }}`: values go in, only names (and the hosts each
+    may be sent to) come out."""
 
-    def value(self, tenant_id: str, name: str) -> str: ...
+    def get(self, tenant_id: str, name: str) -> Secret: ...
 
-    def put(self, tenant_id: str, name: str, value: str) -> None: ...
+    def put(
+        self, tenant_id: str, name: str, value: str, allowed_hosts: tuple[str, ...] | None = None
+    ) -> None: ...
 
     def delete(self, tenant_id: str, name: str) -> None: ...
 
-    def names(self, tenant_id: str) -> list[str]: ...
+    def listing(self, tenant_id: str) -> list[SecretInfo]: ...
 
 
 class Deliverer(Protocol):
@@ -314,8 +350,9 @@ class Deliverer(Protocol):
         tenant_id: str | None = None,
         method: str = "POST",
         timeout: float | None = None,
+        secret_hosts: Mapping[str, Sequence[str]] | None = None,
     ) -> DeliveryResult: ...
 
 
-# (tenant_id, name) -> the secret's value; raises SecretUnavailable.
-SecretLookup = Callable[[str, str], str]
+# (tenant_id, name) -> the secret (its value, where it may go); raises SecretUnavailable.
+SecretLookup = Callable[[str, str], "Secret"]

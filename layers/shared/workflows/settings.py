@@ -81,6 +81,15 @@ class Settings(BaseModel):
     # checks again after tenant_concurrency_recheck_sec.
     tenant_concurrency: int = Field(default=0, ge=0, le=5000)
     tenant_concurrency_recheck_sec: int = Field(default=5, ge=1, le=900)
+    # Fair shares of the dispatcher (docs/architecture.md, "Fair shares"): each tenant's step
+    # rate and burst (0 = no rate), and calls out (non-inline steps) in flight, per tenant and
+    # across all tenants (0 = unbounded); a call over either bound checks again after
+    # call_recheck_sec.
+    tenant_steps_per_sec: float = Field(default=0, ge=0, le=100_000)
+    tenant_steps_burst: int = Field(default=100, ge=1, le=100_000)
+    tenant_calls_in_flight: int = Field(default=10, ge=0, le=1000)
+    calls_in_flight: int = Field(default=25, ge=0, le=10_000)
+    call_recheck_sec: float = Field(default=5, gt=0, le=900)
 
     # Request limits (docs/auth.md): a body's bytes, checked before it is read; and what one
     # field may store (run inputs, approval fields, corpus metadata, schedule inputs).
@@ -150,6 +159,10 @@ class Settings(BaseModel):
     webhook_dlq_timeout_sec: float = Field(default=10, gt=0)
     # Deliveries of one DLQ pass in flight at once (due rows are taken one tenant at a time).
     webhook_dlq_concurrency: int = Field(default=4, ge=1, le=32)
+    # Of those, one tenant's at most: a hanging receiver holds this many slots, not all. A value
+    # above webhook_dlq_concurrency acts as it (clamped, not refused, so lowering the pool alone
+    # stays a valid configuration).
+    webhook_dlq_tenant_concurrency: int = Field(default=2, ge=1, le=32)
 
     @model_validator(mode="after")
     def _sweep_after_redelivery(self) -> Settings:

@@ -18,6 +18,12 @@ the sandbox's own hooks (docs/steps.md, "Template limits"):
   `slice`, `sum`), whose width and count arguments are checked before they run;
 - every `for` loop (its iterable is wrapped when the template is parsed), `range`, and the
   wall-clock time, checked at each of these points;
+- every list, tuple and object a template makes (literals are compiled to a checked call, and
+  whatever operators, calls and filters return is checked): its size as a walk of it goes, a
+  part it holds twice counted twice (`MAX_VALUE_SIZE`). `==`, `in`, hashing, sorting and
+  printing run as single C calls no clock can stop; bounding every value's walked size bounds
+  each of them, where shared structure (`[a, a]` doubled forty times: kilobytes of memory, 2**40
+  steps to compare) would otherwise hold the process for hours;
 - the rendered output, counted while it is produced.
 
 Everything a render makes is also charged to one allocation budget, so many moderate
@@ -41,7 +47,7 @@ import re
 import time
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, update_wrapper, wraps
 from string import Formatter
 from typing import Any
@@ -66,6 +72,11 @@ MAX_LOOP_ITERATIONS = 100_000  # all loops of a step's renders together
 MAX_ALLOCATED = 4 * 1024 * 1024  # characters and items made by a step's renders together
 MAX_RENDER_SECONDS = 2.0  # a step's renders together
 MAX_NESTING = 64  # levels of lists and objects in a value written out (as in request bodies)
+# Any list, tuple or object a template makes, measured as a walk of it would go: a part it holds
+# twice counts twice. Comparing, hashing, sorting or printing a value costs about this at most.
+MAX_VALUE_SIZE = 4 * MAX_STRING_CHARS
+# How deep the size of a value not seen before is measured before it is refused.
+_MAX_MEASURED_DEPTH = 4 * MAX_NESTING
 LIMIT_CODE = "template_limit_exceeded"
 
 
@@ -82,6 +93,9 @@ class _Budget:
     deadline: float
     iterations: int = MAX_LOOP_ITERATIONS
     allocated: int = 0
+    # The measured size of each container seen, by id (holding the container keeps its id
+    # unique): a value made of parts already measured is measured in one step per part.
+    sizes: dict[int, tuple[Any, int]] = field(default_factory=dict)
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
@@ -96,8 +110,8 @@ class _Budget:
         self.iterations -= 1
         if self.iterations < 0:
             raise TemplateLimitExceeded(f"loops ran more than {MAX_LOOP_ITERATIONS} iterations")
-        if self.iterations % 64 == 0:
-            self.tick()
+        # Every iteration: one iteration's work is bounded (MAX_VALUE_SIZE), not small.
+        self.tick()
 
 
 _CURRENT: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("template_budget", default=None)
@@ -140,35 +154,20 @@ def weight(value: Any, limit: int = MAX_STRING_CHARS) -> int:
     so `str(value)` of anything within the limit is bounded (a list of short strings prints up to
     about four times its weight).
     """
-    total = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (str, bytes)):
-            total += len(item) + 2
-        elif isinstance(item, bool) or item is None:
-            total += 5
-        elif isinstance(item, int):
-            total += item.bit_length() // 3 + 1
-        elif isinstance(item, float):
-            total += 24
-        elif isinstance(item, (Mapping, Namespace)):
-            entries = _namespace_attrs(item) if isinstance(item, Namespace) else item
-            total += 2 + 4 * len(entries)
-            if total > limit:
-                return total
-            stack.extend(entries.keys())
-            stack.extend(entries.values())
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            total += 2 + 2 * len(item)
-            if total > limit:
-                return total
-            stack.extend(item)
-        else:
-            total += 32
-        if total > limit:
-            return total
-    return total
+    budget = _budget()
+    return _measured(value, limit, budget.sizes if budget is not None else {})
+
+
+def _scalar_weight(value: Any) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value) + 2
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 1
+    if isinstance(value, float):
+        return 24
+    return 32
 
 
 def _namespace_attrs(namespace: Namespace) -> dict[str, Any]:
@@ -182,6 +181,51 @@ def _refuse_text(value: Any, what: str, limit: int = MAX_STRING_CHARS) -> None:
         raise TemplateLimitExceeded(f"{what} would be more than {limit} characters")
 
 
+def _measured(value: Any, limit: int, sizes: dict[int, tuple[Any, int]], depth: int = 0) -> int:
+    """`value`'s size as a walk of it goes (a part it holds twice counts twice), measured no
+    further than `limit` + 1. Containers measured before count at once (`sizes`), so the size of
+    a container made of known parts takes one step per part, however deep they are shared.
+
+    Other mappings (`steps`, which reads outputs when asked) are not walked: a template cannot
+    fill them, and their text is an object's name."""
+    if not isinstance(value, (list, tuple, set, frozenset, dict, Namespace)):
+        return _scalar_weight(value)
+    known = sizes.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    if depth > _MAX_MEASURED_DEPTH:
+        raise TemplateLimitExceeded(f"a value nested more than {_MAX_MEASURED_DEPTH} levels deep")
+    if isinstance(value, (dict, Namespace)):
+        entries = _namespace_attrs(value) if isinstance(value, Namespace) else value
+        total = 2 + 4 * len(entries)
+        parts: Iterable[Any] = (part for pair in entries.items() for part in pair)
+    else:
+        total = 2 + 2 * len(value)
+        parts = value
+    for part in parts:
+        if total > limit:
+            return total
+        total += _measured(part, limit - total, sizes, depth + 1)
+    # A namespace changes under `{% set ns.x = ... %}`: measured afresh each time.
+    if total <= limit and not isinstance(value, Namespace):
+        sizes[id(value)] = (value, total)
+    return total
+
+
+def _check_container(value: Any) -> None:
+    """A list, tuple or object a template made: its walked size within MAX_VALUE_SIZE."""
+    if len(value) > MAX_SEQUENCE_ITEMS:
+        raise TemplateLimitExceeded(f"a sequence of more than {MAX_SEQUENCE_ITEMS} items")
+    budget = _budget()
+    sizes = budget.sizes if budget is not None else {}
+    if _measured(value, MAX_VALUE_SIZE, sizes) > MAX_VALUE_SIZE:
+        raise TemplateLimitExceeded(
+            f"a value of more than {MAX_VALUE_SIZE} characters and items, counting a part "
+            "it holds as often as it holds it"
+        )
+    _charge(len(value) + 1)
+
+
 def _check_made(value: Any) -> Any:
     """A value an operation made: its size within the limits, charged to the budget."""
     if isinstance(value, (str, bytes)):
@@ -189,9 +233,7 @@ def _check_made(value: Any) -> Any:
             raise TemplateLimitExceeded(f"a string of more than {MAX_STRING_CHARS} characters")
         _charge(len(value))
     elif isinstance(value, (list, tuple, dict, set, frozenset)):
-        if len(value) > MAX_SEQUENCE_ITEMS:
-            raise TemplateLimitExceeded(f"a sequence of more than {MAX_SEQUENCE_ITEMS} items")
-        _charge(len(value))
+        _check_container(value)
     elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
         raise TemplateLimitExceeded(f"an integer of more than {MAX_INT_BITS} bits")
     return value
@@ -567,7 +609,9 @@ def _tojson(value: Any, indent: int | None = None) -> str:
 
 
 class _CheckedConcat(CodeGenerator):
-    """Compiles `a ~ b` to `environment.checked_concat(...)`, which checks the size first."""
+    """Compiles `a ~ b` to `environment.checked_concat(...)`, which checks the size first, and
+    list, tuple and object literals to `environment.checked_literal(...)`, which measures what
+    they hold: `[a, a]` is as large as a walk of it, twice `a`'s size."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.checked_concat((")
@@ -575,6 +619,24 @@ class _CheckedConcat(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write("))")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.checked_literal(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.checked_literal(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # an unpacking target (`{% for k, v in ... %}`), not a value
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.checked_literal(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
 
 
 class LimitedEnvironment(ImmutableSandboxedEnvironment):
@@ -602,6 +664,11 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
     @staticmethod
     def _finalize(value: Any) -> Any:
         return _as_text(value)
+
+    @staticmethod
+    def checked_literal(value: Any) -> Any:
+        _check_container(value)
+        return value
 
     @staticmethod
     def checked_concat(parts: tuple[Any, ...]) -> str:

@@ -25,7 +25,7 @@ from workflows.adapters.dynamo import from_item, to_item
 from workflows.adapters.paging import check_position, query_page
 from workflows.clock import Clock, iso, system_clock
 from workflows.domain.api_keys import ApiKeyRecord
-from workflows.domain.ids import check_tenant_id, check_user_id
+from workflows.domain.ids import check_caller_user_id, check_tenant_id
 from workflows.domain.paging import Position
 from workflows.errors import NotFound
 
@@ -59,7 +59,7 @@ class ApiKeyRepository:
     ) -> tuple[str, ApiKeyRecord]:
         """A new key and its record; the key is returned here and never again."""
         check_tenant_id(tenant_id)
-        check_user_id(user_id)
+        check_caller_user_id(user_id)
         key = new_key()
         record = ApiKeyRecord(
             key_id=hash_key(key),

@@ -11,6 +11,12 @@ not 401: the caller's credential was not refused. Only asymmetric algorithms are
 (never `none` or HMAC, whose "key" would be public), and a token's algorithm must suit the
 key its `kid` names.
 
+A fetch (discovery document and key set together) ends within `FETCH_TIMEOUT_SEC` from its
+first connect to its last byte (workflows/deadline.py), however slowly the issuer sends. No
+request waits for another's fetch: the lock guards only the bookkeeping, at most one fetch is in
+flight per process, and while it is, other bearer requests use the keys in hand (or answer 503
+when none were ever read). Only the request that started a fetch waits for it.
+
 PyJWT (and cryptography) are imported on the first bearer request only: API-key requests and
 the API's cold start never load them.
 """
@@ -64,11 +70,17 @@ def check_key_url(url: str) -> str:
 
 
 def fetch_json(url: str) -> Mapping[str, Any]:
-    """GET a JSON document of the issuer's, bounded in time and size."""
+    """GET a JSON document of the issuer's, bounded in size, and in time by the current
+    `call_deadline` as a whole (each network operation by FETCH_TIMEOUT_SEC outside one)."""
     import httpx
 
+    from workflows.deadline import DeadlineTransport
+
     try:
-        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT_SEC, follow_redirects=False) as response:
+        with (
+            httpx.Client(transport=DeadlineTransport(), timeout=FETCH_TIMEOUT_SEC) as client,
+            client.stream("GET", url, follow_redirects=False) as response,
+        ):
             if response.status_code != 200:
                 raise OSError(f"{url} answered {response.status_code}")
             body = bytearray()
@@ -78,7 +90,10 @@ def fetch_json(url: str) -> Mapping[str, Any]:
                     raise OSError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
     except httpx.HTTPError as exc:
         raise OSError(f"{url}: {type(exc).__name__}") from exc
-    document = json.loads(body)
+    try:
+        document = json.loads(body)
+    except RecursionError as exc:  # nested past the parser's depth: not a document of keys
+        raise OSError(f"{url} sent JSON nested too deeply") from exc
     if not isinstance(document, dict):
         raise OSError(f"{url} is not a JSON object")
     return document
@@ -99,7 +114,9 @@ class JwksTokenVerifier:
         self._jwks_url = jwks_url
         self._fetch = fetch
         self._now = now
+        # Guards the fields below only: no request holds it across a fetch.
         self._lock = threading.Lock()
+        self._fetching = False
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")  # the last fetch that worked
         self._attempted_at = float("-inf")  # the last fetch, whatever came of it
@@ -139,30 +156,47 @@ class JwksTokenVerifier:
         with self._lock:
             now = self._now()
             stale = now - self._fetched_at > KEYS_TTL_SEC or kid not in self._keys
-            if stale and now - self._attempted_at > UNKNOWN_KID_REFRESH_SEC:
-                self._refresh()
-            if not self._keys:
-                raise DependencyUnavailable("the token issuer's signing keys cannot be read; try again later")
-            if kid in self._keys:
-                return self._keys[kid]
-            if not kid and len(self._keys) == 1:
-                return next(iter(self._keys.values()))
+            fetch = stale and not self._fetching and now - self._attempted_at > UNKNOWN_KID_REFRESH_SEC
+            if fetch:
+                self._fetching = True
+                self._attempted_at = now
+        if fetch:
+            fetched = None
+            try:
+                fetched = self._read_keys()
+            finally:
+                with self._lock:
+                    if fetched is not None:
+                        self._keys = fetched
+                        self._fetched_at = self._now()
+                    self._fetching = False
+        keys = self._keys  # replaced whole, never changed in place: this one stays consistent
+        if not keys:
+            raise DependencyUnavailable("the token issuer's signing keys cannot be read; try again later")
+        if kid in keys:
+            return keys[kid]
+        if not kid and len(keys) == 1:
+            return next(iter(keys.values()))
         raise Unauthenticated("the bearer token is signed with a key the issuer does not publish")
 
-    def _refresh(self) -> None:
+    def _read_keys(self) -> dict[str, Any] | None:
+        """The issuer's keys by id, or None when they cannot be read now (the reason is logged)."""
         import jwt
 
-        self._attempted_at = self._now()
+        from workflows.deadline import call_deadline
+
         try:
-            url = check_key_url(self._jwks_url or self._discovered_jwks_url())
-            document = self._fetch(url)
+            # Discovery and key set share one deadline: a trickling issuer costs its caller
+            # FETCH_TIMEOUT_SEC at most, and nobody else anything.
+            with call_deadline(FETCH_TIMEOUT_SEC):
+                url = check_key_url(self._jwks_url or self._discovered_jwks_url())
+                document = self._fetch(url)
             keys = jwt.PyJWKSet.from_dict(dict(document)).keys
         except (OSError, ValueError, jwt.PyJWTError):
             # The last good keys stay in use; the next fetch waits for the minute to pass.
             logger.warning("the token issuer's signing keys could not be read", exc_info=True)
-            return
-        self._keys = {str(k.key_id or ""): k for k in keys}
-        self._fetched_at = self._now()
+            return None
+        return {str(k.key_id or ""): k for k in keys}
 
     def _discovered_jwks_url(self) -> str:
         document = self._fetch(check_key_url(self._issuer.rstrip("/") + "/.well-known/openid-configuration"))

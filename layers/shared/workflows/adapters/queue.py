@@ -20,4 +20,11 @@ class SqsDispatchQueue:
     def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None:
         delay = max(0, min(int(delay_seconds), self.MAX_DELAY_SECONDS))
         with aws_errors():
-            self._client.send_message(QueueUrl=self._url, MessageBody=message.to_body(), DelaySeconds=delay)
+            # The tenant as message group makes the standard queue a fair queue: while one tenant
+            # has a backlog, SQS delivers the other tenants' messages first (docs/architecture.md).
+            self._client.send_message(
+                QueueUrl=self._url,
+                MessageBody=message.to_body(),
+                DelaySeconds=delay,
+                MessageGroupId=message.tenant_id,
+            )

@@ -9,6 +9,11 @@ Items (QuotasTable, hash key `pk`, TTL attribute `expires_at`):
 - `running#<tenant>`: `runs`, the string set of run ids holding one of the tenant's execution
   slots. A set rather than a number makes taking and giving back a slot idempotent: a
   redelivered message cannot take two slots for one run, and giving back twice is harmless.
+- `share#<tenant>`: `tat`, the tenant's step-rate clock (domain.shares, GCRA), epoch seconds;
+  expires a day after it was last moved.
+- `calls#<tenant>` and `calls#*`: `holders`, a map of permit holder (run id) -> lease expiry
+  (epoch seconds): the calls out in flight, the tenant's and everyone's. A lease past its expiry
+  is removed by the next refused `acquire`, so a holder that died frees its permit by itself.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from workflows.adapters.aws import aws_errors, error_code, translate
 from workflows.domain.quotas import WindowCount
 
 WINDOWS = {"min": 60, "day": 86_400}
+# A share clock's item outlives its last move by this much (TTL).
+SHARE_TTL_SECONDS = 86_400
+# Rounds of a reservation racing other writers between its two conditional forms.
+SHARE_ROUNDS = 4
 
 
 class QuotaRepository:
@@ -157,3 +166,142 @@ class QuotaRepository:
                 return False
             raise translate(exc) from exc
         return True
+
+    # ---- fair shares (domain.shares) ----------------------------------------------------
+
+    def reserve(self, key: str, cost_seconds: float, now: float) -> float:
+        """GCRA's one step in two conditional forms (DynamoDB has no max()): a clock ahead of
+        now advances by the cost; one behind (or none) restarts at now plus the cost."""
+        item = {"pk": {"S": f"share#{key}"}}
+        for _ in range(SHARE_ROUNDS):
+            try:
+                response = self._client.update_item(
+                    TableName=self._table,
+                    Key=item,
+                    UpdateExpression="SET tat = tat + :cost, expires_at = :expires",
+                    ConditionExpression="tat > :now",
+                    ExpressionAttributeValues={
+                        ":cost": _seconds(cost_seconds),
+                        ":now": _seconds(now),
+                        ":expires": {"N": str(int(now) + SHARE_TTL_SECONDS)},
+                    },
+                    ReturnValues="UPDATED_NEW",
+                )
+                return float(response["Attributes"]["tat"]["N"]) - cost_seconds
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise translate(exc) from exc
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=item,
+                    UpdateExpression="SET tat = :restart, expires_at = :expires",
+                    ConditionExpression="attribute_not_exists(tat) OR tat <= :now",
+                    ExpressionAttributeValues={
+                        ":restart": _seconds(now + cost_seconds),
+                        ":now": _seconds(now),
+                        ":expires": {"N": str(int(now) + SHARE_TTL_SECONDS)},
+                    },
+                )
+                return now
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise translate(exc) from exc
+        # Another writer moved the clock across `now` between every pair of tries: the tenant is
+        # exactly at its budget's edge, where starting now is as fair as anything.
+        return now
+
+    def charge(self, key: str, cost_seconds: float, now: float) -> None:
+        with aws_errors():
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"share#{key}"}},
+                UpdateExpression="SET tat = if_not_exists(tat, :now) + :cost, expires_at = :expires",
+                ExpressionAttributeValues={
+                    ":cost": _seconds(cost_seconds),
+                    ":now": _seconds(now),
+                    ":expires": {"N": str(int(now) + SHARE_TTL_SECONDS)},
+                },
+            )
+
+    def acquire(self, pool: str, holder: str, limit: int, lease_until: float, now: float) -> bool:
+        healed = False
+        for _ in range(3):
+            held = self._take_permit(pool, holder, limit, lease_until)
+            if held is None:
+                return True
+            if not held:
+                continue  # another writer created the pool's map first
+            expired = {name: until for name, until in held.items() if until <= now}
+            if healed or not expired:
+                return False
+            for name, until in expired.items():
+                self._drop_permit(pool, name, until)
+            healed = True
+        return False
+
+    def _take_permit(self, pool: str, holder: str, limit: int, lease_until: float) -> dict[str, float] | None:
+        """None once the permit is held; else the holders that filled the pool."""
+        key = {"pk": {"S": f"calls#{pool}"}}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET holders.#holder = :until",
+                ConditionExpression="attribute_exists(holders) AND "
+                "(size(holders) < :limit OR attribute_exists(holders.#holder))",
+                ExpressionAttributeNames={"#holder": holder},
+                ExpressionAttributeValues={":until": _seconds(lease_until), ":limit": {"N": str(limit)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return None
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+            old = exc.response.get("Item") or {}
+        if "holders" in old:
+            return {name: float(value["N"]) for name, value in old["holders"]["M"].items()}
+        # The pool's first permit: the map is created with it (a nested SET needs the map).
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET holders = :holders",
+                ConditionExpression="attribute_not_exists(holders)",
+                ExpressionAttributeValues={":holders": {"M": {holder: _seconds(lease_until)}}},
+            )
+            return None
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+        # Another writer created it first: take a permit the ordinary way next round.
+        return {}
+
+    def _drop_permit(self, pool: str, holder: str, until: float) -> None:
+        """Remove an expired lease, unless its holder renewed it meanwhile."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"calls#{pool}"}},
+                UpdateExpression="REMOVE holders.#holder",
+                ConditionExpression="holders.#holder = :until",
+                ExpressionAttributeNames={"#holder": holder},
+                ExpressionAttributeValues={":until": _seconds(until)},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+
+    def release(self, pool: str, holder: str) -> None:
+        with aws_errors():
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"calls#{pool}"}},
+                UpdateExpression="REMOVE holders.#holder",
+                ExpressionAttributeNames={"#holder": holder},
+            )
+
+
+def _seconds(value: float) -> dict[str, str]:
+    """Epoch seconds as a DynamoDB number, to the millisecond."""
+    return {"N": f"{value:.3f}"}

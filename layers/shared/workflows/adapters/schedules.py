@@ -6,6 +6,13 @@ Item (SchedulesTable, see docs/storage.md):
     anchor_at, created_at, updated_at, created_by, revision (guards updates),
     last_fire (JSON) and last_fire_time (the scheduled time it describes).
 
+Counter item: pk = "<tenant_id>#schedule-count", sk = "count", n = the tenant's schedules.
+A create is one transaction: the counter's `ADD n :1` on the condition `n < limit`, and the
+item's put; a delete is the item's delete and `ADD n :-1`. So the cap holds whatever runs
+concurrently, and the counter is exactly the number of items. A tenant whose schedules were
+made before the counter existed gets one the first time a create or delete needs it, from a
+count of its partition (written only if absent, before any transaction can use it).
+
 One partition per tenant: get is a GetItem, the listing a Query on that partition, and another
 tenant's schedule id finds nothing. A fire's outcome only moves forward: it is recorded when its
 scheduled time is later than the one already recorded, so duplicate or late messages leave it.
@@ -25,7 +32,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from workflows.adapters.aws import aws_errors, error_code, translate
-from workflows.adapters.dynamo import check_owner, dumps, from_item, loads, to_item
+from workflows.adapters.dynamo import cancellation_reasons, check_owner, dumps, from_item, loads, to_item
 from workflows.adapters.paging import Page, check_position, query_page
 from workflows.domain.paging import Position
 from workflows.domain.schedules import Schedule
@@ -39,8 +46,20 @@ _JSON_FIELDS = ("inputs", "last_fire")
 MUTABLE_FIELDS = ("expression", "timezone", "inputs", "version", "enabled", "anchor_at")
 
 
+# A transaction cancelled by a concurrent one on the same counter is tried again this often
+# (DynamoDB cancels rather than queues transactions on one item) before the caller is told.
+TRANSACTION_ATTEMPTS = 5
+# Counting a partition to start its counter: no tenant comes near this (the cap is at most 10,000).
+_COUNT_ALL = 1_000_000
+
+
 def schedules_pk(tenant_id: str) -> str:
     return f"{tenant_id}#schedules"
+
+
+def counter_key(tenant_id: str) -> dict[str, Any]:
+    # `#` cannot occur in a tenant id, so no tenant's schedules partition is named like this.
+    return {"pk": {"S": f"{tenant_id}#schedule-count"}, "sk": {"S": "count"}}
 
 
 class ScheduleRepository:
@@ -48,15 +67,39 @@ class ScheduleRepository:
         self._client = client
         self._table = table
 
-    def create(self, schedule: Schedule) -> None:
-        try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=self._item(schedule),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            raise translate(exc) from exc
+    def create(self, schedule: Schedule, *, limit: int) -> bool:
+        """Store a new schedule unless the tenant has `limit` already (False)."""
+        count = {
+            "Update": {
+                "TableName": self._table,
+                "Key": counter_key(schedule.tenant_id),
+                "UpdateExpression": "ADD n :one",
+                # False for a counter not yet there too: it is started below, then tried again.
+                "ConditionExpression": "n < :limit",
+                "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": str(limit)}},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+        put = {
+            "Put": {
+                "TableName": self._table,
+                "Item": self._item(schedule),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        for _ in range(TRANSACTION_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=[count, put])
+                return True
+            except ClientError as exc:
+                counter, item = _refusals(exc, 2)
+                if counter == "ConditionalCheckFailed":
+                    if "Item" in cancellation_reasons(exc)[0]:
+                        return False  # the counter is at the limit
+                    self._start_counter(schedule.tenant_id)
+                elif item == "ConditionalCheckFailed":
+                    raise StaleWrite(f"schedule '{schedule.schedule_id}' already exists") from exc
+        raise StaleWrite("the tenant's schedules changed meanwhile; try again")
 
     def get(self, tenant_id: str, schedule_id: str) -> Schedule:
         with aws_errors():
@@ -144,8 +187,50 @@ class ScheduleRepository:
             raise translate(exc) from exc
 
     def delete(self, tenant_id: str, schedule_id: str) -> None:
-        with aws_errors():
-            self._client.delete_item(TableName=self._table, Key=self._key(tenant_id, schedule_id))
+        """Delete the item and give its place back; a schedule already gone changes nothing."""
+        items = [
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": self._key(tenant_id, schedule_id),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": counter_key(tenant_id),
+                    "UpdateExpression": "ADD n :minus_one",
+                    "ConditionExpression": "attribute_exists(n)",
+                    "ExpressionAttributeValues": {":minus_one": {"N": "-1"}},
+                }
+            },
+        ]
+        for _ in range(TRANSACTION_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                item, counter = _refusals(exc, 2)
+                if item == "ConditionalCheckFailed":
+                    return  # deleted already (a retried DELETE): its place was given back then
+                if counter == "ConditionalCheckFailed":
+                    self._start_counter(tenant_id)
+        raise StaleWrite("the tenant's schedules changed meanwhile; try again")
+
+    def _start_counter(self, tenant_id: str) -> None:
+        """The counter of a tenant whose schedules predate it: their count, unless another
+        writer stored one first (the first one stored is right: no transaction ran before it)."""
+        total = self.count(tenant_id, _COUNT_ALL)
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={**counter_key(tenant_id), "n": {"N": str(total)}},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
 
     def record_fire(
         self, tenant_id: str, schedule_id: str, scheduled_time: str, fire: Mapping[str, Any]
@@ -187,6 +272,17 @@ class ScheduleRepository:
             values[name] = loads(values.get(name))
         values["inputs"] = values["inputs"] or {}
         return Schedule.model_validate(values)
+
+
+def _refusals(exc: ClientError, items: int) -> list[str]:
+    """Why each item of a cancelled transaction was refused (`None`, `ConditionalCheckFailed`,
+    `TransactionConflict`), for a cancellation worth handling; anything else is raised."""
+    codes = [str(reason.get("Code")) for reason in cancellation_reasons(exc)]
+    if error_code(exc) != "TransactionCanceledException" or len(codes) != items:
+        raise translate(exc) from exc
+    if any(code not in ("None", "ConditionalCheckFailed", "TransactionConflict") for code in codes):
+        raise translate(exc) from exc
+    return codes
 
 
 class EventBridgeSchedules:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -121,45 +122,95 @@ class WorkflowDefinition(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def endless_loops(definition: WorkflowDefinition, exits: frozenset[str]) -> list[dict[str, str]]:
-    """Cycles made only of unconditional routing: nothing on them can ever leave.
+def endless_loops(
+    definition: WorkflowDefinition,
+    config_routes: Mapping[str, tuple[str, ...]],
+    rejectable: frozenset[str],
+) -> list[dict[str, str]]:
+    """Loops no run can ever leave, each named by one of its steps.
 
-    A step can leave a cycle when its type decides where to go or waits for a person (`exits`:
-    branch, approval), or when it routes failures elsewhere (`on_failure`, `on_timeout`). A
-    cycle of other steps runs until the per-run step guard fails it, so it is refused; loops
-    through a branch stay allowed.
+    A step's routes are where a run may go after it: on success its `on_success` (else the next
+    step, or `_end` after the last), or for a type in `config_routes` (a branch) the targets its
+    config names; on failure its `on_failure` and `on_timeout`; and, for a type a person may
+    reject (`rejectable`: approval) without an `on_failure`, the end of the run. A loop is
+    endless when every route of every step in it stays inside it (a strongly connected group of
+    steps with no route out): it runs until the per-run step guard fails it, so it is refused.
+    A loop with any way out (a branch with one target outside, a failure routed out, `_end`)
+    stays allowed. A step that fails with no `on_failure` ends the run, but that is an accident,
+    not a way out. Routes to unknown steps count as ways out here (they are reported elsewhere).
     """
-    index = {step.id: i for i, step in enumerate(definition.steps)}
+    steps = definition.steps
+    index = {step.id: i for i, step in enumerate(steps)}
 
-    def successor(i: int) -> int | None:
-        step = definition.steps[i]
-        if step.type in exits or step.on_failure is not None or step.on_timeout is not None:
-            return None  # a way out
-        if step.on_success is not None:
-            return index.get(step.on_success)  # None for _end (or an unknown id, reported elsewhere)
-        return i + 1 if i + 1 < len(definition.steps) else None
+    def routes(i: int) -> list[int | None]:
+        """Each route of step i: the index it leads to, None for one that leaves every loop."""
+        step = steps[i]
+        fields = config_routes.get(step.type)
+        targets: list[object]
+        if fields is not None:
+            targets = [step.config.get(name) for name in fields]
+        elif step.on_success is not None:
+            targets = [step.on_success]
+        else:
+            targets = [steps[i + 1].id if i + 1 < len(steps) else END]
+        targets += [target for target in (step.on_failure, step.on_timeout) if target is not None]
+        if step.type in rejectable and step.on_failure is None:
+            targets.append(END)  # a rejection ends the run
+        return [index.get(target) if isinstance(target, str) else None for target in targets]
 
+    edges = [routes(i) for i in range(len(steps))]
+    # Strongly connected groups by mutual reachability: at most `max_steps` (50) steps, so a
+    # search from every step is cheap, and plainer than Tarjan's algorithm.
+    reach = [_reachable(i, edges) for i in range(len(steps))]
     errors: list[dict[str, str]] = []
-    state = [0] * len(definition.steps)  # 0 unseen, 1 on the current walk, 2 done
-    for start in range(len(definition.steps)):
-        walk: list[int] = []
-        node: int | None = start
-        while node is not None and state[node] == 0:
-            state[node] = 1
-            walk.append(node)
-            node = successor(node)
-        if node is not None and state[node] == 1:
-            cycle = walk[walk.index(node) :]
-            names = " -> ".join(definition.steps[i].id for i in [*cycle, cycle[0]])
+    reported: set[int] = set()
+    for i in range(len(steps)):
+        if i in reported or i not in reach[i]:
+            continue  # already named, or on no loop
+        group = {j for j in reach[i] if i in reach[j]}
+        reported |= group
+        if all(target is not None and target in group for j in group for target in edges[j]):
+            names = " -> ".join(steps[j].id for j in _cycle_through(i, group, edges))
             errors.append(
                 {
-                    "field": f"steps[{cycle[0]}]",
-                    "message": f"steps {names} loop forever: no branch, approval or on_failure exit",
+                    "field": f"steps[{i}]",
+                    "message": f"steps {names} loop forever: no route leaves the loop (a branch"
+                    " target, on_failure or on_timeout outside it, or _end)",
                 }
             )
-        for i in walk:
-            state[i] = 2
     return errors
+
+
+def _reachable(start: int, edges: list[list[int | None]]) -> set[int]:
+    """The steps some route leads to from `start` (itself only when it is on a loop)."""
+    seen: set[int] = set()
+    pending = [target for target in edges[start] if target is not None]
+    while pending:
+        node = pending.pop()
+        if node not in seen:
+            seen.add(node)
+            pending += [target for target in edges[node] if target is not None]
+    return seen
+
+
+def _cycle_through(start: int, group: set[int], edges: list[list[int | None]]) -> list[int]:
+    """A shortest walk from `start` back to itself inside `group` (both ends included)."""
+    came_from: dict[int, int] = {}
+    frontier = [start]
+    while frontier:
+        following: list[int] = []
+        for node in frontier:
+            for target in edges[node]:
+                if target == start:
+                    walk = [start, node]
+                    while walk[-1] != start:
+                        walk.append(came_from[walk[-1]])
+                    return walk[::-1]
+                if target is not None and target in group and target not in came_from:
+                    came_from[target] = node
+                    following.append(target)
+        frontier = following
+    raise AssertionError("a step of a strongly connected group is on a loop")
 
 
 def routing_errors(definition: WorkflowDefinition) -> list[dict[str, str]]:

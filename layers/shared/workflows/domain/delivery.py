@@ -16,3 +16,6 @@ class DeliveryResult:
     status_code: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    # A machine-readable reason where the outcome alone does not say enough
+    # (`secret_host_not_allowed`: a hop the request's secrets may not go to).
+    code: str | None = None

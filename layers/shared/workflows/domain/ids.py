@@ -5,6 +5,11 @@ contain it: tenant and user ids are checked against these patterns wherever they
 API and CLI, JWT claims, settings); ids the service generates are checked against the format it
 generates before any storage read, so `sub%23<run_id>` or `../x` never reaches a key; and
 client-chosen strings that become part of a key (Idempotency-Key) are hashed first.
+
+The service acts under names of its own: a scheduled run belongs to `schedule:<schedule_id>`,
+and an approval that times out is decided by `system:timeout`. A caller taking such a name
+would read the schedule's runs or pass for the service, so user ids that enter from outside
+(keys, JWT claims, approval assignees) are also checked against those reserved prefixes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import re
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A user: also `@`, `:`, `+` and `|` (e-mail addresses, `auth0|123`), up to 128 characters.
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:+|-]{0,127}$"
+# The service's own principals (any case): `schedule:<id>` owns scheduled runs
+# (domain.run.SCHEDULE_OWNER_PREFIX), `system:timeout` decides an approval that timed out.
+RESERVED_USER_PREFIXES = ("schedule:", "system:")
 # Ids the service generates.
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 HEX32_PATTERN = r"^[0-9a-f]{32}$"
@@ -39,6 +47,11 @@ def is_tenant_id(value: object) -> bool:
 
 def is_user_id(value: object) -> bool:
     return isinstance(value, str) and _USER.fullmatch(value) is not None
+
+
+def is_reserved_user_id(value: str) -> bool:
+    """A name of the service's own (`schedule:...`, `system:...`), which no caller may take."""
+    return value.lower().startswith(RESERVED_USER_PREFIXES)
 
 
 def is_uuid(value: object) -> bool:
@@ -66,6 +79,19 @@ def check_user_id(value: str) -> str:
             " (1-128 letters, digits, '.', '_', '@', ':', '+', '|' or '-')"
         )
     return value
+
+
+def check_caller_user_id(value: str) -> str:
+    """A user id from outside the service: valid, and none of the service's own names."""
+    check_user_id(value)
+    if is_reserved_user_id(value):
+        raise InvalidIdentifier(reserved_message(value))
+    return value
+
+
+def reserved_message(value: str) -> str:
+    prefixes = " or ".join(f"'{prefix}'" for prefix in RESERVED_USER_PREFIXES)
+    return f"user id '{value}' is reserved: ids starting with {prefixes} name the service itself"
 
 
 def key_digest(value: str) -> str:

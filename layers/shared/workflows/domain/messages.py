@@ -24,9 +24,12 @@ class AdvanceMessage(BaseModel):
     tenant_id: str = Field(min_length=1)
     run_id: str = Field(min_length=1)
     version: int = Field(ge=1)
+    # Epoch seconds: a kick deferred to its tenant's fair share (domain.shares) already holds
+    # its place and is not charged again when it comes back.
+    not_before: float | None = None
 
     def to_body(self) -> str:
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_none=True)
 
     @classmethod
     def from_body(cls, body: str) -> AdvanceMessage:

@@ -10,13 +10,16 @@ from workflows.domain.ids import check_tenant_id, check_user_id
 RUNS_READ = "workflows.runs.read"
 RUNS_CONTROL = "workflows.runs.control"
 ADMIN = "workflows.admin"
-ALL_PERMISSIONS = frozenset({RUNS_READ, RUNS_CONTROL, ADMIN})
+# Submitting ad hoc, or saving, a definition that references `{{ secrets.NAME }}`: the secrets
+# are the tenant's, so sending them somewhere is not for every caller (docs/auth.md).
+SECRETS_USE = "workflows.secrets.use"
+ALL_PERMISSIONS = frozenset({RUNS_READ, RUNS_CONTROL, SECRETS_USE, ADMIN})
 
 # Multi-user mode: roles grant permissions. `WORKFLOWS_ROLE_PERMISSIONS` (JSON) adds roles or
 # replaces these mappings; a role nobody configured grants nothing.
 DEFAULT_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({RUNS_READ}),
-    "operator": frozenset({RUNS_READ, RUNS_CONTROL}),
+    "operator": frozenset({RUNS_READ, RUNS_CONTROL, SECRETS_USE}),
     "admin": ALL_PERMISSIONS,
 }
 

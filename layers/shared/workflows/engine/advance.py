@@ -19,6 +19,7 @@ Invariants (docs/engine.md; each is tested):
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ TIMEOUT = "timeout"
 INTERNAL_ERROR = "internal_error"
 OUTPUT_TOO_LARGE = "output_too_large"
 RUN_TOO_LARGE = "run_too_large"
+# SQS delays a message at most this long; longer waits are sent in hops.
+MAX_DELAY_SECONDS = 900
 # Commits of a give-up that lose a race before one lands (each re-reads the run).
 GIVE_UP_WRITES = 3
 
@@ -74,6 +77,20 @@ class Slots(Protocol):
     def take(self, tenant_id: str, run_id: str) -> bool: ...
 
     def release(self, tenant_id: str, run_id: str) -> None: ...
+
+
+class Shares(Protocol):
+    """Each tenant's share of the dispatcher (engine.shares.TenantShares)."""
+
+    call_recheck_seconds: float
+
+    def admission_delay(self, tenant_id: str, now: float, not_before: float | None) -> float: ...
+
+    def charge(self, tenant_id: str, steps: int, now: float) -> None: ...
+
+    def take_call(self, tenant_id: str, holder: str, lease_until: float, now: float) -> bool: ...
+
+    def give_back_call(self, tenant_id: str, holder: str) -> None: ...
 
 
 class Notifier(Protocol):
@@ -159,6 +176,7 @@ class Engine:
         slot_recheck_seconds: int = 5,
         max_receives: int = 5,
         sweep_grace_seconds: float | None = None,
+        shares: Shares | None = None,
     ) -> None:
         self._runs = runs
         self._queue = queue
@@ -172,6 +190,7 @@ class Engine:
         self._slot_recheck = slot_recheck_seconds
         self._max_receives = max_receives
         self._sweep_grace = sweep_grace_seconds
+        self._shares = shares
 
     # ---- the message loop ------------------------------------------------------------
 
@@ -299,6 +318,45 @@ class Engine:
             self._kick(run, self._slot_recheck)
             return Outcome("throttled", run.status.value, run.version)
 
+        # Fair shares (engine.shares): a kick over its tenant's step rate, or a call out while the
+        # tenant's (or everyone's) calls in flight are at their bound, is sent again for later,
+        # unchanged: it costs its own tenant time, never another's worker.
+        shares = self._shares
+        holds_call = False
+        if shares is not None:
+            now = self._clock().timestamp()
+            delay = shares.admission_delay(run.tenant_id, now, message.not_before)
+            if delay > 0:
+                return self._defer(
+                    run, delay, not_before=message.not_before or now + delay, action="deferred"
+                )
+            step = definition.step(run.current_step_id or definition.first_step_id())
+            step_type = self._registry.get(step.type)
+            if step_type is not None and not step_type.inline:
+                lease_until = now + self._budget(step, remaining_ms) + LEASE_SLACK.total_seconds()
+                if not shares.take_call(run.tenant_id, run.run_id, lease_until, now):
+                    # Admitted already (`not_before` now): the recheck is not charged again.
+                    return self._defer(
+                        run, shares.call_recheck_seconds, not_before=now, action="call_deferred"
+                    )
+                holds_call = True
+        try:
+            outcome = self._run_steps(run, definition, remaining_ms, correlation_id)
+        finally:
+            if holds_call and shares is not None:
+                shares.give_back_call(run.tenant_id, run.run_id)
+        if shares is not None and outcome.steps > 1:
+            # Inline steps beyond the one admitted are charged after the fact.
+            shares.charge(run.tenant_id, outcome.steps - 1, self._clock().timestamp())
+        return outcome
+
+    def _run_steps(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        remaining_ms: RemainingMs | None,
+        correlation_id: str | None,
+    ) -> Outcome:
         steps = 0
         while True:
             try:
@@ -317,6 +375,28 @@ class Engine:
             self._after(updated, definition, advanced.wake_in)
             metrics.add_metric(name="StepsExecuted", unit="Count", value=steps)
             return Outcome("advanced", updated.status.value, updated.version, steps)
+
+    def _defer(self, run: Run, delay: float, *, not_before: float, action: str) -> Outcome:
+        """Send this kick again after `delay` seconds, the run unchanged. A deferral that would
+        leave the run without a write for half the sweeper's grace writes one first (waiting its
+        turn is activity), and a long one is sent in hops no longer than that."""
+        now = self._clock()
+        hop = min(delay, MAX_DELAY_SECONDS)
+        grace = self._sweep_grace
+        if grace is not None:
+            hop = min(hop, grace / 2)
+            if (now - parse_time(run.updated_at)).total_seconds() + hop >= grace / 2:
+                try:
+                    run = self._runs.transition(run, {}, [])
+                except StaleWrite:
+                    return Outcome("lost_race", run.status.value, run.version)
+        message = AdvanceMessage(
+            tenant_id=run.tenant_id, run_id=run.run_id, version=run.version, not_before=round(not_before, 3)
+        )
+        # Rounded up: a kick that came back a moment early would only be deferred again.
+        self._queue.send(message, delay_seconds=math.ceil(hop))
+        metrics.add_metric(name="KicksDeferred", unit="Count", value=1)
+        return Outcome(action, run.status.value, run.version)
 
     def _after(self, run: Run, definition: WorkflowDefinition, wake_in: float | None) -> None:
         """Send what comes next: a kick, a delayed kick, or nothing for a resting run."""
@@ -368,6 +448,14 @@ class Engine:
 
     # ---- one step ----------------------------------------------------------------------
 
+    @staticmethod
+    def _budget(step: StepSpec, remaining_ms: RemainingMs | None) -> float:
+        """Seconds the step may take: its timeout, within the invocation's time left."""
+        budget = step.timeout_seconds or DEFAULT_STEP_TIMEOUT_SECONDS
+        if remaining_ms is not None:
+            budget = max(1.0, min(budget, (remaining_ms() - RESERVE_MS) / 1000))
+        return budget
+
     def _advance(
         self,
         run: Run,
@@ -395,9 +483,7 @@ class Engine:
                     payload={"step_type": step.type, "attempt": run.attempt, "started_at": now},
                 )
             )
-        budget = step.timeout_seconds or DEFAULT_STEP_TIMEOUT_SECONDS
-        if remaining_ms is not None:
-            budget = max(1.0, min(budget, (remaining_ms() - RESERVE_MS) / 1000))
+        budget = self._budget(step, remaining_ms)
         step_type = self._registry.get(step.type)
         if step_type is not None and step_type.delivery == "at_most_once":
             # Claim first: the lease, and the events so far, are committed before the call out,

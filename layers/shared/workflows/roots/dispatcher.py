@@ -1,12 +1,19 @@
 """DispatcherFunction's composition root and handler: an SQS batch, one kick per record,
 partial batch failures.
 
+The records of a batch are worked side by side (Powertools' BatchProcessor with each record on a
+thread of its own): a record that waits on a slow call out holds only itself, never the other
+nine (docs/architecture.md, "Fair shares"). Each record's log keys are bound to
+its thread and cleared after it, so no record's keys reach another's lines.
+
 Builds the engine (and, for schedule fires, the run submission services) on first use; imports
 nothing from the HTTP edge (no fastapi, starlette or mangum): cold start matters here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -20,9 +27,10 @@ from workflows.observability import logger, metrics, tracer
 from workflows.roots.parts import Parts
 from workflows.settings import get_settings
 
-# Report failed records even when every record failed, rather than raising: SQS then retries
-# exactly those messages, and the failure shows in the response.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+# The template's batch size: every record of a batch gets a thread at once.
+RECORD_THREADS = 10
+
+RemainingMs = Callable[[], int]
 
 
 @lru_cache(maxsize=1)
@@ -31,45 +39,63 @@ def parts() -> Parts:
     return Parts(get_settings())
 
 
-class _Invocation:
-    """The running invocation's context, for the engine's time budget."""
-
-    context: LambdaContext | None = None
-
-    @classmethod
-    def remaining_ms(cls) -> int:
-        return cls.context.get_remaining_time_in_millis() if cls.context else 60_000
-
-
-@tracer.capture_method
-def record_handler(record: SQSRecord) -> str:
+def work_record(record: SQSRecord, remaining_ms: RemainingMs) -> str:
+    """One record, on the thread it runs on; raises to report that this message failed."""
     # A body that does not parse raises: SQS redrives it to the dead-letter queue, whose consumer
     # (roots/dispatch_dlq.py) logs it. An error on a run's last delivery fails the run.
-    message = parse_message(record.body)
-    if isinstance(message, StartScheduledRun):
-        logger.append_keys(schedule_id=message.schedule_id, tenant_id=message.tenant_id)
-        fired = parts().schedule_service.fire(message)
-        logger.info("schedule fired", extra={"result": fired.result, "reason": fired.reason})
-        metrics.add_metric(name=f"ScheduleFire_{fired.result}", unit="Count", value=1)
-        return fired.result
-    logger.append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
-    receives = record.attributes.approximate_receive_count
-    outcome = parts().engine.process(
-        message,
-        _Invocation.remaining_ms,
-        receive_count=int(receives) if receives and receives.isdigit() else 1,
-        correlation_id=record.message_id,
-    )
-    logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})
-    metrics.add_metric(name=f"Kick_{outcome.action}", unit="Count", value=1)
-    return outcome.action
+    try:
+        message = parse_message(record.body)
+        if isinstance(message, StartScheduledRun):
+            logger.thread_safe_append_keys(schedule_id=message.schedule_id, tenant_id=message.tenant_id)
+            fired = parts().schedule_service.fire(message)
+            logger.info("schedule fired", extra={"result": fired.result, "reason": fired.reason})
+            metrics.add_metric(name=f"ScheduleFire_{fired.result}", unit="Count", value=1)
+            return fired.result
+        logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
+        receives = record.attributes.approximate_receive_count
+        outcome = parts().engine.process(
+            message,
+            remaining_ms,
+            receive_count=int(receives) if receives and receives.isdigit() else 1,
+            correlation_id=record.message_id,
+        )
+        logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})
+        metrics.add_metric(name=f"Kick_{outcome.action}", unit="Count", value=1)
+        return outcome.action
+    finally:
+        logger.thread_safe_clear_keys()
+
+
+class ConcurrentBatchProcessor(BatchProcessor):
+    """Powertools' SQS batch processor, its records worked on threads side by side.
+
+    Not AsyncBatchProcessor: outside Lambda it runs its loop with asyncio.run, which leaves the
+    calling thread without an event loop, and the local stack and the tests call the API's
+    Mangum handler (which needs one) from the same thread. Recording an outcome appends to a
+    list, which is safe from several threads.
+    """
+
+    def process(self) -> list[tuple[Any, ...]]:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(len(self.records), RECORD_THREADS)), thread_name_prefix="dispatch-record"
+        ) as threads:
+            return list(threads.map(self._process_record, self.records))
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    _Invocation.context = context
+    remaining_ms: RemainingMs = context.get_remaining_time_in_millis
+
+    def record_handler(record: SQSRecord) -> str:
+        return work_record(record, remaining_ms)
+
+    # A processor per invocation: it holds the batch's records and outcomes (the local stack
+    # calls this handler from several pollers at once; Lambda, one invocation at a time). Failed
+    # records are reported even when every record failed, rather than raising: SQS then retries
+    # exactly those messages.
+    processor = ConcurrentBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -22,8 +22,10 @@ from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry, local_step_types
 
 if TYPE_CHECKING:
+    from workflows.domain.secret_refs import Secret
     from workflows.engine.advance import Engine
     from workflows.engine.control import RunControl
+    from workflows.engine.shares import TenantShares
     from workflows.engine.slots import TenantSlots
     from workflows.engine.sweep import Sweeper
     from workflows.ports import (
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
         RunStore,
         ScheduleStore,
         ScheduleTriggers,
+        ShareStore,
         TokenVerifier,
     )
     from workflows.ports import SecretStore as SecretPort
@@ -245,8 +248,9 @@ class Parts:
             local_step_types(), {"prompt": prompt, "rag_search": rag_search, "webhook": webhook}
         )
 
-    def secret_value(self, tenant_id: str, name: str) -> str:
-        return self.secrets.value(tenant_id, name)
+    def secret_value(self, tenant_id: str, name: str) -> Secret:
+        """A secret for a request being sent: its value and the hosts it may go to."""
+        return self.secrets.get(tenant_id, name)
 
     # ---- engine ------------------------------------------------------------------------
 
@@ -269,7 +273,31 @@ class Parts:
             slot_recheck_seconds=s.tenant_concurrency_recheck_sec,
             max_receives=s.dispatch_max_receive_count,
             sweep_grace_seconds=s.sweep_grace_sec,
+            shares=self.shares,
         )
+
+    @cached_property
+    def shares(self) -> TenantShares | None:
+        s = self.settings
+        if s.tenant_steps_per_sec <= 0 and s.tenant_calls_in_flight <= 0 and s.calls_in_flight <= 0:
+            return None
+        from workflows.domain.shares import StepRate
+        from workflows.engine.shares import TenantShares
+
+        rate = StepRate(s.tenant_steps_per_sec, s.tenant_steps_burst) if s.tenant_steps_per_sec > 0 else None
+        return TenantShares(
+            self.share_store,
+            rate=rate,
+            tenant_calls=s.tenant_calls_in_flight,
+            all_calls=s.calls_in_flight,
+            call_recheck_seconds=s.call_recheck_sec,
+        )
+
+    @cached_property
+    def share_store(self) -> ShareStore:
+        from workflows.adapters.quotas import QuotaRepository
+
+        return QuotaRepository(self.dynamodb, self.settings.quotas_table)
 
     @cached_property
     def sweeper(self) -> Sweeper:

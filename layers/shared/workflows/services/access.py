@@ -7,14 +7,21 @@ Rules (docs/auth.md):
 - Control actions need `workflows.runs.control`; approve / reject also accept the approval
   step's named `assignees`.
 - Changing a workflow (new version, delete) is for its owner or `workflows.runs.control`.
+- Submitting ad hoc, or saving, a definition that references `{{ secrets.NAME }}` needs
+  `workflows.secrets.use`; running a saved one needs only what running needs (whoever saved it
+  had the permission and meant the secrets to be used).
 """
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from workflows.clock import Clock, system_clock
+from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import (
     RUNS_CONTROL,
     RUNS_READ,
+    SECRETS_USE,
     Principal,
 )
 from workflows.domain.quotas import WindowCount
@@ -22,6 +29,7 @@ from workflows.domain.run import Run
 from workflows.errors import Forbidden, QuotaExceeded
 from workflows.ports import QuotaStore, RunStore
 from workflows.settings import Settings
+from workflows.steps.registry import StepRegistry, parse_config
 
 
 def can_read_run(principal: Principal, run: Run) -> bool:
@@ -63,6 +71,47 @@ def check_decide(runs: RunStore, principal: Principal, run_id: str, step_id: str
     assignees = (step.config.get("assignees") if step is not None else None) or []
     if principal.user_id not in assignees:
         raise Forbidden(f"missing permission {RUNS_CONTROL} (and not an assignee of this step)")
+
+
+def secret_fields(definition: WorkflowDefinition, registry: StepRegistry) -> list[str]:
+    """The templated fields that reference `secrets` (`steps[0].config.headers.Authorization`).
+
+    A step whose type or config is invalid is skipped: validation refuses it anyway."""
+    if "secrets" not in definition.canonical_json():
+        return []  # no template can name them: skip parsing the templates
+    # Imported here: jinja2 stays off the cold-start path until a definition needs it.
+    from workflows.templating import variables
+
+    found: list[str] = []
+    for index, step in enumerate(definition.steps):
+        step_type = registry.get(step.type)
+        if step_type is None:
+            continue
+        try:
+            config = parse_config(step_type, step.config)
+        except ValidationError:
+            continue
+        for template in step_type.templates(config):
+            if "secrets" in variables(template.source):
+                found.append(f"steps[{index}].config.{template.path}")
+    return found
+
+
+def check_secret_use(
+    principal: Principal, definition: WorkflowDefinition, registry: StepRegistry, *, field_prefix: str = ""
+) -> None:
+    """Forbidden, naming each field, if the definition references secrets and the caller may
+    not use them."""
+    if principal.can(SECRETS_USE):
+        return
+    fields = secret_fields(definition, registry)
+    if not fields:
+        return
+    reason = f"references a secret: missing permission {SECRETS_USE}"
+    raise Forbidden(
+        f"{field_prefix}{fields[0]} {reason}",
+        details=[{"field": f"{field_prefix}{field}", "message": reason} for field in fields],
+    )
 
 
 # ---- submission quotas -------------------------------------------------------------------

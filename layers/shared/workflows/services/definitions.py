@@ -17,7 +17,7 @@ from workflows.domain.run import Run
 from workflows.domain.workflows import DELETED, WorkflowHead, WorkflowVersion
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, ValidationFailed, WorkflowDeleted
 from workflows.ports import DefinitionStore
-from workflows.services.access import check_change_definition, check_read_definition
+from workflows.services.access import check_change_definition, check_read_definition, check_secret_use
 from workflows.services.runs import RunService
 from workflows.services.validation import validate_definition
 from workflows.settings import Settings
@@ -53,6 +53,7 @@ class DefinitionService:
         self, principal: Principal, definition: WorkflowDefinition
     ) -> tuple[WorkflowHead, WorkflowVersion]:
         check_definition(definition, self._settings, self._registry)
+        check_secret_use(principal, definition, self._registry)
         workflow_id = str(uuid.uuid4())
         head = self._definitions.create(principal.tenant_id, principal.user_id, workflow_id, definition)
         return head, self._version_of(head, definition)
@@ -88,6 +89,7 @@ class DefinitionService:
                     carried = latest.definition.model_dump(mode="json", include=left_out)
             definition = parse_definition({**carried, **draft, "version": next_version})
             check_definition(definition, self._settings, self._registry)
+            check_secret_use(principal, definition, self._registry)
             try:
                 new = self._definitions.add_version(head, principal.user_id, definition)
             except StaleWrite:
@@ -199,24 +201,18 @@ def check_definition(
 
 
 def inputs_schema_errors(definition: WorkflowDefinition, field_prefix: str = "") -> list[dict[str, str]]:
+    """Why inputs_schema is refused: not a JSON Schema, or one whose patterns RE2 cannot run
+    within bounds (services/inputs_schema.py)."""
     schema = definition.inputs_schema
     if schema is None:
         return []
-    # Imported here, not at module level: it stays off the functions' cold-start path.
-    from jsonschema import exceptions as jsonschema_errors
-    from jsonschema import validators
+    # Imported here, not at module level: jsonschema and RE2 stay off the cold-start path.
+    from workflows.services.inputs_schema import schema_problems
 
-    try:
-        validators.validator_for(schema).check_schema(schema)
-    except jsonschema_errors.SchemaError as exc:
-        path = _json_path(exc.absolute_path)
-        return [
-            {
-                "field": f"{field_prefix}inputs_schema{path}",
-                "message": f"not a valid JSON Schema: {exc.message}",
-            }
-        ]
-    return []
+    return [
+        {"field": f"{field_prefix}inputs_schema{path}", "message": message}
+        for path, message in schema_problems(schema)
+    ]
 
 
 def check_inputs(definition: WorkflowDefinition, inputs: dict[str, Any], *, field: str = "inputs") -> None:
@@ -224,11 +220,20 @@ def check_inputs(definition: WorkflowDefinition, inputs: dict[str, Any], *, fiel
     schema = definition.inputs_schema
     if schema is None:
         return
-    from jsonschema import validators  # see inputs_schema_errors
+    from workflows.services.inputs_schema import InputsTooCostly, SchemaRefused, input_errors
 
-    validator = validators.validator_for(schema)(schema)
+    try:
+        errors = input_errors(schema, inputs)
+    except SchemaRefused as exc:  # a definition saved before its schema was held to these rules
+        where = f"inputs_schema{exc.path}"
+        raise ValidationFailed(
+            f"{where}: {exc.message}", details=[{"field": where, "message": exc.message}]
+        ) from exc
+    except InputsTooCostly as exc:
+        message = f"cannot be checked against inputs_schema: {exc}"
+        raise ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}]) from exc
     details: list[dict[str, str]] = []
-    for error in sorted(validator.iter_errors(inputs), key=lambda e: list(map(str, e.absolute_path))):
+    for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
         path = _json_path(error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             missing = [name for name in error.validator_value if name not in error.instance]

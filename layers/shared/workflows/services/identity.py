@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Callable, Mapping
 
 from workflows.clock import Clock, system_clock
-from workflows.domain.ids import InvalidIdentifier, is_tenant_id, is_user_id
+from workflows.domain.ids import InvalidIdentifier, is_reserved_user_id, is_tenant_id, is_user_id
 from workflows.domain.json import JsonValue
 from workflows.domain.principal import ALL_PERMISSIONS, Principal, permissions_for
 from workflows.errors import Unauthenticated
@@ -61,6 +61,9 @@ class Identity:
         state = record.state(self._clock())
         if state != "active":
             raise Unauthenticated(f"API key {state}")
+        if is_reserved_user_id(record.user_id):
+            # A key issued before those names were reserved: it must be re-issued to a real user.
+            raise Unauthenticated("API key refused: its user id names the service itself")
         try:
             return Principal(
                 tenant_id=record.tenant_id,
@@ -91,6 +94,10 @@ class Identity:
             raise Unauthenticated(f"the token's {settings.jwt_tenant_claim} claim is not a valid tenant id")
         if not is_user_id(user):
             raise Unauthenticated(f"the token's {settings.jwt_user_claim} claim is not a valid user id")
+        if is_reserved_user_id(user):
+            raise Unauthenticated(
+                f"the token's {settings.jwt_user_claim} claim names the service itself, not a user"
+            )
         roles = _roles(claims.get(settings.jwt_roles_claim))
         permissions = permissions_for(roles, settings.role_permissions)
         return Principal(tenant_id=tenant, user_id=user, permissions=permissions, roles=roles)

@@ -24,6 +24,7 @@ from workflows.errors import (
 )
 from workflows.observability import logger
 from workflows.ports import DispatchQueue, IdempotencyStore, RunStore
+from workflows.services.access import check_secret_use
 from workflows.services.validation import validate_definition
 from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry
@@ -61,6 +62,8 @@ class RunService:
         settings = self._settings
         check_size(inputs, "inputs", settings.max_inputs_bytes)
         validate_definition(definition, settings, self._registry)
+        if workflow_id is None:
+            self.check_adhoc(principal, definition)
         now = iso(self._clock())
         run = Run(
             run_id=str(uuid.uuid4()),
@@ -95,6 +98,11 @@ class RunService:
             )
             raise DependencyUnavailable("the run could not be queued; try again") from exc
         return run
+
+    def check_adhoc(self, principal: Principal, definition: WorkflowDefinition) -> None:
+        """Forbidden if an ad hoc definition references secrets the caller may not use. (A saved
+        one was checked when it was saved: running it needs no more than running does.)"""
+        check_secret_use(principal, definition, self._registry, field_prefix="definition.")
 
     def submit_once(
         self,

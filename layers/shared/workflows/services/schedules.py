@@ -5,6 +5,10 @@ fire's outcome) and an EventBridge Scheduler schedule that sends a `start_schedu
 the dispatch queue at each fire. Writes keep the two in step: the item is written first and
 put back if EventBridge refuses the change, so a failed request changes nothing.
 
+A tenant has at most `max_schedules_per_tenant` schedules (a cost guard: each one fires). The
+store checks the cap in the write that creates the item, so concurrent creates cannot pass it;
+deleting a schedule, or a create undone because EventBridge refused it, gives the place back.
+
 A fire starts at most one run per (schedule, scheduled time): the run is submitted through the
 Idempotency-Key mechanism with the key `schedule:<id>:<scheduled time>`, a conditional put
 claimed before the run exists. Its records live 24 hours, so a fire whose scheduled time is
@@ -108,7 +112,6 @@ class ScheduleService:
         parsed, _ = self._check_timing(expression, timezone, now)
         inputs = inputs or {}
         self._check_target(principal, workflow_id, version, inputs)
-        self._check_room(principal.tenant_id)
         anchor = self._anchor(parsed, now)
         schedule = Schedule(
             schedule_id=str(uuid.uuid4()),
@@ -124,7 +127,14 @@ class ScheduleService:
             updated_at=iso(now),
             created_by=principal.user_id,
         )
-        self._schedules.create(schedule)
+        limit = self._settings.max_schedules_per_tenant
+        # The cap is checked by the write itself, so creates racing for the last place cannot
+        # both take it; a failure below deletes the item, which gives the place back.
+        if not self._schedules.create(schedule, limit=limit):
+            raise LimitExceeded(
+                f"schedules: the tenant has {limit} schedules, the most allowed; delete one first",
+                details=[{"field": "schedules", "message": f"at most {limit} per tenant"}],
+            )
         try:
             self._triggers.put(schedule, start_date=self._start_date(schedule, parsed, now), create=True)
         except BaseException:
@@ -318,17 +328,6 @@ class ScheduleService:
         assert stored.definition is not None
         check_size(inputs, "inputs", self._settings.max_inputs_bytes)
         check_inputs(stored.definition, inputs)
-
-    def _check_room(self, tenant_id: str) -> None:
-        """A tenant has at most `max_schedules_per_tenant` schedules (a cost guard: each fires)."""
-        limit = self._settings.max_schedules_per_tenant
-        # One Query of the tenant's partition, counting at most limit items. Two creates racing
-        # for the last place may both pass: the cap bounds cost, it is not a security boundary.
-        if self._schedules.count(tenant_id, limit) >= limit:
-            raise LimitExceeded(
-                f"schedules: the tenant has {limit} schedules, the most allowed; delete one first",
-                details=[{"field": "schedules", "message": f"at most {limit} per tenant"}],
-            )
 
     @staticmethod
     def _anchor(parsed: ScheduleExpression, now: datetime) -> datetime:

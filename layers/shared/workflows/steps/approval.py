@@ -5,10 +5,11 @@ passes and `on_timeout` decides (docs/approvals.md)."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from workflows.domain.ids import check_caller_user_id
 from workflows.steps.base import StepContext, StepOutcome, Suspend, TemplateField
 
 MAX_APPROVAL_SECONDS = 30 * 24 * 3600
@@ -19,7 +20,12 @@ class ApprovalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instructions: str = Field(default="", max_length=8192)
-    assignees: list[str] = Field(default_factory=list, max_length=MAX_ASSIGNEES)
+    # Matched against callers' user ids: one no caller can have ("bob ", or one of the service's
+    # own names such as `system:timeout`) would never decide, or would pass for the service.
+    # (InvalidIdentifier is a ValueError: pydantic reports it against `assignees[j]`.)
+    assignees: list[Annotated[str, AfterValidator(check_caller_user_id)]] = Field(
+        default_factory=list, max_length=MAX_ASSIGNEES
+    )
     # Distinct approvers needed before the step completes; one rejection rejects it.
     required_approvals: int = Field(default=1, ge=1, le=MAX_ASSIGNEES)
     timeout_seconds: float = Field(default=7 * 24 * 3600, gt=0, le=MAX_APPROVAL_SECONDS)

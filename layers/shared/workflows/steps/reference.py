@@ -48,7 +48,8 @@ MEANINGS: dict[str, dict[str, str]] = {
         "instructions": "Shown to the people deciding, on the `waiting_approval` event (plain text, not a"
         " template)",
         "assignees": "User ids asked to decide; besides holders of `workflows.runs.control`, they may"
-        " approve or reject this step",
+        " approve or reject this step. Each must be a user id a caller can have (docs/auth.md,"
+        " Identifiers): not `bob ` nor one of the service's own names (`schedule:...`, `system:...`)",
         "required_approvals": "Distinct approvers needed before the step completes (at most the number of"
         " distinct assignees, when any are named); one rejection rejects it",
         "timeout_seconds": "How long the run waits for the decision",

@@ -27,9 +27,11 @@ from workflows.steps.log import LogStep
 CONFIGURED_TYPES = ("prompt", "rag_search", "webhook")
 # The original module's names, accepted on input and stored under the canonical name.
 ALIASES = {"wait_for_approval": "approval"}
-# Step types that choose where a run goes next or wait for a person: a cycle through one of them
-# is a loop a run can leave (domain.definition.endless_loops).
-DECIDING_TYPES = frozenset({"branch", "approval", *ALIASES})
+# How step types route a run besides on_success, on_failure and on_timeout (for
+# domain.definition.endless_loops): a branch goes where its config's targets say; a person may
+# reject an approval, which ends the run unless its on_failure routes it.
+CONFIG_ROUTES = {"branch": ("true_next", "false_next")}
+REJECTABLE_TYPES = frozenset({"approval", *ALIASES})
 
 
 def local_step_types() -> list[StepType]:
@@ -106,7 +108,9 @@ def validate_steps(
             config = parse_config(step_type, step.config)
         except ValidationError as exc:
             for error in exc.errors():
-                path = ".".join(str(part) for part in error["loc"])
+                path = "".join(
+                    f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+                ).lstrip(".")
                 errors.append(
                     {
                         "field": f"{where}.config.{path}" if path else f"{where}.config",

@@ -19,19 +19,48 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from workflows.domain.dlq import DlqRow
 from workflows.domain.failures import StepFailed
-from workflows.domain.secret_refs import SecretRefs, SecretUnavailable, new_nonce, resolve_request, scrub
+from workflows.domain.secret_refs import (
+    SECRET_HOST_NOT_ALLOWED,
+    SecretRefs,
+    SecretRefused,
+    SecretUnavailable,
+    new_nonce,
+    resolve_request,
+    scrub,
+)
 from workflows.ports import Deliverer, DlqStore, SecretLookup
 from workflows.steps.base import StepContext, StepOutcome, StepResult, TemplateField
 from workflows.templating import render, render_value, strings
 
 MAX_BODY_BYTES = 256 * 1024
+# A field name is a token (RFC 9110 5.1, RFC 7230 3.2). A name outside it is refused when the
+# definition is saved, rather than failing each delivery (and filling the DLQ) later.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+
+
+def _header_name(name: str) -> str:
+    if not _TOKEN.match(name):
+        raise ValueError("not a valid header name: letters, digits and !#$%&'*+-.^_`|~ only, no spaces")
+    return name
+
+
+def _header_value(value: str) -> str:
+    if _LINE_BREAK.search(value):
+        raise ValueError("a header value may not hold a line break or NUL")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 
 class WebhookConfig(BaseModel):
@@ -43,9 +72,10 @@ class WebhookConfig(BaseModel):
         description="Jinja2 template (text) of the URL, checked against the egress policy (docs/webhooks.md)",
     )
     method: Literal["POST", "PUT", "PATCH"] = Field(default="POST", description="HTTP method")
-    headers: dict[str, str] = Field(
+    headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict,
-        description="Extra request headers; each value is a Jinja2 template (text)",
+        description="Extra request headers; each name is an HTTP token, each value a Jinja2 template"
+        " (text) without line breaks",
     )
     body: Any = Field(
         default=None,
@@ -75,6 +105,13 @@ def _render_json(value: Any, context: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         return {key: _render_json(item, context) for key, item in value.items()}
     return value
+
+
+def _host_of(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:  # a URL the egress policy refused as invalid
+        return ""
 
 
 def webhook_id_for(run_id: str, step_id: str) -> str:
@@ -128,6 +165,8 @@ class WebhookStep:
             if exc.transient:  # the step's retry policy applies
                 raise StepFailed("secret_unavailable", str(exc)) from exc
             raise StepFailed("secret_not_found", str(exc), retryable=False) from exc
+        except SecretRefused as exc:
+            raise StepFailed(exc.code, exc.message, retryable=False) from exc
         result = self._deliverer.deliver(
             request.url,
             request.body,
@@ -136,12 +175,15 @@ class WebhookStep:
             tenant_id=context.tenant_id,
             method=config.method,
             timeout=timeout,
+            secret_hosts=request.allowed_hosts,
         )
-        host = urlsplit(url).hostname or ""
+        host = _host_of(url)
         summary = {"webhook_id": webhook_id, "host": host, "status_code": result.status_code}
         if result.outcome == "delivered":
             return StepResult(output={"delivered": True, **summary}, event_fields={"delivery": summary})
         error = scrub(result.error, request.values) or result.outcome
+        if result.code == SECRET_HOST_NOT_ALLOWED:
+            raise StepFailed(SECRET_HOST_NOT_ALLOWED, error, retryable=False)
         if result.outcome == "permanent":
             raise StepFailed("webhook_rejected", f"{host}: {error}", retryable=False)
         if config.on_delivery_failure == "dlq" and config.method == "POST":

@@ -8,6 +8,11 @@ The egress policy (workflows.adapters.http.egress) runs before any connection is
 addresses it validated; the request then goes through a transport that connects only to those
 addresses, while the Host header, TLS SNI and certificate checks keep the URL's hostname. When
 the policy follows redirects, every hop is checked the same way before it is connected to.
+
+A request carrying secrets limited to some hosts (`secret_hosts`) goes to no other host, on any
+hop: one that is not allowed fails permanently with the code `secret_host_not_allowed` before
+any connection. A redirect to another origin is sent without the request's own headers and
+without its body (an empty body, signed anew): only the origin the caller named receives them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from workflows.adapters.http.signing_secrets import SigningSecretUnavailable
 from workflows.clock import Clock, system_clock
 from workflows.deadline import call_deadline
 from workflows.domain.delivery import DeliveryResult
+from workflows.domain.secret_refs import SECRET_HOST_NOT_ALLOWED, host_refusal
 
 # A plain check on the URL; it gets the address pinning but none of EgressPolicy's address rules.
 UrlCheck = Callable[[str], None]
@@ -46,8 +52,6 @@ _SNIPPET_CHARS = 200
 _TRANSIENT_4XX = frozenset({408, 425, 429})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Credentials a row's headers may carry are not handed to another origin by a redirect.
-_CROSS_ORIGIN_DROPPED = frozenset({"authorization", "cookie", "proxy-authorization"})
 # Set by the deliverer itself; a row's own headers must not override the signature or framing.
 _RESERVED_HEADERS = frozenset(
     {
@@ -117,6 +121,18 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
 
 
+def _secret_host_refused(
+    secret_hosts: Mapping[str, Sequence[str]], destination: Destination, *, redirect: bool = False
+) -> DeliveryResult | None:
+    """A permanent failure if the request's secrets may not go to this hop's host (checked
+    before connecting), else None."""
+    reason = host_refusal(secret_hosts, destination.host) if secret_hosts else None
+    if reason is None:
+        return None
+    hop = "redirect not followed: " if redirect else ""
+    return DeliveryResult("permanent", error=f"{hop}{reason}", code=SECRET_HOST_NOT_ALLOWED)
+
+
 class HttpDeliverer:
     """Delivers signed webhooks to destinations the egress policy allows.
 
@@ -161,8 +177,10 @@ class HttpDeliverer:
         tenant_id: str | None = None,
         method: str = "POST",
         timeout: float | None = None,
+        secret_hosts: Mapping[str, Sequence[str]] | None = None,
     ) -> DeliveryResult:
-        """One signed request. `method` and `timeout` let a webhook step override the defaults.
+        """One signed request. `method` and `timeout` let a webhook step override the defaults;
+        `secret_hosts` (secret name -> allowed hosts) limits every hop to hosts all allow.
 
         `timeout` (else the deliverer's own) is one overall deadline for the whole delivery:
         the policy's lookups, connect, TLS, sending, status line, headers and the body read,
@@ -171,7 +189,9 @@ class HttpDeliverer:
         """
         budget = timeout or self._timeout
         with call_deadline(budget):
-            return self._deliver(url, body, webhook_id, extra_headers, tenant_id, method, budget)
+            return self._deliver(
+                url, body, webhook_id, extra_headers, tenant_id, method, budget, secret_hosts or {}
+            )
 
     def _deliver(
         self,
@@ -182,6 +202,7 @@ class HttpDeliverer:
         tenant_id: str | None,
         method: str,
         budget: float,
+        secret_hosts: Mapping[str, Sequence[str]],
     ) -> DeliveryResult:
         try:
             destination = self._policy.check(url, tenant_id)
@@ -189,6 +210,9 @@ class HttpDeliverer:
             return DeliveryResult("permanent", error=f"egress denied: {exc.message}")
         except EgressResolutionFailed as exc:
             return DeliveryResult("transient", error=f"dns: {exc.message}")
+        refused = _secret_host_refused(secret_hosts, destination)
+        if refused is not None:
+            return refused
 
         try:
             secrets = self._secrets()
@@ -196,14 +220,20 @@ class HttpDeliverer:
             # Never send unsigned because the secret store hiccuped; a later attempt may sign.
             return DeliveryResult("transient", error=f"signing secret unavailable: {exc}")
 
-        headers = {k: v for k, v in (extra_headers or {}).items() if k.lower() not in _RESERVED_HEADERS}
-        headers["content-type"] = "application/json"
         timestamp = int(self._clock().timestamp())
-        if secrets:
-            # One signature per secret (newest first): receivers on the old or the new secret verify.
-            headers.update(signature_headers(secrets, webhook_id, timestamp, body))
-        else:
-            headers.update({"webhook-id": webhook_id, "webhook-timestamp": str(timestamp)})
+
+        def signed(content: bytes) -> dict[str, str]:
+            """The deliverer's own headers for `content`."""
+            own = {"content-type": "application/json"}
+            if secrets:
+                # One signature per secret (newest first): receivers on the old or the new one verify.
+                own.update(signature_headers(secrets, webhook_id, timestamp, content))
+            else:
+                own.update({"webhook-id": webhook_id, "webhook-timestamp": str(timestamp)})
+            return own
+
+        headers = {k: v for k, v in (extra_headers or {}).items() if k.lower() not in _RESERVED_HEADERS}
+        headers.update(signed(body))
 
         # A client per delivery: its pins and connections live exactly as long as this delivery.
         backend = PinnedNetworkBackend(self._connector)
@@ -216,7 +246,9 @@ class HttpDeliverer:
             transport=PinnedTransport(backend, self._ssl_context),
             headers={"user-agent": USER_AGENT},
         ) as client:
-            return self._send(client, backend, destination, url, body, headers, tenant_id, method)
+            return self._send(
+                client, backend, destination, url, body, headers, tenant_id, method, secret_hosts, signed
+            )
 
     def _send(
         self,
@@ -227,7 +259,9 @@ class HttpDeliverer:
         body: bytes,
         headers: dict[str, str],
         tenant_id: str | None,
-        method: str = "POST",
+        method: str,
+        secret_hosts: Mapping[str, Sequence[str]],
+        signed: Callable[[bytes], dict[str, str]],
     ) -> DeliveryResult:
         redirects = 0
         while True:
@@ -245,6 +279,9 @@ class HttpDeliverer:
                     current = response.url
             except httpx.TimeoutException as exc:
                 return DeliveryResult("transient", error=f"timeout: {type(exc).__name__}")
+            except httpx.LocalProtocolError as exc:
+                # Our own request broke HTTP (a header httpx will not send): retrying cannot help.
+                return DeliveryResult("permanent", error=f"invalid request: {exc}")
             except httpx.HTTPError as exc:
                 return DeliveryResult("transient", error=f"{type(exc).__name__}: {exc}")
             except (httpx.InvalidURL, ValueError) as exc:
@@ -276,8 +313,14 @@ class HttpDeliverer:
                 )
             except EgressResolutionFailed as exc:
                 return DeliveryResult("transient", result.status_code, f"dns: {exc.message}")
+            refused = _secret_host_refused(secret_hosts, destination, redirect=True)
+            if refused is not None:
+                return refused
             if _origin(next_url) != _origin(current):
-                headers = {k: v for k, v in headers.items() if k.lower() not in _CROSS_ORIGIN_DROPPED}
+                # The request's own headers and body (credentials, secrets) were meant for the
+                # origin the caller named; another origin gets an empty body, signed anew.
+                body = b""
+                headers = signed(body)
             url = str(next_url)
 
     def _read_bounded(self, response: httpx.Response) -> str:

@@ -23,10 +23,15 @@ import httpcore
 import httpx
 
 from workflows.deadline import DeadlineTransport, bounded
+
+# Host patterns are shared with the hosts a secret may be sent to (domain.hosts).
+from workflows.domain.hosts import HOSTNAME as _HOSTNAME
+from workflows.domain.hosts import NUMERIC_LABEL as _NUMERIC_LABEL
+from workflows.domain.hosts import HostPattern, IPAddress, parse_host_list
+from workflows.domain.hosts import ip_or_none as _ip
 from workflows.errors import DomainError
 from workflows.settings import Settings
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 Connector = Callable[[str, int, float | None], httpcore.NetworkStream]
 
@@ -36,9 +41,6 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # A host with several validated addresses: try at most this many, in the resolver's order.
 MAX_CONNECT_ADDRESSES = 3
 
-_HOSTNAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
-# WHATWG URL rule: a host whose last label is a number is an IPv4 address in some spelling.
-_NUMERIC_LABEL = re.compile(r"^(\d+|0x[0-9a-f]*)$")
 
 _METADATA = frozenset(
     ipaddress.ip_address(a)
@@ -125,56 +127,6 @@ def address_refusal(address: IPAddress) -> tuple[str, bool] | None:
     if not address.is_global:
         return "not publicly routable", True
     return None
-
-
-def _ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class HostPattern:
-    """One allow/deny list entry: an exact hostname, `*.suffix`, or an IP address."""
-
-    text: str
-    ip: IPAddress | None = None
-    suffix: str | None = None
-
-    @classmethod
-    def parse(cls, raw: str) -> HostPattern:
-        text = raw.strip().lower()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        text = text.removesuffix(".")
-        ip = _ip(text)
-        if ip is not None:
-            return cls(ip.compressed, ip=ip)
-        if text.startswith("*."):
-            suffix = text[1:]
-            if _HOSTNAME.match(suffix[1:]):
-                return cls(text, suffix=suffix)
-        elif _HOSTNAME.match(text) and not _NUMERIC_LABEL.match(text.rsplit(".", 1)[-1]):
-            return cls(text)
-        raise ValueError(f"invalid webhook host list entry: {raw!r}")
-
-    def matches_host(self, host: str, host_ip: IPAddress | None) -> bool:
-        if self.ip is not None:
-            return host_ip == self.ip
-        if self.suffix is not None:
-            # `*.example.com` covers a.example.com and a.b.example.com, never example.com itself.
-            return host.endswith(self.suffix) and len(host) > len(self.suffix)
-        return host == self.text
-
-    def names_literally(self, host: str, host_ip: IPAddress | None) -> bool:
-        """An exact entry for this host (wildcards never vouch for a non-public address)."""
-        return self.suffix is None and self.matches_host(host, host_ip)
-
-
-def parse_host_list(raw: str | Iterable[str]) -> tuple[HostPattern, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    return tuple(HostPattern.parse(item) for item in items if item.strip())
 
 
 def parse_ports(raw: str) -> frozenset[int] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.api.auth import Caller, require
@@ -87,7 +87,7 @@ def _action_route(action: Literal["pause", "resume", "cancel", "retry"]) -> None
     @router.post(
         f"/runs/{{run_id}}/{action}",
         response_model=ControlResponse,
-        responses=error_responses(400, 404, 409, 415),
+        responses=error_responses(400, 404, 409, 415, *((429,) if action == "retry" else ())),
         name=f"{action}_run",
         summary=f"{action.capitalize()} a run",
     )
@@ -95,6 +95,7 @@ def _action_route(action: Literal["pause", "resume", "cancel", "retry"]) -> None
         run_id: RunId,
         principal: Controller,
         c: Services,
+        response: Response,
         body: Annotated[ControlRequest | None, Body()] = None,
     ) -> ControlResponse:
         request = body or ControlRequest()
@@ -103,6 +104,10 @@ def _action_route(action: Literal["pause", "resume", "cancel", "retry"]) -> None
                 "from_step: only retry takes from_step",
                 details=[{"field": "from_step", "message": "retry only"}],
             )
+        if action == "retry":
+            # A retry starts the run's work again: it counts against the caller's submission
+            # quotas like a submission (429 when used up), or retries would be unmetered runs.
+            response.headers.update(c.submission_quotas.charge(principal))
         result = c.control_service.act(principal, run_id, action, from_step=request.from_step)
         return ControlResponse(
             run_id=result.run_id, action=result.action, result=result.result, status=result.status

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workflows.api import cursor
 from workflows.api.auth import require
@@ -19,7 +19,7 @@ from workflows.api.ids import KeyId
 from workflows.api.schemas import PREFIX, error_responses
 from workflows.clock import iso
 from workflows.domain.api_keys import ApiKeyRecord
-from workflows.domain.ids import USER_ID_PATTERN
+from workflows.domain.ids import USER_ID_PATTERN, is_reserved_user_id, reserved_message
 from workflows.domain.principal import ADMIN, Principal
 
 router = APIRouter(route_class=GuardedRoute, tags=["api-keys"])
@@ -33,6 +33,14 @@ class KeyCreate(BaseModel):
     roles: list[str] = Field(min_length=1, max_length=10, description="e.g. viewer, operator, admin")
     name: str | None = Field(default=None, max_length=128, description="a label for humans")
     expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="default: never")
+
+    @field_validator("user_id")
+    @classmethod
+    def _not_the_service(cls, value: str) -> str:
+        # A key acting as `schedule:<id>` would read that schedule's runs (docs/auth.md).
+        if is_reserved_user_id(value):
+            raise ValueError(reserved_message(value))
+        return value
 
 
 class KeyView(BaseModel):

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from workflows.api import cursor
-from workflows.api.auth import Caller, Submitter, require
+from workflows.api.auth import Caller, require
 from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
 from workflows.api.ids import RunId
@@ -62,11 +62,15 @@ def accepted(run: Run, response: Response, *, replayed: bool) -> RunAccepted:
 def submit_adhoc_run(
     body: AdhocRunRequest,
     response: Response,
-    principal: Submitter,
+    principal: Caller,
     c: Services,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:
     service = c.run_service
+    # Checked before the submission is counted against the caller's quotas: a refused use of
+    # secrets costs nothing.
+    service.check_adhoc(principal, body.definition)
+    response.headers.update(c.submission_quotas.charge(principal))
 
     def submit() -> Run:
         schema_errors = inputs_schema_errors(body.definition, "definition.")
@@ -91,7 +95,7 @@ def submit_adhoc_run(
 def submit_adhoc_run_alias(
     body: AdhocRunRequest,
     response: Response,
-    principal: Submitter,
+    principal: Caller,
     c: Services,
     idempotency_key: IdempotencyKey = None,
 ) -> RunAccepted:

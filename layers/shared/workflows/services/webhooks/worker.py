@@ -11,9 +11,20 @@ receiver then sees the same `webhook-id` and can dedupe. With the run repository
 attempt is appended to its run as a `webhook_delivery` event (host only, never the URL); a run
 that no longer exists does not stop the worker. `replay` is an operator's immediate attempt.
 
-One tenant's slow endpoint cannot stall the others: every delivery has one overall deadline
-(`webhook_dlq_timeout_sec`, connect to last byte), a pass delivers up to
-`webhook_dlq_concurrency` rows at once, and it takes the due rows one tenant at a time in turn.
+A tenant's rows cost that tenant time, never another's:
+- Every tenant with due rows is seen in each pass, whatever one tenant's backlog. Storage keeps
+  pending rows per tenant (one partition each) and lists the tenants that have some, so a pass
+  reads the list, then each tenant's oldest due rows with a share of the batch (room a tenant
+  leaves goes to those with more); with more tenants than a pass reads, the next pass goes on
+  from where this one stopped. Reading all tenants' rows oldest first in one query instead let
+  one tenant's hundred rows fill every batch until they drained.
+- At most `webhook_dlq_tenant_concurrency` rows of one tenant are in flight at once (of the
+  pass's `webhook_dlq_concurrency`), so a hanging receiver holds that many slots and the others
+  serve other tenants. A row whose tenant is at its bound waits, unclaimed, for that tenant's
+  next free slot or the next pass; the rows go one tenant at a time in turn.
+- Every delivery has one overall deadline (`webhook_dlq_timeout_sec`, connect to last byte), and
+  a pass claims rows for at most one interval, so the next pass (reading every tenant's due rows
+  afresh) is never more than an interval and a deadline away.
 Only the HTTP requests run on the pool's threads; claims, outcomes, events, logs and metrics stay
 on the invocation's thread. A row is claimed when a delivery slot is free, and no row is claimed
 once the remaining time is below one delivery deadline plus the safety margin.
@@ -23,9 +34,13 @@ from __future__ import annotations
 
 import random
 import time
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from functools import partial
 from itertools import zip_longest
 from typing import Any, Literal
 
@@ -35,7 +50,7 @@ from workflows.clock import Clock, system_clock
 from workflows.domain.backoff import full_jitter
 from workflows.domain.delivery import DeliveryResult
 from workflows.domain.dlq import DlqRow
-from workflows.domain.secret_refs import SecretUnavailable, resolve_request, scrub
+from workflows.domain.secret_refs import SecretRefused, SecretUnavailable, resolve_request, scrub
 from workflows.errors import DomainError
 from workflows.observability import logger, metrics
 from workflows.ports import Deliverer, DlqStore, RunStore, SecretLookup
@@ -49,6 +64,9 @@ LEASE_SLACK_SEC = 30.0
 # A replay answers an operator's HTTP request (API Gateway gives up at 30 s): its delivery
 # deadline is the worker's timeout, but never more than this.
 REPLAY_TIMEOUT_CAP_SEC = 10.0
+# Tenants whose rows one pass reads (one Query each, one more for a tenant with nothing due);
+# with more tenants listed, the next pass goes on from where this one stopped.
+TENANTS_PER_PASS = 100
 _MAX_EXPONENT = 62
 
 
@@ -73,6 +91,14 @@ def backoff_seconds(
     `attempts` counts the attempts made so far, including the one that just failed.
     """
     return full_jitter(min(max(attempts, 1) - 1, _MAX_EXPONENT), base, max_backoff, rand)
+
+
+def _rotated(tenants: Sequence[str], last: str | None) -> list[str]:
+    """The sorted tenants, starting after `last` (the previous pass's last read) and wrapping."""
+    if last is None:
+        return list(tenants)
+    after = bisect_right(tenants, last)
+    return [*tenants[after:], *tenants[:after]]
 
 
 def round_robin(rows: Sequence[DlqRow]) -> list[DlqRow]:
@@ -117,6 +143,9 @@ class DlqWorker:
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
+        # The last tenant the previous pass read: the next starts after it. Kept in memory, so a
+        # cold start begins again from the first tenant (the function runs warm every minute).
+        self._last_tenant: str | None = None
 
     @property
     def deliverer(self) -> Deliverer:
@@ -150,24 +179,120 @@ class DlqWorker:
         return report
 
     def _pass(self, report: WorkerReport, remaining_ms: Callable[[], int], margin_ms: float) -> None:
+        started = self._clock()
         try:
-            rows = self._repo.due(self._settings.webhook_dlq_batch)
+            tenants = self._repo.pending_tenants()
         except DomainError as exc:
             report.failed += 1
             logger.warning("dlq due query failed", extra={"error_code": exc.code, "error": exc.message})
             metrics.add_metric(name="WebhookDlqFailed", unit=MetricUnit.Count, value=1)
             return
-        rows = round_robin(rows)
+        rows = self._due_rows(tenants, report)
+        claim_until = started + timedelta(seconds=self._settings.webhook_dlq_interval_sec)
+        self._deliver_rows(rows, report, remaining_ms, margin_ms, claim_until)
+
+    def _due_rows(self, tenants: Sequence[str], report: WorkerReport) -> list[DlqRow]:
+        """This pass's rows: up to a batch, shared out between the tenants with due rows.
+
+        Tenants are read in a rotating order (from the one after the last read by the previous
+        pass), each with a share of what is left of the batch; room left by tenants with fewer
+        rows then goes to those whose share was full. A tenant with nothing due is unlisted if
+        it has no pending row at all.
+        """
+        batch = self._settings.webhook_dlq_batch
+        order = _rotated(sorted(tenants), self._last_tenant)[:TENANTS_PER_PASS]
+        taken: dict[str, list[DlqRow]] = {}
+        full: list[str] = []
+        idle: list[str] = []
+        for index, tenant_id in enumerate(order):
+            room = batch - sum(map(len, taken.values()))
+            if room <= 0:
+                break
+            self._last_tenant = tenant_id
+            share = max(1, room // (len(order) - index))
+            rows = self._tenant_due(tenant_id, share, report)
+            if rows is None:
+                continue
+            if not rows:
+                idle.append(tenant_id)
+                continue
+            taken[tenant_id] = rows
+            if len(rows) == share:
+                full.append(tenant_id)
+        for index, tenant_id in enumerate(full):
+            room = batch - sum(map(len, taken.values()))
+            if room <= 0:
+                break
+            extra = max(1, room // (len(full) - index))
+            # The port reads from the oldest; the rows already taken come first and are skipped.
+            more = self._tenant_due(tenant_id, len(taken[tenant_id]) + extra, report) or []
+            seen = {row.id for row in taken[tenant_id]}
+            taken[tenant_id] += [row for row in more if row.id not in seen][:extra]
+        for tenant_id in idle:
+            self._forget(tenant_id)
+        return round_robin([row for rows in taken.values() for row in rows])
+
+    def _tenant_due(self, tenant_id: str, limit: int, report: WorkerReport) -> list[DlqRow] | None:
+        """The tenant's due rows; None (logged) when its query failed, which fails no other tenant."""
+        try:
+            return self._repo.due(tenant_id, limit)
+        except DomainError as exc:
+            report.failed += 1
+            logger.warning(
+                "dlq due query failed",
+                extra={"tenant_id": tenant_id, "error_code": exc.code, "error": exc.message},
+            )
+            metrics.add_metric(name="WebhookDlqFailed", unit=MetricUnit.Count, value=1)
+            return None
+
+    def _forget(self, tenant_id: str) -> None:
+        try:
+            if self._repo.forget_if_empty(tenant_id):
+                logger.info("dlq tenant has no pending rows", extra={"tenant_id": tenant_id})
+        except DomainError as exc:
+            # Harmless: the tenant stays listed and is checked again next pass.
+            logger.warning(
+                "dlq tenant not unlisted",
+                extra={"tenant_id": tenant_id, "error_code": exc.code, "error": exc.message},
+            )
+
+    def _deliver_rows(
+        self,
+        rows: Sequence[DlqRow],
+        report: WorkerReport,
+        remaining_ms: Callable[[], int],
+        margin_ms: float,
+        claim_until: datetime,
+    ) -> None:
+        """Claims and delivers rows in order while a slot is free, at most the tenant's bound of
+        one tenant's at once: a row whose tenant is at its bound waits (unclaimed, unwritten)
+        while later rows of other tenants go ahead."""
         slots = self._settings.webhook_dlq_concurrency
+        per_tenant = min(self._settings.webhook_dlq_tenant_concurrency, slots)
         timeout = self._settings.webhook_dlq_timeout_sec
+        waiting = list(rows)
+        in_flight: Counter[str] = Counter()
         with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="dlq-delivery") as pool:
             sending: dict[Future[DeliveryResult], DlqRow] = {}
-            for index, row in enumerate(rows):
-                while len(sending) >= slots:
-                    self._settle(sending, report)
+            while waiting:
+                index = None
+                if len(sending) < slots:
+                    index = next(
+                        (i for i, r in enumerate(waiting) if in_flight[r.tenant_id] < per_tenant), None
+                    )
+                if index is None:
+                    # Every slot is busy, or every waiting row's tenant is at its bound: either
+                    # way a delivery is in flight, and its end frees what is needed.
+                    self._settle(sending, in_flight, report)
+                    continue
                 if remaining_ms() <= margin_ms:
-                    logger.info("dlq pass cut short", extra={"rows_left": len(rows) - index})
+                    logger.info("dlq pass cut short", extra={"rows_left": len(waiting), "reason": "time"})
                     break
+                if self._clock() >= claim_until:
+                    # The next pass reads every tenant's due rows again, new ones included.
+                    logger.info("dlq pass cut short", extra={"rows_left": len(waiting), "reason": "interval"})
+                    break
+                row = waiting.pop(index)
                 try:
                     claimed = self._claim(row, report)
                 except DomainError as exc:
@@ -175,8 +300,9 @@ class DlqWorker:
                     continue
                 if claimed is not None:
                     sending[pool.submit(self._deliver, claimed, timeout)] = claimed
+                    in_flight[claimed.tenant_id] += 1
             while sending:
-                self._settle(sending, report)
+                self._settle(sending, in_flight, report)
 
     def _claim(self, row: DlqRow, report: WorkerReport) -> DlqRow | None:
         claimed = self._repo.claim(row, self.lease_seconds)
@@ -186,11 +312,17 @@ class DlqWorker:
             metrics.add_metric(name="WebhookDlqSkipped", unit=MetricUnit.Count, value=1)
         return claimed
 
-    def _settle(self, sending: dict[Future[DeliveryResult], DlqRow], report: WorkerReport) -> None:
+    def _settle(
+        self,
+        sending: dict[Future[DeliveryResult], DlqRow],
+        in_flight: Counter[str],
+        report: WorkerReport,
+    ) -> None:
         """Records the outcome of the deliveries that have ended (waiting for at least one)."""
         done, _ = wait(sending, return_when=FIRST_COMPLETED)
         for future in done:
             claimed = sending.pop(future)
+            in_flight[claimed.tenant_id] -= 1
             try:
                 attempt = self._record(claimed, future.result(), "dlq_retry")
             except DomainError as exc:
@@ -244,7 +376,12 @@ class DlqWorker:
             )
         except SecretUnavailable as exc:
             return DeliveryResult("transient" if exc.transient else "permanent", error=str(exc))
-        result = self._deliverer.deliver(
+        except SecretRefused as exc:
+            return DeliveryResult("permanent", error=f"{exc.code}: {exc.message}", code=exc.code)
+        send = self._deliverer.deliver
+        if request.allowed_hosts:  # the row carries a secret limited to some hosts
+            send = partial(send, secret_hosts=request.allowed_hosts)
+        result = send(
             request.url,
             request.body,
             claimed.webhook_id,
@@ -328,6 +465,7 @@ __all__ = [
     "LEASE_SLACK_SEC",
     "REPLAY_TIMEOUT_CAP_SEC",
     "SAFETY_MARGIN_SEC",
+    "TENANTS_PER_PASS",
     "Attempt",
     "AttemptKind",
     "Deliverer",
