@@ -155,6 +155,7 @@ class Scheduler:
 
     def _invoke(self, event: dict[str, Any]) -> None:
         try:
-            self._handler(event, LambdaContext(function_name=self._name, timeout_ms=int(self._timeout * 1000)))
+            context = LambdaContext(function_name=self._name, timeout_ms=int(self._timeout * 1000))
+            self._handler(event, context)
         except Exception as exc:  # noqa: BLE001 - the schedule fires again regardless, as on AWS
             self._on_error(exc)

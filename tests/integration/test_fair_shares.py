@@ -19,8 +19,7 @@ from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, log_definition, mak
 from tests.fakes import FakeQueue, FakeShareStore
 from tests.receivers import Receiver
 from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.principal import ALL_PERMISSIONS
-from workflows.domain.principal import Principal
+from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import Run, RunStatus
 from workflows.domain.shares import ALL_TENANTS
 from workflows.observability import logger

@@ -145,7 +145,6 @@ def unpack(stored: str) -> Secret:
         return Secret(value, ())  # limits that cannot be read allow no host
 
 
-
 def check_stored_size(secret: Secret, *, field: str = "value") -> None:
     """ValidationFailed unless the stored form fits the store (MAX_SECRET_BYTES)."""
     size = len(pack(secret).encode())
