@@ -87,3 +87,9 @@ def test_concurrent_takers_never_exceed_the_limit(store: ShareStore) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         taken = list(pool.map(lambda i: store.acquire("acme", f"run-{i}", 3, NOW + 60, NOW), range(12)))
     assert taken.count(True) == 3
+
+
+def test_a_negative_charge_gives_reserved_time_back(store: ShareStore) -> None:
+    store.reserve("acme", 3.0, NOW)
+    store.charge("acme", -1.0, NOW)
+    assert store.reserve("acme", 0.5, NOW) == NOW + 2.0

@@ -94,6 +94,41 @@ def test_inline_steps_are_charged_to_their_tenant(clock: FakeClock) -> None:
     assert _shares(parts).clocks[A] == pytest.approx(clock().timestamp() + 0.5)
 
 
+def test_a_kick_reserves_every_step_it_may_run(clock: FakeClock) -> None:
+    parts = make_fake(clock, tenant_steps_per_sec=1, tenant_steps_burst=1, **NO_CALL_BOUNDS)
+    five = _submit(parts, A, log_definition("a", "b", "c", "d", "e"))
+    one = _submit(parts, A, log_definition("f"))
+
+    drain(parts)
+
+    assert _status(parts, five) == RunStatus.SUCCEEDED
+    assert _status(parts, one) == RunStatus.QUEUED
+    queue = parts.queue
+    assert isinstance(queue, FakeQueue)
+    [pending] = queue.messages
+    # Its turn comes after the five steps the first kick reserved, not after one.
+    assert pending.message.not_before == pytest.approx(clock().timestamp() + 5)
+
+
+def test_steps_a_kick_reserved_but_did_not_run_are_given_back(clock: FakeClock) -> None:
+    parts = make_fake(clock, tenant_steps_per_sec=10, tenant_steps_burst=100, **NO_CALL_BOUNDS)
+    definition = {
+        "name": "wait",
+        "steps": [
+            {"id": "a", "type": "log", "config": {"message": "a"}},
+            {"id": "wait", "type": "delay", "config": {"seconds": 60}},
+            {"id": "b", "type": "log", "config": {"message": "b"}},
+        ],
+    }
+    run = _submit(parts, A, definition)
+
+    drain(parts)
+
+    # Three steps reserved; the kick stopped at the delay after two.
+    assert _status(parts, run) == RunStatus.RUNNING
+    assert _shares(parts).clocks[A] == pytest.approx(clock().timestamp() + 0.2)
+
+
 def test_a_long_deferral_writes_the_run_so_the_sweeper_leaves_it(clock: FakeClock) -> None:
     parts = make_fake(
         clock,

@@ -179,7 +179,8 @@ class ShareStore(Protocol):
         started from, which is when the reserved work is due."""
 
     def charge(self, key: str, cost_seconds: float, now: float) -> None:
-        """Add work done beyond what was reserved to the key's clock."""
+        """Add work done beyond what was reserved to the key's clock (negative: give back
+        reserved work that was not done)."""
 
     def acquire(self, pool: str, holder: str, limit: int, lease_until: float, now: float) -> bool:
         """Hold one of the pool's `limit` permits until `lease_until` (idempotent per holder);

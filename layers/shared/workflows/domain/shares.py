@@ -7,9 +7,10 @@ each in the quotas table:
   GCRA. A tenant's item holds its *theoretical arrival time* (TAT): when its budget would be back
   to full. Admitting work of `cost` steps moves it to `max(TAT, now) + cost / rate`; work
   reserved at `start` (the TAT before it) may run once `start - (burst - 1) / rate` is not in
-  the future, so `burst` steps may start at once. A kick over its tenant's rate is not
-  refused: it *reserves* the moment it may start and is sent again, delayed to that moment, so it
-  is read once more and never spins.
+  the future, so `burst` steps may start at once. A kick reserves every step it may run (the
+  current step and the inline steps after it) and gives back what it did not run. A kick over
+  its tenant's rate is not refused: it *reserves* the moment it may start and is sent again,
+  delayed to that moment, so it is read once more and never spins.
 - **Calls in flight** (`tenant_calls_in_flight`, and `calls_in_flight` across all tenants): a
   step that calls out (`inline = False`: webhook, prompt, rag_search) holds a permit while it
   runs. The permits are leases (holder -> expiry), so a process that dies holding one loses it

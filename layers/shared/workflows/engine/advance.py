@@ -84,7 +84,7 @@ class Shares(Protocol):
 
     call_recheck_seconds: float
 
-    def admission_delay(self, tenant_id: str, now: float, not_before: float | None) -> float: ...
+    def admission_delay(self, tenant_id: str, now: float, not_before: float | None, steps: int) -> float: ...
 
     def charge(self, tenant_id: str, steps: int, now: float) -> None: ...
 
@@ -323,9 +323,13 @@ class Engine:
         # unchanged: it costs its own tenant time, never another's worker.
         shares = self._shares
         holds_call = False
+        expected = 1
         if shares is not None:
             now = self._clock().timestamp()
-            delay = shares.admission_delay(run.tenant_id, now, message.not_before)
+            # Charged up front for every step this kick may run, so a burst of kicks reserves
+            # what it will cost; what it did not run is given back after.
+            expected = self._steps_expected(run, definition)
+            delay = shares.admission_delay(run.tenant_id, now, message.not_before, expected)
             if delay > 0:
                 return self._defer(
                     run, delay, not_before=message.not_before or now + delay, action="deferred"
@@ -345,10 +349,23 @@ class Engine:
         finally:
             if holds_call and shares is not None:
                 shares.give_back_call(run.tenant_id, run.run_id)
-        if shares is not None and outcome.steps > 1:
-            # Inline steps beyond the one admitted are charged after the fact.
-            shares.charge(run.tenant_id, outcome.steps - 1, self._clock().timestamp())
+        if shares is not None and outcome.steps != expected:
+            shares.charge(run.tenant_id, outcome.steps - expected, self._clock().timestamp())
         return outcome
+
+    def _steps_expected(self, run: Run, definition: WorkflowDefinition) -> int:
+        """The steps one kick may run: the current step, then the inline steps after it on the
+        success path, as many as one invocation runs (a branch or a failure may run fewer)."""
+        step_id = run.current_step_id or definition.first_step_id()
+        expected = 1
+        while expected < self._max_inline:
+            following = definition.next_after_success(step_id)
+            step_type = self._registry.get(definition.step(following).type) if following else None
+            if following is None or step_type is None or not step_type.inline:
+                break
+            expected += 1
+            step_id = following
+        return expected
 
     def _run_steps(
         self,

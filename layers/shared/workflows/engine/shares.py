@@ -30,21 +30,21 @@ class TenantShares:
         self._all_calls = all_calls
         self.call_recheck_seconds = call_recheck_seconds
 
-    def admission_delay(self, tenant_id: str, now: float, not_before: float | None) -> float:
+    def admission_delay(self, tenant_id: str, now: float, not_before: float | None, steps: int) -> float:
         """Seconds until this kick may run (0: now). A kick without a reserved moment reserves
-        one step of its tenant's rate; one with a moment waits for it, uncharged."""
+        `steps` of its tenant's rate; one with a moment waits for it, uncharged."""
         if not_before is not None:
             wait = not_before - now
             return wait if wait > EARLY_SECONDS else 0.0
         if self._rate is None:
             return 0.0
-        start = self._store.reserve(tenant_id, self._rate.interval, now)
+        start = self._store.reserve(tenant_id, steps * self._rate.interval, now)
         wait = self._rate.delay(start, now)
         return wait if wait > EARLY_SECONDS else 0.0
 
     def charge(self, tenant_id: str, steps: int, now: float) -> None:
-        """Steps run beyond the one admitted (inline steps) move the tenant's clock on."""
-        if self._rate is not None and steps > 0:
+        """Steps run beyond those reserved move the tenant's clock on; fewer give time back."""
+        if self._rate is not None and steps != 0:
             self._store.charge(tenant_id, steps * self._rate.interval, now)
 
     def take_call(self, tenant_id: str, holder: str, lease_until: float, now: float) -> bool:
