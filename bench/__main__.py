@@ -42,7 +42,7 @@ def _machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller counts (about 4 minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (about 8 minutes in all)")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
