@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run events test test-fast test-browser browser-deps lint format typecheck cfn-lint build bench docs clean venv tools
+.PHONY: run events test test-fast test-docs test-browser browser-deps lint format typecheck cfn-lint build bench docs clean venv tools
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
@@ -50,6 +50,11 @@ test: lint
 test-fast: venv
 	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "not moto and not e2e"
 
+## test-docs: every runnable example of README.md and docs/*.md against the local stack, waiting as
+## a reader does (about a minute); `make test` runs the README's walk-through and docs/*.md only
+test-docs: venv
+	WORKFLOWS_DOC_EXAMPLES=all $(PY) -m pytest -p no:xdist -q -m docs tests/e2e/test_doc_examples.py
+
 ## browser-deps: what the console's browser tests need: Debian's chromium (apt-get, as root) and
 ## Playwright's Python package in $(VENV), which drives that chromium (it downloads no browser)
 browser-deps: $(VENV)/.browser-installed
@@ -83,11 +88,15 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## build: sam build (layer with pinned dependencies + the five functions); ARCH=x86_64 to build
-## for x86_64 (the template's Architecture parameter, arm64 by default)
+## build: sam build (layer with pinned dependencies + the five functions) into .aws-sam/<ARCH>/build;
+## ARCH=x86_64 to build for x86_64 (the template's Architecture parameter, arm64 by default)
 ARCH ?= arm64
+# Each instruction set has its own build folder, cache and build.toml, so the x86_64 build that
+# `sam local invoke` uses never overwrites the arm64 one that samconfig.toml deploys.
 build: tools
+	@case "$(ARCH)" in arm64 | x86_64) ;; *) echo "make build: ARCH must be arm64 or x86_64, not '$(ARCH)'" >&2; exit 2 ;; esac
 	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" $(TOOLS)/bin/sam build --template template.yaml \
+		--build-dir .aws-sam/$(ARCH)/build --cache-dir .aws-sam/$(ARCH)/cache \
 		--parameter-overrides Architecture=$(ARCH)
 
 ## docs: rewrite the step reference in docs/steps.md from the step models (a test fails until it is)

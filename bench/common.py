@@ -45,6 +45,10 @@ def prepare_environment() -> None:
         sys.path.insert(0, str(LAYER))
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from devstack import metrics
+
+    # The functions' metric lines stay out of the report unless DEVSTACK_METRICS=on.
+    metrics.configure()
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 

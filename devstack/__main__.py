@@ -16,7 +16,8 @@ container reach them), FUNCTION_HOST (the host name env.json gives the functions
 bound to loopback, else host.docker.internal), AWS_ENDPOINT_URL (use another endpoint instead of
 the embedded server), LOG_LEVEL (WARNING), DEVSTACK_WORKERS (on; off: no dispatcher, consumers,
 workers or schedules, so an invoked function is the one that does the work), DEVSTACK_ACTIVITY
-(on: a line per step outcome and run ending; off),
+(on: a line per step outcome and run ending; off), DEVSTACK_METRICS (off: the functions' metric
+lines, CloudWatch's EMF, stay out of the terminal; on: printed as deployed functions log them),
 DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried),
 DEVSTACK_DISPATCHERS (4: concurrent dispatcher invocations; calls out in flight are kept below it),
 WORKFLOWS_TENANT_STEPS_PER_SEC (10 in multi_user mode: each tenant's step rate here).
@@ -31,6 +32,8 @@ import sys
 import warnings
 from collections.abc import Callable
 from typing import Protocol
+
+from devstack import metrics
 
 DEFAULTS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -47,8 +50,9 @@ def _environment() -> None:
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "workflows")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Workflows")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", os.environ.get("LOG_LEVEL", "WARNING"))
+    # The functions' metrics stay out of the terminal unless DEVSTACK_METRICS=on.
+    metrics.configure()
     # Handlers that emit no metric in an invocation would warn on every call.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
@@ -59,7 +63,13 @@ def _switched_on(name: str) -> bool:
 
 
 def _busy_port(host: str, port: int, setting: str) -> str | None:
+    """A message naming `setting` when something listens on host:port, else None.
+
+    The probe binds as the servers do, with SO_REUSEADDR: the connections of a stack stopped a
+    moment ago linger in TIME_WAIT for a minute, which holds a plain bind but not theirs, while
+    a listener still holds both."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -2,7 +2,10 @@
 
 After each dispatcher invocation the runs its messages named are read for events past the last
 one shown (one events query per run and invocation: a local-stack convenience, not something
-the deployed service does). DEVSTACK_ACTIVITY=off turns it off.
+the deployed service does). A webhook step says whether it delivered or handed its call to the
+DLQ; a step waiting for approval is followed by the command that approves it (the whole run id,
+on a line of its own); a run's ending, by the steps it never ran. DEVSTACK_ACTIVITY=off turns it
+off.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ SHOWN = {
     "run_cancelled": "cancelled",
     "run_paused": "paused",
 }
+ENDINGS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 REMEMBERED_RUNS = 1000
 
 
@@ -58,12 +62,19 @@ class ActivityPrinter:
         except Exception:  # noqa: BLE001 (activity lines must never disturb the stack)
             return
         lines = []
+        short = f"  run {run_id[:8]}"
         for event in page.events:
             what = SHOWN[event.event_type] + _decided_by(event.event_type, event.payload)
+            if event.event_type in ENDINGS:
+                lines += [f"{short}  step {step_id} not run" for step_id in self._not_run(tenant_id, run_id)]
             if event.event_type.startswith("run_"):
-                lines.append(f"  run {run_id[:8]}  {what}{_error(event.payload)}")
-            else:
-                lines.append(f"  run {run_id[:8]}  step {event.step_id} {what}{_error(event.payload)}")
+                lines.append(f"{short}  {what}{_error(event.payload)}")
+                continue
+            if event.event_type == "step_completed":
+                what = _delivery(event.payload) or what
+            lines.append(f"{short}  step {event.step_id} {what}{_error(event.payload)}")
+            if event.event_type == "waiting_approval":
+                lines.append(f"{' ' * len(short)}  workflows approve {run_id} {event.step_id}")
         with self._lock:
             if page.events:
                 self._seen[key] = max(self._seen.get(key, 0), page.events[-1].event_seq)
@@ -72,6 +83,46 @@ class ActivityPrinter:
                     self._seen.popitem(last=False)
             if lines:
                 print("\n".join(lines), file=self._out, flush=True)
+
+    def _not_run(self, tenant_id: str, run_id: str) -> list[str]:
+        """The steps of the run's definition that never started, in the definition's order."""
+        try:
+            _, definition = self._runs.get_with_definition(tenant_id, run_id)
+            started: set[str] = set()
+            since = 0
+            while True:
+                page = self._runs.list_events(
+                    tenant_id, run_id, since=since, limit=100, types=("step_started",)
+                )
+                started.update(event.step_id for event in page.events if event.step_id)
+                if not page.has_more:
+                    break
+                since = page.next_since
+        except Exception:  # noqa: BLE001 (activity lines must never disturb the stack)
+            return []
+        return [step.id for step in definition.steps if step.id not in started]
+
+
+def _delivery(payload: dict[str, Any]) -> str:
+    """A webhook step's outcome: the run goes on after a call handed to the DLQ, so
+    `completed` alone would hide that it was not delivered."""
+    output = payload.get("output")
+    if (
+        "delivery" not in payload
+        or not isinstance(output, dict)
+        or not isinstance(output.get("delivered"), bool)
+    ):
+        return ""
+    to = f" to {output['host']}" if output.get("host") else ""
+    status = output.get("status_code")
+    if output["delivered"]:
+        return f"delivered{to}" + (f" (HTTP {status})" if status else "")
+    why = output.get("error") or (f"HTTP {status}" if status else "")
+    return (
+        f"not delivered{to}"
+        + (f": {why}" if why else "")
+        + f"; handed to the DLQ (row {output.get('dlq_id')})"
+    )
 
 
 def _decided_by(event_type: str, payload: dict[str, Any]) -> str:

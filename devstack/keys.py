@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from devstack.functions import LAYER
 
@@ -84,16 +86,92 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Unusable(Exception):
+    """What stops the tool before it can do anything, said in one line (exit 2)."""
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why nothing answers at `endpoint`, or None when something listens there."""
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"AWS_ENDPOINT_URL={endpoint} has no valid port"
+    if not parts.hostname:
+        return f"AWS_ENDPOINT_URL={endpoint} is not a URL (e.g. http://127.0.0.1:5050)"
+    try:
+        socket.create_connection((parts.hostname, port), timeout=3).close()
+    except OSError as exc:
+        return (
+            f"nothing answers at AWS_ENDPOINT_URL={endpoint} ({exc.strerror or exc}): is the local stack"
+            " running? `make run` serves its emulator on MOTO_PORT (http://127.0.0.1:5050 by default)"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Never probe the instance metadata service from a laptop; real credentials still work.
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    if os.environ.get("AWS_ENDPOINT_URL"):
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    try:
+        # boto3 would retry a refused connection with backoff for seconds before saying so.
+        problem = _unreachable(endpoint) if endpoint else None
+        if problem:
+            raise Unusable(problem)
+        return _run(args, endpoint)
+    except Unusable as exc:
+        print(f"devstack.keys: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, endpoint: str | None) -> int:
     if str(LAYER) not in sys.path:
         sys.path.insert(0, str(LAYER))
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+    )
+
+    from workflows.errors import DomainError
+
+    where = f"AWS_ENDPOINT_URL={endpoint}" if endpoint else "AWS"
+    try:
+        return _command(args)
+    except NoRegionError:
+        raise Unusable(
+            "no AWS region: set AWS_DEFAULT_REGION (e.g. us-east-1), or AWS_ENDPOINT_URL for the local"
+            " stack (http://127.0.0.1:5050 by default), which implies one"
+        ) from None
+    except (NoCredentialsError, PartialCredentialsError):
+        raise Unusable(
+            "no AWS credentials: configure them (aws configure, AWS_PROFILE), or set AWS_ENDPOINT_URL"
+            " for the local stack"
+        ) from None
+    except ConnectionError as exc:
+        raise Unusable(f"cannot reach {where}: {exc}") from None
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if exc.operation_name == "DescribeStackResources":
+            raise Unusable(
+                f"no stack {args.stack!r} at {where} ({error.get('Message') or error.get('Code')}):"
+                " start the local stack (`make run`), or name yours with --stack"
+            ) from None
+        raise Unusable(
+            f"{where} refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}"
+        ) from None
+    except DomainError as exc:
+        raise Unusable(f"{exc.code}: {exc}") from None
+
+
+def _command(args: argparse.Namespace) -> int:
     from workflows.adapters import aws
     from workflows.adapters.api_keys import ApiKeyRepository
     from workflows.settings import Settings

@@ -1,7 +1,8 @@
 """Provision AWS resources from template.yaml itself, on moto (in-process or moto server).
 
 template.yaml -> samtranslator (offline) -> plain CloudFormation -> moto `create_stack`.
-Only the stateful resources are created: tables, queues and the bucket. Functions are run by
+Only the stateful resources are created: tables, queues and the bucket (and, with
+`create_secrets`, the generated secrets moto's CloudFormation skips). Functions are run by
 the local stack itself, and an SQS event source mapping must not exist on moto (moto would
 invoke the function inside `send_message` and delete the message).
 """
@@ -104,6 +105,78 @@ def create_stack(
     resources = cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
     return {env: physical[logical] for logical, env in ENVIRONMENT.items()}
+
+
+def condition_holds(
+    cfn: Mapping[str, Any], condition: str, parameters: Mapping[str, str] | None = None
+) -> bool:
+    """Whether a condition of the template holds with these parameters (else their defaults)."""
+    params = {name: str(p.get("Default", "")) for name, p in cfn.get("Parameters", {}).items()}
+    params.update(parameters or {})
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            ((key, arg),) = node.items()
+            if key == "Ref":
+                return params[arg]
+            if key == "Condition":
+                return value(cfn["Conditions"][arg])
+            if key == "Fn::Equals":
+                return value(arg[0]) == value(arg[1])
+            if key == "Fn::Not":
+                return not value(arg[0])
+            if key == "Fn::And":
+                return all(value(a) for a in arg)
+            if key == "Fn::Or":
+                return any(value(a) for a in arg)
+        if isinstance(node, str):
+            return node
+        raise ValueError(f"unsupported in a condition: {node!r}")
+
+    return bool(value(cfn["Conditions"][condition]))
+
+
+# What GenerateSecretString may say that GetRandomPassword takes under the same name.
+_PASSWORD_OPTIONS = (
+    "PasswordLength",
+    "ExcludeCharacters",
+    "ExcludeNumbers",
+    "ExcludePunctuation",
+    "ExcludeUppercase",
+    "ExcludeLowercase",
+    "IncludeSpace",
+    "RequireEachIncludedType",
+)
+
+
+def create_secrets(
+    secretsmanager: Any,
+    *,
+    cfn: Mapping[str, Any],
+    parameters: Mapping[str, str] | None = None,
+    stack_name: str = "workflows-local",
+) -> dict[str, str]:
+    """Create the template's Secrets Manager secrets, which moto's CloudFormation skips.
+
+    Each secret whose condition holds gets a value generated as its GenerateSecretString says
+    (Secrets Manager's own GetRandomPassword, as CloudFormation does). Returns each one's ARN by
+    logical id: what `Ref` gives for a secret.
+    """
+    arns: dict[str, str] = {}
+    for name, resource in cfn["Resources"].items():
+        if resource["Type"] != "AWS::SecretsManager::Secret":
+            continue
+        if "Condition" in resource and not condition_holds(cfn, resource["Condition"], parameters):
+            continue
+        props = resource.get("Properties", {})
+        generate = props.get("GenerateSecretString")
+        if generate is None or "SecretStringTemplate" in generate:
+            raise ValueError(f"{name}: only a generated plain-string secret is provisioned locally")
+        options = {key: generate[key] for key in _PASSWORD_OPTIONS if key in generate}
+        value = secretsmanager.get_random_password(**options)["RandomPassword"]
+        created = secretsmanager.create_secret(Name=f"{stack_name}-{name}", SecretString=value)
+        arns[name] = created["ARN"]
+    return arns
 
 
 def _resolve(value: Any, parameters: Mapping[str, str], arns: Mapping[str, str]) -> Any:

@@ -3,6 +3,7 @@ end-to-end and browser tests; and the polling they share."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,13 +65,18 @@ class LocalStack:
 
 @contextmanager
 def local_stack(
-    name: str, local_events: Path, settings: Mapping[str, str], *, startup_timeout: float
+    name: str,
+    local_events: Path,
+    settings: Mapping[str, str],
+    *,
+    startup_timeout: float,
+    ports: tuple[int, int] | None = None,
 ) -> Iterator[LocalStack]:
-    """`make run` on free ports with `settings` added to this environment, until its health
-    answers 200; stopped (SIGINT, then SIGKILL) on exit. Its output goes to
-    .pytest_cache/<name>-stack.log; its sam local files to `local_events`, away from those of a
-    stack the developer runs."""
-    port, moto_port = free_port(), free_port()
+    """`make run` on free ports (or `ports`: the API's and the emulator's) with `settings` added
+    to this environment, until its health answers 200; stopped (SIGINT, then SIGKILL) on exit.
+    Its output goes to .pytest_cache/<name>-stack.log; its sam local files to `local_events`,
+    away from those of a stack the developer runs."""
+    port, moto_port = ports or (free_port(), free_port())
     env = {
         **os.environ,
         "PORT": str(port),
@@ -104,7 +110,9 @@ def local_stack(
             wait_for(up, startup_timeout, "the local stack", interval=0.25)
             yield stack
         finally:
-            os.killpg(process.pid, signal.SIGINT)
+            # A stack that exited by itself (a failed start) has no process group left to signal.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGINT)
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:

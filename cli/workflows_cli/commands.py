@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -17,7 +17,7 @@ from workflows_cli import config
 from workflows_cli.client import ApiError, Client
 from workflows_cli.events import TERMINAL_EVENTS, TERMINAL_STATUSES, describe, pages
 from workflows_cli.inputs import InputError, parse_pairs, read_object, read_source, workflow_id
-from workflows_cli.watch import STATE_STYLES, watch
+from workflows_cli.watch import STATE_STYLES, Progress, watch
 
 EXIT_OK = 0
 EXIT_NOT_DELIVERED = 1
@@ -190,9 +190,10 @@ def runs_ls(app: App) -> int:
 def runs_get(app: App) -> int:
     with app.client() as client:
         run = client.run(app.args.run)
-    if app.wants_json():
-        app.print_json(run)
-        return EXIT_OK
+        if app.wants_json():
+            app.print_json(run)
+            return EXIT_OK
+        steps = _steps(client, run)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
@@ -223,7 +224,27 @@ def runs_get(app: App) -> int:
     if isinstance(error, dict):
         row("error", f"{error.get('code')}: {error.get('message')}")
     app.out.print(grid)
+    if steps is not None:
+        app.out.print()
+        app.out.print(steps)
     return EXIT_OK
+
+
+def _steps(client: Client, run: dict[str, Any]) -> RenderableType | None:
+    """What became of each step, as its events tell (None when they cannot be read)."""
+    run_id = str(run.get("run_id"))
+    progress = Progress(run_id, run_status=str(run.get("status")))
+    try:
+        progress.plan(client.run_definition(run_id))
+        for page in pages(client, run_id):
+            for event in page.get("events") or []:
+                progress.apply(event)
+    except ApiError:
+        return None
+    progress.run_status = str(run.get("status"))
+    if progress.run_status in TERMINAL_STATUSES:
+        progress.ended()
+    return progress.render(title=False)
 
 
 def runs_control(app: App) -> int:
@@ -314,7 +335,9 @@ def approvals_ls(app: App) -> int:
             item.get("instructions") or "",
         )
     table.print(app.out)
-    _more(app, page, "workflows approvals ls")
+    # The next page must be asked with the same filter, or its cursor is refused.
+    whose = {None: " --all", "me": ""}.get(args.assignee, f" --assignee {args.assignee}")
+    _more(app, page, f"workflows approvals ls{whose}")
     return EXIT_OK
 
 

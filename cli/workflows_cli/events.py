@@ -145,6 +145,30 @@ def _decision(payload: dict[str, Any], *, granted: bool) -> str:
     return text
 
 
+def delivery(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A webhook step's output, from its step_completed payload: whether its call was
+    delivered and, when not, the DLQ row it was handed to (`on_delivery_failure: dlq`)."""
+    output = payload.get("output")
+    if "delivery" in payload and isinstance(output, dict) and isinstance(output.get("delivered"), bool):
+        return output
+    return None
+
+
+def delivered_text(output: dict[str, Any]) -> str:
+    """`delivered to hooks.example.com (HTTP 200)`, or `not delivered to ...: <why>; handed to
+    the DLQ (row <id>)`: the run goes on either way, so `completed` would hide the second."""
+    status = output.get("status_code")
+    to = f" to {output['host']}" if output.get("host") else ""
+    if output.get("delivered"):
+        return f"delivered{to}" + (f" (HTTP {status})" if status else "")
+    why = output.get("error") or (f"HTTP {status}" if status else "")
+    return (
+        f"not delivered{to}"
+        + (f": {why}" if why else "")
+        + f"; handed to the DLQ (row {output.get('dlq_id')})"
+    )
+
+
 def describe(event: dict[str, Any]) -> str:
     """One line a person reads: what happened, to which step."""
     kind = str(event.get("event_type", "?"))
@@ -158,7 +182,8 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "step_started":
         return f"step {step} started ({payload.get('step_type', '?')}{again})"
     if kind == "step_completed":
-        return f"step {step} completed"
+        output = delivery(payload)
+        return f"step {step} " + (delivered_text(output) if output is not None else "completed")
     if kind == "step_failed":
         return f"step {step} failed: {_error(payload)}"
     if kind == "step_timeout":

@@ -178,8 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- approvals
     approvals = group("approvals", "approval steps waiting for a decision")
-    pending = command(approvals, "ls", commands.approvals_ls, "list pending approvals")
-    pending.add_argument("--assignee", metavar="me|USER", help="only those assigned to you (me) or to USER")
+    pending = command(approvals, "ls", commands.approvals_ls, "list the pending approvals you may decide")
+    # The same inbox as the console's (GET /approvals?status=pending&assignee=me): what the
+    # caller may decide, unless they ask for someone else's or for everything they may read.
+    whose = pending.add_mutually_exclusive_group()
+    whose.add_argument(
+        "--assignee",
+        metavar="me|USER",
+        default="me",
+        help="those you may decide (me, the default) or those naming USER among their assignees",
+    )
+    whose.add_argument(
+        "--all",
+        dest="assignee",
+        action="store_const",
+        const=None,
+        default="me",
+        help="every pending approval you may read, whoever may decide it",
+    )
     pending.add_argument("--limit", type=_positive, help="approvals per page")
     pending.add_argument("--cursor", help="the next page")
 

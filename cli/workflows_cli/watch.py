@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -19,6 +19,8 @@ from workflows_cli.events import (
     TERMINAL_STATUSES,
     Pacer,
     approved_by,
+    delivered_text,
+    delivery,
     describe,
     outcome_code,
     pages,
@@ -31,6 +33,9 @@ STATE_STYLES = {
     "retrying": "yellow",
     "waiting for approval": "magenta",
     "completed": "green",
+    "delivered": "green",
+    "not delivered": "yellow",
+    "not run": "dim",
     "approved": "green",
     "rejected": "red",
     "failed": "red",
@@ -86,6 +91,7 @@ class Progress:
         }
         if kind in run_states:
             self.run_status = run_states[str(kind)]
+            self._settle(ended=kind in TERMINAL_EVENTS)
         if kind == "run_cancelled" and isinstance(payload.get("step_id"), str):
             step_id = payload["step_id"]
             if self._step(step_id).state not in ("completed", "approved", "failed", "rejected"):
@@ -113,8 +119,11 @@ class Progress:
             if isinstance(payload.get("attempt"), int):
                 step.attempt = payload["attempt"]
             step.note = ""
+        elif kind == "step_completed" and (output := delivery(payload)) is not None:
+            step.state = "delivered" if output["delivered"] else "not delivered"
+            step.note = delivered_text(output).removeprefix(step.state).lstrip(":; ")
         elif kind == "waiting_approval":
-            step.note = f"workflows approve {self.run_id} {step_id}"
+            step.note = ""
         elif kind == "approval_granted":
             step.note = approved_by(payload)
         elif kind == "approval_rejected":
@@ -123,8 +132,37 @@ class Progress:
             error = payload.get("error")
             step.note = str(error.get("code", "")) if isinstance(error, dict) else ""
 
-    def __rich__(self) -> Table:
-        table = Table(title=f"run {self.run_id}: {self.run_status}", title_justify="left", box=None)
+    def _settle(self, *, ended: bool) -> None:
+        """Once the run has ended, the steps it never reached read `not run` (until a retry)."""
+        before, after = ("pending", "not run") if ended else ("not run", "pending")
+        for step in self.steps.values():
+            if step.state == before:
+                step.state = after
+
+    def ended(self) -> None:
+        self._settle(ended=True)
+
+    def approve_command(self, step_id: str) -> str:
+        return f"workflows approve {self.run_id} {step_id}"
+
+    def waiting(self) -> list[str]:
+        """The steps waiting for a decision now."""
+        if self.run_status != "waiting_approval":
+            return []
+        return [s.step_id for s in self.steps.values() if s.state == "waiting for approval"]
+
+    def __rich__(self) -> RenderableType:
+        return self.render(title=True)
+
+    def render(self, *, title: bool) -> RenderableType:
+        """The steps' table and, under it, the command that decides each waiting step: on a
+        line of its own, since a table cell in a narrow terminal would cut the run id short."""
+        commands = [Text(f"  {self.approve_command(step_id)}") for step_id in self.waiting()]
+        return Group(self.table(title=title), *commands)
+
+    def table(self, *, title: bool) -> Table:
+        heading = f"run {self.run_id}: {self.run_status}" if title else None
+        table = Table(title=heading, title_justify="left", box=None)
         for column in ("step", "type", "state", "attempt", ""):
             table.add_column(column, no_wrap=column != "")
         for step in self.steps.values():
@@ -132,7 +170,7 @@ class Progress:
                 step.step_id,
                 step.step_type,
                 Text(step.state, style=STATE_STYLES.get(step.state, "")),
-                str(step.attempt),
+                "" if step.state in ("pending", "not run") else str(step.attempt),
                 step.note,
             )
         return table
@@ -214,6 +252,10 @@ def _follow(
             else:
                 stamp = str(event.get("created_at", ""))[11:19]
                 out.print(Text(f"{stamp}  {describe(event)}"))
+                step_id = event.get("step_id")
+                if live is None and event.get("event_type") == "waiting_approval" and step_id:
+                    # Without the live table, on its own line (whole, however narrow the lines).
+                    out.print(Text(f"{'':8}  {progress.approve_command(str(step_id))}"))
         if live is not None:
             live.refresh()
         if ended and not page.get("has_more"):

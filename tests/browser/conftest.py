@@ -268,8 +268,16 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def tab(stack: Stack, browser: Any, screenshots: Path) -> Iterator[Tab]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-GB", timezone_id="UTC")
+def browser_timezone() -> str:
+    """The browser's time zone; a test parametrizes it to look at the console from elsewhere."""
+    return "UTC"
+
+
+@pytest.fixture
+def tab(stack: Stack, browser: Any, screenshots: Path, browser_timezone: str) -> Iterator[Tab]:
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 860}, locale="en-GB", timezone_id=browser_timezone
+    )
     page = context.new_page()
     page.set_default_timeout(30_000)
     dialogs: list[str] = []

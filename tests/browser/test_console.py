@@ -6,15 +6,22 @@ WORKFLOWS_SCREENSHOTS=update).
 
 from __future__ import annotations
 
+import json
+import re
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.browser.conftest import Stack, Tab, browser_only
 from tests.localstack import free_port, wait_for
+from workflows_cli.main import main as workflows_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, browser_only]
 
@@ -58,6 +65,58 @@ def approval_flow(name: str) -> dict[str, Any]:
             {"id": "publish", "type": "log", "config": {"message": "published"}},
         ],
     }
+
+
+# A rejected approval routes to notify_rejected, around ship and archive, which never run. In
+# rows, ship and notify_rejected sit side by side and notify_rejected -> _end passes archive's row.
+REFUND = {
+    "name": "refund-review",
+    "steps": [
+        {"id": "prepare", "type": "log", "config": {"message": "refund {{ inputs.refund }}"}},
+        {
+            "id": "review",
+            "type": "approval",
+            "config": {"instructions": "Refund the order?"},
+            "on_failure": "notify_rejected",
+        },
+        {"id": "ship", "type": "log", "config": {"message": "refunded"}},
+        {"id": "archive", "type": "log", "config": {"message": "archived"}, "on_success": "_end"},
+        {"id": "notify_rejected", "type": "log", "config": {"message": "refund refused"}},
+    ],
+}
+
+# Every point of every edge's path (sampled each pixel along it) against the box of every step
+# and terminal that is not one of its two ends.
+EDGES_THROUGH_STEPS = """() => {
+    const svg = document.querySelector("svg.graph");
+    const boxes = [...svg.querySelectorAll("g.node, g.terminal")].map((g) => {
+        const m = g.transform.baseVal.consolidate().matrix;
+        const r = g.querySelector("rect");
+        const id = g.dataset.stepId || g.dataset.terminal;
+        return { id, x: m.e, y: m.f, w: r.width.baseVal.value, h: r.height.baseVal.value };
+    });
+    const crossings = [];
+    for (const edge of svg.querySelectorAll("g.edge")) {
+        const path = edge.querySelector("path");
+        const ends = [edge.dataset.from, edge.dataset.to];
+        const length = path.getTotalLength();
+        for (let d = 0; d <= length; d += 1) {
+            const p = path.getPointAtLength(d);
+            for (const b of boxes) {
+                if (ends.includes(b.id)) continue;
+                if (p.x > b.x && p.x < b.x + b.w && p.y > b.y && p.y < b.y + b.h) {
+                    crossings.push(`${edge.dataset.from} -> ${edge.dataset.to} crosses ${b.id}`);
+                }
+            }
+        }
+    }
+    return [...new Set(crossings)];
+}"""
+
+
+def edges_through_steps(tab: Tab) -> list[str]:
+    found: list[str] = tab.page.evaluate(EDGES_THROUGH_STEPS)
+    return found
 
 
 def statuses(tab: Tab) -> dict[str, str]:
@@ -150,6 +209,7 @@ def test_the_graph_marks_each_steps_status_and_the_path_taken(tab: Tab) -> None:
     }
     meta = tab.page.text_content("g.node[data-step-id=render] .node-meta") or ""
     assert meta.startswith("failed · \u00d72"), meta  # two attempts
+    assert edges_through_steps(tab) == []
 
     # And a step's details are one click away
     tab.page.click("g.node[data-step-id=render]")
@@ -452,3 +512,216 @@ def test_the_stack_is_the_one_under_test(stack: Stack) -> None:
         "roles": ["viewer"],
         "permissions": ["workflows.runs.read"],
     }
+
+
+def test_a_rejected_approval_leaves_the_steps_it_routed_around_not_run_and_no_edge_crosses_a_step(
+    tab: Tab,
+) -> None:
+    # Given a run whose approval was rejected, so it went on to notify_rejected instead of ship
+    run_id = tab.stack.submit(REFUND, {"refund": "R-5"})
+    tab.stack.wait_status(run_id, "waiting_approval")
+    rejected = tab.stack.client().post(f"/runs/{run_id}/steps/review/reject", json={"comment": "no"})
+    assert rejected.status_code == 200, rejected.text
+    tab.stack.wait_status(run_id, "succeeded")
+    tab.sign_in()
+
+    # When its page is opened
+    tab.open(f"#/runs/{run_id}")
+    tab.page.wait_for_selector("svg.graph.ended g.node[data-step-id=notify_rejected][data-status=succeeded]")
+
+    # Then the steps it never reached say so, the path is the one it took, and no edge is
+    # drawn through a step it does not join
+    assert statuses(tab) == {
+        "prepare": "succeeded",
+        "review": "failed",
+        "ship": "not_run",
+        "archive": "not_run",
+        "notify_rejected": "succeeded",
+    }
+    assert taken_edges(tab) == {
+        ("_start", "prepare"),
+        ("prepare", "review"),
+        ("review", "notify_rejected"),
+        ("notify_rejected", "_end"),
+    }
+    assert tab.page.text_content("g.node[data-step-id=ship] .node-meta") == "not run"
+    assert edges_through_steps(tab) == []
+    tab.screenshot("run-rejected")
+
+
+def _shown_in(text: str, zone: str) -> str:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+    offset = moment.strftime("%z")
+    label = "UTC" if zone == "UTC" else f"UTC{offset[:3]}:{offset[3:]}"
+    return moment.strftime("%Y-%m-%d %H:%M:%S ") + label
+
+
+@pytest.mark.parametrize("browser_timezone", ["Australia/Adelaide"])
+def test_times_say_their_zone_utc_first_and_the_browsers_after_the_toggle(tab: Tab) -> None:
+    # Given a run, and a browser in Adelaide (UTC+09:30, or +10:30 in summer)
+    run_id = tab.stack.submit(
+        {"name": "zoned", "steps": [{"id": "hello", "type": "log", "config": {"message": "hi"}}]}
+    )
+    run = tab.stack.wait_status(run_id, "succeeded")
+    tab.sign_in()
+    tab.open("#/runs")
+    created = tab.page.locator(f"tr[data-run-id='{run_id}'] td").first
+    created.wait_for()
+
+    # Then times are in UTC, and say so
+    assert created.inner_text() == _shown_in(run["created_at"], "UTC")
+    assert tab.page.inner_text(".zone-toggle") == "Times: UTC"
+
+    # When the toggle is used
+    tab.page.click(".zone-toggle")
+    tab.page.wait_for_selector(f"tr[data-run-id='{run_id}'] time[data-zone=local]")
+
+    # Then they are in the browser's zone, say which, and stay so for the tab's session
+    local = _shown_in(run["created_at"], "Australia/Adelaide")
+    assert created.inner_text() == local
+    assert tab.page.inner_text(".zone-toggle") == "Times: Australia/Adelaide"
+    tab.page.reload()
+    tab.page.wait_for_selector(f"tr[data-run-id='{run_id}'] time[data-zone=local]")
+    tab.open(f"#/runs/{run_id}")
+    tab.page.wait_for_selector("li.event[data-type=run_completed]")
+    shown = tab.page.eval_on_selector_all("time", "times => times.map(t => t.textContent)")
+    assert shown, "the run's page shows no time"
+    zoned = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d " + re.escape(local.rsplit(" ", 1)[1]))
+    assert all(zoned.fullmatch(text) for text in shown), shown
+
+
+def test_a_schedule_paused_from_the_console_does_not_fire(tab: Tab) -> None:
+    # Given two schedules of one workflow due at the same moment, a little ahead
+    client = tab.stack.client()
+    workflow = client.post(
+        "", json={"name": "runaway", "steps": [{"id": "work", "type": "log", "config": {"message": "ok"}}]}
+    )
+    assert workflow.status_code == 201, workflow.text
+    workflow_id = workflow.json()["workflow_id"]
+    due = (datetime.now(UTC) + timedelta(seconds=25)).replace(microsecond=0)
+    expression = f"at({due.strftime('%Y-%m-%dT%H:%M:%S')})"
+    created = [
+        client.post("/schedules", json={"workflow_id": workflow_id, "expression": expression})
+        for _ in range(2)
+    ]
+    assert all(answer.status_code == 201 for answer in created), [a.text for a in created]
+    paused_id, witness_id = (answer.json()["schedule_id"] for answer in created)
+
+    # When one is paused from the console before that moment
+    tab.sign_in()
+    tab.open("#/schedules")
+    tab.page.locator(f"tr[data-schedule-id='{paused_id}'] button[data-action=pause]").click()
+    row = tab.page.locator(f"tr[data-schedule-id='{paused_id}'][data-enabled=false]")
+    row.wait_for()
+    assert datetime.now(UTC) < due, "the pause landed after the fire time: nothing was tested"
+    assert row.locator("td.state").inner_text() == "paused"
+    assert client.get(f"/schedules/{paused_id}").json()["enabled"] is False
+
+    # Then the other one fires, and the paused one does not: no fire, no run
+    wait_for(
+        lambda: client.get(f"/schedules/{witness_id}").json()["last_fire"], 90, "the other schedule's fire"
+    )
+    assert client.get(f"/schedules/{paused_id}").json()["last_fire"] is None
+    runs = client.get("/runs", params={"workflow_id": workflow_id}).json()["runs"]
+    assert [run["owner_id"] for run in runs] == [f"schedule:{witness_id}"]
+
+    # And it resumes from the console
+    row.locator("button[data-action=resume]").click()
+    tab.page.locator(f"tr[data-schedule-id='{paused_id}'][data-enabled=true]").wait_for()
+    assert client.get(f"/schedules/{paused_id}").json()["enabled"] is True
+
+
+def test_the_inbox_lists_what_workflows_approvals_ls_lists_for_the_same_caller(
+    tab: Tab, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given a run waiting for an approval
+    run_id = tab.stack.submit(approval_flow("same-inbox"))
+    tab.stack.wait_status(run_id, "waiting_approval")
+
+    # When the operator opens the inbox, and lists approvals with the command-line client
+    tab.sign_in()
+    tab.open("#/approvals")
+    tab.page.locator(f"article.approval[data-run-id='{run_id}']").wait_for()
+    shown = tab.page.eval_on_selector_all(
+        "article.approval", "cards => cards.map(c => [c.dataset.runId, c.dataset.stepId])"
+    )
+    capsys.readouterr()
+    env = {
+        "WORKFLOWS_URL": tab.stack.base,
+        "WORKFLOWS_API_KEY": tab.stack.keys["operator"],
+        "WORKFLOWS_CONFIG": str(tmp_path / "absent.toml"),
+    }
+    assert workflows_cli(["approvals", "ls", "--json"], env=env) == 0
+    listed = [(a["run_id"], a["step_id"]) for a in json.loads(capsys.readouterr().out)["approvals"]]
+
+    # Then both asked the same question and got the same approvals
+    inbox = [urlsplit(url) for url in tab.requests if urlsplit(url).path.endswith("/approvals")]
+    assert inbox, tab.requests
+    assert parse_qs(inbox[0].query) == {"status": ["pending"], "assignee": ["me"]}
+    assert {tuple(pair) for pair in shown} == set(listed)
+    assert (run_id, "sign_off") in listed
+
+
+def test_an_approval_says_what_it_is_for_and_that_the_caller_already_approved(tab: Tab) -> None:
+    # Given a step two people must approve, which the operator approved already
+    quorum = {
+        "name": "two-keys",
+        "steps": [
+            {
+                "id": "sign_off",
+                "type": "approval",
+                "config": {
+                    "instructions": "Two of you: release the invoice?",
+                    "assignees": ["olivia", "victor"],
+                    "required_approvals": 2,
+                },
+            },
+            {"id": "release", "type": "log", "config": {"message": "released"}},
+        ],
+    }
+    run_id = tab.stack.submit(quorum, {"invoice": "INV-9"})
+    tab.stack.wait_status(run_id, "waiting_approval")
+    approved = tab.stack.client().post(f"/runs/{run_id}/steps/sign_off/approve", json={})
+    assert approved.status_code == 200, approved.text
+
+    # When the operator opens the inbox
+    tab.sign_in()
+    tab.open("#/approvals")
+    card = tab.page.locator(f"article.approval[data-run-id='{run_id}']")
+    card.wait_for()
+    card.locator(".run-inputs").wait_for()
+
+    # Then the card says what it is for, shows the run's inputs, and that only the rest of the
+    # quorum is awaited: no approve button, reject still possible
+    text = card.inner_text()
+    for said in ("Two of you: release the invoice?", "two-keys", "sign_off", "1 of 2 (olivia)", "times out"):
+        assert said in text, said
+    assert "INV-9" in card.locator(".run-inputs").inner_text()
+    assert card.get_attribute("data-decided") == "approved"
+    assert "You approved" in card.locator(".yours").inner_text()
+    assert card.locator("button[data-action=approve]").count() == 0
+    assert card.locator("button[data-action=reject]").count() == 1
+
+
+def test_runs_are_found_by_their_workflows_name(tab: Tab) -> None:
+    # Given a run of a saved workflow and a run of another
+    client = tab.stack.client()
+    name = f"found-by-name-{uuid.uuid4().hex[:6]}"
+    steps = [{"id": "hello", "type": "log", "config": {"message": "hi"}}]
+    workflow = client.post("", json={"name": name, "steps": steps})
+    assert workflow.status_code == 201, workflow.text
+    workflow_id = workflow.json()["workflow_id"]
+    started = client.post(f"/{workflow_id}/runs", json={"inputs": {}})
+    assert started.status_code == 202, started.text
+    other = tab.stack.submit({"name": "someone-else", "steps": steps})
+
+    # When the runs list is filtered by the workflow's name
+    tab.sign_in()
+    tab.open("#/runs")
+    tab.page.fill("input[aria-label=workflow]", name)
+    tab.page.click("form.filters button[type=submit]")
+
+    # Then it lists that workflow's runs only, and says which workflow the name is
+    tab.page.wait_for_selector(f"tr[data-run-id='{started.json()['run_id']}']")
+    assert tab.page.locator(f"tr[data-run-id='{other}']").count() == 0
+    assert tab.page.locator(f".workflow-resolved [data-workflow-id='{workflow_id}']").count() == 1

@@ -214,7 +214,7 @@ def test_progress_shows_each_steps_state_and_keeps_a_decision() -> None:
         ("wait", "completed"),
         ("review", "waiting for approval"),
     ]
-    assert progress.steps["review"].note == "workflows approve r review"
+    assert [progress.approve_command(step) for step in progress.waiting()] == ["workflows approve r review"]
 
     progress.apply({"event_type": "approval_granted", "step_id": "review", "payload": {"approver": "ada"}})
     progress.apply({"event_type": "step_completed", "step_id": "review", "payload": {}})

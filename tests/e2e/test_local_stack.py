@@ -166,3 +166,21 @@ def test_the_command_line_client_watches_a_run_through_its_approval(stack: Stack
     run = stack.client.get(f"/runs/{run_id}").json()
     assert run["status"] == "succeeded"
     assert run["outputs"]["message"] == "for Ada"
+
+
+def test_a_stopped_stack_starts_again_at_once_on_the_same_ports(tmp_path: Path) -> None:
+    # Given a stack that served a few requests on connections it still held when it was
+    # stopped as Ctrl-C stops it: it closed them first, so they linger in TIME_WAIT on its ports
+    settings = {"WORKFLOWS_API_KEY": API_KEY, "DEVSTACK_WORKERS": "off"}
+    with (
+        httpx.Client(timeout=5) as browser,
+        local_stack("restart", tmp_path, settings, startup_timeout=120) as first,
+    ):
+        for _ in range(3):
+            assert browser.get(f"{first.base}/health").status_code == 200
+
+    # When it is started again at once on the same ports, then it serves
+    ports = (first.port, first.moto_port)
+    with local_stack("restarted", tmp_path, settings, startup_timeout=120, ports=ports) as second:
+        runs = httpx.get(f"{second.base}/runs", headers={"X-API-KEY": API_KEY}, timeout=5)
+        assert runs.status_code == 200, runs.text

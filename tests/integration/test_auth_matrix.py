@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, log_definition, make_fake
 from workflows.api.app import create_app
-from workflows.api.routes import console
+from workflows.api.routes import console, docs
 from workflows.domain.dlq import DlqRow
 from workflows.roots.parts import Parts
 
@@ -49,6 +49,10 @@ TABLE: dict[tuple[str, str], Any] = {
     ("GET", "/console"): PUBLIC,
     ("GET", "/console/"): PUBLIC,
     ("GET", "/console/assets/{version}/{file}"): PUBLIC,
+    # the OpenAPI page's static files, the same
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/"): PUBLIC,
+    ("GET", "/docs/assets/{version}/{file}"): PUBLIC,
     # runs
     ("POST", "/runs"): ANY,
     ("POST", "/run"): ANY,
@@ -203,6 +207,8 @@ class Stack:
 
 
 def concrete(path: str, w: World) -> str:
+    if path.startswith("/docs/assets/"):
+        path = path.replace("{version}", docs.bundle().version).replace("{file}", "start.js")
     values = {
         "{run_id}": w.run_id,
         "{workflow_id:uuid}": w.workflow_id,

@@ -7,9 +7,13 @@ import json
 from typing import Any
 
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from devstack.activity import ActivityPrinter
-from tests.conftest import log_definition
+from tests.conftest import LOCAL_WEBHOOKS, FakeClock, log_definition, make_fake
+from tests.receivers import Receiver, Reply
+from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.roots.parts import Parts
 
 BASE = "/api/v1/workflows"
@@ -80,9 +84,67 @@ def test_each_approval_of_a_quorum_says_how_far_it_is(client: TestClient, contai
     short = run_id[:8]
     assert out.getvalue().splitlines() == [
         f"  run {short}  step review waits for approval",
+        f"                workflows approve {run_id} review",
         f"  run {short}  step review approved by alice (1 of 2)",
         f"  run {short}  step review approved by bob (2 of 2)",
         f"  run {short}  step review completed",
         f"  run {short}  step after completed",
         f"  run {short}  succeeded",
+    ]
+
+
+def _lines_until_ended(parts: Parts, definition: dict[str, Any]) -> tuple[str, list[str]]:
+    """Submits `definition` and dispatches until its run ends: the run id and the lines printed."""
+    caller = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
+    run_id = parts.run_service.submit(caller, WorkflowDefinition.model_validate(definition), {}).run_id
+    out = io.StringIO()
+
+    def dispatch(event: dict[str, Any], context: Any) -> None:
+        for message in parts.queue.receive():
+            parts.engine.process(message)
+
+    handler = ActivityPrinter(parts.runs, out=out).around(dispatch)
+    body = _sqs_event([json.dumps({"tenant_id": "default", "run_id": run_id})])
+    for _ in range(50):
+        if parts.runs.get("default", run_id).status.value in {"succeeded", "failed"}:
+            return run_id, out.getvalue().splitlines()
+        handler(body, None)
+    raise AssertionError(f"the run did not end: {out.getvalue()}")
+
+
+def test_a_webhook_handed_to_the_dlq_says_it_was_not_delivered(clock: FakeClock, receiver: Receiver) -> None:
+    parts = make_fake(
+        clock, webhook_secret=SecretStr("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), **LOCAL_WEBHOOKS
+    )
+    receiver.reply(Reply(503, body=b"busy"), Reply(200))
+    call = {"type": "webhook", "config": {"url": receiver.url(), "body": {}, "on_delivery_failure": "dlq"}}
+    definition = {"name": "notify", "steps": [{"id": "first", **call}, {"id": "second", **call}]}
+
+    run_id, lines = _lines_until_ended(parts, definition)
+
+    row = parts.runs.get("default", run_id).step_outputs["first"]["dlq_id"]
+    short = run_id[:8]
+    assert lines == [
+        f"  run {short}  step first not delivered to 127.0.0.1: HTTP 503: busy;"
+        f" handed to the DLQ (row {row})",
+        f"  run {short}  step second delivered to 127.0.0.1 (HTTP 200)",
+        f"  run {short}  succeeded",
+    ]
+
+
+def test_a_run_that_ends_says_which_steps_it_never_ran(container: Parts) -> None:
+    definition = log_definition("one")
+    definition["steps"] += [
+        {"id": "boom", "type": "log", "config": {"message": "{{ 1 / 0 }}"}},
+        {"id": "later", "type": "log", "config": {"message": "never"}},
+    ]
+
+    run_id, lines = _lines_until_ended(container, definition)
+
+    short = run_id[:8]
+    assert lines == [
+        f"  run {short}  step s1 completed",
+        f"  run {short}  step boom failed (template_error)",
+        f"  run {short}  step later not run",
+        f"  run {short}  failed (template_error)",
     ]

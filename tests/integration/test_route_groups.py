@@ -42,6 +42,7 @@ def _concrete_paths() -> Iterator[str]:
         PREFIX + f"/runs/{RUN_ID}/x/y/z",
         PREFIX + "//runs",
         PREFIX + "/openapi.json",
+        PREFIX + "/openapi.json/",
     )
 
 
@@ -77,7 +78,8 @@ def test_an_app_of_the_modules_a_path_needs_answers_it_as_the_whole_app(containe
 def test_a_run_read_needs_only_the_runs_routes() -> None:
     assert route_modules_for(f"{PREFIX}/runs/{RUN_ID}") == ("runs",)
     assert route_modules_for(f"{PREFIX}/health") == ()
-    assert route_modules_for(f"{PREFIX}/docs") == ROUTE_MODULES
+    assert route_modules_for(f"{PREFIX}/docs") == ("docs",)  # the page, not the document
+    assert route_modules_for(f"{PREFIX}/openapi.json") == ROUTE_MODULES
 
 
 def test_where_init_runs_ahead_of_requests_the_whole_app_serves_them(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,3 +136,22 @@ def test_the_approval_example_runs(client: TestClient, container: Parts) -> None
     run = client.get(f"{BASE}/runs/{run['run_id']}").json()
     assert run["status"] == "succeeded"
     assert run["outputs"]["message"] == "approved by admin: fine"
+
+
+def test_the_rag_search_example_runs_once_its_setup_is_done(client: TestClient, container: Parts) -> None:
+    setup = GUIDES["rag_search"].setup
+    assert setup is not None
+    _, path, body = setup
+    added = client.post(f"{BASE}{path}", json=body)
+    assert added.status_code in (200, 201), added.text
+
+    run = _run(client, container, "rag_search")
+
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"]["text"].startswith(f"Context: {body['content']}\n")
+
+
+def test_the_setup_of_an_example_comes_before_it_in_the_docs() -> None:
+    text = reference.DOCS.read_text()
+    section = text[text.index("### `rag_search`") :]
+    assert section.index('"$BASE/corpus/documents"') < section.index('"name": "rag-search-example"')

@@ -4,11 +4,12 @@ setting's default, and each function's whole set fits Lambda's 4 KB limit when d
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import pytest
 
-from devstack.provision import load_sam_template
+from devstack.provision import condition_holds, load_sam_template
 from workflows.settings import Settings
 
 LAMBDA_ENVIRONMENT_LIMIT = 4096
@@ -18,6 +19,11 @@ DEPLOYER_VALUES_BYTES = 768
 # Variables read outside the settings model: boto3's endpoint (the local stack) and Powertools'
 # switches, which make run and sam local invoke set.
 READ_OUTSIDE_SETTINGS = {"AWS_ENDPOINT_URL", "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_DISABLED"}
+
+
+@cache
+def _template() -> dict[str, Any]:
+    return load_sam_template()
 
 
 def _variables(function: str | None = None) -> dict[str, Any]:
@@ -51,32 +57,48 @@ def test_an_empty_variable_keeps_the_default(monkeypatch: Any) -> None:
     assert loaded.llm_timeout_sec == Settings.model_fields["llm_timeout_sec"].default
 
 
-def _deployed_value(value: Any, parameters: dict[str, Any], stack: str) -> str:
-    """A plausible deployed value: parameters' defaults, physical names as CloudFormation makes
-    them (<stack>-<LogicalId>-<13 characters>), queue URLs and ARNs in us-east-1."""
+def _deployed_value(
+    value: Any, parameters: dict[str, Any], stack: str, overrides: dict[str, str] | None = None
+) -> str | None:
+    """A plausible deployed value: parameters' defaults (or `overrides`), physical names as
+    CloudFormation makes them (<stack>-<LogicalId>-<13 characters>), queue URLs and ARNs in
+    us-east-1; None for a variable left out (AWS::NoValue)."""
+    overrides = overrides or {}
     if isinstance(value, (str, int, float, bool)):
         return str(value)
     (function, argument), *_ = value.items()
     if function == "Ref":
+        if argument == "AWS::NoValue":
+            return None
+        if argument in overrides:
+            return overrides[argument]
         if argument in parameters:
             return str(parameters[argument].get("Default", ""))
         name = f"{stack}-{argument}-ABCDEFGHIJKLM"
+        if "Secret" in argument:
+            return f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{argument}-ABCDEFGHIJKL-AbCdEf"
         return f"https://sqs.us-east-1.amazonaws.com/123456789012/{name}" if "Queue" in argument else name
     if function == "Fn::GetAtt":
         logical = argument[0] if isinstance(argument, list) else argument.split(".")[0]
         return f"arn:aws:sqs:us-east-1:123456789012:{stack}-{logical}-ABCDEFGHIJKLM"
     if function == "Fn::Sub":
         return str(argument).replace("${AWS::StackName}", stack)
+    if function == "Fn::If":
+        condition, when_true, when_false = argument
+        holds = condition_holds(_template(), condition, overrides)
+        return _deployed_value(when_true if holds else when_false, parameters, stack, overrides)
     raise AssertionError(f"unexpected intrinsic {function}")
 
 
+@pytest.mark.parametrize("auth_mode", ["single_user", "multi_user"])
 @pytest.mark.parametrize("function", _functions())
-def test_the_deployed_environment_fits_lambdas_limit(function: str) -> None:
+def test_the_deployed_environment_fits_lambdas_limit(function: str, auth_mode: str) -> None:
     template = load_sam_template()
     parameters = template["Parameters"]
     stack = "workflows-production-eu"
-    size = sum(
-        len(name) + len(_deployed_value(value, parameters, stack))
+    values = {
+        name: _deployed_value(value, parameters, stack, {"AuthMode": auth_mode})
         for name, value in _variables(function).items()
-    )
+    }
+    size = sum(len(name) + len(value) for name, value in values.items() if value is not None)
     assert size + DEPLOYER_VALUES_BYTES < LAMBDA_ENVIRONMENT_LIMIT, f"{function}: {size} bytes"

@@ -114,6 +114,13 @@ class DependencyUnavailable(DomainError):
     code = "dependency_unavailable"
 
 
+class ApiKeyUnavailable(DependencyUnavailable):
+    """The single-user API key cannot be read (not configured, its secret gone or unreadable):
+    the operator's problem, so no caller's key is refused for it."""
+
+    code = "api_key_unavailable"
+
+
 class QuotaExceeded(DomainError):
     """A per-user submission quota is used up; `headers` say when to come back."""
 

@@ -51,7 +51,9 @@ class Settings(BaseModel):
     # Authentication.
     auth_mode: Literal["single_user", "multi_user"] = "single_user"
     api_key: SecretStr | None = None
-    # Deployed: the SSM SecureString parameter holding the key, read when api_key is unset.
+    # Deployed: the Secrets Manager secret the stack generates the key into, read when api_key
+    # is unset; or, when a deployer names one (ApiKeyParameterName), an SSM SecureString instead.
+    api_key_secret_arn: str | None = None
     api_key_parameter: str | None = None
     # Multi-user mode (docs/auth.md): roles -> permissions, given as JSON, e.g.
     # {"auditor": ["workflows.runs.read"]}; merged over the viewer/operator/admin defaults when

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Collection
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.convertors import CONVERTOR_TYPES
@@ -12,7 +13,7 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workflows import ENGINE_VERSION
-from workflows.api import errors
+from workflows.api import deps, errors
 from workflows.api.deps import ApiServices
 from workflows.api.schemas import PREFIX
 
@@ -31,6 +32,7 @@ ROUTE_MODULES = (
     "secrets",
     "me",
     "console",
+    "docs",
     "definitions",
 )
 # The paths each route module serves (under the prefix), as its routes declare them; a test
@@ -62,6 +64,7 @@ ROUTE_PATHS: dict[str, tuple[str, ...]] = {
     "secrets": ("/secrets", "/secrets/{name}"),
     "me": ("/me",),
     "console": ("/console", "/console/", "/console/assets/{version}/{file}"),
+    "docs": ("/docs", "/docs/", "/docs/assets/{version}/{file}"),
     "definitions": (
         "",
         "/validate",
@@ -71,7 +74,7 @@ ROUTE_PATHS: dict[str, tuple[str, ...]] = {
         "/{workflow_id:uuid}/versions",
     ),
 }
-_DOCUMENTATION = (f"{PREFIX}/docs", f"{PREFIX}/openapi.json")
+OPENAPI = f"{PREFIX}/openapi.json"
 
 
 def _segment_matches(template: str, segment: str) -> bool:
@@ -89,8 +92,8 @@ def _shape_matches(template: str, segments: list[str]) -> bool:
 def route_modules_for(path: str) -> tuple[str, ...]:
     """The route modules an app needs to answer `path` exactly as the whole app would: those
     with a route of its shape (a parameter matches what its convertor matches), with or
-    without a trailing slash; all of them for the OpenAPI document and its page."""
-    if path in _DOCUMENTATION:
+    without a trailing slash; all of them for the OpenAPI document."""
+    if path in (OPENAPI, OPENAPI + "/"):
         return ROUTE_MODULES
     if path != PREFIX and not path.startswith(PREFIX + "/"):
         return ()  # outside the API: 404 from any app
@@ -117,10 +120,12 @@ def create_app(
     app = FastAPI(
         title="Workflows",
         version=ENGINE_VERSION,
-        openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        openapi_url=OPENAPI,
+        # The page is the `docs` route module's: FastAPI's own loads Swagger UI from a CDN.
+        docs_url=None,
         redoc_url=None,
     )
+    app.openapi = _openapi_with_credentials(app)  # type: ignore[method-assign]
     errors.install(app)
     if services is not None:
         app.state.services = services
@@ -138,6 +143,62 @@ def create_app(
     app.router.redirect_slashes = False
     app.router.default = _without_trailing_slash(app.router)
     return app
+
+
+# The credentials the API accepts (docs/auth.md), as the OpenAPI page's "Authorize" offers them.
+API_KEY_SCHEME = "ApiKey"
+BEARER_SCHEME = "Bearer"
+_SCHEMES: dict[str, dict[str, str]] = {
+    API_KEY_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-KEY",
+        "description": "An API key: the single-user key, or a user's key in multi-user mode.",
+    },
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A JWT from the deployment's issuer (JwtIssuer), in multi-user mode.",
+    },
+}
+
+
+def _openapi_with_credentials(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """`app.openapi`, with the credentials the API accepts declared, and named by every
+    operation that refuses a request without them. FastAPI declares only what its own security
+    dependencies read; the API reads its credentials itself (api/auth.py, api/guard.py)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = FastAPI.openapi(app)  # kept as app.openapi_schema, completed in place
+        declare_credentials(document, bearer=_accepts_bearer(app))
+        return document
+
+    return openapi
+
+
+def _accepts_bearer(app: FastAPI) -> bool:
+    # The settings of the services the routes get (a test's override first, as deps.provided).
+    provide = app.dependency_overrides.get(deps.services) or getattr(app.state, "services", None)
+    if provide is None:
+        return False  # a document built from the routes alone, without services
+    services: ApiServices = provide()
+    return services.settings.auth_mode == "multi_user" and bool(services.settings.jwt_issuer)
+
+
+def declare_credentials(document: dict[str, Any], *, bearer: bool) -> None:
+    """An operation needs credentials where it documents the 401 it answers without them: every
+    route that authenticates lists it (`schemas.error_responses`, the guard), and no other
+    route has a 401 to answer. A test holds each operation's declaration to its answer."""
+    schemes = [API_KEY_SCHEME, BEARER_SCHEME] if bearer else [API_KEY_SCHEME]
+    document.setdefault("components", {})["securitySchemes"] = {name: _SCHEMES[name] for name in schemes}
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "401" in operation.get("responses", {}):
+                # Alternatives: either credential alone authenticates a request.
+                operation["security"] = [{name: []} for name in schemes]
 
 
 def _without_trailing_slash(router: Router) -> ASGIApp:

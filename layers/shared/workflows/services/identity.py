@@ -26,8 +26,8 @@ SINGLE_USER = "admin"
 
 class Identity:
     """`keys` gives the key store (multi_user only: single_user never builds it, nor its
-    DynamoDB client); `single_user_key` reads the single-user key (the setting, or SSM when
-    deployed)."""
+    DynamoDB client); `single_user_key` reads the single-user key (the setting, or the stack's
+    secret when deployed) and raises `ApiKeyUnavailable` when it cannot."""
 
     def __init__(
         self,

@@ -67,6 +67,8 @@ class Guide:
     templates: str  # which fields are templates, and how each renders
     output: str
     example: dict[str, Any]  # a run request for POST /runs: {"definition": ..., "inputs": ...}
+    # What a fresh stack needs before the example runs: (why, path, body) of one POST request.
+    setup: tuple[str, str, dict[str, Any]] | None = None
 
 
 GUIDES: list[Guide] = [
@@ -247,6 +249,13 @@ GUIDES: list[Guide] = [
         templates="`query` (text).",
         output='`{"query": "<the rendered query>", "documents": [{"id": "...", "content": "...", "score":'
         ' 0.81, "metadata": {...}}]}`, best first ([retrieval backends](#retrieval-backends-rag_search))',
+        setup=(
+            "A fresh stack's corpus is empty, so the search finds nothing and `answer` fails on"
+            " `documents[0]`: first add a document to the tenant's corpus"
+            " ([backend `builtin`](#backend-builtin))",
+            "/corpus/documents",
+            {"content": "SQS can delay a message by up to 15 minutes.", "metadata": {"topic": "queues"}},
+        ),
         example={
             "definition": {
                 "name": "rag-search-example",
@@ -450,8 +459,24 @@ def _pretty(value: Any, indent: int = 0, lead: int = 0, width: int = 100) -> str
     return "[\n" + ",\n".join(lines) + "\n" + " " * indent + "]"
 
 
+def _setup_block(path: str, body: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "```sh",
+            f'curl -s -X POST "$BASE{path}" -H "X-API-KEY: $API_KEY" '
+            "-H 'Content-Type: application/json' \\",
+            f"  -d '{json.dumps(body)}'",
+            "```",
+        ]
+    )
+
+
 def _type_section(guide: Guide) -> str:
     step = guide.step
+    setup = []
+    if guide.setup is not None:
+        why, path, body = guide.setup
+        setup = [f"{why}:", _setup_block(path, body)]
     return "\n\n".join(
         [
             f"### `{step.name}`",
@@ -459,6 +484,7 @@ def _type_section(guide: Guide) -> str:
             f"Templates: {guide.templates}",
             fields_table(step.config_model),
             f"Output: {guide.output}.",
+            *setup,
             "Example, a request body for `POST /runs`:",
             _json_block(guide.example),
         ]

@@ -42,7 +42,8 @@ function authHeaders() {
 }
 
 export function apiUrl(path, query) {
-  const url = new URL(path.replace(/^\/+/, ""), API_BASE);
+  // "" is the prefix itself (the saved workflows), which answers without a trailing slash.
+  const url = path ? new URL(path.replace(/^\/+/, ""), API_BASE) : new URL(API_BASE.href.replace(/\/$/, ""));
   for (const [name, value] of Object.entries(query || {})) {
     const values = Array.isArray(value) ? value : [value];
     for (const item of values) {

@@ -1,7 +1,7 @@
 // The console's shell: sign-in, the caller's permissions (GET /me), navigation and hash routes.
 
 import { api, credential, isAbort, signIn, signOut } from "./api.js";
-import { errorBox, h, replace } from "./dom.js";
+import { errorBox, h, localZoneName, replace, setZone, zone } from "./dom.js";
 import * as approvalsPage from "./page-approvals.js";
 import * as runPage from "./page-run.js";
 import * as runsPage from "./page-runs.js";
@@ -50,8 +50,24 @@ function drawShell() {
       h("a", { href: `#/${section.path}`, class: section.path === current ? "active" : null, "aria-current": section.path === current ? "page" : null }, section.label),
     ),
   );
+  const utc = zone() === "utc";
   replace(
     who,
+    h(
+      "button",
+      {
+        type: "button",
+        class: "link zone-toggle",
+        "data-zone": zone(),
+        title: utc ? `Show times in this browser's zone (${localZoneName()})` : "Show times in UTC",
+        onclick: () => {
+          setZone(utc ? "local" : "utc");
+          route();
+        },
+      },
+      utc ? "Times: UTC" : `Times: ${localZoneName()}`,
+    ),
+    " ",
     h("span", { class: "identity", title: me.permissions.join(", ") }, `${me.tenant_id} / ${me.user_id}`),
     me.roles.length ? h("span", { class: "roles muted" }, ` (${me.roles.join(", ")})`) : null,
     " ",

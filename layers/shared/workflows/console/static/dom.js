@@ -70,13 +70,68 @@ export function badge(status) {
 
 const pad = (n, width = 2) => String(n).padStart(width, "0");
 
-/** A timestamp in the browser's time zone, to the second; the ISO text is its tooltip. */
+// Times are shown in UTC, as the command-line client prints them, unless the person chose their
+// browser's zone; the choice lasts as long as the tab (sessionStorage). Every time says its zone.
+const ZONE_KEY = "workflows.console.zone";
+
+/** "utc" or "local". */
+export function zone() {
+  try {
+    return sessionStorage.getItem(ZONE_KEY) === "local" ? "local" : "utc";
+  } catch {
+    return "utc";
+  }
+}
+
+export function setZone(value) {
+  sessionStorage.setItem(ZONE_KEY, value === "local" ? "local" : "utc");
+}
+
+/** The browser's IANA time zone, for saying which "local" is meant. */
+export function localZoneName() {
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+}
+
+/** The zone of a moment as shown: "UTC", or the local offset at that moment ("UTC+05:30"). */
+export function zoneLabel(date) {
+  if (zone() === "utc") return "UTC";
+  const minutes = -date.getTimezoneOffset();
+  const abs = Math.abs(minutes);
+  return `UTC${minutes < 0 ? "-" : "+"}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
+}
+
+/** A date's wall clock in the chosen zone: [year, month, day, hours, minutes, seconds]. */
+function wallClock(date) {
+  return zone() === "utc"
+    ? [date.getUTCFullYear(), date.getUTCMonth() + 1, date.getUTCDate(), date.getUTCHours(), date.getUTCMinutes(), date.getUTCSeconds()]
+    : [date.getFullYear(), date.getMonth() + 1, date.getDate(), date.getHours(), date.getMinutes(), date.getSeconds()];
+}
+
+/** A timestamp in the chosen zone, to the second, followed by that zone; the ISO text is its tooltip. */
 export function when(iso) {
   if (!iso) return h("span", { class: "muted" }, "-");
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return h("span", null, String(iso));
-  const text = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
-  return h("time", { datetime: iso, title: iso }, text);
+  const [y, mo, d, hh, mi, ss] = wallClock(date);
+  const text = `${y}-${pad(mo)}-${pad(d)} ${pad(hh)}:${pad(mi)}:${pad(ss)} ${zoneLabel(date)}`;
+  const title = zone() === "utc" ? iso : `${iso} (${localZoneName()})`;
+  return h("time", { datetime: iso, title, dataset: { zone: zone() } }, text);
+}
+
+/** An ISO time as the value of an <input type="datetime-local">, in the chosen zone. */
+export function inputTime(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  const [y, mo, d, hh, mi] = wallClock(date);
+  return `${y}-${pad(mo)}-${pad(d)}T${pad(hh)}:${pad(mi)}`;
+}
+
+/** The ISO time an <input type="datetime-local"> names, read in the chosen zone ("" if none). */
+export function fromInputTime(value) {
+  if (!value) return "";
+  const date = new Date(zone() === "utc" ? `${value}Z` : value);
+  return Number.isNaN(date.getTime()) ? "" : date.toISOString();
 }
 
 export function duration(ms) {

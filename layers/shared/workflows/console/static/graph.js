@@ -1,6 +1,6 @@
 // A run's steps as a graph: the routing of its pinned definition (next step, branch paths,
 // on_success, on_failure, on_timeout), each step's state derived from the run's events, and
-// the path the run took. Drawn as SVG by this module, top to bottom.
+// the path the run took. Drawn as SVG by this module, top to bottom, with no edge crossing a step.
 
 import { s, token, duration } from "./dom.js";
 
@@ -9,10 +9,12 @@ export const END = "_end";
 
 const NODE_W = 200;
 const NODE_H = 62;
+const TERM_W = 84;
+const TERM_H = 30;
 const GAP_X = 36;
-const GAP_Y = 54;
+const GAP_Y = 58;
 const MARGIN = 24;
-const LANE = 30; // room beside the steps for each edge that goes back up or skips rows
+const LANE_W = 12; // the room an edge takes where it passes a row of steps
 
 const SUCCESS_KINDS = ["next", "on_success", "branch_true", "branch_false"];
 
@@ -180,21 +182,225 @@ function ranks(steps, edges) {
   return rank;
 }
 
+const mean = (values) => values.reduce((sum, value) => sum + value, 0) / values.length;
+
+/**
+ * Where everything goes, so that no edge crosses a step it does not touch (a layered layout):
+ * steps sit in rows by rank; an edge that skips rows passes each row in between through a lane
+ * of its own (a placeholder as wide as the line, spaced from the steps like a step), and between
+ * rows it runs only in the gap, where there are no steps. Rows are ordered to cross few edges,
+ * then each item is pulled towards the items it is joined to.
+ */
+function layout(steps, edges) {
+  const rank = ranks(steps, edges);
+  const size = new Map();
+  const rankOf = new Map();
+  const rows = new Map();
+  const put = (key, r, w, hgt) => {
+    rankOf.set(key, r);
+    size.set(key, { w, h: hgt });
+    if (!rows.has(r)) rows.set(r, []);
+    rows.get(r).push(key);
+  };
+  put(START, 0, TERM_W, TERM_H);
+  for (const step of steps) put(step.id, rank.get(step.id), NODE_W, NODE_H);
+  put(END, rank.get(END), TERM_W, TERM_H);
+  // Each edge as the chain of items it passes: its ends and a lane in every row between them.
+  const chains = edges.map((edge, k) => {
+    const a = rank.get(edge.from);
+    const b = rank.get(edge.to);
+    const chain = [edge.from];
+    const dir = b > a ? 1 : -1;
+    if (Math.abs(b - a) > 1) {
+      for (let r = a + dir; r !== b; r += dir) {
+        const key = `~${k}:${r}`; // "~" is never in a step id
+        put(key, r, LANE_W, NODE_H);
+        chain.push(key);
+      }
+    }
+    chain.push(edge.to);
+    return chain;
+  });
+  const neighbours = new Map([...size.keys()].map((key) => [key, []]));
+  for (const chain of chains) {
+    for (let i = 1; i < chain.length; i += 1) {
+      const [u, v] = [chain[i - 1], chain[i]];
+      if (Math.abs(rankOf.get(u) - rankOf.get(v)) !== 1) continue;
+      neighbours.get(u).push(v);
+      neighbours.get(v).push(u);
+    }
+  }
+  const order = [...rows.keys()].sort((x, y) => x - y);
+  const across = (key, r) => neighbours.get(key).filter((other) => rankOf.get(other) === r);
+
+  // Order within rows: a few barycentre sweeps, down then up.
+  const slot = new Map();
+  for (const row of rows.values()) row.forEach((key, i) => slot.set(key, i));
+  for (let pass = 0; pass < 4; pass += 1) {
+    const down = pass % 2 === 0;
+    for (const r of down ? order.slice(1) : order.slice(0, -1).reverse()) {
+      const row = rows.get(r);
+      const weight = new Map(
+        row.map((key) => {
+          const joined = across(key, down ? r - 1 : r + 1);
+          return [key, joined.length ? mean(joined.map((other) => slot.get(other))) : slot.get(key)];
+        }),
+      );
+      row.sort((x, y) => weight.get(x) - weight.get(y));
+      row.forEach((key, i) => slot.set(key, i));
+    }
+  }
+
+  // Positions: rows packed and centred, then each item pulled to the mean of what it is joined
+  // to in the row above (then below), keeping its row's order and spacing.
+  const center = new Map();
+  const spacing = (a, b) => (size.get(a).w + size.get(b).w) / 2 + GAP_X;
+  for (const row of rows.values()) {
+    let x = 0;
+    row.forEach((key, i) => {
+      x = i ? x + spacing(row[i - 1], key) : 0;
+      center.set(key, x);
+    });
+    const middle = x / 2;
+    for (const key of row) center.set(key, center.get(key) - middle);
+  }
+  for (let pass = 0; pass < 6; pass += 1) {
+    const down = pass % 2 === 0;
+    for (const r of down ? order.slice(1) : order.slice(0, -1).reverse()) {
+      const row = rows.get(r);
+      const wanted = row.map((key) => {
+        const joined = across(key, down ? r - 1 : r + 1);
+        return joined.length ? mean(joined.map((other) => center.get(other))) : center.get(key);
+      });
+      // Pushed right from the left and left from the right, then the mean: both keep the
+      // spacing, so their mean does too.
+      const pushed = wanted.slice();
+      for (let i = 1; i < row.length; i += 1) pushed[i] = Math.max(wanted[i], pushed[i - 1] + spacing(row[i - 1], row[i]));
+      const pulled = wanted.slice();
+      for (let i = row.length - 2; i >= 0; i -= 1) pulled[i] = Math.min(wanted[i], pulled[i + 1] - spacing(row[i], row[i + 1]));
+      row.forEach((key, i) => center.set(key, (pushed[i] + pulled[i]) / 2));
+    }
+  }
+  const leftmost = Math.min(...[...center].map(([key, x]) => x - size.get(key).w / 2));
+  const box = new Map();
+  for (const [key, x] of center) {
+    const { w, h: hgt } = size.get(key);
+    const top = MARGIN + rankOf.get(key) * (NODE_H + GAP_Y);
+    box.set(key, { x: x - w / 2 - leftmost + MARGIN, y: top + (NODE_H - hgt) / 2, w, h: hgt, top });
+  }
+  const width = Math.max(...[...box.values()].map((b) => b.x + b.w)) + MARGIN;
+  const height = MARGIN * 2 + (order[order.length - 1] + 1) * (NODE_H + GAP_Y) - GAP_Y;
+  return { box, chains, rankOf, width, height };
+}
+
+/**
+ * Each edge's points: out of its source's bottom (its top when it goes back up), through its
+ * lanes, into its target's top (its bottom when it goes up or stays in the row). Edges sharing a
+ * side of a step get their own port on it, in the order of where they go, so they do not cross there.
+ */
+function edgePoints(edges, { box, chains, rankOf }) {
+  const sides = new Map(); // "key:bottom" -> [{k, end, toward}]
+  const side = (key, where, k, end, toward) => {
+    const name = `${key}:${where}`;
+    if (!sides.has(name)) sides.set(name, []);
+    sides.get(name).push({ k, end, toward });
+  };
+  const cx = (key) => box.get(key).x + box.get(key).w / 2;
+  const dirs = chains.map((chain) => Math.sign(rankOf.get(chain[chain.length - 1]) - rankOf.get(chain[0])));
+  chains.forEach((chain, k) => {
+    const dir = dirs[k];
+    const [first, second, last, beforeLast] = [chain[0], chain[1], chain[chain.length - 1], chain[chain.length - 2]];
+    side(first, dir < 0 ? "top" : "bottom", k, 0, cx(second));
+    side(last, dir > 0 ? "top" : "bottom", k, 1, cx(beforeLast) + (dir === 0 ? 0.5 : 0));
+  });
+  const ports = new Map(); // "k:end" -> x
+  for (const [name, users] of sides) {
+    const b = box.get(name.slice(0, name.lastIndexOf(":")));
+    // Ties are an edge each way between the same two steps: the one going down keeps to the
+    // left at both ends, so the two do not cross.
+    const tie = name.endsWith(":top") ? -1 : 1;
+    users.sort((p, q) => p.toward - q.toward || tie * (p.end - q.end));
+    const step = users.length > 1 ? Math.min(22, (b.w - 24) / (users.length - 1)) : 0;
+    users.forEach((user, i) => ports.set(`${user.k}:${user.end}`, b.x + b.w / 2 + (i - (users.length - 1) / 2) * step));
+  }
+  const loops = new Map(); // same-row edges below each row, each a little deeper
+  return chains.map((chain, k) => {
+    const dir = dirs[k];
+    const from = box.get(chain[0]);
+    const to = box.get(chain[chain.length - 1]);
+    const start = [ports.get(`${k}:0`), dir < 0 ? from.y : from.y + from.h];
+    const end = [ports.get(`${k}:1`), dir > 0 ? to.y : to.y + to.h];
+    if (dir === 0) {
+      const r = rankOf.get(chain[0]);
+      loops.set(r, (loops.get(r) || 0) + 1);
+      const depth = Math.min(GAP_Y - 8, 28 + 10 * (loops.get(r) - 1)) / 0.75; // a cubic reaches 3/4 of its handles
+      return { points: [start, end], loop: start[1] + depth };
+    }
+    const points = [start];
+    for (const key of chain.slice(1, -1)) {
+      const lane = box.get(key);
+      const x = lane.x + lane.w / 2;
+      points.push(dir > 0 ? [x, lane.top] : [x, lane.top + NODE_H], dir > 0 ? [x, lane.top + NODE_H] : [x, lane.top]);
+    }
+    points.push(end);
+    return { points, loop: null };
+  });
+}
+
+/** SVG path data: S-curves across the gaps between rows (points 0-1, 2-3, ...), straight lines
+ * through the lanes (1-2, 3-4, ...); a same-row edge dips into the gap below its row. */
+function pathData({ points, loop }) {
+  const [x0, y0] = points[0];
+  if (loop !== null) {
+    const [x1, y1] = points[1];
+    return `M ${x0} ${y0} C ${x0} ${loop}, ${x1} ${loop}, ${x1} ${y1}`;
+  }
+  let d = `M ${x0} ${y0}`;
+  for (let i = 1; i < points.length; i += 1) {
+    const [xa, ya] = points[i - 1];
+    const [xb, yb] = points[i];
+    if (i % 2 === 0) d += ` L ${xb} ${yb}`;
+    else {
+      const ym = (ya + yb) / 2;
+      d += ` C ${xa} ${ym}, ${xb} ${ym}, ${xb} ${yb}`;
+    }
+  }
+  return d;
+}
+
+/** Where an edge's label goes: near its source, a third of the way across the first gap (so two
+ * edges between the same steps, one each way, label apart), or the bottom of a same-row dip. */
+function labelAt({ points, loop }) {
+  const [[xa, ya], [xb, yb]] = points;
+  if (loop !== null) return [(xa + xb) / 2, ya + (loop - ya) * 0.75 - 4];
+  const t = 0.3; // the S-curve's point at t: handles at the gap's middle height
+  const u = 1 - t;
+  const ym = (ya + yb) / 2;
+  return [xa * (u ** 3 + 3 * u * u * t) + xb * (3 * u * t * t + t ** 3), ya * u ** 3 + ym * 3 * u * t + yb * t ** 3 + 4];
+}
+
+/** A label's spot moved down, line by line, until it overlaps no label placed before it. */
+function freeSpot(placed, [x, y], text) {
+  const w = text.length * 6.5 + 4;
+  let top = y;
+  while (placed.some((other) => Math.abs(other.x - x) < (other.w + w) / 2 && Math.abs(other.y - top) < 12)) top += 12;
+  placed.push({ x, y: top, w });
+  return [x, top];
+}
+
 function truncate(text, length) {
   const value = String(text);
   return value.length > length ? `${value.slice(0, length - 1)}…` : value;
 }
 
-function curve(p0, p1, p2, p3) {
-  return `M ${p0[0]} ${p0[1]} C ${p1[0]} ${p1[1]}, ${p2[0]} ${p2[1]}, ${p3[0]} ${p3[1]}`;
+/** A step's status on the graph: what its events say; "not run" for one an ended run never reached. */
+export function stepStatus(st, ended) {
+  if (st && st.status !== "pending") return st.status;
+  return ended ? "not_run" : "pending";
 }
 
-function midpoint(p0, p1, p2, p3) {
-  return [(p0[0] + 3 * p1[0] + 3 * p2[0] + p3[0]) / 8, (p0[1] + 3 * p1[1] + 3 * p2[1] + p3[1]) / 8];
-}
-
-function meta(st, now) {
-  if (!st || st.status === "pending") return "pending";
+function meta(st, status, now) {
+  if (!st || st.status === "pending") return status.replace("_", " ");
   const parts = [st.status.replace("_", " ")];
   parts.push(`×${st.attempts}`);
   if (st.startedAt) {
@@ -205,47 +411,19 @@ function meta(st, now) {
 }
 
 /**
- * The SVG of a run's graph. `states` from stepStates; `taken` from takenEdges; `selected` a
- * step id; `onSelect(stepId)` when a step is clicked or chosen with the keyboard.
+ * The SVG of a run's graph. `states` from stepStates; `taken` from takenEdges; `ended` once the
+ * run has ended (steps it never reached are then "not run"); `selected` a step id;
+ * `onSelect(stepId)` when a step is clicked or chosen with the keyboard.
  */
-export function renderGraph(definition, { states, taken, selected, onSelect, now = Date.now() }) {
+export function renderGraph(definition, { states, taken, ended = false, selected, onSelect, now = Date.now() }) {
   const steps = definition.steps || [];
   const edges = routes(definition);
-  const rank = ranks(steps, edges);
-  const rows = new Map();
-  const place = (id) => {
-    const r = rank.get(id);
-    if (!rows.has(r)) rows.set(r, []);
-    rows.get(r).push(id);
-  };
-  place(START);
-  steps.forEach((step) => place(step.id));
-  place(END);
-  const widest = Math.max(...[...rows.values()].map((row) => row.length));
-  const innerWidth = widest * NODE_W + (widest - 1) * GAP_X;
-  // Edges that go back up (loops) run in lanes on the right; edges that skip rows run in lanes
-  // on the left, so neither crosses the steps in between.
-  const span = (edge) => rank.get(edge.to) - rank.get(edge.from);
-  const backCount = edges.filter((edge) => span(edge) <= 0).length;
-  const longCount = edges.filter((edge) => span(edge) > 1).length;
-  const left = MARGIN + (longCount ? (longCount + 1) * LANE : 0);
-  const width = left + innerWidth + MARGIN + (backCount ? (backCount + 1) * LANE : 0);
-  const height = MARGIN * 2 + (Math.max(...rows.keys()) + 1) * (NODE_H + GAP_Y) - GAP_Y;
-  const box = new Map();
-  for (const [r, row] of rows) {
-    const rowWidth = row.length * NODE_W + (row.length - 1) * GAP_X;
-    row.forEach((id, i) => {
-      const small = id === START || id === END;
-      const w = small ? 84 : NODE_W;
-      const hgt = small ? 30 : NODE_H;
-      const cellX = left + (innerWidth - rowWidth) / 2 + i * (NODE_W + GAP_X);
-      const y = MARGIN + r * (NODE_H + GAP_Y) + (NODE_H - hgt) / 2;
-      box.set(id, { x: cellX + (NODE_W - w) / 2, y, w, h: hgt });
-    });
-  }
+  const placed = layout(steps, edges);
+  const { box, width, height } = placed;
+  const routed = edgePoints(edges, placed);
 
   const svg = s("svg", {
-    class: "graph",
+    class: ["graph", ended && "ended"],
     viewBox: `0 0 ${width} ${height}`,
     width,
     height,
@@ -276,49 +454,20 @@ export function renderGraph(definition, { states, taken, selected, onSelect, now
     ),
   );
 
-  // Edges first, so nodes sit on top of them. Several edges leaving one node fan out.
+  // Edges first, so steps sit on top of them; the path taken last, so nothing hides it.
   const edgeLayer = s("g", { class: "edges" });
-  const leaving = new Map();
-  let backLane = 0;
-  let longLane = 0;
-  for (const edge of edges) {
-    const from = box.get(edge.from);
-    const to = box.get(edge.to);
-    if (!from || !to) continue;
-    const siblings = edges.filter((other) => other.from === edge.from && span(other) === 1);
-    const isTaken = taken.has(edgeKey(edge));
-    let points;
-    if (span(edge) <= 0) {
-      backLane += 1;
-      const outX = left + innerWidth + backLane * LANE;
-      const a = [from.x + from.w, from.y + from.h / 2];
-      const d = [to.x + to.w, to.y + to.h / 2];
-      points = [a, [outX, a[1]], [outX, d[1]], d];
-    } else if (span(edge) > 1) {
-      longLane += 1;
-      const outX = left - longLane * LANE;
-      const a = [from.x, from.y + from.h / 2];
-      const d = [to.x, to.y + to.h / 2];
-      points = [a, [outX, a[1]], [outX, d[1]], d];
-    } else {
-      const order = leaving.get(edge.from) || 0;
-      leaving.set(edge.from, order + 1);
-      const spread = (order - (siblings.length - 1) / 2) * 22;
-      const a = [from.x + from.w / 2 + spread, from.y + from.h];
-      const d = [to.x + to.w / 2, to.y];
-      const bend = Math.max(24, (d[1] - a[1]) / 2);
-      points = [a, [a[0], a[1] + bend], [d[0], d[1] - bend], d];
-    }
+  const drawn = edges.map((edge, k) => ({ edge, route: routed[k], isTaken: taken.has(edgeKey(edge)) }));
+  drawn.sort((a, b) => Number(a.isTaken) - Number(b.isTaken));
+  const labels = [];
+  for (const { edge, route, isTaken } of drawn) {
     const group = s("g", {
       class: ["edge", `edge-${token(edge.kind)}`, isTaken && "taken"],
       dataset: { from: edge.from, to: edge.to, kind: edge.kind },
     });
-    group.appendChild(
-      s("path", { d: curve(...points), "marker-end": `url(#arrow-${isTaken ? "taken" : "plain"})` }),
-    );
+    group.appendChild(s("path", { d: pathData(route), "marker-end": `url(#arrow-${isTaken ? "taken" : "plain"})` }));
     if (edge.label) {
-      const [mx, my] = midpoint(...points);
-      group.appendChild(s("text", { x: mx + 4, y: my - 4, class: "edge-label" }, edge.label));
+      const [lx, ly] = freeSpot(labels, labelAt(route), edge.label);
+      group.appendChild(s("text", { x: lx, y: ly, class: "edge-label", "text-anchor": "middle" }, edge.label));
     }
     edgeLayer.appendChild(group);
   }
@@ -331,7 +480,7 @@ export function renderGraph(definition, { states, taken, selected, onSelect, now
     nodeLayer.appendChild(
       s(
         "g",
-        { class: ["terminal", reached && "reached"], transform: `translate(${b.x} ${b.y})` },
+        { class: ["terminal", reached && "reached"], transform: `translate(${b.x} ${b.y})`, dataset: { terminal: id } },
         s("rect", { width: b.w, height: b.h, rx: b.h / 2 }),
         s("text", { x: b.w / 2, y: b.h / 2 + 4, "text-anchor": "middle" }, id === START ? "start" : "end"),
       ),
@@ -340,15 +489,15 @@ export function renderGraph(definition, { states, taken, selected, onSelect, now
   for (const step of steps) {
     const b = box.get(step.id);
     const st = states.get(step.id);
-    const status = st ? st.status : "pending";
+    const status = stepStatus(st, ended);
     const node = s(
       "g",
       {
-        class: ["node", `status-${token(status)}`, selected === step.id && "selected"],
+        class: ["node", `status-${token(status)}`, st && st.visits > 0 && "on-path", selected === step.id && "selected"],
         transform: `translate(${b.x} ${b.y})`,
         tabindex: 0,
         role: "button",
-        "aria-label": `step ${step.id}: ${status}`,
+        "aria-label": `step ${step.id}: ${status.replace("_", " ")}`,
         dataset: { stepId: step.id, status },
         onclick: () => onSelect && onSelect(step.id),
         onkeydown: (event) => {
@@ -363,7 +512,7 @@ export function renderGraph(definition, { states, taken, selected, onSelect, now
       s("rect", { class: "node-stripe", width: 6, height: b.h, rx: 3 }),
       s("text", { class: "node-id", x: 16, y: 22 }, truncate(step.id, 20)),
       s("text", { class: "node-type", x: b.w - 10, y: 22, "text-anchor": "end" }, truncate(step.type, 12)),
-      s("text", { class: "node-meta", x: 16, y: 46 }, meta(st, now)),
+      s("text", { class: "node-meta", x: 16, y: 46 }, meta(st, status, now)),
     );
     nodeLayer.appendChild(node);
   }

@@ -1,10 +1,14 @@
 // The approvals inbox: what waits for a decision the caller may take, oldest request first,
-// with approve and reject.
+// with what each is for (instructions, step, workflow, the run's inputs), who approved so far,
+// and approve and reject.
 
 import { api, isAbort, sleep } from "./api.js";
-import { decisionBody, errorBox, h, link, notify, replace, shortId, when } from "./dom.js";
+import { decisionBody, errorBox, h, json, link, notify, replace, shortId, when } from "./dom.js";
 
 const REFRESH_MS = 10000;
+// The inbox's query, the same as `workflows approvals ls` sends: what the caller may decide
+// (docs/approvals.md).
+export const INBOX_QUERY = { status: "pending", assignee: "me" };
 
 export function render(main, params, ctx) {
   const controller = new AbortController();
@@ -12,6 +16,7 @@ export function render(main, params, ctx) {
   const list = h("div", { class: "approvals-list" }, h("p", { class: "muted" }, "Loading approvals…"));
   const pager = h("div", { class: "pager" });
   let cursor = ctx.query.get("cursor") || "";
+  const inputs = new Map(); // run id -> its inputs (they never change), or the error reading them
   replace(
     main,
     h("h1", null, "Approvals"),
@@ -24,29 +29,29 @@ export function render(main, params, ctx) {
     const comment = h("textarea", { rows: 2, placeholder: "comment (optional)", "aria-label": "comment", maxlength: 4000 });
     const fields = h("textarea", { rows: 2, placeholder: "fields: optional JSON object", "aria-label": "fields (JSON)", class: "mono" });
     const grants = item.approvals || [];
+    const required = item.required_approvals ?? 1;
+    // Approved by the caller, short of the quorum: an approver may still reject, not approve twice.
+    const mine = grants.some((grant) => grant.approver === ctx.me.user_id);
+    const facts = [
+      ["workflow", [item.definition_name, " ", h("span", { class: "muted mono" }, item.workflow_id || "ad hoc")]],
+      ["step", h("span", { class: "mono" }, item.step_id)],
+      ["run", link(shortId(item.run_id), "runs", item.run_id)],
+      ["approvals", [`${grants.length} of ${required}`, grants.length ? ` (${grants.map((g) => g.approver).join(", ")})` : ""]],
+      ["assignees", item.assignees && item.assignees.length ? item.assignees.join(", ") : "any operator"],
+      ["requested", when(item.requested_at)],
+      ["times out", when(item.expires_at)],
+    ];
+    const inputsBox = h("div", { class: "approval-inputs" });
+    drawInputs(inputsBox, item.run_id);
     return h(
       "article",
-      { class: "card approval", dataset: { runId: item.run_id, stepId: item.step_id } },
-      h(
-        "h2",
-        null,
-        link(item.definition_name, "runs", item.run_id),
-        " ",
-        h("span", { class: "muted mono" }, `${shortId(item.run_id)} · ${item.step_id}`),
-      ),
+      { class: ["card approval", mine && "decided"], dataset: { runId: item.run_id, stepId: item.step_id, decided: mine ? "approved" : "" } },
+      h("h2", null, link(item.definition_name, "runs", item.run_id), " ", h("span", { class: "muted mono" }, item.step_id)),
       h("p", { class: "instructions" }, item.instructions || "Waits for a decision."),
-      h(
-        "dl",
-        { class: "facts" },
-        h("dt", null, "approvals"),
-        h("dd", null, `${grants.length} of ${item.required_approvals}`, grants.length ? ` (${grants.map((g) => g.approver).join(", ")})` : ""),
-        h("dt", null, "assignees"),
-        h("dd", null, item.assignees && item.assignees.length ? item.assignees.join(", ") : "any operator"),
-        h("dt", null, "requested"),
-        h("dd", null, when(item.requested_at)),
-        h("dt", null, "expires"),
-        h("dd", null, when(item.expires_at)),
-      ),
+      mine ? h("p", { class: "yours" }, `You approved: waiting for ${required - grants.length} more of ${required}.`) : null,
+      h("dl", { class: "facts" }, facts.map(([label, value]) => [h("dt", null, label), h("dd", null, value)])),
+      h("h3", { class: "inputs-label" }, "Run inputs"),
+      inputsBox,
       h(
         "div",
         { class: "decide" },
@@ -55,11 +60,38 @@ export function render(main, params, ctx) {
         h(
           "div",
           { class: "buttons" },
-          h("button", { type: "button", class: "primary", "data-action": "approve", onclick: () => decide(item, "approve", comment, fields) }, "Approve"),
+          mine ? null : h("button", { type: "button", class: "primary", "data-action": "approve", onclick: () => decide(item, "approve", comment, fields) }, "Approve"),
           h("button", { type: "button", class: "danger", "data-action": "reject", onclick: () => decide(item, "reject", comment, fields) }, "Reject"),
         ),
       ),
     );
+  }
+
+  function drawInputs(box, runId) {
+    const known = inputs.get(runId);
+    if (known === undefined) {
+      replace(box, h("p", { class: "muted" }, "loading…"));
+      return;
+    }
+    // An assignee may decide without the permission to read the run (docs/approvals.md).
+    replace(box, known instanceof Error ? h("p", { class: "muted" }, `not shown: ${known.message}`) : json(known, "run-inputs"));
+  }
+
+  async function loadInputs(items) {
+    const missing = [...new Set(items.map((item) => item.run_id))].filter((runId) => !inputs.has(runId));
+    await Promise.all(
+      missing.map(async (runId) => {
+        try {
+          inputs.set(runId, (await api(`runs/${encodeURIComponent(runId)}`, { signal })).inputs);
+        } catch (error) {
+          if (isAbort(error)) throw error;
+          inputs.set(runId, error);
+        }
+      }),
+    );
+    for (const box of list.querySelectorAll("article.approval")) {
+      drawInputs(box.querySelector(".approval-inputs"), box.dataset.runId);
+    }
   }
 
   async function decide(item, decision, commentBox, fieldsBox) {
@@ -76,10 +108,7 @@ export function render(main, params, ctx) {
   }
 
   async function load() {
-    const answer = await api("approvals", {
-      query: { status: "pending", assignee: "me", cursor: cursor || undefined },
-      signal,
-    });
+    const answer = await api("approvals", { query: { ...INBOX_QUERY, cursor: cursor || undefined }, signal });
     const items = answer.approvals || [];
     replace(list, items.length ? items.map(card) : h("p", { class: "muted empty" }, "Nothing waits for you."));
     replace(
@@ -87,6 +116,7 @@ export function render(main, params, ctx) {
       cursor ? h("button", { type: "button", onclick: () => { cursor = ""; load().catch(() => {}); } }, "First page") : null,
       answer.next_cursor ? h("button", { type: "button", onclick: () => { cursor = answer.next_cursor; load().catch(() => {}); } }, "More") : null,
     );
+    await loadInputs(items);
   }
 
   (async () => {

@@ -3,7 +3,7 @@
 
 import { api, apiBlob, isAbort, sleep } from "./api.js";
 import { badge, bytes, confirmButton, decisionBody, duration, errorBox, h, json, link, notify, replace, shortId, when } from "./dom.js";
-import { renderGraph, routes, stepStates, takenEdges } from "./graph.js";
+import { renderGraph, routes, stepStates, stepStatus, takenEdges } from "./graph.js";
 
 const CONTROL = "workflows.runs.control";
 const ENDED = new Set(["succeeded", "failed", "cancelled"]);
@@ -115,7 +115,7 @@ export function render(main, params, ctx) {
     return h(
       "p",
       { class: "legend" },
-      ["succeeded", "running", "waiting", "retrying", "failed", "timed_out", "stopped", "pending"].map((status) =>
+      ["succeeded", "running", "waiting", "retrying", "failed", "timed_out", "stopped", "pending", "not_run"].map((status) =>
         h("span", { class: `legend-item status-${status}` }, h("span", { class: "swatch" }), status.replace("_", " ")),
       ),
       h("span", { class: "legend-item taken-path" }, h("span", { class: "swatch" }), "path taken"),
@@ -190,6 +190,11 @@ export function render(main, params, ctx) {
     if (!request) return;
     const assignees = request.assignees || [];
     const mayDecide = ctx.can(CONTROL) || assignees.includes(ctx.me.user_id);
+    // This wait's approvals: those after the step's latest request.
+    const asked = st.events.map((event) => event.event_type).lastIndexOf("waiting_approval");
+    const mine = st.events
+      .slice(asked + 1)
+      .some((event) => event.event_type === "approval_granted" && (event.payload || {}).approver === ctx.me.user_id);
     const comment = h("textarea", { rows: 2, placeholder: "comment (optional)", "aria-label": "comment", maxlength: 4000 });
     const fields = h("textarea", { rows: 2, placeholder: '{"fields": "optional JSON object"}', "aria-label": "fields (JSON)", class: "mono" });
     approval.appendChild(
@@ -198,6 +203,7 @@ export function render(main, params, ctx) {
         { class: "card approval" },
         h("h2", null, `Approval: ${run.current_step_id}`),
         h("p", { class: "instructions" }, request.instructions || "Waits for a decision."),
+        mine ? h("p", { class: "yours" }, "You approved: waiting for the rest of the quorum.") : null,
         h(
           "p",
           { class: "muted" },
@@ -215,7 +221,7 @@ export function render(main, params, ctx) {
               h(
                 "div",
                 { class: "buttons" },
-                h("button", { type: "button", class: "primary", "data-action": "approve", onclick: () => decide("approve", comment, fields) }, "Approve"),
+                mine ? null : h("button", { type: "button", class: "primary", "data-action": "approve", onclick: () => decide("approve", comment, fields) }, "Approve"),
                 h("button", { type: "button", class: "danger", "data-action": "reject", onclick: () => decide("reject", comment, fields) }, "Reject"),
               ),
             )
@@ -228,7 +234,8 @@ export function render(main, params, ctx) {
     if (!definition) return;
     const { states, visits } = derived();
     const taken = takenEdges(routes(definition), visits, run ? run.status : null);
-    replace(graphBox, renderGraph(definition, { states, taken, selected, onSelect: select }));
+    const ended = Boolean(run && ENDED.has(run.status));
+    replace(graphBox, renderGraph(definition, { states, taken, ended, selected, onSelect: select }));
     drawDetail(states);
   }
 
@@ -247,7 +254,7 @@ export function render(main, params, ctx) {
     const ended = st && st.endedAt ? Date.parse(st.endedAt) : Date.now();
     replace(
       detail,
-      h("h2", null, "Step ", h("span", { class: "mono" }, step.id), " ", badge(st ? st.status : "pending")),
+      h("h2", null, "Step ", h("span", { class: "mono" }, step.id), " ", badge(stepStatus(st, ENDED.has(run.status)).replace("_", " "))),
       h(
         "dl",
         { class: "facts" },

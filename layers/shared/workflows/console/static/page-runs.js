@@ -1,26 +1,29 @@
-// The runs of the tenant, newest first: filters (status, workflow, time), pages through
-// next_cursor, and refreshes itself on the first page.
+// The runs of the tenant, newest first: filters (status, workflow by name or id, time), pages
+// through next_cursor, and refreshes itself on the first page.
 
 import { api, isAbort, sleep } from "./api.js";
-import { badge, errorBox, h, link, replace, shortId, when } from "./dom.js";
+import { badge, errorBox, fromInputTime, h, inputTime, link, replace, shortId, when, zoneLabel } from "./dom.js";
 
 const STATUSES = ["queued", "running", "paused", "waiting_approval", "succeeded", "failed", "cancelled"];
 const REFRESH_MS = 5000;
 const PAGE_SIZE = 25;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const WORKFLOW_PAGES = 20; // of 200: a name is looked for among the tenant's first 4000 workflows
 
-function localInput(iso) {
-  // <input type="datetime-local"> speaks the browser's local time without a zone.
-  if (!iso) return "";
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return "";
-  const local = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
-  return local.toISOString().slice(0, 16);
-}
-
-function fromLocal(value) {
-  if (!value) return "";
-  const date = new Date(value);
-  return Number.isNaN(date.getTime()) ? "" : date.toISOString();
+/**
+ * The saved workflows called `name` exactly (deleted ones too: their runs remain). The API lists
+ * workflows without a filter by name, so the tenant's list is read page by page.
+ */
+async function workflowsNamed(name, signal) {
+  const found = [];
+  let cursor;
+  for (let page = 0; page < WORKFLOW_PAGES; page += 1) {
+    const answer = await api("", { query: { include_deleted: "true", limit: 200, cursor }, signal });
+    found.push(...(answer.workflows || []).filter((workflow) => workflow.name === name));
+    cursor = answer.next_cursor;
+    if (!cursor) return { found, complete: true };
+  }
+  return { found, complete: false };
 }
 
 export function render(main, params, ctx) {
@@ -29,7 +32,7 @@ export function render(main, params, ctx) {
   const query = ctx.query;
   const filters = {
     status: query.getAll("status").filter((s) => STATUSES.includes(s)),
-    workflow_id: query.get("workflow_id") || "",
+    workflow: query.get("workflow") || query.get("workflow_id") || "",
     created_after: query.get("created_after") || "",
     created_before: query.get("created_before") || "",
   };
@@ -44,14 +47,15 @@ export function render(main, params, ctx) {
       status.replace("_", " "),
     ),
   );
-  const workflow = h("input", { type: "text", value: filters.workflow_id, placeholder: "workflow id (UUID)", "aria-label": "workflow id", size: 38, class: "mono" });
-  const after = h("input", { type: "datetime-local", value: localInput(filters.created_after), "aria-label": "created after" });
-  const before = h("input", { type: "datetime-local", value: localInput(filters.created_before), "aria-label": "created before" });
+  const workflow = h("input", { type: "text", value: filters.workflow, placeholder: "name or id", "aria-label": "workflow", size: 30 });
+  const after = h("input", { type: "datetime-local", value: inputTime(filters.created_after), "aria-label": "created after" });
+  const before = h("input", { type: "datetime-local", value: inputTime(filters.created_before), "aria-label": "created before" });
+  const zoneText = zoneLabel(new Date());
 
   function hashFor(next) {
     const search = new URLSearchParams();
     for (const status of next.status) search.append("status", status);
-    for (const name of ["workflow_id", "created_after", "created_before", "cursor"]) {
+    for (const name of ["workflow", "created_after", "created_before", "cursor"]) {
       if (next[name]) search.set(name, next[name]);
     }
     const text = search.toString();
@@ -66,21 +70,53 @@ export function render(main, params, ctx) {
         event.preventDefault();
         location.hash = hashFor({
           status: statusBoxes.map((label) => label.firstChild).filter((box) => box.checked).map((box) => box.value),
-          workflow_id: workflow.value.trim(),
-          created_after: fromLocal(after.value),
-          created_before: fromLocal(before.value),
+          workflow: workflow.value.trim(),
+          created_after: fromInputTime(after.value),
+          created_before: fromInputTime(before.value),
         });
       },
     },
     h("fieldset", { class: "statuses" }, h("legend", null, "Status"), statusBoxes),
     h("label", null, "Workflow ", workflow),
-    h("label", null, "Created after ", after),
-    h("label", null, "before ", before),
+    h("label", null, `Created after (${zoneText}) `, after),
+    h("label", null, `before (${zoneText}) `, before),
     h("span", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, "Apply"), h("a", { href: "#/runs", class: "button" }, "Clear")),
   );
   const table = h("div", { class: "card runs-table" }, h("p", { class: "muted" }, "Loading runs…"));
   const pager = h("div", { class: "pager" });
-  replace(main, h("h1", null, "Runs"), form, table, pager);
+  const resolved = h("p", { class: "muted workflow-resolved", hidden: true });
+  replace(main, h("h1", null, "Runs"), form, resolved, table, pager);
+
+  /** The workflow_id to list runs of: the filter itself when it is an id, else the one saved
+   * workflow of that name; null (and a message instead of the table) when there is none or several. */
+  async function workflowId() {
+    const wanted = filters.workflow;
+    if (!wanted || UUID.test(wanted)) return wanted;
+    const { found, complete } = await workflowsNamed(wanted, signal);
+    if (found.length === 1) {
+      resolved.hidden = false;
+      replace(resolved, `Workflow “${wanted}” is `, h("span", { class: "mono", dataset: { workflowId: found[0].workflow_id } }, found[0].workflow_id), ".");
+      return found[0].workflow_id;
+    }
+    replace(
+      table,
+      found.length
+        ? h(
+            "div",
+            { class: "workflow-choice" },
+            h("p", null, `${found.length} workflows are called “${wanted}”: choose one.`),
+            h(
+              "ul",
+              null,
+              found.map((w) =>
+                h("li", null, h("a", { class: "mono", href: hashFor({ ...filters, workflow: w.workflow_id, cursor: "" }) }, w.workflow_id), ` v${w.version}, created `, when(w.created_at), w.status === "deleted" ? " (deleted)" : ""),
+              ),
+            ),
+          )
+        : h("p", { class: "muted empty" }, complete ? `No saved workflow is called “${wanted}” (runs of a definition sent with the run have no workflow to filter by).` : `No workflow called “${wanted}” among the first ${WORKFLOW_PAGES * 200}: filter by its id.`),
+    );
+    return null;
+  }
 
   function draw(answer) {
     const runs = answer.runs || [];
@@ -119,10 +155,19 @@ export function render(main, params, ctx) {
   }
 
   (async () => {
+    let workflowFilter;
+    try {
+      workflowFilter = await workflowId();
+    } catch (error) {
+      if (!isAbort(error)) replace(table, errorBox(error));
+      return;
+    }
+    if (workflowFilter === null) return;
+    const { status, created_after, created_before } = filters;
     for (;;) {
       try {
         const answer = await api("runs", {
-          query: { ...filters, limit: PAGE_SIZE, cursor: cursor || undefined },
+          query: { status, workflow_id: workflowFilter, created_after, created_before, limit: PAGE_SIZE, cursor: cursor || undefined },
           signal,
         });
         draw(answer);
