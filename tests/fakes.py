@@ -306,16 +306,9 @@ class _IdempotencyItem:
 
 
 class FakeIdempotencyStore:
-    def __init__(
-        self,
-        *,
-        clock: Clock = system_clock,
-        ttl: timedelta = timedelta(hours=24),
-        lease: timedelta = timedelta(seconds=60),
-    ) -> None:
+    def __init__(self, *, clock: Clock = system_clock, ttl: timedelta = timedelta(hours=24)) -> None:
         self._clock = clock
         self._ttl = ttl
-        self._lease = lease
         self._lock = threading.Lock()
         self.items: dict[str, _IdempotencyItem] = {}
 
@@ -323,7 +316,7 @@ class FakeIdempotencyStore:
     def _id(tenant_id: str, user_id: str, key: str) -> str:
         return f"{tenant_id}#{user_id}#{key_digest(key)}"
 
-    def claim(self, tenant_id: str, user_id: str, key: str, body_hash: str) -> Claim:
+    def claim(self, tenant_id: str, user_id: str, key: str, body_hash: str, run_id: str) -> Claim:
         now = self._clock()
         now_s, now_ms = int(now.timestamp()), int(now.timestamp() * 1000)
         token = str(uuid.uuid4())
@@ -332,11 +325,15 @@ class FakeIdempotencyStore:
             claimable = (
                 existing is None
                 or existing.expiration < now_s
-                or (existing.status == IN_PROGRESS and (existing.lease_expires_ms or 0) < now_ms)
+                or (
+                    existing.status == IN_PROGRESS
+                    and existing.lease_expires_ms is not None
+                    and existing.lease_expires_ms < now_ms
+                )
             )
             if not claimable:
                 assert existing is not None
-                return Claim(won=False, token=token, existing=self._record(existing))
+                return Claim(won=False, token=token, existing=self._record(existing), run_id=existing.run_id)
             self.items[self._id(tenant_id, user_id, key)] = _IdempotencyItem(
                 tenant_id,
                 user_id,
@@ -344,20 +341,27 @@ class FakeIdempotencyStore:
                 body_hash,
                 token,
                 int((now + self._ttl).timestamp()),
-                int((now + self._lease).timestamp() * 1000),
+                None,
+                run_id,
             )
-            return Claim(won=True, token=token)
+            return Claim(won=True, token=token, run_id=run_id)
 
-    def complete(self, tenant_id: str, user_id: str, key: str, token: str, run_id: str) -> None:
+    def complete(self, tenant_id: str, user_id: str, key: str, body_hash: str, run_id: str) -> None:
         with self._lock:
             item = self.items.get(self._id(tenant_id, user_id, key))
-            if item is not None and item.token == token:
-                item.status, item.run_id, item.lease_expires_ms = COMPLETED, run_id, None
+            if item is None:
+                expiration = int((self._clock() + self._ttl).timestamp())
+                item = _IdempotencyItem(
+                    tenant_id, user_id, COMPLETED, body_hash, "", expiration, None, run_id
+                )
+                self.items[self._id(tenant_id, user_id, key)] = item
+            if item.run_id == run_id:
+                item.status = COMPLETED
 
-    def release(self, tenant_id: str, user_id: str, key: str, token: str) -> None:
+    def release(self, tenant_id: str, user_id: str, key: str, run_id: str) -> None:
         with self._lock:
             item = self.items.get(self._id(tenant_id, user_id, key))
-            if item is not None and item.token == token and item.status == IN_PROGRESS:
+            if item is not None and item.run_id == run_id and item.status == IN_PROGRESS:
                 del self.items[self._id(tenant_id, user_id, key)]
 
     def get(self, tenant_id: str, user_id: str, key: str) -> IdempotencyRecord | None:

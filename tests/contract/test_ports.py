@@ -263,23 +263,24 @@ def test_queue_accepts_kicks_with_a_delay(parts: Parts) -> None:
 
 def test_idempotency_one_claim_wins_until_released_or_expired(parts: Parts, clock: FakeClock) -> None:
     store = parts.idempotency
-    won = store.claim(T, "u", "k#1", "h1")
-    lost = store.claim(T, "u", "k#1", "h1")
-    other_user = store.claim(T, "v", "k#1", "h1")
+    won = store.claim(T, "u", "k#1", "h1", "run-1")
+    lost = store.claim(T, "u", "k#1", "h1", "run-2")
+    other_user = store.claim(T, "v", "k#1", "h1", "run-3")
     assert won.won
     assert not lost.won
     assert other_user.won
     assert lost.existing is not None
     assert lost.existing.body_hash == "h1"
-    store.complete(T, "u", "k#1", won.token, "run-1")
+    assert lost.run_id == won.run_id == "run-1"  # the key stands for the run its claim named
+    store.complete(T, "u", "k#1", "h1", "run-1")
     record = store.get(T, "u", "k#1")
     assert record is not None
     assert (record.run_id, record.status) == ("run-1", "completed")
-    store.release(T, "v", "k#1", other_user.token)
+    store.release(T, "v", "k#1", "run-3")
     assert store.get(T, "v", "k#1") is None
     clock.advance(25 * 3600)
     assert store.get(T, "u", "k#1") is None
-    assert store.claim(T, "u", "k#1", "h2").won
+    assert store.claim(T, "u", "k#1", "h2", "run-4").won
 
 
 def test_quotas_count_to_the_limit_and_give_back(parts: Parts, clock: FakeClock) -> None:

@@ -13,7 +13,6 @@ from workflows.adapters.idempotency import IdempotencyRepository
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.errors import IdempotencyInProgress
 from workflows.roots.parts import Parts
-from workflows.services import runs as runs_service
 
 
 @pytest.fixture
@@ -155,38 +154,30 @@ def test_parallel_requests_with_one_key_create_exactly_one_run(client: TestClien
     for thread in threads:
         thread.join()
 
-    # Then exactly one run exists and every answer names it (or says it is still in progress)
+    # Then exactly one run exists and every answer is a 202 naming it
     assert _count_runs(container) == 1
-    accepted = [r for r in responses if r.status_code == 202]
-    others = [r for r in responses if r.status_code != 202]
-    assert accepted
-    assert len({r.json()["run_id"] for r in accepted}) == 1
-    assert all(r.json()["error"]["code"] == "idempotency_in_progress" for r in others)
-    assert sum(1 for r in accepted if "idempotent-replayed" not in r.headers) == 1
+    assert [r.status_code for r in responses] == [202] * 10
+    assert len({r.json()["run_id"] for r in responses}) == 1
+    assert sum(1 for r in responses if "idempotent-replayed" not in r.headers) == 1
 
 
 def test_parallel_service_calls_create_exactly_one_run(container: Parts) -> None:
     principal = Principal("t1", "u", ALL_PERMISSIONS)
     service = container.run_service
     barrier = threading.Barrier(10)
-    created: list[str] = []
-    results: list[str] = []
+    results: list[tuple[str, bool]] = []
     lock = threading.Lock()
     from workflows.domain.definition import WorkflowDefinition
 
     definition = WorkflowDefinition.model_validate(log_definition("m"))
 
-    def submit() -> Any:
-        run = service.submit(principal, definition, {})
-        with lock:
-            created.append(run.run_id)
-        return run
-
     def call() -> None:
         barrier.wait()
-        run, _ = service.submit_once(principal, "key", {"body": 1}, submit)
+        run, replayed = service.submit_once(
+            principal, "key", {"body": 1}, lambda: service.submit(principal, definition, {})
+        )
         with lock:
-            results.append(run.run_id)
+            results.append((run.run_id, replayed))
 
     threads = [threading.Thread(target=call) for _ in range(10)]
     for thread in threads:
@@ -194,42 +185,106 @@ def test_parallel_service_calls_create_exactly_one_run(container: Parts) -> None
     for thread in threads:
         thread.join()
 
-    assert len(created) == 1
-    assert results == created * 10
+    assert len(results) == 10
+    assert len({run_id for run_id, _ in results}) == 1
+    assert sum(1 for _, replayed in results if not replayed) == 1
     assert _count_runs(container, "t1") == 1
 
 
-def test_a_request_waiting_too_long_gets_in_progress(
-    container: Parts, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a claim held by a request that has not finished (and whose lease has not run out)
-    monkeypatch.setattr(runs_service, "IDEMPOTENCY_POLL_SECONDS", (0.01, 0.01))
+def test_a_request_finding_a_claim_in_progress_creates_the_run_it_names(container: Parts) -> None:
+    # Given a claim whose holder named its run and has not stored it (still busy, or dead)
     principal = Principal("t1", "u", ALL_PERMISSIONS)
-    container.idempotency.claim("t1", "u", "key", _fingerprint({"body": 1}))
-
-    # When another request with the same key and body arrives
-    with pytest.raises(IdempotencyInProgress):
-        container.run_service.submit_once(principal, "key", {"body": 1}, _never)
-
-
-def test_a_claim_whose_holder_died_is_taken_over(
-    container: Parts, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(runs_service, "IDEMPOTENCY_POLL_SECONDS", ())
-    principal = Principal("t1", "u", ALL_PERMISSIONS)
-    container.idempotency.claim("t1", "u", "key", _fingerprint({"body": 1}))
-    clock.advance(61)  # past the claim's lease
+    container.idempotency.claim("t1", "u", "key", _fingerprint({"body": 1}), "named-run")
     from workflows.domain.definition import WorkflowDefinition
 
     definition = WorkflowDefinition.model_validate(log_definition("m"))
     service = container.run_service
 
-    _, replayed = service.submit_once(
+    # When another request with the same key and body arrives, at once (no lease to wait on)
+    run, replayed = service.submit_once(
         principal, "key", {"body": 1}, lambda: service.submit(principal, definition, {})
     )
 
-    assert not replayed
+    # Then it creates that run, and the claim is completed with it
+    assert (run.run_id, replayed) == ("named-run", False)
     assert _count_runs(container, "t1") == 1
+    record = container.idempotency.get("t1", "u", "key")
+    assert record is not None
+    assert (record.status, record.run_id) == ("completed", "named-run")
+
+
+def test_a_claim_stored_before_claims_named_their_run_holds_until_its_lease(
+    container: Parts, clock: FakeClock
+) -> None:
+    # Given an in-progress claim in the older form: a lease, no run id
+    repository = IdempotencyRepository(container.dynamodb, container.settings.idempotency_table, clock=clock)
+    now = clock()
+    container.dynamodb.put_item(
+        TableName=container.settings.idempotency_table,
+        Item={
+            "id": {"S": repository.record_id("t1", "u", "key")},
+            "tenant_id": {"S": "t1"},
+            "user_id": {"S": "u"},
+            "status": {"S": "in_progress"},
+            "body_hash": {"S": _fingerprint({"body": 1})},
+            "token": {"S": "old"},
+            "expiration": {"N": str(int(now.timestamp()) + 86400)},
+            "lease_expires_at": {"N": str(int(now.timestamp() * 1000) + 60_000)},
+        },
+    )
+    principal = Principal("t1", "u", ALL_PERMISSIONS)
+
+    # Then a request with the key is told to retry while the lease holds
+    with pytest.raises(IdempotencyInProgress):
+        container.run_service.submit_once(principal, "key", {"body": 1}, _never)
+    # And takes the claim over once it ran out
+    clock.advance(61)
+    claim = repository.claim("t1", "u", "key", _fingerprint({"body": 1}), "new-run")
+    assert (claim.won, claim.run_id) == (True, "new-run")
+
+
+def test_a_second_claim_gets_the_run_id_the_first_named(container: Parts, clock: FakeClock) -> None:
+    repository = IdempotencyRepository(container.dynamodb, container.settings.idempotency_table, clock=clock)
+    first = repository.claim("t1", "u", "key", "hash", "run-a")
+    second = repository.claim("t1", "u", "key", "hash", "run-b")
+
+    assert (first.won, first.run_id) == (True, "run-a")
+    assert (second.won, second.run_id) == (False, "run-a")
+
+
+def test_completion_and_release_act_only_on_the_claim_naming_that_run(
+    container: Parts, clock: FakeClock
+) -> None:
+    repository = IdempotencyRepository(container.dynamodb, container.settings.idempotency_table, clock=clock)
+    repository.claim("t1", "u", "key", "hash", "run-a")
+
+    repository.complete("t1", "u", "key", "hash", "run-b")
+    repository.release("t1", "u", "key", "run-b")
+    record = repository.get("t1", "u", "key")
+    assert record is not None
+    assert (record.status, record.run_id) == ("in_progress", "run-a")
+
+    repository.complete("t1", "u", "key", "hash", "run-a")
+    repository.release("t1", "u", "key", "run-a")  # a completed claim is never released
+    record = repository.get("t1", "u", "key")
+    assert record is not None
+    assert (record.status, record.run_id) == ("completed", "run-a")
+
+
+def test_completing_a_released_claim_writes_it_again(container: Parts, clock: FakeClock) -> None:
+    # Given a claim released by a refused request while a racing one stored its run
+    repository = IdempotencyRepository(container.dynamodb, container.settings.idempotency_table, clock=clock)
+    repository.claim("t1", "u", "key", "hash", "run-a")
+    repository.release("t1", "u", "key", "run-a")
+
+    # When the racing request completes it
+    repository.complete("t1", "u", "key", "hash", "run-a")
+
+    # Then the key stands for that run again, and a later claim gets it
+    claim = repository.claim("t1", "u", "key", "hash", "run-b")
+    assert (claim.won, claim.run_id) == (False, "run-a")
+    assert claim.existing is not None
+    assert claim.existing.status == "completed"
 
 
 def _fingerprint(request: dict[str, Any]) -> str:

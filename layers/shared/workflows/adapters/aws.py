@@ -8,7 +8,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from workflows.errors import DependencyUnavailable, DomainError, StaleWrite, Throttled
 
@@ -55,3 +56,7 @@ def aws_errors() -> Iterator[None]:
         yield
     except ClientError as exc:
         raise translate(exc) from exc
+    except (BotoConnectionError, HTTPClientError) as exc:
+        # No answer at all (connect or read timeout, a dropped connection): the same retryable
+        # 503 as an AWS error, where it would otherwise surface as an unexplained 500.
+        raise DependencyUnavailable(f"AWS request failed ({type(exc).__name__})") from exc

@@ -2,13 +2,17 @@
 
 Item (IdempotencyTable, hash key `id`, TTL attribute `expiration`):
     id = "<tenant_id>#<user_id>#<sha256 of the key>", tenant_id, user_id,
-    status = in_progress | completed, body_hash, run_id,
-    expiration (epoch seconds: the record's lifetime), lease_expires_at (epoch milliseconds:
-    how long an in-progress claim holds before another request may take it over).
+    status = in_progress | completed, body_hash, run_id (named by the claim, before the run
+    exists), expiration (epoch seconds: the record's lifetime).
 
-The claim is a conditional PutItem: it succeeds when there is no record, when the record has
-expired (TTL deletes lazily), or when an in-progress claim's lease ran out (its owner died).
-Of concurrent requests with one key, exactly one claim succeeds; the others get the record.
+The claim is a conditional PutItem: it succeeds when there is no record or when the record has
+expired (TTL deletes lazily). Of concurrent requests with one key, exactly one claim succeeds;
+the others get the record, and with it the run id the key stands for. No claim is ever taken
+over: whoever finds one creates or finds its run (the run item's own `attribute_not_exists`
+makes that one run), so a claim whose owner died costs a retry nothing.
+
+Records written before claims named their run carry `lease_expires_at` (epoch milliseconds)
+instead; such a claim may be taken over once its lease ran out.
 
 A key is scoped to its caller (tenant and user): another user's request with the same key is
 a different request. The key itself is hashed, so no character in it can reach another key.
@@ -38,19 +42,17 @@ class IdempotencyRepository:
         *,
         clock: Clock = system_clock,
         ttl: timedelta = timedelta(hours=24),
-        lease: timedelta = timedelta(seconds=60),
     ) -> None:
         self._client = client
         self._table = table
         self._clock = clock
         self._ttl = ttl
-        self._lease = lease
 
     @staticmethod
     def record_id(tenant_id: str, user_id: str, key: str) -> str:
         return f"{tenant_id}#{user_id}#{key_digest(key)}"
 
-    def claim(self, tenant_id: str, user_id: str, key: str, body_hash: str) -> Claim:
+    def claim(self, tenant_id: str, user_id: str, key: str, body_hash: str, run_id: str) -> Claim:
         now = self._clock()
         token = str(uuid.uuid4())
         item = to_item(
@@ -61,9 +63,9 @@ class IdempotencyRepository:
                 "status": IN_PROGRESS,
                 "body_hash": body_hash,
                 "token": token,
+                "run_id": run_id,
                 "created_at": int(now.timestamp()),
                 "expiration": int((now + self._ttl).timestamp()),
-                "lease_expires_at": int((now + self._lease).timestamp() * 1000),
             }
         )
         try:
@@ -88,38 +90,50 @@ class IdempotencyRepository:
             old = exc.response.get("Item")
             existing = self._record_from(old) if old else self.get(tenant_id, user_id, key)
             if existing is None:  # it expired and vanished in between: claim again
-                return self.claim(tenant_id, user_id, key, body_hash)
-            return Claim(won=False, token=token, existing=existing)
-        return Claim(won=True, token=token)
+                return self.claim(tenant_id, user_id, key, body_hash, run_id)
+            return Claim(won=False, token=token, existing=existing, run_id=existing.run_id)
+        return Claim(won=True, token=token, run_id=run_id)
 
-    def complete(self, tenant_id: str, user_id: str, key: str, token: str, run_id: str) -> None:
-        """Record the run under our claim; a claim taken over meanwhile is left alone."""
+    def complete(self, tenant_id: str, user_id: str, key: str, body_hash: str, run_id: str) -> None:
+        """Mark the claim naming `run_id` completed (its run exists and was kicked). A record
+        released meanwhile (a racing request with the key was refused) is written again, so the
+        key keeps standing for the run; one naming another run (this one expired and was
+        claimed again) is left alone."""
+        now = self._clock()
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key={"id": {"S": self.record_id(tenant_id, user_id, key)}},
-                UpdateExpression="SET #status = :completed, run_id = :run_id REMOVE lease_expires_at",
-                ConditionExpression="#token = :token",
-                ExpressionAttributeNames={"#status": "status", "#token": "token"},
+                UpdateExpression=(
+                    "SET #status = :completed, run_id = :run_id, tenant_id = :tenant, user_id = :user,"
+                    " body_hash = if_not_exists(body_hash, :body_hash),"
+                    " expiration = if_not_exists(expiration, :expiration)"
+                ),
+                ConditionExpression="attribute_not_exists(id) OR run_id = :run_id",
+                ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":completed": {"S": COMPLETED},
                     ":run_id": {"S": run_id},
-                    ":token": {"S": token},
+                    ":tenant": {"S": tenant_id},
+                    ":user": {"S": user_id},
+                    ":body_hash": {"S": body_hash},
+                    ":expiration": {"N": str(int((now + self._ttl).timestamp()))},
                 },
             )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise translate(exc) from exc
 
-    def release(self, tenant_id: str, user_id: str, key: str, token: str) -> None:
-        """Give up our claim (the work failed), so the same key may be tried again."""
+    def release(self, tenant_id: str, user_id: str, key: str, run_id: str) -> None:
+        """Give up the claim naming `run_id` (the request was refused before its run was
+        stored), so the same key may be tried again, with another body too."""
         try:
             self._client.delete_item(
                 TableName=self._table,
                 Key={"id": {"S": self.record_id(tenant_id, user_id, key)}},
-                ConditionExpression="#token = :token AND #status = :in_progress",
-                ExpressionAttributeNames={"#status": "status", "#token": "token"},
-                ExpressionAttributeValues={":token": {"S": token}, ":in_progress": {"S": IN_PROGRESS}},
+                ConditionExpression="run_id = :run_id AND #status = :in_progress",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":run_id": {"S": run_id}, ":in_progress": {"S": IN_PROGRESS}},
             )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":

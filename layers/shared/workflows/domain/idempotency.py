@@ -1,4 +1,8 @@
-"""Idempotency records: a claim on (caller, Idempotency-Key) and what it led to."""
+"""Idempotency records: a claim on (caller, Idempotency-Key) and the run it reserves.
+
+The claim names its run id before the run exists, so whoever finds the claim (a retry after
+an ambiguous answer, a request racing the first) can only create or find that one run.
+"""
 
 from __future__ import annotations
 
@@ -23,3 +27,5 @@ class Claim:
     won: bool
     token: str
     existing: IdempotencyRecord | None = None
+    # The run id the key stands for: ours when won, the holder's (if it named one) otherwise.
+    run_id: str | None = None

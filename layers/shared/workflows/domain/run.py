@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -105,6 +106,9 @@ SWEPT = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROV
 ACTIVE_SHARDS = 8
 # A wait longer than this (an approval, a long delay) files the run under its deadline.
 LONG_WAIT_SECONDS = 3600
+# A commit that moves any of these moves the run on: the sweeper's count of re-kicks starts again
+# (`stalled` means no progress since the last re-kick, not a run that lost a kick now and then).
+PROGRESS_FIELDS = ("status", "current_step_id", "steps_executed", "attempt")
 
 
 def _parse(value: str) -> datetime:
@@ -152,8 +156,8 @@ class Run(BaseModel):
     # The SHA-256 of the pinned definition's canonical JSON: its snapshot is stored once per
     # content and tenant, not once per run (None for runs stored before that).
     definition_hash: str | None = None
-    # Times the sweeper re-kicked the run (docs/engine.md, "How runs end"); past its limit the
-    # run fails `stalled`.
+    # Times the sweeper re-kicked the run since it last made progress (docs/engine.md, "How runs
+    # end"); past its limit the run fails `stalled`.
     sweeps: int = 0
     # The events the run's latest commit appended (set by the repository; not a stored field).
     _latest_events: list[RunEvent] = PrivateAttr(default_factory=list)
@@ -180,6 +184,11 @@ class Run(BaseModel):
         if self.status != RunStatus.WAITING_APPROVAL or not self.approval:
             return None
         return self.tenant_id, f"{self.approval.get('requested_at', self.updated_at)}#{self.run_id}"
+
+    def with_progress(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """`changes`, with the sweeper's count reset when they move the run on (PROGRESS_FIELDS)."""
+        moved = any(name in changes and changes[name] != getattr(self, name) for name in PROGRESS_FIELDS)
+        return {**changes, "sweeps": 0} if moved and self.sweeps else dict(changes)
 
     def last_activity(self) -> str:
         """The latest moment the service promised to act on the run by: its last write, or a

@@ -490,7 +490,7 @@ class Engine:
             events.append(NewEvent(event_type=EventType.RUN_STARTED, payload={"inputs": run.inputs}))
         if run.steps_executed >= self._max_steps:
             error = {"code": "max_steps_exceeded", "message": f"run executed {self._max_steps} steps"}
-            return _Advanced(self._finish_failed(run, changes, events, error, now))
+            return _Advanced(self._finish_failed(run, changes, events, error))
         step = definition.step(run.current_step_id or definition.first_step_id())
         if run.wait_until is None:
             events.append(
@@ -531,7 +531,7 @@ class Engine:
                 elapsed_ms = (time.monotonic() - started) * 1000
                 metrics.add_metric(name="StepDuration", unit="Milliseconds", value=elapsed_ms)
         except StepFailed as failure:
-            return self._on_failure(run, definition, step, failure, changes, events, now)
+            return self._on_failure(run, definition, step, failure, changes, events)
         except Exception as exc:  # noqa: BLE001 - recorded on the run, logged with its traceback
             # A bug in the step, or a template that exhausted the interpreter: a failure of this
             # step (its retry policy and on_failure apply), not a message to redeliver forever.
@@ -541,10 +541,10 @@ class Engine:
             )
             error = internal_error("the step stopped on an internal error", correlation_id, exc)
             internal = StepFailed(INTERNAL_ERROR, error["message"], correlation_id=correlation_id)
-            return self._on_failure(run, definition, step, internal, changes, events, now)
+            return self._on_failure(run, definition, step, internal, changes, events)
         if isinstance(outcome, Suspend):
             return self._suspend(run, step, outcome, changes, events, now_dt)
-        return _Advanced(self._on_success(run, definition, step, outcome, changes, events, now))
+        return _Advanced(self._on_success(run, definition, step, outcome, changes, events))
 
     def _execute(self, step: StepSpec, context: StepContext) -> StepResult | Suspend:
         step_type = self._registry.get(step.type)
@@ -592,7 +592,7 @@ class Engine:
         events: list[NewEvent],
     ) -> Run:
         """Record a step's result and move on; public so approve can finish an approval step."""
-        return self._on_success(run, definition, step, result, changes, events, iso(self._clock()))
+        return self._on_success(run, definition, step, result, changes, events)
 
     def _on_success(
         self,
@@ -602,17 +602,16 @@ class Engine:
         result: StepResult,
         changes: dict[str, Any],
         events: list[NewEvent],
-        now: str,
     ) -> Run:
         # As they were before this result: an output the run cannot store fails the step instead.
         changes_before, events_before = dict(changes), list(events)
         try:
-            return self._record_success(run, definition, step, result, changes, events, now)
+            return self._record_success(run, definition, step, result, changes, events)
         except PayloadTooLarge as exc:
             failure = StepFailed(
                 OUTPUT_TOO_LARGE, f"the step's output cannot be stored: {exc.message}", retryable=False
             )
-            return self._on_failure(run, definition, step, failure, changes_before, events_before, now).run
+            return self._on_failure(run, definition, step, failure, changes_before, events_before).run
 
     def _record_success(
         self,
@@ -622,7 +621,6 @@ class Engine:
         result: StepResult,
         changes: dict[str, Any],
         events: list[NewEvent],
-        now: str,
     ) -> Run:
         fields = dict(result.event_fields)
         if fields.pop("save_artifact", False) and self._artifacts is not None:
@@ -648,7 +646,7 @@ class Engine:
         else:
             next_step = definition.next_after_success(step.id)
         if next_step is None:
-            return self._finish_succeeded(run, changes, events, stored, now)
+            return self._finish_succeeded(run, changes, events, stored)
         changes.update(current_step_id=next_step)
         return self._commit(run, changes, events)
 
@@ -685,10 +683,7 @@ class Engine:
     ) -> Run:
         """Record a failed step (no retry); public so reject can fail an approval step."""
         failure.retryable = False
-        advanced = self._on_failure(
-            run, definition, step, failure, changes, events, iso(self._clock()), output
-        )
-        return advanced.run
+        return self._on_failure(run, definition, step, failure, changes, events, output).run
 
     def _on_failure(
         self,
@@ -698,7 +693,6 @@ class Engine:
         failure: StepFailed,
         changes: dict[str, Any],
         events: list[NewEvent],
-        now: str,
         output: dict[str, Any] | None = None,
     ) -> _Advanced:
         error: dict[str, Any] = {"code": failure.code, "message": failure.message, "step_id": step.id}
@@ -729,8 +723,12 @@ class Engine:
         metrics.add_metric(name="StepFailures", unit="Count", value=1)
         route = (step.on_timeout if timed_out else None) or step.on_failure
         if route is None:
+            if output is not None:
+                # A decision that failed the run is still the step's output: a repeat of it is
+                # recognised from this event (RunControl.decide).
+                payload["output"] = self._stored(run, {**output, "error": error})
             events.append(NewEvent(event_type=event_type, step_id=step.id, payload=payload))
-            return _Advanced(self._finish_failed(run, changes, events, error, now))
+            return _Advanced(self._finish_failed(run, changes, events, error))
         # A routed failure is the step's output (`steps.<id>.output.error`), recorded in its event.
         stored = self._stored(run, {**(output or {}), "error": error})
         events.append(NewEvent(event_type=event_type, step_id=step.id, payload={**payload, "output": stored}))
@@ -738,7 +736,7 @@ class Engine:
         changes.update(step_outputs=kept, last_output=stored, attempt=1)
         if route == END:
             # The failure was handled by routing it to the end: the run finishes successfully.
-            return _Advanced(self._finish_succeeded(run, changes, events, stored, now))
+            return _Advanced(self._finish_succeeded(run, changes, events, stored))
         changes.update(current_step_id=route)
         return _Advanced(self._commit(run, changes, events))
 
@@ -778,18 +776,20 @@ class Engine:
             failure = StepFailed("approval_rejected", "approval timed out and was rejected", retryable=False)
             return self.fail_step(run, definition, step, failure, changes, events, output=output)
         failure = StepFailed(TIMEOUT, "approval timed out", retryable=False)
-        return self._on_failure(run, definition, step, failure, changes, events[:0], iso(self._clock())).run
+        return self._on_failure(run, definition, step, failure, changes, events[:0]).run
 
     # ---- endings and the one write -----------------------------------------------------
 
     def _finish_succeeded(
-        self, run: Run, changes: dict[str, Any], events: list[NewEvent], outputs: JsonValue, now: str
+        self, run: Run, changes: dict[str, Any], events: list[NewEvent], outputs: JsonValue
     ) -> Run:
+        # The run ends when its terminal commit is built, after its last step executed, not when
+        # that step started (up to a step's whole time budget earlier): so in _finish_failed too.
         changes.update(
             status=RunStatus.SUCCEEDED,
             outputs=outputs,
             current_step_id=None,
-            ended_at=now,
+            ended_at=iso(self._clock()),
             status_reason=None,
             paused_from=None,
         )
@@ -797,10 +797,14 @@ class Engine:
         return self._commit(run, changes, events)
 
     def _finish_failed(
-        self, run: Run, changes: dict[str, Any], events: list[NewEvent], error: dict[str, Any], now: str
+        self, run: Run, changes: dict[str, Any], events: list[NewEvent], error: dict[str, Any]
     ) -> Run:
         changes.update(
-            status=RunStatus.FAILED, error=error, status_reason=error["code"], ended_at=now, paused_from=None
+            status=RunStatus.FAILED,
+            error=error,
+            status_reason=error["code"],
+            ended_at=iso(self._clock()),
+            paused_from=None,
         )
         events.append(NewEvent(event_type=EventType.RUN_FAILED, payload={"error": error}))
         return self._commit(run, changes, events)
@@ -815,6 +819,7 @@ class Engine:
             run.status == RunStatus.WAITING_APPROVAL and target in TERMINAL
         )
         check_transition_if_changed(RunStatus.RUNNING if through_running else run.status, target)
+        changes = run.with_progress(changes)
         try:
             return self._runs.transition(run, changes, events)
         except StaleWrite:

@@ -10,7 +10,9 @@ Semantics (docs/engine.md):
 - approve / reject act only on the approval step the run is waiting on. An approval step may
   need several distinct approvers (`required_approvals`): each approval is one conditional
   commit recording the approver (a repeat by the same approver changes nothing), the one that
-  completes the quorum completes the step, and any rejection rejects it.
+  completes the quorum completes the step, and any rejection rejects it. A caller repeating
+  their decision gets `already_applied` whatever the run did after it; another decision, or one
+  by a caller who did not make it, once the step was decided raises InvalidState.
 Each answers `applied`, or `already_applied` when the run is already where the action leads;
 an action the status does not allow raises InvalidState (409).
 """
@@ -96,14 +98,9 @@ class RunControl:
             if canonical_type(step.type) != "approval":
                 raise InvalidState(f"step '{step_id}' is not an approval step")
             action = decision
-            previous = RunOutputs(self._runs, run).get(step_id)
-            if (
-                isinstance(previous, dict)
-                and previous.get("decision") == decision
-                and run.current_step_id != step_id
-            ):
-                return ControlResult(run_id, action, "already_applied", run.status.value)
             if run.status != RunStatus.WAITING_APPROVAL or run.current_step_id != step_id:
+                if self._decided_by(run, step_id, decision, actor):
+                    return ControlResult(run_id, action, "already_applied", run.status.value)
                 raise InvalidState(
                     f"step '{step_id}' is not waiting for approval (run is {run.status.value})",
                     details=[{"field": "status", "message": run.status.value}],
@@ -157,6 +154,21 @@ class RunControl:
             return ControlResult(run_id, action, "applied", updated.status.value, len(approvers), required)
         raise StaleWrite(f"run {run_id} kept changing; try again")
 
+    def _decided_by(self, run: Run, step_id: str, decision: str, actor: str) -> bool:
+        """Whether the step's last decision is `decision` and counted `actor`: a caller repeating
+        their decision gets the same answer whatever the run did after it (routed on, failed,
+        finished). The decision is the step's output, recorded in the step's last event whether
+        it ended the run or not (Engine.fail_step)."""
+        found, output = self._runs.find_step_output(run.tenant_id, run.run_id, step_id)
+        if not found:
+            return False
+        output = RunOutputs(self._runs, run).resolve(output)
+        if not isinstance(output, dict) or output.get("decision") != decision:
+            return False
+        if decision == "approve":
+            return actor in (output.get("approvers") or [])
+        return bool(output.get("approver") == actor)
+
     # ---- actions ---------------------------------------------------------------------
 
     def _pause(self, run: Run, actor: str, _: str | None) -> ControlResult:
@@ -179,7 +191,7 @@ class RunControl:
         check_transition(run.status, target)
         updated = self._runs.transition(
             run,
-            {"status": target, "paused_from": None},
+            run.with_progress({"status": target, "paused_from": None}),
             [NewEvent(event_type=EventType.RUN_RESUMED, payload={"actor": actor, "to": target.value})],
         )
         self._kick(updated)
@@ -224,17 +236,19 @@ class RunControl:
             )
         updated = self._runs.transition(
             run,
-            {
-                "status": RunStatus.RUNNING,
-                "current_step_id": start,
-                "attempt": 1,
-                "error": None,
-                "status_reason": None,
-                "ended_at": None,
-                "wait_until": None,
-                "next_wake_at": None,
-                "approval": None,
-            },
+            run.with_progress(
+                {
+                    "status": RunStatus.RUNNING,
+                    "current_step_id": start,
+                    "attempt": 1,
+                    "error": None,
+                    "status_reason": None,
+                    "ended_at": None,
+                    "wait_until": None,
+                    "next_wake_at": None,
+                    "approval": None,
+                }
+            ),
             [
                 NewEvent(
                     event_type=EventType.RUN_RESUMED,

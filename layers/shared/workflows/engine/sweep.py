@@ -6,8 +6,10 @@ message is dropped, a redelivery comes back too late to be believed. The run the
 (SweeperFunction) the sweeper reads the sparse index of such runs (`RunStore.active`: what
 ended is never read), and for each one whose last write and every wake-up it scheduled lie
 more than `sweep_grace_sec` in the past it commits a re-kick (a new version, so a late original
-kick is stale) and sends a kick for it. A run re-kicked `sweep_max_rekicks` times fails with
-`stalled` through `Engine.give_up` (events, slot, completion webhook).
+kick is stale) and sends a kick for it. A run re-kicked `sweep_max_rekicks` times in a row fails
+with `stalled` through `Engine.give_up` (events, slot, completion webhook): the count (`sweeps`)
+starts again at every commit that moves the run on (`Run.with_progress`), so only a run that made
+no progress since the last re-kick stalls.
 """
 
 from __future__ import annotations

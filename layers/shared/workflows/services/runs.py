@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from workflows.clock import Clock, iso, system_clock
@@ -21,6 +22,8 @@ from workflows.errors import (
     DomainError,
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    StaleWrite,
+    Throttled,
 )
 from workflows.observability import logger
 from workflows.ports import DispatchQueue, IdempotencyStore, RunStore
@@ -29,8 +32,24 @@ from workflows.services.validation import validate_definition
 from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry
 
-# How a request waits for another one holding the same Idempotency-Key (about 2 s in all).
-IDEMPOTENCY_POLL_SECONDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5)
+# Failures after which the run may or may not be stored (a lost answer, a lost race): the
+# claim is kept, so the retry finds the run it names. Any other DomainError refused the
+# request before its run was put, and frees the key.
+_AMBIGUOUS = (StaleWrite, Throttled, DependencyUnavailable)
+
+
+@dataclass
+class _Reservation:
+    """The run id an Idempotency-Key's claim names, for `submit` to create or find."""
+
+    run_id: str
+    found: bool = False  # an earlier request with the key had stored the run
+
+
+# Set by `submit_once` around the caller's `submit` callback, which reaches `RunService.submit`
+# through other services (saved definitions, schedules): a context variable rather than a
+# run id threaded through each of them.
+_reserved: ContextVar[_Reservation | None] = ContextVar("reserved_run", default=None)
 
 
 class RunService:
@@ -65,8 +84,9 @@ class RunService:
         if workflow_id is None:
             self.check_adhoc(principal, definition)
         now = iso(self._clock())
+        reservation = _reserved.get()
         run = Run(
-            run_id=str(uuid.uuid4()),
+            run_id=reservation.run_id if reservation is not None else str(uuid.uuid4()),
             tenant_id=principal.tenant_id,
             owner_id=principal.user_id,
             workflow_id=workflow_id,
@@ -78,10 +98,29 @@ class RunService:
             created_at=now,
             updated_at=now,
         )
-        self._runs.create(run, definition)
+        try:
+            self._runs.create(run, definition)
+        except StaleWrite:
+            if reservation is None:
+                raise
+            # An earlier request with this key stored the run (its answer was lost, or it is
+            # still on its way): this is that run.
+            run = self._runs.get(run.tenant_id, run.run_id)
+            reservation.found = True
+            if run.status != RunStatus.QUEUED:
+                return run
+            # Whether its kick was sent is unknown (the request may have died before it): send
+            # one. A second kick is harmless: stale by version, or a no-op once the step ran.
         try:
             self._queue.send(AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version))
         except DomainError as exc:
+            if reservation is not None:
+                # Left queued: the key's claim stays open, and the client's retry with the same
+                # key finds this run and kicks it again (or the sweeper does, if none comes).
+                logger.exception("could not enqueue new run", extra={"run_id": run.run_id})
+                raise DependencyUnavailable(
+                    "the run could not be queued; retry with the same Idempotency-Key"
+                ) from exc
             # The run is stored but nothing will start it: fail it visibly rather than leave
             # a run queued forever, and tell the caller to try again.
             logger.exception("could not enqueue new run", extra={"run_id": run.run_id})
@@ -113,9 +152,10 @@ class RunService:
     ) -> tuple[Run, bool]:
         """Run `submit` at most once per caller, Idempotency-Key and request; (run, replayed).
 
-        The key is claimed (a conditional put) before the run exists, so of concurrent requests
-        with one key exactly one creates a run. The others wait for it briefly and answer with
-        the same run, or with IdempotencyInProgress if it is still being created.
+        The key is claimed (a conditional put) before the run exists, and the claim names the
+        run id: every request with the key and body, whatever happened to the earlier ones,
+        creates or finds that one run (the run item's put is conditional), kicks it if it is
+        still queued, and answers with it. A claim is never waited on nor taken over.
         """
         if key is None:
             return submit(), False
@@ -124,30 +164,30 @@ class RunService:
         ).hexdigest()
         store = self._idempotency
         tenant, user = principal.tenant_id, principal.user_id
-        polls = list(IDEMPOTENCY_POLL_SECONDS)
-        while True:
-            claim = store.claim(tenant, user, key, fingerprint)
-            if claim.won:
-                try:
-                    run = submit()
-                except BaseException:
-                    store.release(tenant, user, key, claim.token)
-                    raise
-                store.complete(tenant, user, key, claim.token, run.run_id)
-                return run, False
-            record = claim.existing
-            while record is not None:
-                if record.body_hash != fingerprint:
-                    raise IdempotencyKeyReused(
-                        "this Idempotency-Key was already used with a different request",
-                        details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
-                    )
-                if record.status == COMPLETED and record.run_id:
-                    return self._runs.get(tenant, record.run_id), True
-                if not polls:
-                    raise IdempotencyInProgress(
-                        "a request with this Idempotency-Key is still being processed; retry shortly"
-                    )
-                time.sleep(polls.pop(0))
-                record = store.get(tenant, user, key)
-            # The holder gave up its claim (its request failed): try to claim it ourselves.
+        claim = store.claim(tenant, user, key, fingerprint, str(uuid.uuid4()))
+        record = claim.existing
+        if record is not None:
+            if record.body_hash != fingerprint:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was already used with a different request",
+                    details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
+                )
+            if record.status == COMPLETED and record.run_id:
+                return self._runs.get(tenant, record.run_id), True
+        if claim.run_id is None:
+            # A claim stored before claims named their run: it holds until its lease runs out.
+            raise IdempotencyInProgress(
+                "a request with this Idempotency-Key is still being processed; retry shortly"
+            )
+        reservation = _Reservation(claim.run_id)
+        context = _reserved.set(reservation)
+        try:
+            run = submit()
+        except DomainError as exc:
+            if not isinstance(exc, _AMBIGUOUS):
+                store.release(tenant, user, key, reservation.run_id)
+            raise
+        finally:
+            _reserved.reset(context)
+        store.complete(tenant, user, key, fingerprint, reservation.run_id)
+        return run, reservation.found
