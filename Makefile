@@ -10,7 +10,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run events test test-fast test-docs test-browser browser-deps lint format typecheck cfn-lint build bench docs clean venv tools
+.PHONY: run events test test-fast test-docs test-browser browser-deps lint format typecheck cfn-lint build bench chaos docs clean venv tools
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
@@ -102,6 +102,13 @@ build: tools
 ## docs: rewrite the step reference in docs/steps.md from the step models (a test fails until it is)
 docs: venv
 	PYTHONPATH=layers/shared $(PY) -m workflows.steps.reference
+
+## chaos: the local stack (emulator, API, workers: three processes) under kill -9 and SIGSTOP
+## while clients submit, retry, approve and cancel; then every promise checked (docs/chaos.md).
+## About 4 minutes; CHAOS=full (or CHAOS_ARGS=--full) for the 15-minute run
+CHAOS_ARGS ?= $(if $(filter full,$(CHAOS)),--full)
+chaos: venv
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 ## bench: the performance budget (docs/benchmarks.md); BENCH_ARGS=--quick for a shorter run
 bench: venv

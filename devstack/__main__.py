@@ -21,6 +21,10 @@ lines, CloudWatch's EMF, stay out of the terminal; on: printed as deployed funct
 DEVSTACK_VISIBILITY_TIMEOUT (10: seconds before a failed dispatch message is retried),
 DEVSTACK_DISPATCHERS (4: concurrent dispatcher invocations; calls out in flight are kept below it),
 WORKFLOWS_TENANT_STEPS_PER_SEC (10 in multi_user mode: each tenant's step rate here).
+
+`python -m devstack --workers-only` runs only the workers (pollers, DLQ worker, sweeper,
+scheduler) against a stack another process serves (AWS_ENDPOINT_URL set): no API, no receiver.
+`make chaos` runs the API and the workers this way, in processes it can kill one at a time.
 """
 
 from __future__ import annotations
@@ -83,9 +87,12 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     moto_port = int(os.environ.get("MOTO_PORT", "5050"))
     embedded = not os.environ.get("AWS_ENDPOINT_URL")
+    workers_only = "--workers-only" in sys.argv[1:]
+    if workers_only and embedded:
+        sys.exit("devstack: --workers-only needs AWS_ENDPOINT_URL: the stack another process serves")
     # Before anything is printed or started: a busy port named with the setting that moves it.
     for busy in (
-        _busy_port(bind, port, "PORT"),
+        None if workers_only else _busy_port(bind, port, "PORT"),
         _busy_port(bind, moto_port, "MOTO_PORT") if embedded else None,
     ):
         if busy:
@@ -185,7 +192,9 @@ def main() -> int:
         print(f"devstack: worker error: {exc!r}", file=sys.stderr)
 
     # The parts Lambda's event sources and EventBridge play when deployed (off: none of them).
-    background = _start_workers(env, region, report) if workers else []
+    background = _start_workers(env, region, report) if workers or workers_only else []
+    if workers_only:
+        return _serve_workers(background)
 
     from workflows.api.app import create_app
     from workflows.roots import api as api_root
@@ -231,6 +240,25 @@ def main() -> int:
             part.stop()
         if moto:
             moto.stop()
+    return 0
+
+
+def _serve_workers(background: list[_Stoppable]) -> int:
+    """Until SIGTERM or Ctrl-C: the workers' threads do the work."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("devstack: workers running (SIGTERM or Ctrl-C stops them)", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for part in background:
+            part.stop()
     return 0
 
 

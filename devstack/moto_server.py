@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -102,3 +103,18 @@ class MotoServerProcess:
     def stop(self) -> None:
         self._process.terminate()
         self._process.join(timeout=5)
+
+
+def main() -> None:
+    """`python -m devstack.moto_server PORT`: the emulator alone, in the foreground.
+
+    A process of its own that nothing else lives in, so it can be stopped and resumed by signal
+    (`make chaos`) while the API and the workers keep their state in it."""
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 5050
+    server = MotoServer("127.0.0.1", port)
+    print(server.url, flush=True)
+    server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

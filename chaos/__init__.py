@@ -1,0 +1,1 @@
+"""The chaos suite: the local stack under process faults, checked against the service's promises."""
