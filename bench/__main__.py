@@ -12,20 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, report
 
-SECTIONS = (
-    "cost",
-    "cold_start",
-    "paging",
-    "engine",
-    "api",
-    "load",
-    "sweep",
-    "longpoll",
-    "console",
-    "fairness",
-)
+SECTIONS = report.SECTIONS
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -54,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
     common.prepare_environment()
-    from bench import report
     from bench.prices import PRICES, PRICES_AS_OF, REGION
 
     results: dict[str, Any] = {

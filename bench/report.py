@@ -5,6 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 Row = tuple[str, str, str, str, str, str]
+# Every section, in the order `python -m bench` runs them and the table reports their failures.
+SECTIONS = (
+    "cost",
+    "cold_start",
+    "paging",
+    "engine",
+    "api",
+    "load",
+    "sweep",
+    "longpoll",
+    "console",
+    "fairness",
+)
 
 
 def _f(value: Any, digits: int = 2) -> str:
@@ -321,19 +334,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
     fa = r.get("fairness")
     if fa and "error" not in fa:
         out += _fairness_rows(fa)
-    sections = (
-        "cost",
-        "cold_start",
-        "paging",
-        "engine",
-        "api",
-        "load",
-        "sweep",
-        "longpoll",
-        "console",
-        "fairness",
-    )
-    for name in sections:
+    for name in SECTIONS:
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
     return out

@@ -15,9 +15,6 @@ Bodies are gzipped once, on the first request, for clients that accept it.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -25,11 +22,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from workflows.api.guard import GuardedRoute
+from workflows.api.static import IMMUTABLE, REVALIDATE, Asset, Bundle, load_bundle, serve
 from workflows.errors import NotFound
 
 STATIC = Path(__file__).resolve().parents[2] / "console" / "static"
-INDEX = "index.html"
-VERSION_MARK = "%VERSION%"
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -60,83 +56,19 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-IMMUTABLE = "public, max-age=31536000, immutable"
-REVALIDATE = "no-cache"
 
 # GET only: the guard has no body to check, and authenticates nothing here.
 router = APIRouter(route_class=GuardedRoute, tags=["console"])
 
 
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    gzipped: bytes
-    media_type: str
-    etag: str
-
-    @classmethod
-    def of(cls, body: bytes, media_type: str) -> Asset:
-        digest = hashlib.sha256(body).hexdigest()[:20]
-        return cls(body, gzip.compress(body, compresslevel=9, mtime=0), media_type, f'"{digest}"')
-
-
-@dataclass(frozen=True)
-class Bundle:
-    version: str
-    index: Asset
-    assets: dict[str, Asset]
-
-
 @cache
 def bundle() -> Bundle:
-    """The static files, read and compressed on the first request (never at import)."""
-    files = {
-        path.name: path.read_bytes()
-        for path in sorted(STATIC.iterdir())
-        if path.is_file() and path.suffix in MEDIA_TYPES
-    }
-    digest = hashlib.sha256()
-    for name, body in files.items():
-        digest.update(f"{name}\0{len(body)}\0".encode())
-        digest.update(body)
-    version = digest.hexdigest()[:16]
-    index = files.pop(INDEX).replace(VERSION_MARK.encode(), version.encode())
-    return Bundle(
-        version=version,
-        index=Asset.of(index, MEDIA_TYPES[".html"]),
-        assets={name: Asset.of(body, MEDIA_TYPES[Path(name).suffix]) for name, body in files.items()},
-    )
-
-
-def _accepts_gzip(request: Request) -> bool:
-    for part in request.headers.get("accept-encoding", "").split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            quality = params.strip().removeprefix("q=").strip()
-            return quality == "" or _positive(quality)
-    return False
-
-
-def _positive(quality: str) -> bool:
-    try:
-        return float(quality) > 0
-    except ValueError:
-        return False
+    """The static files, read on the first request (never at import)."""
+    return load_bundle(STATIC, MEDIA_TYPES)
 
 
 def _serve(request: Request, asset: Asset, cache_control: str) -> Response:
-    headers = {
-        **SECURITY_HEADERS,
-        "Cache-Control": cache_control,
-        "ETag": asset.etag,
-        "Vary": "Accept-Encoding",
-    }
-    if asset.etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
-    if _accepts_gzip(request):
-        headers["Content-Encoding"] = "gzip"
-        return Response(asset.gzipped, media_type=asset.media_type, headers=headers)
-    return Response(asset.body, media_type=asset.media_type, headers=headers)
+    return serve(request, asset, cache_control, SECURITY_HEADERS)
 
 
 @router.get("/console", include_in_schema=False)

@@ -21,22 +21,17 @@ the browser tests check that the page breaks none of it.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from workflows.api.guard import GuardedRoute
-from workflows.api.routes.console import IMMUTABLE, REVALIDATE, _accepts_gzip
+from workflows.api.static import IMMUTABLE, REVALIDATE, Asset, Bundle, load_bundle, serve
 from workflows.errors import NotFound
 
 STATIC = Path(__file__).resolve().parents[2] / "api_docs" / "static"
-INDEX = "index.html"
-VERSION_MARK = "%VERSION%"
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -73,63 +68,14 @@ SECURITY_HEADERS = {
 router = APIRouter(route_class=GuardedRoute, tags=["docs"])
 
 
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    media_type: str
-
-    @cached_property
-    def etag(self) -> str:
-        return f'"{hashlib.sha256(self.body).hexdigest()[:20]}"'
-
-    @cached_property
-    def gzipped(self) -> bytes:
-        # On the first request for this file only. Level 6: on Swagger UI's bundle (1.8 MB),
-        # level 9 takes more than twice as long to save 0.4%.
-        return gzip.compress(self.body, compresslevel=6, mtime=0)
-
-
-@dataclass(frozen=True)
-class Bundle:
-    version: str
-    index: Asset
-    assets: dict[str, Asset]
-
-
 @cache
 def bundle() -> Bundle:
     """The static files, read on the first request (never at import)."""
-    files = {
-        path.name: path.read_bytes()
-        for path in sorted(STATIC.iterdir())
-        if path.is_file() and path.suffix in MEDIA_TYPES
-    }
-    digest = hashlib.sha256()
-    for name, body in files.items():
-        digest.update(f"{name}\0{len(body)}\0".encode())
-        digest.update(body)
-    version = digest.hexdigest()[:16]
-    index = files.pop(INDEX).replace(VERSION_MARK.encode(), version.encode())
-    return Bundle(
-        version=version,
-        index=Asset(index, MEDIA_TYPES[".html"]),
-        assets={name: Asset(body, MEDIA_TYPES[Path(name).suffix]) for name, body in files.items()},
-    )
+    return load_bundle(STATIC, MEDIA_TYPES)
 
 
 def _serve(request: Request, asset: Asset, cache_control: str) -> Response:
-    headers = {
-        **SECURITY_HEADERS,
-        "Cache-Control": cache_control,
-        "ETag": asset.etag,
-        "Vary": "Accept-Encoding",
-    }
-    if asset.etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
-    if _accepts_gzip(request):
-        headers["Content-Encoding"] = "gzip"
-        return Response(asset.gzipped, media_type=asset.media_type, headers=headers)
-    return Response(asset.body, media_type=asset.media_type, headers=headers)
+    return serve(request, asset, cache_control, SECURITY_HEADERS)
 
 
 @router.get("/docs", include_in_schema=False)
