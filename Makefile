@@ -101,7 +101,7 @@ build: tools
 
 ## docs: rewrite the step reference in docs/steps.md from the step models (a test fails until it is)
 docs: venv
-	PYTHONPATH=layers/shared $(PY) -m workflows.steps.reference
+	PYTHONPATH=layers/shared $(PY) -m docsgen
 
 ## chaos: the local stack (emulator, API, workers: three processes) under kill -9 and SIGSTOP
 ## while clients submit, retry, approve and cancel; then every promise checked (docs/chaos.md).

@@ -66,7 +66,7 @@ def _workload(runs: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
 
 
 def _purge(container: Any, run_ids: list[str]) -> None:
-    from workflows.adapters.runs import run_pk
+    from workflows.adapters.run_items import run_pk
 
     client, settings = container.dynamodb, container.settings
     for run_id in run_ids:

@@ -19,7 +19,7 @@ PAGE = 100
 
 def _seed(raw: Any, table: str, runs_table: str, pk: str, count: int) -> None:
     """`count` events, two per commit item (a step's step_started + step_completed)."""
-    from workflows.adapters.runs import events_item
+    from workflows.adapters.run_items import events_item
     from workflows.domain.run import RunEvent
 
     events = [

@@ -17,6 +17,7 @@ ACTIVE = 10
 def run(quick: bool = False) -> dict[str, Any]:
     import boto3
 
+    from workflows.adapters.runs import stored_run_item
     from workflows.domain.definition import WorkflowDefinition
     from workflows.domain.principal import ALL_PERMISSIONS, Principal
     from workflows.domain.run import Run, RunStatus
@@ -38,7 +39,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             with meter.paused():
                 stamp = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
                 items = [
-                    parts.runs._run_item(  # type: ignore[attr-defined]  # shaped as the repository writes
+                    stored_run_item(  # shaped as the repository writes
                         Run(
                             run_id=f"00000000-0000-4000-8000-{n:012d}",
                             tenant_id="default",
@@ -49,7 +50,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                             created_at=stamp,
                             updated_at=stamp,
                             ended_at=stamp,
-                        )
+                        ),
+                        expires_at=int((now + timedelta(days=90)).timestamp()),
                     )
                     for n in range(finished)
                 ]

@@ -38,7 +38,7 @@ REMEMBERED_RUNS = 1000
 
 class ActivityPrinter:
     def __init__(self, runs: Any, out: TextIO = sys.stdout) -> None:
-        self._runs = runs  # a RunStore (workflows.ports)
+        self._runs = runs  # a RunLog (workflows.ports)
         self._out = out
         self._lock = threading.Lock()
         self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()

@@ -32,6 +32,7 @@ from moto import mock_aws
 
 from devstack import moto_patches, provision
 from tests.fakes import FakeQueue, fake_parts
+from tests.faults import unwrapped
 from tests.receivers import Receiver
 from workflows.api.app import create_app
 from workflows.domain.messages import AdvanceMessage
@@ -160,7 +161,7 @@ class Drained:
 def drain(container: Parts, *, max_messages: int = 1000) -> Drained:
     """Deliver every visible dispatch message to the engine, as the event source would."""
     actions: list[str] = []
-    queue = container.queue
+    queue = unwrapped(container.queue)  # the fake itself, behind any fault injected into it
     if isinstance(queue, FakeQueue):
         while len(actions) < max_messages:
             messages = queue.receive()

@@ -39,6 +39,7 @@ from workflows.domain.quotas import WindowCount
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent, RunStatus
 from workflows.domain.schedules import Schedule
 from workflows.domain.secret_refs import Secret, SecretInfo, SecretUnavailable, pack, unpack
+from workflows.domain.transitions import Commit
 from workflows.domain.workflows import ACTIVE, DELETED, WorkflowHead, WorkflowVersion
 from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
 from workflows.ports import DlqStore
@@ -66,18 +67,20 @@ def _page(
     return chosen, ({**scope, "after": key(chosen[-1])} if more and chosen else None)
 
 
-class FakeRunStore:
+class FakeRunLog:
+    """RunLog: runs, their pinned definitions and their events. FakeRunOutputs and FakeRunIndex
+    read the same runs and events, as the adapters read one table."""
+
     def __init__(self, *, clock: Clock = system_clock) -> None:
         self._clock = clock
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self.runs: dict[tuple[str, str], Run] = {}
         self.definitions: dict[tuple[str, str], WorkflowDefinition] = {}
         self.events: dict[tuple[str, str], list[RunEvent]] = {}
-        self.outputs: dict[tuple[str, str, str], object] = {}
 
     def create(self, run: Run, definition: WorkflowDefinition) -> None:
         key = (run.tenant_id, run.run_id)
-        with self._lock:
+        with self.lock:
             if key in self.runs:
                 raise StaleWrite("the item changed since it was read")
             self.definitions[key] = definition.model_copy(deep=True)
@@ -97,23 +100,22 @@ class FakeRunStore:
             for offset, event in enumerate(events)
         ]
 
-    def transition(self, run: Run, changes: Mapping[str, object], events: Sequence[NewEvent]) -> Run:
+    def commit(self, commit: Commit) -> Run:
+        run, events = commit.read, commit.events
         key = (run.tenant_id, run.run_id)
-        with self._lock:
+        with self.lock:
             stored = self.runs.get(key)
             if stored is None or stored.version != run.version:
                 version = None if stored is None else stored.version
                 raise StaleWrite(f"run {run.run_id} changed (version {version}, read {run.version})")
             numbered = self._numbered(stored.last_event_seq + 1, events)
-            updated = stored.model_copy(
+            updated = commit.run.model_copy(
                 update={
-                    **changes,
                     "version": stored.version + 1,
                     "last_event_seq": stored.last_event_seq + len(events),
                     "updated_at": iso(self._clock()),
                 }
             )
-            updated = Run.model_validate(updated.model_dump())
             # The adapter's limit: one item holds the run and this commit's events.
             size = len(json.dumps([updated.model_dump(mode="json"), [e.model_dump() for e in numbered]]))
             if size > MAX_ITEM_BYTES:
@@ -126,7 +128,7 @@ class FakeRunStore:
 
     def append_events(self, tenant_id: str, run_id: str, events: Sequence[NewEvent]) -> list[int]:
         key = (tenant_id, run_id)
-        with self._lock:
+        with self.lock:
             stored = self.runs.get(key)
             if stored is None:
                 raise NotFound(f"run '{run_id}' not found")
@@ -135,43 +137,130 @@ class FakeRunStore:
             self.events[key].extend(numbered)
             return [event.event_seq for event in numbered]
 
+    def get(self, tenant_id: str, run_id: str) -> Run:
+        with self.lock:
+            stored = self.runs.get((tenant_id, run_id))
+            if stored is None:
+                raise NotFound(f"run '{run_id}' not found")
+            return stored.model_copy(deep=True)
+
+    def event_head(self, tenant_id: str, run_id: str) -> tuple[int, RunStatus]:
+        with self.lock:
+            stored = self.runs.get((tenant_id, run_id))
+            if stored is None:
+                raise NotFound(f"run '{run_id}' not found")
+            return stored.last_event_seq, stored.status
+
+    def get_with_definition(self, tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]:
+        with self.lock:
+            run = self.get(tenant_id, run_id)
+            return run, self.definitions[(tenant_id, run_id)].model_copy(deep=True)
+
+    def list_events(
+        self,
+        tenant_id: str,
+        run_id: str,
+        *,
+        since: int = 0,
+        limit: int = 100,
+        types: Sequence[str] = (),
+        run: Run | None = None,
+    ) -> EventPage:
+        with self.lock:
+            current = run if run is not None else self.get(tenant_id, run_id)
+            examined = [e for e in self.events.get((tenant_id, run_id), []) if e.event_seq > since][:limit]
+            wanted = set(types)
+            events = [e.model_copy(deep=True) for e in examined if not wanted or e.event_type in wanted]
+            next_since = examined[-1].event_seq if examined else since
+            return EventPage(
+                events=events, next_since=next_since, has_more=next_since < current.last_event_seq
+            )
+
+
+class FakeRunOutputs:
+    """RunOutputStore: outputs kept apart, beside the runs of `log`."""
+
+    def __init__(self, log: FakeRunLog) -> None:
+        self._log = log
+        self.outputs: dict[tuple[str, str, str], object] = {}
+
     def put_output(self, tenant_id: str, run_id: str, value: object) -> dict[str, object]:
         body = encode(value)
         packed = len(zlib.compress(body, 6))
         if packed > MAX_ITEM_BYTES and packed <= S3_OUTPUT_BYTES:
             raise PayloadTooLarge(f"an output of {len(body)} bytes cannot be stored")
         output_id = new_output_id()
-        with self._lock:
+        with self._log.lock:
             self.outputs[(tenant_id, run_id, output_id)] = copy.deepcopy(value)
         return ref(output_id, body, s3=packed > S3_OUTPUT_BYTES)
 
     def read_outputs(self, tenant_id: str, run_id: str, refs: Sequence[Mapping[str, object]]) -> list[object]:
-        with self._lock:
+        with self._log.lock:
             try:
                 return [copy.deepcopy(self.outputs[(tenant_id, run_id, ref_id(dict(r)))]) for r in refs]
             except KeyError:
                 raise NotFound(f"run '{run_id}': an output it records is gone") from None
 
     def find_step_output(self, tenant_id: str, run_id: str, step_id: str) -> tuple[bool, object]:
-        with self._lock:
-            found, output = latest_output(self.events.get((tenant_id, run_id), []), step_id)
+        with self._log.lock:
+            found, output = latest_output(self._log.events.get((tenant_id, run_id), []), step_id)
         return found, copy.deepcopy(output)
 
+
+class FakeRunIndex:
+    """RunIndex: the runs of `log` as the table's indexes find them."""
+
+    def __init__(self, log: FakeRunLog) -> None:
+        self._log = log
+
+    def list_runs(
+        self,
+        tenant_id: str,
+        *,
+        workflow_id: str | None = None,
+        statuses: Sequence[str] = (),
+        created_after: str | None = None,
+        created_before: str | None = None,
+        limit: int = 50,
+        start: Position | None = None,
+        owner_id: str | None = None,
+    ) -> tuple[list[Run], Position | None]:
+        with self._log.lock:
+            runs = [
+                run
+                for (tenant, _), run in self._log.runs.items()
+                if tenant == tenant_id
+                and (workflow_id is None or run.workflow_id == workflow_id)
+                and (not statuses or run.status.value in statuses)
+                and (created_after is None or run.created_at > created_after)
+                and (created_before is None or run.created_at < created_before)
+                and (owner_id is None or run.owner_id == owner_id)
+            ]
+            runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+            scope = {"tenant_id": tenant_id, "workflow_id": workflow_id or ""}
+            page, position = _page(runs, lambda r: f"{r.created_at}#{r.run_id}", limit, start, scope)
+            return [run.model_copy(deep=True) for run in page], position
+
     def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
-        with self._lock:
-            keyed = [(run.sweep_key(), key) for key, run in self.runs.items()]
-        return [key for sweep, key in keyed if sweep is not None and sweep[1] < due_before][:limit]
+        with self._log.lock:
+            # As the sparse index holds them: runs owed a step, due at once ("0") or at the
+            # deadline of a long wait.
+            due = [
+                (run.long_wait_deadline() or "0", key) for key, run in self._log.runs.items() if run.owed_step
+            ]
+        return [key for when, key in due if when < due_before][:limit]
 
     def list_approvals(
         self, tenant_id: str, keep: InboxFilter, *, limit: int = 50, start: Position | None = None
     ) -> tuple[list[PendingApproval], Position | None]:
-        with self._lock:
-            # As the sparse index holds them: only runs with an inbox key, oldest request first.
+        with self._log.lock:
+            # As the sparse index holds them: only runs waiting for a decision, oldest request
+            # first (then by run id).
             keyed = sorted(
                 (
-                    (key[1], run)
-                    for run in self.runs.values()
-                    if (key := run.inbox_key()) and key[0] == tenant_id
+                    (f"{requested}#{run.run_id}", run)
+                    for (tenant, _), run in self._log.runs.items()
+                    if tenant == tenant_id and (requested := run.decision_requested_at()) is not None
                 ),
                 key=lambda entry: entry[0],
             )
@@ -191,73 +280,6 @@ class FakeRunStore:
         page = waiting[:limit]
         more = len(waiting) > limit
         return [pending for _, pending in page], ({**scope, "after": page[-1][0]} if more else None)
-
-    def get(self, tenant_id: str, run_id: str) -> Run:
-        with self._lock:
-            stored = self.runs.get((tenant_id, run_id))
-            if stored is None:
-                raise NotFound(f"run '{run_id}' not found")
-            return stored.model_copy(deep=True)
-
-    def event_head(self, tenant_id: str, run_id: str) -> tuple[int, RunStatus]:
-        with self._lock:
-            stored = self.runs.get((tenant_id, run_id))
-            if stored is None:
-                raise NotFound(f"run '{run_id}' not found")
-            return stored.last_event_seq, stored.status
-
-    def get_with_definition(self, tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]:
-        with self._lock:
-            run = self.get(tenant_id, run_id)
-            return run, self.definitions[(tenant_id, run_id)].model_copy(deep=True)
-
-    def list_events(
-        self,
-        tenant_id: str,
-        run_id: str,
-        *,
-        since: int = 0,
-        limit: int = 100,
-        types: Sequence[str] = (),
-        run: Run | None = None,
-    ) -> EventPage:
-        with self._lock:
-            current = run if run is not None else self.get(tenant_id, run_id)
-            examined = [e for e in self.events.get((tenant_id, run_id), []) if e.event_seq > since][:limit]
-            wanted = set(types)
-            events = [e.model_copy(deep=True) for e in examined if not wanted or e.event_type in wanted]
-            next_since = examined[-1].event_seq if examined else since
-            return EventPage(
-                events=events, next_since=next_since, has_more=next_since < current.last_event_seq
-            )
-
-    def list_runs(
-        self,
-        tenant_id: str,
-        *,
-        workflow_id: str | None = None,
-        statuses: Sequence[str] = (),
-        created_after: str | None = None,
-        created_before: str | None = None,
-        limit: int = 50,
-        start: Position | None = None,
-        owner_id: str | None = None,
-    ) -> tuple[list[Run], Position | None]:
-        with self._lock:
-            runs = [
-                run
-                for (tenant, _), run in self.runs.items()
-                if tenant == tenant_id
-                and (workflow_id is None or run.workflow_id == workflow_id)
-                and (not statuses or run.status.value in statuses)
-                and (created_after is None or run.created_at > created_after)
-                and (created_before is None or run.created_at < created_before)
-                and (owner_id is None or run.owner_id == owner_id)
-            ]
-            runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-            scope = {"tenant_id": tenant_id, "workflow_id": workflow_id or ""}
-            page, position = _page(runs, lambda r: f"{r.created_at}#{r.run_id}", limit, start, scope)
-            return [run.model_copy(deep=True) for run in page], position
 
 
 @dataclass
@@ -1002,9 +1024,12 @@ def fake_parts(settings: Settings, *, clock: Clock = system_clock) -> Parts:
     real: webhook tests send to receivers on 127.0.0.1)."""
     clients = {name: NoAws(name) for name in ("dynamodb", "sqs", "s3", "ssm")}
     parts = Parts(settings, clock=clock, **clients)
-    parts.__dict__["scheduler_client"] = NoAws("scheduler")
+    parts.give(scheduler_client=NoAws("scheduler"))
+    runs = FakeRunLog(clock=clock)
     fakes = {
-        "runs": FakeRunStore(clock=clock),
+        "runs": runs,
+        "run_outputs": FakeRunOutputs(runs),
+        "run_index": FakeRunIndex(runs),
         "queue": FakeQueue(clock=clock),
         "idempotency": FakeIdempotencyStore(clock=clock),
         "definitions": FakeDefinitionStore(clock=clock),
@@ -1018,5 +1043,5 @@ def fake_parts(settings: Settings, *, clock: Clock = system_clock) -> Parts:
         "api_keys": FakeApiKeyStore(clock=clock),
         "secrets": FakeSecretStore(),
     }
-    parts.__dict__.update(fakes)
+    parts.give(**fakes)
     return parts

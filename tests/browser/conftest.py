@@ -120,6 +120,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         keys = {
             "operator": _create_key(key_env, "olivia", "operator"),
             "viewer": _create_key(key_env, "victor", "viewer"),
+            # No role: submits runs and reads only its own (docs/auth.md, "Owners read their own").
+            "owner": _create_key(key_env, "oscar", ""),
         }
         stack = Stack(base=running.base, origin=running.origin, aws_endpoint=running.aws_endpoint, keys=keys)
         try:

@@ -431,6 +431,26 @@ def test_a_viewer_sees_no_control_buttons(tab: Tab) -> None:
     tab.page.wait_for_selector("text=Your permissions do not include this page.")
 
 
+def test_an_owner_without_the_read_permission_sees_the_graph_and_what_it_leaves_out(tab: Tab) -> None:
+    # Given a run of a caller who holds no permission, which branched
+    response = tab.stack.client("owner").post(
+        "/runs", json={"definition": REVIEW, "inputs": {"order": "B-2", "total": 40}}
+    )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+    tab.stack.wait_status(run_id, "waiting_approval")
+
+    # When its owner opens it (listing the step types needs workflows.runs.read)
+    tab.sign_in("owner")
+    tab.open(f"#/runs/{run_id}")
+    tab.page.wait_for_selector("g.node[data-step-id=review][data-status=waiting]")
+
+    # Then the run and its graph are shown, saying that the branch's targets are not drawn
+    assert statuses(tab)["check"] == "succeeded"
+    assert "are not drawn" in tab.page.inner_text(".graph-box")
+    assert tab.page.locator(".error-box").count() == 0
+
+
 def test_schedules_show_their_last_fire(tab: Tab) -> None:
     # Given a saved workflow with a schedule that fired once and one that has not fired yet
     client = tab.stack.client()

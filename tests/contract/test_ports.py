@@ -7,6 +7,7 @@ the fake does not keep, or the adapter breaks, fails here for one of the two.
 from __future__ import annotations
 
 import base64
+import inspect
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,6 +15,7 @@ from datetime import timedelta
 import boto3
 import pytest
 
+from tests.commits import transition
 from tests.conftest import FakeClock, make_container, make_fake
 from workflows.adapters.dlq import FORGET_MARGIN_SEC
 from workflows.domain.approvals import InboxFilter
@@ -25,6 +27,7 @@ from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.domain.schedules import Schedule
 from workflows.domain.secret_refs import Secret, SecretInfo, SecretUnavailable
 from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
+from workflows.ports import RunIndex, RunLog, RunOutputStore
 from workflows.roots.parts import Parts
 
 T = "t1"
@@ -39,10 +42,7 @@ def parts(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Parts]:
         yield make_fake(clock)
     else:
         env = request.getfixturevalue("aws_env")
-        c = make_container(env, clock)
-        c.__dict__["s3"] = boto3.client("s3")
-        c.__dict__["ssm"] = boto3.client("ssm")
-        yield c
+        yield make_container(env, clock).give(s3=boto3.client("s3"), ssm=boto3.client("ssm"))
 
 
 def _run(run_id: str, clock: FakeClock, *, created: int = 0, **fields: object) -> Run:
@@ -66,17 +66,36 @@ def _uuid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
-# ---- RunStore ------------------------------------------------------------------------------
+# ---- RunLog, RunOutputStore, RunIndex -------------------------------------------------------
+
+# Each run port and the part of `Parts` that implements it; the tests below call every method.
+RUN_PORTS = [(RunLog, "runs"), (RunOutputStore, "run_outputs"), (RunIndex, "run_index")]
+
+
+@pytest.mark.parametrize(("port", "name"), RUN_PORTS, ids=[name for _, name in RUN_PORTS])
+def test_runs_each_part_has_its_ports_methods_as_declared(parts: Parts, port: type, name: str) -> None:
+    """Protocols are not checked at run time: the adapter and the fake each take every method of
+    their port with the port's parameters (names, kinds, defaults)."""
+    part = getattr(parts, name)
+    methods = [m for m, value in vars(port).items() if inspect.isfunction(value) and not m.startswith("_")]
+    assert methods
+    for method in methods:
+        declared = list(inspect.signature(getattr(port, method)).parameters.values())[1:]  # self
+        found = list(inspect.signature(getattr(part, method)).parameters.values())
+        shape = [(p.name, p.kind, p.default) for p in declared]
+        assert [(p.name, p.kind, p.default) for p in found] == shape, f"{type(part).__name__}.{method}"
 
 
 def test_runs_a_transition_on_a_stale_read_is_refused(parts: Parts, clock: FakeClock) -> None:
     runs = parts.runs
     runs.create(_run(_uuid(1), clock), DEFINITION)
     read = runs.get(T, _uuid(1))
-    moved = runs.transition(read, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)])
+    moved = transition(
+        runs, read, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    )
     assert moved.version == read.version + 1
     with pytest.raises(StaleWrite):
-        runs.transition(read, {"status": RunStatus.CANCELLED}, [])
+        transition(runs, read, {"status": RunStatus.CANCELLED}, [])
     assert runs.get(T, _uuid(1)).status == RunStatus.RUNNING
 
 
@@ -88,8 +107,8 @@ def test_runs_a_commit_past_the_item_limit_is_refused_and_changes_nothing(
     read = runs.get(T, _uuid(9))
     output = base64.b64encode(os.urandom(450_000)).decode()  # incompressible
     with pytest.raises(PayloadTooLarge):
-        runs.transition(
-            read, {"step_outputs": {"s1": output}}, [NewEvent(event_type=EventType.STEP_COMPLETED)]
+        transition(
+            runs, read, {"step_outputs": {"s1": output}}, [NewEvent(event_type=EventType.STEP_COMPLETED)]
         )
     assert runs.get(T, _uuid(9)).version == read.version
     assert runs.list_events(T, _uuid(9), since=0, limit=10).events == []
@@ -101,16 +120,17 @@ def test_runs_the_active_index_holds_only_runs_owed_a_next_step(parts: Parts, cl
     for run_id in ids:
         runs.create(_run(run_id, clock), DEFINITION)
     ended = runs.get(T, ids[1])
-    runs.transition(ended, {"status": RunStatus.CANCELLED}, [])
+    transition(runs, ended, {"status": RunStatus.CANCELLED}, [])
     waiting = runs.get(T, ids[2])
     later = "2099-01-01T00:00:00.000Z"
-    runs.transition(waiting, {"status": RunStatus.RUNNING, "wait_until": later}, [])
+    transition(runs, waiting, {"status": RunStatus.RUNNING, "wait_until": later}, [])
     paused = runs.get(T, ids[3])
-    runs.transition(paused, {"status": RunStatus.PAUSED}, [])
-    assert sorted(runs.active("9999", 100)) == [(T, ids[0]), (T, ids[2])]
+    transition(runs, paused, {"status": RunStatus.PAUSED}, [])
+    index = parts.run_index
+    assert sorted(index.active("9999", 100)) == [(T, ids[0]), (T, ids[2])]
     # What waits for a deadline after the bound is not even read.
-    assert runs.active("2098", 100) == [(T, ids[0])]
-    assert len(runs.active("9999", 1)) == 1
+    assert index.active("2098", 100) == [(T, ids[0])]
+    assert len(index.active("9999", 1)) == 1
 
 
 def test_runs_the_approvals_index_holds_only_runs_waiting_for_a_decision(
@@ -130,70 +150,70 @@ def test_runs_the_approvals_index_holds_only_runs_waiting_for_a_decision(
             "timeout_at": "2026-01-02T12:00:00.000Z",
         }
         run = runs.get(tenant, run_id)
-        runs.transition(run, {"status": RunStatus.WAITING_APPROVAL, "approval": request}, [])
+        transition(runs, run, {"status": RunStatus.WAITING_APPROVAL, "approval": request}, [])
         return run_id
 
     # Requested in the order 3, 1, 2: listed oldest request first, whatever the run ids
     second, third, first = waiting(2, ["a", "b"]), waiting(3, [], owner="o"), waiting(1, ["b"])
     waiting(4, ["a"], tenant="t2")
     ended = waiting(5, ["a"])
-    runs.transition(runs.get(T, ended), {"status": RunStatus.CANCELLED, "approval": None}, [])
+    transition(runs, runs.get(T, ended), {"status": RunStatus.CANCELLED, "approval": None}, [])
     paused = waiting(6, ["a"])
-    runs.transition(runs.get(T, paused), {"status": RunStatus.PAUSED}, [])
-    everything, _ = runs.list_approvals(T, InboxFilter())
+    transition(runs, runs.get(T, paused), {"status": RunStatus.PAUSED}, [])
+    everything, _ = parts.run_index.list_approvals(T, InboxFilter())
     assert [p.run_id for p in everything] == [first, second, third]
     assert (everything[1].instructions, everything[1].assignees) == ("check 2", ["a", "b"])
     assert everything[1].expires_at == "2026-01-02T12:00:00.000Z"
 
     def ids(keep: InboxFilter) -> list[str]:
-        return [p.run_id for p in runs.list_approvals(T, keep)[0]]
+        return [p.run_id for p in parts.run_index.list_approvals(T, keep)[0]]
 
     assert ids(InboxFilter(assignee="a")) == [second]
     assert ids(InboxFilter(assignee="a", unassigned=True)) == [second, third]
     assert ids(InboxFilter(assignee="b", owner_id="o")) == [first, second, third]
     assert ids(InboxFilter(assignee="nobody")) == []
-    page, position = runs.list_approvals(T, InboxFilter(), limit=2)
+    page, position = parts.run_index.list_approvals(T, InboxFilter(), limit=2)
     assert [p.run_id for p in page] == [first, second]
     assert position is not None
-    assert [p.run_id for p in runs.list_approvals(T, InboxFilter(), start=position)[0]] == [third]
+    assert [p.run_id for p in parts.run_index.list_approvals(T, InboxFilter(), start=position)[0]] == [third]
     with pytest.raises(InvalidCursor):
-        runs.list_approvals("t2", InboxFilter(), start=position)
+        parts.run_index.list_approvals("t2", InboxFilter(), start=position)
     # A decision takes the run out of the index
-    runs.transition(runs.get(T, second), {"status": RunStatus.RUNNING, "approval": None}, [])
+    transition(runs, runs.get(T, second), {"status": RunStatus.RUNNING, "approval": None}, [])
     assert ids(InboxFilter(assignee="a")) == []
 
 
 def test_runs_outputs_kept_apart_are_read_back_and_found_by_step(parts: Parts, clock: FakeClock) -> None:
-    runs = parts.runs
+    runs, outputs = parts.runs, parts.run_outputs
     runs.create(_run(_uuid(30), clock), DEFINITION)
     big = {"text": "y" * 5000}
-    reference = runs.put_output(T, _uuid(30), big)
+    reference = outputs.put_output(T, _uuid(30), big)
     assert is_ref(reference)
-    assert runs.read_outputs(T, _uuid(30), [reference, reference]) == [big, big]
+    assert outputs.read_outputs(T, _uuid(30), [reference, reference]) == [big, big]
     with pytest.raises(NotFound):
-        runs.read_outputs(T, _uuid(30), [{"$output": {"id": "0" * 16, "bytes": 1}}])
+        outputs.read_outputs(T, _uuid(30), [{"$output": {"id": "0" * 16, "bytes": 1}}])
     with pytest.raises(NotFound):  # another tenant's run cannot name it
-        runs.read_outputs("t2", _uuid(30), [reference])
+        outputs.read_outputs("t2", _uuid(30), [reference])
     run = runs.get(T, _uuid(30))
     for n, output in enumerate([{"n": 1}, reference, {"n": 3}]):
         completed = NewEvent(
             event_type=EventType.STEP_COMPLETED, step_id="a" if n != 2 else "b", payload={"output": output}
         )
-        run = runs.transition(run, {}, [NewEvent(event_type=EventType.STEP_STARTED), completed])
-    assert runs.find_step_output(T, _uuid(30), "a") == (True, reference)  # the latest, as recorded
-    assert runs.find_step_output(T, _uuid(30), "b") == (True, {"n": 3})
-    assert runs.find_step_output(T, _uuid(30), "never") == (False, None)
+        run = transition(runs, run, {}, [NewEvent(event_type=EventType.STEP_STARTED), completed])
+    assert outputs.find_step_output(T, _uuid(30), "a") == (True, reference)  # the latest, as recorded
+    assert outputs.find_step_output(T, _uuid(30), "b") == (True, {"n": 3})
+    assert outputs.find_step_output(T, _uuid(30), "never") == (False, None)
 
 
 def test_runs_an_output_past_the_s3_threshold_goes_to_s3_and_reads_back(
     parts: Parts, clock: FakeClock
 ) -> None:
-    runs = parts.runs
+    runs, outputs = parts.runs, parts.run_outputs
     runs.create(_run(_uuid(31), clock), DEFINITION)
     huge = {"text": base64.b64encode(os.urandom(120_000)).decode()}  # 160 KB that barely compresses
-    reference = runs.put_output(T, _uuid(31), huge)
+    reference = outputs.put_output(T, _uuid(31), huge)
     assert reference["$output"]["s3"] is True  # type: ignore[index]
-    assert runs.read_outputs(T, _uuid(31), [reference]) == [huge]
+    assert outputs.read_outputs(T, _uuid(31), [reference]) == [huge]
 
 
 def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: FakeClock) -> None:
@@ -201,7 +221,7 @@ def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: Fa
     runs.create(_run(_uuid(2), clock), DEFINITION)
     run = runs.get(T, _uuid(2))
     for _ in range(3):
-        run = runs.transition(run, {}, [NewEvent(event_type=EventType.STEP_STARTED)] * 2)
+        run = transition(runs, run, {}, [NewEvent(event_type=EventType.STEP_STARTED)] * 2)
     assert runs.append_events(T, _uuid(2), [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)]) == [7]
     first = runs.list_events(T, _uuid(2), since=0, limit=4)
     rest = runs.list_events(T, _uuid(2), since=first.next_since, limit=4)
@@ -213,25 +233,40 @@ def test_runs_events_are_numbered_without_gaps_and_paged(parts: Parts, clock: Fa
     assert [e.event_seq for e in only.events] == [7]
 
 
+def test_runs_the_definition_is_read_back_with_the_run(parts: Parts, clock: FakeClock) -> None:
+    runs = parts.runs
+    runs.create(_run(_uuid(6), clock), DEFINITION)
+    runs.create(_run(_uuid(7), clock), DEFINITION)  # the same content: the snapshot is shared
+    for run_id in (_uuid(6), _uuid(7)):
+        run, definition = runs.get_with_definition(T, run_id)
+        assert (run.run_id, definition) == (run_id, DEFINITION)
+    _, mine = runs.get_with_definition(T, _uuid(6))
+    mine.steps.clear()  # a definition of its own: the next read is not changed
+    assert runs.get_with_definition(T, _uuid(7))[1] == DEFINITION
+
+
 def test_runs_another_tenant_finds_nothing(parts: Parts, clock: FakeClock) -> None:
     parts.runs.create(_run(_uuid(3), clock), DEFINITION)
     with pytest.raises(NotFound):
         parts.runs.get("t2", _uuid(3))
     with pytest.raises(NotFound):
         parts.runs.get_with_definition("t2", _uuid(3))
-    assert parts.runs.list_runs("t2")[0] == []
+    assert parts.run_index.list_runs("t2")[0] == []
 
 
 def test_runs_the_event_head_follows_commits_and_appends(parts: Parts, clock: FakeClock) -> None:
     runs = parts.runs
     runs.create(_run(_uuid(4), clock), DEFINITION)
     assert runs.event_head(T, _uuid(4)) == (0, RunStatus.QUEUED)
-    run = runs.transition(
-        runs.get(T, _uuid(4)), {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    run = transition(
+        runs,
+        runs.get(T, _uuid(4)),
+        {"status": RunStatus.RUNNING},
+        [NewEvent(event_type=EventType.RUN_STARTED)],
     )
     runs.append_events(T, _uuid(4), [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)] * 2)
     assert runs.event_head(T, _uuid(4)) == (3, RunStatus.RUNNING)
-    runs.transition(runs.get(T, run.run_id), {"status": RunStatus.CANCELLED}, [])
+    transition(runs, runs.get(T, run.run_id), {"status": RunStatus.CANCELLED}, [])
     assert runs.event_head(T, _uuid(4)) == (3, RunStatus.CANCELLED)
     with pytest.raises(NotFound):
         runs.event_head("t2", _uuid(4))
@@ -240,18 +275,18 @@ def test_runs_the_event_head_follows_commits_and_appends(parts: Parts, clock: Fa
 
 
 def test_runs_listing_is_newest_first_filtered_and_paged(parts: Parts, clock: FakeClock) -> None:
-    runs = parts.runs
+    runs, index = parts.runs, parts.run_index
     for n in range(5):
         runs.create(_run(_uuid(10 + n), clock, created=n, owner_id="me" if n % 2 else "you"), DEFINITION)
-    page, position = runs.list_runs(T, limit=2)
+    page, position = index.list_runs(T, limit=2)
     assert [r.run_id for r in page] == [_uuid(14), _uuid(13)]
     assert position is not None
-    rest, _ = runs.list_runs(T, limit=10, start=position)
+    rest, _ = index.list_runs(T, limit=10, start=position)
     assert [r.run_id for r in rest] == [_uuid(12), _uuid(11), _uuid(10)]
-    mine, _ = runs.list_runs(T, owner_id="me", limit=10)
+    mine, _ = index.list_runs(T, owner_id="me", limit=10)
     assert [r.run_id for r in mine] == [_uuid(13), _uuid(11)]
     with pytest.raises(InvalidCursor):
-        runs.list_runs("t2", limit=2, start=position)
+        index.list_runs("t2", limit=2, start=position)
 
 
 # ---- DispatchQueue, IdempotencyStore, QuotaStore --------------------------------------------

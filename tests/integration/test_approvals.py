@@ -17,9 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import AtomicRequests, FakeClock, drain, log_definition, make_fake, settings_from
+from tests.faults import Faulty
 from workflows.api.app import create_app
-from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.run import Run
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -85,6 +84,7 @@ class Api:
 @pytest.fixture
 def api(clock: FakeClock) -> Iterator[Api]:
     c = make_fake(clock, auth_mode="multi_user")
+    c.give(runs=Faulty(c.runs))  # so that a test can make two readers of a run meet
     with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
         yield Api(c, client)
 
@@ -215,18 +215,16 @@ def test_two_approvers_at_the_same_moment_are_both_counted(api: Api) -> None:
     run_id = api.submit(THREE)
     drain(api.c)
     runs = api.c.runs
-    read = runs.get_with_definition
+    assert isinstance(runs, Faulty)
     both_read = threading.Barrier(2, timeout=10)
     first_read: set[int] = set()
 
-    def read_together(tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]:
-        found = read(tenant_id, run_id)
+    def wait_for_the_other(*args: object, **kwargs: object) -> None:
         if threading.get_ident() not in first_read:
             first_read.add(threading.get_ident())
             both_read.wait()  # neither commits before the other has read the same version
-        return found
 
-    runs.get_with_definition = read_together  # type: ignore[method-assign]
+    runs.hook("get_with_definition", wait_for_the_other, after=True, times=None)
     results: dict[str, Any] = {}
 
     def approve(user: str) -> None:
@@ -238,7 +236,7 @@ def test_two_approvers_at_the_same_moment_are_both_counted(api: Api) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    runs.get_with_definition = read  # type: ignore[method-assign]
+    runs.heal()
     # Then one lost the race, read again and was counted: the quorum of two is met
     assert {r.result for r in results.values()} == {"applied"}
     assert sorted(r.approvals for r in results.values()) == [1, 2]

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
+from tests.commits import transition
 from tests.conftest import FakeClock, make_container
 from workflows.adapters.runs import RunRepository, run_pk
 from workflows.domain.definition import WorkflowDefinition
@@ -253,7 +254,7 @@ class CommitProtocol(RuleBasedStateMachine):
                 result = writer.repo.append_events(TENANT, self.run_id, events)
             else:
                 assert view is not None
-                result = writer.repo.transition(view, commit.changes, events)
+                result = transition(writer.repo, view, commit.changes, events)
         except (ProcessKilled, Throttled, StaleWrite) as exc:
             outcome = exc
         fired = writer.client.disarm()
@@ -549,7 +550,7 @@ def test_an_append_racing_a_state_change_without_events_keeps_that_change(
     moved: list[Run] = []
 
     def sweep() -> None:  # between the appender's GetItem of the run and its PutItem
-        moved.append(sweeper.transition(sweeper_view, {"sweeps": 1}, []))
+        moved.append(transition(sweeper, sweeper_view, {"sweeps": 1}, []))
 
     appender_client.arm(None, sweep)
     seqs = appender.append_events(TENANT, "run-1", [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)])

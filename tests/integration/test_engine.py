@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, drain, log_definition
+from tests.commits import transition
+from tests.conftest import FakeClock, api_client, drain, log_definition, make_container
+from tests.faults import Faulty, one_step_left
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.roots.parts import Parts
@@ -43,9 +45,8 @@ def _event_types(container: Parts, run_id: str) -> list[str]:
 
 
 def test_duplicate_kick_changes_nothing(client: TestClient, container: Parts) -> None:
-    container.engine._max_inline = 1
     run_id = _submit(client, log_definition("a", "b"))
-    assert container.engine.process(_kick(run_id, 1)).action == "advanced"
+    assert container.engine.process(_kick(run_id, 1), one_step_left).action == "advanced"
     before = container.runs.get("default", run_id)
 
     # The same message delivered again
@@ -84,13 +85,15 @@ def test_every_step_commits_once_despite_duplicates(client: TestClient, containe
 def test_kick_lost_after_commit_is_resent_after_grace(
     client: TestClient, container: Parts, clock: FakeClock
 ) -> None:
-    # Given a run whose first step committed but whose next kick was never sent
-    container.engine._max_inline = 1  # one step per message, as for steps that call out
+    # Given a run whose first step committed (one step per message, as for steps that call out)
+    # but whose next kick was never sent: the process "died" before sending
+    queue = Faulty(container.queue)
+    container.give(queue=queue)
     run_id = _submit(client, log_definition("a", "b"))
     container.sqs.purge_queue(QueueUrl=container.settings.dispatch_queue_url)
-    container.queue.send = lambda message, delay_seconds=0: None  # type: ignore[method-assign]
-    container.engine.process(_kick(run_id, 1))
-    del container.queue.send  # the process "died" before sending; restore the real method
+    queue.drop("send")
+    container.engine.process(_kick(run_id, 1), one_step_left)
+    assert queue.faults["send"] == 1
 
     # When SQS redelivers the first kick soon after, nothing is re-sent (it may be in flight)
     assert container.engine.process(_kick(run_id, 1)).action == "stale"
@@ -104,8 +107,8 @@ def test_kick_lost_after_commit_is_resent_after_grace(
 def test_terminal_and_paused_runs_ignore_kicks(client: TestClient, container: Parts) -> None:
     run_id = _submit(client, log_definition("a", "b"))
     run = container.runs.get("default", run_id)
-    paused = container.runs.transition(
-        run, {"status": RunStatus.PAUSED}, [NewEvent(event_type=EventType.RUN_PAUSED)]
+    paused = transition(
+        container.runs, run, {"status": RunStatus.PAUSED}, [NewEvent(event_type=EventType.RUN_PAUSED)]
     )
     assert container.engine.process(_kick(run_id, paused.version)).action == "ignored"
     assert container.runs.get("default", run_id).current_step_id == "s1"
@@ -158,10 +161,11 @@ def test_on_failure_routes_to_another_step(client: TestClient, container: Parts)
 
 
 def test_endless_loop_through_a_branch_is_stopped_by_the_step_budget(
-    container: Parts, client: TestClient
+    aws_env: dict[str, str], clock: FakeClock
 ) -> None:
-    # Given a loop a run could leave (through the branch), but whose condition never lets it
-    container.engine._max_steps = 5
+    # Given a loop a run could leave (through the branch), but whose condition never lets it,
+    # and a budget of five steps a run
+    container = make_container(aws_env, clock, max_steps_per_run=5)
     definition = {
         "name": "loop",
         "steps": [
@@ -173,12 +177,13 @@ def test_endless_loop_through_a_branch_is_stopped_by_the_step_budget(
             },
         ],
     }
-    run_id = _submit(client, definition)
-    drain(container)
-    run = container.runs.get("default", run_id)
-    assert run.status == RunStatus.FAILED
-    assert run.status_reason == "max_steps_exceeded"
-    assert run.steps_executed == 5
+    with api_client(container) as client:
+        run_id = _submit(client, definition)
+        drain(container)
+        run = container.runs.get("default", run_id)
+        assert run.status == RunStatus.FAILED
+        assert run.status_reason == "max_steps_exceeded"
+        assert run.steps_executed == 5
 
 
 def test_sandbox_refuses_unsafe_template(client: TestClient, container: Parts) -> None:

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import drain, log_definition
+from tests.faults import Faulty, one_step_left
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import RunStatus
 from workflows.roots.parts import Parts
@@ -42,19 +43,16 @@ def _assert_clean_history(container: Parts, run_id: str, steps: int) -> None:
 def test_crash_after_the_step_ran_before_commit_reruns_the_step_once(
     client: TestClient, container: Parts
 ) -> None:
-    container.engine._max_inline = 1
+    runs = Faulty(container.runs)
+    container.give(runs=runs)
     run_id = _submit(client, "a", "b")
     kick = AdvanceMessage(tenant_id="default", run_id=run_id, version=1)
-    real_transition = container.runs.transition
-
-    def die(*args: object, **kwargs: object) -> object:
-        raise RuntimeError("the Lambda was killed")
 
     # When the process dies between executing the step and committing it
-    container.runs.transition = die  # type: ignore[method-assign]
+    runs.fail("commit", RuntimeError("the Lambda was killed"))
     with pytest.raises(RuntimeError):
-        container.engine.process(kick)
-    container.runs.transition = real_transition  # type: ignore[method-assign]
+        container.engine.process(kick, one_step_left)
+    assert runs.faults["commit"] == 1
     assert container.runs.get("default", run_id).steps_executed == 0  # nothing was recorded
 
     # Then SQS redelivers the same message and the run completes with each step once
@@ -64,7 +62,6 @@ def test_crash_after_the_step_ran_before_commit_reruns_the_step_once(
 
 
 def test_the_same_message_delivered_concurrently_commits_once(client: TestClient, container: Parts) -> None:
-    container.engine._max_inline = 1
     run_id = _submit(client, "a", "b", "c")
     kick = AdvanceMessage(tenant_id="default", run_id=run_id, version=1)
     barrier = threading.Barrier(4)
@@ -72,7 +69,7 @@ def test_the_same_message_delivered_concurrently_commits_once(client: TestClient
 
     def deliver() -> None:
         barrier.wait()
-        actions.append(container.engine.process(kick).action)
+        actions.append(container.engine.process(kick, one_step_left).action)
 
     threads = [threading.Thread(target=deliver) for _ in range(4)]
     for thread in threads:
@@ -88,7 +85,6 @@ def test_the_same_message_delivered_concurrently_commits_once(client: TestClient
 
 
 def test_two_dispatchers_racing_on_every_message(client: TestClient, container: Parts) -> None:
-    container.engine._max_inline = 1
     run_ids = [_submit(client, "a", "b", "c", "d") for _ in range(3)]
     url = container.settings.dispatch_queue_url
 
@@ -104,8 +100,8 @@ def test_two_dispatchers_racing_on_every_message(client: TestClient, container: 
                 return
             for message in messages:
                 kick = AdvanceMessage.from_body(message["Body"])
-                container.engine.process(kick)
-                container.engine.process(kick)
+                container.engine.process(kick, one_step_left)
+                container.engine.process(kick, one_step_left)
                 container.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     threads = [threading.Thread(target=dispatcher) for _ in range(2)]

@@ -4,50 +4,50 @@ process killed in between) is made by the next writer before the run item moves 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, drain, log_definition
-from workflows.adapters.runs import RunRepository, run_pk, stored_events
+from tests.conftest import AtomicRequests, FakeClock, api_client, drain, log_definition, settings_from
+from tests.faults import Faulty, one_step_left
+from workflows.adapters.run_items import run_pk, stored_events
+from workflows.adapters.runs import RunRepository
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.roots.parts import Parts
 
 
 @pytest.fixture
-def container(moto_container: Parts) -> Parts:
-    """These tests read the tables and queues themselves: they run on moto."""
-    return moto_container
+def dynamodb() -> Faulty:
+    """The emulator's DynamoDB client, which a test can make refuse the copies of events."""
+    return Faulty(AtomicRequests(boto3.client("dynamodb")))
 
 
 @pytest.fixture
-def client(moto_client: TestClient) -> TestClient:
-    return moto_client
+def container(aws_env: dict[str, str], clock: FakeClock, dynamodb: Faulty) -> Parts:
+    """These tests read the tables and queues themselves: they run on moto."""
+    return Parts(
+        settings_from(aws_env), clock=clock, dynamodb=dynamodb, sqs=boto3.client("sqs"), s3=boto3.client("s3")
+    )
+
+
+@pytest.fixture
+def client(container: Parts) -> Iterator[TestClient]:
+    with api_client(container) as test_client:
+        yield test_client
 
 
 BASE = "/api/v1/workflows"
 
 
-class EventCopiesFail:
-    """The DynamoDB client, except that writes to the events table fail with `error`."""
-
-    def __init__(self, client: Any, events_table: str, error: Exception) -> None:
-        self._client = client
-        self._events_table = events_table
-        self._error = error
-        self.refused = 0
-
-    def put_item(self, **kwargs: Any) -> Any:
-        if kwargs["TableName"] == self._events_table:
-            self.refused += 1
-            raise self._error
-        return self._client.put_item(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+def refuse_event_copies(dynamodb: Faulty, container: Parts, error: Exception) -> None:
+    """From now on every write to the events table fails with `error` (until `heal`)."""
+    events_table = container.settings.run_events_table
+    dynamodb.fail("put_item", error, times=None, when=lambda **kwargs: kwargs["TableName"] == events_table)
 
 
 def throttled() -> ClientError:
@@ -80,21 +80,20 @@ def submit(client: TestClient, *messages: str) -> str:
 
 
 def test_a_commit_whose_events_could_not_be_copied_still_shows_them_and_the_next_writer_copies_them(
-    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, container: Parts, dynamodb: Faulty
 ) -> None:
-    container.engine._max_inline = 1
     run_id = submit(client, "a", "b", "c")
-    real = container.runs._client
-    faulty = EventCopiesFail(real, container.settings.run_events_table, throttled())
 
     # When the events table throttles every copy while the first step commits
-    monkeypatch.setattr(container.runs, "_client", faulty)
-    outcome = container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1))
-    monkeypatch.setattr(container.runs, "_client", real)
+    refuse_event_copies(dynamodb, container, throttled())
+    outcome = container.engine.process(
+        AdvanceMessage(tenant_id="default", run_id=run_id, version=1), one_step_left
+    )
+    dynamodb.heal()
 
     # Then the step is committed, and a reader sees all of its events though none is stored
     assert outcome.action == "advanced"
-    assert faulty.refused == 1
+    assert dynamodb.faults["put_item"] == 1
     run = container.runs.get("default", run_id)
     assert run.steps_executed == 1
     assert stored_seqs(container, run_id) == []
@@ -113,16 +112,13 @@ def test_a_commit_whose_events_could_not_be_copied_still_shows_them_and_the_next
 
 
 def test_a_process_killed_between_the_commit_and_the_copy_loses_nothing(
-    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+    client: TestClient, container: Parts, dynamodb: Faulty, clock: FakeClock
 ) -> None:
-    container.engine._max_inline = 1
     run_id = submit(client, "a", "b")
-    real = container.runs._client
-    faulty = EventCopiesFail(real, container.settings.run_events_table, RuntimeError("the Lambda was killed"))
-    monkeypatch.setattr(container.runs, "_client", faulty)
+    refuse_event_copies(dynamodb, container, RuntimeError("the Lambda was killed"))
     with pytest.raises(RuntimeError):
-        container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1))
-    monkeypatch.setattr(container.runs, "_client", real)
+        container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1), one_step_left)
+    dynamodb.heal()
     committed = container.runs.get("default", run_id)
     assert committed.steps_executed == 1
     assert stored_seqs(container, run_id) == []
@@ -146,16 +142,12 @@ def test_a_process_killed_between_the_commit_and_the_copy_loses_nothing(
 
 
 def test_a_page_that_ends_before_the_latest_commit_says_there_is_more(
-    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, container: Parts, dynamodb: Faulty
 ) -> None:
-    container.engine._max_inline = 1
     run_id = submit(client, "a", "b")
-    real = container.runs._client
-    monkeypatch.setattr(
-        container.runs, "_client", EventCopiesFail(real, container.settings.run_events_table, throttled())
-    )
-    container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1))
-    monkeypatch.setattr(container.runs, "_client", real)
+    refuse_event_copies(dynamodb, container, throttled())
+    container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1), one_step_left)
+    dynamodb.heal()
     last = container.runs.get("default", run_id).last_event_seq
     assert last >= 2
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.commits import transition
 from tests.conftest import FakeClock, drain, log_definition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import EventType, NewEvent, RunStatus
@@ -48,7 +49,16 @@ class Sleeper:
 @pytest.fixture
 def sleeper(container: Parts, clock: FakeClock) -> Sleeper:
     sleep = Sleeper(clock)
-    container.__dict__["queries"] = RunQueries(container.runs, container.registry, clock=clock, sleep=sleep)
+    container.give(
+        queries=RunQueries(
+            container.runs,
+            container.run_index,
+            container.run_outputs,
+            container.registry,
+            clock=clock,
+            sleep=sleep,
+        )
+    )
     return sleep
 
 
@@ -144,7 +154,7 @@ def test_a_run_that_ends_while_waited_on_answers_at_the_next_check(
 
     def cancel_without_events() -> None:
         run = container.runs.get("default", run_id)
-        container.runs.transition(run, {"status": RunStatus.CANCELLED}, [])
+        transition(container.runs, run, {"status": RunStatus.CANCELLED}, [])
 
     sleeper.during[2] = in_another_thread(cancel_without_events)
     page = client.get(f"{RUNS}/{run_id}/events", params={"since": 0, "wait": 20}).json()
@@ -230,7 +240,14 @@ def test_a_waiting_read_checks_tenant_and_permission_as_the_plain_read(
 ) -> None:
     run_id = queued_run(client)
     sleep = Sleeper(clock)
-    queries = RunQueries(container.runs, container.registry, clock=clock, sleep=sleep)
+    queries = RunQueries(
+        container.runs,
+        container.run_index,
+        container.run_outputs,
+        container.registry,
+        clock=clock,
+        sleep=sleep,
+    )
 
     def wait_as(principal: Principal) -> object:
         return asyncio.run(queries.wait_for_events(principal, run_id, since=0, limit=10, types=[], wait=20))
@@ -278,8 +295,15 @@ def test_an_unknown_event_type_is_422_naming_types_and_the_valid_ones(
 @pytest.fixture
 def moto_sleeper(moto_container: Parts, clock: FakeClock) -> Sleeper:
     sleep = Sleeper(clock)
-    moto_container.__dict__["queries"] = RunQueries(
-        moto_container.runs, moto_container.registry, clock=clock, sleep=sleep
+    moto_container.give(
+        queries=RunQueries(
+            moto_container.runs,
+            moto_container.run_index,
+            moto_container.run_outputs,
+            moto_container.registry,
+            clock=clock,
+            sleep=sleep,
+        )
     )
     return sleep
 

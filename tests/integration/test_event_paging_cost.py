@@ -1,7 +1,8 @@
 """Paging a run's events costs the page, not the history: one Query reading `limit` items.
 
-Histories are written straight into the events table (the item shape RunRepository writes), then
-one page is fetched through the API while every DynamoDB request is counted.
+Histories are written straight into the events table (the item shape the run repository writes,
+run_items.events_item), then one page is fetched through the API while every DynamoDB request
+is counted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import log_definition
-from workflows.adapters.runs import events_item, run_pk
+from workflows.adapters.run_items import events_item, run_pk
 from workflows.domain.run import RunEvent
 from workflows.roots.parts import Parts
 

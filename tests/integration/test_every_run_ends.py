@@ -14,16 +14,17 @@ import pytest
 from pydantic import BaseModel
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_fake
+from tests.faults import Faulty, registry_with
 from tests.receivers import Receiver
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import Run, RunStatus
+from workflows.domain.transitions import Commit
 from workflows.errors import DomainError
 from workflows.roots import dispatch_dlq, dispatcher
 from workflows.roots.parts import Parts
 from workflows.steps.base import StepContext, StepResult, TemplateField
-from workflows.steps.registry import StepRegistry, local_step_types
 
 T = "default"
 CALLER = Principal(T, "admin", ALL_PERMISSIONS)
@@ -43,6 +44,8 @@ class ExplodeStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+    route_fields: tuple[str, ...] = ()
+    rejectable = False
 
     def templates(self, config: BaseModel) -> list[TemplateField]:
         return []
@@ -71,9 +74,16 @@ def receiver() -> Any:
 
 
 def _parts(clock: FakeClock, **settings: Any) -> Parts:
+    """Fake parts with the `explode` step type, whose run and artifact stores can break."""
     parts = make_fake(clock, tenant_concurrency=1, **LOCAL_WEBHOOKS, **settings)
-    parts.__dict__["registry"] = StepRegistry([*local_step_types(), ExplodeStep()])
-    return parts
+    return parts.give(
+        registry=registry_with(ExplodeStep()), runs=Faulty(parts.runs), artifacts=Faulty(parts.artifacts)
+    )
+
+
+def _faulty(part: object) -> Faulty:
+    assert isinstance(part, Faulty)
+    return part
 
 
 def _submit(parts: Parts, steps: list[dict[str, Any]], receiver: Receiver | None = None) -> Run:
@@ -178,30 +188,24 @@ class _Broken(DomainError):
 
 
 def _fail_commits(parts: Parts) -> None:
-    real = parts.runs.transition
+    # Storage refuses every commit of the step's result (an item it will never accept); the
+    # run's failure, which stores no output, goes through.
+    def stores_a_result(commit: Commit) -> bool:
+        return commit.run.step_outputs != commit.read.step_outputs
 
-    def refuse_results(run: Run, changes: Any, events: Any) -> Run:
-        # Storage refuses every commit of the step's result (an item it will never accept);
-        # the run's failure, which stores no output, goes through.
-        if "step_outputs" in changes:
-            raise _Broken("storage refuses this item")
-        return real(run, changes, events)
-
-    parts.runs.transition = refuse_results  # type: ignore[method-assign]
+    _faulty(parts.runs).fail(
+        "commit", lambda: _Broken("storage refuses this item"), times=None, when=stores_a_result
+    )
 
 
 def _fail_artifacts(parts: Parts) -> None:
-    def refuse(*args: object, **kwargs: object) -> Any:
-        raise _Broken("the bucket is unavailable")
-
-    parts.artifacts.save = refuse  # type: ignore[method-assign]
+    _faulty(parts.artifacts).fail("save", lambda: _Broken("the bucket is unavailable"), times=None)
 
 
 def _fail_definition_reads(parts: Parts) -> None:
-    def refuse(*args: object, **kwargs: object) -> Any:
-        raise ValueError("the pinned definition does not validate")
-
-    parts.runs.get_with_definition = refuse  # type: ignore[method-assign]
+    _faulty(parts.runs).fail(
+        "get_with_definition", lambda: ValueError("the pinned definition does not validate"), times=None
+    )
 
 
 CAUSES = {
@@ -242,7 +246,7 @@ def test_a_message_that_fails_on_every_delivery_fails_its_run_on_the_last(
         assert ended.status == RunStatus.FAILED
         assert not [r for r in receiver.requests if r.path == "/done"]
         return
-    parts.runs.__dict__.pop("transition", None)  # storage well again, for the next run
+    _faulty(parts.runs).heal()  # storage well again, for the next run
     _assert_ended(parts, run.run_id, "internal_error", receiver)
 
 

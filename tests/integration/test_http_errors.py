@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import log_definition
+from tests.conftest import FakeClock, api_client, log_definition, make_container
 from workflows.roots.parts import Parts
 
 
@@ -126,11 +126,13 @@ def test_bad_query_parameter_is_422(client: TestClient) -> None:
     assert _error(response)["details"][0]["field"] == "limit"
 
 
-def test_enqueue_failure_fails_the_run_and_answers_503(client: TestClient, container: Parts) -> None:
+def test_enqueue_failure_fails_the_run_and_answers_503(aws_env: dict[str, str], clock: FakeClock) -> None:
     # Given a queue that no longer exists
-    container.queue._url = container.settings.dispatch_queue_url + "-gone"
+    gone = aws_env["WORKFLOWS_DISPATCH_QUEUE_URL"] + "-gone"
+    container = make_container(aws_env, clock, dispatch_queue_url=gone)
     # When a run is submitted
-    response = client.post(RUNS, json={"definition": log_definition("hi")})
+    with api_client(container) as client:
+        response = client.post(RUNS, json={"definition": log_definition("hi")})
     # Then the caller is told to retry, and the stored run is failed rather than queued forever
     assert response.status_code == 503
     assert _error(response)["code"] == "dependency_unavailable"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FakeClock, api_client, drain, log_definition, make_fake
+from tests.faults import Faulty, unwrapped
 from workflows.api.schemas import AdhocRunRequest
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import RunStatus
@@ -26,30 +27,6 @@ KEY = "order-17"
 class Died(BaseException):
     """The process stopped here: nothing after this point of the request runs, not even its
     error handling (a BaseException, so no `except Exception` sees it)."""
-
-
-class FaultAt:
-    """A fake store whose `method` fails once, before or after its call takes effect."""
-
-    def __init__(self, inner: Any, method: str, *, after: bool, fault: BaseException) -> None:
-        self._inner = inner
-        self._method = method
-        self._after = after
-        self._fault = fault
-        self.fired = False
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
-        if name != self._method or self.fired:
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.fired = True
-            if self._after:
-                attribute(*args, **kwargs)
-            raise self._fault
-
-        return call
 
 
 # (point, store, method, whether the call took effect). The fake run store puts the snapshot
@@ -89,20 +66,15 @@ def _first_attempt(parts: Parts, principal: Principal) -> None:
 
 def _faulty(
     clock: FakeClock, store: str, method: str, after: bool, fault: BaseException
-) -> tuple[Parts, FaultAt]:
-    """Fake parts whose services and engine see `store` through a FaultAt; `parts.<store>`
-    itself stays the fake, for the test to read."""
+) -> tuple[Parts, Faulty]:
+    """Fake parts whose `store` fails once at `method`, before or after the call takes effect."""
     parts = make_fake(clock)
-    inner = getattr(parts, store)
-    faulty = FaultAt(inner, method, after=after, fault=fault)
-    parts.__dict__[store] = faulty
-    parts.run_service, parts.engine  # noqa: B018 - built now, around the faulty store
-    parts.__dict__[store] = inner
-    return parts, faulty
+    faulty = Faulty(getattr(parts, store)).fail(method, fault, after=after)
+    return parts.give(**{store: faulty}), faulty
 
 
 def _runs(parts: Parts) -> list[Any]:
-    return list(parts.runs.runs.values())  # type: ignore[attr-defined]
+    return list(unwrapped(parts.runs).runs.values())
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
@@ -115,7 +87,7 @@ def test_a_retry_after_a_fault_is_answered_with_the_one_run(
     principal = _caller(parts)
     with pytest.raises((DependencyUnavailable, Died)):
         _first_attempt(parts, principal)
-    assert faulty.fired
+    assert faulty.faults[method] == 1
     stored_before = [run.run_id for run in _runs(parts)]
 
     # When the client retries with the same key and body (no time passes: no lease to wait on)
@@ -208,10 +180,7 @@ def test_on_dynamodb_a_retry_after_a_death_before_the_kick_finds_the_one_run(mot
     # Given, on the emulated tables, a request that died after its run was put (the run item's
     # conditional put is what makes the claim's named run one run)
     parts = moto_container
-    queue = parts.queue
-    parts.__dict__["queue"] = FaultAt(queue, "send", after=False, fault=Died())
-    parts.run_service, parts.engine  # noqa: B018 - built now, around the faulty queue
-    parts.__dict__["queue"] = queue
+    parts.give(queue=Faulty(parts.queue).fail("send", Died()))
     principal = _caller(parts)
     with pytest.raises(Died):
         _first_attempt(parts, principal)

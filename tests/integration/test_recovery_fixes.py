@@ -12,15 +12,15 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from tests.conftest import FakeClock, drain, make_fake
+from tests.faults import Faulty, one_step_left, registry_with
 from workflows.api.app import create_app
+from workflows.clock import parse_iso as parse_time
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.failures import StepFailed
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import Run, RunStatus
-from workflows.engine.advance import parse_time
 from workflows.roots.parts import Parts
 from workflows.steps.base import StepContext, StepResult, TemplateField
-from workflows.steps.registry import StepRegistry, local_step_types
 
 T = "default"
 CALLER = Principal(T, "admin", ALL_PERMISSIONS)
@@ -41,19 +41,26 @@ def _logs(count: int) -> list[dict[str, Any]]:
 
 
 def _swept_parts(clock: FakeClock) -> Parts:
+    """Fake parts whose queue can lose kicks (`_queue`)."""
     parts = make_fake(clock, sweep_grace_sec=GRACE, sweep_max_rekicks=MAX_REKICKS)
-    parts.engine._max_inline = 1  # one step per kick: every step's commit is followed by a send
-    return parts
+    return parts.give(queue=Faulty(parts.queue))
+
+
+def _queue(parts: Parts) -> Faulty:
+    queue = parts.queue
+    assert isinstance(queue, Faulty)
+    return queue
 
 
 def _process_losing_the_next_kick(parts: Parts) -> None:
-    """Deliver the one visible kick; the kick the engine sends after its commit is dropped."""
+    """Deliver the one visible kick, for one step (every step's commit is followed by a send);
+    the kick the engine sends after its commit is dropped."""
     [message] = parts.queue.receive()
-    parts.queue.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    queue = _queue(parts).drop("send", times=None)
     try:
-        parts.engine.process(message)
+        parts.engine.process(message, one_step_left)
     finally:
-        del parts.queue.send
+        queue.heal()
 
 
 def test_a_run_that_advances_after_each_re_kick_is_never_stalled(clock: FakeClock) -> None:
@@ -87,7 +94,7 @@ def test_a_run_without_progress_across_the_re_kicks_still_fails_stalled(clock: F
     assert parts.sweeper.sweep().rekicked == 1
     _process_losing_the_next_kick(parts)
     assert parts.runs.get(T, run.run_id).sweeps == 0
-    parts.queue.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    _queue(parts).drop("send", times=None)
     # When the sweeper re-kicks it MAX_REKICKS times and it never moves
     for _ in range(MAX_REKICKS):
         clock.advance(GRACE + 1)
@@ -106,12 +113,13 @@ def test_a_run_without_progress_across_the_re_kicks_still_fails_stalled(clock: F
 def test_a_retried_run_starts_its_re_kick_count_again(clock: FakeClock) -> None:
     parts = _swept_parts(clock)
     run = _submit(parts, _logs(2))
-    parts.queue.messages.clear()
-    parts.queue.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    queue = _queue(parts)
+    queue.messages.clear()
+    queue.drop("send", times=None)
     for _ in range(MAX_REKICKS + 1):
         clock.advance(GRACE + 1)
         parts.sweeper.sweep()
-    del parts.queue.send
+    queue.heal()
     assert parts.runs.get(T, run.run_id).status == RunStatus.FAILED
     parts.control_service.act(CALLER, run.run_id, "retry", from_step=None)
     assert parts.runs.get(T, run.run_id).sweeps == 0
@@ -136,6 +144,8 @@ class SlowStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+    route_fields: tuple[str, ...] = ()
+    rejectable = False
 
     def __init__(self, clock: FakeClock) -> None:
         self._clock = clock
@@ -152,9 +162,7 @@ class SlowStep:
 
 
 def _slow_parts(clock: FakeClock) -> Parts:
-    parts = make_fake(clock)
-    parts.__dict__["registry"] = StepRegistry([*local_step_types(), SlowStep(clock)])
-    return parts
+    return make_fake(clock).give(registry=registry_with(SlowStep(clock)))
 
 
 @pytest.mark.parametrize(("outcome", "status"), [("ok", RunStatus.SUCCEEDED), ("fail", RunStatus.FAILED)])

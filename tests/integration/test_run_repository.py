@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.commits import transition
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.errors import StaleWrite
@@ -77,8 +78,8 @@ def test_twenty_concurrent_appends_yield_seqs_1_to_20(container: Parts) -> None:
 
 def test_state_change_and_events_are_written_together(container: Parts) -> None:
     run = _new_run(container)
-    updated = container.runs.transition(
-        run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    updated = transition(
+        container.runs, run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
     )
     assert updated.version == 2
     assert updated.last_event_seq == 1
@@ -89,14 +90,17 @@ def test_state_change_and_events_are_written_together(container: Parts) -> None:
 def test_losing_writer_records_nothing(container: Parts) -> None:
     # Given two writers that read the same version
     run = _new_run(container)
-    container.runs.transition(
-        run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    transition(
+        container.runs, run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
     )
 
     # When the second writes from the stale read
     with pytest.raises(StaleWrite):
-        container.runs.transition(
-            run, {"status": RunStatus.CANCELLED}, [NewEvent(event_type=EventType.RUN_CANCELLED)]
+        transition(
+            container.runs,
+            run,
+            {"status": RunStatus.CANCELLED},
+            [NewEvent(event_type=EventType.RUN_CANCELLED)],
         )
 
     # Then neither its state nor its event exists
@@ -110,8 +114,8 @@ def test_state_change_after_concurrent_append_is_renumbered(container: Parts) ->
     # An append (no state change) between read and write must not make the write stale.
     run = _new_run(container)
     container.runs.append_events(run.tenant_id, run.run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)])
-    updated = container.runs.transition(
-        run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
+    updated = transition(
+        container.runs, run, {"status": RunStatus.RUNNING}, [NewEvent(event_type=EventType.RUN_STARTED)]
     )
     assert updated.last_event_seq == 2
     events = container.runs.list_events(run.tenant_id, run.run_id).events
@@ -247,8 +251,8 @@ def test_events_stored_compressed_and_as_plain_json_before_read_alike(container:
     run = _new_run(container, "run-events")
     current = container.runs.get("t1", "run-events")
     long_payload = {"output": {"message": "x" * 600}}
-    current = container.runs.transition(
-        current, {}, [NewEvent(event_type=EventType.STEP_STARTED, payload=long_payload)]
+    current = transition(
+        container.runs, current, {}, [NewEvent(event_type=EventType.STEP_STARTED, payload=long_payload)]
     )
     table = container.settings.run_events_table
     [compressed] = container.dynamodb.scan(TableName=table)["Items"]

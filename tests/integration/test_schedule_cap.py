@@ -15,11 +15,10 @@ import pytest
 
 from devstack.scheduler import ensure_scheduling
 from tests.conftest import AtomicRequests, FakeClock, log_definition, make_fake, settings_from
-from tests.fakes import FakeScheduleTriggers
+from tests.faults import Faulty
 from workflows.adapters.schedules import counter_key
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
-from workflows.domain.schedules import Schedule
 from workflows.errors import DependencyUnavailable, LimitExceeded
 from workflows.roots.parts import Parts
 
@@ -59,17 +58,6 @@ def _stored(parts: Parts) -> int:
     return len(schedules)
 
 
-class _Unavailable(FakeScheduleTriggers):
-    """EventBridge Scheduler refusing every change while `down`."""
-
-    down = True
-
-    def put(self, schedule: Schedule, *, start_date: datetime | None, create: bool) -> None:
-        if self.down:
-            raise DependencyUnavailable("EventBridge Scheduler is unavailable")
-        super().put(schedule, start_date=start_date, create=create)
-
-
 # ---- on the fakes ------------------------------------------------------------------------
 
 
@@ -94,11 +82,15 @@ def test_a_deleted_schedule_gives_its_place_back(clock: FakeClock) -> None:
 def test_a_create_eventbridge_refuses_gives_its_place_back(clock: FakeClock) -> None:
     parts = make_fake(clock, max_schedules_per_tenant=1)
     workflow_id = _workflow(parts)
-    eventbridge = parts.__dict__["scheduler"] = _Unavailable()
+    # EventBridge Scheduler refuses every change until it is back
+    eventbridge = Faulty(parts.scheduler).fail(
+        "put", lambda: DependencyUnavailable("EventBridge Scheduler is unavailable"), times=None
+    )
+    parts.give(scheduler=eventbridge)
     for _ in range(3):
         with pytest.raises(DependencyUnavailable):
             parts.schedule_service.create(ADA, workflow_id=workflow_id, expression="rate(1 hour)")
-    eventbridge.down = False
+    eventbridge.heal()
     parts.schedule_service.create(ADA, workflow_id=workflow_id, expression="rate(1 hour)")
     assert _stored(parts) == 1
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from devstack.scheduler import ensure_scheduling
 from tests.conftest import API_KEY, AtomicRequests, FakeClock, log_definition, settings_from
+from tests.faults import Faulty
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.domain.definition import WorkflowDefinition
@@ -47,7 +48,8 @@ def container(aws_env: dict[str, str], clock: FakeClock, scheduling: dict[str, s
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
         sqs=boto3.client("sqs"),
         s3=boto3.client("s3"),
-        scheduler=boto3.client("scheduler"),
+        # Delegating to the emulator's client; a test may make it refuse a call.
+        scheduler=Faulty(boto3.client("scheduler")),
     )
     return c
 
@@ -250,22 +252,19 @@ def test_an_unknown_pinned_version_answers_404_naming_version(client: TestClient
     assert fields(response) == ["version"]
 
 
-def test_when_eventbridge_refuses_nothing_is_stored(
-    client: TestClient, container: Parts, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_when_eventbridge_refuses_nothing_is_stored(client: TestClient, container: Parts) -> None:
     workflow_id = saved_workflow(client)
     error = {"Error": {"Code": "ServiceQuotaExceededException", "Message": "too many"}}
-
-    def refuse(**kwargs: Any) -> None:
-        raise ClientError(error, "CreateSchedule")
-
-    monkeypatch.setattr(container.scheduler.client, "create_schedule", refuse)
+    scheduler = container.scheduler_client
+    assert isinstance(scheduler, Faulty)
+    scheduler.fail("create_schedule", lambda: ClientError(error, "CreateSchedule"))
 
     response = client.post(
         f"{BASE}/schedules", json={"workflow_id": workflow_id, "expression": "rate(1 day)"}
     )
 
     assert response.status_code == 503
+    assert scheduler.faults["create_schedule"] == 1
     assert client.get(f"{BASE}/schedules").json()["schedules"] == []
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, make_container
+from tests.faults import Meddling, registry_with
 from tests.receivers import Receiver
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.messages import AdvanceMessage
@@ -18,8 +19,22 @@ CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISS
 
 
 @pytest.fixture
-def hooks(aws_env: dict[str, str], clock: FakeClock) -> Parts:
+def root(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     return make_container(aws_env, clock, **LOCAL_WEBHOOKS)
+
+
+@pytest.fixture
+def webhook(root: Parts) -> Meddling:
+    """The root's webhook step type: something can happen while it calls out."""
+    step = root.registry.get("webhook")
+    assert step is not None
+    return Meddling(step)
+
+
+@pytest.fixture
+def hooks(root: Parts, webhook: Meddling) -> Parts:
+    """The root, its webhook steps the `webhook` fixture's."""
+    return root.give(registry=registry_with(webhook))
 
 
 def _submit(c: Parts, receiver: Receiver) -> str:
@@ -29,16 +44,10 @@ def _submit(c: Parts, receiver: Receiver) -> str:
     return c.run_service.submit(CALLER, definition, {}).run_id
 
 
-def test_the_claim_is_committed_before_the_call(hooks: Parts, receiver: Receiver) -> None:
+def test_the_claim_is_committed_before_the_call(hooks: Parts, webhook: Meddling, receiver: Receiver) -> None:
     run_id = _submit(hooks, receiver)
     seen: list[Any] = []
-    real_execute = hooks.engine._execute
-
-    def observe(step: Any, context: Any) -> Any:
-        seen.append(hooks.runs.get("default", run_id))  # what the table holds during the call
-        return real_execute(step, context)
-
-    hooks.engine._execute = observe  # type: ignore[method-assign]
+    webhook.before = lambda _: seen.append(hooks.runs.get("default", run_id))  # the table, mid-call
     drain(hooks)
     during = seen[0]
     assert during.lease_expires_at is not None
@@ -53,20 +62,17 @@ class Killed(BaseException):
 
 
 def test_a_crash_mid_call_is_picked_up_after_the_lease_expires(
-    hooks: Parts, receiver: Receiver, clock: FakeClock
+    hooks: Parts, webhook: Meddling, receiver: Receiver, clock: FakeClock
 ) -> None:
     run_id = _submit(hooks, receiver)
     kick = AdvanceMessage(tenant_id="default", run_id=run_id, version=1)
-    real_execute = hooks.engine._execute
 
-    def call_then_die(step: Any, context: Any) -> Any:
-        real_execute(step, context)
-        raise Killed  # nothing after this point runs, as when the Lambda is killed
+    def die(_: object) -> None:
+        raise Killed  # nothing after the call runs, as when the Lambda is killed
 
-    hooks.engine._execute = call_then_die  # type: ignore[method-assign]
+    webhook.after = die
     with pytest.raises(Killed):
         hooks.engine.process(kick)
-    del hooks.engine._execute
     hooks.sqs.purge_queue(QueueUrl=hooks.settings.dispatch_queue_url)
 
     # A duplicate while the lease is live does not call again

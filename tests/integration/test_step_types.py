@@ -26,10 +26,15 @@ def test_lists_every_registered_step_type(client: TestClient) -> None:
     items = response.json()["step_types"]
     assert {item["name"] for item in items} == set(NAMES)
     for item in items:
-        assert set(item) == {"name", "description", "schema", "example", "min_engine_version"}
+        assert set(item) == {"name", "description", "schema", "example", "min_engine_version", "routes"}
         assert item["description"]
         assert item["schema"]["type"] == "object"
         assert item["min_engine_version"]
+        # the config fields naming the next step, as the type says: each a field of its schema
+        assert set(item["routes"]) <= set(item["schema"]["properties"])
+    routes = {item["name"]: item["routes"] for item in items}
+    assert routes["branch"] == ["true_next", "false_next"]
+    assert {name for name, fields in routes.items() if fields} == {"branch"}
 
 
 @pytest.mark.parametrize("name", NAMES)

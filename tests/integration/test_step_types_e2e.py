@@ -17,8 +17,6 @@ from tests.receivers import Receiver, Reply
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.roots.parts import Parts
-from workflows.steps.prompt import PromptStep
-from workflows.steps.registry import StepRegistry, local_step_types
 
 CALLER = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
 
@@ -150,9 +148,9 @@ def test_prompt_through_bedrock_converse(aws_env: dict[str, str], clock: FakeClo
                 "inferenceConfig": {"maxTokens": 1024},
             },
         )
-        # This run's prompt step calls Bedrock through the stubbed client.
-        stubbed = PromptStep(c.settings, bedrock_client_factory=lambda: client)
-        c.__dict__["registry"] = StepRegistry(local_step_types(), {"prompt": lambda: stubbed})
+        # The composition root gives its prompt steps this client (a client given to Parts is
+        # used as it is): the run calls Bedrock through the stub.
+        c.give(bedrock_runtime=client)
         definition = {
             "name": "bedrock",
             "steps": [

@@ -23,7 +23,7 @@ from tests.receivers import Reply as ReceiverReply
 from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepType
-from workflows.steps.prompt import PromptConfig, PromptStep, build_prompt_step
+from workflows.steps.prompt import PromptConfig, PromptStep
 
 LLM_KEY = "sk-test-0123456789"
 
@@ -111,6 +111,10 @@ def local_http() -> httpx.Client:
     return httpx.Client(trust_env=False, follow_redirects=False)
 
 
+def no_bedrock() -> Any:
+    raise AssertionError("the Bedrock client must not be built")
+
+
 def context(**overrides: Any) -> StepContext:
     values: dict[str, Any] = {
         "run_id": "run-1",
@@ -128,7 +132,7 @@ def context(**overrides: Any) -> StepContext:
 
 def openai_step(server: FakeLlmServer, **settings: Any) -> PromptStep:
     values: dict[str, Any] = {"llm_base_url": server.url, "llm_api_key": LLM_KEY, **settings}
-    return PromptStep(Settings(**values), http_client_factory=local_http)
+    return PromptStep(Settings(**values), http_client_factory=local_http, bedrock_client_factory=no_bedrock)
 
 
 def run(step: PromptStep, config: dict[str, Any], ctx: StepContext | None = None) -> Any:
@@ -145,7 +149,7 @@ def unused_port() -> int:
 
 
 def test_example_config_validates_and_schema_is_produced() -> None:
-    step: StepType = build_prompt_step(Settings())
+    step: StepType = PromptStep(Settings(), bedrock_client_factory=no_bedrock)
 
     assert step.config_model.model_validate(step.example)
     schema = step.config_model.model_json_schema()
@@ -188,7 +192,7 @@ def test_constructing_and_rendering_creates_no_clients() -> None:
 
 
 def test_without_model_renders_inputs_step_outputs_last_run_and_variables() -> None:
-    step = build_prompt_step(Settings())
+    step = PromptStep(Settings(), bedrock_client_factory=no_bedrock)
     template = (
         "{{ greeting }} {{ inputs.country }} / {{ steps.lookup.output.capital_hint }} / "
         "{{ last.capital_hint }} / {{ run.tenant_id }} / {{ variables.greeting }}"
@@ -201,7 +205,7 @@ def test_without_model_renders_inputs_step_outputs_last_run_and_variables() -> N
 
 
 def test_undefined_variable_fails_the_step_with_template_error() -> None:
-    step = build_prompt_step(Settings())
+    step = PromptStep(Settings(), bedrock_client_factory=no_bedrock)
 
     with pytest.raises(StepFailed) as failure:
         run(step, {"template": "{{ inputs.missing }}"})
@@ -341,7 +345,7 @@ def test_openai_trickling_endpoint_fails_at_the_step_budget(reply: ReceiverReply
     endpoint = Receiver(default=reply)
     try:
         settings = Settings(llm_base_url=endpoint.url("/v1"), llm_api_key=LLM_KEY, llm_timeout_sec=60)
-        step = PromptStep(settings)
+        step = PromptStep(settings, bedrock_client_factory=no_bedrock)
 
         started = time.monotonic()
         with pytest.raises(StepFailed) as failure:
@@ -372,7 +376,7 @@ def test_openai_malformed_response_is_permanent(llm_server: FakeLlmServer, body:
 
 def test_openai_unreachable_endpoint_is_retryable() -> None:
     settings = Settings(llm_base_url=f"http://127.0.0.1:{unused_port()}/v1", llm_timeout_sec=2)
-    step = PromptStep(settings, http_client_factory=local_http)
+    step = PromptStep(settings, http_client_factory=local_http, bedrock_client_factory=no_bedrock)
 
     with pytest.raises(StepFailed) as failure:
         run(step, {"template": "x", "model": "gpt-test"})
@@ -381,7 +385,9 @@ def test_openai_unreachable_endpoint_is_retryable() -> None:
 
 
 def test_openai_without_endpoint_is_a_permanent_configuration_failure() -> None:
-    step = PromptStep(Settings(llm_base_url=""), http_client_factory=local_http)
+    step = PromptStep(
+        Settings(llm_base_url=""), http_client_factory=local_http, bedrock_client_factory=no_bedrock
+    )
 
     with pytest.raises(StepFailed) as failure:
         run(step, {"template": "x", "model": "gpt-test"})
@@ -397,7 +403,7 @@ def test_openai_key_is_read_from_secrets_manager_when_only_the_arn_is_set(
             Name="workflows/llm-key-prompt-test", SecretString="sk-from-secrets-manager"
         )
         settings = Settings(llm_base_url=llm_server.url, llm_api_key_secret_arn=secret["ARN"])
-        step = PromptStep(settings, http_client_factory=local_http)
+        step = PromptStep(settings, http_client_factory=local_http, bedrock_client_factory=no_bedrock)
 
         run(step, {"template": "x", "model": "gpt-test"})
 

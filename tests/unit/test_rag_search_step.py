@@ -21,7 +21,7 @@ from tests.receivers import Reply as ReceiverReply
 from workflows.domain.failures import StepFailed
 from workflows.settings import Settings
 from workflows.steps.base import StepContext, StepResult, StepType
-from workflows.steps.rag_search import RagSearchConfig, RagSearchStep, build_rag_search_step
+from workflows.steps.rag_search import RagSearchConfig, RagSearchStep
 
 RETRIEVAL_KEY = "rk-test-0123456789"
 
@@ -122,7 +122,7 @@ def run(step: RagSearchStep, config: dict[str, Any], ctx: StepContext | None = N
 
 
 def test_example_config_validates_and_schema_is_produced() -> None:
-    step: StepType = build_rag_search_step(Settings())
+    step: StepType = RagSearchStep(Settings(), bedrock_agent_client_factory=refuse)
 
     assert step.config_model.model_validate(step.example)
     schema = step.config_model.model_json_schema()
@@ -213,7 +213,11 @@ def test_http_min_score_filters_and_top_k_truncates(retrieval_server: FakeRetrie
 
 
 def test_http_without_key_sends_no_authorization(retrieval_server: FakeRetrievalServer) -> None:
-    step = RagSearchStep(Settings(retrieval_url=retrieval_server.url), http_client_factory=local_http)
+    step = RagSearchStep(
+        Settings(retrieval_url=retrieval_server.url),
+        http_client_factory=local_http,
+        bedrock_agent_client_factory=refuse,
+    )
 
     result = run(step, {"query": "q"})
 
@@ -304,7 +308,9 @@ def test_http_trickling_endpoint_fails_at_the_step_budget(reply: ReceiverReply) 
 
 
 def test_http_without_url_is_a_permanent_configuration_failure() -> None:
-    step = RagSearchStep(Settings(retrieval_url=""), http_client_factory=local_http)
+    step = RagSearchStep(
+        Settings(retrieval_url=""), http_client_factory=local_http, bedrock_agent_client_factory=refuse
+    )
 
     with pytest.raises(StepFailed) as failure:
         run(step, {"query": "q"})

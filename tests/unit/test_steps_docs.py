@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import Field, create_model
 
+from docsgen import reference
 from tests.conftest import FakeClock, drain
 from workflows.domain.definition import RetryPolicy, StepSpec
 from workflows.roots.parts import Parts
-from workflows.steps import reference
 from workflows.steps.log import LogConfig
 from workflows.steps.registry import parse_config
 

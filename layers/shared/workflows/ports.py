@@ -28,18 +28,21 @@ if TYPE_CHECKING:  # annotations only: a function imports the domain modules it 
     from workflows.domain.run import EventPage, NewEvent, Run, RunStatus
     from workflows.domain.schedules import Schedule
     from workflows.domain.secret_refs import Secret, SecretInfo
+    from workflows.domain.transitions import Commit
     from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 
-Clock = Callable[[], datetime]
 
-
-class RunStore(Protocol):
-    """Runs, their pinned definitions and their event logs (docs/storage.md)."""
+class RunLog(Protocol):
+    """A run's record of truth: the run item with its pinned definition and its event log, moved
+    on by one conditional commit at a time (docs/storage.md)."""
 
     def create(self, run: Run, definition: WorkflowDefinition) -> None: ...
 
-    def transition(self, run: Run, changes: Mapping[str, object], events: Sequence[NewEvent]) -> Run:
-        """Apply `changes` to the run as read and append `events`; StaleWrite if it moved."""
+    def commit(self, commit: Commit) -> Run:
+        """Store `commit.run` over the run as read (`commit.read`) with its events, in one
+        conditional write; the run as stored (its new version, its events numbered). StaleWrite
+        if the run moved since it was read (events appended meanwhile are no move: the commit's
+        events follow them)."""
 
     def append_events(self, tenant_id: str, run_id: str, events: Sequence[NewEvent]) -> list[int]: ...
 
@@ -64,18 +67,10 @@ class RunStore(Protocol):
         run ahead of one). NotFound as `get`."""
         ...
 
-    def list_runs(
-        self,
-        tenant_id: str,
-        *,
-        workflow_id: str | None = None,
-        statuses: Sequence[str] = (),
-        created_after: str | None = None,
-        created_before: str | None = None,
-        limit: int = 50,
-        start: Position | None = None,
-        owner_id: str | None = None,
-    ) -> tuple[list[Run], Position | None]: ...
+
+class RunOutputStore(Protocol):
+    """Step outputs too big for the run item, kept apart and named by references
+    (domain.outputs), and the outputs of steps the run item no longer remembers."""
 
     def put_output(self, tenant_id: str, run_id: str, value: object) -> dict[str, object]:
         """Store an output too big for the run item in an item of its own, before the commit
@@ -92,18 +87,38 @@ class RunStore(Protocol):
         step the run item no longer remembers: (found, output)."""
         ...
 
+
+class RunIndex(Protocol):
+    """Runs found without naming them: a tenant's listings, the runs owed a step, the approvals
+    inbox. Each is kept by the commits of the runs it holds (RunLog.commit)."""
+
+    def list_runs(
+        self,
+        tenant_id: str,
+        *,
+        workflow_id: str | None = None,
+        statuses: Sequence[str] = (),
+        created_after: str | None = None,
+        created_before: str | None = None,
+        limit: int = 50,
+        start: Position | None = None,
+        owner_id: str | None = None,
+    ) -> tuple[list[Run], Position | None]: ...
+
     def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
-        """(tenant_id, run_id) of up to `limit` runs the service owes a next step whose next
-        deadline (`Run.sweep_key`) is before `due_before`: a sparse index of active runs only,
-        so what ended long ago is never read."""
+        """(tenant_id, run_id) of up to `limit` runs the service owes a next step
+        (`Run.owed_step`) that are due before `due_before`: at once, or in a long wait, at its
+        deadline (`Run.long_wait_deadline`). A sparse index of such runs only, so what ended
+        long ago is never read."""
         ...
 
     def list_approvals(
         self, tenant_id: str, keep: InboxFilter, *, limit: int = 50, start: Position | None = None
     ) -> tuple[list[PendingApproval], Position | None]:
         """The tenant's runs waiting for an approval decision that `keep` keeps, oldest request
-        first: a sparse index of waiting runs only (`Run.inbox_key`), so ended and running runs
-        are never read. A filtered page may be short with a position (as `list_runs`)."""
+        first (`Run.decision_requested_at`, then the run id): a sparse index of waiting runs
+        only, so ended and running runs are never read. A filtered page may be short with a
+        position (as `list_runs`)."""
         ...
 
 

@@ -37,6 +37,18 @@ def client(service: str) -> Any:
     return boto3.client(service, config=_S3_CONFIG if service == "s3" else _CONFIG)
 
 
+def step_client(service: str, *, timeout: float) -> Any:
+    """A boto3 client for a step's calls out (Bedrock: `bedrock-runtime`, `bedrock-agent-runtime`):
+    standard retries (`max_attempts=3`: up to 3 after the first); each connect within 10 s (or
+    `timeout`, when shorter), each read within `timeout` (the step type's setting)."""
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=min(10.0, timeout),
+        read_timeout=timeout,
+    )
+    return boto3.client(service, config=config)
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 

@@ -3,7 +3,8 @@
 A run waiting at an approval step carries the request in `Run.approval` (step, instructions,
 assignees, required approvals, the approvals granted so far, when it was requested and when it
 times out); the sparse `approvals` index of the runs table holds exactly those runs
-(`Run.inbox_key`), so an inbox is a key-range Query, never a scan (docs/approvals.md).
+(`Run.decision_requested_at`), so an inbox is a key-range Query, never a scan
+(docs/approvals.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -122,19 +123,30 @@ class WorkflowDefinition(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class StepRouting:
+    """Where a step's type may send a run besides the step's own `on_*` fields (each step type
+    says it: `route_fields` and `rejectable` in steps.base.StepType)."""
+
+    # Config fields naming where a success goes (a branch's `true_next`, `false_next`); when
+    # there are any, the step's `on_success` is not consulted.
+    fields: tuple[str, ...] = ()
+    # A person may reject the step (approval): without an `on_failure`, the rejection ends the run.
+    rejectable: bool = False
+
+
 def endless_loops(
-    definition: WorkflowDefinition,
-    config_routes: Mapping[str, tuple[str, ...]],
-    rejectable: frozenset[str],
+    definition: WorkflowDefinition, routing: Callable[[str], StepRouting]
 ) -> list[dict[str, str]]:
     """Loops no run can ever leave, each named by one of its steps.
 
     A step's routes are where a run may go after it: on success its `on_success` (else the next
-    step, or `_end` after the last), or for a type in `config_routes` (a branch) the targets its
-    config names; on failure its `on_failure` and `on_timeout`; and, for a type a person may
-    reject (`rejectable`: approval) without an `on_failure`, the end of the run. A loop is
-    endless when every route of every step in it stays inside it (a strongly connected group of
-    steps with no route out): it runs until the per-run step guard fails it, so it is refused.
+    step, or `_end` after the last), or, for a type with route fields (`routing(type)` asks the
+    step type: a branch), the targets those fields of its config name; on failure its
+    `on_failure` and `on_timeout`; and, for a type a person may reject (approval) without an
+    `on_failure`, the end of the run. A loop is endless when every route of every step in it
+    stays inside it (a strongly connected group of steps with no route out): it runs until the
+    per-run step guard fails it, so it is refused.
     A loop with any way out (a branch with one target outside, a failure routed out, `_end`)
     stays allowed. A step that fails with no `on_failure` ends the run, but that is an accident,
     not a way out. Routes to unknown steps count as ways out here (they are reported elsewhere).
@@ -145,16 +157,16 @@ def endless_loops(
     def routes(i: int) -> list[int | None]:
         """Each route of step i: the index it leads to, None for one that leaves every loop."""
         step = steps[i]
-        fields = config_routes.get(step.type)
+        kind = routing(step.type)
         targets: list[object]
-        if fields is not None:
-            targets = [step.config.get(name) for name in fields]
+        if kind.fields:
+            targets = [step.config.get(name) for name in kind.fields]
         elif step.on_success is not None:
             targets = [step.on_success]
         else:
             targets = [steps[i + 1].id if i + 1 < len(steps) else END]
         targets += [target for target in (step.on_failure, step.on_timeout) if target is not None]
-        if step.type in rejectable and step.on_failure is None:
+        if kind.rejectable and step.on_failure is None:
             targets.append(END)  # a rejection ends the run
         return [index.get(target) if isinstance(target, str) else None for target in targets]
 

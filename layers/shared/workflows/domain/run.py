@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
-
-from workflows.errors import InvalidState
 
 
 class RunStatus(StrEnum):
@@ -26,43 +22,6 @@ class RunStatus(StrEnum):
 
 SCHEDULE_OWNER_PREFIX = "schedule:"
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
-
-# The only transitions a run may make. `retry` is the one way out of `failed`.
-TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.CANCELLED, RunStatus.FAILED}),
-    RunStatus.RUNNING: frozenset(
-        {
-            RunStatus.PAUSED,
-            RunStatus.WAITING_APPROVAL,
-            RunStatus.SUCCEEDED,
-            RunStatus.FAILED,
-            RunStatus.CANCELLED,
-        }
-    ),
-    # A step already executing when the run was paused still commits; if it was the last
-    # step, the paused run finishes (paused -> succeeded / failed).
-    RunStatus.PAUSED: frozenset(
-        {
-            RunStatus.RUNNING,
-            RunStatus.QUEUED,
-            RunStatus.WAITING_APPROVAL,
-            RunStatus.SUCCEEDED,
-            RunStatus.FAILED,
-            RunStatus.CANCELLED,
-        }
-    ),
-    RunStatus.WAITING_APPROVAL: frozenset(
-        {RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED}
-    ),
-    RunStatus.SUCCEEDED: frozenset(),
-    RunStatus.FAILED: frozenset({RunStatus.RUNNING}),
-    RunStatus.CANCELLED: frozenset(),
-}
-
-
-def check_transition(current: RunStatus, target: RunStatus) -> None:
-    if target not in TRANSITIONS[current]:
-        raise InvalidState(f"a {current.value} run cannot become {target.value}")
 
 
 class EventType(StrEnum):
@@ -102,13 +61,9 @@ class RunEvent(BaseModel):
 
 # Statuses in which the service owes the run its next step (a paused run waits for a person).
 SWEPT = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL})
-# Partitions of the index of active runs (spreads its writes; the sweeper reads each).
-ACTIVE_SHARDS = 8
-# A wait longer than this (an approval, a long delay) files the run under its deadline.
+# A wait longer than this (an approval, a long delay) is looked at by the sweeper only once its
+# deadline has come (Run.long_wait_deadline).
 LONG_WAIT_SECONDS = 3600
-# A commit that moves any of these moves the run on: the sweeper's count of re-kicks starts again
-# (`stalled` means no progress since the last re-kick, not a run that lost a kick now and then).
-PROGRESS_FIELDS = ("status", "current_step_id", "steps_executed", "attempt")
 
 
 def _parse(value: str) -> datetime:
@@ -162,33 +117,31 @@ class Run(BaseModel):
     # The events the run's latest commit appended (set by the repository; not a stored field).
     _latest_events: list[RunEvent] = PrivateAttr(default_factory=list)
 
-    def sweep_key(self) -> tuple[str, str] | None:
-        """The run's place in the sparse index of active runs: (shard, due), None when it is not
-        waiting for anything the service owes it (ended, or paused). `due` is "0" except during
-        a long wait (then its deadline), so an ordinary commit does not rewrite the index entry."""
-        if self.status not in SWEPT:
-            return None
-        shard = str(int(hashlib.sha256(self.run_id.encode()).hexdigest()[:4], 16) % ACTIVE_SHARDS)
-        # Only a long wait moves the run in the index (a key change there is a delete and a put):
-        # the sweeper then skips it until its deadline. Shorter waits are read at every sweep.
+    @property
+    def owed_step(self) -> bool:
+        """Whether the service owes the run its next step: queued, running or waiting for an
+        approval (a decision or its timeout); not once it ended, nor while a person paused it.
+        The sweeper looks only at such runs (engine.sweep)."""
+        return self.status in SWEPT
+
+    def long_wait_deadline(self) -> str | None:
+        """The deadline of the wait the run is in (a delay's end, an approval's timeout) when
+        that wait is longer than LONG_WAIT_SECONDS, else None: nothing is owed such a run before
+        its deadline, so the sweeper need not look at it until then. Shorter waits are looked at
+        every sweep."""
         wait = self.wait_until
         if wait and _parse(wait) - _parse(self.updated_at) > timedelta(seconds=LONG_WAIT_SECONDS):
-            return shard, wait
-        return shard, "0"
+            return wait
+        return None
 
-    def inbox_key(self) -> tuple[str, str] | None:
-        """The run's place in the sparse index of pending approvals: (tenant, "<requested_at>#
-        <run_id>") while it waits for a decision, None otherwise (a paused run cannot be decided).
-        Derived from the run itself, so the commit that suspends the run writes it and the commit
-        that leaves the wait removes it: nothing else writes the index."""
+    def decision_requested_at(self) -> str | None:
+        """When the approval the run waits for was requested, while it waits for a decision;
+        None otherwise (a paused run cannot be decided). Derived from the run itself, so the
+        commit that suspends the run puts it in the approvals inbox and the commit that leaves
+        the wait takes it out: nothing else writes the inbox."""
         if self.status != RunStatus.WAITING_APPROVAL or not self.approval:
             return None
-        return self.tenant_id, f"{self.approval.get('requested_at', self.updated_at)}#{self.run_id}"
-
-    def with_progress(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """`changes`, with the sweeper's count reset when they move the run on (PROGRESS_FIELDS)."""
-        moved = any(name in changes and changes[name] != getattr(self, name) for name in PROGRESS_FIELDS)
-        return {**changes, "sweeps": 0} if moved and self.sweeps else dict(changes)
+        return str(self.approval.get("requested_at", self.updated_at))
 
     def last_activity(self) -> str:
         """The latest moment the service promised to act on the run by: its last write, or a

@@ -23,14 +23,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain import transitions
 from workflows.domain.approvals import quorum
 from workflows.domain.backoff import attempts, full_jitter
+from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.failures import StepFailed
-from workflows.domain.messages import AdvanceMessage
-from workflows.domain.run import TRANSITIONS, EventType, NewEvent, Run, RunStatus, check_transition
-from workflows.engine.advance import Engine, RunOutputs, parse_time
+from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.domain.transitions import Commit
+from workflows.engine.endings import Endings
+from workflows.engine.kicks import Kicks
+from workflows.engine.outcomes import StepCommits
+from workflows.engine.outputs import RunOutputs
 from workflows.errors import InvalidState, NotFound, StaleWrite, ValidationFailed
-from workflows.ports import DispatchQueue, RunStore
+from workflows.ports import RunLog, RunOutputStore
 from workflows.steps.base import StepResult
 from workflows.steps.registry import canonical_type
 
@@ -53,10 +58,21 @@ class ControlResult:
 
 
 class RunControl:
-    def __init__(self, runs: RunStore, queue: DispatchQueue, engine: Engine, *, clock: Clock = system_clock):
+    def __init__(
+        self,
+        runs: RunLog,
+        outputs: RunOutputStore,
+        kicks: Kicks,
+        commits: StepCommits,
+        endings: Endings,
+        *,
+        clock: Clock = system_clock,
+    ):
         self._runs = runs
-        self._queue = queue
-        self._engine = engine
+        self._outputs = outputs
+        self._kicks = kicks
+        self._commits = commits
+        self._endings = endings
         self._clock = clock
 
     def act(
@@ -120,37 +136,30 @@ class RunControl:
             # Each decision's event names its approver and the count so far.
             payload = {**decided, "approvals": len(approvers), "required_approvals": required}
             output = {**decided, "approvers": approvers}
-            changes: dict[str, Any] = {"status": RunStatus.RUNNING, "next_wake_at": None}
+            if decision == "approve":
+                event = NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=payload)
+            else:
+                event = NewEvent(event_type=EventType.APPROVAL_REJECTED, step_id=step_id, payload=payload)
             try:
                 if decision == "approve" and len(approvers) < required:
                     # Short of the quorum: record the approval; the run keeps waiting.
-                    updated = self._runs.transition(
-                        run,
-                        {"approval": {**request, "approvals": granted}},
-                        [NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=payload)],
-                    )
-                elif decision == "approve":
-                    events = [
-                        NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=payload)
-                    ]
-                    updated = self._engine.complete_step(
-                        run, definition, step, StepResult(output=output), changes, events
-                    )
+                    commit = transitions.record_approval(run, granted, event, now=self._clock())
+                    updated, kick = self._runs.commit(commit), commit.kick
                 else:
-                    events = [
-                        NewEvent(event_type=EventType.APPROVAL_REJECTED, step_id=step_id, payload=payload)
-                    ]
-                    failure = StepFailed("approval_rejected", f"rejected by {actor}", retryable=False)
-                    updated = self._engine.fail_step(
-                        run, definition, step, failure, changes, events, output=output
-                    )
+                    if decision == "approve":
+                        build = self._commits.succeeded(
+                            run, definition, step, StepResult(output=output), cause=[event]
+                        )
+                    else:
+                        failure = StepFailed("approval_rejected", f"rejected by {actor}", retryable=False)
+                        build = self._commits.failed(run, step, failure, output=output, cause=[event])
+                    written = self._commits.write(run, build)
+                    updated, kick = written.run, written.kick
             except StaleWrite:
                 continue  # another decision (or the engine) moved the run: read it again, recount
-            if updated.status == RunStatus.WAITING_APPROVAL:
-                self._kick_at_deadline(updated)
-            self._kick_if_running(updated)
+            self._kicks.send(updated, kick)
             if updated.is_terminal:
-                self._engine.finished(updated, definition)
+                self._endings.finished(updated, definition)
             return ControlResult(run_id, action, "applied", updated.status.value, len(approvers), required)
         raise StaleWrite(f"run {run_id} kept changing; try again")
 
@@ -159,10 +168,10 @@ class RunControl:
         their decision gets the same answer whatever the run did after it (routed on, failed,
         finished). The decision is the step's output, recorded in the step's last event whether
         it ended the run or not (Engine.fail_step)."""
-        found, output = self._runs.find_step_output(run.tenant_id, run.run_id, step_id)
+        found, output = self._outputs.find_step_output(run.tenant_id, run.run_id, step_id)
         if not found:
             return False
-        output = RunOutputs(self._runs, run).resolve(output)
+        output = RunOutputs(self._outputs, run).resolve(output)
         if not isinstance(output, dict) or output.get("decision") != decision:
             return False
         if decision == "approve":
@@ -172,60 +181,16 @@ class RunControl:
     # ---- actions ---------------------------------------------------------------------
 
     def _pause(self, run: Run, actor: str, _: str | None) -> ControlResult:
-        if run.status == RunStatus.PAUSED:
-            return self._already(run, "pause")
-        self._refuse_unless(run, "pause", RunStatus.PAUSED)
-        updated = self._runs.transition(
-            run,
-            {"status": RunStatus.PAUSED, "paused_from": run.status},
-            [NewEvent(event_type=EventType.RUN_PAUSED, payload={"actor": actor, "from": run.status.value})],
-        )
-        return ControlResult(run.run_id, "pause", "applied", updated.status.value)
+        return self._apply(run, "pause", transitions.pause(run, actor=actor))
 
     def _resume(self, run: Run, actor: str, _: str | None) -> ControlResult:
-        if run.status != RunStatus.PAUSED:
-            if run.is_terminal:
-                raise self._invalid(run, "resume")
-            return self._already(run, "resume")
-        target = run.paused_from or (RunStatus.RUNNING if run.started_at else RunStatus.QUEUED)
-        check_transition(run.status, target)
-        updated = self._runs.transition(
-            run,
-            run.with_progress({"status": target, "paused_from": None}),
-            [NewEvent(event_type=EventType.RUN_RESUMED, payload={"actor": actor, "to": target.value})],
-        )
-        self._kick(updated)
-        return ControlResult(run.run_id, "resume", "applied", updated.status.value)
+        return self._apply(run, "resume", transitions.resume(run, actor=actor, now=self._clock()))
 
     def _cancel(self, run: Run, actor: str, _: str | None) -> ControlResult:
-        if run.status == RunStatus.CANCELLED:
-            return self._already(run, "cancel")
-        self._refuse_unless(run, "cancel", RunStatus.CANCELLED)
-        now = iso(self._clock())
-        updated = self._runs.transition(
-            run,
-            {
-                "status": RunStatus.CANCELLED,
-                "ended_at": now,
-                "status_reason": "cancelled",
-                "paused_from": None,
-                "wait_until": None,
-                "next_wake_at": None,
-            },
-            [
-                NewEvent(event_type=EventType.CANCEL_ACKNOWLEDGED, payload={"actor": actor}),
-                NewEvent(
-                    event_type=EventType.RUN_CANCELLED,
-                    payload={"actor": actor, "step_id": run.current_step_id},
-                ),
-            ],
-        )
-        definition = self._runs.get_with_definition(run.tenant_id, run.run_id)[1]
-        self._engine.finished(updated, definition)
-        return ControlResult(run.run_id, "cancel", "applied", updated.status.value)
+        return self._apply(run, "cancel", transitions.cancel(run, actor=actor, now=self._clock()))
 
     def _retry(self, run: Run, actor: str, from_step: str | None) -> ControlResult:
-        self._refuse_unless(run, "retry", RunStatus.RUNNING, only_from=RunStatus.FAILED)
+        transitions.leads(transitions.Action.RETRY_FROM, run.status)  # 409 before any read
         _, definition = self._runs.get_with_definition(run.tenant_id, run.run_id)
         failed_step = (run.error or {}).get("step_id") or run.current_step_id or definition.first_step_id()
         start = from_step or failed_step
@@ -234,66 +199,22 @@ class RunControl:
                 f"from_step: run has no step '{start}'",
                 details=[{"field": "from_step", "message": "unknown step"}],
             )
-        updated = self._runs.transition(
-            run,
-            run.with_progress(
-                {
-                    "status": RunStatus.RUNNING,
-                    "current_step_id": start,
-                    "attempt": 1,
-                    "error": None,
-                    "status_reason": None,
-                    "ended_at": None,
-                    "wait_until": None,
-                    "next_wake_at": None,
-                    "approval": None,
-                }
-            ),
-            [
-                NewEvent(
-                    event_type=EventType.RUN_RESUMED,
-                    payload={"actor": actor, "reason": "retry", "from_step": start},
-                )
-            ],
-        )
-        self._kick(updated)
-        return ControlResult(run.run_id, "retry", "applied", updated.status.value)
+        return self._apply(run, "retry", transitions.retry_from(run, start, actor=actor), definition)
 
-    # ---- helpers -----------------------------------------------------------------------
-
-    def _kick(self, run: Run) -> None:
-        self._queue.send(AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version))
-
-    def _kick_if_running(self, run: Run) -> None:
-        if run.status == RunStatus.RUNNING:
-            self._kick(run)
-
-    def _kick_at_deadline(self, run: Run) -> None:
-        """An approval short of its quorum moved the run's version, which makes the timeout's
-        pending kick stale: send the one that will find the deadline (chained past 15 minutes)."""
-        delay = 0.0
-        if run.wait_until:
-            delay = max(0.0, (parse_time(run.wait_until) - self._clock()).total_seconds())
-        message = AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version)
-        self._queue.send(message, delay_seconds=round(delay))
-
-    @staticmethod
-    def _already(run: Run, action: str) -> ControlResult:
-        return ControlResult(run.run_id, action, "already_applied", run.status.value)
-
-    @staticmethod
-    def _invalid(run: Run, action: str) -> InvalidState:
-        return InvalidState(
-            f"cannot {action} a {run.status.value} run",
-            details=[{"field": "status", "message": run.status.value}],
-        )
-
-    def _refuse_unless(
-        self, run: Run, action: str, target: RunStatus, *, only_from: RunStatus | None = None
-    ) -> None:
-        allowed = run.status == only_from if only_from else target in TRANSITIONS[run.status]
-        if not allowed:
-            raise self._invalid(run, action)
+    def _apply(
+        self, run: Run, action: str, commit: Commit | None, definition: WorkflowDefinition | None = None
+    ) -> ControlResult:
+        """Write the action's commit, send its kick, and see a run it ended off; an action the
+        run is already past (None) answers `already_applied`."""
+        if commit is None:
+            return ControlResult(run.run_id, action, "already_applied", run.status.value)
+        updated = self._runs.commit(commit)
+        self._kicks.send(updated, commit.kick)
+        if updated.is_terminal:
+            if definition is None:
+                definition = self._runs.get_with_definition(run.tenant_id, run.run_id)[1]
+            self._endings.finished(updated, definition)
+        return ControlResult(run.run_id, action, "applied", updated.status.value)
 
 
 def _decision_delay(attempt: int) -> float:

@@ -3,35 +3,37 @@
 A kick can be lost: the process dies between a commit and the send of the next kick, a delayed
 message is dropped, a redelivery comes back too late to be believed. The run then sits in
 `queued`, `running` or `waiting_approval` with nothing on its way. Every few minutes
-(SweeperFunction) the sweeper reads the sparse index of such runs (`RunStore.active`: what
+(SweeperFunction) the sweeper reads the sparse index of such runs (`RunIndex.active`: what
 ended is never read), and for each one whose last write and every wake-up it scheduled lie
 more than `sweep_grace_sec` in the past it commits a re-kick (a new version, so a late original
 kick is stale) and sends a kick for it. A run re-kicked `sweep_max_rekicks` times in a row fails
 with `stalled` through `Engine.give_up` (events, slot, completion webhook): the count (`sweeps`)
-starts again at every commit that moves the run on (`Run.with_progress`), so only a run that made
-no progress since the last re-kick stalls.
+starts again at every commit that moves the run on (domain.transitions), so only a run that
+made no progress since the last re-kick stalls.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from workflows.clock import Clock, iso, system_clock
-from workflows.domain.messages import AdvanceMessage
+from workflows.domain import transitions
 from workflows.domain.run import SWEPT
+from workflows.domain.transitions import RunError
+from workflows.engine.kicks import Kicks
 from workflows.errors import DomainError, NotFound, StaleWrite
 from workflows.observability import logger, metrics
-from workflows.ports import DispatchQueue, RunStore
+from workflows.ports import RunIndex, RunLog
 
 STALLED = "stalled"
 
 
 class GivesUp(Protocol):
-    """The engine's way to fail a run (engine.advance.Engine.give_up)."""
+    """The way the service fails a run (engine.endings.Endings.give_up)."""
 
-    def give_up(self, tenant_id: str, run_id: str, error: dict[str, Any]) -> object: ...
+    def give_up(self, tenant_id: str, run_id: str, error: RunError) -> object: ...
 
 
 @dataclass
@@ -45,9 +47,10 @@ class SweepReport:
 class Sweeper:
     def __init__(
         self,
-        runs: RunStore,
-        queue: DispatchQueue,
-        engine: GivesUp,
+        runs: RunLog,
+        index: RunIndex,
+        kicks: Kicks,
+        endings: GivesUp,
         *,
         grace_seconds: float,
         max_rekicks: int,
@@ -55,8 +58,9 @@ class Sweeper:
         batch: int = 1000,
     ) -> None:
         self._runs = runs
-        self._queue = queue
-        self._engine = engine
+        self._index = index
+        self._kicks = kicks
+        self._endings = endings
         self._grace = timedelta(seconds=grace_seconds)
         self._max_rekicks = max_rekicks
         self._clock = clock
@@ -65,7 +69,7 @@ class Sweeper:
     def sweep(self) -> SweepReport:
         report = SweepReport()
         cutoff = iso(self._clock() - self._grace)
-        for tenant_id, run_id in self._runs.active(cutoff, self._batch):
+        for tenant_id, run_id in self._index.active(cutoff, self._batch):
             report.candidates += 1
             try:
                 self._sweep(tenant_id, run_id, cutoff, report)
@@ -91,18 +95,19 @@ class Sweeper:
             return  # it moved, or what it waits for is still ahead
         keys = {"run_id": run_id, "tenant_id": tenant_id, "status": run.status.value, "sweeps": run.sweeps}
         if run.sweeps >= self._max_rekicks:
-            error = {
+            error: RunError = {
                 "code": STALLED,
                 "message": f"the run made no progress after {run.sweeps} re-kicks by the sweeper",
             }
             logger.error("run stalled; failing it", extra=keys)
-            self._engine.give_up(tenant_id, run_id, error)
+            self._endings.give_up(tenant_id, run_id, error)
             report.stalled += 1
             return
+        commit = transitions.rekick(run)
         try:
-            moved = self._runs.transition(run, {"sweeps": run.sweeps + 1}, [])
+            moved = self._runs.commit(commit)
         except StaleWrite:
             return  # it moved while we looked: not lost
-        self._queue.send(AdvanceMessage(tenant_id=tenant_id, run_id=run_id, version=moved.version))
+        self._kicks.send(moved, commit.kick)
         logger.warning("run had no activity past its grace period; re-kicked", extra=keys)
         report.rekicked += 1

@@ -3,7 +3,7 @@
 A message lands here after the dispatch queue delivered it `maxReceiveCount` times without
 success (the dispatcher fails the run itself on the last delivery, so this is the net under
 that net: the failing write failed too, or the function timed out on every delivery). Each run
-message fails its run with `internal_error` (`Engine.give_up`: events, slot, completion
+message fails its run with `internal_error` (`Endings.give_up`: events, slot, completion
 webhook); a schedule fire is logged at ERROR (its schedule fires again on its next tick); a body
 that does not parse is logged at ERROR and dropped. Logged with the message id, the correlation
 id the run's error names.
@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workflows.domain.messages import StartScheduledRun, parse_message
-from workflows.engine.advance import internal_error
+from workflows.engine.endings import internal_error
 from workflows.observability import logger, metrics, tracer
 from workflows.roots.parts import Parts
 from workflows.settings import get_settings
@@ -57,9 +57,9 @@ def record_handler(record: SQSRecord) -> str:
         extra={**keys, "run_id": message.run_id, "tenant_id": message.tenant_id},
     )
     error = internal_error("the run's dispatch message failed on every delivery", record.message_id)
-    outcome = parts().engine.give_up(message.tenant_id, message.run_id, error)
+    outcome = parts().endings.give_up(message.tenant_id, message.run_id, error)
     metrics.add_metric(name="DispatchDeadLetters", unit="Count", value=1)
-    return outcome.action
+    return outcome
 
 
 @logger.inject_lambda_context(clear_state=True)

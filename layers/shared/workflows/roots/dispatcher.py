@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from workflows.domain.messages import StartScheduledRun, parse_message
-from workflows.observability import logger, metrics, tracer
+from workflows.observability import count, logger, metrics, tracer
 from workflows.roots.parts import Parts
 from workflows.settings import get_settings
 
@@ -49,7 +49,7 @@ def work_record(record: SQSRecord, remaining_ms: RemainingMs) -> str:
             logger.thread_safe_append_keys(schedule_id=message.schedule_id, tenant_id=message.tenant_id)
             fired = parts().schedule_service.fire(message)
             logger.info("schedule fired", extra={"result": fired.result, "reason": fired.reason})
-            metrics.add_metric(name=f"ScheduleFire_{fired.result}", unit="Count", value=1)
+            count("ScheduleFires", result=fired.result)
             return fired.result
         logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
         receives = record.attributes.approximate_receive_count
@@ -60,7 +60,7 @@ def work_record(record: SQSRecord, remaining_ms: RemainingMs) -> str:
             correlation_id=record.message_id,
         )
         logger.info("kick processed", extra={"action": outcome.action, "run_status": outcome.run_status})
-        metrics.add_metric(name=f"Kick_{outcome.action}", unit="Count", value=1)
+        count("Kicks", action=outcome.action)
         return outcome.action
     finally:
         logger.thread_safe_clear_keys()

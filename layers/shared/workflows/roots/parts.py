@@ -6,12 +6,15 @@ dispatcher never builds the HTTP edge's services, the DLQ worker never builds th
 modules that only some invocations need are imported inside the property that builds them
 (cold start). Everything below the roots gets its dependencies as typed constructor arguments.
 
-Tests and the local stack build a `Parts` around their own clients (moto) or the in-memory fakes.
+Tests and the local stack build a `Parts` around their own clients (moto) or the in-memory fakes,
+and may give it any part ready-made (`parts=` or `give`): a fake, a port wrapped to inject a fault,
+a registry with a step type of their own.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,9 @@ if TYPE_CHECKING:
     from workflows.domain.secret_refs import Secret
     from workflows.engine.advance import Engine
     from workflows.engine.control import RunControl
+    from workflows.engine.endings import Endings
+    from workflows.engine.kicks import Kicks
+    from workflows.engine.outcomes import StepCommits
     from workflows.engine.shares import TenantShares
     from workflows.engine.slots import TenantSlots
     from workflows.engine.sweep import Sweeper
@@ -38,7 +44,9 @@ if TYPE_CHECKING:
         DlqStore,
         IdempotencyStore,
         QuotaStore,
-        RunStore,
+        RunIndex,
+        RunLog,
+        RunOutputStore,
         ScheduleStore,
         ScheduleTriggers,
         ShareStore,
@@ -67,8 +75,8 @@ Client = Any
 
 
 class Parts:
-    """One function's parts. Clients given here (tests, the local stack) are used as they are;
-    the others are AWS's, made when first needed."""
+    """One function's parts. Clients and parts given here (tests, the local stack) are used as
+    they are; the others are built when first needed (AWS's clients, the adapters around them)."""
 
     def __init__(
         self,
@@ -80,12 +88,24 @@ class Parts:
         s3: Client | None = None,
         scheduler: Client | None = None,
         ssm: Client | None = None,
+        parts: Mapping[str, object] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         given = {"dynamodb": dynamodb, "sqs": sqs, "s3": s3, "scheduler_client": scheduler, "ssm": ssm}
-        # cached_property reads the instance's own attribute first: a given client is kept.
-        self.__dict__.update({name: client for name, client in given.items() if client is not None})
+        self.give(**{name: client for name, client in given.items() if client is not None})
+        self.give(**(parts or {}))
+
+    def give(self, **parts: object) -> Parts:
+        """Use these parts as they are instead of building them: each name is one of the parts
+        below (`runs`, `queue`, `registry`, `queries`, `dynamodb`...). Give a part before the
+        parts built from it (the engine holds the queue it was built with)."""
+        for name, part in parts.items():
+            if not isinstance(getattr(type(self), name, None), cached_property):
+                raise TypeError(f"Parts has no part named {name!r}")
+            # cached_property reads the instance's own attribute first: a given part is kept.
+            self.__dict__[name] = part
+        return self
 
     # ---- AWS clients -------------------------------------------------------------------
 
@@ -109,10 +129,21 @@ class Parts:
     def scheduler_client(self) -> Client:
         return aws.client("scheduler")
 
+    @cached_property
+    def bedrock_runtime(self) -> Client:
+        """Prompt steps' Bedrock client: built by the first call to a Bedrock model."""
+        return aws.step_client("bedrock-runtime", timeout=self.settings.llm_timeout_sec)
+
+    @cached_property
+    def bedrock_agent_runtime(self) -> Client:
+        """rag_search steps' knowledge-base client: built by the first `bedrock_kb` search."""
+        return aws.step_client("bedrock-agent-runtime", timeout=self.settings.retrieval_timeout_sec)
+
     # ---- adapters ----------------------------------------------------------------------
 
     @cached_property
-    def runs(self) -> RunStore:
+    def runs(self) -> RunLog:
+        """Runs' record of truth: the run item, its pinned definition, its events."""
         from workflows.adapters.runs import RunRepository
 
         s = self.settings
@@ -122,10 +153,30 @@ class Parts:
             s.run_events_table,
             clock=self.clock,
             retention_days=s.run_retention_days,
+        )
+
+    @cached_property
+    def run_outputs(self) -> RunOutputStore:
+        from workflows.adapters.run_outputs import RunOutputRepository
+
+        s = self.settings
+        return RunOutputRepository(
+            self.dynamodb,
+            s.runs_table,
+            s.run_events_table,
+            clock=self.clock,
+            retention_days=s.run_retention_days,
             # Built for the first output big enough for S3 (cold start).
             s3=lambda: self.s3,
             bucket=s.artifacts_bucket,
         )
+
+    @cached_property
+    def run_index(self) -> RunIndex:
+        """Listings, the runs owed a step (the sweeper), the approvals inbox."""
+        from workflows.adapters.run_index import RunIndexRepository
+
+        return RunIndexRepository(self.dynamodb, self.settings.runs_table)
 
     @cached_property
     def queue(self) -> DispatchQueue:
@@ -227,17 +278,23 @@ class Parts:
 
     @cached_property
     def registry(self) -> StepRegistry:
-        """The step types; the ones that call out are built for the first definition using one."""
+        """The step types; the ones that call out are built for the first definition using one,
+        and get their AWS clients as factories: a client is made by the first call that needs it
+        (most runs never call Bedrock)."""
 
         def prompt() -> StepType:
-            from workflows.steps.prompt import build_prompt_step
+            from workflows.steps.prompt import PromptStep
 
-            return build_prompt_step(self.settings)
+            return PromptStep(self.settings, bedrock_client_factory=lambda: self.bedrock_runtime)
 
         def rag_search() -> StepType:
-            from workflows.steps.rag_search import build_rag_search_step
+            from workflows.steps.rag_search import RagSearchStep
 
-            return build_rag_search_step(self.settings, corpus=self.corpus)
+            return RagSearchStep(
+                self.settings,
+                bedrock_agent_client_factory=lambda: self.bedrock_agent_runtime,
+                corpus=self.corpus,
+            )
 
         def webhook() -> StepType:
             from workflows.steps.webhook import WebhookStep
@@ -261,20 +318,39 @@ class Parts:
         s = self.settings
         return Engine(
             self.runs,
-            self.queue,
+            self.run_outputs,
+            self.kicks,
             self.registry,
+            self.step_commits,
+            self.endings,
             clock=self.clock,
             max_steps_per_run=s.max_steps_per_run,
-            # Factories: most runs save no artifact and notify nobody, so the S3 client and the
-            # webhook delivery code are built when the first run needs them.
-            artifacts=lambda: self.artifacts,
-            notifier=lambda: self.notifier,
             slots=self.slots,
             slot_recheck_seconds=s.tenant_concurrency_recheck_sec,
             max_receives=s.dispatch_max_receive_count,
             sweep_grace_seconds=s.sweep_grace_sec,
             shares=self.shares,
         )
+
+    @cached_property
+    def kicks(self) -> Kicks:
+        from workflows.engine.kicks import Kicks
+
+        return Kicks(self.queue)
+
+    @cached_property
+    def step_commits(self) -> StepCommits:
+        from workflows.engine.outcomes import StepCommits
+
+        # A factory: most runs save no artifact, so the S3 client is built for the first that does.
+        return StepCommits(self.runs, self.run_outputs, artifacts=lambda: self.artifacts, clock=self.clock)
+
+    @cached_property
+    def endings(self) -> Endings:
+        from workflows.engine.endings import Endings
+
+        # A factory: most runs notify nobody, so the webhook delivery code is built for the first.
+        return Endings(self.runs, slots=self.slots, notifier=lambda: self.notifier, clock=self.clock)
 
     @cached_property
     def shares(self) -> TenantShares | None:
@@ -306,8 +382,9 @@ class Parts:
         s = self.settings
         return Sweeper(
             self.runs,
-            self.queue,
-            self.engine,
+            self.run_index,
+            self.kicks,
+            self.endings,
             grace_seconds=s.sweep_grace_sec,
             max_rekicks=s.sweep_max_rekicks,
             clock=self.clock,
@@ -334,7 +411,9 @@ class Parts:
     def control(self) -> RunControl:
         from workflows.engine.control import RunControl
 
-        return RunControl(self.runs, self.queue, self.engine, clock=self.clock)
+        return RunControl(
+            self.runs, self.run_outputs, self.kicks, self.step_commits, self.endings, clock=self.clock
+        )
 
     # ---- webhooks ----------------------------------------------------------------------
 
@@ -358,7 +437,7 @@ class Parts:
     def notifier(self) -> CompletionNotifier:
         from workflows.services.webhooks.notify import CompletionNotifier
 
-        return CompletionNotifier(self.deliverer, self.dlq, self.runs, clock=self.clock)
+        return CompletionNotifier(self.deliverer, self.dlq, self.runs, self.run_outputs, clock=self.clock)
 
     # ---- services (the API's, and the dispatcher's schedule fires) ----------------------
 
@@ -367,7 +446,7 @@ class Parts:
         from workflows.services.runs import RunService
 
         return RunService(
-            self.runs, self.queue, self.idempotency, self.registry, self.settings, clock=self.clock
+            self.runs, self.kicks, self.idempotency, self.registry, self.settings, clock=self.clock
         )
 
     @cached_property
@@ -395,7 +474,7 @@ class Parts:
     def queries(self) -> RunQueries:
         from workflows.services.queries import RunQueries
 
-        return RunQueries(self.runs, self.registry, clock=self.clock)
+        return RunQueries(self.runs, self.run_index, self.run_outputs, self.registry, clock=self.clock)
 
     @cached_property
     def control_service(self) -> ControlService:
@@ -407,7 +486,7 @@ class Parts:
     def approval_inbox(self) -> ApprovalInbox:
         from workflows.services.approvals import ApprovalInbox
 
-        return ApprovalInbox(self.runs)
+        return ApprovalInbox(self.run_index)
 
     @cached_property
     def artifact_service(self) -> ArtifactService:

@@ -27,7 +27,7 @@ from workflows.domain.principal import (
 from workflows.domain.quotas import WindowCount
 from workflows.domain.run import Run
 from workflows.errors import Forbidden, QuotaExceeded
-from workflows.ports import QuotaStore, RunStore
+from workflows.ports import QuotaStore, RunLog
 from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry, parse_config
 
@@ -42,7 +42,7 @@ def check_read_run(principal: Principal, run: Run) -> Run:
     return run
 
 
-def readable_run(runs: RunStore, principal: Principal, run_id: str) -> Run:
+def readable_run(runs: RunLog, principal: Principal, run_id: str) -> Run:
     """The run, if the caller may read it: 404 for another tenant's, 403 for another user's."""
     return check_read_run(principal, runs.get(principal.tenant_id, run_id))
 
@@ -59,7 +59,7 @@ def check_change_definition(principal: Principal, owner: str) -> None:
         raise Forbidden(f"missing permission {RUNS_READ} (the workflow belongs to another user)")
 
 
-def check_decide(runs: RunStore, principal: Principal, run_id: str, step_id: str) -> None:
+def check_decide(runs: RunLog, principal: Principal, run_id: str, step_id: str) -> None:
     """approve / reject: `workflows.runs.control`, or a named assignee of the approval step."""
     if principal.can(RUNS_CONTROL):
         return

@@ -17,14 +17,14 @@ from workflows.domain.approvals import InboxFilter, PendingApproval
 from workflows.domain.paging import Position
 from workflows.domain.principal import RUNS_CONTROL, RUNS_READ, Principal
 from workflows.errors import Forbidden
-from workflows.ports import RunStore
+from workflows.ports import RunIndex
 
 ME = "me"
 
 
 class ApprovalInbox:
-    def __init__(self, runs: RunStore) -> None:
-        self._runs = runs
+    def __init__(self, index: RunIndex) -> None:
+        self._index = index
 
     @staticmethod
     def filter_for(principal: Principal, assignee: str | None) -> InboxFilter:
@@ -43,4 +43,4 @@ class ApprovalInbox:
         self, principal: Principal, keep: InboxFilter, *, limit: int, start: Position | None
     ) -> tuple[list[PendingApproval], Position | None]:
         """The caller's tenant's pending approvals that `keep` (filter_for) keeps, oldest first."""
-        return self._runs.list_approvals(principal.tenant_id, keep, limit=limit, start=start)
+        return self._index.list_approvals(principal.tenant_id, keep, limit=limit, start=start)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from workflows.domain.artifacts import ArtifactMeta
 from workflows.domain.principal import Principal
-from workflows.ports import ArtifactStore, RunStore
+from workflows.ports import ArtifactStore, RunLog
 from workflows.services.access import readable_run
 
 
 class ArtifactService:
-    def __init__(self, runs: RunStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, runs: RunLog, artifacts: ArtifactStore) -> None:
         self._runs = runs
         self._artifacts = artifacts
 

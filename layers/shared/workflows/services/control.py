@@ -8,13 +8,13 @@ from workflows.domain.json import JsonObject
 from workflows.domain.jsonlimits import check_size
 from workflows.domain.principal import Principal
 from workflows.engine.control import ControlResult, RunControl
-from workflows.ports import RunStore
+from workflows.ports import RunLog
 from workflows.services.access import check_decide
 from workflows.settings import Settings
 
 
 class ControlService:
-    def __init__(self, control: RunControl, runs: RunStore, settings: Settings) -> None:
+    def __init__(self, control: RunControl, runs: RunLog, settings: Settings) -> None:
         self._control = control
         self._runs = runs
         self._settings = settings

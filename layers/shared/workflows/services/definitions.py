@@ -258,11 +258,11 @@ def dry_run(raw: JsonObject, settings: Settings, registry: StepRegistry) -> Vali
     except (ValidationFailed, PayloadTooLarge) as exc:
         report.errors += [{"field": str(d["field"]), "message": str(d["message"])} for d in exc.details]
     report.errors += inputs_schema_errors(definition)
-    report.warnings = unreachable_steps(definition)
+    report.warnings = unreachable_steps(definition, registry)
     return report
 
 
-def unreachable_steps(definition: WorkflowDefinition) -> list[dict[str, str]]:
+def unreachable_steps(definition: WorkflowDefinition, registry: StepRegistry) -> list[dict[str, str]]:
     """Steps that no path from the first step reaches (they would never run)."""
     ids = [step.id for step in definition.steps]
     reached: set[str] = set()
@@ -279,8 +279,8 @@ def unreachable_steps(definition: WorkflowDefinition) -> list[dict[str, str]]:
             targets.append(ids[index + 1] if index + 1 < len(ids) else None)
         else:
             targets.append(step.on_success)
-        # A branch routes through its config.
-        targets += [step.config.get(name) for name in ("true_next", "false_next")]
+        # A type that chooses where a run goes (a branch) names the ways in its config.
+        targets += [step.config.get(name) for name in registry.routing(step.type).fields]
         pending += [t for t in targets if isinstance(t, str) and t != END]
     return [
         {"field": f"steps[{index}]", "message": f"step '{step_id}' is never reached"}

@@ -8,19 +8,19 @@ from typing import Any
 
 from workflows.domain.outputs import is_ref
 from workflows.domain.run import Run, RunEvent
-from workflows.ports import RunStore
+from workflows.ports import RunOutputStore
 
 _OUTPUT_FIELDS = ("output", "outputs")
 
 
-def resolved_run(runs: RunStore, run: Run) -> Run:
+def resolved_run(outputs: RunOutputStore, run: Run) -> Run:
     if not is_ref(run.outputs):
         return run
-    [outputs] = runs.read_outputs(run.tenant_id, run.run_id, [run.outputs])
-    return run.model_copy(update={"outputs": outputs})
+    [value] = outputs.read_outputs(run.tenant_id, run.run_id, [run.outputs])
+    return run.model_copy(update={"outputs": value})
 
 
-def resolved_events(runs: RunStore, run: Run, events: list[RunEvent]) -> list[RunEvent]:
+def resolved_events(outputs: RunOutputStore, run: Run, events: list[RunEvent]) -> list[RunEvent]:
     """The events with every referenced output read back (one read per reference)."""
     out: list[RunEvent] = []
     for event in events:
@@ -29,7 +29,7 @@ def resolved_events(runs: RunStore, run: Run, events: list[RunEvent]) -> list[Ru
         if not refs:
             out.append(event)
             continue
-        values = runs.read_outputs(run.tenant_id, run.run_id, list(refs.values()))
+        values = outputs.read_outputs(run.tenant_id, run.run_id, list(refs.values()))
         resolved: dict[str, Any] = {**payload, **dict(zip(refs, values, strict=True))}
         out.append(event.model_copy(update={"payload": resolved}))
     return out

@@ -14,7 +14,7 @@ from workflows.domain.paging import Position
 from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import TERMINAL, EventPage, EventType, Run
 from workflows.errors import ValidationFailed
-from workflows.ports import RunStore
+from workflows.ports import RunIndex, RunLog, RunOutputStore
 from workflows.services.access import check_read_run, readable_run
 from workflows.services.outputs import resolved_events, resolved_run
 from workflows.steps.base import StepType
@@ -61,13 +61,17 @@ def event_types(values: Sequence[str]) -> list[str]:
 class RunQueries:
     def __init__(
         self,
-        runs: RunStore,
+        runs: RunLog,
+        index: RunIndex,
+        outputs: RunOutputStore,
         registry: StepRegistry,
         *,
         clock: Clock = system_clock,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._runs = runs
+        self._index = index
+        self._outputs = outputs
         self._registry = registry
         self._clock = clock
         self._sleep = sleep
@@ -84,7 +88,7 @@ class RunQueries:
         start: Position | None,
     ) -> tuple[list[Run], Position | None]:
         """The tenant's runs, newest first (the caller's own without workflows.runs.read)."""
-        runs, position = self._runs.list_runs(
+        runs, position = self._index.list_runs(
             principal.tenant_id,
             workflow_id=workflow_id,
             statuses=statuses,
@@ -94,10 +98,10 @@ class RunQueries:
             start=start,
             owner_id=None if principal.can(RUNS_READ) else principal.user_id,
         )
-        return [resolved_run(self._runs, run) for run in runs], position
+        return [resolved_run(self._outputs, run) for run in runs], position
 
     def get(self, principal: Principal, run_id: str) -> Run:
-        return resolved_run(self._runs, readable_run(self._runs, principal, run_id))
+        return resolved_run(self._outputs, readable_run(self._runs, principal, run_id))
 
     def events(
         self, principal: Principal, run_id: str, *, since: int, limit: int, types: Sequence[str]
@@ -111,7 +115,7 @@ class RunQueries:
         page = self._runs.list_events(
             principal.tenant_id, run_id, since=since, limit=limit, types=types, run=run
         )
-        return run, replace(page, events=resolved_events(self._runs, run, page.events))
+        return run, replace(page, events=resolved_events(self._outputs, run, page.events))
 
     async def wait_for_events(
         self,

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.clock import Clock, iso, system_clock
+from workflows.domain import transitions
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.idempotency import COMPLETED
 from workflows.domain.jsonlimits import check_size
-from workflows.domain.messages import AdvanceMessage
 from workflows.domain.principal import Principal
-from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.domain.run import Run, RunStatus
+from workflows.domain.transitions import RunError
+from workflows.engine.kicks import Kicks
 from workflows.errors import (
     DependencyUnavailable,
     DomainError,
@@ -26,7 +28,7 @@ from workflows.errors import (
     Throttled,
 )
 from workflows.observability import logger
-from workflows.ports import DispatchQueue, IdempotencyStore, RunStore
+from workflows.ports import IdempotencyStore, RunLog
 from workflows.services.access import check_secret_use
 from workflows.services.validation import validate_definition
 from workflows.settings import Settings
@@ -55,8 +57,8 @@ _reserved: ContextVar[_Reservation | None] = ContextVar("reserved_run", default=
 class RunService:
     def __init__(
         self,
-        runs: RunStore,
-        queue: DispatchQueue,
+        runs: RunLog,
+        kicks: Kicks,
         idempotency: IdempotencyStore,
         registry: StepRegistry,
         settings: Settings,
@@ -64,7 +66,7 @@ class RunService:
         clock: Clock = system_clock,
     ) -> None:
         self._runs = runs
-        self._queue = queue
+        self._kicks = kicks
         self._idempotency = idempotency
         self._registry = registry
         self._settings = settings
@@ -112,7 +114,7 @@ class RunService:
             # Whether its kick was sent is unknown (the request may have died before it): send
             # one. A second kick is harmless: stale by version, or a no-op once the step ran.
         try:
-            self._queue.send(AdvanceMessage(tenant_id=run.tenant_id, run_id=run.run_id, version=run.version))
+            self._kicks.send(run)
         except DomainError as exc:
             if reservation is not None:
                 # Left queued: the key's claim stays open, and the client's retry with the same
@@ -124,17 +126,10 @@ class RunService:
             # The run is stored but nothing will start it: fail it visibly rather than leave
             # a run queued forever, and tell the caller to try again.
             logger.exception("could not enqueue new run", extra={"run_id": run.run_id})
-            error = {"code": "enqueue_failed", "message": "the run could not be queued"}
-            self._runs.transition(
-                run,
-                {
-                    "status": RunStatus.FAILED,
-                    "error": error,
-                    "status_reason": "enqueue_failed",
-                    "ended_at": now,
-                },
-                [NewEvent(event_type=EventType.RUN_FAILED, payload={"error": error})],
-            )
+            error: RunError = {"code": "enqueue_failed", "message": "the run could not be queued"}
+            failed = transitions.give_up(run, error, now=self._clock(), blame_step=False)
+            if failed is not None:
+                self._runs.commit(failed)
             raise DependencyUnavailable("the run could not be queued; try again") from exc
         return run
 

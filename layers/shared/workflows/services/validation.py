@@ -5,7 +5,7 @@ from __future__ import annotations
 from workflows.domain.definition import WorkflowDefinition, endless_loops, routing_errors
 from workflows.errors import PayloadTooLarge, ValidationFailed
 from workflows.settings import Settings
-from workflows.steps.registry import CONFIG_ROUTES, REJECTABLE_TYPES, StepRegistry, validate_steps
+from workflows.steps.registry import StepRegistry, validate_steps
 
 
 def validate_definition(
@@ -24,7 +24,7 @@ def validate_definition(
         )
     errors += routing_errors(definition)
     if not errors:
-        errors += endless_loops(definition, CONFIG_ROUTES, REJECTABLE_TYPES)
+        errors += endless_loops(definition, registry.routing)
     errors += validate_steps(definition, registry, max_config_bytes=settings.max_step_config_bytes)
     if errors:
         for error in errors:

@@ -4,13 +4,17 @@ passes and `on_timeout` decides (docs/approvals.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from workflows.domain.approvals import quorum
+from workflows.domain.failures import StepFailed
 from workflows.domain.ids import check_caller_user_id
-from workflows.steps.base import StepContext, StepOutcome, Suspend, TemplateField
+from workflows.domain.run import EventType, NewEvent
+from workflows.steps.base import AtDeadline, StepContext, StepOutcome, StepResult, Suspend, TemplateField
 
 MAX_APPROVAL_SECONDS = 30 * 24 * 3600
 MAX_ASSIGNEES = 50
@@ -55,6 +59,9 @@ class ApprovalStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+    route_fields: tuple[str, ...] = ()  # follows on_success
+    # A person may reject it: the run follows on_failure, or ends.
+    rejectable = True
 
     def templates(self, config: BaseModel) -> list[TemplateField]:
         return []
@@ -71,3 +78,34 @@ class ApprovalStep:
                 "required_approvals": config.required_approvals,
             },
         )
+
+    def at_deadline(self, config: BaseModel, step_id: str, request: Mapping[str, Any] | None) -> AtDeadline:
+        """The timeout passed: `on_timeout` decides. Approvals short of the quorum decide
+        nothing, and the output still lists who had approved."""
+        assert isinstance(config, ApprovalConfig)
+        required, granted = quorum(request)
+        approvers = [entry["approver"] for entry in granted]
+        if config.on_timeout == "fail":
+            return AtDeadline(failure=StepFailed("timeout", "approval timed out", retryable=False))
+        timed_out = NewEvent(
+            event_type=EventType.STEP_TIMEOUT,
+            step_id=step_id,
+            payload={
+                "on_timeout": config.on_timeout,
+                "approvals": len(approvers),
+                "required_approvals": required,
+            },
+        )
+        decision: dict[str, Any] = {
+            "comment": None,
+            "fields": {},
+            "approver": "system:timeout",
+            "approvers": approvers,
+        }
+        output = {"decision": config.on_timeout, **decision}
+        if config.on_timeout == "approve":
+            granted_event = NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id=step_id, payload=output)
+            return AtDeadline(events=[timed_out, granted_event], result=StepResult(output=output))
+        rejected = NewEvent(event_type=EventType.APPROVAL_REJECTED, step_id=step_id, payload=output)
+        failure = StepFailed("approval_rejected", "approval timed out and was rejected", retryable=False)
+        return AtDeadline(events=[timed_out, rejected], failure=failure, output=output)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+
+from workflows.domain.failures import StepFailed
+from workflows.domain.run import NewEvent
 
 
 class StepsView(Mapping[str, dict[str, Any]]):
@@ -68,7 +71,8 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Suspend:
-    """The step is not finished: wake the run at `until` (a delay), or wait for a human.
+    """The step is not finished: wake the run at `until` (a delay), or wait for a human or
+    for signals until then.
 
     `waiting_approval` puts the run in that status until approve/reject or `until` passes.
     """
@@ -76,9 +80,33 @@ class Suspend:
     until: datetime
     waiting_approval: bool = False
     payload: dict[str, Any] = field(default_factory=dict)
+    # Waiting for signals (wait_for_signal): `signals` is the wait (domain.signals.SignalWait,
+    # without its step id, deadline and what was received), `until` its timeout.
+    signals: dict[str, Any] | None = None
 
 
 StepOutcome = StepResult | Suspend
+
+
+@dataclass(frozen=True)
+class AtDeadline:
+    """What a step that waits for a decision does when its deadline passes: `events` recorded
+    first, then `result` (the step succeeds) or `failure` (with `output`, the step's output
+    recorded with it, if any)."""
+
+    events: list[NewEvent] = field(default_factory=list)
+    result: StepResult | None = None
+    failure: StepFailed | None = None
+    output: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class DecidesAtDeadline(Protocol):
+    """A step type whose run waits for a decision (approval): it says what its deadline decides."""
+
+    def at_deadline(
+        self, config: BaseModel, step_id: str, request: Mapping[str, Any] | None
+    ) -> AtDeadline: ...
 
 
 @dataclass(frozen=True)
@@ -116,6 +144,19 @@ class StepType(Protocol):
     def inline(self) -> bool:
         """Cheap and local (no calls out): the engine may run it in the same invocation as the
         step before it instead of paying an SQS round trip."""
+
+    @property
+    def route_fields(self) -> tuple[str, ...]:
+        """The config fields naming where a run goes when the step succeeds (a step id, or `_end`),
+        for a type that chooses among them (branch: `true_next`, `false_next`); its `on_success`
+        is then not consulted. Empty for a type that follows `on_success`. Validation checks that
+        each names a step, the loop check and the unreachable-step warning follow them, and
+        `GET /step-types` lists them (`routes`) for the console's graph."""
+
+    @property
+    def rejectable(self) -> bool:
+        """A person may reject the step (approval): a rejection follows `on_failure`, and without
+        one it ends the run on purpose, so it counts as a way out of a loop."""
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome: ...
 

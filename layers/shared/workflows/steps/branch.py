@@ -47,6 +47,9 @@ class BranchStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+    # The branch decides where the run goes: its config names both ways, on_success is unused.
+    route_fields = ("true_next", "false_next")
+    rejectable = False
 
     def templates(self, config: BaseModel) -> list[TemplateField]:
         assert isinstance(config, BranchConfig)

@@ -5,7 +5,8 @@ what happens next: rate limits, timeouts, 5xx and unreachable endpoints are retr
 credentials, invalid requests and responses that do not follow the protocol are not, because
 sending the same request again cannot fix them.
 
-Clients are created on first use, never at import or construction time.
+Clients are created on first use, never at import or construction time; the Bedrock client comes
+from a factory the composition root gives (roots/parts.py), since steps never build AWS clients.
 """
 
 from __future__ import annotations
@@ -310,21 +311,6 @@ def default_http_client() -> httpx.Client:
     return httpx.Client(
         transport=DeadlineTransport(), follow_redirects=False, headers={"User-Agent": "workflows/1.0"}
     )
-
-
-def default_bedrock_runtime(settings: Settings) -> Callable[[], Any]:
-    def build() -> Any:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=min(10.0, settings.llm_timeout_sec),
-            read_timeout=settings.llm_timeout_sec,
-        )
-        return boto3.client("bedrock-runtime", config=config)
-
-    return build
 
 
 def llm_api_key(settings: Settings) -> Callable[[], str | None]:

@@ -33,6 +33,8 @@ class LogStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+    route_fields: tuple[str, ...] = ()  # follows on_success
+    rejectable = False
 
     def templates(self, config: BaseModel) -> list[TemplateField]:
         assert isinstance(config, LogConfig)

@@ -24,7 +24,6 @@ from workflows.steps.llm import (
     LlmClient,
     OpenAIChatClient,
     Provider,
-    default_bedrock_runtime,
     default_http_client,
     llm_api_key,
 )
@@ -111,16 +110,19 @@ class PromptStep:
     delivery: Literal["at_least_once"] = "at_least_once"
     # Calls out over the network, so it always gets its own dispatch message.
     inline = False
+    route_fields: tuple[str, ...] = ()  # follows on_success
+    rejectable = False
 
     def __init__(
         self,
         settings: Settings,
         *,
+        bedrock_client_factory: Callable[[], Any],
         http_client_factory: Callable[[], httpx.Client] | None = None,
-        bedrock_client_factory: Callable[[], Any] | None = None,
         api_key_provider: Callable[[], str | None] | None = None,
     ) -> None:
-        """Nothing is created here: HTTP and Bedrock clients are built on first use."""
+        """Nothing is created here: the HTTP client and the `bedrock-runtime` client (from the
+        composition root's factory) are built by the first call that needs them."""
         self._default_provider: Provider = settings.llm_provider
         self._clients: dict[Provider, LlmClient] = {
             "openai": OpenAIChatClient(
@@ -129,7 +131,7 @@ class PromptStep:
                 timeout=settings.llm_timeout_sec,
                 http_client=http_client_factory or default_http_client,
             ),
-            "bedrock": BedrockConverseClient(bedrock_client_factory or default_bedrock_runtime(settings)),
+            "bedrock": BedrockConverseClient(bedrock_client_factory),
         }
 
     def templates(self, config: BaseModel) -> list[TemplateField]:
@@ -170,7 +172,3 @@ class PromptStep:
             "save_artifact": config.save_artifact,
         }
         return StepResult(output=output, event_fields=event_fields)
-
-
-def build_prompt_step(settings: Settings) -> PromptStep:
-    return PromptStep(settings)

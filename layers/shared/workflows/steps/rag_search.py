@@ -26,7 +26,6 @@ from workflows.steps.retrieval import (
     Document,
     HttpRetriever,
     Retriever,
-    default_bedrock_agent_runtime,
 )
 from workflows.templating import render
 
@@ -72,16 +71,19 @@ class RagSearchStep:
     delivery: Literal["at_least_once"] = "at_least_once"
     # Calls out over the network, so it always gets its own dispatch message.
     inline = False
+    route_fields: tuple[str, ...] = ()  # follows on_success
+    rejectable = False
 
     def __init__(
         self,
         settings: Settings,
         *,
+        bedrock_agent_client_factory: Callable[[], Any],
         http_client_factory: Callable[[], httpx.Client] | None = None,
-        bedrock_agent_client_factory: Callable[[], Any] | None = None,
         corpus: CorpusSource | None = None,
     ) -> None:
-        """Nothing is created here: HTTP and Bedrock clients are built on first use."""
+        """Nothing is created here: the HTTP client and the `bedrock-agent-runtime` client (from
+        the composition root's factory) are built by the first search that needs them."""
         api_key = settings.retrieval_api_key
         self._retrievers: dict[str, Retriever] = {
             "http": HttpRetriever(
@@ -92,7 +94,7 @@ class RagSearchStep:
             ),
             "bedrock_kb": BedrockKnowledgeBaseRetriever(
                 settings.bedrock_knowledge_base_id,
-                bedrock_agent_client_factory or default_bedrock_agent_runtime(settings),
+                bedrock_agent_client_factory,
             ),
         }
         self._corpus = CorpusRetriever(corpus) if corpus is not None else None
@@ -133,7 +135,3 @@ class RagSearchStep:
         return StepResult(
             output=output, event_fields={"backend": config.backend, "document_count": len(documents)}
         )
-
-
-def build_rag_search_step(settings: Settings, corpus: CorpusSource | None = None) -> RagSearchStep:
-    return RagSearchStep(settings, corpus=corpus)

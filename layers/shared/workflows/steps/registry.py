@@ -4,6 +4,10 @@ The local step types (log, delay, branch, approval) are built with the registry.
 call out (prompt, rag_search, webhook) come from factories the composition root gives, called
 the first time a definition uses the type: their modules bring HTTP clients and the LLM,
 retrieval, egress and signing code, which most invocations never need (cold start).
+
+Each type says where it may send a run besides a step's `on_*` fields (`route_fields`,
+`rejectable`): validation, the loop check and the unreachable-step warning ask it through
+`StepRegistry.routing`, never by naming a type or a field.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from workflows.domain.definition import END, WorkflowDefinition
+from workflows.domain.definition import END, StepRouting, WorkflowDefinition
 from workflows.domain.json import JsonObject
 from workflows.steps.approval import ApprovalStep
 from workflows.steps.base import StepType
-from workflows.steps.branch import BranchConfig, BranchStep
+from workflows.steps.branch import BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
 
@@ -27,11 +31,6 @@ from workflows.steps.log import LogStep
 CONFIGURED_TYPES = ("prompt", "rag_search", "webhook")
 # The original module's names, accepted on input and stored under the canonical name.
 ALIASES = {"wait_for_approval": "approval"}
-# How step types route a run besides on_success, on_failure and on_timeout (for
-# domain.definition.endless_loops): a branch goes where its config's targets say; a person may
-# reject an approval, which ends the run unless its on_failure routes it.
-CONFIG_ROUTES = {"branch": ("true_next", "false_next")}
-REJECTABLE_TYPES = frozenset({"approval", *ALIASES})
 
 
 def local_step_types() -> list[StepType]:
@@ -67,6 +66,14 @@ class StepRegistry:
     def all(self) -> list[StepType]:
         """Every type, each built if needed (GET /step-types)."""
         return [step for name in self.names() if (step := self.get(name)) is not None]
+
+    def routing(self, name: str) -> StepRouting:
+        """Where a step of type `name` may send a run besides its `on_*` fields, as the type says
+        (its `route_fields` and `rejectable`); nothing for an unknown type."""
+        step = self.get(name)
+        if step is None:
+            return StepRouting()
+        return StepRouting(tuple(step.route_fields), step.rejectable)
 
 
 def canonical_type(name: str) -> str:
@@ -119,16 +126,16 @@ def validate_steps(
                 )
             continue
         errors += _template_errors(step_type, config, where, step.id)
-        if isinstance(config, BranchConfig):
-            for field in ("true_next", "false_next"):
-                target = getattr(config, field)
-                if target != END and target not in step_ids:
-                    errors.append(
-                        {
-                            "field": f"{where}.config.{field}",
-                            "message": f"step '{step.id}' routes to unknown step '{target}'",
-                        }
-                    )
+        # The step ids the type routes to through its config (a branch's targets).
+        for field in step_type.route_fields:
+            target = getattr(config, field)
+            if target is not None and target != END and target not in step_ids:
+                errors.append(
+                    {
+                        "field": f"{where}.config.{field}",
+                        "message": f"step '{step.id}' routes to unknown step '{target}'",
+                    }
+                )
     return errors
 
 

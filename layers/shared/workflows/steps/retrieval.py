@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workflows.deadline import call_deadline
 from workflows.domain.failures import StepFailed
-from workflows.settings import Settings
 from workflows.steps.llm import (
     Lazy,
     bedrock_failure,
@@ -204,24 +203,6 @@ class BedrockKnowledgeBaseRetriever:
                 )
             )
         return documents
-
-
-# --- defaults built from settings --------------------------------------------------------------
-
-
-def default_bedrock_agent_runtime(settings: Settings) -> Callable[[], Any]:
-    def build() -> Any:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=min(10.0, settings.retrieval_timeout_sec),
-            read_timeout=settings.retrieval_timeout_sec,
-        )
-        return boto3.client("bedrock-agent-runtime", config=config)
-
-    return build
 
 
 # --- built-in corpus (BM25) -------------------------------------------------------------------

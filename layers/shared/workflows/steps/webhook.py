@@ -130,6 +130,8 @@ class WebhookStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_most_once"] = "at_most_once"
     inline = False
+    route_fields: tuple[str, ...] = ()  # follows on_success
+    rejectable = False
 
     def __init__(self, deliverer: Deliverer, dlq: DlqStore, secrets: SecretLookup) -> None:
         self._deliverer = deliverer

@@ -1,4 +1,5 @@
-"""Step types: what a definition's steps may be, with each config's JSON Schema and an example."""
+"""Step types: what a definition's steps may be, with each config's JSON Schema, an example and
+the config fields that route a run (the console draws a run's graph with them)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ class StepTypeView(BaseModel):
     config_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of the step's config")
     example: dict[str, Any]
     min_engine_version: str
+    routes: list[str] = Field(
+        description="The config fields naming the step a run goes to next (a step id, or `_end`), for"
+        " a type that chooses it (branch: `true_next`, `false_next`); the step's `on_success` is then"
+        " not consulted. Empty for a type that follows `on_success`"
+    )
 
 
 class StepTypeList(BaseModel):
@@ -40,6 +46,7 @@ def list_step_types(principal: Reader, c: Services) -> StepTypeList:
                 config_schema=step.config_model.model_json_schema(),
                 example=dict(step.example),
                 min_engine_version=step.min_engine_version,
+                routes=list(step.route_fields),
             )
             for step in c.queries.step_types()
         ]

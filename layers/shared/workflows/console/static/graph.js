@@ -1,6 +1,7 @@
-// A run's steps as a graph: the routing of its pinned definition (next step, branch paths,
-// on_success, on_failure, on_timeout), each step's state derived from the run's events, and
-// the path the run took. Drawn as SVG by this module, top to bottom, with no edge crossing a step.
+// A run's steps as a graph: the routing of its pinned definition (next step, the targets a step
+// type names in its config, such as a branch's, on_success, on_failure, on_timeout), each step's
+// state derived from the run's events, and the path the run took. Drawn as SVG by this module,
+// top to bottom, with no edge crossing a step.
 
 import { s, token, duration } from "./dom.js";
 
@@ -16,10 +17,20 @@ const GAP_Y = 58;
 const MARGIN = 24;
 const LANE_W = 12; // the room an edge takes where it passes a row of steps
 
-const SUCCESS_KINDS = ["next", "on_success", "branch_true", "branch_false"];
+const SUCCESS_KINDS = ["next", "on_success", "route"];
 
-/** Every routing edge of a definition: {from, to, kind, label}. */
-export function routes(definition) {
+/** An edge's label for a config field that routes: `true_next` reads "true". */
+function routeLabel(field) {
+  return field.replace(/_next$/, "");
+}
+
+/**
+ * Every routing edge of a definition: {from, to, kind, label}. `routeFields` (a Map) gives a step
+ * type's config fields naming where its steps go when they succeed (`routes` of
+ * GET /step-types: a branch's `true_next` and `false_next`); such a step's on_success is not
+ * consulted.
+ */
+export function routes(definition, routeFields = new Map()) {
   const steps = definition.steps || [];
   const known = new Set(steps.map((step) => step.id));
   const edges = [];
@@ -30,10 +41,10 @@ export function routes(definition) {
   steps.forEach((step, index) => {
     const following = index + 1 < steps.length ? steps[index + 1].id : END;
     const config = step.config || {};
-    if (step.type === "branch") {
-      // The branch decides; its on_success is not consulted.
-      add(step.id, config.true_next, "branch_true", "true");
-      add(step.id, config.false_next, "branch_false", "false");
+    const fields = routeFields.get(step.type) || [];
+    if (fields.length) {
+      // The step decides among the targets its config names; its on_success is not consulted.
+      for (const field of fields) add(step.id, config[field], "route", routeLabel(field));
     } else if (step.on_success) {
       add(step.id, step.on_success, "on_success", step.on_success === following ? "" : "on_success");
     } else {
@@ -411,13 +422,16 @@ function meta(st, status, now) {
 }
 
 /**
- * The SVG of a run's graph. `states` from stepStates; `taken` from takenEdges; `ended` once the
- * run has ended (steps it never reached are then "not run"); `selected` a step id;
- * `onSelect(stepId)` when a step is clicked or chosen with the keyboard.
+ * The SVG of a run's graph. `routeFields` as for routes; `states` from stepStates; `taken` from
+ * takenEdges; `ended` once the run has ended (steps it never reached are then "not run");
+ * `selected` a step id; `onSelect(stepId)` when a step is clicked or chosen with the keyboard.
  */
-export function renderGraph(definition, { states, taken, ended = false, selected, onSelect, now = Date.now() }) {
+export function renderGraph(
+  definition,
+  { routeFields = new Map(), states, taken, ended = false, selected, onSelect, now = Date.now() },
+) {
   const steps = definition.steps || [];
-  const edges = routes(definition);
+  const edges = routes(definition, routeFields);
   const placed = layout(steps, edges);
   const { box, width, height } = placed;
   const routed = edgePoints(edges, placed);

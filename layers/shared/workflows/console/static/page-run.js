@@ -1,10 +1,11 @@
 // One run: its graph, its steps' states, inputs, outputs and artifacts, the control actions its
 // state allows, and its events, followed live through the long-polled events route.
 
-import { api, apiBlob, isAbort, sleep } from "./api.js";
+import { ApiError, api, apiBlob, isAbort, sleep } from "./api.js";
 import { badge, bytes, confirmButton, decisionBody, duration, errorBox, h, json, link, notify, replace, shortId, when } from "./dom.js";
 import { renderGraph, routes, stepStates, stepStatus, takenEdges } from "./graph.js";
 
+const READ = "workflows.runs.read";
 const CONTROL = "workflows.runs.control";
 const ENDED = new Set(["succeeded", "failed", "cancelled"]);
 const WAIT_SECONDS = 20; // below the service's bound (25 s) and API Gateway's 30 s
@@ -12,6 +13,25 @@ const MIN_INTERVAL_MS = 1000; // between two event requests, however fast they a
 const ENDED_INTERVAL_MS = 10000; // an ended run may still be retried by someone else
 const PAGE = 500;
 const DIRECT_DOWNLOAD_BYTES = 10 * 1024 * 1024; // larger artifacts answer 303 to S3
+
+// Each step type's config fields naming where its steps go next (`routes` of GET /step-types:
+// a branch's targets), for the graph. The same for the whole visit, so read once. Null for a
+// caller who may not list the step types (the owner of a run, without workflows.runs.read).
+let routeFieldsByType = null;
+
+async function routeFields(signal, mayList) {
+  if (!mayList) return null;
+  if (!routeFieldsByType) {
+    try {
+      const listing = await api("step-types", { signal });
+      routeFieldsByType = new Map(listing.step_types.map((type) => [type.name, type.routes || []]));
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 403) return null;
+      throw error;
+    }
+  }
+  return routeFieldsByType;
+}
 
 // Which actions each status allows (docs/engine.md, "Control actions").
 const ACTIONS = {
@@ -77,6 +97,7 @@ export function render(main, params, ctx) {
   const { signal } = controller;
   let run = null;
   let definition = null;
+  let routing = null; // step type -> its route fields; null when the caller may not list them
   let events = [];
   let artifacts = [];
   let since = 0;
@@ -233,9 +254,16 @@ export function render(main, params, ctx) {
   function drawGraph() {
     if (!definition) return;
     const { states, visits } = derived();
-    const taken = takenEdges(routes(definition), visits, run ? run.status : null);
+    const routeFields = routing || new Map();
+    const taken = takenEdges(routes(definition, routeFields), visits, run ? run.status : null);
     const ended = Boolean(run && ENDED.has(run.status));
-    replace(graphBox, renderGraph(definition, { states, taken, ended, selected, onSelect: select }));
+    replace(
+      graphBox,
+      renderGraph(definition, { routeFields, states, taken, ended, selected, onSelect: select }),
+      routing
+        ? null
+        : h("p", { class: "muted" }, "Targets a step chooses from its configuration (a branch's) are not drawn: listing the step types needs workflows.runs.read."),
+    );
     drawDetail(states);
   }
 
@@ -468,12 +496,14 @@ export function render(main, params, ctx) {
 
   (async () => {
     try {
-      const [loadedRun, loadedDefinition] = await Promise.all([
+      const [loadedRun, loadedDefinition, loadedRouting] = await Promise.all([
         api(`runs/${encodeURIComponent(runId)}`, { signal }),
         api(`runs/${encodeURIComponent(runId)}/definition`, { signal }),
+        routeFields(signal, ctx.can(READ)),
       ]);
       run = loadedRun;
       definition = loadedDefinition;
+      routing = loadedRouting;
       for (;;) {
         const page = await readEvents(0);
         events = events.concat(page.events);

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from workflows.domain.run import EventType, NewEvent
 from workflows.errors import NotFound
 from workflows.observability import logger
-from workflows.ports import RunStore
+from workflows.ports import RunLog
 
 if TYPE_CHECKING:
     # Annotations only: the API reads the journal's helpers without loading httpx (cold start).
@@ -60,7 +60,7 @@ def delivery_payload(
 class DeliveryJournal:
     """Appends `webhook_delivery` events without changing the run's state."""
 
-    def __init__(self, runs: RunStore) -> None:
+    def __init__(self, runs: RunLog) -> None:
         self._runs = runs
 
     def record(self, tenant_id: str, run_id: str, payload: dict[str, Any]) -> bool:

@@ -29,7 +29,7 @@ from workflows.domain.dlq import DlqRow
 from workflows.domain.run import Run, RunStatus
 from workflows.errors import Conflict
 from workflows.observability import logger
-from workflows.ports import Deliverer, DlqStore, RunStore
+from workflows.ports import Deliverer, DlqStore, RunLog, RunOutputStore
 from workflows.services.outputs import resolved_run
 from workflows.services.webhooks.journal import DeliveryJournal, delivery_payload, host_of
 
@@ -85,14 +85,15 @@ class CompletionNotifier:
         self,
         deliverer: Deliverer,
         dlq_repo: DlqStore,
-        runs_repo: RunStore,
+        runs: RunLog,
+        outputs: RunOutputStore,
         *,
         clock: Clock = system_clock,
     ) -> None:
         self._deliverer = deliverer
         self._dlq = dlq_repo
-        self._journal = DeliveryJournal(runs_repo)
-        self._runs = runs_repo
+        self._journal = DeliveryJournal(runs)
+        self._outputs = outputs
         self._clock = clock
 
     def notify(self, run: Run, url: str) -> Notification:
@@ -104,7 +105,7 @@ class CompletionNotifier:
             raise ValueError(f"run {run.run_id} is {run.status.value}, not terminal")
         webhook_id = notification_webhook_id(run)
         body = json.dumps(
-            notification_body(resolved_run(self._runs, run)), separators=(",", ":"), default=str
+            notification_body(resolved_run(self._outputs, run)), separators=(",", ":"), default=str
         )
         result = self._deliverer.deliver(url, body.encode("utf-8"), webhook_id, tenant_id=run.tenant_id)
         keys = {

@@ -53,7 +53,7 @@ from workflows.domain.dlq import DlqRow
 from workflows.domain.secret_refs import SecretRefused, SecretUnavailable, resolve_request, scrub
 from workflows.errors import DomainError
 from workflows.observability import logger, metrics
-from workflows.ports import Deliverer, DlqStore, RunStore, SecretLookup
+from workflows.ports import Deliverer, DlqStore, RunLog, SecretLookup
 from workflows.services.webhooks.journal import DeliveryJournal, DeliverySource, delivery_payload
 from workflows.settings import Settings
 
@@ -131,7 +131,7 @@ class DlqWorker:
         clock: Clock = system_clock,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
-        runs: RunStore | None = None,
+        runs: RunLog | None = None,
         secrets: SecretLookup | None = None,
     ) -> None:
         self._repo = repo

@@ -21,9 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, log_definition, make_fake
-from tests.integration import test_webhook_delivery_live as live
 from tests.integration.test_dlq_worker import ONE_PASS_MS
 from tests.receivers import Receiver, Reply
+from tests.unit import test_webhook_delivery_live as live
 from workflows.adapters.http.signing import verify
 from workflows.api.app import create_app
 from workflows.roots.parts import Parts

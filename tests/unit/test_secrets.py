@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import API_KEY, LOCAL_WEBHOOKS, FakeClock, drain, make_fake
+from tests.faults import Faulty
 from tests.integration.test_dlq_worker import ONE_PASS_MS
 from tests.receivers import Receiver, Reply
 from workflows.api import deps
@@ -231,7 +232,8 @@ def test_a_transient_secret_failure_retries_the_step(
     def unreadable(tenant_id: str, name: str) -> Secret:
         raise SecretUnavailable(name, transient=True)
 
-    hooks.__dict__["secret_value"] = unreadable
+    # The secret store does not answer (throttled) on any read
+    hooks.give(secrets=Faulty(hooks.secrets).hook("get", unreadable, times=None))
     definition = _webhook(receiver.url())
     definition["steps"][0]["retry"] = {"max_attempts": 2, "initial_interval_seconds": 0, "jitter": "none"}
     run_id = api.post(f"{P}/runs", json={"definition": definition}).json()["run_id"]

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from devstack import keys as keys_cli
 from tests.conftest import FakeClock, make_fake
-from tests.integration.test_bearer_tokens import AUDIENCE, Issuer
+from tests.unit.test_bearer_tokens import AUDIENCE, Issuer
 from workflows.api.app import create_app
 from workflows.roots.parts import Parts
 

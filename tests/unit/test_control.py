@@ -7,9 +7,11 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, drain, log_definition
+from tests.conftest import FakeClock, api_client, drain, log_definition, make_fake
+from tests.faults import Meddling, one_step_left, registry_with
 from workflows.domain.messages import AdvanceMessage
 from workflows.roots.parts import Parts
+from workflows.steps.log import LogStep
 
 BASE = "/api/v1/workflows"
 
@@ -85,7 +87,7 @@ def test_delay_rests_without_sleeping_and_finishes_when_due(
     run = _run(client, run_id)
     assert run["status"] == "running"
     assert run["current_step_id"] == "wait"
-    # moto holds the delayed kick; time moves on and the chained hops fire
+    # the queue holds the delayed kick; time moves on and the chained hops fire
     clock.advance(900)
     container.engine.process(
         AdvanceMessage(tenant_id="default", run_id=run_id, version=_version(container, run_id))
@@ -182,52 +184,47 @@ def test_pause_then_resume_continues_where_it_stopped(
     assert types.index("run_paused") < types.index("run_resumed") < types.index("run_completed")
 
 
-def test_pause_takes_effect_at_the_step_boundary(client: TestClient, container: Parts) -> None:
-    # Given a kick read before the pause (the step is executing when the pause lands)
-    container.engine._max_inline = 1
-    run_id = _submit(client, log_definition("a", "b"))
-    run = container.runs.get("default", run_id)
-    original_execute = container.engine._execute
-
-    def execute_then_pause(step: Any, context: Any) -> Any:
-        result = original_execute(step, context)
-        container.control.act("default", run_id, "pause", "op")  # lands mid-step
-        return result
-
-    container.engine._execute = execute_then_pause  # type: ignore[method-assign]
-    container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=run.version))
-    del container.engine._execute
-
-    # Then the step's result is committed, and the run rests before the next step
-    stored = container.runs.get("default", run_id)
-    assert stored.status.value == "paused"
-    assert stored.current_step_id == "s2"
-    assert stored.step_outputs["s1"] == {"message": "a", "level": "info"}
-    _act(client, run_id, "resume")
-    drain(container)
-    assert _run(client, run_id)["status"] == "succeeded"
+def _parts_with_meddling_log(clock: FakeClock) -> tuple[Parts, Meddling]:
+    """Fake parts whose `log` steps are a `Meddling` log: something can happen while one runs."""
+    log = Meddling(LogStep())
+    return make_fake(clock).give(registry=registry_with(log)), log
 
 
-def test_cancel_discards_an_in_flight_steps_result(client: TestClient, container: Parts) -> None:
-    run_id = _submit(client, log_definition("a", "b"))
-    run = container.runs.get("default", run_id)
-    original_execute = container.engine._execute
+def test_pause_takes_effect_at_the_step_boundary(clock: FakeClock) -> None:
+    container, log = _parts_with_meddling_log(clock)
+    with api_client(container) as client:
+        # Given a kick read before the pause (the step is executing when the pause lands)
+        run_id = _submit(client, log_definition("a", "b"))
+        run = container.runs.get("default", run_id)
+        log.after = lambda _: container.control.act("default", run_id, "pause", "op")  # lands mid-step
+        container.engine.process(
+            AdvanceMessage(tenant_id="default", run_id=run_id, version=run.version), one_step_left
+        )
 
-    def execute_then_cancel(step: Any, context: Any) -> Any:
-        result = original_execute(step, context)
-        container.control.act("default", run_id, "cancel", "op")
-        return result
+        # Then the step's result is committed, and the run rests before the next step
+        stored = container.runs.get("default", run_id)
+        assert stored.status.value == "paused"
+        assert stored.current_step_id == "s2"
+        assert stored.step_outputs["s1"] == {"message": "a", "level": "info"}
+        _act(client, run_id, "resume")
+        drain(container)
+        assert _run(client, run_id)["status"] == "succeeded"
 
-    container.engine._execute = execute_then_cancel  # type: ignore[method-assign]
-    outcome = container.engine.process(
-        AdvanceMessage(tenant_id="default", run_id=run_id, version=run.version)
-    )
-    del container.engine._execute
-    assert outcome.action == "lost_race"
-    stored = container.runs.get("default", run_id)
-    assert stored.status.value == "cancelled"
-    assert stored.step_outputs == {}
-    assert "step_completed" not in _types(client, run_id)
+
+def test_cancel_discards_an_in_flight_steps_result(clock: FakeClock) -> None:
+    container, log = _parts_with_meddling_log(clock)
+    with api_client(container) as client:
+        run_id = _submit(client, log_definition("a", "b"))
+        run = container.runs.get("default", run_id)
+        log.after = lambda _: container.control.act("default", run_id, "cancel", "op")
+        outcome = container.engine.process(
+            AdvanceMessage(tenant_id="default", run_id=run_id, version=run.version)
+        )
+        assert outcome.action == "lost_race"
+        stored = container.runs.get("default", run_id)
+        assert stored.status.value == "cancelled"
+        assert stored.step_outputs == {}
+        assert "step_completed" not in _types(client, run_id)
 
 
 def test_unknown_action_is_404_and_unknown_run_is_404(client: TestClient) -> None:

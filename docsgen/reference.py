@@ -1,8 +1,8 @@
 """The step reference in docs/steps.md, written from the models `GET /step-types` serves.
 
-`make docs` (`python -m workflows.steps.reference`) rewrites the part of docs/steps.md between
-the two markers below; `--check` only compares. tests/unit/test_steps_docs.py runs the same
-comparison, so a model and its documentation cannot drift apart:
+`make docs` (`python -m docsgen`) rewrites the part of docs/steps.md between the two markers
+below; `--check` only compares. tests/unit/test_steps_docs.py runs the same comparison, so a
+model and its documentation cannot drift apart:
 
 - the step-level fields come from `StepSpec` and `RetryPolicy` (domain/definition.py), each
   type's fields from its `config_model`, as JSON Schema (what `GET /step-types` serves) for the
@@ -37,10 +37,10 @@ from workflows.steps.webhook import WebhookStep
 
 BEGIN = (
     "<!-- BEGIN GENERATED REFERENCE: `make docs` writes this part from the step models"
-    " (layers/shared/workflows/steps/reference.py); edit the models, not this text -->"
+    " (docsgen/reference.py); edit the models, not this text -->"
 )
 END = "<!-- END GENERATED REFERENCE -->"
-DOCS = Path(__file__).resolve().parents[4] / "docs" / "steps.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "steps.md"
 
 # Meanings of fields whose model carries no `description` (model name -> field -> meaning).
 MEANINGS: dict[str, dict[str, str]] = {
@@ -288,7 +288,7 @@ class Undescribed(Exception):
         super().__init__(
             "no meaning for "
             + ", ".join(fields)
-            + ": give each a Field(description=...) or an entry in MEANINGS (workflows/steps/reference.py),"
+            + ": give each a Field(description=...) or an entry in MEANINGS (docsgen/reference.py),"
             " then run `make docs`"
         )
         self.fields = fields

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FakeClock, drain, make_fake
+from tests.faults import Faulty, one_step_left
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import Run, RunStatus
@@ -25,7 +26,15 @@ class Killed(BaseException):
 
 
 def _parts(clock: FakeClock, **settings: Any) -> Parts:
-    return make_fake(clock, sweep_grace_sec=GRACE, sweep_max_rekicks=2, **settings)
+    """Fake parts whose queue can lose kicks (`_queue`)."""
+    parts = make_fake(clock, sweep_grace_sec=GRACE, sweep_max_rekicks=2, **settings)
+    return parts.give(queue=Faulty(parts.queue))
+
+
+def _queue(parts: Parts) -> Faulty:
+    queue = parts.queue
+    assert isinstance(queue, Faulty)
+    return queue
 
 
 def _submit(parts: Parts, steps: list[dict[str, Any]]) -> Run:
@@ -44,18 +53,13 @@ def _assert_gap_free(parts: Parts, run_id: str) -> list[str]:
 
 def test_a_kick_lost_after_a_commit_is_found_and_the_run_finishes(clock: FakeClock) -> None:
     parts = _parts(clock, tenant_concurrency=1)
-    parts.engine._max_inline = 1
     run = _submit(parts, LOGS)
     [first] = parts.queue.receive()
-    real_send = parts.queue.send
 
-    def die(*args: object, **kwargs: object) -> None:
-        raise Killed  # the commit landed; the next kick is never sent
-
-    parts.queue.send = die  # type: ignore[method-assign]
+    # The commit landed; the process died before the next kick was sent
+    _queue(parts).fail("send", Killed())
     with pytest.raises(Killed):
-        parts.engine.process(first)
-    parts.queue.send = real_send  # type: ignore[method-assign]
+        parts.engine.process(first, one_step_left)
     assert parts.runs.get(T, run.run_id).steps_executed == 1
 
     # SQS redelivers the first message 10 s later: the run is ahead of it, and it has not sat
@@ -104,8 +108,8 @@ def test_a_lost_delay_message_is_found_after_the_delay_and_its_grace(clock: Fake
 def test_a_run_whose_kicks_are_always_lost_fails_stalled_after_the_re_kicks(clock: FakeClock) -> None:
     parts = _parts(clock, tenant_concurrency=1)
     run = _submit(parts, LOGS)
-    parts.queue.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    parts.queue.messages.clear()
+    queue = _queue(parts).drop("send", times=None)
+    queue.messages.clear()
     for expected in (1, 1, 0):
         clock.advance(GRACE + 1)
         assert parts.sweeper.sweep().rekicked == expected
@@ -114,7 +118,7 @@ def test_a_run_whose_kicks_are_always_lost_fails_stalled_after_the_re_kicks(cloc
     assert stalled.error is not None
     assert stalled.error["code"] == "stalled"
     assert _assert_gap_free(parts, run.run_id)[-1] == "run_failed"
-    del parts.queue.send
+    queue.heal()
     assert parts.slots is not None
     assert parts.slots.take(T, "another-run")  # its slot was released
 

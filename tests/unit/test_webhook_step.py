@@ -1,4 +1,4 @@
-"""The webhook step end to end: engine on moto, a real receiver on 127.0.0.1."""
+"""The webhook step end to end: the engine on in-memory fakes, a real receiver on 127.0.0.1."""
 
 from __future__ import annotations
 

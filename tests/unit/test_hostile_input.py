@@ -73,12 +73,12 @@ class Counting:
     """A store, counting every call made through it."""
 
     def __init__(self, store: Any, calls: list[str], name: str) -> None:
-        self._store = store
+        self.inner = store
         self._calls = calls
         self._name = name
 
     def __getattr__(self, attribute: str) -> Any:
-        value = getattr(self._store, attribute)
+        value = getattr(self.inner, attribute)
         if not callable(value):
             return value
 
@@ -97,8 +97,7 @@ class Calls(list[str]):
 def counted(clock: FakeClock) -> Iterator[tuple[TestClient, Calls, Parts]]:
     c = make_fake(clock)
     calls = Calls()
-    for name in STORES:
-        c.__dict__[name] = Counting(c.__dict__[name], calls, name)
+    c.give(**{name: Counting(getattr(c, name), calls, name) for name in STORES})
     with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
         client.headers.update({"X-API-KEY": API_KEY})
         yield client, calls, c
@@ -229,7 +228,7 @@ HOSTILE_BODIES = {
 
 def _item_counts(c: Parts) -> str:
     """Everything the stores hold, as text."""
-    return repr([vars(getattr(c.__dict__[name], "_store", c.__dict__[name])) for name in STORES])
+    return repr([vars(getattr(c, name).inner) for name in STORES])
 
 
 @pytest.mark.parametrize(("method", "path"), BODY_ROUTES, ids=lambda v: v)

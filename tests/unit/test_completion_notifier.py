@@ -1,4 +1,4 @@
-"""Run-completion notifications against moto DynamoDB and real receivers on 127.0.0.1."""
+"""Run-completion notifications on in-memory fakes, to real receivers on 127.0.0.1."""
 
 from __future__ import annotations
 
