@@ -27,6 +27,8 @@ SHOWN = {
     "waiting_approval": "waits for approval",
     "approval_granted": "approved",
     "approval_rejected": "rejected",
+    "waiting_signal": "waits for signals",
+    "signal_received": "received a signal",
     "run_completed": "succeeded",
     "run_failed": "failed",
     "run_cancelled": "cancelled",

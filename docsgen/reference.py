@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
 from workflows.steps.prompt import PromptStep
 from workflows.steps.rag_search import RagSearchStep
+from workflows.steps.wait_for_signal import WaitForSignalStep
 from workflows.steps.webhook import WebhookStep
 
 BEGIN = (
@@ -177,6 +179,54 @@ GUIDES: list[Guide] = [
                 ],
             },
             "inputs": {},
+        },
+    ),
+    Guide(
+        WaitForSignalStep,
+        templates="every string in the `match` of each entry of `signals`, typed: one that is exactly"
+        " `{{ expression }}`"
+        " becomes the expression's JSON value. They are rendered once, when the wait begins, and a"
+        " signal matches when each named field of its `data` equals the rendered value"
+        " ([signals](signals.md)).",
+        output='`{"signals": {"payment.settled": {"id": "pay-1001", "data": {...}, "sent_at":'
+        ' "2026-01-01T12:00:00.000Z"}}}`, every signal received, by name (with `mode: any`, the one'
+        " that ended the wait). When `timeout_seconds` pass first the step fails with `timeout` (never"
+        " retried), which `on_timeout` (else `on_failure`) routes. While it waits the run is `running`"
+        " and shows a `waiting_signal` event, then a `signal_received` event per signal it takes."
+        " Send one with `POST /signals` ([signals](signals.md))",
+        example={
+            "definition": {
+                "name": "signal-example",
+                "steps": [
+                    {
+                        "id": "paid",
+                        "type": "wait_for_signal",
+                        "config": {
+                            "signals": [
+                                {"name": "payment.settled", "match": {"order_id": "{{ inputs.order_id }}"}}
+                            ],
+                            "lookback_seconds": 3600,
+                            "timeout_seconds": 86400,
+                        },
+                        "on_timeout": "unpaid",
+                    },
+                    {
+                        "id": "ship",
+                        "type": "log",
+                        "config": {
+                            "message": "paid {{ last.signals['payment.settled'].data.amount }}"
+                            " for {{ inputs.order_id }}"
+                        },
+                        "on_success": "_end",
+                    },
+                    {
+                        "id": "unpaid",
+                        "type": "log",
+                        "config": {"message": "no payment for {{ inputs.order_id }}", "level": "warning"},
+                    },
+                ],
+            },
+            "inputs": {"order_id": "A-1001"},
         },
     ),
     Guide(
@@ -360,7 +410,8 @@ def _one_type(prop: dict[str, Any]) -> str:
     if kind == "string" and prop.get("format") == "date-time":
         return "string (RFC 3339 date-time)"
     if kind == "array":
-        return f"array of {_one_type(prop.get('items', {}))}s"
+        item = _one_type(prop.get("items", {}))
+        return "array of objects (below)" if item == "object (below)" else f"array of {item}s"
     if kind == "object":
         values = prop.get("additionalProperties")
         return (
@@ -403,6 +454,8 @@ def _bounds(prop: dict[str, Any]) -> str:
             parts += [bound for bound in (lower, upper) if bound]
         if "maxItems" in option:
             parts.append(f"at most {option['maxItems']} items")
+        if "maxProperties" in option:
+            parts.append(f"at most {option['maxProperties']} fields")
         if "pattern" in option:
             parts.append(f"matches `{option['pattern']}`")
     return ", ".join(parts) or "-"
@@ -471,6 +524,27 @@ def _setup_block(path: str, body: dict[str, Any]) -> str:
     )
 
 
+def nested_models(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """(field, model) for each field of `model` holding another model, or a list of them."""
+
+    def models_in(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [found for arg in typing.get_args(annotation) for found in models_in(arg)]
+
+    return [
+        (name, found) for name, field in model.model_fields.items() for found in models_in(field.annotation)
+    ]
+
+
+def _nested_tables(model: type[BaseModel]) -> list[str]:
+    return [
+        part
+        for name, inner in nested_models(model)
+        for part in (f"Each entry of `{name}`:", fields_table(inner))
+    ]
+
+
 def _type_section(guide: Guide) -> str:
     step = guide.step
     setup = []
@@ -483,6 +557,7 @@ def _type_section(guide: Guide) -> str:
             f"{step.description} {_delivery(step)}",
             f"Templates: {guide.templates}",
             fields_table(step.config_model),
+            *_nested_tables(step.config_model),
             f"Output: {guide.output}.",
             *setup,
             "Example, a request body for `POST /runs`:",
@@ -517,7 +592,13 @@ def generate() -> str:
 
 
 def _models() -> list[type[BaseModel]]:
-    return [StepSpec, RetryPolicy, *(guide.step.config_model for guide in GUIDES)]
+    configs = [guide.step.config_model for guide in GUIDES]
+    return [
+        StepSpec,
+        RetryPolicy,
+        *configs,
+        *(inner for model in configs for _, inner in nested_models(model)),
+    ]
 
 
 def current(text: str) -> str:

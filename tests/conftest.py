@@ -35,7 +35,7 @@ from tests.fakes import FakeQueue, fake_parts
 from tests.faults import unwrapped
 from tests.receivers import Receiver
 from workflows.api.app import create_app
-from workflows.domain.messages import AdvanceMessage
+from workflows.domain.messages import AdvanceMessage, DeliverSignal, parse_message
 from workflows.roots.parts import Parts
 from workflows.settings import Settings
 
@@ -158,6 +158,15 @@ class Drained:
     actions: list[str]
 
 
+def _work(container: Parts, message: object) -> str:
+    """One dispatch message, as the dispatcher works it."""
+    if isinstance(message, DeliverSignal):
+        container.signal_waits.deliver_page(message)
+        return "signal_delivered"
+    assert isinstance(message, AdvanceMessage)
+    return container.engine.process(message).action
+
+
 def drain(container: Parts, *, max_messages: int = 1000) -> Drained:
     """Deliver every visible dispatch message to the engine, as the event source would."""
     actions: list[str] = []
@@ -167,7 +176,7 @@ def drain(container: Parts, *, max_messages: int = 1000) -> Drained:
             messages = queue.receive()
             if not messages:
                 return Drained(actions)
-            actions += [container.engine.process(message).action for message in messages]
+            actions += [_work(container, message) for message in messages]
         raise AssertionError("queue did not drain")
     sqs = container.sqs
     url = container.settings.dispatch_queue_url
@@ -177,8 +186,7 @@ def drain(container: Parts, *, max_messages: int = 1000) -> Drained:
         if not messages:
             return Drained(actions)
         for message in messages:
-            outcome = container.engine.process(AdvanceMessage.from_body(message["Body"]))
-            actions.append(outcome.action)
+            actions.append(_work(container, parse_message(message["Body"])))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     raise AssertionError("queue did not drain")
 

@@ -32,13 +32,14 @@ from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.dlq import DlqRow, truncate_error
 from workflows.domain.idempotency import COMPLETED, IN_PROGRESS, Claim, IdempotencyRecord
 from workflows.domain.ids import check_caller_user_id, check_tenant_id, key_digest
-from workflows.domain.messages import AdvanceMessage
+from workflows.domain.messages import QueuedMessage
 from workflows.domain.outputs import S3_OUTPUT_BYTES, encode, latest_output, new_output_id, ref, ref_id
 from workflows.domain.paging import Position
 from workflows.domain.quotas import WindowCount
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent, RunStatus
 from workflows.domain.schedules import Schedule
 from workflows.domain.secret_refs import Secret, SecretInfo, SecretUnavailable, pack, unpack
+from workflows.domain.signals import Signal
 from workflows.domain.transitions import Commit
 from workflows.domain.workflows import ACTIVE, DELETED, WorkflowHead, WorkflowVersion
 from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
@@ -284,8 +285,61 @@ class FakeRunIndex:
 
 @dataclass
 class _Queued:
-    message: AdvanceMessage
+    message: QueuedMessage
     visible_at: datetime
+
+
+class FakeSignalStore:
+    """SignalStore in memory: signals by id and by name in time order, waiters by name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.signals: dict[tuple[str, str], Signal] = {}
+        self.waiting: dict[tuple[str, str], dict[str, int]] = {}
+
+    def put(self, tenant_id: str, signal: Signal, *, expires_at: int) -> tuple[Signal, bool]:
+        with self._lock:
+            stored = self.signals.get((tenant_id, signal.signal_id))
+            if stored is None:
+                self.signals[(tenant_id, signal.signal_id)] = signal
+                return signal, True
+        if not stored.same_as(signal):
+            raise Conflict(
+                f"id: signal '{signal.signal_id}' was sent with another name, data or run",
+                details=[{"field": "id", "message": "already names another signal"}],
+            )
+        return stored, False
+
+    def get(self, tenant_id: str, signal_id: str) -> Signal | None:
+        with self._lock:
+            return self.signals.get((tenant_id, signal_id))
+
+    def recent(self, tenant_id: str, name: str, since: str, limit: int) -> list[Signal]:
+        with self._lock:
+            found = [
+                signal
+                for (tenant, _), signal in self.signals.items()
+                if tenant == tenant_id and signal.name == name and signal.sent_at >= since
+            ]
+        return sorted(found, key=lambda signal: (signal.sent_at, signal.signal_id))[:limit]
+
+    def add_waiter(self, tenant_id: str, name: str, run_id: str, *, expires_at: int) -> None:
+        with self._lock:
+            self.waiting.setdefault((tenant_id, name), {})[run_id] = expires_at
+
+    def waiters(
+        self, tenant_id: str, name: str, *, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        with self._lock:
+            runs = sorted(
+                run for run in self.waiting.get((tenant_id, name), {}) if after is None or run > after
+            )
+        page = runs[:limit]
+        return page, (page[-1] if len(runs) > limit else None)
+
+    def remove_waiter(self, tenant_id: str, name: str, run_id: str) -> None:
+        with self._lock:
+            self.waiting.get((tenant_id, name), {}).pop(run_id, None)
 
 
 class FakeQueue:
@@ -298,12 +352,12 @@ class FakeQueue:
         self._lock = threading.Lock()
         self.messages: list[_Queued] = []
 
-    def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None:
+    def send(self, message: QueuedMessage, *, delay_seconds: int = 0) -> None:
         delay = max(0, min(int(delay_seconds), self.MAX_DELAY_SECONDS))
         with self._lock:
             self.messages.append(_Queued(message, self._clock() + timedelta(seconds=delay)))
 
-    def receive(self) -> list[AdvanceMessage]:
+    def receive(self) -> list[QueuedMessage]:
         """Take every visible message (the caller processes and so deletes them)."""
         with self._lock:
             now = self._clock()
@@ -551,6 +605,9 @@ class FakeQuotaStore:
 
     def count_fire(self, tenant_id: str, limit: int, now: datetime) -> WindowCount:
         return self._count(f"fires#{tenant_id}", "day", limit, now)
+
+    def count_signal(self, tenant_id: str, limit: int, now: datetime) -> WindowCount:
+        return self._count(f"signals#{tenant_id}", "min", limit, now)
 
     def uncount(self, tenant_id: str, user_id: str, window: str, now: datetime) -> None:
         length = WINDOWS[window]
@@ -1042,6 +1099,7 @@ def fake_parts(settings: Settings, *, clock: Clock = system_clock) -> Parts:
         "dlq": FakeDlqStore(clock=clock),
         "api_keys": FakeApiKeyStore(clock=clock),
         "secrets": FakeSecretStore(),
+        "signals": FakeSignalStore(),
     }
     parts.give(**fakes)
     return parts

@@ -256,6 +256,16 @@ class Client:
         created: dict[str, Any] = self.request("POST", f"/{_segment(workflow_id)}/versions", json=definition)
         return created
 
+    # ---- signals -----------------------------------------------------------------------
+
+    def signal(
+        self, name: str, signal_id: str, data: dict[str, Any], run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Send a signal to the tenant's waiting runs, or to one run."""
+        path = "/signals" if run_id is None else f"/runs/{_segment(run_id)}/signals"
+        sent: dict[str, Any] = self.request("POST", path, json={"name": name, "id": signal_id, "data": data})
+        return sent
+
     # ---- webhook dead letters ----------------------------------------------------------
 
     def dlq_rows(

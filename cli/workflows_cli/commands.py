@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,14 @@ from rich.text import Text
 from workflows_cli import config
 from workflows_cli.client import ApiError, Client
 from workflows_cli.events import TERMINAL_EVENTS, TERMINAL_STATUSES, describe, pages
-from workflows_cli.inputs import InputError, parse_pairs, read_object, read_source, workflow_id
+from workflows_cli.inputs import (
+    InputError,
+    parse_object,
+    parse_pairs,
+    read_object,
+    read_source,
+    workflow_id,
+)
 from workflows_cli.watch import STATE_STYLES, Progress, watch
 
 EXIT_OK = 0
@@ -338,6 +346,48 @@ def approvals_ls(app: App) -> int:
     # The next page must be asked with the same filter, or its cursor is refused.
     whose = {None: " --all", "me": ""}.get(args.assignee, f" --assignee {args.assignee}")
     _more(app, page, f"workflows approvals ls{whose}")
+    return EXIT_OK
+
+
+# ---- signals ----------------------------------------------------------------------------
+
+# What a run did with a signal sent to it (`delivery`).
+DELIVERIES = {
+    "completed": "its step completed",
+    "received": "it took the signal and waits for more",
+    "ignored": "it waits, but not for this signal (another value of a field)",
+    "not_waiting": "it is not waiting for this signal",
+}
+
+
+def signal(app: App) -> int:
+    """Sends a signal; without --id, a new id, printed so that a retry can send the same one."""
+    args = app.args
+    data: dict[str, Any] = {}
+    if args.data_json is not None:
+        data.update(parse_object(args.data_json, "--data-json"))
+    data.update(parse_pairs(args.data, "--data"))
+    signal_id = args.signal_id or str(uuid.uuid4())
+    with app.client() as client:
+        sent = client.signal(args.name, signal_id, data, run_id=args.run)
+    if app.wants_json():
+        app.print_json(sent)
+        if not args.signal_id:
+            app.err.print(f"to retry without sending it twice: --id {signal_id}")
+        return EXIT_OK
+    line = f"signal {sent.get('name')} {sent.get('id')}: "
+    if sent.get("duplicate"):
+        line += f"sent before, at {sent.get('sent_at')}; nothing new was sent"
+    elif args.run is None:
+        line += "sent to the runs waiting for it"
+    else:
+        line += "sent"
+    if args.run is not None:
+        delivery = str(sent.get("delivery"))
+        line += f"; run {sent.get('run_id')}: {DELIVERIES.get(delivery, delivery)}"
+    app.out.print(Text(line))
+    if not args.signal_id:
+        app.err.print(f"to retry without sending it twice: --id {signal_id}")
     return EXIT_OK
 
 

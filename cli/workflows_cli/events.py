@@ -169,6 +169,20 @@ def delivered_text(output: dict[str, Any]) -> str:
     )
 
 
+def awaited_signals(payload: dict[str, Any]) -> str:
+    """`payment.settled (order_id="A-1")`, or `all of: a, b`: what a `waiting_signal` waits for."""
+    names = []
+    for awaited in payload.get("signals") or []:
+        if not isinstance(awaited, dict):
+            continue
+        match = awaited.get("match") if isinstance(awaited.get("match"), dict) else {}
+        assert isinstance(match, dict)
+        fields = ", ".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in match.items())
+        names.append(f"{awaited.get('name', '?')}" + (f" ({fields})" if fields else ""))
+    listed = ", ".join(names) or "signals"
+    return f"all of: {listed}" if payload.get("mode") == "all" and len(names) > 1 else listed
+
+
 def describe(event: dict[str, Any]) -> str:
     """One line a person reads: what happened, to which step."""
     kind = str(event.get("event_type", "?"))
@@ -201,6 +215,12 @@ def describe(event: dict[str, Any]) -> str:
         if payload.get("assignees"):
             text += f" (assignees: {', '.join(map(str, payload['assignees']))})"
         return text
+    if kind == "waiting_signal":
+        return f"step {step} waits for {awaited_signals(payload)}" + (
+            f" until {payload['timeout_at']}" if payload.get("timeout_at") else ""
+        )
+    if kind == "signal_received":
+        return f"step {step} received signal {payload.get('name', '?')} (id {payload.get('id', '?')})"
     if kind == "approval_granted":
         return f"step {step} approved {_decision(payload, granted=True)}"
     if kind == "approval_rejected":

@@ -109,6 +109,17 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
     return values
 
 
+def parse_object(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line (`--json '{"a": 1}'`)."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    except ValueError as exc:
+        raise InputError(f"{option}: not valid JSON (NaN and Infinity are not JSON): {exc}") from exc
+    if not isinstance(value, dict):
+        raise InputError(f"{option}: expected a JSON object ({{...}}), got {type(value).__name__}")
+    return value
+
+
 class _Loader(yaml.SafeLoader):
     """YAML without implicit timestamps: `2026-01-01` stays a string, as JSON would carry it."""
 

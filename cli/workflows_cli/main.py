@@ -212,6 +212,32 @@ def build_parser() -> argparse.ArgumentParser:
         )
         decide.set_defaults(decision=decision)
 
+    # ---- signals
+    signal = command(
+        groups,
+        "signal",
+        commands.signal,
+        "send a signal to the runs waiting for it (or to one run, --run)",
+    )
+    signal.add_argument("name", metavar="NAME", help="the signal's name (payment.settled)")
+    signal.add_argument(
+        "--data",
+        "-d",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a field of its data; VALUE is JSON when it parses (n=3 is a number), else text (repeatable)",
+    )
+    signal.add_argument(
+        "--data-json", dest="data_json", metavar="OBJECT", help="its data as a JSON object (--data wins)"
+    )
+    signal.add_argument(
+        "--id",
+        dest="signal_id",
+        metavar="ID",
+        help="the signal's id: sending an id again sends nothing new (default: a new one, printed)",
+    )
+    signal.add_argument("--run", metavar="RUN", type=_identifier, help="send it to this run only")
+
     # ---- definitions
     defs = group("defs", "saved workflow definitions")
     push = command(defs, "push", commands.defs_push, "save a definition: new, or a new version of its name")

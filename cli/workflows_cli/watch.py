@@ -19,6 +19,7 @@ from workflows_cli.events import (
     TERMINAL_STATUSES,
     Pacer,
     approved_by,
+    awaited_signals,
     delivered_text,
     delivery,
     describe,
@@ -32,6 +33,7 @@ STATE_STYLES = {
     "running": "cyan",
     "retrying": "yellow",
     "waiting for approval": "magenta",
+    "waiting for signals": "magenta",
     "completed": "green",
     "delivered": "green",
     "not delivered": "yellow",
@@ -107,6 +109,7 @@ class Progress:
             "step_timeout": "timed out",
             "step_retrying": "retrying",
             "waiting_approval": "waiting for approval",
+            "waiting_signal": "waiting for signals",
             "approval_granted": "approved",
             "approval_rejected": "rejected",
         }
@@ -124,6 +127,10 @@ class Progress:
             step.note = delivered_text(output).removeprefix(step.state).lstrip(":; ")
         elif kind == "waiting_approval":
             step.note = ""
+        elif kind == "waiting_signal":
+            step.note = awaited_signals(payload)
+        elif kind == "signal_received":
+            step.note = f"received {payload.get('name', '?')}"
         elif kind == "approval_granted":
             step.note = approved_by(payload)
         elif kind == "approval_rejected":

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,3 +185,69 @@ def test_a_stopped_stack_starts_again_at_once_on_the_same_ports(tmp_path: Path) 
     with local_stack("restarted", tmp_path, settings, startup_timeout=120, ports=ports) as second:
         runs = httpx.get(f"{second.base}/runs", headers={"X-API-KEY": API_KEY}, timeout=5)
         assert runs.status_code == 200, runs.text
+
+
+def test_runs_wait_for_signals_over_http(stack: Stack) -> None:
+    """On the local stack: a signal sent 5 s before its run was submitted (lookback), one sent
+    after the run began waiting, `mode: all` of two, and a wait that times out to `on_timeout`."""
+    tag = uuid.uuid4().hex[:8]
+    after = {"id": "after", "type": "log", "config": {"message": "{{ steps.wait.output | tojson }}"}}
+
+    def submit(wait: dict[str, Any], *more: dict[str, Any]) -> str:
+        steps = [{"id": "wait", "type": "wait_for_signal", **wait}, after, *more]
+        response = stack.client.post("/runs", json={"definition": {"name": "signals", "steps": steps}})
+        assert response.status_code == 202, response.text
+        return str(response.json()["run_id"])
+
+    def send(name: str, signal_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        response = stack.client.post("/signals", json={"name": name, "id": signal_id, "data": data})
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    early = send(f"early-{tag}", f"early-{tag}", {"n": 1})
+    sent_early = time.monotonic()
+    assert early["duplicate"] is False
+    assert send(f"early-{tag}", f"early-{tag}", {"n": 1})["duplicate"] is True
+    later = submit({"config": {"signals": [{"name": f"later-{tag}", "match": {"order": 7}}]}})
+    both = submit({"config": {"signals": [{"name": f"x-{tag}"}, {"name": f"y-{tag}"}], "mode": "all"}})
+    timed_out = submit(
+        {"config": {"signals": [{"name": f"never-{tag}"}], "timeout_seconds": 2}, "on_timeout": "late"},
+        {"id": "late", "type": "log", "config": {"message": "no signal came"}},
+    )
+
+    time.sleep(max(0.0, sent_early + 5 - time.monotonic()))  # submitted 5 s after its signal
+    looked_back = submit({"config": {"signals": [{"name": f"early-{tag}"}], "lookback_seconds": 30}})
+
+    def run(run_id: str) -> dict[str, Any]:
+        return dict(stack.client.get(f"/runs/{run_id}").json())
+
+    def waiting(*run_ids: str) -> bool:
+        return all(run(r)["status"] == "running" and run(r)["current_step_id"] == "wait" for r in run_ids)
+
+    wait_for(lambda: waiting(later, both) or None)
+    send(f"later-{tag}", f"later-other-{tag}", {"order": 8})  # another order: not this run's
+    send(f"later-{tag}", f"later-{tag}", {"order": 7})
+    send(f"x-{tag}", f"x-{tag}", {})
+    send(f"y-{tag}", f"y-{tag}", {})
+
+    def ended(run_id: str) -> dict[str, Any] | None:
+        found = run(run_id)
+        return found if found["status"] in ("succeeded", "failed", "cancelled") else None
+
+    def wait_output(run_id: str) -> dict[str, Any]:
+        """The wait step's output, as its last event records it."""
+        events = stack.client.get(f"/runs/{run_id}/events").json()["events"]
+        ends = [
+            e
+            for e in events
+            if e["step_id"] == "wait" and e["event_type"] in ("step_completed", "step_timeout")
+        ]
+        return dict(ends[-1]["payload"]["output"])
+
+    for run_id in (looked_back, later, both, timed_out):
+        assert wait_for(lambda r=run_id: ended(r), timeout=60)["status"] == "succeeded"
+    assert wait_output(looked_back)["signals"][f"early-{tag}"]["data"] == {"n": 1}
+    assert wait_output(later)["signals"][f"later-{tag}"]["id"] == f"later-{tag}"
+    assert set(wait_output(both)["signals"]) == {f"x-{tag}", f"y-{tag}"}
+    assert wait_output(timed_out)["error"]["code"] == "timeout"
+    assert run(timed_out)["outputs"]["message"] == "no signal came"

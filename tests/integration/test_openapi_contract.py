@@ -143,3 +143,5 @@ def test_ids_too_long_for_a_key_answer_404(contract_app: ContractApp) -> None:
     assert client.get(f"{PREFIX}/runs/{long_id}").status_code == 404
     assert client.post(f"{PREFIX}/runs/{long_id}/pause").status_code == 404
     assert client.get(f"{PREFIX}/runs/{long_id}/artifacts").status_code == 404
+    signal = {"name": "order.paid", "id": "pay-1"}
+    assert client.post(f"{PREFIX}/runs/{long_id}/signals", json=signal).status_code == 404

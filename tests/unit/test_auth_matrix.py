@@ -69,6 +69,9 @@ TABLE: dict[tuple[str, str], Any] = {
     ("POST", "/runs/{run_id}/cancel"): CONTROL,
     ("POST", "/runs/{run_id}/retry"): CONTROL,
     ("GET", "/approvals"): ANY,  # filtered to what the caller may decide or read
+    # signals: workflows.signals.send (operator, admin); to one run, a run the caller may read
+    ("POST", "/signals"): TENANT_CONTROL,
+    ("POST", "/runs/{run_id}/signals"): CONTROL,
     ("GET", "/step-types"): TENANT_READ,
     # webhooks (operators)
     ("GET", "/webhooks/dlq"): TENANT_CONTROL,
@@ -241,6 +244,8 @@ BODIES: dict[tuple[str, str], Callable[[World], Any]] = {
     ("PATCH", "/schedules/{schedule_id}"): lambda w: {"enabled": False},
     ("POST", "/api-keys"): lambda w: {"user_id": "newbie", "roles": ["viewer"]},
     ("PUT", "/secrets/{name}"): lambda w: {"value": "rotated"},
+    ("POST", "/signals"): lambda w: {"name": "order.paid", "id": f"{w.name}-all", "data": {"n": 1}},
+    ("POST", "/runs/{run_id}/signals"): lambda w: {"name": "order.paid", "id": f"{w.name}-one"},
 }
 
 

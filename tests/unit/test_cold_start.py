@@ -99,5 +99,14 @@ def test_every_step_type_is_known_before_its_module_is_loaded() -> None:
     env = {"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["names"] == ["approval", "branch", "delay", "log", "prompt", "rag_search", "webhook"]
+    assert result["names"] == [
+        "approval",
+        "branch",
+        "delay",
+        "log",
+        "prompt",
+        "rag_search",
+        "wait_for_signal",
+        "webhook",
+    ]
     assert result["loaded_before"] is False

@@ -185,6 +185,13 @@ def test_every_console_file_is_sent_gzipped_and_smaller(anonymous: TestClient) -
 
 # ---- GET /me ---------------------------------------------------------------------------
 
+OPERATOR = [
+    "workflows.runs.control",
+    "workflows.runs.read",
+    "workflows.secrets.use",
+    "workflows.signals.send",
+]
+
 
 def test_me_in_single_user_mode_is_the_admin_of_the_default_tenant(client: TestClient) -> None:
     response = client.get(f"{PREFIX}/me")
@@ -198,6 +205,7 @@ def test_me_in_single_user_mode_is_the_admin_of_the_default_tenant(client: TestC
             "workflows.runs.control",
             "workflows.runs.read",
             "workflows.secrets.use",
+            "workflows.signals.send",
         ],
     }
 
@@ -207,12 +215,9 @@ def test_me_in_single_user_mode_is_the_admin_of_the_default_tenant(client: TestC
     [
         ([], []),
         (["viewer"], ["workflows.runs.read"]),
-        (["operator"], ["workflows.runs.control", "workflows.runs.read", "workflows.secrets.use"]),
-        (
-            ["admin"],
-            ["workflows.admin", "workflows.runs.control", "workflows.runs.read", "workflows.secrets.use"],
-        ),
-        (["viewer", "operator"], ["workflows.runs.control", "workflows.runs.read", "workflows.secrets.use"]),
+        (["operator"], OPERATOR),
+        (["admin"], ["workflows.admin", *OPERATOR]),
+        (["viewer", "operator"], OPERATOR),
     ],
 )
 def test_me_names_the_keys_tenant_user_roles_and_permissions(
@@ -241,6 +246,7 @@ def test_admin_implies_every_permission_even_when_a_role_grants_admin_alone(cloc
         "workflows.runs.control",
         "workflows.runs.read",
         "workflows.secrets.use",
+        "workflows.signals.send",
     ]
 
 

@@ -138,6 +138,31 @@ def test_the_approval_example_runs(client: TestClient, container: Parts) -> None
     assert run["outputs"]["message"] == "approved by admin: fine"
 
 
+def test_the_wait_for_signal_example_runs_when_its_signal_is_sent(
+    client: TestClient, container: Parts
+) -> None:
+    run = _run(client, container, "wait_for_signal")
+    assert run["status"] == "running"
+    signal = {"name": "payment.settled", "id": "pay-1001", "data": {"order_id": "A-1001", "amount": 42}}
+    sent = client.post(f"{BASE}/signals", json=signal)
+    assert sent.status_code == 202, sent.text
+    drain(container)
+    run = client.get(f"{BASE}/runs/{run['run_id']}").json()
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"]["message"] == "paid 42 for A-1001"
+
+
+def test_the_wait_for_signal_example_takes_its_timeout_route(
+    client: TestClient, container: Parts, clock: FakeClock
+) -> None:
+    run = _run(client, container, "wait_for_signal")
+    clock.advance(86_400)
+    drain(container)
+    run = client.get(f"{BASE}/runs/{run['run_id']}").json()
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"] == {"message": "no payment for A-1001", "level": "warning"}
+
+
 def test_the_rag_search_example_runs_once_its_setup_is_done(client: TestClient, container: Parts) -> None:
     setup = GUIDES["rag_search"].setup
     assert setup is not None

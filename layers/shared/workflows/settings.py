@@ -75,6 +75,8 @@ class Settings(BaseModel):
     disable_quotas: bool = False
     quota_burst_per_min: int = Field(default=60, ge=1)
     quota_daily_per_user: int = Field(default=1000, ge=1)
+    # Signals a tenant may send per minute (POST /signals and POST /runs/{id}/signals; HTTP 429).
+    signal_quota_per_min: int = Field(default=600, ge=1)
     # Schedules (docs/schedules.md): how many a tenant may have, and in multi_user mode how many
     # runs its schedules may start per UTC day (a fire past it is skipped, and recorded so).
     max_schedules_per_tenant: int = Field(default=100, ge=1, le=10_000)

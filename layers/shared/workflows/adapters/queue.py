@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.adapters.aws import aws_errors
-from workflows.domain.messages import AdvanceMessage
+from workflows.domain.messages import QueuedMessage
 
 
 class SqsDispatchQueue:
@@ -17,7 +17,7 @@ class SqsDispatchQueue:
         self._client = client
         self._url = queue_url
 
-    def send(self, message: AdvanceMessage, *, delay_seconds: int = 0) -> None:
+    def send(self, message: QueuedMessage, *, delay_seconds: int = 0) -> None:
         delay = max(0, min(int(delay_seconds), self.MAX_DELAY_SECONDS))
         with aws_errors():
             # The tenant as message group makes the standard queue a fair queue: while one tenant

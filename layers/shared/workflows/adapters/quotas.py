@@ -48,6 +48,10 @@ class QuotaRepository:
         """Count one run started by one of the tenant's schedules today, unless the budget is used."""
         return self._count(f"fires#{tenant_id}", "day", limit, now)
 
+    def count_signal(self, tenant_id: str, limit: int, now: datetime) -> WindowCount:
+        """Count one signal the tenant sent this minute, unless its budget is used."""
+        return self._count(f"signals#{tenant_id}", "min", limit, now)
+
     def _count(self, counter: str, window: str, limit: int, now: datetime) -> WindowCount:
         length = WINDOWS[window]
         moment = int(now.timestamp())

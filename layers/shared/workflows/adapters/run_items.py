@@ -23,7 +23,7 @@ DEFINITION_SK = "DEFINITION"
 # Sorts before "DEFINITION" and "RUN": the run's Query reads from "DEFINITION" on.
 OUTPUT_SK = "#OUTPUT#"
 # Fields stored as JSON strings (absent when None).
-_JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output", "approval")
+_JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output", "approval", "signal_wait")
 # The run item is rewritten by every commit and billed per started KB: the two fields that grow
 # with the run (every step's output, the latest commit's events) are zlib-compressed binary
 # past this many bytes, which keeps a 10-step run's item under 1 KB.

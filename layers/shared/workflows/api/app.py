@@ -22,6 +22,7 @@ from workflows.api.schemas import PREFIX
 ROUTE_MODULES = (
     "runs",
     "control",
+    "signals",
     "approvals",
     "webhooks",
     "step_types",
@@ -49,6 +50,7 @@ ROUTE_PATHS: dict[str, tuple[str, ...]] = {
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/retry",
     ),
+    "signals": ("/signals", "/runs/{run_id}/signals"),
     "approvals": ("/approvals",),
     "webhooks": (
         "/runs/{run_id}/deliveries",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # annotations only: a route imports the services it calls its
     from workflows.services.runs import RunService
     from workflows.services.schedules import ScheduleService
     from workflows.services.secrets import SecretService
+    from workflows.services.signals import SignalService
     from workflows.settings import Settings
     from workflows.steps.registry import StepRegistry
 
@@ -79,6 +80,9 @@ class ApiServices(Protocol):
 
     @property
     def deliveries(self) -> DeliveryOperations: ...
+
+    @property
+    def signal_service(self) -> SignalService: ...
 
 
 async def services(request: Request) -> ApiServices:

@@ -133,7 +133,8 @@ _ERROR_TEXT = {
     413: "the body, or a field of it, is too large (`payload_too_large`, details name the field)",
     415: "the body is not application/json",
     422: "a field fails validation (`validation_error`, `too_deep`); details name each one",
-    429: "a submission quota is used up; retry after Retry-After (RateLimit-* headers)",
+    429: "a quota is used up (the caller's submissions, the tenant's signals); retry after"
+    " Retry-After (RateLimit-* headers)",
     503: "AWS failed or throttled; retry after Retry-After",
 }
 

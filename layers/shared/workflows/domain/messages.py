@@ -55,11 +55,32 @@ class StartScheduledRun(BaseModel):
         return self.model_dump_json()
 
 
-DispatchMessage = Annotated[AdvanceMessage | StartScheduledRun, Field(discriminator="kind")]
-_DISPATCH_MESSAGE: TypeAdapter[AdvanceMessage | StartScheduledRun] = TypeAdapter(DispatchMessage)
+class DeliverSignal(BaseModel):
+    """A signal was sent to every run of its tenant waiting for its name: deliver it to the
+    runs waiting, a page of them per message (`after`: the last run of the page before)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = 1
+    kind: Literal["deliver_signal"] = "deliver_signal"
+    tenant_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    signal_id: str = Field(min_length=1)
+    after: str | None = None
+
+    def to_body(self) -> str:
+        return self.model_dump_json(exclude_none=True)
 
 
-def parse_message(body: str) -> AdvanceMessage | StartScheduledRun:
+# What the service itself sends to the dispatch queue (each carries its tenant: fair delivery).
+QueuedMessage = AdvanceMessage | DeliverSignal
+DispatchMessage = Annotated[AdvanceMessage | StartScheduledRun | DeliverSignal, Field(discriminator="kind")]
+_DISPATCH_MESSAGE: TypeAdapter[AdvanceMessage | StartScheduledRun | DeliverSignal] = TypeAdapter(
+    DispatchMessage
+)
+
+
+def parse_message(body: str) -> AdvanceMessage | StartScheduledRun | DeliverSignal:
     """Either kind of dispatch message; a body without `kind` is an advance kick."""
     document = json.loads(body)
     if isinstance(document, dict):

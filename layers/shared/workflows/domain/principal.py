@@ -13,13 +13,16 @@ ADMIN = "workflows.admin"
 # Submitting ad hoc, or saving, a definition that references `{{ secrets.NAME }}`: the secrets
 # are the tenant's, so sending them somewhere is not for every caller (docs/auth.md).
 SECRETS_USE = "workflows.secrets.use"
-ALL_PERMISSIONS = frozenset({RUNS_READ, RUNS_CONTROL, SECRETS_USE, ADMIN})
+# Sending signals (`POST /signals`, `POST /runs/{id}/signals`): a signal moves the tenant's
+# waiting runs on, so it is for whoever may move runs (docs/signals.md).
+SIGNALS_SEND = "workflows.signals.send"
+ALL_PERMISSIONS = frozenset({RUNS_READ, RUNS_CONTROL, SECRETS_USE, SIGNALS_SEND, ADMIN})
 
 # Multi-user mode: roles grant permissions. `WORKFLOWS_ROLE_PERMISSIONS` (JSON) adds roles or
 # replaces these mappings; a role nobody configured grants nothing.
 DEFAULT_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({RUNS_READ}),
-    "operator": frozenset({RUNS_READ, RUNS_CONTROL, SECRETS_USE}),
+    "operator": frozenset({RUNS_READ, RUNS_CONTROL, SECRETS_USE, SIGNALS_SEND}),
     "admin": ALL_PERMISSIONS,
 }
 

@@ -41,6 +41,8 @@ class EventType(StrEnum):
     APPROVAL_GRANTED = "approval_granted"
     APPROVAL_REJECTED = "approval_rejected"
     WEBHOOK_DELIVERY = "webhook_delivery"
+    WAITING_SIGNAL = "waiting_signal"
+    SIGNAL_RECEIVED = "signal_received"
 
 
 class NewEvent(BaseModel):
@@ -102,6 +104,9 @@ class Run(BaseModel):
     # The pending approval request: step_id, instructions, assignees, required_approvals,
     # requested_at, timeout_at, and `approvals` ({approver, approved_at}) granted so far.
     approval: dict[str, Any] | None = None
+    # The signals the current step waits for (domain.signals.SignalWait): what it expects, what
+    # it has received, from when a signal counts; None while no step waits for signals.
+    signal_wait: dict[str, Any] | None = None
     created_at: str
     updated_at: str
     started_at: str | None = None

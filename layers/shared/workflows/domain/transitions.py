@@ -20,15 +20,17 @@ answers `already_applied`. An action from a status it does not list raises Inval
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, Required, TypedDict
+from typing import Any, Final, Required, TypedDict, cast
 
 from workflows.clock import iso
+from workflows.domain import signals
 from workflows.domain.outputs import remember
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.domain.signals import Received, Signal, SignalWait
 from workflows.errors import InvalidState
 
 Q, R, P, W = RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING_APPROVAL
@@ -46,6 +48,8 @@ class Action(StrEnum):
     SUSPEND = "suspend"
     AWAIT_APPROVAL = "await_approval"
     RECORD_APPROVAL = "record_approval"
+    AWAIT_SIGNAL = "await_signal"
+    RECEIVE_SIGNAL = "receive_signal"
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
@@ -86,6 +90,11 @@ TABLE: Final[Mapping[Action, Mapping[RunStatus, Leads]]] = {
     Action.AWAIT_APPROVAL: {R: frozenset({W}), P: frozenset({P})},
     # An approval short of the step's quorum.
     Action.RECORD_APPROVAL: {W: frozenset({W})},
+    # The step waits for signals (the run keeps running, its step suspended until its timeout).
+    Action.AWAIT_SIGNAL: {R: frozenset({R}), P: frozenset({P})},
+    # A signal the step waits for: recorded, and the step completes once the wait is satisfied.
+    # A paused run records it too (and its step completes; the run rests until resumed).
+    Action.RECEIVE_SIGNAL: {R: frozenset({R, S}), P: frozenset({P, S})},
     Action.PAUSE: {Q: frozenset({P}), R: frozenset({P}), W: frozenset({P}), P: ALREADY},
     Action.RESUME: {P: frozenset({Q, R, W}), Q: ALREADY, R: ALREADY, W: ALREADY},
     Action.CANCEL: {Q: frozenset({C}), R: frozenset({C}), P: frozenset({C}), W: frozenset({C}), C: ALREADY},
@@ -224,7 +233,12 @@ def _land(read: Run, target: RunStatus, **changes: Any) -> tuple[Run, bool]:
     return _evolve(read, status=target, **changes), target in (R, W)
 
 
-_STEP_DONE: Mapping[str, Any] = {"wait_until": None, "next_wake_at": None, "lease_expires_at": None}
+_STEP_DONE: Mapping[str, Any] = {
+    "wait_until": None,
+    "next_wake_at": None,
+    "lease_expires_at": None,
+    "signal_wait": None,
+}
 
 
 # ---- the engine's transitions --------------------------------------------------------------
@@ -372,6 +386,61 @@ def record_approval(
     return _commit(Action.RECORD_APPROVAL, run, moved, [event], Kick(_seconds_until(run.wait_until, now)))
 
 
+def await_signal(run: Run, wait: SignalWait, *, until: str, now: datetime) -> Commit:
+    """The step waits for the signals `wait` names until `until` (its timeout). Its kick comes at
+    once: the engine then looks back for signals sent before the wait began, and sends the hops
+    to the deadline (the timeout fails the step)."""
+    _check(Action.AWAIT_SIGNAL, run)
+    request = {key: value for key, value in wait.items() if key != "received"}
+    event = NewEvent(event_type=EventType.WAITING_SIGNAL, step_id=wait["step_id"], payload=request)
+    moved, goes_on = _land(
+        run, R, lease_expires_at=None, wait_until=until, next_wake_at=until, signal_wait=dict(wait)
+    )
+    return _commit(Action.AWAIT_SIGNAL, run, moved, [event], Kick() if goes_on else None)
+
+
+def receive_signal(
+    run: Run,
+    signal: Signal,
+    *,
+    next_step: str | None,
+    now: datetime,
+    store: Callable[[dict[str, Any]], Any] = lambda output: output,
+) -> Commit | None:
+    """A signal the run's step may wait for: None when it does not (another name, fields that do
+    not match, sent before the wait counts, to another run, received already: a repeat changes
+    nothing). Otherwise it is recorded, and once the wait is satisfied the step completes with
+    every signal received (`next_step`: where the run goes then; `store`: the output as the run
+    records it, a reference past the inline size)."""
+    leads(Action.RECEIVE_SIGNAL, run.status)
+    if run.signal_wait is None or run.current_step_id != run.signal_wait.get("step_id"):
+        return None
+    wait = cast(SignalWait, run.signal_wait)
+    name = signals.accepts(wait, signal, run.run_id)
+    if name is None:
+        return None
+    received: Received = {"id": signal.signal_id, "data": signal.data, "sent_at": signal.sent_at}
+    wait = cast(SignalWait, {**wait, "received": {**wait["received"], name: received}})
+    event = NewEvent(
+        event_type=EventType.SIGNAL_RECEIVED,
+        step_id=wait["step_id"],
+        payload={"name": name, "id": signal.signal_id, "data": signal.data, "sent_at": signal.sent_at},
+    )
+    if signals.satisfied(wait):
+        return _as(
+            Action.RECEIVE_SIGNAL,
+            complete_step(
+                run, wait["step_id"], signals.output(wait), next_step=next_step, now=now, cause=[event]
+            ),
+        )
+    return _commit(Action.RECEIVE_SIGNAL, run, _evolve(run, signal_wait=dict(wait)), [event])
+
+
+def _as(action: Action, commit: Commit) -> Commit:
+    """A commit another transition built, under this action's name (its table checked too)."""
+    return _commit(action, commit.read, commit.run, commit.events, commit.kick)
+
+
 def _succeed(
     action: Action, run: Run, outputs: Any, events: list[NewEvent], now: datetime, progress: Mapping[str, Any]
 ) -> Commit:
@@ -446,6 +515,7 @@ def cancel(run: Run, *, actor: str, now: datetime) -> Commit | None:
         paused_from=None,
         wait_until=None,
         next_wake_at=None,
+        signal_wait=None,
     )
     events = [
         NewEvent(event_type=EventType.CANCEL_ACKNOWLEDGED, payload={"actor": actor}),
@@ -470,6 +540,7 @@ def retry_from(run: Run, step_id: str, *, actor: str) -> Commit:
         wait_until=None,
         next_wake_at=None,
         approval=None,
+        signal_wait=None,
     )
     event = NewEvent(
         event_type=EventType.RUN_RESUMED, payload={"actor": actor, "reason": "retry", "from_step": step_id}

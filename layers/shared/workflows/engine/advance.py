@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 from workflows.clock import Clock, iso, parse_iso, system_clock
 from workflows.domain import transitions
@@ -31,11 +31,13 @@ from workflows.domain.definition import StepSpec, WorkflowDefinition
 from workflows.domain.failures import StepFailed
 from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import Run, RunStatus
+from workflows.domain.signals import SignalWait
 from workflows.domain.transitions import Commit, Kick
 from workflows.engine.endings import INTERNAL_ERROR, Endings, Slots, internal_error
 from workflows.engine.kicks import MAX_DELAY_SECONDS, Kicks
 from workflows.engine.outcomes import Build, StepCommits, Written
 from workflows.engine.outputs import RunOutputs
+from workflows.engine.signals import SignalWaits
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import count, logger, metrics
 from workflows.ports import RunLog, RunOutputStore
@@ -100,6 +102,7 @@ class Engine:
         max_receives: int = 5,
         sweep_grace_seconds: float | None = None,
         shares: Shares | None = None,
+        signals: SignalWaits | None = None,
     ) -> None:
         self._runs = runs
         self._outputs = outputs
@@ -115,6 +118,7 @@ class Engine:
         self._max_receives = max_receives
         self._sweep_grace = sweep_grace_seconds
         self._shares = shares
+        self._signals = signals
 
     # ---- the message loop ------------------------------------------------------------
 
@@ -174,9 +178,15 @@ class Engine:
         if run.lease_expires_at and now < parse_iso(run.lease_expires_at):
             # Another dispatcher is executing an at-most-once step; its commit sends the next kick.
             return self._after_lease(run, now, "leased")
-        if run.wait_until and now < parse_iso(run.wait_until):
+        wait_until = run.wait_until
+        if wait_until and now < parse_iso(wait_until):
+            if run.signal_wait is not None and self._signals is not None:
+                # Signals sent before the wait began (its lookback), or whose delivery was lost.
+                run, completed = self._signals.look_back(run)
+                if completed:
+                    return Outcome.of("signalled", run)
             # A hop of a chained wait (SQS delays at most 15 minutes): not due yet, no write.
-            self._kicks.send(run, Kick((parse_iso(run.wait_until) - now).total_seconds()))
+            self._kicks.send(run, Kick((parse_iso(wait_until) - now).total_seconds()))
             return Outcome.of("waiting", run)
         return None
 
@@ -255,7 +265,10 @@ class Engine:
             if run.status == RunStatus.QUEUED:
                 metrics.add_metric(name="RunsStarted", unit="Count", value=1)
             updated = written.run
-            ready = updated.status == RunStatus.RUNNING and written.kick == Kick()
+            # A step suspended (a delay, a wait for signals) is not run again here: its kick does.
+            ready = (
+                updated.status == RunStatus.RUNNING and updated.wait_until is None and written.kick == Kick()
+            )
             if ready and steps < self._max_inline and self._can_inline(updated, definition, remaining_ms):
                 run = updated
                 continue
@@ -422,12 +435,24 @@ class Engine:
             )
         if isinstance(outcome, Suspend):
             until = iso(outcome.until)
+            if outcome.signals is not None:
+                return self._await_signals(run, step, outcome, now)
             if outcome.waiting_approval:
                 return lambda base: transitions.await_approval(
                     base, step.id, outcome.payload, until=until, now=now
                 )
             return lambda base: transitions.suspend(base, until=until, now=now)
         return self._commits.succeeded(run, definition, step, outcome)
+
+    def _await_signals(self, run: Run, step: StepSpec, outcome: Suspend, now: datetime) -> Build:
+        if self._signals is None:
+            raise StepFailed("unavailable", "this function does not deliver signals", retryable=False)
+        until = iso(outcome.until)
+        wait = cast(
+            SignalWait, {**(outcome.signals or {}), "step_id": step.id, "timeout_at": until, "received": {}}
+        )
+        self._signals.register(run, [awaited["name"] for awaited in wait["signals"]], outcome.until)
+        return lambda base: transitions.await_signal(base, wait, until=until, now=now)
 
     def _execute(self, step: StepSpec, context: StepContext) -> StepResult | Suspend:
         step_type = self._registry.get(step.type)

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from workflows.domain.messages import StartScheduledRun, parse_message
+from workflows.domain.messages import DeliverSignal, StartScheduledRun, parse_message
 from workflows.engine.endings import internal_error
 from workflows.observability import logger, metrics, tracer
 from workflows.roots.parts import Parts
@@ -52,6 +52,14 @@ def record_handler(record: SQSRecord) -> str:
         )
         metrics.add_metric(name="ScheduleFiresDeadLettered", unit="Count", value=1)
         return "schedule_fire_dropped"
+    if isinstance(message, DeliverSignal):
+        # The signal is stored: each run waiting for it finds it at its wait's next hop.
+        logger.error(
+            "a signal's delivery was dead-lettered; waiting runs find it on their next look back",
+            extra={**keys, "signal_id": message.signal_id, "tenant_id": message.tenant_id},
+        )
+        metrics.add_metric(name="SignalDeliveriesDeadLettered", unit="Count", value=1)
+        return "signal_delivery_dropped"
     logger.error(
         "dispatch message dead-lettered; failing its run",
         extra={**keys, "run_id": message.run_id, "tenant_id": message.tenant_id},

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from workflows.domain.messages import StartScheduledRun, parse_message
+from workflows.domain.messages import DeliverSignal, StartScheduledRun, parse_message
 from workflows.observability import count, logger, metrics, tracer
 from workflows.roots.parts import Parts
 from workflows.settings import get_settings
@@ -51,6 +51,11 @@ def work_record(record: SQSRecord, remaining_ms: RemainingMs) -> str:
             logger.info("schedule fired", extra={"result": fired.result, "reason": fired.reason})
             count("ScheduleFires", result=fired.result)
             return fired.result
+        if isinstance(message, DeliverSignal):
+            logger.thread_safe_append_keys(signal_id=message.signal_id, tenant_id=message.tenant_id)
+            taken = parts().signal_waits.deliver_page(message)
+            logger.info("signal delivered", extra={"runs": taken, "signal_name": message.name})
+            return "signal_delivered"
         logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
         receives = record.attributes.approximate_receive_count
         outcome = parts().engine.process(

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from workflows.engine.kicks import Kicks
     from workflows.engine.outcomes import StepCommits
     from workflows.engine.shares import TenantShares
+    from workflows.engine.signals import SignalWaits
     from workflows.engine.slots import TenantSlots
     from workflows.engine.sweep import Sweeper
     from workflows.ports import (
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
         ScheduleStore,
         ScheduleTriggers,
         ShareStore,
+        SignalStore,
         TokenVerifier,
     )
     from workflows.ports import SecretStore as SecretPort
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from workflows.services.runs import RunService
     from workflows.services.schedules import ScheduleService
     from workflows.services.secrets import SecretService
+    from workflows.services.signals import SignalService
     from workflows.services.webhooks.notify import CompletionNotifier
     from workflows.services.webhooks.worker import DlqWorker
     from workflows.steps.base import StepType
@@ -330,7 +333,36 @@ class Parts:
             max_receives=s.dispatch_max_receive_count,
             sweep_grace_seconds=s.sweep_grace_sec,
             shares=self.shares,
+            signals=self.signal_waits,
         )
+
+    @cached_property
+    def signal_waits(self) -> SignalWaits:
+        from workflows.engine.signals import SignalWaits
+
+        return SignalWaits(
+            self.signals, self.runs, self.run_outputs, self.kicks, self.queue, self.endings, clock=self.clock
+        )
+
+    @cached_property
+    def signal_service(self) -> SignalService:
+        from workflows.services.signals import SignalService
+
+        return SignalService(
+            self.signals,
+            self.runs,
+            self.signal_waits,
+            self.queue,
+            self.quotas,
+            self.settings,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def signals(self) -> SignalStore:
+        from workflows.adapters.signals import SignalRepository
+
+        return SignalRepository(self.dynamodb, self.settings.runs_table)
 
     @cached_property
     def kicks(self) -> Kicks:

@@ -1,9 +1,10 @@
 """Step executors registered by type name; definitions are validated against it.
 
-The local step types (log, delay, branch, approval) are built with the registry. The ones that
-call out (prompt, rag_search, webhook) come from factories the composition root gives, called
-the first time a definition uses the type: their modules bring HTTP clients and the LLM,
-retrieval, egress and signing code, which most invocations never need (cold start).
+The local step types (log, delay, branch, approval, wait_for_signal) are built with the
+registry. The ones that call out (prompt, rag_search, webhook) come from factories the
+composition root gives, called the first time a definition uses the type: their modules bring
+HTTP clients and the LLM, retrieval, egress and signing code, which most invocations never need
+(cold start).
 
 Each type says where it may send a run besides a step's `on_*` fields (`route_fields`,
 `rejectable`): validation, the loop check and the unreachable-step warning ask it through
@@ -25,6 +26,7 @@ from workflows.steps.base import StepType
 from workflows.steps.branch import BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
+from workflows.steps.wait_for_signal import WaitForSignalStep
 
 # The types built by the composition root's factories; their names are known (validation
 # errors, GET /step-types) before any is built.
@@ -34,7 +36,7 @@ ALIASES = {"wait_for_approval": "approval"}
 
 
 def local_step_types() -> list[StepType]:
-    return [LogStep(), DelayStep(), BranchStep(), ApprovalStep()]
+    return [LogStep(), DelayStep(), BranchStep(), ApprovalStep(), WaitForSignalStep()]
 
 
 class StepRegistry:

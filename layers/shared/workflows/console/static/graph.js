@@ -116,6 +116,9 @@ export function stepStates(events, runStatus) {
         st.status = "waiting";
         st.approval = payload;
         break;
+      case "waiting_signal":
+        st.status = "waiting";
+        break;
       case "approval_granted":
         if (st.approval) st.approval = { ...st.approval, granted: payload.approvals };
         break;

@@ -69,6 +69,12 @@ export function summary(event) {
       return `${describeError(p.error)}; attempt ${p.next_attempt} in ${duration((p.delay_seconds || 0) * 1000)}`;
     case "waiting_approval":
       return `${p.instructions || "waits for a decision"} (needs ${p.required_approvals ?? 1})`;
+    case "waiting_signal": {
+      const names = (p.signals || []).map((awaited) => awaited.name).join(", ");
+      return `${p.mode === "all" ? "all of: " : ""}${names}${p.timeout_at ? ` until ${p.timeout_at}` : ""}`;
+    }
+    case "signal_received":
+      return `${p.name} (id ${p.id})`;
     case "approval_granted":
       return `approved by ${p.approver} (${p.approvals ?? 1}/${p.required_approvals ?? 1})${p.comment ? `: ${p.comment}` : ""}`;
     case "approval_rejected":
