@@ -105,7 +105,7 @@ docs: venv
 
 ## chaos: the local stack (emulator, API, workers: three processes) under kill -9 and SIGSTOP
 ## while clients submit, retry, approve and cancel; then every promise checked (docs/chaos.md).
-## About 4 minutes; CHAOS=full (or CHAOS_ARGS=--full) for the 15-minute run
+## About 4 minutes; CHAOS=full (or CHAOS_ARGS=--full) for the 12-minute run
 CHAOS_ARGS ?= $(if $(filter full,$(CHAOS)),--full)
 chaos: venv
 	$(PY) -m chaos $(CHAOS_ARGS)

@@ -259,3 +259,84 @@ def test_a_delivery_delivered_twice_is_taken_once(parts: Parts) -> None:
     drain(parts)
     assert _types(parts, run_id).count("signal_received") == 1
     assert _run(parts, run_id).status == RunStatus.RUNNING  # still waiting for `b`
+
+
+def test_a_signal_recorded_short_of_all_keeps_the_waits_timeout(parts: Parts, clock: FakeClock) -> None:
+    wait = {
+        **_wait(signals=[{"name": "a"}, {"name": "b"}], mode="all", timeout_seconds=120),
+        "on_timeout": "late",
+    }
+    late = {"id": "late", "type": "log", "config": {"message": "late"}, "on_success": "_end"}
+    run_id = _submit(parts, _definition(wait, late))
+    clock.advance(10)
+    parts.signal_service.send(CALLER, "a", "a-1", {})
+    drain(parts)
+    clock.advance(111)  # past the timeout: the kick the recording commit sent for it wakes the run
+    drain(parts)
+    run = _run(parts, run_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.sweeps == 0
+    assert run.step_outputs["wait"]["error"]["code"] == "timeout"
+
+
+def test_a_look_back_finds_its_signal_among_many_of_the_same_name(parts: Parts, clock: FakeClock) -> None:
+    for n in range(60):
+        parts.signal_service.send(CALLER, "paid", f"other-{n}", {"order": 1000 + n})
+    parts.signal_service.send(CALLER, "paid", "mine", {"order": 7})
+    drain(parts)
+    clock.advance(5)
+    wait = _wait(signals=[{"name": "paid", "match": {"order": 7}}], lookback_seconds=60)
+    run = _run(parts, _submit(parts, _definition(wait)))
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.step_outputs["wait"]["signals"]["paid"]["id"] == "mine"
+
+
+def test_a_delivery_before_the_wait_is_committed_keeps_the_runs_waiter(parts: Parts) -> None:
+    run_id = parts.run_service.submit(CALLER, _definition(_wait(signals=[{"name": "paid"}])), {}).run_id
+    # The wait registers its waiter, then commits; a delivery reads the run in between.
+    parts.signals.add_waiter("t1", "paid", run_id, expires_at=2_000_000_000)
+    parts.signal_service.send(CALLER, "paid", "in-the-gap", {"order": 8})
+    queue = unwrapped(parts.queue)
+    assert isinstance(queue, FakeQueue)
+    [delivery] = [q.message for q in queue.messages if isinstance(q.message, DeliverSignal)]
+    assert isinstance(delivery, DeliverSignal)
+    parts.signal_waits.deliver_page(delivery)
+    assert parts.signals.waiters("t1", "paid", after=None, limit=10)[0] == [run_id]
+
+
+def test_a_wait_in_a_loop_takes_a_signal_once(parts: Parts, clock: FakeClock) -> None:
+    steps = [
+        {
+            **_wait(signals=[{"name": "batch"}], lookback_seconds=600),
+            "on_success": "work",
+            "on_timeout": "_end",
+        },
+        {"id": "work", "type": "log", "config": {"message": "work"}, "on_success": "wait"},
+    ]
+    definition = WorkflowDefinition.model_validate({"name": "loop", "steps": steps})
+    parts.signal_service.send(CALLER, "batch", "first", {})
+    drain(parts)
+    run_id = _submit(parts, definition)
+    run = _run(parts, run_id)
+    assert run.status == RunStatus.RUNNING
+    assert run.current_step_id == "wait"  # the second pass waits for a new signal
+    assert _types(parts, run_id).count("signal_received") == 1
+    clock.advance(1)
+    parts.signal_service.send(CALLER, "batch", "second", {})
+    drain(parts)
+    assert _types(parts, run_id).count("signal_received") == 2
+    assert _run(parts, run_id).current_step_id == "wait"
+
+
+def test_a_paused_run_does_not_take_a_signal_sent_after_its_timeout(parts: Parts, clock: FakeClock) -> None:
+    wait = {**_wait(signals=[{"name": "paid"}], timeout_seconds=60), "on_timeout": "late"}
+    late = {"id": "late", "type": "log", "config": {"message": "late"}, "on_success": "_end"}
+    run_id = _submit(parts, _definition(wait, late))
+    parts.control.act("t1", run_id, "pause", "ops")
+    clock.advance(3600)
+    assert parts.signal_service.send(CALLER, "paid", "too-late", {}, run_id=run_id).delivery == "ignored"
+    parts.control.act("t1", run_id, "resume", "ops")
+    drain(parts)
+    run = _run(parts, run_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.step_outputs["wait"]["error"]["code"] == "timeout"

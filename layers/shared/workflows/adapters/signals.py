@@ -12,6 +12,7 @@ All expire with `expires_at` (TTL): a signal a day after it was sent, a waiter a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -68,8 +69,13 @@ class SignalRepository:
         item = {"pk": {"S": _id_pk(tenant_id, signal.signal_id)}, "sk": {"S": SIGNAL_SK}}
         item.update(_fields(signal, expires_at))
         try:
-            with_condition = {"ConditionExpression": "attribute_not_exists(pk)"}
-            self._client.put_item(TableName=self._table, Item=item, **with_condition)
+            # An id whose signal expired (TTL deletes late) may name a new one.
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(int(time.time()))}},
+            )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise translate(exc) from exc
@@ -81,8 +87,14 @@ class SignalRepository:
                     f"id: signal '{signal.signal_id}' was sent with another name, data or run",
                     details=[{"field": "id", "message": "already names another signal"}],
                 ) from exc
+            # A repeat writes the copy again: the first request may have died before it.
+            self._put_copy(tenant_id, stored, expires_at)
             return stored, False
-        # The copy a run that begins waiting looks back through (by name, in time order).
+        self._put_copy(tenant_id, signal, expires_at)
+        return signal, True
+
+    def _put_copy(self, tenant_id: str, signal: Signal, expires_at: int) -> None:
+        """The copy a run that begins waiting looks back through (by name, in time order)."""
         copy = {
             "pk": {"S": _name_pk(tenant_id, signal.name)},
             "sk": {"S": f"{_SENT}{signal.sent_at}#{signal.signal_id}"},
@@ -90,13 +102,14 @@ class SignalRepository:
         copy.update(_fields(signal, expires_at))
         with aws_errors():
             self._client.put_item(TableName=self._table, Item=copy)
-        return signal, True
 
     def get(self, tenant_id: str, signal_id: str) -> Signal | None:
         key = {"pk": {"S": _id_pk(tenant_id, signal_id)}, "sk": {"S": SIGNAL_SK}}
         with aws_errors():
             found = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
-        return _signal(found) if found else None
+        if found is None or int(found["expires_at"]["N"]) < int(time.time()):
+            return None  # expired: TTL deletes it later
+        return _signal(found)
 
     def recent(self, tenant_id: str, name: str, since: str, limit: int) -> list[Signal]:
         """Signals of `name` sent at or after `since`, oldest first, at most `limit`."""

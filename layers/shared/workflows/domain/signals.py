@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from workflows.domain.json import JsonValue
 
@@ -69,6 +69,8 @@ class SignalWait(TypedDict):
     since: str
     timeout_at: str
     received: dict[str, Received]
+    # Ids the step took on its previous pass (a wait in a loop): not taken again.
+    taken: NotRequired[list[str]]
 
 
 def field_value(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
@@ -89,10 +91,13 @@ def _matches(awaited: Awaited, signal: Signal) -> bool:
 
 def accepts(wait: SignalWait, signal: Signal, run_id: str) -> str | None:
     """The awaited name `signal` satisfies and that is still missing, or None (another name, a
-    field that does not match, sent before the wait counts, to another run, or received)."""
+    field that does not match, sent before the wait counts or after its timeout, to another run,
+    received already, or taken by the step's previous pass)."""
     if signal.run_id is not None and signal.run_id != run_id:
         return None
-    if signal.sent_at < wait["since"] or signal.name in wait["received"]:
+    if signal.sent_at < wait["since"] or signal.sent_at > wait["timeout_at"]:
+        return None  # before the wait counts, or after it timed out (a paused run's wait)
+    if signal.name in wait["received"] or signal.signal_id in wait.get("taken", []):
         return None
     if any(received["id"] == signal.signal_id for received in wait["received"].values()):
         return None
@@ -116,3 +121,14 @@ def waiting_for(wait: SignalWait) -> list[str]:
 def output(wait: SignalWait) -> dict[str, Any]:
     """The step's output: every signal received, by name."""
     return {"signals": {name: dict(received) for name, received in sorted(wait["received"].items())}}
+
+
+def taken_before(previous_output: object) -> tuple[list[str], str | None]:
+    """What a wait step took on its previous pass (a step in a loop), from its output: the ids,
+    and when the latest of them was sent (a later pass counts only signals sent from then on)."""
+    if not isinstance(previous_output, dict) or not isinstance(previous_output.get("signals"), dict):
+        return [], None
+    entries = [entry for entry in previous_output["signals"].values() if isinstance(entry, dict)]
+    ids = [entry["id"] for entry in entries if isinstance(entry.get("id"), str)][:MAX_AWAITED]
+    moments = [entry["sent_at"] for entry in entries if isinstance(entry.get("sent_at"), str)]
+    return ids, max(moments, default=None)

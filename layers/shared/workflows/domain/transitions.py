@@ -430,10 +430,13 @@ def receive_signal(
         return _as(
             Action.RECEIVE_SIGNAL,
             complete_step(
-                run, wait["step_id"], signals.output(wait), next_step=next_step, now=now, cause=[event]
+                run, wait["step_id"], store(signals.output(wait)), next_step=next_step, now=now, cause=[event]
             ),
         )
-    return _commit(Action.RECEIVE_SIGNAL, run, _evolve(run, signal_wait=dict(wait)), [event])
+    # The commit moves the run's version, which makes the wait's pending kick stale: it sends the
+    # one for the deadline (a paused run gets it when resumed).
+    kick = Kick(_seconds_until(run.wait_until, now)) if run.status == R else None
+    return _commit(Action.RECEIVE_SIGNAL, run, _evolve(run, signal_wait=dict(wait)), [event], kick)
 
 
 def _as(action: Action, commit: Commit) -> Commit:

@@ -182,9 +182,9 @@ class Engine:
         if wait_until and now < parse_iso(wait_until):
             if run.signal_wait is not None and self._signals is not None:
                 # Signals sent before the wait began (its lookback), or whose delivery was lost.
-                run, completed = self._signals.look_back(run)
-                if completed:
-                    return Outcome.of("signalled", run)
+                looked, completed = self._signals.look_back(run)
+                if completed or looked.version != run.version:
+                    return Outcome.of("signalled", looked)  # its commit sent what comes next
             # A hop of a chained wait (SQS delays at most 15 minutes): not due yet, no write.
             self._kicks.send(run, Kick((parse_iso(wait_until) - now).total_seconds()))
             return Outcome.of("waiting", run)
@@ -266,8 +266,12 @@ class Engine:
                 metrics.add_metric(name="RunsStarted", unit="Count", value=1)
             updated = written.run
             # A step suspended (a delay, a wait for signals) is not run again here: its kick does.
+            # Nor a step retried after a backoff, even one of 0 s: its kick runs it.
             ready = (
-                updated.status == RunStatus.RUNNING and updated.wait_until is None and written.kick == Kick()
+                updated.status == RunStatus.RUNNING
+                and updated.wait_until is None
+                and updated.next_wake_at is None
+                and written.kick == Kick()
             )
             if ready and steps < self._max_inline and self._can_inline(updated, definition, remaining_ms):
                 run = updated

@@ -152,11 +152,18 @@ class StepCommits:
             return _stored(commit, self._runs.commit(commit))
         except StaleWrite:
             fresh = self._runs.get(read.tenant_id, read.run_id)
-            same_step = (
-                fresh.status == RunStatus.PAUSED
-                and fresh.current_step_id == read.current_step_id
-                and fresh.attempt == read.attempt
-                and fresh.steps_executed == read.steps_executed
+            # Paused, and nothing else moved: not the step, nor its wait, lease or decisions.
+            same_step = fresh.status == RunStatus.PAUSED and all(
+                getattr(fresh, name) == getattr(read, name)
+                for name in (
+                    "current_step_id",
+                    "attempt",
+                    "steps_executed",
+                    "wait_until",
+                    "lease_expires_at",
+                    "approval",
+                    "signal_wait",
+                )
             )
             if not same_step:
                 raise

@@ -13,7 +13,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from workflows.clock import iso
 from workflows.domain.failures import StepFailed
-from workflows.domain.signals import MAX_AWAITED, MAX_LOOKBACK_SECONDS, MAX_MATCH_FIELDS, check_name
+from workflows.domain.signals import (
+    MAX_AWAITED,
+    MAX_LOOKBACK_SECONDS,
+    MAX_MATCH_FIELDS,
+    check_name,
+    taken_before,
+)
 from workflows.steps.base import StepContext, StepOutcome, Suspend, TemplateField
 
 MAX_WAIT_SECONDS = 30 * 24 * 3600
@@ -114,8 +120,14 @@ class WaitForSignalStep:
             {"name": signal.name, "match": _rendered(signal.match, template_context)}
             for signal in config.signals
         ]
-        since = context.now - timedelta(seconds=config.lookback_seconds)
+        since = iso(context.now - timedelta(seconds=config.lookback_seconds))
+        # A wait in a loop counts only signals sent since what it took on its previous pass, and
+        # never those again.
+        taken, latest = taken_before(context.step_outputs.get(context.step_id))
+        wait: dict[str, Any] = {"mode": config.mode, "signals": awaited, "since": max(since, latest or since)}
+        if taken:
+            wait["taken"] = taken
         return Suspend(
             until=context.wait_until or context.now + timedelta(seconds=config.timeout_seconds),
-            signals={"mode": config.mode, "signals": awaited, "since": iso(since)},
+            signals=wait,
         )
