@@ -242,14 +242,18 @@ class FakeRunIndex:
             page, position = _page(runs, lambda r: f"{r.created_at}#{r.run_id}", limit, start, scope)
             return [run.model_copy(deep=True) for run in page], position
 
-    def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
+    def active(self, due_before: str, limit: int, *, due_after: str | None = None) -> list[tuple[str, str]]:
         with self._log.lock:
             # As the sparse index holds them: runs owed a step, due at once ("0") or at the
             # deadline of a long wait.
             due = [
                 (run.long_wait_deadline() or "0", key) for key, run in self._log.runs.items() if run.owed_step
             ]
-        return [key for when, key in due if when < due_before][:limit]
+        low = due_after if due_after is not None else ""
+        high_ok = (
+            (lambda when: when <= due_before) if due_after is not None else (lambda when: when < due_before)
+        )
+        return [key for when, key in due if low <= when and high_ok(when)][:limit]
 
     def list_approvals(
         self, tenant_id: str, keep: InboxFilter, *, limit: int = 50, start: Position | None = None

@@ -170,7 +170,7 @@ def test_sweeper_reports_its_sweep(deployed_env: dict[str, str]) -> None:
     _store_known_run()
     report = load_function("sweeper").handler(event("SweeperFunction/schedule.json"), FakeLambdaContext())
     # The stored run was last written days ago with no kick in flight: lost, so it is re-kicked.
-    assert report == {"candidates": 1, "rekicked": 1, "stalled": 0, "failed": 0}
+    assert report == {"candidates": 1, "woken": 0, "rekicked": 1, "stalled": 0, "failed": 0}
     sqs = api.parts().sqs
     messages = sqs.receive_message(QueueUrl=deployed_env["WORKFLOWS_DISPATCH_QUEUE_URL"]).get("Messages", [])
     assert [json.loads(m["Body"])["run_id"] for m in messages] == [KNOWN_RUN]

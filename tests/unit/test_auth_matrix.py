@@ -72,7 +72,7 @@ TABLE: dict[tuple[str, str], Any] = {
     # signals: workflows.signals.send (operator, admin); to one run, a run the caller may read
     ("POST", "/signals"): TENANT_CONTROL,
     ("POST", "/runs/{run_id}/signals"): CONTROL,
-    ("GET", "/step-types"): TENANT_READ,
+    ("GET", "/step-types"): ANY,
     # webhooks (operators)
     ("GET", "/webhooks/dlq"): TENANT_CONTROL,
     ("GET", "/webhooks/dlq/{row_id}"): CONTROL,

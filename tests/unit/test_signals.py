@@ -173,7 +173,8 @@ def test_a_wait_that_times_out_follows_on_timeout(parts: Parts, clock: FakeClock
 
 
 def test_a_lost_delivery_is_made_up_by_the_waits_next_hop(parts: Parts, clock: FakeClock) -> None:
-    run_id = _submit(parts, _definition(_wait(signals=[{"name": "paid"}], timeout_seconds=7200)))
+    # A wait of up to an hour is chained in hops (a longer one is woken by the sweeper).
+    run_id = _submit(parts, _definition(_wait(signals=[{"name": "paid"}], timeout_seconds=3600)))
     parts.signal_service.send(CALLER, "paid", "lost", {})
     queue = unwrapped(parts.queue)
     assert isinstance(queue, FakeQueue)

@@ -4,12 +4,14 @@ On in-memory fakes with a fake clock (docs/engine.md, "How runs end")."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from tests.conftest import FakeClock, drain, make_fake
 from tests.faults import Faulty, one_step_left
+from workflows.clock import parse_iso
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import Run, RunStatus
@@ -84,24 +86,52 @@ def test_a_kick_lost_after_a_commit_is_found_and_the_run_finishes(clock: FakeClo
     assert parts.runs.get(T, other.run_id).status == RunStatus.SUCCEEDED
 
 
-@pytest.mark.parametrize("seconds", [600, 7200])
-def test_a_lost_delay_message_is_found_after_the_delay_and_its_grace(clock: FakeClock, seconds: int) -> None:
+def test_a_lost_delay_message_is_found_after_the_delay_and_its_grace(clock: FakeClock) -> None:
     parts = _parts(clock)
-    steps = [{"id": "wait", "type": "delay", "config": {"seconds": seconds}}, LOGS[0]]
+    steps = [{"id": "wait", "type": "delay", "config": {"seconds": 600}}, LOGS[0]]
     run = _submit(parts, steps)
     drain(parts)
     assert parts.runs.get(T, run.run_id).wait_until is not None
     parts.queue.messages.clear()  # the delayed kick is lost
 
-    clock.advance(seconds + GRACE - 30)
+    clock.advance(600 + GRACE - 30)
     early = parts.sweeper.sweep()
     assert early.rekicked == 0  # still owed its delay and grace
-    # A long wait is filed under its deadline in the index: the sweep does not even read it.
-    assert early.candidates == (0 if seconds > 3600 else 1)
+    assert early.candidates == 1
     clock.advance(60)
     assert parts.sweeper.sweep().rekicked == 1
     drain(parts)
     assert parts.runs.get(T, run.run_id).status == RunStatus.SUCCEEDED
+    _assert_gap_free(parts, run.run_id)
+
+
+@pytest.mark.parametrize("seconds", [7200, 86_400, 7 * 86_400])
+def test_a_long_wait_costs_one_message_sent_by_the_sweeper_near_its_deadline(
+    clock: FakeClock, seconds: int
+) -> None:
+    parts = _parts(clock)
+    steps = [{"id": "wait", "type": "delay", "config": {"seconds": seconds}}, LOGS[0]]
+    run = _submit(parts, steps)
+    drain(parts)
+    # Filed under its deadline: no chain of hops, nothing queued.
+    assert parts.runs.get(T, run.run_id).wait_until is not None
+    assert parts.queue.depth() == 0
+    sends_before = _queue(parts).calls["send"]
+    woken_at = None
+    while parts.runs.get(T, run.run_id).status != RunStatus.SUCCEEDED:
+        clock.advance(300)  # the sweeper's period
+        report = parts.sweeper.sweep()
+        assert report.rekicked == 0  # nothing was lost
+        if report.woken:
+            woken_at = clock()
+        drain(parts)
+    assert _queue(parts).calls["send"] - sends_before == 1  # the wake's kick, and nothing else
+    assert woken_at is not None
+    deadline = parse_iso(parts.runs.get(T, run.run_id).created_at) + timedelta(seconds=seconds)
+    assert deadline - timedelta(seconds=900) <= woken_at <= deadline
+    ended = parts.runs.get(T, run.run_id)
+    assert ended.ended_at is not None
+    assert parse_iso(ended.ended_at) - deadline < timedelta(seconds=301)  # at the deadline's sweep
     _assert_gap_free(parts, run.run_id)
 
 

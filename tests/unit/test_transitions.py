@@ -95,6 +95,7 @@ TAKE: dict[Action, Callable[[Run], Commit | None]] = {
     Action.RETRY_FROM: lambda run: t.retry_from(run, "a", actor="op"),
     Action.GIVE_UP: lambda run: t.give_up(run, ERROR, now=NOW),
     Action.REKICK: lambda run: t.rekick(run),
+    Action.WAKE: lambda run: t.wake(run, now=NOW),
     Action.TOUCH: lambda run: t.touch(run),
 }
 
@@ -118,6 +119,7 @@ EVENTS: dict[tuple[Action, RunStatus], list[EventType]] = {
     (Action.RETRY_FROM, RunStatus.FAILED): [EventType.RUN_RESUMED],
     (Action.GIVE_UP, RunStatus.RUNNING): [EventType.STEP_FAILED, EventType.RUN_FAILED],
     (Action.REKICK, RunStatus.RUNNING): [],
+    (Action.WAKE, RunStatus.RUNNING): [],
     (Action.TOUCH, RunStatus.RUNNING): [],
 }
 

@@ -106,11 +106,11 @@ class RunIndex(Protocol):
         owner_id: str | None = None,
     ) -> tuple[list[Run], Position | None]: ...
 
-    def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
+    def active(self, due_before: str, limit: int, *, due_after: str | None = None) -> list[tuple[str, str]]:
         """(tenant_id, run_id) of up to `limit` runs the service owes a next step
-        (`Run.owed_step`) that are due before `due_before`: at once, or in a long wait, at its
-        deadline (`Run.long_wait_deadline`). A sparse index of such runs only, so what ended
-        long ago is never read."""
+        (`Run.owed_step`) that are due before `due_before` (and, given `due_after`, not before
+        it): at once, or in a long wait, at its deadline (`Run.long_wait_deadline`). A sparse
+        index of such runs only, so what ended long ago is never read."""
         ...
 
     def list_approvals(

@@ -160,8 +160,13 @@ class RunIndexRepository:
                     break
         return [found[pk] for pk in pks if pk in found]
 
-    def active(self, due_before: str, limit: int) -> list[tuple[str, str]]:
+    def active(self, due_before: str, limit: int, *, due_after: str | None = None) -> list[tuple[str, str]]:
         """One key-range Query per shard of the `active` index (keys only)."""
+        condition = "active_shard = :s AND active_due < :d"
+        bounds = {":d": {"S": due_before}}
+        if due_after is not None:
+            condition = "active_shard = :s AND active_due BETWEEN :a AND :d"
+            bounds[":a"] = {"S": due_after}
         found: list[tuple[str, str]] = []
         for shard in range(ACTIVE_SHARDS):
             start: dict[str, Any] | None = None
@@ -169,8 +174,8 @@ class RunIndexRepository:
                 request: dict[str, Any] = {
                     "TableName": self._runs,
                     "IndexName": ACTIVE_INDEX,
-                    "KeyConditionExpression": "active_shard = :s AND active_due < :d",
-                    "ExpressionAttributeValues": {":s": {"S": str(shard)}, ":d": {"S": due_before}},
+                    "KeyConditionExpression": condition,
+                    "ExpressionAttributeValues": {":s": {"S": str(shard)}, **bounds},
                     "Limit": limit - len(found),
                 }
                 if start is not None:

@@ -188,6 +188,10 @@ class Engine:
             # A hop of a chained wait (SQS delays at most 15 minutes): not due yet, no write.
             self._kicks.send(run, Kick((parse_iso(wait_until) - now).total_seconds()))
             return Outcome.of("waiting", run)
+        if run.next_wake_at and now < parse_iso(run.next_wake_at):
+            # A retry's backoff longer than SQS's longest delay: not due yet, no write.
+            self._kicks.send(run, Kick((parse_iso(run.next_wake_at) - now).total_seconds()))
+            return Outcome.of("waiting", run)
         return None
 
     def _has_slot(self, run: Run) -> bool:

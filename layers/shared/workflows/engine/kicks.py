@@ -7,8 +7,9 @@ from workflows.domain.run import Run
 from workflows.domain.transitions import Kick
 from workflows.ports import DispatchQueue
 
-# SQS delays a message at most this long; a longer wait is sent in hops (the engine sends the
-# next hop when a kick comes back before the run's deadline).
+# SQS delays a message at most this long. A longer wait that the index files under its deadline
+# (Run.long_wait_deadline) gets no kick until the sweeper wakes it; a shorter one is sent in hops
+# (the engine sends the next hop when a kick comes back before the run's deadline).
 MAX_DELAY_SECONDS = 900
 NOW = Kick()
 
@@ -20,6 +21,9 @@ class Kicks:
     def send(self, run: Run, kick: Kick | None = NOW) -> None:
         """Send `kick` for the run as stored (its version), if there is one."""
         if kick is None:
+            return
+        if kick.delay_seconds > MAX_DELAY_SECONDS and run.long_wait_deadline() is not None:
+            # A long wait costs no chain of hops: the sweeper wakes it near its deadline (wake).
             return
         not_before = None if kick.not_before is None else round(kick.not_before, 3)
         message = AdvanceMessage(

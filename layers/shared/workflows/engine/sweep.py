@@ -22,7 +22,7 @@ from workflows.clock import Clock, iso, system_clock
 from workflows.domain import transitions
 from workflows.domain.run import SWEPT
 from workflows.domain.transitions import RunError
-from workflows.engine.kicks import Kicks
+from workflows.engine.kicks import MAX_DELAY_SECONDS, Kicks
 from workflows.errors import DomainError, NotFound, StaleWrite
 from workflows.observability import logger, metrics
 from workflows.ports import RunIndex, RunLog
@@ -39,6 +39,7 @@ class GivesUp(Protocol):
 @dataclass
 class SweepReport:
     candidates: int = 0
+    woken: int = 0
     rekicked: int = 0
     stalled: int = 0
     failed: int = 0
@@ -80,11 +81,40 @@ class Sweeper:
                     "sweep of a run failed",
                     extra={"run_id": run_id, "error_code": exc.code, "error": exc.message},
                 )
+        self._wake(cutoff, report)
         logger.info("sweep finished", extra=asdict(report))
-        for name, value in (("RunsRekicked", report.rekicked), ("RunsStalled", report.stalled)):
+        counts = (
+            ("RunsWoken", report.woken),
+            ("RunsRekicked", report.rekicked),
+            ("RunsStalled", report.stalled),
+        )
+        for name, value in counts:
             if value:
                 metrics.add_metric(name=name, unit="Count", value=value)
         return report
+
+    def _wake(self, cutoff: str, report: SweepReport) -> None:
+        """Long waits whose deadline is near (within SQS's longest delay, or passed since the
+        cutoff): one kick each, delayed to the deadline. A wait the index files under its
+        deadline gets no chain of hops (engine.kicks), so this is its only message."""
+        now = self._clock()
+        horizon = iso(now + timedelta(seconds=MAX_DELAY_SECONDS))
+        for tenant_id, run_id in self._index.active(horizon, self._batch, due_after=cutoff):
+            try:
+                run = self._runs.get(tenant_id, run_id)
+                deadline = run.long_wait_deadline()
+                if not run.owed_step or deadline is None or deadline > horizon:
+                    continue  # it moved on, or its wait changed
+                commit = transitions.wake(run, now=now)
+                woken = self._runs.commit(commit)
+            except (NotFound, StaleWrite):
+                continue  # gone, or it moved while we looked: its own write sent what comes next
+            except DomainError as exc:
+                report.failed += 1
+                logger.warning("wake of a run failed", extra={"run_id": run_id, "error_code": exc.code})
+                continue
+            self._kicks.send(woken, commit.kick)
+            report.woken += 1
 
     def _sweep(self, tenant_id: str, run_id: str, cutoff: str, report: SweepReport) -> None:
         try:

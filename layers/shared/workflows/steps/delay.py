@@ -1,5 +1,6 @@
 """`delay`: wait without sleeping. The engine parks the run and sends itself a delayed SQS
-message (at most 15 minutes each, chained for longer waits)."""
+message (at most 15 minutes each, chained up to an hour); the sweeper wakes a longer wait near
+its deadline (docs/engine.md, "Waiting without sleeping")."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.api.auth import Caller
 from workflows.api.deps import Services
 from workflows.api.guard import GuardedRoute
-from workflows.api.routes.runs import Reader
 from workflows.api.schemas import error_responses
 
 
@@ -37,7 +37,9 @@ router = APIRouter(route_class=GuardedRoute)
 
 
 @router.get("/step-types", response_model=StepTypeList, responses=error_responses())
-def list_step_types(principal: Reader, c: Services) -> StepTypeList:
+def list_step_types(principal: Caller, c: Services) -> StepTypeList:
+    """What a definition's steps may be: the service's catalog, no tenant's data, so any caller
+    who may submit a run may read it (as `POST /validate`)."""
     return StepTypeList(
         step_types=[
             StepTypeView(

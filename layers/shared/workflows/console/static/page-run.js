@@ -1,7 +1,7 @@
 // One run: its graph, its steps' states, inputs, outputs and artifacts, the control actions its
 // state allows, and its events, followed live through the long-polled events route.
 
-import { ApiError, api, apiBlob, isAbort, sleep } from "./api.js";
+import { api, apiBlob, isAbort, sleep } from "./api.js";
 import { badge, bytes, confirmButton, decisionBody, duration, errorBox, h, json, link, notify, replace, shortId, when } from "./dom.js";
 import { renderGraph, routes, stepStates, stepStatus, takenEdges } from "./graph.js";
 
@@ -15,20 +15,14 @@ const PAGE = 500;
 const DIRECT_DOWNLOAD_BYTES = 10 * 1024 * 1024; // larger artifacts answer 303 to S3
 
 // Each step type's config fields naming where its steps go next (`routes` of GET /step-types:
-// a branch's targets), for the graph. The same for the whole visit, so read once. Null for a
-// caller who may not list the step types (the owner of a run, without workflows.runs.read).
+// a branch's targets), for the graph. The same for the whole visit, so read once; any caller
+// may list the step types.
 let routeFieldsByType = null;
 
-async function routeFields(signal, mayList) {
-  if (!mayList) return null;
+async function routeFields(signal) {
   if (!routeFieldsByType) {
-    try {
-      const listing = await api("step-types", { signal });
-      routeFieldsByType = new Map(listing.step_types.map((type) => [type.name, type.routes || []]));
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 403) return null;
-      throw error;
-    }
+    const listing = await api("step-types", { signal });
+    routeFieldsByType = new Map(listing.step_types.map((type) => [type.name, type.routes || []]));
   }
   return routeFieldsByType;
 }
@@ -266,9 +260,6 @@ export function render(main, params, ctx) {
     replace(
       graphBox,
       renderGraph(definition, { routeFields, states, taken, ended, selected, onSelect: select }),
-      routing
-        ? null
-        : h("p", { class: "muted" }, "Targets a step chooses from its configuration (a branch's) are not drawn: listing the step types needs workflows.runs.read."),
     );
     drawDetail(states);
   }
@@ -505,7 +496,7 @@ export function render(main, params, ctx) {
       const [loadedRun, loadedDefinition, loadedRouting] = await Promise.all([
         api(`runs/${encodeURIComponent(runId)}`, { signal }),
         api(`runs/${encodeURIComponent(runId)}/definition`, { signal }),
-        routeFields(signal, ctx.can(READ)),
+        routeFields(signal),
       ]);
       run = loadedRun;
       definition = loadedDefinition;
