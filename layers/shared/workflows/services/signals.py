@@ -11,7 +11,6 @@ and costs nobody else anything.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,14 +19,13 @@ from workflows.clock import Clock, iso, system_clock
 from workflows.domain.jsonlimits import check_size
 from workflows.domain.messages import DeliverSignal
 from workflows.domain.principal import Principal
-from workflows.domain.signals import KEEP_SECONDS, MAX_DATA_BYTES, NAME_PATTERN, Signal
+from workflows.domain.signals import KEEP_SECONDS, MAX_DATA_BYTES, Signal, check_name
 from workflows.engine.signals import SignalWaits
 from workflows.errors import QuotaExceeded, ValidationFailed
 from workflows.ports import DispatchQueue, QuotaStore, RunLog, SignalStore
 from workflows.services.access import rate_limit_headers, readable_run
 from workflows.settings import Settings
 
-_NAME = re.compile(NAME_PATTERN)
 # Kept a little past the longest lookback, so a wait beginning at its edge still finds it.
 _KEEP_MARGIN_SECONDS = 3600
 
@@ -111,8 +109,7 @@ class SignalService:
 
 
 def _check_key(field: str, value: str) -> None:
-    if not _NAME.match(value):
-        raise ValidationFailed(
-            f"{field}: 1 to 128 letters, digits and _ . : - (starting with a letter or digit)",
-            details=[{"field": field, "message": "1 to 128 letters, digits and _ . : -"}],
-        )
+    try:
+        check_name(value)
+    except ValueError as exc:
+        raise ValidationFailed(f"{field}: {exc}", details=[{"field": field, "message": str(exc)}]) from exc

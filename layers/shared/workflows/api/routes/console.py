@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from workflows.api.guard import GuardedRoute
-from workflows.api.static import IMMUTABLE, REVALIDATE, Asset, Bundle, load_bundle, serve
+from workflows.api.static import IMMUTABLE, REVALIDATE, Asset, Bundle, load_bundle, security_headers, serve
 from workflows.errors import NotFound
 
 STATIC = Path(__file__).resolve().parents[2] / "console" / "static"
@@ -48,14 +48,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "trusted-types 'none'",
     )
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
+SECURITY_HEADERS = security_headers(CONTENT_SECURITY_POLICY)
 
 # GET only: the guard has no body to check, and authenticates nothing here.
 router = APIRouter(route_class=GuardedRoute, tags=["console"])

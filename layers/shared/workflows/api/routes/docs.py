@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from workflows.api.guard import GuardedRoute
-from workflows.api.static import IMMUTABLE, REVALIDATE, Asset, Bundle, load_bundle, serve
+from workflows.api.static import IMMUTABLE, REVALIDATE, Asset, Bundle, load_bundle, security_headers, serve
 from workflows.errors import NotFound
 
 STATIC = Path(__file__).resolve().parents[2] / "api_docs" / "static"
@@ -55,14 +55,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         # through innerHTML as plain strings, which `require-trusted-types-for` would refuse.
     )
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
+SECURITY_HEADERS = security_headers(CONTENT_SECURITY_POLICY)
 
 # GET only: the guard has no body to check, and authenticates nothing here.
 router = APIRouter(route_class=GuardedRoute, tags=["docs"])
