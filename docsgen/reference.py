@@ -32,10 +32,16 @@ from workflows.steps.approval import ApprovalStep
 from workflows.steps.branch import BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
+from workflows.steps.map import MapStep
+from workflows.steps.parallel import ParallelStep
 from workflows.steps.prompt import PromptStep
 from workflows.steps.rag_search import RagSearchStep
 from workflows.steps.wait_for_signal import WaitForSignalStep
 from workflows.steps.webhook import WebhookStep
+from workflows.steps.workflow import WorkflowStep
+
+# The saved workflow the `workflow` example starts (its setup creates one; put its id here).
+CHILD_WORKFLOW_ID = "0b8e3c52-2f4d-4f8e-9a51-7c6d2e1f3a90"
 
 BEGIN = (
     "<!-- BEGIN GENERATED REFERENCE: `make docs` writes this part from the step models"
@@ -227,6 +233,115 @@ GUIDES: list[Guide] = [
                 ],
             },
             "inputs": {"order_id": "A-1001"},
+        },
+    ),
+    Guide(
+        ParallelStep,
+        templates="none of its own; each branch's steps have theirs, and see `branch` (the branch's"
+        " name), the run's `inputs` and the outputs of the steps before the parallel.",
+        output='`{"fast": <the last output of branch fast>, "slow": ...}`, each branch\'s last output by'
+        " name (`join: any`: the winner's only). Each branch is a child run (`parent_run_id`,"
+        " `parent_step_id`); the run shows `children_started` and a `child_ended` event per branch."
+        " A branch that fails fails the step with `branch_failed` (`join: any`: every branch failed,"
+        " `branches_failed`), which `on_failure` routes",
+        example={
+            "definition": {
+                "name": "parallel-example",
+                "steps": [
+                    {
+                        "id": "both",
+                        "type": "parallel",
+                        "config": {
+                            "branches": {
+                                "fast": [
+                                    {"id": "hello", "type": "log", "config": {"message": "hi {{ inputs.name }}"}}
+                                ],
+                                "slow": [
+                                    {"id": "nap", "type": "delay", "config": {"seconds": 2}},
+                                    {"id": "late", "type": "log", "config": {"message": "{{ branch }} done"}},
+                                ],
+                            },
+                            "join": "all",
+                        },
+                    },
+                    {
+                        "id": "after",
+                        "type": "log",
+                        "config": {"message": "{{ last.fast.message }} / {{ last.slow.message }}"},
+                    },
+                ],
+            },
+            "inputs": {"name": "Ada"},
+        },
+    ),
+    Guide(
+        MapStep,
+        templates="`items`, typed: exactly `{{ expression }}` gives the list. The item steps see"
+        " `item` and `index`, the run's `inputs` and the outputs of the steps before the map.",
+        output="the items' last outputs as a list in item order (null for an item that failed within"
+        " `tolerated_failures`), kept outside the run past a few hundred bytes. Each item is a child"
+        " run; the run shows `children_started` and a `child_ended` event per item (with `ended` and"
+        " `running` counts). More failures than `tolerated_failures` fail the step with"
+        " `item_failed` (the items still running are cancelled); more items than"
+        " `WORKFLOWS_MAX_MAP_ITEMS` (10,000) are refused with 422 when literal and fail the step with"
+        " `too_many_items` when computed",
+        example={
+            "definition": {
+                "name": "map-example",
+                "steps": [
+                    {
+                        "id": "each",
+                        "type": "map",
+                        "config": {
+                            "items": "{{ inputs.orders }}",
+                            "steps": [
+                                {
+                                    "id": "total",
+                                    "type": "log",
+                                    "config": {"message": "order {{ index }}: {{ item.id }} x{{ item.qty }}"},
+                                }
+                            ],
+                            "max_concurrency": 2,
+                        },
+                    },
+                    {"id": "after", "type": "log", "config": {"message": "{{ last | length }} orders"}},
+                ],
+            },
+            "inputs": {"orders": [{"id": "A-1", "qty": 2}, {"id": "A-2", "qty": 1}, {"id": "A-3", "qty": 5}]},
+        },
+    ),
+    Guide(
+        WorkflowStep,
+        templates="every string in `inputs`, typed: one that is exactly `{{ expression }}` becomes the"
+        " expression's JSON value.",
+        output="the child run's outputs (`wait: true`); with `wait: false`,"
+        ' `{"run_id": "...", "workflow_id": "...", "version": 1}`. The child shows `parent_run_id` and'
+        " `parent_step_id`; a child that fails or is cancelled fails the step with `child_failed`;"
+        " cancelling the parent cancels the child. Runs nest at most `WORKFLOWS_MAX_NESTING` (5) deep:"
+        " deeper, the step fails with `too_deep`; a version whose step starts the workflow itself"
+        " is refused with 422",
+        setup=(
+            "The child is a saved workflow: create one, then put the `workflow_id` it answers with"
+            " in the example",
+            "/workflows",
+            {
+                "name": "greeter",
+                "steps": [{"id": "greet", "type": "log", "config": {"message": "Hello {{ inputs.name }}"}}],
+            },
+        ),
+        example={
+            "definition": {
+                "name": "workflow-example",
+                "steps": [
+                    {
+                        "id": "child",
+                        "type": "workflow",
+                        "config": {"workflow_id": CHILD_WORKFLOW_ID, "inputs": {"name": "{{ inputs.name }}"}},
+                    },
+                    {"id": "after", "type": "log", "config": {"message": "the child said {{ last.message }}"}},
+                ],
+            },
+            "inputs": {"name": "Ada"},
         },
     ),
     Guide(
@@ -538,9 +653,11 @@ def nested_models(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
 
 
 def _nested_tables(model: type[BaseModel]) -> list[str]:
+    # Steps inside a step (a parallel's branches, a map's steps) are the "Step fields" above.
     return [
         part
         for name, inner in nested_models(model)
+        if inner is not StepSpec
         for part in (f"Each entry of `{name}`:", fields_table(inner))
     ]
 

@@ -35,7 +35,13 @@ from tests.fakes import FakeQueue, fake_parts
 from tests.faults import unwrapped
 from tests.receivers import Receiver
 from workflows.api.app import create_app
-from workflows.domain.messages import AdvanceMessage, DeliverSignal, parse_message
+from workflows.domain.messages import (
+    AdvanceMessage,
+    CancelChildren,
+    ChildEnded,
+    DeliverSignal,
+    parse_message,
+)
 from workflows.roots.parts import Parts
 from workflows.settings import Settings
 
@@ -163,6 +169,11 @@ def _work(container: Parts, message: object) -> str:
     if isinstance(message, DeliverSignal):
         container.signal_waits.deliver_page(message)
         return "signal_delivered"
+    if isinstance(message, ChildEnded):
+        return container.children.ended(message)
+    if isinstance(message, CancelChildren):
+        container.children.cancel_page(message)
+        return "children_cancelled"
     assert isinstance(message, AdvanceMessage)
     return container.engine.process(message).action
 

@@ -145,6 +145,11 @@ class FakeRunLog:
                 raise NotFound(f"run '{run_id}' not found")
             return stored.model_copy(deep=True)
 
+    def get_many(self, tenant_id: str, run_ids: Sequence[str]) -> dict[str, Run]:
+        with self.lock:
+            found = (self.runs.get((tenant_id, run_id)) for run_id in run_ids)
+            return {run.run_id: run.model_copy(deep=True) for run in found if run is not None}
+
     def event_head(self, tenant_id: str, run_id: str) -> tuple[int, RunStatus]:
         with self.lock:
             stored = self.runs.get((tenant_id, run_id))

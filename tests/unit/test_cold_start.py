@@ -104,9 +104,12 @@ def test_every_step_type_is_known_before_its_module_is_loaded() -> None:
         "branch",
         "delay",
         "log",
+        "map",
+        "parallel",
         "prompt",
         "rag_search",
         "wait_for_signal",
         "webhook",
+        "workflow",
     ]
     assert result["loaded_before"] is False

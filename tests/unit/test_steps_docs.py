@@ -12,7 +12,7 @@ from pydantic import Field, create_model
 
 from docsgen import reference
 from tests.conftest import FakeClock, drain
-from workflows.domain.definition import RetryPolicy, StepSpec
+from workflows.domain.definition import RetryPolicy, StepSpec, WorkflowDefinition
 from workflows.roots.parts import Parts
 from workflows.steps.log import LogConfig
 from workflows.steps.registry import parse_config
@@ -181,3 +181,42 @@ def test_the_setup_of_an_example_comes_before_it_in_the_docs() -> None:
     text = reference.DOCS.read_text()
     section = text[text.index("### `rag_search`") :]
     assert section.index('"$BASE/corpus/documents"') < section.index('"name": "rag-search-example"')
+
+
+def test_the_parallel_example_runs_its_branches_side_by_side(
+    client: TestClient, container: Parts, clock: FakeClock
+) -> None:
+    run = _run(client, container, "parallel")
+    assert run["status"] == "running"  # the slow branch's delay
+    clock.advance(2)
+    drain(container)
+    run = client.get(f"{BASE}/runs/{run['run_id']}").json()
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"]["message"] == "hi Ada / slow done"
+
+
+def test_the_map_example_runs_each_item(client: TestClient, container: Parts) -> None:
+    run = _run(client, container, "map")
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"]["message"] == "3 orders"
+    events = client.get(f"{BASE}/runs/{run['run_id']}/events").json()["events"]
+    completed = next(e for e in events if e["event_type"] == "step_completed" and e["step_id"] == "each")
+    assert [item["message"] for item in completed["payload"]["output"]] == [
+        "order 0: A-1 x2",
+        "order 1: A-2 x1",
+        "order 2: A-3 x5",
+    ]
+
+
+def test_the_workflow_example_runs_once_its_setup_is_done(client: TestClient, container: Parts) -> None:
+    setup = GUIDES["workflow"].setup
+    assert setup is not None
+    _, path, body = setup
+    container.definitions.create(
+        "default", "admin", reference.CHILD_WORKFLOW_ID, WorkflowDefinition.model_validate(body)
+    )
+
+    run = _run(client, container, "workflow")
+
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"]["message"] == "the child said Hello Ada"

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from tests.conftest import log_definition
 from tests.fakes import FakeRunLog
+from workflows.domain import fanout
 from workflows.domain import transitions as t
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
@@ -67,6 +68,17 @@ WAIT: SignalWait = {
 PAID = Signal(name="paid", signal_id="s1", data={"order": 7}, sent_at="2026-01-01T12:00:00.000Z")
 
 
+PLANNED = fanout.plan("a", "map", 1, 3, max_concurrency=2)
+STARTED = {**PLANNED, "started": 2}
+STARTED_EVENT = NewEvent(event_type=EventType.CHILDREN_STARTED, step_id="a", payload={"children": []})
+ENDED_EVENT = NewEvent(event_type=EventType.CHILD_ENDED, step_id="a", payload={"index": 0})
+
+
+def _fanning(run: Run) -> Run:
+    """The run, its step waiting for children (what await_children leaves)."""
+    return run.model_copy(update={"fanout": dict(STARTED)})
+
+
 def _waiting(run: Run) -> Run:
     """The run, its step waiting for WAIT's signals (what await_signal leaves)."""
     return run.model_copy(update={"signal_wait": dict(WAIT)})
@@ -89,6 +101,12 @@ TAKE: dict[Action, Callable[[Run], Commit | None]] = {
     ),
     Action.AWAIT_SIGNAL: lambda run: t.await_signal(run, WAIT, until="2026-01-01T13:00:00.000Z", now=NOW),
     Action.RECEIVE_SIGNAL: lambda run: t.receive_signal(_waiting(run), PAID, next_step="b", now=NOW),
+    Action.AWAIT_CHILDREN: lambda run: t.await_children(
+        run, STARTED, [STARTED_EVENT], until="2026-01-02T12:00:00.000Z"
+    ),
+    Action.RECORD_CHILDREN: lambda run: t.record_children(
+        _fanning(run), fanout.mark_ended(STARTED, 0, "succeeded", "c0", None), [ENDED_EVENT]
+    ),
     Action.PAUSE: lambda run: t.pause(run, actor="op"),
     Action.RESUME: lambda run: t.resume(run, actor="op", now=NOW),
     Action.CANCEL: lambda run: t.cancel(run, actor="op", now=NOW),
@@ -113,6 +131,8 @@ EVENTS: dict[tuple[Action, RunStatus], list[EventType]] = {
     (Action.RECORD_APPROVAL, RunStatus.WAITING_APPROVAL): [EventType.APPROVAL_GRANTED],
     (Action.AWAIT_SIGNAL, RunStatus.RUNNING): [EventType.WAITING_SIGNAL],
     (Action.RECEIVE_SIGNAL, RunStatus.RUNNING): [EventType.SIGNAL_RECEIVED, EventType.STEP_COMPLETED],
+    (Action.AWAIT_CHILDREN, RunStatus.RUNNING): [EventType.CHILDREN_STARTED],
+    (Action.RECORD_CHILDREN, RunStatus.RUNNING): [EventType.CHILD_ENDED],
     (Action.PAUSE, RunStatus.RUNNING): [EventType.RUN_PAUSED],
     (Action.RESUME, RunStatus.PAUSED): [EventType.RUN_RESUMED],
     (Action.CANCEL, RunStatus.RUNNING): [EventType.CANCEL_ACKNOWLEDGED, EventType.RUN_CANCELLED],

@@ -51,6 +51,9 @@ class RunLog(Protocol):
 
     def get_with_definition(self, tenant_id: str, run_id: str) -> tuple[Run, WorkflowDefinition]: ...
 
+    def get_many(self, tenant_id: str, run_ids: Sequence[str]) -> dict[str, Run]:
+        """The runs found among `run_ids` (at most 100), by id, read consistently."""
+
     def list_events(
         self,
         tenant_id: str,

@@ -106,6 +106,13 @@ class Settings(BaseModel):
     max_definition_bytes: int = Field(default=256 * 1024, ge=1024)
     max_steps: int = Field(default=50, ge=1)
     max_step_config_bytes: int = Field(default=32 * 1024, ge=256)
+    # Steps side by side (docs/steps.md): items one map step may have, and how deep runs nest
+    # (a parallel or map inside a branch or item, a child run's child run: each is one level).
+    max_map_items: int = Field(default=10_000, ge=1, le=100_000)
+    max_nesting: int = Field(default=5, ge=1, le=20)
+    # How long a step waits for its children; then those still running are cancelled and the
+    # step fails with `timeout`.
+    child_wait_sec: int = Field(default=30 * 24 * 3600, ge=60, le=365 * 24 * 3600)
 
     # Engine.
     max_steps_per_run: int = Field(default=1000, ge=1, description="guard against endless loops")

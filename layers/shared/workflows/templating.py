@@ -823,6 +823,17 @@ def render_value(template: str, context: Mapping[str, Any]) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover - _failures always raises or returns
 
 
+def render_values(value: Any, context: Mapping[str, Any]) -> Any:
+    """A JSON value with every string in it rendered by `render_value` (typed values)."""
+    if isinstance(value, str):
+        return render_value(value, context)
+    if isinstance(value, list):
+        return [render_values(item, context) for item in value]
+    if isinstance(value, dict):
+        return {key: render_values(item, context) for key, item in value.items()}
+    return value
+
+
 def is_single_expression(template: str) -> bool:
     """Whether `render_value` keeps this template's value (it is exactly one `{{ expression }}`)."""
     return _single_expression(template) is not None
@@ -885,6 +896,7 @@ __all__ = [
     "render",
     "render_budget",
     "render_value",
+    "render_values",
     "strings",
     "syntax_error",
     "variables",

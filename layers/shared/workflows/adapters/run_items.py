@@ -23,11 +23,22 @@ DEFINITION_SK = "DEFINITION"
 # Sorts before "DEFINITION" and "RUN": the run's Query reads from "DEFINITION" on.
 OUTPUT_SK = "#OUTPUT#"
 # Fields stored as JSON strings (absent when None).
-_JSON_FIELDS = ("inputs", "outputs", "error", "step_outputs", "last_output", "approval", "signal_wait")
-# The run item is rewritten by every commit and billed per started KB: the two fields that grow
-# with the run (every step's output, the latest commit's events) are zlib-compressed binary
-# past this many bytes, which keeps a 10-step run's item under 1 KB.
-_PACKED_FIELDS = ("step_outputs", "pending_events")
+_JSON_FIELDS = (
+    "inputs",
+    "outputs",
+    "error",
+    "step_outputs",
+    "last_output",
+    "approval",
+    "signal_wait",
+    "child",
+    "scope",
+    "fanout",
+)
+# The run item is rewritten by every commit and billed per started KB: the fields that grow with
+# the run (every step's output, the latest commit's events, a map's record of ended items) are
+# zlib-compressed binary past this many bytes, which keeps a 10-step run's item under 1 KB.
+_PACKED_FIELDS = ("step_outputs", "pending_events", "fanout")
 _PACK_ABOVE = 200
 
 

@@ -30,6 +30,7 @@ writes.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -57,10 +58,12 @@ from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent, RunStatus
 from workflows.domain.transitions import Commit
-from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
+from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, Throttled
 from workflows.observability import logger
 
 _MAX_APPEND_TRIES = 60
+# Keys of one BatchGetItem.
+_BATCH_GET = 100
 # Commits this process has seen stored in the events table (pk, last event_seq): a writer that
 # committed and copied its events does not check them again before its next commit.
 _FLUSHED_MEMORY = 4096
@@ -267,6 +270,30 @@ class RunRepository:
 
     def get(self, tenant_id: str, run_id: str) -> Run:
         return read_run(self._client, self._runs, tenant_id, run_id)
+
+    def get_many(self, tenant_id: str, run_ids: Sequence[str]) -> dict[str, Run]:
+        """One BatchGetItem (100 keys at most; keys DynamoDB leaves unprocessed are asked again)."""
+        if len(run_ids) > _BATCH_GET:
+            raise ValueError(f"at most {_BATCH_GET} runs per read")
+        keys = [run_key(tenant_id, run_id) for run_id in dict.fromkeys(run_ids)]
+        found: dict[str, Run] = {}
+        for attempt in range(_MAX_APPEND_TRIES):
+            if not keys:
+                break
+            if attempt:
+                time.sleep(_contention_delay(attempt))
+            with aws_errors():
+                response = self._client.batch_get_item(
+                    RequestItems={self._runs: {"Keys": keys, "ConsistentRead": True}}
+                )
+            for item in response.get("Responses", {}).get(self._runs, []):
+                run = run_from(item)
+                check_owner(tenant_id, run.tenant_id, "run")
+                found[run.run_id] = run
+            keys = response.get("UnprocessedKeys", {}).get(self._runs, {}).get("Keys", [])
+        if keys:
+            raise Throttled(f"{len(keys)} runs could not be read; try again")
+        return found
 
     def event_head(self, tenant_id: str, run_id: str) -> tuple[int, RunStatus]:
         """`last_event_seq` and `status` in one eventually consistent GetItem of the run item.

@@ -41,6 +41,37 @@ class RunUsage(BaseModel):
     steps_executed: int
 
 
+class ChildrenView(BaseModel):
+    """The children the run's current step waits for (a parallel's branches, a map's items, a
+    child workflow): counts, and the first failures."""
+
+    step_id: str
+    kind: str
+    total: int
+    started: int
+    running: int
+    succeeded: int
+    failed: int
+    failures: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, run: Run) -> ChildrenView | None:
+        record = run.fanout
+        if record is None or run.is_terminal or record.get("step_id") != run.current_step_id:
+            return None
+        ended = record.get("done_below", 0) + len(record.get("ended_above", []))
+        return cls(
+            step_id=record["step_id"],
+            kind=record["kind"],
+            total=record["total"],
+            started=record.get("started", 0),
+            running=record.get("started", 0) - ended,
+            succeeded=record.get("succeeded", 0),
+            failed=record.get("failed", 0),
+            failures=list(record.get("failures", [])),
+        )
+
+
 class RunView(BaseModel):
     run_id: str
     tenant_id: str
@@ -60,6 +91,12 @@ class RunView(BaseModel):
     updated_at: str
     started_at: str | None
     ended_at: str | None
+    # A child run: the run and step that started it, and the branch or item it runs.
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    branch: str | None = None
+    item_index: int | None = None
+    children: ChildrenView | None = None
     usage: RunUsage
     links: RunLinks
 
@@ -84,6 +121,11 @@ class RunView(BaseModel):
             updated_at=run.updated_at,
             started_at=run.started_at,
             ended_at=run.ended_at,
+            parent_run_id=run.parent_run_id,
+            parent_step_id=run.parent_step_id,
+            branch=(run.child or {}).get("branch"),
+            item_index=(run.child or {}).get("index") if run.scope and "item" in run.scope else None,
+            children=ChildrenView.of(run),
             usage=RunUsage(steps_executed=run.steps_executed),
             links=links(run.run_id),
         )

@@ -72,15 +72,53 @@ class DeliverSignal(BaseModel):
         return self.model_dump_json(exclude_none=True)
 
 
+class ChildEnded(BaseModel):
+    """A child run ended: its parent (`run_id`) records it for the step that waits for it. Sent
+    after the child's terminal commit, and again by any kick that finds the child ended (its
+    first send may have been lost); the parent records each child once."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = 1
+    kind: Literal["child_ended"] = "child_ended"
+    tenant_id: str = Field(min_length=1)
+    run_id: str = Field(min_length=1)
+    step_id: str = Field(min_length=1)
+    round: int = Field(ge=0)
+    index: int = Field(ge=0)
+    child_run_id: str = Field(min_length=1)
+
+    def to_body(self) -> str:
+        return self.model_dump_json()
+
+
+class CancelChildren(BaseModel):
+    """Cancel the children [start, stop) of a run's step (`round`) that have not ended: the run
+    ended, or its step's join decided. A page per message (domain.fanout.CANCEL_PAGE)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = 1
+    kind: Literal["cancel_children"] = "cancel_children"
+    tenant_id: str = Field(min_length=1)
+    run_id: str = Field(min_length=1)
+    step_id: str = Field(min_length=1)
+    round: int = Field(ge=0)
+    start: int = Field(ge=0)
+    stop: int = Field(ge=0)
+
+    def to_body(self) -> str:
+        return self.model_dump_json()
+
+
 # What the service itself sends to the dispatch queue (each carries its tenant: fair delivery).
-QueuedMessage = AdvanceMessage | DeliverSignal
-DispatchMessage = Annotated[AdvanceMessage | StartScheduledRun | DeliverSignal, Field(discriminator="kind")]
-_DISPATCH_MESSAGE: TypeAdapter[AdvanceMessage | StartScheduledRun | DeliverSignal] = TypeAdapter(
-    DispatchMessage
-)
+QueuedMessage = AdvanceMessage | DeliverSignal | ChildEnded | CancelChildren
+AnyMessage = AdvanceMessage | StartScheduledRun | DeliverSignal | ChildEnded | CancelChildren
+DispatchMessage = Annotated[AnyMessage, Field(discriminator="kind")]
+_DISPATCH_MESSAGE: TypeAdapter[AnyMessage] = TypeAdapter(DispatchMessage)
 
 
-def parse_message(body: str) -> AdvanceMessage | StartScheduledRun | DeliverSignal:
+def parse_message(body: str) -> AnyMessage:
     """Either kind of dispatch message; a body without `kind` is an advance kick."""
     document = json.loads(body)
     if isinstance(document, dict):

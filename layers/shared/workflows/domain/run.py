@@ -43,6 +43,8 @@ class EventType(StrEnum):
     WEBHOOK_DELIVERY = "webhook_delivery"
     WAITING_SIGNAL = "waiting_signal"
     SIGNAL_RECEIVED = "signal_received"
+    CHILDREN_STARTED = "children_started"
+    CHILD_ENDED = "child_ended"
 
 
 class NewEvent(BaseModel):
@@ -119,6 +121,21 @@ class Run(BaseModel):
     # Times the sweeper re-kicked the run since it last made progress (docs/engine.md, "How runs
     # end"); past its limit the run fails `stalled`.
     sweeps: int = 0
+    # A child run (a `workflow` step's run, a parallel's branch, a map's item): the run and step
+    # that started it, and where it sits among that step's children (domain.fanout.ChildPlace:
+    # pass, index, branch); None for a run started by a caller or a schedule, and for a child
+    # nobody waits for (`wait: false`), which has no place.
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    child: dict[str, Any] | None = None
+    # How many parents above this run (0: a run started by a caller or a schedule).
+    depth: int = 0
+    # What a child's templates see besides inputs and steps: `item` and `index` (a map's item),
+    # `branch` (a parallel's branch); None for a run that is no branch or item.
+    scope: dict[str, Any] | None = None
+    # The children the current step waits for (domain.fanout.Fanout); kept on a run cancelled
+    # or failed meanwhile, so its children are cancelled too.
+    fanout: dict[str, Any] | None = None
     # The events the run's latest commit appended (set by the repository; not a stored field).
     _latest_events: list[RunEvent] = PrivateAttr(default_factory=list)
 

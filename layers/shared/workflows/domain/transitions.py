@@ -28,6 +28,7 @@ from typing import Any, Final, Required, TypedDict, cast
 
 from workflows.clock import iso
 from workflows.domain import signals
+from workflows.domain.fanout import Fanout
 from workflows.domain.outputs import remember
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.domain.signals import Received, Signal, SignalWait
@@ -50,6 +51,8 @@ class Action(StrEnum):
     RECORD_APPROVAL = "record_approval"
     AWAIT_SIGNAL = "await_signal"
     RECEIVE_SIGNAL = "receive_signal"
+    AWAIT_CHILDREN = "await_children"
+    RECORD_CHILDREN = "record_children"
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
@@ -96,6 +99,13 @@ TABLE: Final[Mapping[Action, Mapping[RunStatus, Leads]]] = {
     # A signal the step waits for: recorded, and the step completes once the wait is satisfied.
     # A paused run records it too (and its step completes; the run rests until resumed).
     Action.RECEIVE_SIGNAL: {R: frozenset({R, S}), P: frozenset({P, S})},
+    # The step runs child runs (branches, items, a saved workflow): their plan, and the first
+    # ones, created just before. The run keeps running, its step waiting for them.
+    Action.AWAIT_CHILDREN: {R: frozenset({R}), P: frozenset({P})},
+    # Children ended (each recorded once) and the next ones started; once the join decides, the
+    # step completes or fails in the same commit (complete_step or fail_step follows). A paused
+    # run records them too, and starts no more.
+    Action.RECORD_CHILDREN: {R: frozenset({R}), P: frozenset({P})},
     Action.PAUSE: {Q: frozenset({P}), R: frozenset({P}), W: frozenset({P}), P: ALREADY},
     Action.RESUME: {P: frozenset({Q, R, W}), Q: ALREADY, R: ALREADY, W: ALREADY},
     Action.CANCEL: {Q: frozenset({C}), R: frozenset({C}), P: frozenset({C}), W: frozenset({C}), C: ALREADY},
@@ -242,6 +252,7 @@ _STEP_DONE: Mapping[str, Any] = {
     "next_wake_at": None,
     "lease_expires_at": None,
     "signal_wait": None,
+    "fanout": None,
 }
 
 
@@ -443,6 +454,24 @@ def receive_signal(
     return _commit(Action.RECEIVE_SIGNAL, run, _evolve(run, signal_wait=dict(wait)), [event], kick)
 
 
+def await_children(run: Run, fanout: Fanout, events: Sequence[NewEvent], *, until: str) -> Commit:
+    """The step waits for the children `fanout` plans (the first ones are created, and their
+    kicks go once this is stored) until `until`: then the children still running are cancelled
+    and the step fails with `timeout`. No kick: each child's end is what moves the run."""
+    _check(Action.AWAIT_CHILDREN, run)
+    moved, _ = _land(run, R, lease_expires_at=None, wait_until=until, next_wake_at=None, fanout=dict(fanout))
+    return _commit(Action.AWAIT_CHILDREN, run, moved, events)
+
+
+def record_children(run: Run, fanout: Fanout, events: Sequence[NewEvent]) -> Commit:
+    """Children of the step ended (`fanout`: the record with them counted, and with the next
+    ones started). A join's outcome chains onto it (complete_step, fail_step)."""
+    _check(Action.RECORD_CHILDREN, run)
+    if run.fanout is None or run.fanout.get("step_id") != fanout["step_id"]:
+        raise InvalidState(f"run {run.run_id} waits for no children of step '{fanout['step_id']}'")
+    return _commit(Action.RECORD_CHILDREN, run, _evolve(run, fanout=dict(fanout)), events)
+
+
 def _as(action: Action, commit: Commit) -> Commit:
     """A commit another transition built, under this action's name (its table checked too)."""
     return _commit(action, commit.read, commit.run, commit.events, commit.kick)
@@ -506,8 +535,10 @@ def resume(run: Run, *, actor: str, now: datetime) -> Commit | None:
     target = run.paused_from or (R if run.started_at else Q)
     event = NewEvent(event_type=EventType.RUN_RESUMED, payload={"actor": actor, "to": target.value})
     moved = _evolve(run, status=target, paused_from=None)
-    # A delay or an approval keeps its deadline while paused: the kick finds it (or its end).
-    return _commit(Action.RESUME, run, moved, [event], Kick(_seconds_until(run.wait_until, now)))
+    # A delay or an approval keeps its deadline while paused: the kick finds it (or its end). A
+    # step waiting for children starts the ones it held back meanwhile, now.
+    delay = 0.0 if run.fanout is not None else _seconds_until(run.wait_until, now)
+    return _commit(Action.RESUME, run, moved, [event], Kick(delay))
 
 
 def cancel(run: Run, *, actor: str, now: datetime) -> Commit | None:
@@ -548,6 +579,7 @@ def retry_from(run: Run, step_id: str, *, actor: str) -> Commit:
         next_wake_at=None,
         approval=None,
         signal_wait=None,
+        fanout=None,
     )
     event = NewEvent(
         event_type=EventType.RUN_RESUMED, payload={"actor": actor, "reason": "retry", "from_step": step_id}
@@ -571,7 +603,8 @@ def give_up(run: Run, error: RunError, *, now: datetime, blame_step: bool = True
         events.append(
             NewEvent(event_type=EventType.STEP_FAILED, step_id=run.current_step_id, payload=payload)
         )
-    progress = {**_STEP_DONE, "approval": None}
+    # The children the step waited for stay on record: they are cancelled once this is stored.
+    progress = {**_STEP_DONE, "approval": None, "fanout": run.fanout}
     return _fail(Action.GIVE_UP, run, failed, events, now, progress)
 
 

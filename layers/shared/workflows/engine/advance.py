@@ -20,10 +20,10 @@ Invariants (docs/engine.md; each is tested):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from workflows.clock import Clock, iso, parse_iso, system_clock
 from workflows.domain import transitions
@@ -33,15 +33,16 @@ from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import Run, RunStatus
 from workflows.domain.signals import SignalWait
 from workflows.domain.transitions import Commit, Kick
+from workflows.engine.children import Children
 from workflows.engine.endings import INTERNAL_ERROR, Endings, Slots, internal_error
 from workflows.engine.kicks import MAX_DELAY_SECONDS, Kicks
 from workflows.engine.outcomes import Build, StepCommits, Written
-from workflows.engine.outputs import RunOutputs
+from workflows.engine.outputs import RunOutputs, WithParent
 from workflows.engine.signals import SignalWaits
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import count, logger, metrics
 from workflows.ports import RunLog, RunOutputStore
-from workflows.steps.base import DecidesAtDeadline, StepContext, StepResult, Suspend
+from workflows.steps.base import DecidesAtDeadline, Spawn, StepContext, StepResult, Suspend
 from workflows.steps.registry import StepRegistry, parse_config
 
 RemainingMs = Callable[[], int]
@@ -103,6 +104,7 @@ class Engine:
         sweep_grace_seconds: float | None = None,
         shares: Shares | None = None,
         signals: SignalWaits | None = None,
+        children: Children | None = None,
     ) -> None:
         self._runs = runs
         self._outputs = outputs
@@ -119,6 +121,7 @@ class Engine:
         self._sweep_grace = sweep_grace_seconds
         self._shares = shares
         self._signals = signals
+        self._children = children
 
     # ---- the message loop ------------------------------------------------------------
 
@@ -162,6 +165,9 @@ class Engine:
         resting = self._not_now(run, message)
         if resting is not None:
             return resting
+        if self._children is not None and self._children.waits(run):
+            action, moved = self._children.advance(run, definition)
+            return Outcome.of(action, moved)
         if run.status == RunStatus.WAITING_APPROVAL:
             return self._deadline(run, definition)
         if run.status == RunStatus.QUEUED and not self._has_slot(run):
@@ -170,10 +176,15 @@ class Engine:
 
     def _not_now(self, run: Run, message: AdvanceMessage) -> Outcome | None:
         """What a kick does when the run has nothing for it to do now; None when it has."""
+        if run.is_terminal and run.child is not None:
+            # A child that ended: its parent is told again (the first message may have been lost).
+            self._endings.tell_parent(run)
         if run.version != message.version:
             return self._stale(run, message)
         if run.is_terminal or run.status == RunStatus.PAUSED:
             return Outcome.of("ignored", run)
+        if run.fanout is not None:
+            return None  # its step waits for children: the kick is theirs (Children.advance)
         now = self._clock()
         if run.lease_expires_at and now < parse_iso(run.lease_expires_at):
             # Another dispatcher is executing an at-most-once step; its commit sends the next kick.
@@ -196,8 +207,13 @@ class Engine:
 
     def _has_slot(self, run: Run) -> bool:
         """Tenant concurrency limit: a run starts only with one of its tenant's slots. Without one
-        it stays queued and this kick comes back later. Slots are given back in Endings.finished."""
-        return self._slots is None or self._slots.take(run.tenant_id, run.run_id)
+        it stays queued and this kick comes back later. Slots are given back in Endings.finished.
+        A child run (a branch, an item) runs within its parent's slot."""
+        return (
+            self._slots is None
+            or run.parent_run_id is not None
+            or self._slots.take(run.tenant_id, run.run_id)
+        )
 
     def _admitted(
         self,
@@ -408,7 +424,15 @@ class Engine:
         budget: float,
         correlation_id: str | None,
     ) -> Build:
-        outputs = RunOutputs(self._outputs, run)
+        outputs: Mapping[str, Any] = RunOutputs(self._outputs, run)
+        last = RunOutputs(self._outputs, run).resolve(run.last_output)
+        if run.parent_run_id and run.scope and ("item" in run.scope or "branch" in run.scope):
+            # A branch's or an item's steps see the outputs of the parent's steps before it too,
+            # read when a template names one.
+            parent_id = run.parent_run_id
+            outputs = WithParent(
+                outputs, lambda: RunOutputs(self._outputs, self._runs.get(run.tenant_id, parent_id))
+            )
         context = StepContext(
             run_id=run.run_id,
             tenant_id=run.tenant_id,
@@ -417,10 +441,11 @@ class Engine:
             attempt=run.attempt,
             inputs=run.inputs,
             step_outputs=outputs,
-            last=outputs.resolve(run.last_output),
+            last=last,
             now=now,
             wait_until=parse_iso(run.wait_until) if run.wait_until else None,
             time_budget_seconds=budget,
+            scope=run.scope or {},
         )
         started = time.monotonic()
         try:
@@ -441,6 +466,8 @@ class Engine:
             metrics.add_metric(
                 name="StepDuration", unit="Milliseconds", value=(time.monotonic() - started) * 1000
             )
+        if isinstance(outcome, Spawn):
+            return self._spawn(run, definition, step, outcome, now)
         if isinstance(outcome, Suspend):
             until = iso(outcome.until)
             if outcome.signals is not None:
@@ -452,6 +479,20 @@ class Engine:
             return lambda base: transitions.suspend(base, until=until, now=now)
         return self._commits.succeeded(run, definition, step, outcome)
 
+    def _spawn(
+        self, run: Run, definition: WorkflowDefinition, step: StepSpec, spawn: Spawn, now: datetime
+    ) -> Build:
+        if self._children is None:
+            return self._commits.failed(
+                run,
+                step,
+                StepFailed("unavailable", "this function does not start child runs", retryable=False),
+            )
+        try:
+            return self._children.begin(run, definition, step, spawn, now)
+        except StepFailed as failure:
+            return self._commits.failed(run, step, failure)
+
     def _await_signals(self, run: Run, step: StepSpec, outcome: Suspend, now: datetime) -> Build:
         if self._signals is None:
             raise StepFailed("unavailable", "this function does not deliver signals", retryable=False)
@@ -462,7 +503,7 @@ class Engine:
         self._signals.register(run, [awaited["name"] for awaited in wait["signals"]], outcome.until)
         return lambda base: transitions.await_signal(base, wait, until=until, now=now)
 
-    def _execute(self, step: StepSpec, context: StepContext) -> StepResult | Suspend:
+    def _execute(self, step: StepSpec, context: StepContext) -> StepResult | Suspend | Spawn:
         step_type = self._registry.get(step.type)
         if step_type is None:
             # Definitions are validated on submission; this only happens if a step type is

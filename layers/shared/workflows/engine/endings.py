@@ -5,16 +5,18 @@ cannot advance (`give_up`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from workflows.clock import Clock, parse_iso, system_clock
-from workflows.domain import transitions
+from workflows.domain import fanout, transitions
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.fanout import Fanout
+from workflows.domain.messages import ChildEnded
 from workflows.domain.run import Run
 from workflows.domain.transitions import RunError
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import count, logger, metrics
-from workflows.ports import RunLog
+from workflows.ports import DispatchQueue, RunLog
 
 INTERNAL_ERROR = "internal_error"
 RUN_TOO_LARGE = "run_too_large"
@@ -55,24 +57,50 @@ class Endings:
         *,
         slots: Slots | None = None,
         notifier: Callable[[], Notifier] | None = None,
+        queue: DispatchQueue | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self._runs = runs
         self._slots = slots
         self._notifier = notifier
+        self._queue = queue
         self._clock = clock
 
     def finished(self, run: Run, definition: WorkflowDefinition | None) -> None:
-        """After a terminal commit: the tenant's slot back, metrics, and the completion
-        notification (any terminal status; none without the definition, which names the webhook)."""
-        if self._slots is not None:
+        """After a terminal commit: the tenant's slot back, metrics, the parent told (a child
+        run), the children cancelled (a run cancelled or failed while its step waited for them),
+        and the completion notification (any terminal status; none without the definition,
+        which names the webhook)."""
+        if self._slots is not None and run.parent_run_id is None:
             self._slots.release(run.tenant_id, run.run_id)  # idempotent; a no-op if never taken
+        self.tell_parent(run)
+        if self._queue is not None and run.fanout is not None:
+            cancelling = fanout.cancellation(run.tenant_id, run.run_id, cast(Fanout, run.fanout))
+            if cancelling is not None:
+                self._queue.send(cancelling)
         count("RunsEnded", status=run.status.value)
         if run.ended_at:
             duration = parse_iso(run.ended_at) - parse_iso(run.started_at or run.created_at)
             metrics.add_metric(name="RunDuration", unit="Milliseconds", value=duration.total_seconds() * 1000)
         if self._notifier is not None and definition is not None and definition.on_completion_webhook:
             self._notifier().notify(run, definition.on_completion_webhook)
+
+    def tell_parent(self, run: Run) -> None:
+        """A child run that ended tells the run whose step waits for it (domain.fanout)."""
+        place = run.child
+        if self._queue is None or place is None or run.parent_run_id is None or not run.is_terminal:
+            return
+        assert run.parent_step_id is not None
+        self._queue.send(
+            ChildEnded(
+                tenant_id=run.tenant_id,
+                run_id=run.parent_run_id,
+                step_id=run.parent_step_id,
+                round=place["round"],
+                index=place["index"],
+                child_run_id=run.run_id,
+            )
+        )
 
     def give_up(self, tenant_id: str, run_id: str, error: RunError) -> str:
         """Fail a run that cannot advance (an error on every delivery of its message, its message

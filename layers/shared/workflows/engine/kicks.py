@@ -30,3 +30,7 @@ class Kicks:
             tenant_id=run.tenant_id, run_id=run.run_id, version=run.version, not_before=not_before
         )
         self._queue.send(message, delay_seconds=min(MAX_DELAY_SECONDS, kick.seconds()))
+
+    def first(self, tenant_id: str, run_id: str) -> None:
+        """The first kick of a run as created (version 1): a child run started by its parent."""
+        self._queue.send(AdvanceMessage(tenant_id=tenant_id, run_id=run_id, version=1))

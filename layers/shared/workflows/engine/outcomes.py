@@ -163,6 +163,7 @@ class StepCommits:
                     "lease_expires_at",
                     "approval",
                     "signal_wait",
+                    "fanout",
                 )
             )
             if not same_step:

@@ -3,7 +3,7 @@ an item (or object) of their own, named by a reference (domain.outputs)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, encode, is_ref
@@ -55,3 +55,33 @@ class RunOutputs(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._run.step_outputs)
+
+
+class WithParent(Mapping[str, Any]):
+    """A branch's or a map item's step outputs: its own, then its parent's (the steps before the
+    parallel or map), the parent read only when a template names a step the child lacks."""
+
+    def __init__(self, own: Mapping[str, Any], parent: Callable[[], Mapping[str, Any]]) -> None:
+        self._own = own
+        self._load = parent
+        self._parent: Mapping[str, Any] | None = None
+
+    def __getitem__(self, step_id: str) -> Any:
+        try:
+            return self._own[step_id]
+        except KeyError:
+            if self._parent is None:
+                self._parent = self._load()
+            return self._parent[step_id]
+
+    def get(self, step_id: str, default: Any = None) -> Any:
+        try:
+            return self._own[step_id]
+        except KeyError:
+            return default  # a step's own earlier output (a loop): never the parent's
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._own)
+
+    def __len__(self) -> int:
+        return len(self._own)

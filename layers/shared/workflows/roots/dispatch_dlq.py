@@ -4,7 +4,8 @@ A message lands here after the dispatch queue delivered it `maxReceiveCount` tim
 success (the dispatcher fails the run itself on the last delivery, so this is the net under
 that net: the failing write failed too, or the function timed out on every delivery). Each run
 message fails its run with `internal_error` (`Endings.give_up`: events, slot, completion
-webhook); a schedule fire is logged at ERROR (its schedule fires again on its next tick); a body
+webhook; for a child's end, the parent that could not record it); a schedule fire is logged at
+ERROR (its schedule fires again on its next tick); so is a cancellation of child runs; a body
 that does not parse is logged at ERROR and dropped. Logged with the message id, the correlation
 id the run's error names.
 """
@@ -19,7 +20,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from workflows.domain.messages import DeliverSignal, StartScheduledRun, parse_message
+from workflows.domain.messages import CancelChildren, DeliverSignal, StartScheduledRun, parse_message
 from workflows.engine.endings import internal_error
 from workflows.observability import logger, metrics, tracer
 from workflows.roots.parts import Parts
@@ -60,6 +61,15 @@ def record_handler(record: SQSRecord) -> str:
         )
         metrics.add_metric(name="SignalDeliveriesDeadLettered", unit="Count", value=1)
         return "signal_delivery_dropped"
+    if isinstance(message, CancelChildren):
+        # The children run on to their own ends; their parent has ended and ignores them.
+        logger.error(
+            "a cancellation of child runs was dead-lettered; those children run to their end",
+            extra={**keys, "run_id": message.run_id, "tenant_id": message.tenant_id},
+        )
+        metrics.add_metric(name="ChildCancelsDeadLettered", unit="Count", value=1)
+        return "cancel_children_dropped"
+    # A run's kick, or a child's end its parent could not record: the run fails.
     logger.error(
         "dispatch message dead-lettered; failing its run",
         extra={**keys, "run_id": message.run_id, "tenant_id": message.tenant_id},

@@ -22,7 +22,13 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from workflows.domain.messages import DeliverSignal, StartScheduledRun, parse_message
+from workflows.domain.messages import (
+    CancelChildren,
+    ChildEnded,
+    DeliverSignal,
+    StartScheduledRun,
+    parse_message,
+)
 from workflows.observability import count, logger, metrics, tracer
 from workflows.roots.parts import Parts
 from workflows.settings import get_settings
@@ -56,6 +62,17 @@ def work_record(record: SQSRecord, remaining_ms: RemainingMs) -> str:
             taken = parts().signal_waits.deliver_page(message)
             logger.info("signal delivered", extra={"runs": taken, "signal_name": message.name})
             return "signal_delivered"
+        if isinstance(message, ChildEnded):
+            logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
+            recorded = parts().children.ended(message)
+            logger.info("child run's end", extra={"result": recorded, "child_run_id": message.child_run_id})
+            count("ChildEnds", result=recorded)
+            return recorded
+        if isinstance(message, CancelChildren):
+            logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
+            cancelled = parts().children.cancel_page(message)
+            logger.info("children cancelled", extra={"cancelled": cancelled, "start": message.start})
+            return "children_cancelled"
         logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
         receives = record.attributes.approximate_receive_count
         outcome = parts().engine.process(

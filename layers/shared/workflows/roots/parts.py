@@ -27,6 +27,7 @@ from workflows.steps.registry import StepRegistry, local_step_types
 if TYPE_CHECKING:
     from workflows.domain.secret_refs import Secret
     from workflows.engine.advance import Engine
+    from workflows.engine.children import Children
     from workflows.engine.control import RunControl
     from workflows.engine.endings import Endings
     from workflows.engine.kicks import Kicks
@@ -334,6 +335,27 @@ class Parts:
             sweep_grace_seconds=s.sweep_grace_sec,
             shares=self.shares,
             signals=self.signal_waits,
+            children=self.children,
+        )
+
+    @cached_property
+    def children(self) -> Children:
+        from workflows.engine.children import Children, Limits
+        from workflows.services.definitions import ChildWorkflows
+
+        s = self.settings
+        return Children(
+            self.runs,
+            self.run_outputs,
+            self.kicks,
+            self.queue,
+            self.step_commits,
+            self.endings,
+            workflows=ChildWorkflows(self.definitions),
+            limits=Limits(
+                max_items=s.max_map_items, max_nesting=s.max_nesting, wait_seconds=s.child_wait_sec
+            ),
+            clock=self.clock,
         )
 
     @cached_property
@@ -382,7 +404,9 @@ class Parts:
         from workflows.engine.endings import Endings
 
         # A factory: most runs notify nobody, so the webhook delivery code is built for the first.
-        return Endings(self.runs, slots=self.slots, notifier=lambda: self.notifier, clock=self.clock)
+        return Endings(
+            self.runs, slots=self.slots, notifier=lambda: self.notifier, queue=self.queue, clock=self.clock
+        )
 
     @cached_property
     def shares(self) -> TenantShares | None:

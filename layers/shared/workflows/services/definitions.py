@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from workflows.domain.definition import END, WorkflowDefinition
+from workflows.domain.failures import StepFailed
 from workflows.domain.json import JsonObject
 from workflows.domain.paging import Position
 from workflows.domain.principal import RUNS_READ, Principal
@@ -19,7 +20,7 @@ from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, ValidationFa
 from workflows.ports import DefinitionStore
 from workflows.services.access import check_change_definition, check_read_definition, check_secret_use
 from workflows.services.runs import RunService
-from workflows.services.validation import validate_definition
+from workflows.services.validation import check_no_self_call, validate_definition
 from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry
 
@@ -89,6 +90,7 @@ class DefinitionService:
                     carried = latest.definition.model_dump(mode="json", include=left_out)
             definition = parse_definition({**carried, **draft, "version": next_version})
             check_definition(definition, self._settings, self._registry)
+            check_no_self_call(definition, self._registry, workflow_id)
             check_secret_use(principal, definition, self._registry)
             try:
                 new = self._definitions.add_version(head, principal.user_id, definition)
@@ -304,3 +306,35 @@ def _json_path(parts: Sequence[Any]) -> str:
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
     return out
+
+
+class ChildWorkflows:
+    """Saved workflows as a `workflow` step starts them (engine.children.SavedWorkflows): the
+    tenant's workflow, not deleted, at its latest version or the one named, with the child's
+    inputs checked against its inputs_schema. Each refusal fails the step (not retried)."""
+
+    def __init__(self, definitions: DefinitionStore) -> None:
+        self._definitions = definitions
+
+    def definition(
+        self, tenant_id: str, workflow_id: str, version: int | None, inputs: dict[str, Any]
+    ) -> WorkflowDefinition:
+        try:
+            head = self._definitions.get_head(tenant_id, workflow_id)
+        except NotFound:
+            raise StepFailed("workflow_not_found", f"no workflow '{workflow_id}'", retryable=False) from None
+        if head.status == DELETED:
+            raise StepFailed("workflow_deleted", f"workflow '{workflow_id}' is deleted", retryable=False)
+        wanted = head.latest_version if version is None else version
+        try:
+            stored = self._definitions.get_version(tenant_id, workflow_id, wanted)
+        except NotFound:
+            raise StepFailed(
+                "workflow_not_found", f"workflow '{workflow_id}' has no version {wanted}", retryable=False
+            ) from None
+        assert stored.definition is not None
+        try:
+            check_inputs(stored.definition, inputs)
+        except ValidationFailed as exc:
+            raise StepFailed("invalid_inputs", f"the child's {exc.message}", retryable=False) from None
+        return stored.definition

@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from workflows.domain.definition import StepSpec
 from workflows.domain.failures import StepFailed
 from workflows.domain.run import NewEvent
 
@@ -50,13 +51,20 @@ class StepContext:
     # Time this execution may take: the step's timeout_seconds bounded by the Lambda's
     # remaining time. Steps that call out pass it on as their request timeout.
     time_budget_seconds: float = 30.0
+    # A branch's or a map item's own names (`branch`; `item` and `index`), and `parent_id`.
+    scope: Mapping[str, Any] = field(default_factory=dict)
 
     def template_context(self) -> dict[str, Any]:
+        run = {"id": self.run_id, "tenant_id": self.tenant_id, "workflow_id": self.workflow_id}
+        names = {key: value for key, value in self.scope.items() if key != "parent_id"}
+        if "parent_id" in self.scope:
+            run["parent_id"] = self.scope["parent_id"]
         return {
+            **names,
             "inputs": self.inputs,
             "steps": StepsView(self.step_outputs),
             "last": self.last,
-            "run": {"id": self.run_id, "tenant_id": self.tenant_id, "workflow_id": self.workflow_id},
+            "run": run,
         }
 
 
@@ -85,7 +93,26 @@ class Suspend:
     signals: dict[str, Any] | None = None
 
 
-StepOutcome = StepResult | Suspend
+@dataclass(frozen=True)
+class Spawn:
+    """The step runs child runs side by side and completes when the join decides
+    (domain.fanout): a parallel's `branches`, a map's `steps` once per item of `items`, or a
+    saved workflow (`workflow_id`, `version`, `inputs`; `wait: false` starts it and goes on)."""
+
+    kind: Literal["parallel", "map", "workflow"]
+    branches: Mapping[str, list[StepSpec]] = field(default_factory=dict)
+    steps: list[StepSpec] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+    join: Literal["all", "any"] = "all"
+    max_concurrency: int | None = None
+    tolerated_failures: int = 0
+    workflow_id: str | None = None
+    version: int | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    wait: bool = True
+
+
+StepOutcome = StepResult | Suspend | Spawn
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,22 @@ class DecidesAtDeadline(Protocol):
     def at_deadline(
         self, config: BaseModel, step_id: str, request: Mapping[str, Any] | None
     ) -> AtDeadline: ...
+
+
+@runtime_checkable
+class RunsSteps(Protocol):
+    """A step type whose config holds steps of its own (a parallel's branches, a map's steps):
+    validation checks each list as a definition of its own, and ids across all of them."""
+
+    def nested(self, config: BaseModel) -> dict[str, list[StepSpec]]:
+        """Each list of steps by the config field that holds it (`branches.<name>`, `steps`)."""
+
+
+@runtime_checkable
+class StartsWorkflows(Protocol):
+    """A step type that starts saved workflows (`workflow`): the one it names, if literal."""
+
+    def started_workflow(self, config: BaseModel) -> str | None: ...
 
 
 @dataclass(frozen=True)

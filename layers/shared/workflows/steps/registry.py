@@ -1,8 +1,8 @@
 """Step executors registered by type name; definitions are validated against it.
 
-The local step types (log, delay, branch, approval, wait_for_signal) are built with the
-registry. The ones that call out (prompt, rag_search, webhook) come from factories the
-composition root gives, called the first time a definition uses the type: their modules bring
+The local step types (log, delay, branch, approval, wait_for_signal, parallel, map, workflow)
+are built with the registry. The ones that call out (prompt, rag_search, webhook) come from
+factories the composition root gives, called the first time a definition uses the type: their modules bring
 HTTP clients and the LLM, retrieval, egress and signing code, which most invocations never need
 (cold start).
 
@@ -26,7 +26,10 @@ from workflows.steps.base import StepType
 from workflows.steps.branch import BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
+from workflows.steps.map import MapStep
+from workflows.steps.parallel import ParallelStep
 from workflows.steps.wait_for_signal import WaitForSignalStep
+from workflows.steps.workflow import WorkflowStep
 
 # The types built by the composition root's factories; their names are known (validation
 # errors, GET /step-types) before any is built.
@@ -36,7 +39,16 @@ ALIASES = {"wait_for_approval": "approval"}
 
 
 def local_step_types() -> list[StepType]:
-    return [LogStep(), DelayStep(), BranchStep(), ApprovalStep(), WaitForSignalStep()]
+    return [
+        LogStep(),
+        DelayStep(),
+        BranchStep(),
+        ApprovalStep(),
+        WaitForSignalStep(),
+        ParallelStep(),
+        MapStep(),
+        WorkflowStep(),
+    ]
 
 
 class StepRegistry:

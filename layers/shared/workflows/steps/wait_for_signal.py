@@ -71,19 +71,6 @@ class WaitForSignalConfig(BaseModel):
         return value
 
 
-def _rendered(value: Any, context: dict[str, Any]) -> Any:
-    # Imported here: jinja2 stays off the cold-start path until a step renders.
-    from workflows.templating import render_value
-
-    if isinstance(value, str):
-        return render_value(value, context)
-    if isinstance(value, list):
-        return [_rendered(item, context) for item in value]
-    if isinstance(value, dict):
-        return {key: _rendered(item, context) for key, item in value.items()}
-    return value
-
-
 class WaitForSignalStep:
     name = "wait_for_signal"
     description = "Wait for named signals (POST /signals), matched on their data, with a timeout."
@@ -115,9 +102,12 @@ class WaitForSignalStep:
             raise StepFailed(
                 "timeout", "no signal the step waits for came before its timeout", retryable=False
             )
+        # Imported here: jinja2 stays off the cold-start path until a step renders.
+        from workflows.templating import render_values
+
         template_context = context.template_context()
         awaited = [
-            {"name": signal.name, "match": _rendered(signal.match, template_context)}
+            {"name": signal.name, "match": render_values(signal.match, template_context)}
             for signal in config.signals
         ]
         since = iso(context.now - timedelta(seconds=config.lookback_seconds))

@@ -1,0 +1,515 @@
+"""Steps side by side: a step's child runs started, their ends recorded, the join (domain.fanout).
+
+A `parallel`, `map` or `workflow` step returns `Spawn`. Then:
+1. `begin` creates the first children (as many as `max_concurrency` allows; not kicked yet) and
+   commits the step's record of them (`await_children`) with a kick for the run itself.
+2. That kick (`advance`) kicks every child started and not ended, and starts more if the window
+   allows. A kick sent again only kicks again: a child's stale kick changes nothing.
+3. A child's terminal commit sends `ChildEnded` (Endings.finished). `ended` records it (one
+   conditional commit per end: a child counted twice is impossible, a late or repeated message
+   finds it counted), creates the next children, and once the join decides completes or fails
+   the step in the same commit; the children still running are then cancelled (`CancelChildren`,
+   a page per message). A child is created before the commit that records it and kicked after:
+   a crash between leaves a queued child that the next window's kick (or the sweeper) starts.
+4. The step waits at most `wait_seconds` (its record's `wait_until`, a long wait the sweeper
+   wakes): then the children's own records are read (an end whose message was lost is counted),
+   those still running are cancelled and the step fails with `timeout`.
+
+Children of a run cancelled, or failed by the service, are cancelled too (Endings.finished).
+A paused run records ends but starts no children until it is resumed; children already running
+go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
+
+from workflows.clock import Clock, iso, parse_iso, system_clock
+from workflows.domain import fanout, transitions
+from workflows.domain.definition import StepSpec, WorkflowDefinition
+from workflows.domain.failures import StepFailed
+from workflows.domain.fanout import Fanout
+from workflows.domain.messages import CancelChildren, ChildEnded
+from workflows.domain.outputs import INLINE_OUTPUT_BYTES, encode, is_ref
+from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.domain.transitions import Commit
+from workflows.engine.endings import Endings
+from workflows.engine.kicks import Kicks
+from workflows.engine.outcomes import Build, StepCommits, Written
+from workflows.engine.outputs import RunOutputs
+from workflows.errors import InvalidState, NotFound, StaleWrite
+from workflows.observability import count, logger
+from workflows.ports import DispatchQueue, RunLog, RunOutputStore
+from workflows.steps.base import Spawn, StepResult
+
+# Commits of one child's end that lose a race (another child's end, a fill) before one lands.
+_RECORD_TRIES = 20
+CHILDREN_TIMEOUT = "timeout"
+
+
+class SavedWorkflows(Protocol):
+    """Saved workflows as a `workflow` step starts them (the composition root's, over the
+    definitions service)."""
+
+    def definition(
+        self, tenant_id: str, workflow_id: str, version: int | None, inputs: dict[str, Any]
+    ) -> WorkflowDefinition:
+        """The workflow's definition (its latest version, or `version`) with `inputs` checked
+        against its inputs_schema; StepFailed (not retried) when it cannot be run so."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_items: int = 10_000
+    max_nesting: int = 5
+    wait_seconds: int = 30 * 24 * 3600
+
+
+class Children:
+    def __init__(
+        self,
+        runs: RunLog,
+        outputs: RunOutputStore,
+        kicks: Kicks,
+        queue: DispatchQueue,
+        commits: StepCommits,
+        endings: Endings,
+        *,
+        workflows: SavedWorkflows | None = None,
+        limits: Limits = Limits(),
+        clock: Clock = system_clock,
+    ) -> None:
+        self._runs = runs
+        self._outputs = outputs
+        self._kicks = kicks
+        self._queue = queue
+        self._commits = commits
+        self._endings = endings
+        self._workflows = workflows
+        self._limits = limits
+        self._clock = clock
+
+    # ---- the step begins -------------------------------------------------------------
+
+    def begin(
+        self, run: Run, definition: WorkflowDefinition, step: StepSpec, spawn: Spawn, now: datetime
+    ) -> Build:
+        """The step's children planned and the first ones created; StepFailed when they cannot
+        be (too deep, too many items, a workflow that cannot run)."""
+        if run.depth + 1 > self._limits.max_nesting:
+            raise StepFailed(
+                "too_deep",
+                f"runs nest at most {self._limits.max_nesting} deep; this step's children would be"
+                f" {run.depth + 1} deep",
+                retryable=False,
+            )
+        round_ = run.version
+        if spawn.kind == "workflow":
+            return self._begin_workflow(run, definition, step, spawn, round_)
+        if spawn.kind == "map":
+            if len(spawn.items) > self._limits.max_items:
+                raise StepFailed(
+                    "too_many_items",
+                    f"items: {len(spawn.items)} items, limit {self._limits.max_items}",
+                    retryable=False,
+                )
+            record = fanout.plan(
+                step.id,
+                "map",
+                round_,
+                len(spawn.items),
+                max_concurrency=spawn.max_concurrency,
+                tolerated_failures=spawn.tolerated_failures,
+            )
+            record["chunks"] = self._chunks(run, spawn.items)
+            if not spawn.items:
+                return self._commits.succeeded(run, definition, step, StepResult(output=[]))
+        else:
+            record = fanout.plan(step.id, "parallel", round_, len(spawn.branches), join=spawn.join)
+            record["branches"] = list(spawn.branches)
+        return self._open(run, definition, record, items=spawn.items)
+
+    def _begin_workflow(
+        self, run: Run, definition: WorkflowDefinition, step: StepSpec, spawn: Spawn, round_: int
+    ) -> Build:
+        if self._workflows is None:
+            raise StepFailed("unavailable", "this function does not start workflows", retryable=False)
+        assert spawn.workflow_id is not None
+        child_definition = self._workflows.definition(
+            run.tenant_id, spawn.workflow_id, spawn.version, spawn.inputs
+        )
+        record = fanout.plan(step.id, "workflow", round_, 1)
+        record["workflow_id"], record["version"] = spawn.workflow_id, child_definition.version
+        if spawn.wait:
+            return self._open(run, definition, record, inputs=spawn.inputs, child_definition=child_definition)
+        # Nobody waits for it: it has a parent but no place, and is kicked now (before the
+        # commit: a lost commit leaves a run that runs anyway, as its starter asked).
+        child = self._child(run, record, 0, child_definition, spawn.inputs, placed=False)
+        self._create(child, child_definition)
+        self._kicks.send(child)
+        output = {
+            "run_id": child.run_id,
+            "workflow_id": spawn.workflow_id,
+            "version": child_definition.version,
+        }
+        return self._commits.succeeded(run, definition, step, StepResult(output=output))
+
+    def _open(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        record: Fanout,
+        *,
+        items: Sequence[Any] = (),
+        inputs: dict[str, Any] | None = None,
+        child_definition: WorkflowDefinition | None = None,
+    ) -> Build:
+        started = fanout.window(record)
+        for index in started:
+            self._start(
+                run, definition, record, index, items=items, inputs=inputs, child_definition=child_definition
+            )
+        record = cast(Fanout, {**record, "started": started.stop})
+        until = iso(self._clock() + timedelta(seconds=self._limits.wait_seconds))
+        events = [_started_event(run, record, started)]
+
+        def build(base: Run) -> Commit:
+            awaiting = transitions.await_children(base, record, events, until=until)
+            # Its kick kicks the children created now (after this commit, never before).
+            if awaiting.run.status == RunStatus.RUNNING:
+                return Commit(
+                    awaiting.action, awaiting.read, awaiting.run, awaiting.events, transitions.Kick()
+                )
+            return awaiting
+
+        return build
+
+    # ---- children started ------------------------------------------------------------
+
+    def _chunks(self, run: Run, items: list[Any]) -> list[Any]:
+        """A map's items, kept apart from the run item past a few hundred bytes, in chunks:
+        starting a window reads only the chunks it covers."""
+        if len(encode(items)) <= INLINE_OUTPUT_BYTES:
+            return [items]
+        size = fanout.ITEMS_PER_CHUNK
+        return [
+            self._outputs.put_output(run.tenant_id, run.run_id, items[start : start + size])
+            for start in range(0, len(items), size)
+        ]
+
+    def _item(self, run: Run, record: Fanout, index: int, cache: dict[int, list[Any]]) -> Any:
+        chunk, position = fanout.chunk_of(index)
+        if chunk not in cache:
+            stored = record["chunks"][chunk]
+            cache[chunk] = cast(list[Any], RunOutputs(self._outputs, run).resolve(stored))
+        return cache[chunk][position]
+
+    def _start(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        record: Fanout,
+        index: int,
+        *,
+        items: Sequence[Any] = (),
+        inputs: dict[str, Any] | None = None,
+        child_definition: WorkflowDefinition | None = None,
+        cache: dict[int, list[Any]] | None = None,
+    ) -> Run:
+        """Child `index` created (not kicked), or found created already."""
+        kind = record["kind"]
+        scope: dict[str, Any] = {"parent_id": run.run_id}
+        step = definition.step(record["step_id"])
+        if kind == "parallel":
+            name = fanout.branch(record, index)
+            assert name is not None
+            steps = step.config["branches"][name]
+            child_definition = _part(definition, f"{step.id}.{name}", steps)
+            scope["branch"] = name
+            inputs = run.inputs
+        elif kind == "map":
+            item = items[index] if index < len(items) else self._item(run, record, index, cache or {})
+            child_definition = _part(definition, f"{step.id}[]", step.config["steps"])
+            scope.update(item=item, index=index)
+            inputs = run.inputs
+        assert child_definition is not None  # a workflow step's one child is started by begin
+        child = self._child(run, record, index, child_definition, inputs or {}, scope=scope)
+        self._create(child, child_definition)
+        return child
+
+    def _child(
+        self,
+        run: Run,
+        record: Fanout,
+        index: int,
+        definition: WorkflowDefinition,
+        inputs: dict[str, Any],
+        *,
+        scope: dict[str, Any] | None = None,
+        placed: bool = True,
+    ) -> Run:
+        now = iso(self._clock())
+        saved = record["kind"] == "workflow"
+        return Run(
+            run_id=fanout.child_id(record, run.run_id, index),
+            tenant_id=run.tenant_id,
+            owner_id=run.owner_id,
+            workflow_id=record.get("workflow_id") if saved else run.workflow_id,
+            definition_version=definition.version,
+            definition_name=definition.name,
+            status=RunStatus.QUEUED,
+            inputs=inputs,
+            current_step_id=definition.first_step_id(),
+            created_at=now,
+            updated_at=now,
+            parent_run_id=run.run_id,
+            parent_step_id=record["step_id"],
+            child=dict(fanout.place(record, index)) if placed else None,
+            depth=run.depth + 1,
+            scope=scope if not saved else {"parent_id": run.run_id},
+        )
+
+    def _create(self, child: Run, definition: WorkflowDefinition) -> None:
+        with contextlib.suppress(StaleWrite):  # created already: by an earlier try of the same commit
+            self._runs.create(child, definition)
+
+    def _kick_all(self, tenant_id: str, run_ids: Iterable[str]) -> None:
+        """A kick for each child as created: a child already past it drops it."""
+        for run_id in run_ids:
+            self._kicks.first(tenant_id, run_id)
+
+    # ---- the run's own kick ----------------------------------------------------------
+
+    def waits(self, run: Run) -> bool:
+        return run.fanout is not None and run.fanout.get("step_id") == run.current_step_id
+
+    def advance(self, run: Run, definition: WorkflowDefinition) -> tuple[str, Run]:
+        """A kick for a run whose step waits for children: kick those running, start more, or at
+        the deadline time the step out."""
+        record = cast(Fanout, run.fanout)
+        now = self._clock()
+        if run.wait_until and now >= parse_iso(run.wait_until):
+            return self._time_out(run, definition, record)
+        if fanout.verdict(record) != "wait" or fanout.window(record):
+            try:
+                return self._settle(run, definition, record, [])
+            except StaleWrite:
+                return "lost_race", run  # what moved it sends what comes next
+        self._kick_all(
+            run.tenant_id, (fanout.child_id(record, run.run_id, i) for i in fanout.running(record))
+        )
+        return "children_kicked", run
+
+    def _time_out(self, run: Run, definition: WorkflowDefinition, record: Fanout) -> tuple[str, Run]:
+        """The step's deadline: ends whose messages were lost counted from the children's own
+        records, then the step fails with `timeout` unless the join decided."""
+        ended: list[Run] = []
+        pending = fanout.running(record)
+        for start in range(0, len(pending), fanout.CANCEL_PAGE):
+            ids = [
+                fanout.child_id(record, run.run_id, i) for i in pending[start : start + fanout.CANCEL_PAGE]
+            ]
+            ended += [
+                child for child in self._runs.get_many(run.tenant_id, ids).values() if child.is_terminal
+            ]
+        events: list[NewEvent] = []
+        for child in ended:
+            place = cast(fanout.ChildPlace, child.child or {})
+            record = fanout.mark_ended(record, place["index"], child.status.value, child.run_id, child.error)
+            events.append(_ended_event(record, child))
+        try:
+            return self._settle(run, definition, record, events, timed_out=True)
+        except StaleWrite:
+            return "lost_race", run
+
+    # ---- a child ended ---------------------------------------------------------------
+
+    def ended(self, message: ChildEnded) -> str:
+        """Record a child's end on its parent, once; what the parent does next follows."""
+        for _ in range(_RECORD_TRIES):
+            try:
+                run, definition = self._runs.get_with_definition(message.tenant_id, message.run_id)
+            except NotFound:
+                return "unknown_run"
+            record = cast(Fanout | None, run.fanout)
+            if (
+                record is None
+                or run.is_terminal
+                or record["step_id"] != message.step_id
+                or record["round"] != message.round
+                or run.current_step_id != message.step_id
+            ):
+                return "ignored"  # the step has moved on (or the run ended): nothing waits for it
+            if message.index >= record["started"]:
+                return "early"  # created by a commit that was lost: the window that starts it kicks it
+            if fanout.has_ended(record, message.index):
+                return "duplicate"
+            try:
+                child = self._runs.get(message.tenant_id, message.child_run_id)
+            except NotFound:
+                return "unknown_child"
+            if not child.is_terminal or child.parent_run_id != run.run_id:
+                return "not_ended"
+            record = fanout.mark_ended(record, message.index, child.status.value, child.run_id, child.error)
+            try:
+                action, _ = self._settle(run, definition, record, [_ended_event(record, child)])
+            except StaleWrite:
+                continue  # another child's end (or a control action) moved the run: read it again
+            return action
+        raise StaleWrite(f"run {message.run_id} kept changing while a child's end was recorded")
+
+    def _settle(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        record: Fanout,
+        events: list[NewEvent],
+        *,
+        timed_out: bool = False,
+    ) -> tuple[str, Run]:
+        """Commit the record (children ended: `events`), with the next window started, or with the
+        join's outcome; then kick what was started, cancel what the join left running, and send
+        what follows the step."""
+        step = definition.step(record["step_id"])
+        decided = fanout.verdict(record)
+        started = range(0)
+        if decided == "wait" and not timed_out and run.status == RunStatus.RUNNING:
+            started = fanout.window(record)
+            cache: dict[int, list[Any]] = {}
+            for index in started:
+                self._start(run, definition, record, index, cache=cache)
+            if started:
+                record = cast(Fanout, {**record, "started": started.stop})
+                events = [*events, _started_event(run, record, started)]
+        outcome: Build | None = None
+        if decided == "succeeded":
+            outcome = self._commits.succeeded(
+                run, definition, step, StepResult(output=self._output(run, record))
+            )
+        elif decided == "failed" or timed_out:
+            if timed_out and decided == "wait":
+                code = CHILDREN_TIMEOUT
+                message = f"children still running after {self._limits.wait_seconds} s"
+            else:
+                code, message = fanout.failure_message(record)
+            outcome = self._commits.failed(run, step, StepFailed(code, message))
+        noted = record
+
+        def build(base: Run) -> Commit:
+            recorded = transitions.record_children(base, noted, events)
+            return recorded if outcome is None else recorded.then(outcome(recorded.run))
+
+        written = self._commits.write(run, build)
+        self._kick_all(run.tenant_id, (fanout.child_id(record, run.run_id, i) for i in started))
+        if outcome is None:
+            count("ChildrenRecorded", result="waiting")
+            return "children_recorded", written.run
+        self.cancel(run, record)
+        self._after(written, definition)
+        count("ChildrenRecorded", result=decided if not timed_out else "timeout")
+        return f"children_{decided if not timed_out else 'timed_out'}", written.run
+
+    def _after(self, written: Written, definition: WorkflowDefinition) -> None:
+        self._kicks.send(written.run, written.kick)
+        if written.run.is_terminal:
+            self._endings.finished(written.run, definition)
+
+    def _output(self, run: Run, record: Fanout) -> Any:
+        """The step's output: each branch's last output by name (`any`: the winner's), a map's
+        items' in item order (null for an item that failed), a child workflow's outputs."""
+        indices = range(record["total"])
+        if record.get("join") == "any" and "winner" in record:
+            indices = range(record["winner"], record["winner"] + 1)
+        values: dict[int, Any] = {}
+        wanted = list(indices)
+        for start in range(0, len(wanted), fanout.CANCEL_PAGE):
+            ids = {
+                fanout.child_id(record, run.run_id, i): i for i in wanted[start : start + fanout.CANCEL_PAGE]
+            }
+            for child in self._runs.get_many(run.tenant_id, list(ids)).values():
+                if child.status == RunStatus.SUCCEEDED:
+                    output = child.outputs
+                    values[ids[child.run_id]] = (
+                        RunOutputs(self._outputs, child).resolve(output) if is_ref(output) else output
+                    )
+        if record["kind"] == "workflow":
+            return values.get(0)
+        if record["kind"] == "parallel":
+            return {fanout.branch(record, i): values[i] for i in sorted(values)}
+        return [values.get(i) for i in range(record["total"])]
+
+    # ---- cancelling children ---------------------------------------------------------
+
+    def cancel(self, run: Run, record: Fanout) -> None:
+        """Cancel the children of `record` that have not ended (a message per page of them)."""
+        message = fanout.cancellation(run.tenant_id, run.run_id, record)
+        if message is not None:
+            self._queue.send(message)
+
+    def cancel_page(self, message: CancelChildren) -> int:
+        """Cancel the children of one page that have not ended; the next page goes on its own
+        message. How many were cancelled."""
+        stop = min(message.stop, message.start + fanout.CANCEL_PAGE)
+        ids = [
+            fanout.child_run_id(message.run_id, message.step_id, message.round, index)
+            for index in range(message.start, stop)
+        ]
+        cancelled = 0
+        for child in self._runs.get_many(message.tenant_id, ids).values():
+            if not child.is_terminal and child.parent_run_id == message.run_id:
+                cancelled += self._cancel_child(child)
+        if stop < message.stop:
+            self._queue.send(message.model_copy(update={"start": stop}))
+        return cancelled
+
+    def _cancel_child(self, child: Run) -> int:
+        for _ in range(_RECORD_TRIES):
+            commit = transitions.cancel(child, actor="parent", now=self._clock())
+            if commit is None:
+                return 0
+            try:
+                ended = self._runs.commit(commit)
+            except StaleWrite:
+                child = self._runs.get(child.tenant_id, child.run_id)
+                continue
+            except InvalidState:
+                return 0
+            definition = self._runs.get_with_definition(child.tenant_id, child.run_id)[1]
+            self._endings.finished(ended, definition)
+            return 1
+        logger.warning("a child kept changing while it was cancelled", extra={"run_id": child.run_id})
+        return 0
+
+
+def _part(definition: WorkflowDefinition, label: str, steps: list[dict[str, Any]]) -> WorkflowDefinition:
+    """A branch's or a map's steps as the definition its child runs pin."""
+    return WorkflowDefinition.model_validate(
+        {"name": f"{definition.name} / {label}"[:200], "version": definition.version, "steps": steps}
+    )
+
+
+def _started_event(run: Run, record: Fanout, started: range) -> NewEvent:
+    children = [
+        {**fanout.place(record, index), "run_id": fanout.child_id(record, run.run_id, index)}
+        for index in started
+    ]
+    for child in children:
+        child.pop("round", None)
+    return NewEvent(
+        event_type=EventType.CHILDREN_STARTED, step_id=record["step_id"], payload={"children": children}
+    )
+
+
+def _ended_event(record: Fanout, child: Run) -> NewEvent:
+    place = cast(dict[str, Any], dict(child.child or {}))
+    place.pop("round", None)
+    payload: dict[str, Any] = {**place, "run_id": child.run_id, "status": child.status.value}
+    if child.error:
+        payload["error"] = {"code": child.error.get("code"), "message": child.error.get("message")}
+    payload["ended"] = fanout.ended_count(record)
+    payload["running"] = record["started"] - fanout.ended_count(record)
+    return NewEvent(event_type=EventType.CHILD_ENDED, step_id=record["step_id"], payload=payload)
