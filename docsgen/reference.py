@@ -254,7 +254,11 @@ GUIDES: list[Guide] = [
                         "config": {
                             "branches": {
                                 "fast": [
-                                    {"id": "hello", "type": "log", "config": {"message": "hi {{ inputs.name }}"}}
+                                    {
+                                        "id": "hello",
+                                        "type": "log",
+                                        "config": {"message": "hi {{ inputs.name }}"},
+                                    }
                                 ],
                                 "slow": [
                                     {"id": "nap", "type": "delay", "config": {"seconds": 2}},
@@ -338,7 +342,11 @@ GUIDES: list[Guide] = [
                         "type": "workflow",
                         "config": {"workflow_id": CHILD_WORKFLOW_ID, "inputs": {"name": "{{ inputs.name }}"}},
                     },
-                    {"id": "after", "type": "log", "config": {"message": "the child said {{ last.message }}"}},
+                    {
+                        "id": "after",
+                        "type": "log",
+                        "config": {"message": "the child said {{ last.message }}"},
+                    },
                 ],
             },
             "inputs": {"name": "Ada"},

@@ -211,7 +211,7 @@ def test_the_map_example_runs_each_item(client: TestClient, container: Parts) ->
 def test_the_workflow_example_runs_once_its_setup_is_done(client: TestClient, container: Parts) -> None:
     setup = GUIDES["workflow"].setup
     assert setup is not None
-    _, path, body = setup
+    _, _path, body = setup
     container.definitions.create(
         "default", "admin", reference.CHILD_WORKFLOW_ID, WorkflowDefinition.model_validate(body)
     )
