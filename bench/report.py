@@ -17,6 +17,7 @@ SECTIONS = (
     "longpoll",
     "console",
     "fairness",
+    "side_by_side",
 )
 
 
@@ -334,6 +335,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
     fa = r.get("fairness")
     if fa and "error" not in fa:
         out += _fairness_rows(fa)
+    sb = r.get("side_by_side")
+    if sb and "error" not in sb:
+        out += _side_by_side_rows(sb)
     for name in SECTIONS:
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
@@ -409,6 +413,109 @@ def _fairness_rows(fa: dict[str, Any]) -> list[Row]:
             out.append((f"fairness: {name}: tenant A's load", load, "-", "-", "(info)", "-"))
         if "error" in s:
             out.append((f"fairness: {name}: incomplete", s["error"][:60], "-", "-", "-", "-"))
+    return out
+
+
+def _side_by_side_rows(sb: dict[str, Any]) -> list[Row]:
+    """Wall times of runs whose steps run side by side (child runs), the largest item a big map
+    writes, and what an item or a branch costs beside a plain log step."""
+    out: list[Row] = []
+    wall, ok = sb["parallel_3x2s_wall_s"], sb["parallel_3x2s_status"] == "succeeded"
+    out.append(
+        (
+            "side_by_side: parallel of 3 branches (2 s delay + log), submit to end s",
+            _f(wall),
+            "one branch 2.00, in turn 6.00",
+            _f(wall / 6),
+            "< 3 s",
+            _verdict(ok and wall < 3),
+        )
+    )
+    wall, ok = sb["map_50x1s_c10_wall_s"], sb["map_50x1s_c10_status"] == "succeeded"
+    out.append(
+        (
+            "side_by_side: map of 50 items (1 s delay), max_concurrency 10, submit to end s",
+            _f(wall),
+            "5 rounds 5.00, in turn 50.00",
+            _f(wall / 50),
+            "< 7.5 s",
+            _verdict(ok and wall < 7.5),
+        )
+    )
+    running = sb["map_50x1s_c10_max_running"]
+    out.append(
+        (
+            "side_by_side: map of 50 items, most children running at once",
+            str(running),
+            "max_concurrency 10",
+            "-",
+            "<= 10",
+            _verdict(running <= 10),
+        )
+    )
+    label = sb.get("big_map_label")
+    if label:
+        items, status = sb[f"{label}_items"], sb[f"{label}_status"]
+        bound = ">= " if sb[f"{label}_wall_lower_bound"] else ""
+        out.append(
+            (
+                f"side_by_side: map of {items:,} log items, max_concurrency 100, submit to end s ({status})",
+                f"{bound}{_f(sb[f'{label}_log_wall_s'], 1)}",
+                f"{_f(sb[f'{label}_items_per_second'], 1)} items/s",
+                "-",
+                "(info)",
+                "-",
+            )
+        )
+        size, where = sb[f"{label}_largest_item_bytes"], sb[f"{label}_largest_item"]
+        whose = "the parent's run item" if where["of_the_parent"] and where["sk"] == "RUN" else where["table"]
+        out.append(
+            (
+                f"side_by_side: map of {items:,} items, largest DynamoDB item bytes ({whose})",
+                f"{size:,}",
+                "DynamoDB's limit 409,600",
+                _f(size / 409_600, 3),
+                "< 400 KB",
+                _verdict(size < 409_600),
+            )
+        )
+    c = sb.get("cost")
+    if c:
+        log = c["log_usd_per_million_steps"]
+        for name, what in (
+            ("map", f"map item steps ({c['map_items']} log items)"),
+            ("parallel", f"parallel branch steps ({c['parallel_branches']} log branches)"),
+        ):
+            value = c[f"{name}_usd_per_million_steps"]
+            out.append(
+                (
+                    f"side_by_side.cost: $ per million {what}",
+                    _f(value),
+                    f"log step {_f(log)}",
+                    _f(value / log),
+                    f"<= {c['target_ratio']:.2f}x log",
+                    _verdict(c[f"{name}_status"] == "succeeded" and value / log <= c["target_ratio"]),
+                )
+            )
+
+        order = ("PutItem", "GetItem", "BatchGetItem", "Query", "SQS sends")
+
+        def kinds(name: str) -> str:
+            step = c["per_step"][name]
+            return " / ".join(_f(float(step["kinds"].get(k, 0))) for k in order) + f"; {_f(step['wru'], 1)}"
+
+        header = " / ".join(order)
+        for name, what in (("map", "map item"), ("parallel", "parallel branch")):
+            out.append(
+                (
+                    f"side_by_side.cost: per {what}: {header}; WRU",
+                    kinds(name),
+                    f"log step {kinds('log')}",
+                    "-",
+                    "(info)",
+                    "-",
+                )
+            )
     return out
 
 

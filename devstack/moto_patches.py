@@ -102,7 +102,8 @@ def _fair_messages(queue: Any) -> list[Any]:
     if queue.fifo_queue or len(visible) < 2:
         return visible
     in_flight: dict[str | None, int] = {}
-    for message in queue.pending_messages:
+    # A copy: another request's receive or send may change the set while it is read.
+    for message in list(queue.pending_messages):
         if not message.visible:
             in_flight[message.group_id] = in_flight.get(message.group_id, 0) + 1
     groups: dict[str | None, list[Any]] = {}

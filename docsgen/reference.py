@@ -327,7 +327,7 @@ GUIDES: list[Guide] = [
         setup=(
             "The child is a saved workflow: create one, then put the `workflow_id` it answers with"
             " in the example",
-            "/workflows",
+            "",
             {
                 "name": "greeter",
                 "steps": [{"id": "greet", "type": "log", "config": {"message": "Hello {{ inputs.name }}"}}],

@@ -18,6 +18,7 @@ import pytest
 from tests.commits import transition
 from tests.conftest import FakeClock, make_container, make_fake
 from workflows.adapters.dlq import FORGET_MARGIN_SEC
+from workflows.domain import fanout
 from workflows.domain.approvals import InboxFilter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.dlq import DlqRow
@@ -243,6 +244,31 @@ def test_runs_the_definition_is_read_back_with_the_run(parts: Parts, clock: Fake
     _, mine = runs.get_with_definition(T, _uuid(6))
     mine.steps.clear()  # a definition of its own: the next read is not changed
     assert runs.get_with_definition(T, _uuid(7))[1] == DEFINITION
+
+
+def test_runs_many_are_read_at_once_missing_and_other_tenants_left_out(
+    parts: Parts, clock: FakeClock
+) -> None:
+    runs = parts.runs
+    record = fanout.mark_ended({**fanout.plan("s1", "map", 3, 500), "started": 40}, 7, "failed", "c7", None)
+    child = {"round": 3, "index": 7}
+    runs.create(
+        _run(_uuid(20), clock, parent_run_id=_uuid(21), parent_step_id="s1", child=child, depth=1), DEFINITION
+    )
+    runs.create(_run(_uuid(21), clock, fanout=record, scope={"item": {"n": 1}, "index": 7}), DEFINITION)
+    runs.create(_run(_uuid(22), clock, tenant_id="t2"), DEFINITION)
+
+    found = runs.get_many(T, [_uuid(20), _uuid(21), _uuid(22), _uuid(23)])
+
+    assert sorted(found) == [_uuid(20), _uuid(21)]
+    assert (found[_uuid(20)].parent_run_id, found[_uuid(20)].child, found[_uuid(20)].depth) == (
+        _uuid(21),
+        child,
+        1,
+    )
+    assert found[_uuid(21)].fanout == record
+    assert found[_uuid(21)].scope == {"item": {"n": 1}, "index": 7}
+    assert runs.get_many(T, []) == {}
 
 
 def test_runs_another_tenant_finds_nothing(parts: Parts, clock: FakeClock) -> None:

@@ -251,3 +251,149 @@ def test_runs_wait_for_signals_over_http(stack: Stack) -> None:
     assert set(wait_output(both)["signals"]) == {f"x-{tag}", f"y-{tag}"}
     assert wait_output(timed_out)["error"]["code"] == "timeout"
     assert run(timed_out)["outputs"]["message"] == "no signal came"
+
+
+def _events(stack: Stack, run_id: str) -> list[dict[str, Any]]:
+    """Every event of the run, page after page."""
+    events: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        page = stack.client.get(f"/runs/{run_id}/events", params={"since": since, "limit": 100}).json()
+        events += page["events"]
+        since = page["next_since"]
+        if not page["has_more"]:
+            return events
+
+
+def _ended(stack: Stack, run_id: str, timeout: float = 90) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        found = dict(stack.client.get(f"/runs/{run_id}").json())
+        return found if found["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return dict(wait_for(ended, timeout=timeout, what=f"run {run_id} ended"))
+
+
+def test_steps_run_side_by_side_over_http(stack: Stack) -> None:
+    """On the local stack: a parallel of three branches (one waits 2 s) joined `all` and one
+    joined `any`; a map over 50 items never running more than 5 at once; a saved workflow run
+    as a child whose output the parent uses; and a parent cancelled mid-map, whose running items
+    are cancelled and whose other items never start."""
+
+    def submit(steps: list[dict[str, Any]], inputs: dict[str, Any] | None = None) -> str:
+        body = {"definition": {"name": "side-by-side", "steps": steps}, "inputs": inputs or {}}
+        response = stack.client.post("/runs", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["run_id"])
+
+    def log(step_id: str, message: str) -> dict[str, Any]:
+        return {"id": step_id, "type": "log", "config": {"message": message}}
+
+    def delay(step_id: str, seconds: float) -> dict[str, Any]:
+        return {"id": step_id, "type": "delay", "config": {"seconds": seconds}}
+
+    child = stack.client.post(
+        stack.base, json={"name": "greeter", "steps": [log("greet", "Hello {{ inputs.name }}")]}
+    )
+    assert child.status_code == 201, child.text
+    branches = {
+        "a": [log("a1", "A")],
+        "b": [delay("b0", 2), log("b1", "B")],
+        "c": [log("c1", "C {{ branch }}")],
+    }
+    joined_all = submit([{"id": "p", "type": "parallel", "config": {"branches": branches}}])
+    joined_any = submit(
+        [
+            {
+                "id": "q",
+                "type": "parallel",
+                "config": {
+                    "branches": {"fast": [log("f1", "first")], "slow": [delay("s0", 60)]},
+                    "join": "any",
+                },
+            }
+        ]
+    )
+    mapped = submit(
+        [
+            {
+                "id": "m",
+                "type": "map",
+                "config": {
+                    "items": "{{ inputs.numbers }}",
+                    "steps": [log("each", "{{ index }}:{{ item }}")],
+                    "max_concurrency": 5,
+                },
+            }
+        ],
+        {"numbers": list(range(50))},
+    )
+    called = submit(
+        [
+            {
+                "id": "call",
+                "type": "workflow",
+                "config": {"workflow_id": child.json()["workflow_id"], "inputs": {"name": "Ada"}},
+            },
+            log("after", "child said {{ last.message }}"),
+        ]
+    )
+    cancelled = submit(
+        [
+            {
+                "id": "slow",
+                "type": "map",
+                "config": {"items": list(range(20)), "steps": [delay("z", 60)], "max_concurrency": 5},
+            }
+        ]
+    )
+
+    assert _ended(stack, joined_all)["outputs"] == {
+        "a": {"message": "A", "level": "info"},
+        "b": {"message": "B", "level": "info"},
+        "c": {"message": "C c", "level": "info"},
+    }
+    won = _ended(stack, joined_any)
+    assert won["status"] == "succeeded"
+    assert won["outputs"] == {"fast": {"message": "first", "level": "info"}}
+    slow_branch = next(
+        c["run_id"]
+        for e in _events(stack, joined_any)
+        if e["event_type"] == "children_started"
+        for c in e["payload"]["children"]
+        if c["branch"] == "slow"
+    )
+    assert _ended(stack, slow_branch)["status"] == "cancelled"
+    assert stack.client.get(f"/runs/{slow_branch}").json()["parent_run_id"] == joined_any
+
+    done = _ended(stack, mapped)
+    assert done["status"] == "succeeded", done["error"]
+    running, most = 0, 0
+    for event in _events(stack, mapped):
+        if event["event_type"] == "children_started":
+            running += len(event["payload"]["children"])
+        elif event["event_type"] == "child_ended":
+            running -= 1
+        most = max(most, running)
+    assert most == 5
+    outputs = [
+        e for e in _events(stack, mapped) if e["event_type"] == "step_completed" and e["step_id"] == "m"
+    ]
+    assert len(outputs) == 1
+    assert _ended(stack, called)["outputs"]["message"] == "child said Hello Ada"
+
+    started = wait_for(
+        lambda: [e for e in _events(stack, cancelled) if e["event_type"] == "children_started"],
+        what="the map's first items",
+    )
+    items = [c["run_id"] for c in started[0]["payload"]["children"]]
+    assert stack.client.post(f"/runs/{cancelled}/cancel").status_code == 200
+    for item in items:
+        assert _ended(stack, item, timeout=30)["status"] == "cancelled"
+    assert (
+        sum(
+            len(e["payload"]["children"])
+            for e in _events(stack, cancelled)
+            if e["event_type"] == "children_started"
+        )
+        == 5
+    )

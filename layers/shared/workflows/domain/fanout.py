@@ -200,22 +200,31 @@ def failure_message(fanout: Fanout) -> tuple[str, str]:
     named = [str(f.get("branch") if kind == "parallel" else f.get("index")) for f in fanout["failures"]]
     listed = ", ".join(named) + (" and more" if fanout["failed"] > len(named) else "")
     if fanout.get("join") == "any":
-        return f"{what}s_failed", f"every {what} failed ({listed})"
+        plural = "branches" if kind == "parallel" else "items"
+        return f"{plural}_failed", f"every {what} failed ({listed})"
     allowed = fanout.get("tolerated_failures", 0)
     tolerated = f", {allowed} tolerated" if allowed else ""
     return f"{what}_failed", f"{fanout['failed']} {what}(s) failed{tolerated}: {listed}"
 
 
 def cancellation(tenant_id: str, run_id: str, fanout: Fanout) -> CancelChildren | None:
-    """The message that cancels the children of `fanout` still running (None: none is)."""
+    """The message that cancels the children of `fanout` still running (None: none is).
+
+    It covers too the children a commit that lost its race created past `started` (a window it
+    opened that no stored record holds: they are never kicked, and the sweeper would start them
+    after their step ended). Such a commit read a record with at most as many ends as this one
+    and added one, so their indices lie below `ended_count + max_concurrency + 1`."""
     pending = running(fanout)
-    if not pending:
+    start = pending[0] if pending else fanout["started"]
+    created = min(fanout["total"], ended_count(fanout) + fanout.get("max_concurrency", fanout["total"]) + 1)
+    stop = max(pending[-1] + 1 if pending else 0, created)
+    if start >= stop:
         return None
     return CancelChildren(
         tenant_id=tenant_id,
         run_id=run_id,
         step_id=fanout["step_id"],
         round=fanout["round"],
-        start=pending[0],
-        stop=pending[-1] + 1,
+        start=start,
+        stop=stop,
     )

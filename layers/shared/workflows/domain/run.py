@@ -137,7 +137,9 @@ class Run(BaseModel):
     # or failed meanwhile, so its children are cancelled too.
     fanout: dict[str, Any] | None = None
     # The events the run's latest commit appended (set by the repository; not a stored field).
-    _latest_events: list[RunEvent] = PrivateAttr(default_factory=list)
+    # A default, not a default_factory: pydantic inspects a factory's signature on every model
+    # built, which was most of the time it took to build a run.
+    _latest_events: list[RunEvent] | None = PrivateAttr(default=None)
 
     @property
     def owed_step(self) -> bool:
@@ -172,7 +174,7 @@ class Run(BaseModel):
 
     @property
     def latest_events(self) -> list[RunEvent]:
-        return self._latest_events
+        return self._latest_events if self._latest_events is not None else []
 
     @latest_events.setter
     def latest_events(self, events: list[RunEvent]) -> None:

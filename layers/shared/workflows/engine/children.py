@@ -23,6 +23,8 @@ go on.
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -307,20 +309,7 @@ class Children:
     def _time_out(self, run: Run, definition: WorkflowDefinition, record: Fanout) -> tuple[str, Run]:
         """The step's deadline: ends whose messages were lost counted from the children's own
         records, then the step fails with `timeout` unless the join decided."""
-        ended: list[Run] = []
-        pending = fanout.running(record)
-        for start in range(0, len(pending), fanout.CANCEL_PAGE):
-            ids = [
-                fanout.child_id(record, run.run_id, i) for i in pending[start : start + fanout.CANCEL_PAGE]
-            ]
-            ended += [
-                child for child in self._runs.get_many(run.tenant_id, ids).values() if child.is_terminal
-            ]
-        events: list[NewEvent] = []
-        for child in ended:
-            place = cast(fanout.ChildPlace, child.child or {})
-            record = fanout.mark_ended(record, place["index"], child.status.value, child.run_id, child.error)
-            events.append(_ended_event(record, child))
+        record, events = _fold(record, self._terminal(run, record, fanout.running(record)))
         try:
             return self._settle(run, definition, record, events, timed_out=True)
         except StaleWrite:
@@ -329,8 +318,16 @@ class Children:
     # ---- a child ended ---------------------------------------------------------------
 
     def ended(self, message: ChildEnded) -> str:
-        """Record a child's end on its parent, once; what the parent does next follows."""
-        for _ in range(_RECORD_TRIES):
+        """Record a child's end on its parent, once; what the parent does next follows.
+
+        The first try records this child alone (one read of it). Children ending together race
+        for the parent's one item: a try that lost reads every running child of the window at
+        once (one BatchGetItem) and records all that have ended, so the ends of a busy map are
+        recorded a batch per commit, and the tries that lost after that find theirs recorded."""
+        gather = False
+        for attempt in range(_RECORD_TRIES):
+            if attempt:
+                time.sleep(random.uniform(0, min(0.05 * attempt, 0.5)))
             try:
                 run, definition = self._runs.get_with_definition(message.tenant_id, message.run_id)
             except NotFound:
@@ -347,20 +344,37 @@ class Children:
             if message.index >= record["started"]:
                 return "early"  # created by a commit that was lost: the window that starts it kicks it
             if fanout.has_ended(record, message.index):
-                return "duplicate"
-            try:
-                child = self._runs.get(message.tenant_id, message.child_run_id)
-            except NotFound:
-                return "unknown_child"
-            if not child.is_terminal or child.parent_run_id != run.run_id:
+                return "recorded" if attempt else "duplicate"
+            if gather:
+                children = self._terminal(run, record, fanout.running(record))
+            else:
+                try:
+                    children = [self._runs.get(message.tenant_id, message.child_run_id)]
+                except NotFound:
+                    return "unknown_child"
+            children = [c for c in children if c.is_terminal and c.parent_run_id == run.run_id]
+            if not any(c.run_id == message.child_run_id for c in children):
                 return "not_ended"
-            record = fanout.mark_ended(record, message.index, child.status.value, child.run_id, child.error)
+            record, events = _fold(record, children)
             try:
-                action, _ = self._settle(run, definition, record, [_ended_event(record, child)])
+                action, _ = self._settle(run, definition, record, events)
             except StaleWrite:
-                continue  # another child's end (or a control action) moved the run: read it again
+                gather = True  # another child's end (or a control action) moved the run first
+                continue
             return action
         raise StaleWrite(f"run {message.run_id} kept changing while a child's end was recorded")
+
+    def _terminal(self, run: Run, record: Fanout, indices: Sequence[int]) -> list[Run]:
+        """The children among `indices` that have ended, read a page at a time."""
+        found: list[Run] = []
+        for start in range(0, len(indices), fanout.CANCEL_PAGE):
+            ids = [
+                fanout.child_id(record, run.run_id, i) for i in indices[start : start + fanout.CANCEL_PAGE]
+            ]
+            found += [
+                child for child in self._runs.get_many(run.tenant_id, ids).values() if child.is_terminal
+            ]
+        return found
 
     def _settle(
         self,
@@ -490,6 +504,16 @@ def _part(definition: WorkflowDefinition, label: str, steps: list[dict[str, Any]
     return WorkflowDefinition.model_validate(
         {"name": f"{definition.name} / {label}"[:200], "version": definition.version, "steps": steps}
     )
+
+
+def _fold(record: Fanout, children: Iterable[Run]) -> tuple[Fanout, list[NewEvent]]:
+    """The record with `children` (ended, not yet counted) counted, and an event for each."""
+    events: list[NewEvent] = []
+    for child in sorted(children, key=lambda c: cast(fanout.ChildPlace, c.child or {})["index"]):
+        index = cast(fanout.ChildPlace, child.child or {})["index"]
+        record = fanout.mark_ended(record, index, child.status.value, child.run_id, child.error)
+        events.append(_ended_event(record, child))
+    return record, events
 
 
 def _started_event(run: Run, record: Fanout, started: range) -> NewEvent:

@@ -46,6 +46,7 @@ def _errors(
 ) -> list[dict[str, str]]:
     """The problems of one list of steps (the definition's, or one a step holds), each field
     under `prefix`; nesting past the bound goes to `too_deep`."""
+    mark = len(too_deep)
     part = definition if not prefix else definition.model_copy(update={"steps": steps})
     errors: list[dict[str, str]] = []
     if len(steps) > settings.max_steps:
@@ -74,7 +75,7 @@ def _errors(
             continue
         for path, inner in step_type.nested(config).items():
             inner_prefix = f"{where}.config.{path}"
-            if level >= settings.max_nesting:
+            if level > settings.max_nesting:
                 too_deep.append(
                     {
                         "field": inner_prefix,
@@ -84,9 +85,15 @@ def _errors(
                 continue
             errors += _errors(inner, definition, settings, registry, inner_prefix, level + 1, too_deep)
     if prefix:
-        for error in errors:
-            error["field"] = f"{prefix}.{error['field']}"
+        for error in [*errors, *too_deep[mark:]]:
+            error["field"] = _under(prefix, error["field"])
     return errors
+
+
+def _under(prefix: str, field: str) -> str:
+    """A field of a list of steps (`steps[1].id`, `steps`) as a field of the definition, the list
+    at `prefix` (`steps[0].config.branches.b`): `steps[0].config.branches.b[1].id`."""
+    return prefix + field.removeprefix("steps") if field.startswith("steps") else f"{prefix}.{field}"
 
 
 def _all_steps(steps: list[StepSpec], registry: StepRegistry) -> Iterator[tuple[str, StepSpec]]:
@@ -101,7 +108,7 @@ def _all_steps(steps: list[StepSpec], registry: StepRegistry) -> Iterator[tuple[
             continue  # reported by validate_steps
         for path, inner in step_type.nested(config).items():
             for where, found in _all_steps(inner, registry):
-                yield f"steps[{index}].config.{path}.{where}", found
+                yield _under(f"steps[{index}].config.{path}", where), found
 
 
 def _duplicate_ids(steps: list[StepSpec], registry: StepRegistry) -> list[dict[str, str]]:
@@ -111,7 +118,7 @@ def _duplicate_ids(steps: list[StepSpec], registry: StepRegistry) -> list[dict[s
     errors: list[dict[str, str]] = []
     for where, step in _all_steps(steps, registry):
         first = seen.setdefault(step.id, where)
-        if first != where and first.rsplit("steps[", 1)[0] != where.rsplit("steps[", 1)[0]:
+        if first != where and first.rsplit("[", 1)[0] != where.rsplit("[", 1)[0]:
             errors.append(
                 {"field": f"{where}.id", "message": f"step id '{step.id}' is used already at {first}"}
             )
