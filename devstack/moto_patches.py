@@ -1,4 +1,5 @@
-"""Two patches to the emulator: DynamoDB transactions at their real cost, and SQS fair queues.
+"""Three patches to the emulator: DynamoDB transactions at their real cost, SQS fair queues, and
+SQS receives at a cost that does not grow with the queue squared.
 
 ## TransactWriteItems costs what the transaction touches, not what the table holds
 
@@ -23,6 +24,13 @@ first. moto accepts the group id on a standard queue but delivers oldest first, 
 flood would sit in front of everyone else's kicks on the local stack and nowhere else. This
 orders a standard queue's visible messages the fair way: groups with fewer messages in flight
 first, then one message of each group in turn, each group's messages oldest first.
+
+## A receive reads the retention period once, not every attribute per message
+
+moto checks each message's retention with `get_queue_attributes`, which computes every attribute
+of the queue (counting its messages) three times per message: a receive cost grew with the
+square of the queue's length, and a map of a thousand items (a backlog of a few hundred
+messages) kept the emulator's process at a full core. The check reads the period itself.
 """
 
 from __future__ import annotations
@@ -33,10 +41,11 @@ from collections.abc import Callable
 from itertools import zip_longest
 from typing import Any
 
+from moto.core.utils import unix_time
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
-from moto.sqs.models import Queue
+from moto.sqs.models import Message, Queue, SQSBackend
 
 _ORIGINAL: Callable[[DynamoDBBackend, list[dict[str, Any]]], None] = DynamoDBBackend.transact_write_items
 
@@ -115,11 +124,19 @@ def _fair_messages(queue: Any) -> list[Any]:
     return [message for turn in zip_longest(*turns) for message in turn if message is not None]
 
 
+def _within_retention(self: SQSBackend, queue_name: str, message: Message) -> bool:
+    # Set from the queue's attributes when it is created or changed (Queue._set_attributes).
+    queue: Any = self.get_queue(queue_name)
+    retention = int(queue.message_retention_period)
+    return bool(retention + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+
+
 def install() -> None:
     """Idempotent: patch moto's DynamoDB backend and SQS queues in this process."""
     if DynamoDBBackend.transact_write_items is _transact_write_items:
         return
     Queue.messages = property(_fair_messages)  # type: ignore[assignment,method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign]
     shim = types.SimpleNamespace(**{name: getattr(copy, name) for name in ("copy", "deepcopy")})
     shim.deepcopy = _deepcopy_except_tables
     dynamodb_models.copy = shim  # type: ignore[assignment,attr-defined]

@@ -52,8 +52,10 @@ class Fanout(TypedDict, total=False):
     join: Literal["all", "any"]
     max_concurrency: int
     tolerated_failures: int
-    # Children [0, started) have been created.
+    # Children [0, started) have been created; [0, kicked) kicked too (or are kicked right after
+    # the commit that moved `kicked`; a kick lost then is the sweeper's to make up).
     started: int
+    kicked: int
     done_below: int
     ended_above: list[int]
     succeeded: int
@@ -97,6 +99,7 @@ def plan(
         "max_concurrency": max_concurrency or max(total, 1),
         "tolerated_failures": tolerated_failures,
         "started": 0,
+        "kicked": 0,
         "done_below": 0,
         "ended_above": [],
         "succeeded": 0,

@@ -455,21 +455,28 @@ def receive_signal(
 
 
 def await_children(run: Run, fanout: Fanout, events: Sequence[NewEvent], *, until: str) -> Commit:
-    """The step waits for the children `fanout` plans (the first ones are created, and their
-    kicks go once this is stored) until `until`: then the children still running are cancelled
-    and the step fails with `timeout`. No kick: each child's end is what moves the run."""
+    """The step waits for the children `fanout` plans until `until`: then the children still
+    running are cancelled and the step fails with `timeout`. The first children are created
+    just before; the kick that comes once this is stored (a running run's) kicks them and starts
+    the rest of the first window."""
     _check(Action.AWAIT_CHILDREN, run)
-    moved, _ = _land(run, R, lease_expires_at=None, wait_until=until, next_wake_at=None, fanout=dict(fanout))
-    return _commit(Action.AWAIT_CHILDREN, run, moved, events)
+    moved, goes_on = _land(
+        run, R, lease_expires_at=None, wait_until=until, next_wake_at=None, fanout=dict(fanout)
+    )
+    return _commit(Action.AWAIT_CHILDREN, run, moved, events, Kick() if goes_on else None)
 
 
-def record_children(run: Run, fanout: Fanout, events: Sequence[NewEvent]) -> Commit:
+def record_children(
+    run: Run, fanout: Fanout, events: Sequence[NewEvent], *, more_to_start: bool = False
+) -> Commit:
     """Children of the step ended (`fanout`: the record with them counted, and with the next
-    ones started). A join's outcome chains onto it (complete_step, fail_step)."""
+    ones started). `more_to_start`: the window has room for children this commit did not start;
+    its kick starts them. A join's outcome chains onto it (complete_step, fail_step)."""
     _check(Action.RECORD_CHILDREN, run)
     if run.fanout is None or run.fanout.get("step_id") != fanout["step_id"]:
         raise InvalidState(f"run {run.run_id} waits for no children of step '{fanout['step_id']}'")
-    return _commit(Action.RECORD_CHILDREN, run, _evolve(run, fanout=dict(fanout)), events)
+    kick = Kick() if more_to_start and run.status == R else None
+    return _commit(Action.RECORD_CHILDREN, run, _evolve(run, fanout=dict(fanout)), events, kick)
 
 
 def _as(action: Action, commit: Commit) -> Commit:

@@ -51,6 +51,8 @@ from workflows.steps.base import Spawn, StepResult
 # Commits of one child's end that lose a race (another child's end, a fill) before one lands.
 _RECORD_TRIES = 20
 CHILDREN_TIMEOUT = "timeout"
+# Children one commit creates and records as started.
+START_PER_COMMIT = 10
 
 
 class SavedWorkflows(Protocol):
@@ -170,7 +172,7 @@ class Children:
         inputs: dict[str, Any] | None = None,
         child_definition: WorkflowDefinition | None = None,
     ) -> Build:
-        started = fanout.window(record)
+        started = _first(fanout.window(record))
         for index in started:
             self._start(
                 run, definition, record, index, items=items, inputs=inputs, child_definition=child_definition
@@ -180,13 +182,7 @@ class Children:
         events = [_started_event(run, record, started)]
 
         def build(base: Run) -> Commit:
-            awaiting = transitions.await_children(base, record, events, until=until)
-            # Its kick kicks the children created now (after this commit, never before).
-            if awaiting.run.status == RunStatus.RUNNING:
-                return Commit(
-                    awaiting.action, awaiting.read, awaiting.run, awaiting.events, transitions.Kick()
-                )
-            return awaiting
+            return transitions.await_children(base, record, events, until=until)
 
         return build
 
@@ -290,21 +286,16 @@ class Children:
         return run.fanout is not None and run.fanout.get("step_id") == run.current_step_id
 
     def advance(self, run: Run, definition: WorkflowDefinition) -> tuple[str, Run]:
-        """A kick for a run whose step waits for children: kick those running, start more, or at
-        the deadline time the step out."""
+        """A kick for a run whose step waits for children: start the next ones (and kick those
+        created but not kicked yet), or at the deadline time the step out."""
         record = cast(Fanout, run.fanout)
         now = self._clock()
         if run.wait_until and now >= parse_iso(run.wait_until):
             return self._time_out(run, definition, record)
-        if fanout.verdict(record) != "wait" or fanout.window(record):
-            try:
-                return self._settle(run, definition, record, [])
-            except StaleWrite:
-                return "lost_race", run  # what moved it sends what comes next
-        self._kick_all(
-            run.tenant_id, (fanout.child_id(record, run.run_id, i) for i in fanout.running(record))
-        )
-        return "children_kicked", run
+        try:
+            return self._settle(run, definition, record, [])
+        except StaleWrite:
+            return "lost_race", run  # what moved it sends what comes next
 
     def _time_out(self, run: Run, definition: WorkflowDefinition, record: Fanout) -> tuple[str, Run]:
         """The step's deadline: ends whose messages were lost counted from the children's own
@@ -391,14 +382,22 @@ class Children:
         step = definition.step(record["step_id"])
         decided = fanout.verdict(record)
         started = range(0)
+        more = False
         if decided == "wait" and not timed_out and run.status == RunStatus.RUNNING:
-            started = fanout.window(record)
+            room = fanout.window(record)
+            started = _first(room)
+            more = len(started) < len(room)
             cache: dict[int, list[Any]] = {}
             for index in started:
                 self._start(run, definition, record, index, cache=cache)
             if started:
-                record = cast(Fanout, {**record, "started": started.stop})
                 events = [*events, _started_event(run, record, started)]
+            record = cast(Fanout, {**record, "started": max(started.stop, record["started"])})
+        unkicked = range(record.get("kicked", 0), record["started"])
+        if decided == "wait" and not timed_out and not events and not unkicked:
+            return "waiting", run  # nothing ended, nothing to start or kick: nothing to write
+        if run.status == RunStatus.RUNNING:
+            record = cast(Fanout, {**record, "kicked": record["started"]})
         outcome: Build | None = None
         if decided == "succeeded":
             outcome = self._commits.succeeded(
@@ -414,12 +413,14 @@ class Children:
         noted = record
 
         def build(base: Run) -> Commit:
-            recorded = transitions.record_children(base, noted, events)
+            recorded = transitions.record_children(base, noted, events, more_to_start=more)
             return recorded if outcome is None else recorded.then(outcome(recorded.run))
 
         written = self._commits.write(run, build)
-        self._kick_all(run.tenant_id, (fanout.child_id(record, run.run_id, i) for i in started))
+        if run.status == RunStatus.RUNNING:
+            self._kick_all(run.tenant_id, (fanout.child_id(record, run.run_id, i) for i in unkicked))
         if outcome is None:
+            self._kicks.send(written.run, written.kick)
             count("ChildrenRecorded", result="waiting")
             return "children_recorded", written.run
         self.cancel(run, record)
@@ -504,6 +505,12 @@ def _part(definition: WorkflowDefinition, label: str, steps: list[dict[str, Any]
     return WorkflowDefinition.model_validate(
         {"name": f"{definition.name} / {label}"[:200], "version": definition.version, "steps": steps}
     )
+
+
+def _first(window: range) -> range:
+    """The children one commit starts: at most START_PER_COMMIT (the commit's kick starts the
+    rest), so the commits that race to record ends each create a few children, not a window."""
+    return window[:START_PER_COMMIT]
 
 
 def _fold(record: Fanout, children: Iterable[Run]) -> tuple[Fanout, list[NewEvent]]:
