@@ -746,3 +746,33 @@ def test_runs_are_found_by_their_workflows_name(tab: Tab) -> None:
     tab.page.wait_for_selector(f"tr[data-run-id='{started.json()['run_id']}']")
     assert tab.page.locator(f"tr[data-run-id='{other}']").count() == 0
     assert tab.page.locator(f".workflow-resolved [data-workflow-id='{workflow_id}']").count() == 1
+
+
+def test_a_map_shows_its_items_by_state_and_links_parent_and_child(tab: Tab) -> None:
+    # Given a map whose first item failed (tolerated) while the other still runs
+    steps = [
+        {"id": "divide", "type": "log", "config": {"message": "{{ 10 // (item - 2) }}"}},
+        {"id": "hold", "type": "delay", "config": {"seconds": 120}},
+    ]
+    config = {"items": [2, 5], "steps": steps, "tolerated_failures": 1}
+    run_id = tab.stack.submit({"name": "fan-out", "steps": [{"id": "each", "type": "map", "config": config}]})
+
+    def settled() -> dict[str, Any] | None:
+        children = tab.stack.run(run_id).get("children")
+        return children if children and children["failed"] == 1 and children["running"] == 1 else None
+
+    wait_for(settled, 60.0, "one item failed and one running")
+    tab.sign_in()
+
+    # When the run's page is opened
+    tab.open(f"#/runs/{run_id}")
+    tab.page.wait_for_selector(".children .failures a")
+
+    # Then it counts its items by state and links the failed item's run
+    text = tab.page.inner_text(".children")
+    assert "0 succeeded, 1 failed, 1 running, 0 not started (of 2)" in text, text
+    tab.page.click(".children .failures a")
+    tab.page.wait_for_selector("dl.facts dd a")
+    assert "step each (item 0)" in tab.page.inner_text("dl.facts")
+    tab.screenshot("map")
+    tab.stack.client().post(f"/runs/{run_id}/cancel")

@@ -87,6 +87,45 @@ export function summary(event) {
   }
 }
 
+/** The run that started this one (a branch, an item, a child workflow), linked. */
+function parentOf(run) {
+  const where = run.branch ? `branch ${run.branch}` : run.item_index !== null && run.item_index !== undefined ? `item ${run.item_index}` : null;
+  return h(
+    "span",
+    null,
+    h("span", { class: "mono" }, link(shortId(run.parent_run_id), "runs", run.parent_run_id)),
+    ` step ${run.parent_step_id}`,
+    where ? ` (${where})` : "",
+  );
+}
+
+/** The children the current step waits for: counts by state, and the first failures linked. */
+function childrenOf(children) {
+  const waiting = children.total - children.started;
+  const counts = `${children.succeeded} succeeded, ${children.failed} failed, ${children.running} running, ${waiting} not started (of ${children.total})`;
+  return h(
+    "div",
+    { class: "children", "data-kind": children.kind },
+    h("strong", null, `${children.kind} ${children.step_id}: `),
+    counts,
+    h("progress", { max: String(children.total), value: String(children.succeeded + children.failed), "aria-label": "children ended" }),
+    children.failures.length
+      ? h(
+          "ul",
+          { class: "failures" },
+          children.failures.map((failure) =>
+            h(
+              "li",
+              null,
+              link(failure.branch || `item ${failure.index}`, "runs", failure.run_id),
+              `: ${failure.status}${failure.error ? ` (${failure.error.code})` : ""}`,
+            ),
+          ),
+        )
+      : null,
+  );
+}
+
 function field(label, value) {
   return [h("dt", null, label), h("dd", null, value)];
 }
@@ -161,10 +200,12 @@ export function render(main, params, ctx) {
         field("created", when(run.created_at)),
         field("started", when(run.started_at)),
         field("ended", when(run.ended_at)),
+        run.parent_run_id ? field("parent", parentOf(run)) : null,
         field("current step", run.current_step_id || "-"),
         field("steps executed", String(run.usage ? run.usage.steps_executed : "-")),
         run.status_reason ? field("reason", run.status_reason) : null,
       ),
+      run.children ? childrenOf(run.children) : null,
       run.error ? h("div", { class: "error-box run-error" }, describeError(run.error)) : null,
     );
   }
