@@ -169,6 +169,21 @@ def delivered_text(output: dict[str, Any]) -> str:
     )
 
 
+def _child(child: dict[str, Any]) -> str:
+    """`branch fast` or `item 7`: which child of a parallel or a map."""
+    if child.get("branch"):
+        return f"branch {child['branch']}"
+    return f"item {child.get('index', '?')}"
+
+
+def _children(children: list[Any]) -> str:
+    """`branch a, branch b` or `items 0-9`: the children one event started."""
+    places = [c for c in children if isinstance(c, dict)]
+    if places and all(not c.get("branch") for c in places) and len(places) > 1:
+        return f"items {places[0].get('index', '?')}-{places[-1].get('index', '?')}"
+    return ", ".join(_child(c) for c in places) or "no child"
+
+
 def awaited_signals(payload: dict[str, Any]) -> str:
     """`payment.settled (order_id="A-1")`, or `all of: a, b`: what a `waiting_signal` waits for."""
     names = []
@@ -221,6 +236,16 @@ def describe(event: dict[str, Any]) -> str:
         )
     if kind == "signal_received":
         return f"step {step} received signal {payload.get('name', '?')} (id {payload.get('id', '?')})"
+    if kind == "children_started":
+        children = payload.get("children")
+        return f"step {step} started {_children(children if isinstance(children, list) else [])}"
+    if kind == "child_ended":
+        error = f": {_error(payload)}" if payload.get("error") else ""
+        return (
+            f"step {step}: {_child(payload)} {payload.get('status', '?')}{error}"
+            f" ({payload.get('ended', '?')} ended, {payload.get('running', '?')} running)"
+            f", run {payload.get('run_id', '?')}"
+        )
     if kind == "approval_granted":
         return f"step {step} approved {_decision(payload, granted=True)}"
     if kind == "approval_rejected":

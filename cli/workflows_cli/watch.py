@@ -131,6 +131,10 @@ class Progress:
             step.note = awaited_signals(payload)
         elif kind == "signal_received":
             step.note = f"received {payload.get('name', '?')}"
+        elif kind == "children_started":
+            step.note = "children started"
+        elif kind == "child_ended":
+            step.note = f"{payload.get('ended', '?')} ended, {payload.get('running', '?')} running"
         elif kind == "approval_granted":
             step.note = approved_by(payload)
         elif kind == "approval_rejected":

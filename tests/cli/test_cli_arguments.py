@@ -343,3 +343,22 @@ def test_the_service_layer_does_not_install_the_client() -> None:
     layer = (ROOT / "layers" / "shared" / "requirements.txt").read_text().lower()
     for name in ("rich", "workflows-cli", "pyyaml", "./cli"):
         assert name not in layer
+
+
+def test_the_events_of_side_by_side_steps_name_their_branch_or_item() -> None:
+    started = {
+        "children": [{"index": 0, "branch": "a", "run_id": "r0"}, {"index": 1, "branch": "b", "run_id": "r1"}]
+    }
+    items = {"children": [{"index": i, "run_id": f"r{i}"} for i in range(10, 20)]}
+    ended = {"index": 3, "run_id": "r3", "status": "failed", "error": {"code": "boom", "message": "no"}}
+    ended |= {"ended": 4, "running": 5}
+
+    assert describe({"event_type": "children_started", "step_id": "p", "payload": started}) == (
+        "step p started branch a, branch b"
+    )
+    assert describe({"event_type": "children_started", "step_id": "m", "payload": items}) == (
+        "step m started items 10-19"
+    )
+    line = describe({"event_type": "child_ended", "step_id": "m", "payload": ended})
+    assert line.startswith("step m: item 3 failed: boom")
+    assert line.endswith("(4 ended, 5 running), run r3")
