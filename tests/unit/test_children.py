@@ -1210,3 +1210,28 @@ def test_events_are_gap_free_in_every_run_whatever_ends_them(parts: Parts, clock
     assert all(r.is_terminal for r in runs)
     assert max(r.depth for r in runs) == 2
     _gap_free(parts)
+
+
+def test_items_get_the_runs_inputs_only_when_their_steps_read_them(parts: Parts) -> None:
+    inputs = {"name": "Ada", "blob": "x" * 2000}
+    reading = _map("each", [1, 2], [_log("say", "{{ inputs.name }} {{ item }}")])
+    deciding = _map(
+        "each",
+        [1, 2],
+        [
+            {
+                "id": "pick",
+                "type": "branch",
+                "config": {"condition": "inputs.name == 'Ada'", "true_next": "_end", "false_next": "_end"},
+            }
+        ],
+    )
+    blind = _map("each", [1, 2], [_log("say", "{{ item }}")])
+    for definition, copied in ((reading, True), (deciding, True), (blind, False)):
+        run_id = parts.run_service.submit(
+            CALLER, WorkflowDefinition.model_validate({"name": "inputs", "steps": [definition]}), inputs
+        ).run_id
+        drain(parts)
+        assert parts.runs.get("t1", run_id).status == RunStatus.SUCCEEDED
+        for child in _children(parts, run_id):
+            assert child.inputs == (inputs if copied else {})

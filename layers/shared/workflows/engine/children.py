@@ -47,6 +47,7 @@ from workflows.errors import InvalidState, NotFound, StaleWrite
 from workflows.observability import count, logger
 from workflows.ports import DispatchQueue, RunLog, RunOutputStore
 from workflows.steps.base import Spawn, StepResult
+from workflows.steps.registry import StepRegistry, reads_inputs
 
 # Commits of one child's end that lose a race (another child's end, a fill) before one lands.
 _RECORD_TRIES = 20
@@ -84,6 +85,7 @@ class Children:
         endings: Endings,
         *,
         workflows: SavedWorkflows | None = None,
+        registry: StepRegistry | None = None,
         limits: Limits = Limits(),
         clock: Clock = system_clock,
     ) -> None:
@@ -94,6 +96,9 @@ class Children:
         self._commits = commits
         self._endings = endings
         self._workflows = workflows
+        self._registry = registry
+        # (definition, branch) -> whether its steps read the run's inputs (steps.reads_inputs).
+        self._reads_inputs: dict[tuple[str | None, str, str], bool] = {}
         self._limits = limits
         self._clock = clock
 
@@ -228,16 +233,28 @@ class Children:
             steps = step.config["branches"][name]
             child_definition = _part(definition, f"{step.id}.{name}", steps)
             scope["branch"] = name
-            inputs = run.inputs
+            inputs = self._inputs(run, step.id, name, child_definition)
         elif kind == "map":
             item = items[index] if index < len(items) else self._item(run, record, index, cache or {})
             child_definition = _part(definition, f"{step.id}[]", step.config["steps"])
             scope.update(item=item, index=index)
-            inputs = run.inputs
+            inputs = self._inputs(run, step.id, "[]", child_definition)
         assert child_definition is not None  # a workflow step's one child is started by begin
         child = self._child(run, record, index, child_definition, inputs or {}, scope=scope)
         self._create(child, child_definition)
         return child
+
+    def _inputs(self, run: Run, step_id: str, part: str, definition: WorkflowDefinition) -> dict[str, Any]:
+        """The run's inputs for a branch or an item: copied only when its steps read them (a
+        10,000-item map of a run with 64 KB of inputs would otherwise store them 10,000 times)."""
+        if self._registry is None:
+            return run.inputs
+        key = (run.definition_hash or run.run_id, step_id, part)
+        if key not in self._reads_inputs:
+            if len(self._reads_inputs) > 1024:
+                self._reads_inputs.clear()
+            self._reads_inputs[key] = reads_inputs(definition.steps, self._registry)
+        return run.inputs if self._reads_inputs[key] else {}
 
     def _child(
         self,

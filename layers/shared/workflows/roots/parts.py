@@ -352,6 +352,7 @@ class Parts:
             self.step_commits,
             self.endings,
             workflows=ChildWorkflows(self.definitions),
+            registry=self.registry,
             limits=Limits(
                 max_items=s.max_map_items, max_nesting=s.max_nesting, wait_seconds=s.child_wait_sec
             ),

@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from workflows.domain.definition import END, StepRouting, WorkflowDefinition
+from workflows.domain.definition import END, StepRouting, StepSpec, WorkflowDefinition
 from workflows.domain.json import JsonObject
 from workflows.steps.approval import ApprovalStep
-from workflows.steps.base import StepType
+from workflows.steps.base import RunsSteps, StepType
 from workflows.steps.branch import BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
@@ -175,3 +175,26 @@ def _template_errors(
                 }
             )
     return errors
+
+
+def reads_inputs(steps: Iterable[StepSpec], registry: StepRegistry) -> bool:
+    """Whether any template of `steps` (and of the steps they hold) names `inputs`: a branch or
+    map item whose steps never read the run's inputs is started without a copy of them."""
+    from workflows.templating import variables
+
+    for step in steps:
+        step_type = registry.get(step.type)
+        if step_type is None:
+            continue
+        config = parse_config(step_type, step.config)
+        for field in step_type.templates(config):
+            source = field.source
+            if field.expression and "{{" not in source and "{%" not in source:
+                source = "{{ " + source + " }}"  # a bare expression (a branch's condition)
+            if "inputs" in variables(source):
+                return True
+        if isinstance(step_type, RunsSteps) and any(
+            reads_inputs(inner, registry) for inner in step_type.nested(config).values()
+        ):
+            return True
+    return False
