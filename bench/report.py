@@ -468,7 +468,9 @@ def _side_by_side_rows(sb: dict[str, Any]) -> list[Row]:
             )
         )
         size, where = sb[f"{label}_largest_item_bytes"], sb[f"{label}_largest_item"]
-        whose = "the parent's run item" if where["of_the_parent"] and where["sk"] == "RUN" else where["table"]
+        whose = where["table"] + " table"
+        if where["of_the_parent"]:
+            whose = "the parent's run item" if where["sk"] == "RUN" else "an output of the parent"
         out.append(
             (
                 f"side_by_side: map of {items:,} items, largest DynamoDB item bytes ({whose})",
@@ -477,6 +479,16 @@ def _side_by_side_rows(sb: dict[str, Any]) -> list[Row]:
                 _f(size / 409_600, 3),
                 "< 400 KB",
                 _verdict(size < 409_600),
+            )
+        )
+        out.append(
+            (
+                f"side_by_side: map of {items:,} items, the parent's run item, largest bytes",
+                f"{sb[f'{label}_parent_run_item_max_bytes']:,}",
+                f"a child's {sb[f'{label}_child_run_item_max_bytes']:,}",
+                "-",
+                "(info)",
+                "-",
             )
         )
     c = sb.get("cost")

@@ -21,10 +21,10 @@ Two things differ from the other sections, both for the emulator's sake:
   only contend for one interpreter lock here (three times slower), and moto's backends take no
   locks (the local stack serialises DynamoDB requests for that reason). So no two ends of one
   parent's children race: what a lost race costs (a read and a write again) is not counted.
-- moto answers a Query by sorting every item of the table and an SQS receive by working out every
-  attribute of the queue for each message, so a run of 10,000 children would slow down as it
-  goes. For this section only, a base-table Query reads its own partition and the receive reads
-  the one attribute it needs (`_emulator_shortcuts`); what they answer is unchanged.
+- moto answers a Query by sorting every item of the table, so a run of 10,000 children would
+  slow down as they accumulate. For this section only, a base-table Query reads its own partition
+  (`_emulator_shortcuts`); what it answers is unchanged. (An SQS receive's per-message cost is
+  devstack/moto_patches.py's, for every section.)
 """
 
 from __future__ import annotations
@@ -125,15 +125,11 @@ def map_of(items: int, step: dict[str, Any], concurrency: int) -> dict[str, Any]
 
 @contextmanager
 def _emulator_shortcuts() -> Iterator[None]:
-    """moto's base-table Query reads only the queried partition, and SQS's retention check on
-    each received message reads only the retention period (moto sorts the whole table and works
-    out every queue attribute, counts of messages included, each time). Restored on exit."""
-    from moto.core.utils import unix_time
+    """moto's base-table Query reads only the queried partition (moto sorts every item of the
+    table and keeps those of the partition, each time). Restored on exit."""
     from moto.dynamodb.models.table import Table
-    from moto.sqs.models import SQSBackend
 
     query, all_items = Table.query, Table.all_items
-    valid = SQSBackend.is_message_valid_based_on_retention_period
     partition = threading.local()
 
     def partition_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
@@ -156,17 +152,11 @@ def _emulator_shortcuts() -> Iterator[None]:
         items = list(found.values()) if self.range_key_attr else [found]
         return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
 
-    def retained(self: Any, queue_name: str, message: Any) -> bool:
-        period = int(self.get_queue(queue_name).message_retention_period)
-        return bool(period + message.sent_timestamp / 1000 > unix_time())
-
     Table.query, Table.all_items = partition_query, partition_items  # type: ignore[method-assign]
-    SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
     try:
         yield
     finally:
         Table.query, Table.all_items = query, all_items  # type: ignore[method-assign]
-        SQSBackend.is_message_valid_based_on_retention_period = valid  # type: ignore[method-assign]
 
 
 @contextmanager

@@ -103,7 +103,8 @@ def decision_violations(run_id: str, events: list[dict[str, Any]]) -> list[Viola
 def key_violations(recorded: Recorded) -> list[Violation]:
     """One run per Idempotency-Key: every 202 for a key named one run, and no listed run is unclaimed.
 
-    A key whose client gave up may have made one run nobody heard of: one such run per such key."""
+    A key whose client gave up may have made one run nobody heard of: one such run per such key.
+    A child run (a parallel's branch, a map's item) was started by its parent, not by a client."""
     found: list[Violation] = []
     claimed: set[str] = set()
     for key, run_ids in sorted(recorded.answers.items()):
@@ -111,7 +112,8 @@ def key_violations(recorded: Recorded) -> list[Violation]:
         claimed.update(distinct)
         if len(distinct) > 1:
             found.append(Violation("one run per key", key, f"202s named {len(distinct)} runs: {distinct}"))
-    orphans = sorted(set(recorded.runs) - claimed)
+    children = {run_id for run_id, run in recorded.runs.items() if run.get("parent_run_id")}
+    orphans = sorted(set(recorded.runs) - claimed - children)
     if len(orphans) > len(recorded.unanswered):
         found.append(
             Violation(
@@ -142,6 +144,30 @@ def repeated_deliveries(deliveries: Iterable[Delivery]) -> int:
     return sum(n - 1 for n in counts.values())
 
 
+def child_violations(run_id: str, events: list[dict[str, Any]]) -> list[Violation]:
+    """Each child run is started once and its end recorded once by its parent (a parallel's
+    branches, a map's items), and never recorded before it was started."""
+    started = Counter(
+        child.get("run_id")
+        for e in events
+        if e.get("event_type") == "children_started"
+        for child in (e.get("payload") or {}).get("children", [])
+    )
+    ended = Counter(
+        (e.get("payload") or {}).get("run_id") for e in events if e.get("event_type") == "child_ended"
+    )
+    found = [
+        Violation("child started twice", run_id, str(c)) for c, n in sorted(started.items(), key=str) if n > 1
+    ]
+    found += [
+        Violation("child counted twice", run_id, str(c)) for c, n in sorted(ended.items(), key=str) if n > 1
+    ]
+    found += [
+        Violation("child ended unstarted", run_id, str(c)) for c in sorted(set(ended) - set(started), key=str)
+    ]
+    return found
+
+
 def run_violations(recorded: Recorded, run_id: str) -> list[Violation]:
     events = recorded.events.get(run_id, [])
     return [
@@ -149,6 +175,7 @@ def run_violations(recorded: Recorded, run_id: str) -> list[Violation]:
         *gap_violations(run_id, events),
         *double_commit_violations(run_id, events),
         *decision_violations(run_id, events),
+        *child_violations(run_id, events),
     ]
 
 

@@ -214,6 +214,52 @@ def definitions(receivers: str) -> dict[str, dict[str, Any]]:
             "name": "chaos-cancel",
             "steps": [_log("first"), {"id": "long", "type": "delay", "config": {"seconds": 60}}],
         },
+        "map": {
+            "name": "chaos-map",
+            "steps": [
+                {
+                    "id": "each",
+                    "type": "map",
+                    "config": {
+                        "items": [1, 2, 3, 4, 5, 6],
+                        "steps": [_log("item"), {"id": "pause", "type": "delay", "config": {"seconds": 1}}],
+                        "max_concurrency": 3,
+                    },
+                },
+                _log("after"),
+            ],
+        },
+        "parallel-any": {
+            "name": "chaos-parallel-any",
+            "steps": [
+                {
+                    "id": "race",
+                    "type": "parallel",
+                    "config": {
+                        "branches": {
+                            "fast": [_log("quick")],
+                            "slow": [{"id": "nap", "type": "delay", "config": {"seconds": 30}}],
+                        },
+                        "join": "any",
+                    },
+                },
+                _log("after"),
+            ],
+        },
+        "map-cancel": {
+            "name": "chaos-map-cancel",
+            "steps": [
+                {
+                    "id": "each",
+                    "type": "map",
+                    "config": {
+                        "items": list(range(8)),
+                        "steps": [{"id": "long", "type": "delay", "config": {"seconds": 60}}],
+                        "max_concurrency": 4,
+                    },
+                }
+            ],
+        },
         "probe": {"name": "chaos-probe", "steps": [_log("only")]},
     }
 
@@ -221,7 +267,18 @@ def definitions(receivers: str) -> dict[str, dict[str, Any]]:
 class Workload:
     """Client threads, each running scenarios one after another until told to stop."""
 
-    SCENARIOS = ("delay", "webhook-ok", "webhook-slow", "webhook-fail", "webhook-hang", "approval", "cancel")
+    SCENARIOS = (
+        "delay",
+        "webhook-ok",
+        "webhook-slow",
+        "webhook-fail",
+        "webhook-hang",
+        "approval",
+        "cancel",
+        "map",
+        "parallel-any",
+        "map-cancel",
+    )
 
     def __init__(self, base: str, api_key: str, receivers: str, ledger: Ledger, threads: int) -> None:
         self._base = base
@@ -269,7 +326,7 @@ class Workload:
             run = client.wait(run_id, lambda r: r["status"] == "waiting_approval" or _terminal(r), 60)
             if run is not None and run["status"] == "waiting_approval":
                 self._race_decisions(client, run_id)
-        elif scenario == "cancel":
+        elif scenario in ("cancel", "map-cancel"):
             time.sleep(random.uniform(0.5, 3.0))
             client.call("POST", f"/runs/{run_id}/cancel", {})
         elif scenario == "webhook-fail":

@@ -8,6 +8,7 @@ from chaos.invariants import (
     Delivery,
     Recorded,
     check,
+    child_violations,
     decision_violations,
     delivery_violations,
     double_commit_violations,
@@ -149,3 +150,24 @@ def test_check_finds_nothing_in_a_clean_recording() -> None:
         deliveries=[Delivery("r1", "notify", "msg_a")],
     )
     assert check(recorded) == []
+
+
+def test_a_child_started_and_counted_once_holds_and_twice_is_reported() -> None:
+    def started(*ids: str) -> dict[str, Any]:
+        return {"event_type": "children_started", "payload": {"children": [{"run_id": i} for i in ids]}}
+
+    def ended(child: str) -> dict[str, Any]:
+        return {"event_type": "child_ended", "payload": {"run_id": child, "status": "succeeded"}}
+
+    assert child_violations("p", [started("a", "b"), ended("b"), ended("a")]) == []
+    twice = child_violations("p", [started("a"), started("a"), ended("a"), ended("a"), ended("z")])
+    assert [v.rule for v in twice] == ["child started twice", "child counted twice", "child ended unstarted"]
+
+
+def test_a_child_run_needs_no_key_of_its_own() -> None:
+    runs = {"p": _run("succeeded"), "c": {**_run("succeeded"), "parent_run_id": "p"}}
+    assert key_violations(Recorded(runs=runs, answers={"k": ["p"]}, unanswered=set(), deliveries=[])) == []
+    runs["x"] = _run("succeeded")
+    assert (
+        len(key_violations(Recorded(runs=runs, answers={"k": ["p"]}, unanswered=set(), deliveries=[]))) == 1
+    )

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +54,8 @@ from workflows.steps.registry import StepRegistry, reads_inputs
 # Commits of one child's end that lose a race (another child's end, a fill) before one lands.
 _RECORD_TRIES = 20
 CHILDREN_TIMEOUT = "timeout"
+# Chunks of items a process keeps after reading them (each at most 100 items).
+_CHUNKS_KEPT = 64
 # Children one commit creates and records as started.
 START_PER_COMMIT = 10
 
@@ -99,6 +103,9 @@ class Children:
         self._registry = registry
         # (definition, branch) -> whether its steps read the run's inputs (steps.reads_inputs).
         self._reads_inputs: dict[tuple[str | None, str, str], bool] = {}
+        # Chunks of maps' items read lately: (tenant, run, round, chunk) -> items.
+        self._chunks_read: OrderedDict[tuple[str, str, int, int], list[Any]] = OrderedDict()
+        self._lock = threading.Lock()
         self._limits = limits
         self._clock = clock
 
@@ -204,12 +211,21 @@ class Children:
             for start in range(0, len(items), size)
         ]
 
-    def _item(self, run: Run, record: Fanout, index: int, cache: dict[int, list[Any]]) -> Any:
+    def _item(self, run: Run, record: Fanout, index: int) -> Any:
+        """Item `index` of a map: its chunk read once per process while the map runs (a window
+        of ten starts reads one chunk, not one per item)."""
         chunk, position = fanout.chunk_of(index)
-        if chunk not in cache:
+        key = (run.tenant_id, run.run_id, record["round"], chunk)
+        with self._lock:
+            items = self._chunks_read.get(key)
+        if items is None:
             stored = record["chunks"][chunk]
-            cache[chunk] = cast(list[Any], RunOutputs(self._outputs, run).resolve(stored))
-        return cache[chunk][position]
+            items = cast(list[Any], RunOutputs(self._outputs, run).resolve(stored))
+            with self._lock:
+                self._chunks_read[key] = items
+                while len(self._chunks_read) > _CHUNKS_KEPT:
+                    self._chunks_read.popitem(last=False)
+        return items[position]
 
     def _start(
         self,
@@ -221,7 +237,6 @@ class Children:
         items: Sequence[Any] = (),
         inputs: dict[str, Any] | None = None,
         child_definition: WorkflowDefinition | None = None,
-        cache: dict[int, list[Any]] | None = None,
     ) -> Run:
         """Child `index` created (not kicked), or found created already."""
         kind = record["kind"]
@@ -235,7 +250,7 @@ class Children:
             scope["branch"] = name
             inputs = self._inputs(run, step.id, name, child_definition)
         elif kind == "map":
-            item = items[index] if index < len(items) else self._item(run, record, index, cache or {})
+            item = items[index] if index < len(items) else self._item(run, record, index)
             child_definition = _part(definition, f"{step.id}[]", step.config["steps"])
             scope.update(item=item, index=index)
             inputs = self._inputs(run, step.id, "[]", child_definition)
@@ -404,9 +419,8 @@ class Children:
             room = fanout.window(record)
             started = _first(room)
             more = len(started) < len(room)
-            cache: dict[int, list[Any]] = {}
             for index in started:
-                self._start(run, definition, record, index, cache=cache)
+                self._start(run, definition, record, index)
             if started:
                 events = [*events, _started_event(run, record, started)]
             record = cast(Fanout, {**record, "started": max(started.stop, record["started"])})
