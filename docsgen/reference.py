@@ -329,7 +329,7 @@ GUIDES: list[Guide] = [
             " in the example",
             "",
             {
-                "name": "greeter",
+                "name": "child-greeter",
                 "steps": [{"id": "greet", "type": "log", "config": {"message": "Hello {{ inputs.name }}"}}],
             },
         ),
