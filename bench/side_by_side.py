@@ -16,15 +16,12 @@ in-process moto. moto's SQS holds a delayed message until its DelaySeconds have 
   one-`log` branches, priced by bench/cost.py's code (the second run of each is measured), beside
   the 10-step `log` run measured the same way here; and the requests per item step by kind.
 
-Two things differ from the other sections, both for the emulator's sake:
+One thing differs from the other sections, for the emulator's sake:
 - The dispatcher works a batch's records one after another (RECORD_THREADS = 1). Its ten threads
   only contend for one interpreter lock here (three times slower), and moto's backends take no
   locks (the local stack serialises DynamoDB requests for that reason). So no two ends of one
   parent's children race: what a lost race costs (a read and a write again) is not counted.
-- moto answers a Query by sorting every item of the table, so a run of 10,000 children would
-  slow down as they accumulate. For this section only, a base-table Query reads its own partition
-  (`_emulator_shortcuts`); what it answers is unchanged. (An SQS receive's per-message cost is
-  devstack/moto_patches.py's, for every section.)
+The emulator's Query and SQS receive costs are devstack/moto_patches.py's, for every section.
 """
 
 from __future__ import annotations
@@ -121,42 +118,6 @@ def map_of(items: int, step: dict[str, Any], concurrency: int) -> dict[str, Any]
 
 
 # --- the emulator --------------------------------------------------------------------------
-
-
-@contextmanager
-def _emulator_shortcuts() -> Iterator[None]:
-    """moto's base-table Query reads only the queried partition (moto sorts every item of the
-    table and keeps those of the partition, each time). Restored on exit."""
-    from moto.dynamodb.models.table import Table
-
-    query, all_items = Table.query, Table.all_items
-    partition = threading.local()
-
-    def partition_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
-        if index_name or hash_key is None:
-            return query(self, hash_key, *args, **kwargs)
-        partition.where = (self, hash_key)
-        try:
-            return query(self, hash_key, *args, **kwargs)
-        finally:
-            partition.where = None
-
-    def partition_items(self: Any) -> Any:
-        where = getattr(partition, "where", None)
-        if where is None or where[0] is not self:
-            return all_items(self)
-        found = self.items.get(where[1])
-        if found is None:
-            return []
-        items = list(found.values()) if self.range_key_attr else [found]
-        return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
-
-    Table.query, Table.all_items = partition_query, partition_items  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Table.query, Table.all_items = query, all_items  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -436,7 +397,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     import boto3
 
     seconds: dict[str, float] = {}
-    with _emulator_shortcuts(), _records_in_turn():
+    with _records_in_turn():
         # Hooks reach only the clients built after them: each part has its own moto, built anew.
         started = time.monotonic()
         with common.moto_resources() as env:

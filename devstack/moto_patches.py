@@ -1,5 +1,6 @@
-"""Three patches to the emulator: DynamoDB transactions at their real cost, SQS fair queues, and
-SQS receives at a cost that does not grow with the queue squared.
+"""Four patches to the emulator: DynamoDB transactions at their real cost, SQS fair queues, SQS
+receives at a cost that does not grow with the queue squared, and a Query that reads its own
+partition.
 
 ## TransactWriteItems costs what the transaction touches, not what the table holds
 
@@ -31,11 +32,20 @@ moto checks each message's retention with `get_queue_attributes`, which computes
 of the queue (counting its messages) three times per message: a receive cost grew with the
 square of the queue's length, and a map of a thousand items (a backlog of a few hundred
 messages) kept the emulator's process at a full core. The check reads the period itself.
+
+## A base-table Query reads its partition, not the whole table
+
+moto answers a Query on the table itself by sorting every item of the table and keeping the
+partition's. Each run's read (a Query of its run item and snapshot) then cost time proportional
+to every run ever stored: a 10,000-item map slowed down as its children accumulated. A Query on
+the table (not an index) now hands moto the queried partition's items only, in the same order;
+what it answers is unchanged.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 import types
 from collections.abc import Callable
 from itertools import zip_longest
@@ -131,12 +141,41 @@ def _within_retention(self: SQSBackend, queue_name: str, message: Message) -> bo
     return bool(retention + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
 
 
+_QUERY: Any = Table.query
+_ALL_ITEMS: Any = Table.all_items
+_PARTITION = threading.local()
+
+
+def _partition_query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+    index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+    if index_name or hash_key is None:
+        return _QUERY(self, hash_key, *args, **kwargs)
+    _PARTITION.where = (self, hash_key)
+    try:
+        return _QUERY(self, hash_key, *args, **kwargs)
+    finally:
+        _PARTITION.where = None
+
+
+def _partition_items(self: Table) -> list[Any]:
+    where = getattr(_PARTITION, "where", None)
+    if where is None or where[0] is not self:
+        return list(_ALL_ITEMS(self))
+    found = self.items.get(where[1])
+    if found is None:
+        return []
+    items = list(found.values()) if self.range_key_attr else [found]
+    return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+
+
 def install() -> None:
     """Idempotent: patch moto's DynamoDB backend and SQS queues in this process."""
     if DynamoDBBackend.transact_write_items is _transact_write_items:
         return
     Queue.messages = property(_fair_messages)  # type: ignore[assignment,method-assign]
     SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign]
+    Table.query = _partition_query  # type: ignore[method-assign]
+    Table.all_items = _partition_items  # type: ignore[method-assign]
     shim = types.SimpleNamespace(**{name: getattr(copy, name) for name in ("copy", "deepcopy")})
     shim.deepcopy = _deepcopy_except_tables
     dynamodb_models.copy = shim  # type: ignore[assignment,attr-defined]

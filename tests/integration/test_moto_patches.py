@@ -1,5 +1,6 @@
 """The emulator patches: TransactWriteItems all-or-nothing while copying only what it touches,
-and standard queues that deliver fairly between message groups (SQS fair queues)."""
+standard queues that deliver fairly between message groups (SQS fair queues), and a Query of
+the table that reads only its partition yet answers as moto does."""
 
 from __future__ import annotations
 
@@ -123,6 +124,50 @@ def test_the_table_is_not_copied(ddb: Any) -> None:
         )
     assert backend.tables["a"] is table_before
     assert "Item" not in ddb.get_item(TableName="a", Key=_key("two"))
+
+
+def test_a_query_of_the_table_answers_its_partition_in_order_with_conditions_and_pages(ddb: Any) -> None:
+    for pk in ("p1", "p2", "p0"):
+        for sk in ("c", "a", "e", "b", "d"):
+            ddb.put_item(TableName="a", Item={"pk": {"S": pk}, "sk": {"S": sk}, "g": {"S": "G"}})
+
+    def query(**extra: Any) -> list[tuple[str, str]]:
+        answer = ddb.query(
+            TableName="a",
+            KeyConditionExpression="pk = :pk" + extra.pop("range", ""),
+            ExpressionAttributeValues={":pk": {"S": "p1"}, **extra.pop("values", {})},
+            **extra,
+        )
+        return [(item["pk"]["S"], item["sk"]["S"]) for item in answer["Items"]]
+
+    assert query() == [("p1", s) for s in "abcde"]
+    assert query(ScanIndexForward=False, Limit=2) == [("p1", "e"), ("p1", "d")]
+    assert query(range=" AND sk > :sk", values={":sk": {"S": "b"}}) == [("p1", s) for s in "cde"]
+    page = ddb.query(
+        TableName="a",
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "p1"}},
+        Limit=2,
+    )
+    rest = ddb.query(
+        TableName="a",
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "p1"}},
+        ExclusiveStartKey=page["LastEvaluatedKey"],
+    )
+    assert [item["sk"]["S"] for item in rest["Items"]] == ["c", "d", "e"]
+    # An index is queried as moto does: across partitions.
+    found = ddb.query(
+        TableName="a",
+        IndexName="by-g",
+        KeyConditionExpression="g = :g",
+        ExpressionAttributeValues={":g": {"S": "G"}},
+    )
+    assert len(found["Items"]) == 15
+    missing = ddb.query(
+        TableName="a", KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "nope"}}
+    )
+    assert missing["Items"] == []
 
 
 @pytest.fixture

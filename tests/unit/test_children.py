@@ -1235,3 +1235,25 @@ def test_items_get_the_runs_inputs_only_when_their_steps_read_them(parts: Parts)
         assert parts.runs.get("t1", run_id).status == RunStatus.SUCCEEDED
         for child in _children(parts, run_id):
             assert child.inputs == (inputs if copied else {})
+
+
+def test_a_child_nobody_waits_for_takes_a_tenant_slot_of_its_own(clock: FakeClock) -> None:
+    parts = make_fake(clock, tenant_concurrency=1)
+    child_id = _save(parts, _log("done"))
+    run_id = parts.run_service.submit(
+        CALLER,
+        WorkflowDefinition.model_validate(
+            {"name": "starter", "steps": [_workflow("call", child_id, wait=False), _nap("hold", 30)]}
+        ),
+        {},
+    ).run_id
+    drain(parts)
+    [child] = _children(parts, run_id)
+    # The parent holds the tenant's one slot: the child it started waits for it, queued.
+    assert _run(parts, child.run_id).status == RunStatus.QUEUED
+
+    _until_ended(parts, clock, run_id)
+    _until_ended(parts, clock, child.run_id)
+
+    assert _run(parts, run_id).status == RunStatus.SUCCEEDED
+    assert _run(parts, child.run_id).status == RunStatus.SUCCEEDED

@@ -208,12 +208,9 @@ class Engine:
     def _has_slot(self, run: Run) -> bool:
         """Tenant concurrency limit: a run starts only with one of its tenant's slots. Without one
         it stays queued and this kick comes back later. Slots are given back in Endings.finished.
-        A child run (a branch, an item) runs within its parent's slot."""
-        return (
-            self._slots is None
-            or run.parent_run_id is not None
-            or self._slots.take(run.tenant_id, run.run_id)
-        )
+        A child its parent waits for (a branch, an item, a waited-for workflow) runs within its
+        parent's slot; a child nobody waits for (`wait: false`) takes one of its own."""
+        return self._slots is None or run.child is not None or self._slots.take(run.tenant_id, run.run_id)
 
     def _admitted(
         self,

@@ -71,7 +71,7 @@ class Endings:
         run), the children cancelled (a run cancelled or failed while its step waited for them),
         and the completion notification (any terminal status; none without the definition,
         which names the webhook)."""
-        if self._slots is not None and run.parent_run_id is None:
+        if self._slots is not None and run.child is None:
             self._slots.release(run.tenant_id, run.run_id)  # idempotent; a no-op if never taken
         self.tell_parent(run)
         if self._queue is not None and run.fanout is not None:
