@@ -43,8 +43,10 @@ events: venv
 	$(PY) -m devstack.events
 
 ## test: lint, type checks, template checks and the whole test suite
+## (three workers: the local-stack tests wait on their stack while the others compute; the
+## local-stack module keeps to one worker and one stack)
 test: lint
-	$(PY) -m pytest -n auto --maxprocesses 4
+	$(PY) -m pytest -n 3 --dist loadgroup
 
 ## test-fast: the edit-test loop, under a minute: everything on the in-memory fakes, no lint
 test-fast: venv

@@ -19,7 +19,9 @@ import pytest
 
 from tests.localstack import local_stack, wait_for
 
-pytestmark = pytest.mark.e2e
+# One worker runs this module: its tests share one local stack (a stack per worker would cost
+# each worker a start and the machine a process set).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("local-stack")]
 API_KEY = "e2e-key-5f2b9c"
 
 
