@@ -288,7 +288,8 @@ GUIDES: list[Guide] = [
         " `running` counts). More failures than `tolerated_failures` fail the step with"
         " `item_failed` (the items still running are cancelled); more items than"
         " `WORKFLOWS_MAX_MAP_ITEMS` (10,000) are refused with 422 when literal and fail the step with"
-        " `too_many_items` when computed",
+        " `too_many_items` when computed; an item larger than `WORKFLOWS_MAX_INPUTS_BYTES` fails it with"
+        " `item_too_large` before any item starts",
         example={
             "definition": {
                 "name": "map-example",
@@ -321,6 +322,7 @@ GUIDES: list[Guide] = [
         output="the child run's outputs (`wait: true`); with `wait: false`,"
         ' `{"run_id": "...", "workflow_id": "...", "version": 1}`. The child shows `parent_run_id` and'
         " `parent_step_id`; a child that fails or is cancelled fails the step with `child_failed`;"
+        " inputs larger than `WORKFLOWS_MAX_INPUTS_BYTES` fail it with `inputs_too_large`;"
         " cancelling the parent cancels the child. Runs nest at most `WORKFLOWS_MAX_NESTING` (5) deep:"
         " deeper, the step fails with `too_deep`; a version whose step starts the workflow itself"
         " is refused with 422",

@@ -1257,3 +1257,26 @@ def test_a_child_nobody_waits_for_takes_a_tenant_slot_of_its_own(clock: FakeCloc
 
     assert _run(parts, run_id).status == RunStatus.SUCCEEDED
     assert _run(parts, child.run_id).status == RunStatus.SUCCEEDED
+
+
+def test_an_item_or_child_inputs_bigger_than_a_run_may_take_fail_the_step_at_once(clock: FakeClock) -> None:
+    parts = make_fake(clock, max_inputs_bytes=1024)
+    child_id = _save(parts, _log("hello", "Hello {{ inputs.name }}"))
+    big = "x" * 600  # the run's inputs fit; twice that does not fit a child
+    doubled = "{{ inputs.big ~ inputs.big }}"
+    mapped = _submit(
+        parts, _map("each", "{{ [1, inputs.big ~ inputs.big, 3] }}", [_log("say")]), inputs={"big": big}
+    )
+    called = _submit(parts, _workflow("call", child_id, inputs={"name": doubled}), inputs={"big": big})
+
+    for run_id, code, field in (
+        (mapped, "item_too_large", "items[1]"),
+        (called, "inputs_too_large", "inputs"),
+    ):
+        run = _run(parts, run_id)
+        assert run.status == RunStatus.FAILED
+        assert run.error is not None
+        assert run.error["code"] == code
+        assert run.error["message"].startswith(f"{field}: ")
+        assert _children(parts, run_id) == []
+    _gap_free(parts)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.domain import fanout
 from workflows.domain.definition import WorkflowDefinition
+from workflows.domain.fanout import Fanout
 from workflows.domain.run import Run, RunEvent
 
 PREFIX = "/api/v1/workflows"
@@ -56,19 +58,18 @@ class ChildrenView(BaseModel):
 
     @classmethod
     def of(cls, run: Run) -> ChildrenView | None:
-        record = run.fanout
-        if record is None or run.is_terminal or record.get("step_id") != run.current_step_id:
+        if run.fanout is None or run.is_terminal or run.fanout.get("step_id") != run.current_step_id:
             return None
-        ended = record.get("done_below", 0) + len(record.get("ended_above", []))
+        record = cast(Fanout, run.fanout)
         return cls(
             step_id=record["step_id"],
             kind=record["kind"],
             total=record["total"],
-            started=record.get("started", 0),
-            running=record.get("started", 0) - ended,
-            succeeded=record.get("succeeded", 0),
-            failed=record.get("failed", 0),
-            failures=list(record.get("failures", [])),
+            started=record["started"],
+            running=len(fanout.running(record)),
+            succeeded=record["succeeded"],
+            failed=record["failed"],
+            failures=list(record["failures"]),
         )
 
 

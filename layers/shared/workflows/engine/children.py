@@ -37,6 +37,7 @@ from workflows.domain import fanout, transitions
 from workflows.domain.definition import StepSpec, WorkflowDefinition
 from workflows.domain.failures import StepFailed
 from workflows.domain.fanout import Fanout
+from workflows.domain.jsonlimits import check_size
 from workflows.domain.messages import CancelChildren, ChildEnded
 from workflows.domain.outputs import INLINE_OUTPUT_BYTES, encode, is_ref
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
@@ -45,7 +46,7 @@ from workflows.engine.endings import Endings
 from workflows.engine.kicks import Kicks
 from workflows.engine.outcomes import Build, StepCommits, Written
 from workflows.engine.outputs import RunOutputs
-from workflows.errors import InvalidState, NotFound, StaleWrite
+from workflows.errors import InvalidState, NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import count, logger
 from workflows.ports import DispatchQueue, RunLog, RunOutputStore
 from workflows.steps.base import Spawn, StepResult
@@ -76,6 +77,9 @@ class Limits:
     max_items: int = 10_000
     max_nesting: int = 5
     wait_seconds: int = 30 * 24 * 3600
+    # What one child may carry beside the run's inputs (a map's item, a child workflow's inputs):
+    # as much as a run's inputs may be, so every child fits in its run item.
+    max_child_bytes: int = 64 * 1024
 
 
 class Children:
@@ -133,6 +137,8 @@ class Children:
                     f"items: {len(spawn.items)} items, limit {self._limits.max_items}",
                     retryable=False,
                 )
+            for index, item in enumerate(spawn.items):
+                self._fits(item, f"items[{index}]", "item_too_large")
             record = fanout.plan(
                 step.id,
                 "map",
@@ -149,12 +155,20 @@ class Children:
             record["branches"] = list(spawn.branches)
         return self._open(run, definition, record, items=spawn.items)
 
+    def _fits(self, value: Any, field: str, code: str) -> None:
+        """StepFailed (not retried) when `value` is more than one child may carry."""
+        try:
+            check_size(value, field, self._limits.max_child_bytes)
+        except PayloadTooLarge as exc:
+            raise StepFailed(code, exc.message, retryable=False) from None
+
     def _begin_workflow(
         self, run: Run, definition: WorkflowDefinition, step: StepSpec, spawn: Spawn, round_: int
     ) -> Build:
         if self._workflows is None:
             raise StepFailed("unavailable", "this function does not start workflows", retryable=False)
         assert spawn.workflow_id is not None
+        self._fits(spawn.inputs, "inputs", "inputs_too_large")
         child_definition = self._workflows.definition(
             run.tenant_id, spawn.workflow_id, spawn.version, spawn.inputs
         )

@@ -354,7 +354,10 @@ class Parts:
             workflows=ChildWorkflows(self.definitions),
             registry=self.registry,
             limits=Limits(
-                max_items=s.max_map_items, max_nesting=s.max_nesting, wait_seconds=s.child_wait_sec
+                max_items=s.max_map_items,
+                max_nesting=s.max_nesting,
+                wait_seconds=s.child_wait_sec,
+                max_child_bytes=s.max_inputs_bytes,
             ),
             clock=self.clock,
         )
