@@ -149,7 +149,16 @@ def table(outcomes: list[Outcome], recorded: Recorded, violations: list[Violatio
         flagged.setdefault(v.rule, set()).add(v.subject)
     gaps = flagged.get("gaps", set())
     duplicates = set().union(
-        *(flagged.get(rule, set()) for rule in ("step committed twice", "decided twice", "webhook-id"))
+        *(
+            flagged.get(rule, set())
+            for rule in (
+                "step committed twice",
+                "decided twice",
+                "webhook-id",
+                "wait ended twice",
+                "signal counted twice",
+            )
+        )
     )
 
     def row(name: str, at: str, runs: set[str], down: str, recovery: str) -> str:
@@ -215,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                 answers={k: list(v) for k, v in ledger.answers.items()},
                 unanswered=set(ledger.unanswered),
                 deliveries=list(receivers.deliveries),
+                signal_answers={k: list(v) for k, v in ledger.signal_answers.items()},
+                signal_plans=dict(ledger.signal_plans),
             )
         recorded.events = {run_id: all_events(client, run_id) for run_id in recorded.runs}
         violations = check(recorded)
@@ -232,6 +243,18 @@ def main(argv: list[str] | None = None) -> int:
             f"unanswered: {len(recorded.unanswered)}; webhook requests: {len(recorded.deliveries)}, "
             f"repeats of a webhook-id: {repeated_deliveries(recorded.deliveries)}; "
             f"elapsed {time.monotonic() - start:.0f} s"
+        )
+        sent = sum(len(answers) for answers in recorded.signal_answers.values())
+        taken = sum(
+            1
+            for events in recorded.events.values()
+            for e in events
+            if e.get("event_type") == "signal_received"
+        )
+        say(
+            f"signals: {len(recorded.signal_answers)} ids accepted in {sent} requests "
+            f"({sent - len(recorded.signal_answers)} repeats of an id), {taken} taken; "
+            f"{len(recorded.signal_plans)} runs held to the signals they were sent"
         )
         silence, quiet_run = longest_silence(recorded)
         if quiet_run:

@@ -13,6 +13,7 @@ from typing import Any
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 DECISIONS = frozenset({"approval_granted", "approval_rejected"})
+STEP_ENDS = frozenset({"step_completed", "step_failed", "step_timeout"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,16 @@ class Delivery:
     webhook_id: str
 
 
+@dataclass(frozen=True)
+class SignalPlan:
+    """What a client expects of a run it sent signals to: how many its wait step takes (of those
+    it sent, repeats of an id not counted), and whether the step times out instead."""
+
+    step_id: str
+    received: int
+    timed_out: bool = False
+
+
 @dataclass
 class Recorded:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> GET /runs/{id}
@@ -38,6 +49,9 @@ class Recorded:
     answers: dict[str, list[str]] = field(default_factory=dict)  # Idempotency-Key -> run ids of its 202s
     unanswered: set[str] = field(default_factory=set)  # keys whose client gave up without a 202
     deliveries: list[Delivery] = field(default_factory=list)
+    # signal id -> the 202 answers of every POST that sent it (a repeat of an id included)
+    signal_answers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    signal_plans: dict[str, SignalPlan] = field(default_factory=dict)  # run id -> what it expects
 
 
 def terminal_violations(run: Mapping[str, Any], events: list[dict[str, Any]]) -> list[Violation]:
@@ -168,14 +182,113 @@ def child_violations(run_id: str, events: list[dict[str, Any]]) -> list[Violatio
     return found
 
 
+def signal_wait_violations(run_id: str, events: list[dict[str, Any]]) -> list[Violation]:
+    """Each wait for signals (a `waiting_signal` event) ends exactly once: completed, failed or
+    timed out (not at all only when the run was cancelled); the signals it takes come between its
+    beginning and its end, a name once; a signal id is taken once per round however often it was
+    sent; and a completed step's output holds what it took."""
+    cancelled = any(e.get("event_type") == "run_cancelled" for e in events)
+    found: list[Violation] = []
+    taken: Counter[tuple[int, Any, Any]] = Counter()
+    open_waits: dict[Any, dict[str, Any]] = {}  # step id -> {"names": [...], "ends": n}
+    passes: list[tuple[Any, dict[str, Any]]] = []
+    for round_, e in _rounds(events):
+        kind, step = e.get("event_type"), e.get("step_id")
+        payload = e.get("payload") or {}
+        if kind == "waiting_signal":
+            current: dict[str, Any] = {"names": [], "ends": 0}
+            open_waits[step] = current
+            passes.append((step, current))
+        elif kind == "signal_received":
+            wait = open_waits.get(step)
+            if wait is None or wait["ends"]:
+                found.append(
+                    Violation("signal outside a wait", run_id, f"step {step} took {payload.get('id')}")
+                )
+                continue
+            taken[(round_, step, payload.get("id"))] += 1
+            if payload.get("name") in wait["names"]:
+                found.append(
+                    Violation("signal counted twice", run_id, f"step {step}: {payload.get('name')} again")
+                )
+            wait["names"].append(payload.get("name"))
+        elif kind in STEP_ENDS and step in open_waits:
+            wait = open_waits[step]
+            wait["ends"] += 1
+            output = (payload.get("output") or {}).get("signals")
+            if kind == "step_completed" and set(output or {}) != set(wait["names"]):
+                found.append(
+                    Violation("signal output", run_id, f"step {step} took {wait['names']}, outputs {output}")
+                )
+    found += [
+        Violation("signal counted twice", run_id, f"round {r} step {s}: id {i} taken {n} times")
+        for (r, s, i), n in sorted(taken.items(), key=str)
+        if n > 1
+    ]
+    for step, wait in passes:
+        if wait["ends"] > 1:
+            found.append(Violation("wait ended twice", run_id, f"step {step}: {wait['ends']} ends"))
+        elif wait["ends"] == 0 and not cancelled:
+            found.append(Violation("wait never ended", run_id, f"step {step}"))
+    return found
+
+
+def signal_answer_violations(answers: Mapping[str, list[dict[str, Any]]]) -> list[Violation]:
+    """A signal id names one signal: every 202 for it answers the same signal (name, sent_at),
+    and at most one of them is not a duplicate, however often and however concurrently it was
+    sent."""
+    found: list[Violation] = []
+    for signal_id, seen in sorted(answers.items()):
+        firsts = sum(1 for answer in seen if not answer.get("duplicate"))
+        if firsts > 1:
+            found.append(
+                Violation("signal id sent twice", signal_id, f"{firsts} answers were not duplicates")
+            )
+        signals = {(answer.get("name"), answer.get("sent_at")) for answer in seen}
+        if len(signals) > 1:
+            found.append(
+                Violation("signal id sent twice", signal_id, f"answers name {sorted(signals, key=str)}")
+            )
+    return found
+
+
+def signal_plan_violations(run_id: str, plan: SignalPlan, events: list[dict[str, Any]]) -> list[Violation]:
+    """The run's wait took as many signals as the client sent that it waits for (a repeat of an
+    id counted once; in `mode: any` one, whichever came first), or timed out when none was sent."""
+    received = [
+        e for e in events if e.get("event_type") == "signal_received" and e.get("step_id") == plan.step_id
+    ]
+    timed_out = any(
+        e.get("event_type") == "step_timeout" and e.get("step_id") == plan.step_id for e in events
+    )
+    found: list[Violation] = []
+    if len(received) != plan.received:
+        ids = [(e.get("payload") or {}).get("id") for e in received]
+        found.append(
+            Violation("signals taken", run_id, f"step {plan.step_id} took {ids}, expected {plan.received}")
+        )
+    if timed_out != plan.timed_out:
+        found.append(
+            Violation(
+                "signals taken",
+                run_id,
+                f"step {plan.step_id} {'timed out' if timed_out else 'did not time out'}",
+            )
+        )
+    return found
+
+
 def run_violations(recorded: Recorded, run_id: str) -> list[Violation]:
     events = recorded.events.get(run_id, [])
+    plan = recorded.signal_plans.get(run_id)
     return [
         *terminal_violations(recorded.runs[run_id], events),
         *gap_violations(run_id, events),
         *double_commit_violations(run_id, events),
         *decision_violations(run_id, events),
         *child_violations(run_id, events),
+        *signal_wait_violations(run_id, events),
+        *(signal_plan_violations(run_id, plan, events) if plan is not None else []),
     ]
 
 
@@ -184,4 +297,9 @@ def check(recorded: Recorded) -> list[Violation]:
     found: list[Violation] = []
     for run_id in sorted(recorded.runs):
         found += run_violations(recorded, run_id)
-    return found + key_violations(recorded) + delivery_violations(recorded.deliveries)
+    return [
+        *found,
+        *key_violations(recorded),
+        *delivery_violations(recorded.deliveries),
+        *signal_answer_violations(recorded.signal_answers),
+    ]

@@ -6,6 +6,7 @@ retried with its Idempotency-Key on any answer but a 202, as a careful client do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -18,12 +19,17 @@ from typing import Any
 
 import httpx
 
-from chaos.invariants import TERMINAL, Delivery
+from chaos.invariants import TERMINAL, Delivery, SignalPlan
 
 # The receivers' behaviours: a fast 200, a 503, a slow 200 and one that answers long after the
 # step's timeout (bounded, so that no handler thread outlives the run by more than this).
 SLOW_SEC = 3.0
 HANG_SEC = 15.0
+# How long a run waits for a signal its client sends (far longer than any fault: a wait that times
+# out with its signal sent is a signal lost), and one that never comes.
+SIGNAL_WAIT_SEC = 60
+SIGNAL_TIMEOUT_SEC = 3
+SIGNAL_LOOKBACK_SEC = 300
 
 
 class Receivers:
@@ -83,6 +89,8 @@ class Ledger:
     submitted_at: dict[str, float] = field(default_factory=dict)
     ended_at: dict[str, float] = field(default_factory=dict)
     scenarios: dict[str, str] = field(default_factory=dict)
+    signal_answers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    signal_plans: dict[str, SignalPlan] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def in_flight(self, moment: float) -> set[str]:
@@ -118,12 +126,19 @@ class Client:
             time.sleep(random.uniform(0.3, 1.0))
         return None
 
-    def submit(self, scenario: str, definition: dict[str, Any], *, patience: float = 90.0) -> str | None:
+    def submit(
+        self,
+        scenario: str,
+        definition: dict[str, Any],
+        *,
+        inputs: dict[str, Any] | None = None,
+        patience: float = 90.0,
+    ) -> str | None:
         """POST /runs with one Idempotency-Key, retried on any answer but a 202."""
         key = f"chaos-{uuid.uuid4().hex}"
         deadline = time.monotonic() + patience
         first = time.monotonic()
-        request = {"definition": definition, "inputs": {}}
+        request = {"definition": definition, "inputs": inputs or {}}
         with self._ledger.lock:
             self._ledger.answers[key] = []
         while time.monotonic() < deadline:
@@ -147,6 +162,27 @@ class Client:
                 self._ledger.unanswered.add(key)
             runs = self._ledger.answers[key]
         return runs[0] if runs else None
+
+    def signal(self, name: str, signal_id: str, data: dict[str, Any], *, run_id: str | None = None) -> bool:
+        """POST /signals (or /runs/{id}/signals), retried through timeouts and 5xx with the same
+        id, as a sender that lost the answer does; every 202 is recorded. Whether one came."""
+        path = f"/runs/{run_id}/signals" if run_id else "/signals"
+        answer = self.call("POST", path, {"name": name, "id": signal_id, "data": data}, patience=60.0)
+        if answer is None or answer.status_code != 202:
+            return False
+        with self._ledger.lock:
+            self._ledger.signal_answers.setdefault(signal_id, []).append(answer.json())
+        return True
+
+    def waiting_signal(self, run_id: str, patience: float) -> bool:
+        """Whether the run began waiting for signals (its `waiting_signal` event) in time."""
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            answer = self.call("GET", f"/runs/{run_id}/events?types=waiting_signal", patience=20.0)
+            if answer is not None and answer.status_code == 200 and answer.json()["events"]:
+                return True
+            time.sleep(0.5)
+        return False
 
     def status(self, run_id: str) -> dict[str, Any] | None:
         answer = self.call("GET", f"/runs/{run_id}", patience=20.0)
@@ -182,6 +218,19 @@ def _webhook(url: str, *, timeout: float = 5.0, attempts: int = 2) -> dict[str, 
 
 def _log(step_id: str) -> dict[str, Any]:
     return {"id": step_id, "type": "log", "config": {"message": f"{step_id} of {{{{ run.id }}}}"}}
+
+
+def _wait_for(step_id: str, *names: str, **config: Any) -> dict[str, Any]:
+    """A wait_for_signal step for signals of `names` about this run's order (an input)."""
+    return {
+        "id": step_id,
+        "type": "wait_for_signal",
+        "config": {
+            "signals": [{"name": name, "match": {"order": "{{ inputs.order }}"}} for name in names],
+            "timeout_seconds": SIGNAL_WAIT_SEC,
+            **config,
+        },
+    }
 
 
 def definitions(receivers: str) -> dict[str, dict[str, Any]]:
@@ -260,6 +309,29 @@ def definitions(receivers: str) -> dict[str, dict[str, Any]]:
                 }
             ],
         },
+        "signal-any": {
+            "name": "chaos-signal-any",
+            "steps": [_wait_for("paid", "chaos.paid", "chaos.voided"), _log("after")],
+        },
+        "signal-all": {
+            "name": "chaos-signal-all",
+            "steps": [_wait_for("both", "chaos.packed", "chaos.shipped", mode="all"), _log("after")],
+        },
+        "signal-lookback": {
+            "name": "chaos-signal-lookback",
+            "steps": [_wait_for("ready", "chaos.ready", lookback_seconds=SIGNAL_LOOKBACK_SEC), _log("after")],
+        },
+        "signal-timeout": {
+            "name": "chaos-signal-timeout",
+            "steps": [
+                {
+                    **_wait_for("never", "chaos.never", timeout_seconds=SIGNAL_TIMEOUT_SEC),
+                    "on_timeout": "gave_up",
+                },
+                {**_log("came"), "on_success": "_end"},
+                _log("gave_up"),
+            ],
+        },
         "probe": {"name": "chaos-probe", "steps": [_log("only")]},
     }
 
@@ -278,6 +350,10 @@ class Workload:
         "map",
         "parallel-any",
         "map-cancel",
+        "signal-any",
+        "signal-all",
+        "signal-lookback",
+        "signal-timeout",
     )
 
     def __init__(self, base: str, api_key: str, receivers: str, ledger: Ledger, threads: int) -> None:
@@ -319,6 +395,9 @@ class Workload:
             client.close()
 
     def _run(self, client: Client, scenario: str) -> None:
+        if scenario.startswith("signal-"):
+            self._signals(client, scenario)
+            return
         run_id = client.submit(scenario, self._defs[scenario])
         if run_id is None:
             return
@@ -337,14 +416,84 @@ class Workload:
 
     def _race_decisions(self, client: Client, run_id: str) -> None:
         """Approve and reject at the same moment: exactly one may be recorded."""
-        start = threading.Barrier(2)
 
-        def decide(decision: str) -> None:
+        def decide(decision: str) -> Callable[[], None]:
+            def send() -> None:
+                client.call("POST", f"/runs/{run_id}/steps/review/{decision}", {"comment": decision})
+
+            return send
+
+        _together(decide("approve"), decide("reject"))
+
+    def _signals(self, client: Client, scenario: str) -> None:
+        """A run waiting for signals, and its signals sent twice each (the same id), two senders
+        at the same moment: the wait must take each once and end once."""
+        order = f"order-{uuid.uuid4().hex}"
+        data = {"order": order}
+        accepted: set[str] = set()
+        plan: SignalPlan | None
+
+        def twice(
+            name: str, *, run_id: str | None = None, about: dict[str, Any] = data
+        ) -> Callable[[], None]:
+            def send() -> None:
+                for _ in range(2):
+                    if client.signal(name, f"{name}-{order}", about, run_id=run_id):
+                        accepted.add(name)
+
+            return send
+
+        if scenario == "signal-lookback":
+            # Sent before the run exists: the wait's lookback finds it when it begins; then twice
+            # more (the same id) once it has been submitted.
+            if client.signal("chaos.ready", f"chaos.ready-{order}", data):
+                accepted.add("chaos.ready")
+            run_id = client.submit(scenario, self._defs[scenario], inputs=data)
+            if run_id is None:
+                return
+            twice("chaos.ready")()
+            plan = SignalPlan("ready", received=1) if accepted else None
+        else:
+            run_id = client.submit(scenario, self._defs[scenario], inputs=data)
+            if run_id is None:
+                return
+            if not client.waiting_signal(run_id, 60):
+                # A run whose kick waits for the sweeper: a signal sent now would come before its
+                # wait (which counts none sent before it) and leave it waiting past the drain.
+                client.call("POST", f"/runs/{run_id}/cancel", {})
+                client.wait(run_id, _terminal, 90)
+                return
+            if scenario == "signal-any":
+                # Either ends the wait, whichever is first; the other finds it no longer waiting.
+                # Two senders of the same id at once too: one signal, taken at most once.
+                _together(twice("chaos.paid"), twice("chaos.paid"), twice("chaos.voided"))
+                plan = SignalPlan("paid", received=1) if accepted else None
+            elif scenario == "signal-all":
+                # One to every waiting run, one to this run only.
+                _together(twice("chaos.packed"), twice("chaos.shipped", run_id=run_id))
+                plan = SignalPlan("both", received=2) if len(accepted) == 2 else None
+            else:
+                # Another order's signal of the awaited name: not taken; the wait times out.
+                twice("chaos.never", about={"order": f"other-{order}"})()
+                plan = SignalPlan("never", received=0, timed_out=True)
+        if plan is not None:
+            with self._ledger.lock:
+                self._ledger.signal_plans[run_id] = plan
+        client.wait(run_id, _terminal, 90)
+
+
+def _together(*actions: Callable[[], None]) -> None:
+    """Each action in a thread of its own, all released at the same moment; bounded."""
+    start = threading.Barrier(len(actions))
+
+    def go(action: Callable[[], None]) -> None:
+        # A racer slow to start breaks the barrier: the actions still run, less at once.
+        with contextlib.suppress(threading.BrokenBarrierError):
             start.wait(timeout=10)
-            client.call("POST", f"/runs/{run_id}/steps/review/{decision}", {"comment": decision})
+        action()
 
-        racers = [threading.Thread(target=decide, args=(d,)) for d in ("approve", "reject")]
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join(timeout=90)
+    racers = [threading.Thread(target=go, args=(action,)) for action in actions]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=90)

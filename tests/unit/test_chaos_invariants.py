@@ -7,6 +7,7 @@ from typing import Any
 from chaos.invariants import (
     Delivery,
     Recorded,
+    SignalPlan,
     check,
     child_violations,
     decision_violations,
@@ -15,6 +16,9 @@ from chaos.invariants import (
     gap_violations,
     key_violations,
     repeated_deliveries,
+    signal_answer_violations,
+    signal_plan_violations,
+    signal_wait_violations,
     terminal_violations,
 )
 
@@ -171,3 +175,92 @@ def test_a_child_run_needs_no_key_of_its_own() -> None:
     assert (
         len(key_violations(Recorded(runs=runs, answers={"k": ["p"]}, unanswered=set(), deliveries=[]))) == 1
     )
+
+
+WAITING = ("waiting_signal", "wait", {"mode": "any"})
+
+
+def _received(signal_id: str, name: str = "paid") -> tuple[str, str, dict[str, Any]]:
+    return ("signal_received", "wait", {"name": name, "id": signal_id})
+
+
+def _took(*names: str) -> tuple[str, str, dict[str, Any]]:
+    return ("step_completed", "wait", {"attempt": 1, "output": {"signals": {n: {} for n in names}}})
+
+
+def test_a_wait_that_takes_its_signal_and_ends_once_holds() -> None:
+    events = _events("run_started", WAITING, _received("s1"), _took("paid"), "run_completed")
+    assert signal_wait_violations("r1", events) == []
+
+
+def test_a_wait_that_ends_twice_is_reported() -> None:
+    events = _events(WAITING, _received("s1"), _took("paid"), _took("paid"), "run_completed")
+    assert [v.rule for v in signal_wait_violations("r1", events)] == ["wait ended twice"]
+
+
+def test_a_wait_that_never_ends_is_reported_unless_its_run_was_cancelled() -> None:
+    assert [v.rule for v in signal_wait_violations("r1", _events(WAITING, "run_completed"))] == [
+        "wait never ended"
+    ]
+    assert signal_wait_violations("r1", _events(WAITING, "cancel_acknowledged", "run_cancelled")) == []
+
+
+def test_a_wait_that_times_out_ends_once() -> None:
+    timeout = ("step_timeout", "wait", {"error": {"code": "timeout"}})
+    assert signal_wait_violations("r1", _events(WAITING, timeout, "run_completed")) == []
+
+
+def test_a_signal_id_taken_twice_is_reported() -> None:
+    events = _events(WAITING, _received("s1"), _received("s1"), _took("paid"), "run_completed")
+    rules = [v.rule for v in signal_wait_violations("r1", events)]
+    assert rules == ["signal counted twice", "signal counted twice"]  # the name again, the id again
+
+
+def test_a_signal_taken_after_its_wait_ended_is_reported() -> None:
+    events = _events(WAITING, _received("s1"), _took("paid"), _received("s2", "voided"), "run_completed")
+    assert [v.rule for v in signal_wait_violations("r1", events)] == ["signal outside a wait"]
+
+
+def test_a_completed_wait_whose_output_differs_from_what_it_took_is_reported() -> None:
+    events = _events(WAITING, _received("s1"), _took("paid", "voided"), "run_completed")
+    assert [v.rule for v in signal_wait_violations("r1", events)] == ["signal output"]
+
+
+def test_a_retry_waits_anew_and_may_take_the_same_id_again() -> None:
+    failed = ("step_timeout", "wait", {"error": {"code": "timeout"}})
+    events = _events(
+        WAITING, failed, "run_failed", RETRY, WAITING, _received("s1"), _took("paid"), "run_completed"
+    )
+    assert signal_wait_violations("r1", events) == []
+
+
+def test_repeats_of_a_signal_id_answering_the_first_signal_hold() -> None:
+    first = {"name": "paid", "sent_at": "2026-12-06T10:00:00.000Z", "duplicate": False}
+    repeat = {**first, "duplicate": True}
+    assert signal_answer_violations({"s1": [repeat, first, repeat]}) == []
+
+
+def test_an_id_answered_as_new_twice_or_as_another_signal_is_reported() -> None:
+    first = {"name": "paid", "sent_at": "2026-12-06T10:00:00.000Z", "duplicate": False}
+    later = {**first, "sent_at": "2026-12-06T10:00:01.000Z", "duplicate": True}
+    assert [v.rule for v in signal_answer_violations({"s1": [first, first]})] == ["signal id sent twice"]
+    assert [v.rule for v in signal_answer_violations({"s1": [first, later]})] == ["signal id sent twice"]
+
+
+def test_a_run_that_took_what_its_client_sent_holds_and_one_that_did_not_is_reported() -> None:
+    took = _events(WAITING, _received("s1"), _took("paid"), "run_completed")
+    timed_out = _events(WAITING, ("step_timeout", "wait", {}), "run_completed")
+    assert signal_plan_violations("r1", SignalPlan("wait", received=1), took) == []
+    assert signal_plan_violations("r1", SignalPlan("wait", received=0, timed_out=True), timed_out) == []
+    lost = signal_plan_violations("r1", SignalPlan("wait", received=1), timed_out)
+    assert [v.rule for v in lost] == ["signals taken", "signals taken"]
+
+
+def test_check_holds_a_run_to_its_signal_plan() -> None:
+    recorded = Recorded(
+        runs={"r1": _run("succeeded")},
+        events={"r1": _events("run_started", WAITING, ("step_timeout", "wait", {}), "run_completed")},
+        answers={"k1": ["r1"]},
+        signal_plans={"r1": SignalPlan("wait", received=1)},
+    )
+    assert {v.rule for v in check(recorded)} == {"signals taken"}

@@ -182,6 +182,44 @@ def test_the_quota_is_the_tenants_not_another_tenants(api: TestClient, parts: Pa
         assert other.post(f"{P}/signals", json=_signal("tick", "tick-0")).status_code == 202
 
 
+def test_one_tenants_flood_is_refused_with_429_while_another_tenants_signal_reaches_its_run(
+    api: TestClient, parts: Parts
+) -> None:
+    # Given a run of tenant t2 waiting for its payment
+    with _client(parts, "t2", "zed", ["operator"]) as other:
+        run_id = _waiting_run(other, parts, WAITS, order_id="B-1")
+
+        # When t1 sends four times its quota of signals a minute, and t2 sends one in the middle
+        flood = [
+            api.post(f"{P}/signals", json=_signal("payment.settled", f"flood-{n}", order_id="B-1", amount=0))
+            for n in range(10)
+        ]
+        sent = other.post(
+            f"{P}/signals", json=_signal("payment.settled", "pay-B-1", order_id="B-1", amount=7)
+        )
+        flood += [
+            api.post(f"{P}/signals", json=_signal("payment.settled", f"flood-{n}", order_id="B-1", amount=0))
+            for n in range(10, 20)
+        ]
+        drain(parts)
+
+        # Then t1 has its 5, and every signal past them is refused with the same clear answer
+        assert [answer.status_code for answer in flood] == [202] * 5 + [429] * 15
+        for refused in flood[5:]:
+            error = refused.json()["error"]
+            assert error["code"] == "quota_exceeded"
+            assert error["details"] == [{"field": "quota", "message": "signals per minute"}]
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert refused.headers["RateLimit-Remaining"] == "0"
+        assert parts.signals.get("t1", "flood-5") is None  # refused: nothing stored
+        # and t2's signal was accepted, counted against t2's own quota, and taken by its run
+        assert sent.status_code == 202, sent.text
+        assert sent.headers["RateLimit-Remaining"] == "4"
+        run = other.get(f"{P}/runs/{run_id}").json()
+    assert run["status"] == "succeeded"
+    assert run["outputs"]["message"] == "paid 7"
+
+
 def test_another_tenants_signal_never_reaches_a_run(api: TestClient, parts: Parts) -> None:
     run_id = _waiting_run(api, parts, WAITS, order_id="A-1")
     with _client(parts, "t2", "zed", ["admin"]) as other:
