@@ -748,20 +748,51 @@ def test_runs_are_found_by_their_workflows_name(tab: Tab) -> None:
     assert tab.page.locator(f".workflow-resolved [data-workflow-id='{workflow_id}']").count() == 1
 
 
-def test_a_map_shows_its_items_by_state_and_links_parent_and_child(tab: Tab) -> None:
-    # Given a map whose first item failed (tolerated) while the other still runs
-    steps = [
-        {"id": "divide", "type": "log", "config": {"message": "{{ 10 // (item - 2) }}"}},
-        {"id": "hold", "type": "delay", "config": {"seconds": 120}},
-    ]
-    config = {"items": [2, 5], "steps": steps, "tolerated_failures": 1}
-    run_id = tab.stack.submit({"name": "fan-out", "steps": [{"id": "each", "type": "map", "config": config}]})
+def lanes(tab: Tab, step_id: str) -> dict[str, list[str]]:
+    """The lanes drawn inside a step of the graph: each lane's name -> the steps drawn in it."""
+    found: dict[str, list[str]] = tab.page.eval_on_selector_all(
+        f"svg.graph g.node[data-step-id={step_id}] g.lane",
+        "rows => Object.fromEntries(rows.map(row => [row.dataset.lane,"
+        " [...row.querySelectorAll('g.lane-step')].map(step => step.dataset.innerStep)]))",
+    )
+    return found
+
+
+# Items that fail (tolerated) or hold: a map that stays running with one failed item.
+HOLDING_MAP = {
+    "name": "fan-out",
+    "steps": [
+        {
+            "id": "each",
+            "type": "map",
+            "config": {
+                "items": [2, 5],
+                "steps": [
+                    {"id": "divide", "type": "log", "config": {"message": "{{ 10 // (item - 2) }}"}},
+                    {"id": "hold", "type": "delay", "config": {"seconds": 120}},
+                ],
+                "tolerated_failures": 1,
+            },
+        }
+    ],
+}
+
+
+def holding_map(tab: Tab) -> str:
+    """A run of HOLDING_MAP once one item failed and the other runs."""
+    run_id = tab.stack.submit(HOLDING_MAP)
 
     def settled() -> dict[str, Any] | None:
         children = tab.stack.run(run_id).get("children")
         return children if children and children["failed"] == 1 and children["running"] == 1 else None
 
     wait_for(settled, 60.0, "one item failed and one running")
+    return run_id
+
+
+def test_a_map_shows_its_items_by_state_and_links_parent_and_child(tab: Tab) -> None:
+    # Given a map whose first item failed (tolerated) while the other still runs
+    run_id = holding_map(tab)
     tab.sign_in()
 
     # When the run's page is opened
@@ -771,8 +802,91 @@ def test_a_map_shows_its_items_by_state_and_links_parent_and_child(tab: Tab) -> 
     # Then it counts its items by state and links the failed item's run
     text = tab.page.inner_text(".children")
     assert "0 succeeded, 1 failed, 1 running, 0 not started (of 2)" in text, text
+    assert "each a child run" in text, text
+    # And its step in the graph draws the item steps once, saying how many items run them
+    assert lanes(tab, "each") == {"\u00d7 2 items": ["divide", "hold"]}
+    assert edges_through_steps(tab) == []
     tab.page.click(".children .failures a")
     tab.page.wait_for_selector("dl.facts dd a")
     assert "step each (item 0)" in tab.page.inner_text("dl.facts")
     tab.screenshot("map")
     tab.stack.client().post(f"/runs/{run_id}/cancel")
+
+
+def test_an_item_run_inside_the_run_is_named_not_linked(tab: Tab) -> None:
+    # Given a map's record as the service gives it for items run inside the run: `inline`, and
+    # failures without a run (this run's answer rewritten on its way to the page)
+    run_id = holding_map(tab)
+
+    def inline(route: Any) -> None:
+        answer = route.fetch()
+        run = answer.json()
+        failures = [{"index": 3, "status": "failed", "error": {"code": "template_error"}}]
+        run["children"] = {**run["children"], "inline": True, "failures": failures}
+        route.fulfill(response=answer, json=run)
+
+    tab.page.route(re.compile(rf"/runs/{run_id}$"), inline)
+    tab.sign_in()
+
+    # When the run's page is opened
+    tab.open(f"#/runs/{run_id}")
+    tab.page.wait_for_selector(".children[data-inline=true] .failures li")
+
+    # Then the failed item is named in plain text, and the items are said to run inside the run
+    assert tab.page.inner_text(".children .failures li") == "item 3: failed (template_error)"
+    assert tab.page.locator(".children .failures a").count() == 0
+    assert "run inside this run" in tab.page.inner_text(".children")
+    assert not any("undefined" in url for url in tab.requests), tab.requests
+    tab.stack.client().post(f"/runs/{run_id}/cancel")
+
+
+# A branch chooses between a parallel and a single step, which share a row of the graph.
+FORK = {
+    "name": "fork",
+    "steps": [
+        {
+            "id": "check",
+            "type": "branch",
+            "config": {"condition": "inputs.both", "true_next": "both", "false_next": "single"},
+        },
+        {
+            "id": "both",
+            "type": "parallel",
+            "config": {
+                "branches": {
+                    "fast": [{"id": "hello", "type": "log", "config": {"message": "fast"}}],
+                    "slow": [
+                        {"id": "first", "type": "log", "config": {"message": "one"}},
+                        {"id": "second", "type": "log", "config": {"message": "two"}},
+                    ],
+                }
+            },
+            "on_success": "_end",
+        },
+        {"id": "single", "type": "log", "config": {"message": "alone"}},
+    ],
+}
+
+
+def test_a_parallel_draws_each_branch_as_a_lane_inside_its_step(tab: Tab) -> None:
+    # Given a run that took a parallel of two branches
+    run_id = tab.stack.submit(FORK, {"both": True})
+    tab.stack.wait_status(run_id, "succeeded")
+    tab.sign_in()
+
+    # When its page is opened
+    tab.open(f"#/runs/{run_id}")
+    tab.page.wait_for_selector("svg.graph g.node[data-step-id=both] g.lane")
+
+    # Then the parallel's step holds a lane per branch, named by it, with the branch's steps in
+    # order; it is taller than its neighbour in the row, and no edge crosses a step
+    assert lanes(tab, "both") == {"fast": ["hello"], "slow": ["first", "second"]}
+    heights = tab.page.eval_on_selector_all(
+        "svg.graph g.node",
+        "nodes => Object.fromEntries(nodes.map(n =>"
+        " [n.dataset.stepId, n.querySelector('rect').height.baseVal.value]))",
+    )
+    assert heights["both"] > heights["single"], heights
+    assert statuses(tab)["both"] == "succeeded"
+    assert edges_through_steps(tab) == []
+    tab.screenshot("parallel")

@@ -1,7 +1,8 @@
 // A run's steps as a graph: the routing of its pinned definition (next step, the targets a step
 // type names in its config, such as a branch's, on_success, on_failure, on_timeout), each step's
 // state derived from the run's events, and the path the run took. Drawn as SVG by this module,
-// top to bottom, with no edge crossing a step.
+// top to bottom, with no edge crossing a step. A parallel's branches, and a map's steps, are drawn
+// inside its step as small lanes.
 
 import { s, token, duration } from "./dom.js";
 
@@ -16,6 +17,15 @@ const GAP_X = 36;
 const GAP_Y = 58;
 const MARGIN = 24;
 const LANE_W = 12; // the room an edge takes where it passes a row of steps
+// A parallel's branches and a map's steps inside its step: a lane each, its steps side by side.
+const INNER_H = 28; // a lane's height
+const INNER_LABEL_W = 76; // its name (the branch, or "× N items")
+const INNER_STEP_W = 84;
+const INNER_STEP_H = 20;
+const INNER_GAP = 14; // between two steps of a lane
+const INNER_PAD = 10;
+const INNER_LANES = 8; // lanes drawn; more are counted
+const INNER_STEPS = 4; // steps drawn per lane; more are counted
 
 const SUCCESS_KINDS = ["next", "on_success", "route"];
 
@@ -180,6 +190,43 @@ export function edgeKey(edge) {
   return `${edge.from}->${edge.to}:${edge.kind}`;
 }
 
+/**
+ * The lanes drawn inside a step: a parallel's branches ({label: its name, steps}), or a map's
+ * steps once, labelled with how many items run them (`items`: a number, or null when not known
+ * yet); none for other steps.
+ */
+export function innerLanes(step, items = null) {
+  const { branches, steps } = step.config || {};
+  if (step.type === "parallel" && branches && typeof branches === "object") {
+    return Object.entries(branches).map(([name, inner]) => ({ kind: "parallel", label: name, steps: Array.isArray(inner) ? inner : [] }));
+  }
+  if (step.type === "map" && Array.isArray(steps)) {
+    const label = items === null ? "× each item" : `× ${items} item${items === 1 ? "" : "s"}`;
+    return [{ kind: "map", label, steps }];
+  }
+  return [];
+}
+
+/** How many items a map runs: its literal list, else what the run says (its children, or the
+ * step's output once it ended); null while not known. */
+function itemCount(step, children, st) {
+  const items = (step.config || {}).items;
+  if (Array.isArray(items)) return items.length;
+  if (children && children.step_id === step.id && Number.isInteger(children.total)) return children.total;
+  if (st && Array.isArray(st.output)) return st.output.length;
+  return null;
+}
+
+/** A step's box: wider and taller when it holds lanes. */
+function stepSize(lanes) {
+  if (!lanes.length) return { w: NODE_W, h: NODE_H };
+  const shown = lanes.slice(0, INNER_LANES);
+  const slots = Math.max(1, ...shown.map((lane) => Math.min(lane.steps.length, INNER_STEPS) + (lane.steps.length > INNER_STEPS ? 1 : 0)));
+  const w = Math.max(NODE_W, INNER_PAD * 2 + INNER_LABEL_W + slots * INNER_STEP_W + (slots - 1) * INNER_GAP);
+  const more = lanes.length > shown.length ? INNER_H * 0.6 : 0;
+  return { w, h: NODE_H + shown.length * INNER_H + more };
+}
+
 /** Ranks (rows) by longest path over forward edges; steps nothing reaches sit below the one before. */
 function ranks(steps, edges) {
   const index = new Map(steps.map((step, i) => [step.id, i]));
@@ -205,7 +252,7 @@ const mean = (values) => values.reduce((sum, value) => sum + value, 0) / values.
  * rows it runs only in the gap, where there are no steps. Rows are ordered to cross few edges,
  * then each item is pulled towards the items it is joined to.
  */
-function layout(steps, edges) {
+function layout(steps, edges, sizes) {
   const rank = ranks(steps, edges);
   const size = new Map();
   const rankOf = new Map();
@@ -217,7 +264,10 @@ function layout(steps, edges) {
     rows.get(r).push(key);
   };
   put(START, 0, TERM_W, TERM_H);
-  for (const step of steps) put(step.id, rank.get(step.id), NODE_W, NODE_H);
+  for (const step of steps) {
+    const { w, h: hgt } = sizes.get(step.id) || { w: NODE_W, h: NODE_H };
+    put(step.id, rank.get(step.id), w, hgt);
+  }
   put(END, rank.get(END), TERM_W, TERM_H);
   // Each edge as the chain of items it passes: its ends and a lane in every row between them.
   const chains = edges.map((edge, k) => {
@@ -295,15 +345,32 @@ function layout(steps, edges) {
       row.forEach((key, i) => center.set(key, (pushed[i] + pulled[i]) / 2));
     }
   }
+  // Rows are as tall as their tallest step (one holding lanes), else a step's height. Steps sit
+  // at their row's top (terminals in the middle of a step's height); an edge passing a row
+  // (a lane) spans all of it.
+  const last = order[order.length - 1];
+  const rowHeight = new Map();
+  const rowTop = new Map();
+  let y = MARGIN;
+  for (let r = 0; r <= last; r += 1) {
+    const keys = rows.get(r) || [];
+    rowHeight.set(r, Math.max(NODE_H, ...keys.filter((key) => !key.startsWith("~")).map((key) => size.get(key).h)));
+    rowTop.set(r, y);
+    y += rowHeight.get(r) + GAP_Y;
+  }
   const leftmost = Math.min(...[...center].map(([key, x]) => x - size.get(key).w / 2));
   const box = new Map();
   for (const [key, x] of center) {
     const { w, h: hgt } = size.get(key);
-    const top = MARGIN + rankOf.get(key) * (NODE_H + GAP_Y);
-    box.set(key, { x: x - w / 2 - leftmost + MARGIN, y: top + (NODE_H - hgt) / 2, w, h: hgt, top });
+    const r = rankOf.get(key);
+    const top = rowTop.get(r);
+    const bottom = top + rowHeight.get(r);
+    const lane = key.startsWith("~");
+    const height = lane ? rowHeight.get(r) : hgt;
+    box.set(key, { x: x - w / 2 - leftmost + MARGIN, y: lane ? top : top + Math.max(0, (NODE_H - hgt) / 2), w, h: height, top, bottom, tall: rowHeight.get(r) > NODE_H });
   }
   const width = Math.max(...[...box.values()].map((b) => b.x + b.w)) + MARGIN;
-  const height = MARGIN * 2 + (order[order.length - 1] + 1) * (NODE_H + GAP_Y) - GAP_Y;
+  const height = y - GAP_Y + MARGIN;
   return { box, chains, rankOf, width, height };
 }
 
@@ -338,48 +405,56 @@ function edgePoints(edges, { box, chains, rankOf }) {
     users.forEach((user, i) => ports.set(`${user.k}:${user.end}`, b.x + b.w / 2 + (i - (users.length - 1) / 2) * step));
   }
   const loops = new Map(); // same-row edges below each row, each a little deeper
+  // An edge leaving (or entering) a step's bottom in a row taller than the step runs straight
+  // between the step and the row's bottom (`lead`, `tail`), and curves only in the gap below.
+  const below = (b, x) => {
+    const at = [x, b.y + b.h];
+    return b.tall && b.y + b.h < b.bottom ? { point: [x, b.bottom], straight: at } : { point: at, straight: null };
+  };
   return chains.map((chain, k) => {
     const dir = dirs[k];
     const from = box.get(chain[0]);
     const to = box.get(chain[chain.length - 1]);
-    const start = [ports.get(`${k}:0`), dir < 0 ? from.y : from.y + from.h];
-    const end = [ports.get(`${k}:1`), dir > 0 ? to.y : to.y + to.h];
+    const out = dir < 0 ? { point: [ports.get(`${k}:0`), from.y], straight: null } : below(from, ports.get(`${k}:0`));
+    const into = dir > 0 ? { point: [ports.get(`${k}:1`), to.y], straight: null } : below(to, ports.get(`${k}:1`));
+    const [start, end, lead, tail] = [out.point, into.point, out.straight, into.straight];
     if (dir === 0) {
       const r = rankOf.get(chain[0]);
       loops.set(r, (loops.get(r) || 0) + 1);
       const depth = Math.min(GAP_Y - 8, 28 + 10 * (loops.get(r) - 1)) / 0.75; // a cubic reaches 3/4 of its handles
-      return { points: [start, end], loop: start[1] + depth };
+      return { points: [start, end], loop: start[1] + depth, lead, tail };
     }
     const points = [start];
     for (const key of chain.slice(1, -1)) {
       const lane = box.get(key);
       const x = lane.x + lane.w / 2;
-      points.push(dir > 0 ? [x, lane.top] : [x, lane.top + NODE_H], dir > 0 ? [x, lane.top + NODE_H] : [x, lane.top]);
+      points.push(dir > 0 ? [x, lane.top] : [x, lane.top + lane.h], dir > 0 ? [x, lane.top + lane.h] : [x, lane.top]);
     }
     points.push(end);
-    return { points, loop: null };
+    return { points, loop: null, lead, tail };
   });
 }
 
 /** SVG path data: S-curves across the gaps between rows (points 0-1, 2-3, ...), straight lines
  * through the lanes (1-2, 3-4, ...); a same-row edge dips into the gap below its row. */
-function pathData({ points, loop }) {
+function pathData({ points, loop, lead = null, tail = null }) {
   const [x0, y0] = points[0];
+  let d = lead ? `M ${lead[0]} ${lead[1]} L ${x0} ${y0}` : `M ${x0} ${y0}`;
   if (loop !== null) {
     const [x1, y1] = points[1];
-    return `M ${x0} ${y0} C ${x0} ${loop}, ${x1} ${loop}, ${x1} ${y1}`;
-  }
-  let d = `M ${x0} ${y0}`;
-  for (let i = 1; i < points.length; i += 1) {
-    const [xa, ya] = points[i - 1];
-    const [xb, yb] = points[i];
-    if (i % 2 === 0) d += ` L ${xb} ${yb}`;
-    else {
-      const ym = (ya + yb) / 2;
-      d += ` C ${xa} ${ym}, ${xb} ${ym}, ${xb} ${yb}`;
+    d += ` C ${x0} ${loop}, ${x1} ${loop}, ${x1} ${y1}`;
+  } else {
+    for (let i = 1; i < points.length; i += 1) {
+      const [xa, ya] = points[i - 1];
+      const [xb, yb] = points[i];
+      if (i % 2 === 0) d += ` L ${xb} ${yb}`;
+      else {
+        const ym = (ya + yb) / 2;
+        d += ` C ${xa} ${ym}, ${xb} ${ym}, ${xb} ${yb}`;
+      }
     }
   }
-  return d;
+  return tail ? `${d} L ${tail[0]} ${tail[1]}` : d;
 }
 
 /** Where an edge's label goes: near its source, a third of the way across the first gap (so two
@@ -425,17 +500,64 @@ function meta(st, status, now) {
 }
 
 /**
+ * The lanes inside a step (innerLanes), drawn below its id, type and state: each lane's name, then
+ * its steps in order. A branch's step shows its state when the run's events name it (branches
+ * run inside the run); a branch run as a child run has its own page.
+ */
+function drawLanes(lanes, width, states) {
+  const group = s("g", { class: "lanes" });
+  const shown = lanes.slice(0, INNER_LANES);
+  shown.forEach((lane, i) => {
+    const row = s("g", {
+      class: ["lane", `lane-${lane.kind}`],
+      transform: `translate(0 ${NODE_H - 6 + i * INNER_H})`,
+      dataset: { lane: lane.label },
+    });
+    row.appendChild(s("rect", { class: "lane-band", x: INNER_PAD - 4, y: 0, width: width - 2 * (INNER_PAD - 4), height: INNER_H - 4, rx: 4 }));
+    row.appendChild(s("text", { class: "lane-label", x: INNER_PAD + 2, y: 16 }, truncate(lane.label, 11)));
+    const drawn = lane.steps.slice(0, INNER_STEPS);
+    drawn.forEach((step, k) => {
+      const x = INNER_PAD + INNER_LABEL_W + k * (INNER_STEP_W + INNER_GAP);
+      const mid = 2 + INNER_STEP_H / 2;
+      if (k) row.appendChild(s("path", { class: "lane-link", d: `M ${x - INNER_GAP} ${mid} L ${x} ${mid}` }));
+      const st = lane.kind === "parallel" ? states.get(step.id) : null;
+      row.appendChild(
+        s(
+          "g",
+          { class: ["lane-step", st && `status-${token(st.status)}`], transform: `translate(${x} 2)`, dataset: { innerStep: step.id } },
+          s("title", null, `${step.id} (${step.type})`),
+          s("rect", { width: INNER_STEP_W, height: INNER_STEP_H, rx: 4 }),
+          s("text", { x: INNER_STEP_W / 2, y: 14, "text-anchor": "middle" }, truncate(step.id, 12)),
+        ),
+      );
+    });
+    if (lane.steps.length > drawn.length) {
+      const x = INNER_PAD + INNER_LABEL_W + drawn.length * (INNER_STEP_W + INNER_GAP);
+      row.appendChild(s("text", { class: "lane-more", x, y: 16 }, `+${lane.steps.length - drawn.length} more`));
+    }
+    group.appendChild(row);
+  });
+  if (lanes.length > shown.length) {
+    const y = NODE_H - 6 + shown.length * INNER_H + 10;
+    group.appendChild(s("text", { class: "lane-more", x: INNER_PAD + 2, y }, `+${lanes.length - shown.length} more branches`));
+  }
+  return group;
+}
+
+/**
  * The SVG of a run's graph. `routeFields` as for routes; `states` from stepStates; `taken` from
  * takenEdges; `ended` once the run has ended (steps it never reached are then "not run");
- * `selected` a step id; `onSelect(stepId)` when a step is clicked or chosen with the keyboard.
+ * `selected` a step id; `onSelect(stepId)` when a step is clicked or chosen with the keyboard;
+ * `children` the run's `children` (how many items the map it waits for runs).
  */
 export function renderGraph(
   definition,
-  { routeFields = new Map(), states, taken, ended = false, selected, onSelect, now = Date.now() },
+  { routeFields = new Map(), states, taken, ended = false, selected, onSelect, children = null, now = Date.now() },
 ) {
   const steps = definition.steps || [];
   const edges = routes(definition, routeFields);
-  const placed = layout(steps, edges);
+  const inner = new Map(steps.map((step) => [step.id, innerLanes(step, itemCount(step, children, states.get(step.id)))]));
+  const placed = layout(steps, edges, new Map(steps.map((step) => [step.id, stepSize(inner.get(step.id))])));
   const { box, width, height } = placed;
   const routed = edgePoints(edges, placed);
 
@@ -530,6 +652,7 @@ export function renderGraph(
       s("text", { class: "node-id", x: 16, y: 22 }, truncate(step.id, 20)),
       s("text", { class: "node-type", x: b.w - 10, y: 22, "text-anchor": "end" }, truncate(step.type, 12)),
       s("text", { class: "node-meta", x: 16, y: 46 }, meta(st, status, now)),
+      inner.get(step.id).length ? drawLanes(inner.get(step.id), b.w, states) : null,
     );
     nodeLayer.appendChild(node);
   }

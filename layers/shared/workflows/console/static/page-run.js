@@ -99,28 +99,35 @@ function parentOf(run) {
   );
 }
 
-/** The children the current step waits for: counts by state, and the first failures linked. */
+/** The children the current step waits for: counts by state, and the first failures, each
+ * linked to its child run; a branch or item run inside this run (`inline`) has no run of its own,
+ * so its failure is plain text. */
 function childrenOf(children) {
   const waiting = children.total - children.started;
   const counts = `${children.succeeded} succeeded, ${children.failed} failed, ${children.running} running, ${waiting} not started (of ${children.total})`;
+  const inline = children.inline === true;
+  const parts = { parallel: "branches", map: "items" }[children.kind] || "children";
+  const where = inline ? "run inside this run" : children.kind === "workflow" ? "a child run" : "each a child run";
   return h(
     "div",
-    { class: "children", "data-kind": children.kind },
+    { class: "children", "data-kind": children.kind, "data-inline": String(inline) },
     h("strong", null, `${children.kind} ${children.step_id}: `),
     counts,
-    h("progress", { max: String(children.total), value: String(children.succeeded + children.failed), "aria-label": "children ended" }),
-    children.failures.length
+    h("span", { class: "children-where muted" }, ` · ${where}`),
+    h("progress", { max: String(children.total), value: String(children.succeeded + children.failed), "aria-label": `${parts} ended` }),
+    (children.failures || []).length
       ? h(
           "ul",
           { class: "failures" },
-          children.failures.map((failure) =>
-            h(
+          children.failures.map((failure) => {
+            const name = failure.branch || `item ${failure.index}`;
+            return h(
               "li",
               null,
-              link(failure.branch || `item ${failure.index}`, "runs", failure.run_id),
+              failure.run_id ? link(name, "runs", failure.run_id) : h("span", { class: "inline-item" }, name),
               `: ${failure.status}${failure.error ? ` (${failure.error.code})` : ""}`,
-            ),
-          ),
+            );
+          }),
         )
       : null,
   );
@@ -300,7 +307,7 @@ export function render(main, params, ctx) {
     const ended = Boolean(run && ENDED.has(run.status));
     replace(
       graphBox,
-      renderGraph(definition, { routeFields, states, taken, ended, selected, onSelect: select }),
+      renderGraph(definition, { routeFields, states, taken, ended, selected, onSelect: select, children: run ? run.children : null }),
     );
     drawDetail(states);
   }
