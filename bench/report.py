@@ -18,6 +18,7 @@ SECTIONS = (
     "console",
     "fairness",
     "side_by_side",
+    "signals",
 )
 
 
@@ -338,6 +339,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
     sb = r.get("side_by_side")
     if sb and "error" not in sb:
         out += _side_by_side_rows(sb)
+    sg = r.get("signals")
+    if sg and "error" not in sg:
+        out += _signal_rows(sg)
     for name in SECTIONS:
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
@@ -416,6 +420,49 @@ def _fairness_rows(fa: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _big_map_rows(sb: dict[str, Any], label: str) -> list[Row]:
+    """A big map's wall time and largest items (`label`: map_10k, map_1k_child_runs, ...)."""
+    out: list[Row] = []
+    how = " as child runs" if label.endswith("_child_runs") else " (inside the run)"
+    items, status = sb[f"{label}_items"], sb[f"{label}_status"]
+    bound = ">= " if sb[f"{label}_wall_lower_bound"] else ""
+    out.append(
+        (
+            f"side_by_side: map of {items:,} log items{how}, max_concurrency 100, submit to end s ({status})",
+            f"{bound}{_f(sb[f'{label}_log_wall_s'], 1)}",
+            f"{_f(sb[f'{label}_items_per_second'], 1)} items/s",
+            "-",
+            "(info)",
+            "-",
+        )
+    )
+    size, where = sb[f"{label}_largest_item_bytes"], sb[f"{label}_largest_item"]
+    whose = where["table"] + " table"
+    if where["of_the_parent"]:
+        whose = "the parent's run item" if where["sk"] == "RUN" else "an output of the parent"
+    out.append(
+        (
+            f"side_by_side: map of {items:,} items{how}, largest DynamoDB item bytes ({whose})",
+            f"{size:,}",
+            "DynamoDB's limit 409,600",
+            _f(size / 409_600, 3),
+            "< 400 KB",
+            _verdict(size < 409_600),
+        )
+    )
+    out.append(
+        (
+            f"side_by_side: map of {items:,} items{how}, the parent's run item, largest bytes",
+            f"{sb[f'{label}_parent_run_item_max_bytes']:,}",
+            f"a child's {sb[f'{label}_child_run_item_max_bytes']:,}",
+            "-",
+            "(info)",
+            "-",
+        )
+    )
+    return out
+
+
 def _side_by_side_rows(sb: dict[str, Any]) -> list[Row]:
     """Wall times of runs whose steps run side by side (child runs), the largest item a big map
     writes, and what an item or a branch costs beside a plain log step."""
@@ -453,51 +500,23 @@ def _side_by_side_rows(sb: dict[str, Any]) -> list[Row]:
             _verdict(running <= 10),
         )
     )
-    label = sb.get("big_map_label")
-    if label:
-        items, status = sb[f"{label}_items"], sb[f"{label}_status"]
-        bound = ">= " if sb[f"{label}_wall_lower_bound"] else ""
-        out.append(
-            (
-                f"side_by_side: map of {items:,} log items, max_concurrency 100, submit to end s ({status})",
-                f"{bound}{_f(sb[f'{label}_log_wall_s'], 1)}",
-                f"{_f(sb[f'{label}_items_per_second'], 1)} items/s",
-                "-",
-                "(info)",
-                "-",
-            )
-        )
-        size, where = sb[f"{label}_largest_item_bytes"], sb[f"{label}_largest_item"]
-        whose = where["table"] + " table"
-        if where["of_the_parent"]:
-            whose = "the parent's run item" if where["sk"] == "RUN" else "an output of the parent"
-        out.append(
-            (
-                f"side_by_side: map of {items:,} items, largest DynamoDB item bytes ({whose})",
-                f"{size:,}",
-                "DynamoDB's limit 409,600",
-                _f(size / 409_600, 3),
-                "< 400 KB",
-                _verdict(size < 409_600),
-            )
-        )
-        out.append(
-            (
-                f"side_by_side: map of {items:,} items, the parent's run item, largest bytes",
-                f"{sb[f'{label}_parent_run_item_max_bytes']:,}",
-                f"a child's {sb[f'{label}_child_run_item_max_bytes']:,}",
-                "-",
-                "(info)",
-                "-",
-            )
-        )
+    labels = [sb.get("big_map_label")] + [k[: -len("_items")] for k in sb if k.endswith("_child_runs_items")]
+    for label in filter(None, labels):
+        out += _big_map_rows(sb, label)
     c = sb.get("cost")
     if c:
         log = c["log_usd_per_million_steps"]
         for name, what in (
-            ("map", f"map item steps ({c['map_items']} log items)"),
-            ("parallel", f"parallel branch steps ({c['parallel_branches']} log branches)"),
+            ("map", f"map item steps ({c['map_items']} log items, inside the run)"),
+            ("parallel", f"parallel branch steps ({c['parallel_branches']} log branches, inside the run)"),
+            ("map_child_runs", f"map item steps ({c['map_items']} log items as child runs)"),
+            (
+                "parallel_child_runs",
+                f"parallel branch steps ({c['parallel_branches']} log branches as child runs)",
+            ),
         ):
+            if f"{name}_usd_per_million_steps" not in c:
+                continue
             value = c[f"{name}_usd_per_million_steps"]
             out.append(
                 (
@@ -517,7 +536,14 @@ def _side_by_side_rows(sb: dict[str, Any]) -> list[Row]:
             return " / ".join(_f(float(step["kinds"].get(k, 0))) for k in order) + f"; {_f(step['wru'], 1)}"
 
         header = " / ".join(order)
-        for name, what in (("map", "map item"), ("parallel", "parallel branch")):
+        for name, what in (
+            ("map", "map item"),
+            ("parallel", "parallel branch"),
+            ("map_child_runs", "map item as a child run"),
+            ("parallel_child_runs", "parallel branch as a child run"),
+        ):
+            if name not in c["per_step"]:
+                continue
             out.append(
                 (
                     f"side_by_side.cost: per {what}: {header}; WRU",
@@ -528,6 +554,54 @@ def _side_by_side_rows(sb: dict[str, Any]) -> list[Row]:
                     "-",
                 )
             )
+    return out
+
+
+_SIGNAL_KINDS = ("PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query", "SQS sends")
+
+
+def _signal_rows(sg: dict[str, Any]) -> list[Row]:
+    """What a signal matched costs: a wait and its signals beyond a one-step log run, per signal
+    matched; and one signal reading every waiter of a busy name."""
+    out: list[Row] = []
+    log1 = sg["log1_run"]["usd_per_million"]
+
+    def kinds(figures: dict[str, Any]) -> str:
+        return " / ".join(_f(float(figures["kinds"].get(k, 0))) for k in _SIGNAL_KINDS)
+
+    header = " / ".join(_SIGNAL_KINDS)
+    for name, what in (
+        ("any", "mode any, sent once it waits"),
+        ("all", "mode all of two, each sent once it waits"),
+        ("lookback", "sent before the wait (lookback)"),
+    ):
+        per = sg[name]["per_signal"]
+        out.append(
+            (
+                f"signals: per signal matched, {what}: WRU; $ per million ({per['status']})",
+                f"{_f(per['wru'], 1)}; {_f(per['usd_per_million'])}",
+                f"log run {_f(log1)}",
+                "-",
+                "(info)",
+                "-",
+            )
+        )
+        out.append((f"signals: per signal matched, {name}: {header}", kinds(per), "-", "-", "(info)", "-"))
+    b = sg["broadcast"]
+    wide, one = b["per_signal"], sg["any"]["signal_phase"]
+    out.append(
+        (
+            f"signals: one signal, {b['waiters']} waiters, 1 matched: WRU / RRU; $ per million",
+            f"{_f(wide['wru'], 1)} / {_f(wide['rru'], 1)}; {_f(wide['usd_per_million'])}",
+            f"1 waiter {_f(one['usd_per_million'])}",
+            _f(b["ratio_to_one_waiter"], 1),
+            "(info)",
+            "-",
+        )
+    )
+    out.append(
+        (f"signals: one signal, {b['waiters']} waiters: {header}", kinds(wide), "-", "-", "(info)", "-")
+    )
     return out
 
 

@@ -1,5 +1,5 @@
-"""11. Steps side by side: `parallel` branches and `map` items (each a child run) in wall time
-and in dollars.
+"""11. Steps side by side: `parallel` branches and `map` items (child runs, or run inside their
+parent when made only of `log` and `branch` steps) in wall time and in dollars.
 
 As bench/cost.py drives runs: the submission through the API function's handler, the dispatcher
 function's handler fed from the dispatch queue the way Lambda's SQS event source feeds it, on
@@ -10,11 +10,13 @@ in-process moto. moto's SQS holds a delayed message until its DelaySeconds have 
   step of three branches, each a 2 s delay then a log step; a `map` of 50 items, each a 1 s
   delay, at most 10 at once (and the most children running at once, from the parent's
   `children_started` and `child_ended` events); a `map` of 10,000 `log` items (1,000 with
-  --quick) at most 100 at once, with the largest DynamoDB item written meanwhile (every put is
+  --quick) at most 100 at once, run inside the run, and without --quick 1,000 of them as child
+  runs (`mode: child_runs`), with the largest DynamoDB item written meanwhile (every put is
   sized as the request carries it, with DynamoDB's item size rules).
 - Cost: dollars per million item steps of a map of 100 `log` items and of a parallel of 10
-  one-`log` branches, priced by bench/cost.py's code (the second run of each is measured), beside
-  the 10-step `log` run measured the same way here; and the requests per item step by kind.
+  one-`log` branches, inside the run and as child runs, priced by bench/cost.py's code (the
+  second run of each is measured), beside the 10-step `log` run measured the same way here; and
+  the requests per item step by kind.
 
 One thing differs from the other sections, for the emulator's sake:
 - The dispatcher works a batch's records one after another (RECORD_THREADS = 1). Its ten threads
@@ -85,24 +87,27 @@ def parallel_delays(branches: int, seconds: int) -> dict[str, Any]:
     }
 
 
-def parallel_logs(branches: int) -> dict[str, Any]:
+def parallel_logs(branches: int, mode: str = "auto") -> dict[str, Any]:
+    """A parallel of one-`log` branches: run inside the run (`auto`), or as child runs."""
     return {
-        "name": "side-by-side-parallel-logs",
+        "name": f"side-by-side-parallel-logs-{mode}",
         "steps": [
             {
                 "id": "both",
                 "type": "parallel",
                 "config": {
-                    "branches": {f"b{i}": [_log(f"log{i}", "branch {{ branch }}")] for i in range(branches)}
+                    "branches": {f"b{i}": [_log(f"log{i}", "branch {{ branch }}")] for i in range(branches)},
+                    "mode": mode,
                 },
             }
         ],
     }
 
 
-def map_of(items: int, step: dict[str, Any], concurrency: int) -> dict[str, Any]:
+def map_of(items: int, step: dict[str, Any], concurrency: int, mode: str = "auto") -> dict[str, Any]:
+    """A map over range(items): `log` items run inside the run (`auto`), or as child runs."""
     return {
-        "name": f"side-by-side-map-{items}",
+        "name": f"side-by-side-map-{items}-{mode}",
         "steps": [
             {
                 "id": "each",
@@ -111,6 +116,7 @@ def map_of(items: int, step: dict[str, Any], concurrency: int) -> dict[str, Any]
                     "items": f"{{{{ range({items}) | list }}}}",
                     "steps": [step],
                     "max_concurrency": concurrency,
+                    "mode": mode,
                 },
             }
         ],
@@ -157,6 +163,11 @@ class LargestItems:
             self._session.events.unregister("before-parameter-build.dynamodb", self._before)
             self._session.events.unregister("after-call.dynamodb", self._after)
             self._session = None
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sizes = {}
+            self.largest_attributes = {}
 
     def largest(self, where: Callable[[tuple[str, str, str]], bool] = lambda key: True) -> tuple[Any, int]:
         with self._lock:
@@ -281,16 +292,30 @@ def _wall_times(
     seconds["delays"] = round(time.monotonic() - started, 1)
 
     items = BIG_MAP_ITEMS_QUICK if quick else BIG_MAP_ITEMS
-    label = f"map_{items // 1000}k"
-    definition = map_of(items, _log("each_log", "item {{ index }}"), BIG_MAP_CONCURRENCY)
     started = time.monotonic()
+    out.update(_big_map(driver, largest, items, "auto", f"map_{items // 1000}k"))
+    out["big_map_label"] = f"map_{items // 1000}k"
+    seconds["big_map"] = round(time.monotonic() - started, 1)
+    if not quick:
+        # The same items as child runs (`mode: child_runs`): a run each, at the emulator's pace.
+        started = time.monotonic()
+        label = f"map_{BIG_MAP_ITEMS_QUICK // 1000}k_child_runs"
+        out.update(_big_map(driver, largest, BIG_MAP_ITEMS_QUICK, "child_runs", label))
+        seconds["big_map_child_runs"] = round(time.monotonic() - started, 1)
+    return out
+
+
+def _big_map(driver: cost.Driver, largest: LargestItems, items: int, mode: str, label: str) -> dict[str, Any]:
+    """A map of `items` one-`log` items, at most 100 at once: its wall time and the largest
+    DynamoDB item written meanwhile."""
+    definition = map_of(items, _log("each_log", "item {{ index }}"), BIG_MAP_CONCURRENCY, mode)
+    largest.reset()
     largest.recording = True
     try:
         run_id, usage = _drive(driver, definition, BIG_MAP_DEADLINE_SECONDS)
     finally:
         largest.recording = False
     ended = _ended(driver, run_id)
-    seconds["big_map"] = round(time.monotonic() - started, 1)
     settings = driver.container.settings
     tables = {settings.runs_table: "runs", settings.run_events_table: "run_events"}
     (table, pk, sk), size = largest.largest()
@@ -301,30 +326,26 @@ def _wall_times(
 
     _, parent_size = largest.largest(lambda key: run_item(key) and key[1] == parent_pk)
     _, child_size = largest.largest(lambda key: run_item(key) and key[1] != parent_pk)
-    out.update(
-        {
-            "big_map_label": label,
-            f"{label}_items": items,
-            f"{label}_log_wall_s": ended["wall_s"],
-            f"{label}_status": ended["status"],
-            f"{label}_wall_lower_bound": ended["lower_bound"],
-            f"{label}_items_per_second": round(items / ended["wall_s"], 1),
-            f"{label}_dispatch_messages": usage.messages_consumed,
-            f"{label}_largest_item_bytes": size,
-            f"{label}_largest_item": {
-                "table": tables.get(table, table),
-                "of_the_parent": pk == parent_pk,
-                "sk": sk,
-            },
-            f"{label}_largest_item_bytes_by_attribute": dict(
-                sorted(largest.largest_attributes.items(), key=lambda kv: -kv[1])[:6]
-            ),
-            f"{label}_parent_run_item_max_bytes": parent_size,
-            f"{label}_child_run_item_max_bytes": child_size,
-            f"{label}_max_running": most_running(_events(driver, run_id)),
-        }
-    )
-    return out
+    return {
+        f"{label}_items": items,
+        f"{label}_log_wall_s": ended["wall_s"],
+        f"{label}_status": ended["status"],
+        f"{label}_wall_lower_bound": ended["lower_bound"],
+        f"{label}_items_per_second": round(items / ended["wall_s"], 1),
+        f"{label}_dispatch_messages": usage.messages_consumed,
+        f"{label}_largest_item_bytes": size,
+        f"{label}_largest_item": {
+            "table": tables.get(table, table),
+            "of_the_parent": pk == parent_pk,
+            "sk": sk,
+        },
+        f"{label}_largest_item_bytes_by_attribute": dict(
+            sorted(largest.largest_attributes.items(), key=lambda kv: -kv[1])[:6]
+        ),
+        f"{label}_parent_run_item_max_bytes": parent_size,
+        f"{label}_child_run_item_max_bytes": child_size,
+        f"{label}_max_running": most_running(_events(driver, run_id)),
+    }
 
 
 # --- cost ----------------------------------------------------------------------------------
@@ -360,10 +381,13 @@ def per_step(usage: cost.Usage) -> dict[str, Any]:
 
 def _costs(driver: cost.Driver) -> dict[str, Any]:
     log10, log_steps, _ = cost.definitions("http://127.0.0.1/unused")["log10"]
+    item = _log("each_log", "item {{ index }}")
     scenarios = {
         "log": (log10, log_steps),
-        "map": (map_of(COST_MAP_ITEMS, _log("each_log", "item {{ index }}"), 10), COST_MAP_ITEMS),
+        "map": (map_of(COST_MAP_ITEMS, item, 10), COST_MAP_ITEMS),
         "parallel": (parallel_logs(COST_PARALLEL_BRANCHES), COST_PARALLEL_BRANCHES),
+        "map_child_runs": (map_of(COST_MAP_ITEMS, item, 10, "child_runs"), COST_MAP_ITEMS),
+        "parallel_child_runs": (parallel_logs(COST_PARALLEL_BRANCHES, "child_runs"), COST_PARALLEL_BRANCHES),
     }
     summaries: dict[str, Any] = {}
     steps: dict[str, Any] = {}
@@ -382,7 +406,7 @@ def _costs(driver: cost.Driver) -> dict[str, Any]:
         "per_step": steps,
         "scenarios": summaries,
     }
-    for name in ("map", "parallel"):
+    for name in ("map", "parallel", "map_child_runs", "parallel_child_runs"):
         s = summaries[name]
         out[f"{name}_status"] = s["status"]
         out[f"{name}_usd_per_million_steps"] = s["usd_per_million_steps"]

@@ -89,11 +89,14 @@ def _rounds(events: Iterable[dict[str, Any]]) -> Iterable[tuple[int, dict[str, A
 
 
 def double_commit_violations(run_id: str, events: list[dict[str, Any]]) -> list[Violation]:
-    """At most one step_completed per step attempt (round, step, attempt)."""
+    """At most one step_completed per step attempt (round, step, attempt); an item run inside
+    the run has one per item (inline_item_violations)."""
     seen = Counter(
         (round_, e.get("step_id"), (e.get("payload") or {}).get("attempt"))
         for round_, e in _rounds(events)
         if e.get("event_type") == "step_completed"
+        and "index" not in (e.get("payload") or {})
+        and "branch" not in (e.get("payload") or {})
     )
     return [
         Violation("step committed twice", run_id, f"round {r} step {s} attempt {a}: {n} completions")
@@ -178,6 +181,35 @@ def child_violations(run_id: str, events: list[dict[str, Any]]) -> list[Violatio
     ]
     found += [
         Violation("child ended unstarted", run_id, str(c)) for c in sorted(set(ended) - set(started), key=str)
+    ]
+    return found
+
+
+def inline_item_violations(run_id: str, events: list[dict[str, Any]]) -> list[Violation]:
+    """Items run inside their parent (a map's `index`, a parallel's `branch` on a step's event):
+    each item's step is recorded once per round of its map or parallel, and a map's items in
+    order (a batch is one commit; a batch recorded twice or out of order is a lost race that
+    landed)."""
+    found: list[Violation] = []
+    seen: Counter[tuple[int, Any, Any]] = Counter()
+    last_index: dict[tuple[int, Any], int] = {}
+    for round_, e in _rounds(events):
+        payload = e.get("payload") or {}
+        if e.get("event_type") not in ("step_completed", "step_failed"):
+            continue
+        name = payload.get("index", payload.get("branch"))
+        if name is None:
+            continue
+        seen[(round_, e.get("step_id"), name)] += 1
+        if isinstance(name, int):
+            key = (round_, e.get("step_id"))
+            if name < last_index.get(key, -1):
+                found.append(Violation("item recorded out of order", run_id, f"{e.get('step_id')}[{name}]"))
+            last_index[key] = name
+    found += [
+        Violation("item recorded twice", run_id, f"{step}[{name}]")
+        for (_, step, name), n in sorted(seen.items(), key=str)
+        if n > 1
     ]
     return found
 
@@ -287,6 +319,7 @@ def run_violations(recorded: Recorded, run_id: str) -> list[Violation]:
         *double_commit_violations(run_id, events),
         *decision_violations(run_id, events),
         *child_violations(run_id, events),
+        *inline_item_violations(run_id, events),
         *signal_wait_violations(run_id, events),
         *(signal_plan_violations(run_id, plan, events) if plan is not None else []),
     ]

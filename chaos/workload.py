@@ -295,6 +295,36 @@ def definitions(receivers: str) -> dict[str, dict[str, Any]]:
                 _log("after"),
             ],
         },
+        "map-inline": {
+            "name": "chaos-map-inline",
+            "steps": [
+                {
+                    "id": "each",
+                    "type": "map",
+                    "config": {
+                        "items": "{{ range(250) | list }}",
+                        "steps": [
+                            {
+                                "id": "odd",
+                                "type": "branch",
+                                "config": {
+                                    "condition": "item % 2 == 1",
+                                    "true_next": "said",
+                                    "false_next": "_end",
+                                },
+                            },
+                            _log("said"),
+                        ],
+                    },
+                },
+                {
+                    "id": "both",
+                    "type": "parallel",
+                    "config": {"branches": {"a": [_log("a1")], "b": [_log("b1")]}},
+                },
+                _log("after"),
+            ],
+        },
         "map-cancel": {
             "name": "chaos-map-cancel",
             "steps": [
@@ -350,6 +380,7 @@ class Workload:
         "map",
         "parallel-any",
         "map-cancel",
+        "map-inline",
         "signal-any",
         "signal-all",
         "signal-lookback",

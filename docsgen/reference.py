@@ -325,7 +325,12 @@ GUIDES: list[Guide] = [
         " inputs larger than `WORKFLOWS_MAX_INPUTS_BYTES` fail it with `inputs_too_large`;"
         " cancelling the parent cancels the child. Runs nest at most `WORKFLOWS_MAX_NESTING` (5) deep:"
         " deeper, the step fails with `too_deep`; a version whose step starts the workflow itself"
-        " is refused with 422",
+        " is refused with 422. In multi-user mode the child starts only if the run's owner could run"
+        " that workflow themselves (docs/auth.md, rule 4): their own, or any of the tenant's with"
+        " `workflows.runs.read` as they held it when the run was submitted (a child run acts for its"
+        " root run's owner); otherwise the step fails with `workflow_forbidden` (not retried), and a"
+        " run whose definition names such a workflow is refused when submitted with 403"
+        " `workflow_forbidden` naming the field",
         setup=(
             "The child is a saved workflow: create one, then put the `workflow_id` it answers with"
             " in the example",

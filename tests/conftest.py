@@ -172,7 +172,7 @@ def _work(container: Parts, message: object) -> str:
     if isinstance(message, ChildEnded):
         return container.children.ended(message)
     if isinstance(message, CancelChildren):
-        container.children.cancel_page(message)
+        container.children.control_page(message)
         return "children_cancelled"
     assert isinstance(message, AdvanceMessage)
     return container.engine.process(message).action

@@ -277,7 +277,8 @@ def _ended(stack: Stack, run_id: str, timeout: float = 90) -> dict[str, Any]:
 
 def test_steps_run_side_by_side_over_http(stack: Stack) -> None:
     """On the local stack: a parallel of three branches (one waits 2 s) joined `all` and one
-    joined `any`; a map over 50 items never running more than 5 at once; a saved workflow run
+    joined `any`; a map over 50 items never running more than 5 at once; a map of 10,000 log
+    items (run inside the run) that succeeds; a saved workflow run
     as a child whose output the parent uses; and a parent cancelled mid-map, whose running items
     are cancelled and whose other items never start."""
 
@@ -324,10 +325,21 @@ def test_steps_run_side_by_side_over_http(stack: Stack) -> None:
                     "items": "{{ inputs.numbers }}",
                     "steps": [log("each", "{{ index }}:{{ item }}")],
                     "max_concurrency": 5,
+                    "mode": "child_runs",
                 },
             }
         ],
         {"numbers": list(range(50))},
+    )
+    # Ten thousand items of a log step run inside the run, a hundred per commit.
+    big = submit(
+        [
+            {
+                "id": "big",
+                "type": "map",
+                "config": {"items": "{{ range(10000) | list }}", "steps": [log("say", "{{ index }}")]},
+            }
+        ]
     )
     called = submit(
         [
@@ -382,6 +394,11 @@ def test_steps_run_side_by_side_over_http(stack: Stack) -> None:
     ]
     assert len(outputs) == 1
     assert _ended(stack, called)["outputs"]["message"] == "child said Hello Ada"
+    ended = _ended(stack, big, timeout=240)
+    assert ended["status"] == "succeeded", ended["error"]
+    said = ended["outputs"]
+    assert len(said) == 10_000
+    assert [said[0]["message"], said[9_999]["message"]] == ["0", "9999"]
 
     started = wait_for(
         lambda: [e for e in _events(stack, cancelled) if e["event_type"] == "children_started"],

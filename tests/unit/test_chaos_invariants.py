@@ -14,6 +14,7 @@ from chaos.invariants import (
     delivery_violations,
     double_commit_violations,
     gap_violations,
+    inline_item_violations,
     key_violations,
     repeated_deliveries,
     signal_answer_violations,
@@ -166,6 +167,22 @@ def test_a_child_started_and_counted_once_holds_and_twice_is_reported() -> None:
     assert child_violations("p", [started("a", "b"), ended("b"), ended("a")]) == []
     twice = child_violations("p", [started("a"), started("a"), ended("a"), ended("a"), ended("z")])
     assert [v.rule for v in twice] == ["child started twice", "child counted twice", "child ended unstarted"]
+
+
+def test_an_item_run_inside_the_run_recorded_once_in_order_holds() -> None:
+    def said(index: int) -> dict[str, Any]:
+        return {"event_type": "step_completed", "step_id": "say", "payload": {"attempt": 1, "index": index}}
+
+    branch = {"event_type": "step_completed", "step_id": "a1", "payload": {"attempt": 1, "branch": "a"}}
+    assert inline_item_violations("p", [said(0), said(1), said(2), branch]) == []
+    assert double_commit_violations("p", [said(0), said(1)]) == []
+    wrong = inline_item_violations("p", [said(0), said(1), said(1), said(0), branch, branch])
+    assert sorted(v.rule for v in wrong) == [
+        "item recorded out of order",
+        "item recorded twice",
+        "item recorded twice",
+        "item recorded twice",
+    ]
 
 
 def test_a_child_run_needs_no_key_of_its_own() -> None:

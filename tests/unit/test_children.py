@@ -65,10 +65,12 @@ def _when(step_id: str, condition: str, then: str, otherwise: str) -> Step:
 
 
 def _parallel(step_id: str, branches: dict[str, list[Step]], **config: Any) -> Step:
+    config.setdefault("mode", "child_runs")  # items run inside the run: test_inline_items.py
     return {"id": step_id, "type": "parallel", "config": {"branches": branches, **config}}
 
 
 def _map(step_id: str, items: Any, steps: list[Step], **config: Any) -> Step:
+    config.setdefault("mode", "child_runs")
     return {"id": step_id, "type": "map", "config": {"items": items, "steps": steps, **config}}
 
 
@@ -674,23 +676,28 @@ def test_cancelling_the_parent_cancels_the_child_workflow_it_waits_for(parts: Pa
     _gap_free(parts)
 
 
-def test_a_paused_map_records_ends_but_starts_nothing_until_resumed(parts: Parts, clock: FakeClock) -> None:
+def test_a_paused_map_pauses_its_children_and_starts_nothing_until_resumed(
+    parts: Parts, clock: FakeClock
+) -> None:
     run_id = _submit(
         parts, _map("each", list(range(6)), [_nap("wait", 60), _log("say", "{{ item }}")], max_concurrency=2)
     )
     assert parts.control.act(T, run_id, "pause", "ops").result == "applied"
     drain(parts)
+    # The running children are paused with their parent (a page message), each with an event.
+    assert _statuses(_children(parts, run_id)) == ["paused"] * 2
+    for child in _children(parts, run_id):
+        paused = [e for e in _events(parts, child.run_id) if e.event_type == EventType.RUN_PAUSED]
+        assert [e.payload["actor"] for e in paused] == ["parent"]
 
-    clock.advance(61)
+    clock.advance(3600)
     drain(parts)
     run = _run(parts, run_id)
     assert run.status == RunStatus.PAUSED
-    assert _statuses(_children(parts, run_id)) == ["succeeded"] * 2  # the running ones went on
-    assert len(_of_type(parts, run_id, EventType.CHILD_ENDED)) == 2
-    clock.advance(3600)
-    drain(parts)
+    assert _statuses(_children(parts, run_id)) == ["paused"] * 2  # their delays wait for the resume
     assert len(_children(parts, run_id)) == 2  # nothing new while paused
     assert len(_of_type(parts, run_id, EventType.CHILDREN_STARTED)) == 1
+    assert _of_type(parts, run_id, EventType.CHILD_ENDED) == []
 
     assert parts.control.act(T, run_id, "resume", "ops").result == "applied"
     run = _until_ended(parts, clock, run_id)
@@ -700,6 +707,29 @@ def test_a_paused_map_records_ends_but_starts_nothing_until_resumed(parts: Parts
     most, started, _ = _most_running(_events(parts, run_id), "each")
     assert most == 2
     assert started == list(range(6))
+    _gap_free(parts)
+
+
+def test_pausing_a_run_reaches_its_grandchildren_and_resuming_finishes_them(
+    parts: Parts, clock: FakeClock
+) -> None:
+    inner = _parallel("inner", {"x": [_nap("nap", 60), _log("x1", "x")], "y": [_log("y1", "y")]})
+    run_id = _submit(parts, _map("outer", [1], [inner]))
+    (child,) = _children(parts, run_id)
+    grandchildren = _children(parts, child.run_id)
+    assert _statuses(grandchildren) == ["running", "succeeded"]
+
+    assert parts.control.act(T, run_id, "pause", "ops").result == "applied"
+    drain(parts)
+    assert _run(parts, child.run_id).status == RunStatus.PAUSED
+    assert _statuses(_children(parts, child.run_id)) == ["paused", "succeeded"]
+
+    assert parts.control.act(T, run_id, "resume", "ops").result == "applied"
+    run = _until_ended(parts, clock, run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert _output(parts, run_id) == [
+        {"x": {"message": "x", "level": "info"}, "y": {"message": "y", "level": "info"}}
+    ]
     _gap_free(parts)
 
 
@@ -877,7 +907,7 @@ def _work(parts: Parts, message: QueuedMessage) -> list[str]:
     if isinstance(message, ChildEnded):
         return [parts.children.ended(message)]
     if isinstance(message, CancelChildren):
-        parts.children.cancel_page(message)
+        parts.children.control_page(message)
         return ["children_cancelled"]
     assert isinstance(message, AdvanceMessage)
     return [parts.engine.process(message).action]
@@ -1077,6 +1107,30 @@ def test_a_child_created_by_a_commit_that_lost_its_race_is_cancelled_with_the_re
     children = _children(parts, run_id)
     assert _statuses(children) == ["failed", "succeeded", "cancelled"]
     assert all(child.is_terminal for child in children)
+    _gap_free(parts)
+
+
+def test_a_child_created_after_its_parent_ended_is_cancelled_before_it_runs(clock: FakeClock) -> None:
+    """A commit that stalled longer than the parent's cancellation creates an item after the
+    cancellation ran: the sweeper finds it queued, and its first kick cancels it unrun."""
+    parts = make_fake(clock, sweep_grace_sec=GRACE)
+    definition = _definition(_map("each", list(range(4)), [_nap("wait", 60), _log("say")], max_concurrency=2))
+    run_id = parts.run_service.submit(CALLER, definition, {}).run_id
+    drain(parts)
+    stale, pinned = parts.runs.get_with_definition(T, run_id)
+    assert stale.fanout is not None
+    assert parts.control.act(T, run_id, "cancel", "ops").result == "applied"
+    drain(parts)
+    assert _statuses(_children(parts, run_id)) == ["cancelled"] * 2
+
+    orphan = parts.children._start(stale, pinned, stale.fanout, 2)  # the stalled commit's child
+    clock.advance(GRACE + 1)
+    parts.sweeper.sweep()
+    drain(parts)
+
+    ended = _run(parts, orphan.run_id)
+    assert ended.status == RunStatus.CANCELLED
+    assert not [e for e in _events(parts, orphan.run_id) if e.event_type == EventType.STEP_STARTED]
     _gap_free(parts)
 
 

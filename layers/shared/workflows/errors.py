@@ -96,6 +96,12 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
+class WorkflowForbidden(Forbidden):
+    """A definition's `workflow` step names a saved workflow the caller may not run."""
+
+    code = "workflow_forbidden"
+
+
 class StaleWrite(DomainError):
     """A conditional write lost a race: the item changed since it was read."""
 

@@ -55,6 +55,8 @@ class ChildrenView(BaseModel):
     succeeded: int
     failed: int
     failures: list[dict[str, Any]]
+    # The items (branches) run inside this run, a batch per commit: no child runs to open.
+    inline: bool = False
 
     @classmethod
     def of(cls, run: Run) -> ChildrenView | None:
@@ -70,6 +72,7 @@ class ChildrenView(BaseModel):
             succeeded=record["succeeded"],
             failed=record["failed"],
             failures=list(record["failures"]),
+            inline=bool(record.get("inline")),
         )
 
 

@@ -10,6 +10,10 @@ were started, which have ended (every index below `done_below`, and the few abov
 
 A child's id is derived from its parent, the step, the step's round and its index, so starting
 it twice (a retried commit, a redelivered message) finds the run already there.
+
+Items (or branches) made only of pure steps (log, branch: steps.base.Pure) are not child runs:
+they run inside the parent, a batch per commit (`inline`, engine.inline), and their outputs are
+kept apart batch by batch (`results`), so such an item costs a share of one commit, not a run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ ITEMS_PER_CHUNK = 100
 KEPT_FAILURES = 10
 # Children cancelled per dispatch message when a run's children are cancelled.
 CANCEL_PAGE = 100
+# Entries of `results` of one level folded into one entry of the next (a batch's outputs are
+# level 0): the record holds at most this many per level, a handful for 10,000 items.
+RESULTS_FOLD = 8
 _NAMESPACE = uuid.UUID("6f1c1c9e-5b0e-4e43-9a53-2f3d1b4a7c10")
 
 
@@ -38,6 +45,15 @@ class ChildPlace(TypedDict, total=False):
     round: Required[int]
     index: Required[int]
     branch: str
+
+
+class ResultsEntry(TypedDict):
+    """Outputs of consecutive inline items: `n` of them; `out` (stored inline or as a reference,
+    domain.outputs) is their outputs' list at level 0, else a list of entries one level down."""
+
+    level: int
+    n: int
+    out: Any
 
 
 class Fanout(TypedDict, total=False):
@@ -70,6 +86,10 @@ class Fanout(TypedDict, total=False):
     # workflow: the saved workflow and version the child runs.
     workflow_id: str
     version: int
+    # Items or branches run inside the parent (no child runs): a batch per commit, [0, started)
+    # done. `results`: their outputs in item order, a `ResultsEntry` per batch or folded batches.
+    inline: bool
+    results: list[ResultsEntry]
 
 
 def child_run_id(parent_run_id: str, step_id: str, round_: int, index: int) -> str:
@@ -135,8 +155,11 @@ def place(fanout: Fanout, index: int) -> ChildPlace:
     return where
 
 
-def mark_ended(fanout: Fanout, index: int, status: str, run_id: str, error: dict[str, Any] | None) -> Fanout:
-    """The record with child `index` ended in `status` (succeeded, failed or cancelled)."""
+def mark_ended(
+    fanout: Fanout, index: int, status: str, run_id: str | None, error: dict[str, Any] | None
+) -> Fanout:
+    """The record with child `index` ended in `status` (succeeded, failed or cancelled); an item
+    run inside the parent has no `run_id`."""
     if has_ended(fanout, index):
         raise ValueError(f"child {index} ended already")
     above = list(fanout["ended_above"])
@@ -153,7 +176,9 @@ def mark_ended(fanout: Fanout, index: int, status: str, run_id: str, error: dict
     else:
         changed["failed"] = fanout["failed"] + 1
         if len(fanout["failures"]) < KEPT_FAILURES:
-            failure: dict[str, Any] = {"index": index, "run_id": run_id, "status": status}
+            failure: dict[str, Any] = {"index": index, "status": status}
+            if run_id is not None:
+                failure["run_id"] = run_id
             name = branch(fanout, index)
             if name is not None:
                 failure["branch"] = name
@@ -210,13 +235,19 @@ def failure_message(fanout: Fanout) -> tuple[str, str]:
     return f"{what}_failed", f"{fanout['failed']} {what}(s) failed{tolerated}: {listed}"
 
 
-def cancellation(tenant_id: str, run_id: str, fanout: Fanout) -> CancelChildren | None:
-    """The message that cancels the children of `fanout` still running (None: none is).
+def cancellation(
+    tenant_id: str, run_id: str, fanout: Fanout, action: Literal["cancel", "pause", "resume"] = "cancel"
+) -> CancelChildren | None:
+    """The message that cancels (or pauses, or resumes: `action`) the children of `fanout`
+    still running (None: none is).
 
     It covers too the children a commit that lost its race created past `started` (a window it
     opened that no stored record holds: they are never kicked, and the sweeper would start them
     after their step ended). Such a commit read a record with at most as many ends as this one
-    and added one, so their indices lie below `ended_count + max_concurrency + 1`."""
+    and added one, so their indices lie below `ended_count + max_concurrency + 1`. Items run
+    inside the parent have no runs to cancel."""
+    if fanout.get("inline"):
+        return None
     pending = running(fanout)
     start = pending[0] if pending else fanout["started"]
     created = min(fanout["total"], ended_count(fanout) + fanout.get("max_concurrency", fanout["total"]) + 1)
@@ -230,4 +261,30 @@ def cancellation(tenant_id: str, run_id: str, fanout: Fanout) -> CancelChildren 
         round=fanout["round"],
         start=start,
         stop=stop,
+        action=action,
     )
+
+
+def to_fold(results: list[ResultsEntry]) -> int:
+    """How many entries at the end of `results` fold into one of the next level: RESULTS_FOLD
+    when that many of one level end it, else 0. Levels never rise along the list (each fold
+    leaves one entry above the ones after it), so folding after each batch keeps at most
+    RESULTS_FOLD - 1 entries per level."""
+    if len(results) < RESULTS_FOLD:
+        return 0
+    level = results[-1]["level"]
+    return RESULTS_FOLD if all(entry["level"] == level for entry in results[-RESULTS_FOLD:]) else 0
+
+
+def following(
+    tenant_id: str,
+    run_id: str,
+    record: Fanout | None,
+    current_step_id: str | None,
+    action: Literal["pause", "resume"],
+) -> CancelChildren | None:
+    """The message that pauses or resumes the children of a run paused or resumed while its
+    step waits for them (`record`, the run's `fanout`); None when it waits for none."""
+    if record is None or record.get("step_id") != current_step_id:
+        return None
+    return cancellation(tenant_id, run_id, record, action)

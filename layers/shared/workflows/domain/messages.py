@@ -94,7 +94,8 @@ class ChildEnded(BaseModel):
 
 class CancelChildren(BaseModel):
     """Cancel the children [start, stop) of a run's step (`round`) that have not ended: the run
-    ended, or its step's join decided. A page per message (domain.fanout.CANCEL_PAGE)."""
+    ended, or its step's join decided. A page per message (domain.fanout.CANCEL_PAGE). With
+    `action` pause or resume, pause or resume them instead: their parent was paused or resumed."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -106,6 +107,7 @@ class CancelChildren(BaseModel):
     round: int = Field(ge=0)
     start: int = Field(ge=0)
     stop: int = Field(ge=0)
+    action: Literal["cancel", "pause", "resume"] = "cancel"
 
     def to_body(self) -> str:
         return self.model_dump_json()

@@ -80,6 +80,11 @@ class Run(BaseModel):
     run_id: str
     tenant_id: str
     owner_id: str
+    # The permissions the owner held when submitting the run (multi-user mode), sorted: what the
+    # run may do on their behalf, such as starting another user's saved workflow (docs/auth.md).
+    # None on a child run (its root run's apply), in single-user mode, and on runs stored before
+    # they were recorded.
+    owner_permissions: list[str] | None = None
     workflow_id: str | None = None
     definition_version: int
     definition_name: str

@@ -454,11 +454,12 @@ def receive_signal(
     return _commit(Action.RECEIVE_SIGNAL, run, _evolve(run, signal_wait=dict(wait)), [event], kick)
 
 
-def await_children(run: Run, fanout: Fanout, events: Sequence[NewEvent], *, until: str) -> Commit:
+def await_children(run: Run, fanout: Fanout, events: Sequence[NewEvent], *, until: str | None) -> Commit:
     """The step waits for the children `fanout` plans until `until`: then the children still
     running are cancelled and the step fails with `timeout`. The first children are created
     just before; the kick that comes once this is stored (a running run's) kicks them and starts
-    the rest of the first window."""
+    the rest of the first window. Items run inside the run (`inline`) wait for nothing: `until`
+    is None, and each kick runs a batch of them."""
     _check(Action.AWAIT_CHILDREN, run)
     moved, goes_on = _land(
         run, R, lease_expires_at=None, wait_until=until, next_wake_at=None, fanout=dict(fanout)

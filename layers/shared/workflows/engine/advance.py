@@ -166,13 +166,38 @@ class Engine:
         if resting is not None:
             return resting
         if self._children is not None and self._children.waits(run):
-            action, moved = self._children.advance(run, definition)
-            return Outcome.of(action, moved)
+            return self._children_kick(run, definition, message)
+        # A child's first kick reads its parent once: a child its parent no longer waits for
+        # (created by a commit that lost its race to the step's end) never runs.
+        first_of_child = run.status == RunStatus.QUEUED and run.child is not None
+        if first_of_child and self._children is not None and self._children.orphaned(run):
+            self._children.drop(run)
+            return Outcome.of("orphan_cancelled", self._runs.get(run.tenant_id, run.run_id))
         if run.status == RunStatus.WAITING_APPROVAL:
             return self._deadline(run, definition)
         if run.status == RunStatus.QUEUED and not self._has_slot(run):
             return self._defer(run, self._slot_recheck, not_before=None, action="throttled")
         return self._admitted(run, definition, message, remaining_ms, correlation_id)
+
+    def _children_kick(self, run: Run, definition: WorkflowDefinition, message: AdvanceMessage) -> Outcome:
+        """A kick for a step that waits for children (engine.children). Items run inside the run
+        are steps like any: their batch is admitted and charged by the tenant's share."""
+        assert self._children is not None
+        shares = self._shares
+        expected = self._children.batch_steps(run) if shares is not None else 0
+        now = self._clock().timestamp()
+        if shares is not None and expected:
+            delay = shares.admission_delay(run.tenant_id, now, message.not_before, expected)
+            if delay > 0:
+                return self._defer(
+                    run, delay, not_before=message.not_before or now + delay, action="deferred"
+                )
+        action, moved, steps = self._children.advance(run, definition)
+        if shares is not None and expected and steps != expected:
+            shares.charge(run.tenant_id, steps - expected, self._clock().timestamp())
+        if steps:
+            metrics.add_metric(name="StepsExecuted", unit="Count", value=steps)
+        return Outcome.of(action, moved, steps)
 
     def _not_now(self, run: Run, message: AdvanceMessage) -> Outcome | None:
         """What a kick does when the run has nothing for it to do now; None when it has."""
@@ -284,8 +309,10 @@ class Engine:
             updated = written.run
             # A step suspended (a delay, a wait for signals) is not run again here: its kick does.
             # Nor a step retried after a backoff, even one of 0 s: its kick runs it.
+            # Nor a step whose children (or items run inside the run) are now the run's work.
             ready = (
                 updated.status == RunStatus.RUNNING
+                and updated.fanout is None
                 and updated.wait_until is None
                 and updated.next_wake_at is None
                 and written.kick == Kick()

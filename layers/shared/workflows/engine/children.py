@@ -16,8 +16,14 @@ A `parallel`, `map` or `workflow` step returns `Spawn`. Then:
    those still running are cancelled and the step fails with `timeout`.
 
 Children of a run cancelled, or failed by the service, are cancelled too (Endings.finished).
-A paused run records ends but starts no children until it is resumed; children already running
-go on.
+A paused run records ends but starts no children until it is resumed; its children still
+running are paused with it, and resumed with it (RunControl sends the page messages, and
+`control_page` passes them on to a child's own children).
+
+Items or branches made only of pure steps are no child runs (engine.inline): `begin` commits the
+record (`inline`, no deadline: the run is working, and the sweeper looks at it like any running
+run), and each kick of the run runs a batch of them and commits it (`record_children`, with the
+join's outcome once it decides); the batch's kick runs the next. A paused run runs no batch.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from workflows.clock import Clock, iso, parse_iso, system_clock
 from workflows.domain import fanout, transitions
@@ -43,14 +49,15 @@ from workflows.domain.outputs import INLINE_OUTPUT_BYTES, encode, is_ref
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.domain.transitions import Commit
 from workflows.engine.endings import Endings
+from workflows.engine.inline import InlineItems
 from workflows.engine.kicks import Kicks
 from workflows.engine.outcomes import Build, StepCommits, Written
-from workflows.engine.outputs import RunOutputs
+from workflows.engine.outputs import RunOutputs, store_output
 from workflows.errors import InvalidState, NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import count, logger
 from workflows.ports import DispatchQueue, RunLog, RunOutputStore
 from workflows.steps.base import Spawn, StepResult
-from workflows.steps.registry import StepRegistry, reads_inputs
+from workflows.steps.registry import StepRegistry, reads_inputs, runs_inline
 
 # Commits of one child's end that lose a race (another child's end, a fill) before one lands.
 _RECORD_TRIES = 20
@@ -59,6 +66,12 @@ CHILDREN_TIMEOUT = "timeout"
 _CHUNKS_KEPT = 64
 # Children one commit creates and records as started.
 START_PER_COMMIT = 10
+# Inline items one commit records (engine.inline): at most this many, the batch closed once
+# their events pass INLINE_EVENT_BYTES (the run item holds a commit's events) or once it has
+# taken INLINE_BATCH_SECONDS (the kick that runs the next batch is charged to the tenant again).
+INLINE_PER_COMMIT = 100
+INLINE_EVENT_BYTES = 64 * 1024
+INLINE_BATCH_SECONDS = 2.0
 
 
 class SavedWorkflows(Protocol):
@@ -66,10 +79,11 @@ class SavedWorkflows(Protocol):
     definitions service)."""
 
     def definition(
-        self, tenant_id: str, workflow_id: str, version: int | None, inputs: dict[str, Any]
+        self, parent: Run, workflow_id: str, version: int | None, inputs: dict[str, Any]
     ) -> WorkflowDefinition:
         """The workflow's definition (its latest version, or `version`) with `inputs` checked
-        against its inputs_schema; StepFailed (not retried) when it cannot be run so."""
+        against its inputs_schema, for a child of `parent` (which its owner may start);
+        StepFailed (not retried) when it cannot be run so."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,7 @@ class Children:
         self._endings = endings
         self._workflows = workflows
         self._registry = registry
+        self._inline = InlineItems(registry, outputs) if registry is not None else None
         # (definition, branch) -> whether its steps read the run's inputs (steps.reads_inputs).
         self._reads_inputs: dict[tuple[str | None, str, str], bool] = {}
         # Chunks of maps' items read lately: (tenant, run, round, chunk) -> items.
@@ -150,10 +165,23 @@ class Children:
             record["chunks"] = self._chunks(run, spawn.items)
             if not spawn.items:
                 return self._commits.succeeded(run, definition, step, StepResult(output=[]))
+            parts = [spawn.steps]
         else:
             record = fanout.plan(step.id, "parallel", round_, len(spawn.branches), join=spawn.join)
             record["branches"] = list(spawn.branches)
+            parts = list(spawn.branches.values())
+        if self._runs_inline(spawn, parts):
+            inline = cast(Fanout, {**record, "inline": True, "results": []})
+            return lambda base: transitions.await_children(base, inline, [], until=None)
         return self._open(run, definition, record, items=spawn.items)
+
+    def _runs_inline(self, spawn: Spawn, parts: list[list[StepSpec]]) -> bool:
+        """Whether the items (branches) run inside the run: asked for (`mode: auto`), and each
+        is made only of pure steps (steps.registry.runs_inline)."""
+        registry = self._registry
+        if spawn.mode != "auto" or self._inline is None or registry is None:
+            return False
+        return all(runs_inline(part, registry) for part in parts)
 
     def _fits(self, value: Any, field: str, code: str) -> None:
         """StepFailed (not retried) when `value` is more than one child may carry."""
@@ -169,9 +197,7 @@ class Children:
             raise StepFailed("unavailable", "this function does not start workflows", retryable=False)
         assert spawn.workflow_id is not None
         self._fits(spawn.inputs, "inputs", "inputs_too_large")
-        child_definition = self._workflows.definition(
-            run.tenant_id, spawn.workflow_id, spawn.version, spawn.inputs
-        )
+        child_definition = self._workflows.definition(run, spawn.workflow_id, spawn.version, spawn.inputs)
         record = fanout.plan(step.id, "workflow", round_, 1)
         record["workflow_id"], record["version"] = spawn.workflow_id, child_definition.version
         if spawn.wait:
@@ -326,22 +352,59 @@ class Children:
         for run_id in run_ids:
             self._kicks.first(tenant_id, run_id)
 
+    # ---- a child about to start --------------------------------------------------------
+
+    def orphaned(self, child: Run) -> bool:
+        """Whether a child about to start has a parent that no longer waits for it: ended, or
+        gone on from the step (retried, or routed on). A commit that lost its race can create a
+        child after its step's children were cancelled; the sweeper would then start it."""
+        assert child.parent_run_id is not None
+        try:
+            parent = self._runs.get(child.tenant_id, child.parent_run_id)
+        except NotFound:
+            return True
+        record = cast(Fanout | None, parent.fanout)
+        place = cast(fanout.ChildPlace, child.child or {})
+        return (
+            parent.is_terminal
+            or record is None
+            or record["step_id"] != child.parent_step_id
+            or record["round"] != place.get("round")
+            or parent.current_step_id != child.parent_step_id
+        )
+
+    def drop(self, child: Run) -> None:
+        """Cancel a child whose parent no longer waits for it, before its first step."""
+        logger.info("a child run's parent no longer waits for it", extra={"run_id": child.run_id})
+        self._control_child(child, "cancel")
+
     # ---- the run's own kick ----------------------------------------------------------
 
     def waits(self, run: Run) -> bool:
         return run.fanout is not None and run.fanout.get("step_id") == run.current_step_id
 
-    def advance(self, run: Run, definition: WorkflowDefinition) -> tuple[str, Run]:
+    def advance(self, run: Run, definition: WorkflowDefinition) -> tuple[str, Run, int]:
         """A kick for a run whose step waits for children: start the next ones (and kick those
-        created but not kicked yet), or at the deadline time the step out."""
+        created but not kicked yet), or at the deadline time the step out; or run the next batch
+        of items run inside it. What it did, the run, and the item steps it ran."""
         record = cast(Fanout, run.fanout)
+        if record.get("inline"):
+            return self._inline_batch(run, definition, record)
         now = self._clock()
         if run.wait_until and now >= parse_iso(run.wait_until):
-            return self._time_out(run, definition, record)
+            return (*self._time_out(run, definition, record), 0)
         try:
-            return self._settle(run, definition, record, [])
+            return (*self._settle(run, definition, record, []), 0)
         except StaleWrite:
-            return "lost_race", run  # what moved it sends what comes next
+            return "lost_race", run, 0  # what moved it sends what comes next
+
+    def batch_steps(self, run: Run) -> int:
+        """The item steps the run's next kick runs, at least (an inline batch's items; 0 for
+        children that are runs of their own): what the tenant's share is charged up front."""
+        record = cast(Fanout | None, run.fanout)
+        if record is None or not record.get("inline"):
+            return 0
+        return max(0, min(INLINE_PER_COMMIT, record["total"] - record["started"]))
 
     def _time_out(self, run: Run, definition: WorkflowDefinition, record: Fanout) -> tuple[str, Run]:
         """The step's deadline: ends whose messages were lost counted from the children's own
@@ -478,6 +541,125 @@ class Children:
         if written.run.is_terminal:
             self._endings.finished(written.run, definition)
 
+    # ---- items run inside the run ----------------------------------------------------
+
+    def _inline_batch(self, run: Run, definition: WorkflowDefinition, record: Fanout) -> tuple[str, Run, int]:
+        """Run the next batch of items inside the run and commit it: their events, their ends
+        counted, their outputs stored apart; with the join's outcome once it decides, else a
+        kick for the next batch."""
+        assert self._inline is not None
+        step = definition.step(record["step_id"])
+        parent_outputs = RunOutputs(self._outputs, run)
+        now = self._clock()
+        began = time.monotonic()
+        events: list[NewEvent] = []
+        outputs: list[Any] = []
+        steps = size = 0
+        index = record["started"]
+        parts: dict[str, WorkflowDefinition] = {}
+        while (
+            index < record["total"]
+            and len(outputs) < INLINE_PER_COMMIT
+            and size < INLINE_EVENT_BYTES
+            and time.monotonic() - began < INLINE_BATCH_SECONDS
+        ):
+            part, scope, named = self._inline_part(run, definition, record, index, parts)
+            done = self._inline.run(run, part, scope, named, parent_outputs, now)
+            events += done.events
+            steps += done.steps
+            size += done.event_bytes
+            outputs.append(done.output if done.status == "succeeded" else None)
+            error = cast(dict[str, Any] | None, done.error)
+            record = fanout.mark_ended(record, index, done.status, None, error)
+            index += 1
+            record = cast(Fanout, {**record, "started": index, "kicked": index})
+            if fanout.verdict(record) != "wait":
+                break  # a branch won, or too many items failed: the rest are not run
+        entry: fanout.ResultsEntry = {
+            "level": 0,
+            "n": len(outputs),
+            "out": store_output(self._outputs, run, outputs),
+        }
+        record = cast(Fanout, {**record, "results": self._folded(run, [*record.get("results", []), entry])})
+        decided = fanout.verdict(record)
+        outcome: Build | None = None
+        if decided == "succeeded":
+            result = StepResult(output=self._inline_output(run, record))
+            outcome = self._commits.succeeded(run, definition, step, result)
+        elif decided == "failed":
+            code, message = fanout.failure_message(record)
+            outcome = self._commits.failed(run, step, StepFailed(code, message))
+        noted = record
+
+        def build(base: Run) -> Commit:
+            recorded = transitions.record_children(base, noted, events, more_to_start=decided == "wait")
+            return recorded if outcome is None else recorded.then(outcome(recorded.run))
+
+        try:
+            written = self._commits.write(run, build)
+        except StaleWrite:
+            return "lost_race", run, steps  # a control action moved the run first
+        count("InlineItemsRecorded", result=decided)
+        if outcome is None:
+            self._kicks.send(written.run, written.kick)
+            return "items_recorded", written.run, steps
+        self._after(written, definition)
+        return f"items_{decided}", written.run, steps
+
+    def _inline_part(
+        self,
+        run: Run,
+        definition: WorkflowDefinition,
+        record: Fanout,
+        index: int,
+        parts: dict[str, WorkflowDefinition],
+    ) -> tuple[WorkflowDefinition, dict[str, Any], dict[str, Any]]:
+        """Item `index`'s steps, what its templates see, and what its events carry to name it."""
+        step = definition.step(record["step_id"])
+        if record["kind"] == "parallel":
+            name = fanout.branch(record, index)
+            assert name is not None
+            if name not in parts:
+                parts[name] = _part(definition, f"{step.id}.{name}", step.config["branches"][name])
+            return parts[name], {"branch": name}, {"branch": name}
+        if "[]" not in parts:
+            parts["[]"] = _part(definition, f"{step.id}[]", step.config["steps"])
+        return parts["[]"], {"item": self._item(run, record, index), "index": index}, {"index": index}
+
+    def _folded(self, run: Run, results: list[fanout.ResultsEntry]) -> list[fanout.ResultsEntry]:
+        """`results` with runs of RESULTS_FOLD entries of one level stored as one entry of the
+        next (domain.fanout.to_fold): the record stays small however many batches there are."""
+        while n := fanout.to_fold(results):
+            tail = results[-n:]
+            folded: fanout.ResultsEntry = {
+                "level": tail[0]["level"] + 1,
+                "n": sum(entry["n"] for entry in tail),
+                "out": store_output(self._outputs, run, tail),
+            }
+            results = [*results[:-n], folded]
+        return results
+
+    def _inline_output(self, run: Run, record: Fanout) -> Any:
+        """The step's output from items run inside the run: as `_output` gives children's."""
+        reader = RunOutputs(self._outputs, run)
+        values: list[Any] = []
+
+        def flatten(entries: list[fanout.ResultsEntry]) -> None:
+            for entry in entries:
+                content = cast(list[Any], reader.resolve(entry["out"]))
+                if entry["level"] == 0:
+                    values.extend(reader.resolve(value) for value in content)
+                else:
+                    flatten(content)
+
+        flatten(record.get("results", []))
+        if record["kind"] == "parallel":
+            names = record.get("branches", [])
+            if record.get("join") == "any" and "winner" in record:
+                return {names[record["winner"]]: values[record["winner"]]}
+            return {names[i]: value for i, value in enumerate(values)}
+        return values
+
     def _output(self, run: Run, record: Fanout) -> Any:
         """The step's output: each branch's last output by name (`any`: the winner's), a map's
         items' in item order (null for an item that failed), a child workflow's outputs."""
@@ -510,38 +692,58 @@ class Children:
         if message is not None:
             self._queue.send(message)
 
-    def cancel_page(self, message: CancelChildren) -> int:
-        """Cancel the children of one page that have not ended; the next page goes on its own
-        message. How many were cancelled."""
+    def control_page(self, message: CancelChildren) -> int:
+        """Cancel (pause, resume: `message.action`) the children of one page that have not
+        ended; the next page goes on its own message. How many changed."""
         stop = min(message.stop, message.start + fanout.CANCEL_PAGE)
         ids = [
             fanout.child_run_id(message.run_id, message.step_id, message.round, index)
             for index in range(message.start, stop)
         ]
-        cancelled = 0
+        changed = 0
         for child in self._runs.get_many(message.tenant_id, ids).values():
             if not child.is_terminal and child.parent_run_id == message.run_id:
-                cancelled += self._cancel_child(child)
+                changed += self._control_child(child, message.action)
         if stop < message.stop:
             self._queue.send(message.model_copy(update={"start": stop}))
-        return cancelled
+        return changed
 
-    def _cancel_child(self, child: Run) -> int:
+    def _control_child(self, child: Run, action: Literal["cancel", "pause", "resume"]) -> int:
+        """One child cancelled, paused or resumed, as its parent was; its own children follow
+        (a cancelled child's through Endings.finished, a paused or resumed one's here)."""
         for _ in range(_RECORD_TRIES):
-            commit = transitions.cancel(child, actor="parent", now=self._clock())
+            now = self._clock()
+            if action == "pause":
+                commit = transitions.pause(child, actor="parent")
+            elif action == "resume":
+                commit = transitions.resume(child, actor="parent", now=now)
+            else:
+                commit = transitions.cancel(child, actor="parent", now=now)
             if commit is None:
                 return 0
             try:
-                ended = self._runs.commit(commit)
+                moved = self._runs.commit(commit)
             except StaleWrite:
                 child = self._runs.get(child.tenant_id, child.run_id)
                 continue
             except InvalidState:
                 return 0
-            definition = self._runs.get_with_definition(child.tenant_id, child.run_id)[1]
-            self._endings.finished(ended, definition)
+            self._kicks.send(moved, commit.kick)
+            if moved.is_terminal:
+                definition = self._runs.get_with_definition(child.tenant_id, child.run_id)[1]
+                self._endings.finished(moved, definition)
+            elif action in ("pause", "resume"):
+                following = fanout.following(
+                    moved.tenant_id,
+                    moved.run_id,
+                    cast(Fanout | None, moved.fanout),
+                    moved.current_step_id,
+                    action,
+                )
+                if following is not None:
+                    self._queue.send(following)
             return 1
-        logger.warning("a child kept changing while it was cancelled", extra={"run_id": child.run_id})
+        logger.warning("a child kept changing while it was controlled", extra={"run_id": child.run_id})
         return 0
 
 

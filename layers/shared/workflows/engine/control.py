@@ -4,6 +4,8 @@ Semantics (docs/engine.md):
 - pause acts at the next step boundary: a step already executing commits its result, then the
   run rests. A delay keeps its deadline while paused; resumed after it, the delay ends at once.
 - resume returns the run to where it was (running, queued, or waiting for approval).
+- a run paused or resumed while its step waits for child runs pauses or resumes them too (their
+  own children follow); items run inside the run simply stop between batches.
 - cancel is immediate; a step executing meanwhile loses its commit and its result is discarded.
 - retry (only from failed) re-runs the failed step, or `from_step`, keeping earlier outputs;
   kicks from before the retry are stale by version.
@@ -20,14 +22,15 @@ an action the status does not allow raises InvalidState (409).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from workflows.clock import Clock, iso, system_clock
-from workflows.domain import transitions
+from workflows.domain import fanout, transitions
 from workflows.domain.approvals import quorum
 from workflows.domain.backoff import attempts, full_jitter
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.failures import StepFailed
+from workflows.domain.fanout import Fanout
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.domain.transitions import Commit
 from workflows.engine.endings import Endings
@@ -35,7 +38,7 @@ from workflows.engine.kicks import Kicks
 from workflows.engine.outcomes import StepCommits
 from workflows.engine.outputs import RunOutputs
 from workflows.errors import InvalidState, NotFound, StaleWrite, ValidationFailed
-from workflows.ports import RunLog, RunOutputStore
+from workflows.ports import DispatchQueue, RunLog, RunOutputStore
 from workflows.steps.base import StepResult
 from workflows.steps.registry import canonical_type
 
@@ -66,8 +69,10 @@ class RunControl:
         commits: StepCommits,
         endings: Endings,
         *,
+        queue: DispatchQueue | None = None,
         clock: Clock = system_clock,
     ):
+        self._queue = queue
         self._runs = runs
         self._outputs = outputs
         self._kicks = kicks
@@ -181,10 +186,25 @@ class RunControl:
     # ---- actions ---------------------------------------------------------------------
 
     def _pause(self, run: Run, actor: str, _: str | None) -> ControlResult:
-        return self._apply(run, "pause", transitions.pause(run, actor=actor))
+        result = self._apply(run, "pause", transitions.pause(run, actor=actor))
+        self._children_follow(run, result, "pause")
+        return result
 
     def _resume(self, run: Run, actor: str, _: str | None) -> ControlResult:
-        return self._apply(run, "resume", transitions.resume(run, actor=actor, now=self._clock()))
+        result = self._apply(run, "resume", transitions.resume(run, actor=actor, now=self._clock()))
+        self._children_follow(run, result, "resume")
+        return result
+
+    def _children_follow(self, run: Run, result: ControlResult, action: Literal["pause", "resume"]) -> None:
+        """A run paused or resumed while its step waits for child runs: they are paused or
+        resumed too, a page of them per message (engine.children.Children.control_page)."""
+        if result.result != "applied" or self._queue is None:
+            return
+        message = fanout.following(
+            run.tenant_id, run.run_id, cast(Fanout | None, run.fanout), run.current_step_id, action
+        )
+        if message is not None:
+            self._queue.send(message)
 
     def _cancel(self, run: Run, actor: str, _: str | None) -> ControlResult:
         return self._apply(run, "cancel", transitions.cancel(run, actor=actor, now=self._clock()))

@@ -51,12 +51,15 @@ _DROPPED: dict[type, tuple[str, str, str, Callable[[Any], dict[str, str]]]] = {
         "signal_delivery_dropped",
         lambda m: {"signal_id": m.signal_id},
     ),
-    # The children run on to their own ends; their parent has ended and ignores them.
+    # Cancelled: the children run on to their own ends; their parent has ended and ignores them.
+    # Paused or resumed: the children go on as they were (a paused child is resumed by hand, or
+    # ends with its parent's wait).
     CancelChildren: (
-        "a cancellation of child runs was dead-lettered; those children run to their end",
+        "a page of child runs to cancel, pause or resume was dead-lettered; those children go on"
+        " as they were",
         "ChildCancelsDeadLettered",
         "cancel_children_dropped",
-        lambda m: {"run_id": m.run_id},
+        lambda m: {"run_id": m.run_id, "action": m.action},
     ),
 }
 

@@ -70,9 +70,14 @@ def work_record(record: SQSRecord, remaining_ms: RemainingMs) -> str:
             return recorded
         if isinstance(message, CancelChildren):
             logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
-            cancelled = parts().children.cancel_page(message)
-            logger.info("children cancelled", extra={"cancelled": cancelled, "start": message.start})
-            return "children_cancelled"
+            changed = parts().children.control_page(message)
+            logger.info(
+                "children controlled",
+                extra={"action": message.action, "changed": changed, "start": message.start},
+            )
+            return {"cancel": "children_cancelled", "pause": "children_paused"}.get(
+                message.action, "children_resumed"
+            )
         logger.thread_safe_append_keys(run_id=message.run_id, tenant_id=message.tenant_id)
         receives = record.attributes.approximate_receive_count
         outcome = parts().engine.process(

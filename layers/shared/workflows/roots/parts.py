@@ -351,7 +351,7 @@ class Parts:
             self.queue,
             self.step_commits,
             self.endings,
-            workflows=ChildWorkflows(self.definitions),
+            workflows=ChildWorkflows(self.definitions, self.runs, multi_user=s.auth_mode == "multi_user"),
             registry=self.registry,
             limits=Limits(
                 max_items=s.max_map_items,
@@ -472,7 +472,13 @@ class Parts:
         from workflows.engine.control import RunControl
 
         return RunControl(
-            self.runs, self.run_outputs, self.kicks, self.step_commits, self.endings, clock=self.clock
+            self.runs,
+            self.run_outputs,
+            self.kicks,
+            self.step_commits,
+            self.endings,
+            queue=self.queue,
+            clock=self.clock,
         )
 
     # ---- webhooks ----------------------------------------------------------------------
@@ -506,7 +512,13 @@ class Parts:
         from workflows.services.runs import RunService
 
         return RunService(
-            self.runs, self.kicks, self.idempotency, self.registry, self.settings, clock=self.clock
+            self.runs,
+            self.kicks,
+            self.idempotency,
+            self.registry,
+            self.settings,
+            definitions=self.definitions,
+            clock=self.clock,
         )
 
     @cached_property

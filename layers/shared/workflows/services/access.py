@@ -10,6 +10,9 @@ Rules (docs/auth.md):
 - Submitting ad hoc, or saving, a definition that references `{{ secrets.NAME }}` needs
   `workflows.secrets.use`; running a saved one needs only what running needs (whoever saved it
   had the permission and meant the secrets to be used).
+- A run starts a saved workflow (a `workflow` step) only if its owner could run that workflow
+  themselves: theirs, or any with `workflows.runs.read` as they held it when submitting the run.
+  Checked when the step starts the child, and on submission for the ids a definition names.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from workflows.domain.principal import (
 )
 from workflows.domain.quotas import WindowCount
 from workflows.domain.run import Run
-from workflows.errors import Forbidden, QuotaExceeded
-from workflows.ports import QuotaStore, RunLog
+from workflows.errors import Forbidden, NotFound, QuotaExceeded, WorkflowForbidden
+from workflows.ports import DefinitionStore, QuotaStore, RunLog
+from workflows.services.validation import started_workflows
 from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry, parse_config
 
@@ -47,9 +51,55 @@ def readable_run(runs: RunLog, principal: Principal, run_id: str) -> Run:
     return check_read_run(principal, runs.get(principal.tenant_id, run_id))
 
 
+def can_read_definition(principal: Principal, owner: str) -> bool:
+    """Whether the caller may read, and so run, a saved workflow `owner` created."""
+    return principal.can(RUNS_READ) or owner == principal.user_id
+
+
 def check_read_definition(principal: Principal, owner: str) -> None:
-    if not (principal.can(RUNS_READ) or owner == principal.user_id):
+    if not can_read_definition(principal, owner):
         raise Forbidden(f"missing permission {RUNS_READ} (the workflow belongs to another user)")
+
+
+def check_started_workflows(
+    principal: Principal,
+    definition: WorkflowDefinition,
+    registry: StepRegistry,
+    definitions: DefinitionStore,
+    *,
+    field_prefix: str = "",
+) -> None:
+    """WorkflowForbidden, naming each field, if a `workflow` step of the definition names a saved
+    workflow the caller may not run (another user's, without `workflows.runs.read`): the run
+    would only fail at that step. One read per workflow named, and none for a caller who may run
+    them all. A workflow that is not found is left to the step (`workflow_not_found`)."""
+    if principal.can(RUNS_READ):
+        return
+    owners: dict[str, str | None] = {}
+    refused: list[dict[str, str]] = []
+    for where, step, workflow_id in started_workflows(definition, registry):
+        if workflow_id not in owners:
+            try:
+                owners[workflow_id] = definitions.get_head(principal.tenant_id, workflow_id).created_by
+            except NotFound:
+                owners[workflow_id] = None
+        owner = owners[workflow_id]
+        if owner is not None and not can_read_definition(principal, owner):
+            refused.append(
+                {
+                    "field": f"{field_prefix}{where}.config.workflow_id",
+                    "message": f"step '{step.id}' starts workflow '{workflow_id}', which belongs to"
+                    f" another user: missing permission {RUNS_READ}",
+                }
+            )
+    if refused:
+        raise WorkflowForbidden(f"{refused[0]['field']}: {refused[0]['message']}", details=refused)
+
+
+def run_owner(run: Run, permissions: list[str] | None) -> Principal:
+    """Who a run acts for: its owner, with `permissions` (as they held them when submitting the
+    run; none when they are not known)."""
+    return Principal(tenant_id=run.tenant_id, user_id=run.owner_id, permissions=frozenset(permissions or ()))
 
 
 def check_change_definition(principal: Principal, owner: str) -> None:

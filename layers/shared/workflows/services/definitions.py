@@ -17,8 +17,15 @@ from workflows.domain.principal import RUNS_READ, Principal
 from workflows.domain.run import Run
 from workflows.domain.workflows import DELETED, WorkflowHead, WorkflowVersion
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, ValidationFailed, WorkflowDeleted
-from workflows.ports import DefinitionStore
-from workflows.services.access import check_change_definition, check_read_definition, check_secret_use
+from workflows.ports import DefinitionStore, RunLog
+from workflows.services.access import (
+    can_read_definition,
+    check_change_definition,
+    check_read_definition,
+    check_secret_use,
+    check_started_workflows,
+    run_owner,
+)
 from workflows.services.runs import RunService
 from workflows.services.validation import check_no_self_call, validate_definition
 from workflows.settings import Settings
@@ -157,6 +164,7 @@ class DefinitionService:
                 exc.message, details=[{"field": "version", "message": f"no version {wanted}"}]
             ) from exc
         assert stored.definition is not None
+        check_started_workflows(principal, stored.definition, self._registry, self._definitions)
         check_inputs(stored.definition, inputs)
         return self._run_service.submit(principal, stored.definition, inputs, workflow_id=workflow_id)
 
@@ -311,18 +319,31 @@ def _json_path(parts: Sequence[Any]) -> str:
 class ChildWorkflows:
     """Saved workflows as a `workflow` step starts them (engine.children.SavedWorkflows): the
     tenant's workflow, not deleted, at its latest version or the one named, with the child's
-    inputs checked against its inputs_schema. Each refusal fails the step (not retried)."""
+    inputs checked against its inputs_schema. In multi-user mode, only one the parent run's owner
+    could run themselves, as `POST /{workflow_id}/runs` checks it: their own, or any with
+    `workflows.runs.read` as they held it when the run was submitted. Each refusal fails the step
+    (not retried)."""
 
-    def __init__(self, definitions: DefinitionStore) -> None:
+    def __init__(self, definitions: DefinitionStore, runs: RunLog, *, multi_user: bool) -> None:
         self._definitions = definitions
+        self._runs = runs
+        self._multi_user = multi_user
 
     def definition(
-        self, tenant_id: str, workflow_id: str, version: int | None, inputs: dict[str, Any]
+        self, parent: Run, workflow_id: str, version: int | None, inputs: dict[str, Any]
     ) -> WorkflowDefinition:
+        tenant_id = parent.tenant_id
         try:
             head = self._definitions.get_head(tenant_id, workflow_id)
         except NotFound:
             raise StepFailed("workflow_not_found", f"no workflow '{workflow_id}'", retryable=False) from None
+        if not self._may_start(parent, head.created_by):
+            raise StepFailed(
+                "workflow_forbidden",
+                f"the run's owner '{parent.owner_id}' may not run workflow '{workflow_id}': it belongs to"
+                f" another user (missing permission {RUNS_READ})",
+                retryable=False,
+            )
         if head.status == DELETED:
             raise StepFailed("workflow_deleted", f"workflow '{workflow_id}' is deleted", retryable=False)
         wanted = head.latest_version if version is None else version
@@ -338,3 +359,21 @@ class ChildWorkflows:
         except ValidationFailed as exc:
             raise StepFailed("invalid_inputs", f"the child's {exc.message}", retryable=False) from None
         return stored.definition
+
+    def _may_start(self, parent: Run, created_by: str) -> bool:
+        if not self._multi_user or created_by == parent.owner_id:
+            return True  # the owner's own workflow: nothing to read
+        return can_read_definition(run_owner(parent, self._owner_permissions(parent)), created_by)
+
+    def _owner_permissions(self, run: Run) -> list[str] | None:
+        """The permissions the run's owner held when submitting it: recorded on the run a caller
+        or a schedule submitted, which a child run finds by going up its parents (a few reads,
+        at most the nesting bound, and only for another user's workflow). None when they are not
+        known (a run stored before they were recorded): the owner's own workflows only, then."""
+        current = run
+        while current.owner_permissions is None and current.parent_run_id is not None:
+            try:
+                current = self._runs.get(current.tenant_id, current.parent_run_id)
+            except NotFound:
+                return None
+        return current.owner_permissions

@@ -28,8 +28,8 @@ from workflows.errors import (
     Throttled,
 )
 from workflows.observability import logger
-from workflows.ports import IdempotencyStore, RunLog
-from workflows.services.access import check_secret_use
+from workflows.ports import DefinitionStore, IdempotencyStore, RunLog
+from workflows.services.access import check_secret_use, check_started_workflows
 from workflows.services.validation import validate_definition
 from workflows.settings import Settings
 from workflows.steps.registry import StepRegistry
@@ -63,6 +63,7 @@ class RunService:
         registry: StepRegistry,
         settings: Settings,
         *,
+        definitions: DefinitionStore,
         clock: Clock = system_clock,
     ) -> None:
         self._runs = runs
@@ -70,6 +71,7 @@ class RunService:
         self._idempotency = idempotency
         self._registry = registry
         self._settings = settings
+        self._definitions = definitions
         self._clock = clock
 
     def submit(
@@ -91,6 +93,9 @@ class RunService:
             run_id=reservation.run_id if reservation is not None else str(uuid.uuid4()),
             tenant_id=principal.tenant_id,
             owner_id=principal.user_id,
+            # What the run may do on its owner's behalf later (start another user's workflow):
+            # what they may do now. Single-user mode checks no such thing.
+            owner_permissions=sorted(principal.permissions) if settings.auth_mode == "multi_user" else None,
             workflow_id=workflow_id,
             definition_version=definition.version,
             definition_name=definition.name,
@@ -134,9 +139,13 @@ class RunService:
         return run
 
     def check_adhoc(self, principal: Principal, definition: WorkflowDefinition) -> None:
-        """Forbidden if an ad hoc definition references secrets the caller may not use. (A saved
-        one was checked when it was saved: running it needs no more than running does.)"""
+        """Forbidden if an ad hoc definition references secrets the caller may not use (a saved
+        one was checked when it was saved: running it needs no more than running does), or
+        starts a saved workflow the caller may not run."""
         check_secret_use(principal, definition, self._registry, field_prefix="definition.")
+        check_started_workflows(
+            principal, definition, self._registry, self._definitions, field_prefix="definition."
+        )
 
     def submit_once(
         self,

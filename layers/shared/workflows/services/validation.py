@@ -125,10 +125,12 @@ def _duplicate_ids(steps: list[StepSpec], registry: StepRegistry) -> list[dict[s
     return errors
 
 
-def check_no_self_call(definition: WorkflowDefinition, registry: StepRegistry, workflow_id: str) -> None:
-    """A version of a saved workflow whose `workflow` step names the workflow itself would start
-    itself forever: refused (a cycle through other workflows meets the nesting bound at run
-    time)."""
+def started_workflows(
+    definition: WorkflowDefinition, registry: StepRegistry
+) -> Iterator[tuple[str, StepSpec, str]]:
+    """Each step that starts a saved workflow (a `workflow` step), down through the steps a step
+    holds: its field (`steps[0].config.branches.b[1]`), the step and the workflow id it names.
+    A step whose config is invalid is skipped: validation refuses it anyway."""
     for where, step in _all_steps(definition.steps, registry):
         step_type = registry.get(step.type)
         if not isinstance(step_type, StartsWorkflows):
@@ -137,6 +139,15 @@ def check_no_self_call(definition: WorkflowDefinition, registry: StepRegistry, w
             started = step_type.started_workflow(parse_config(step_type, step.config))
         except ValueError:
             continue
+        if started is not None:
+            yield where, step, started
+
+
+def check_no_self_call(definition: WorkflowDefinition, registry: StepRegistry, workflow_id: str) -> None:
+    """A version of a saved workflow whose `workflow` step names the workflow itself would start
+    itself forever: refused (a cycle through other workflows meets the nesting bound at run
+    time)."""
+    for where, step, started in started_workflows(definition, registry):
         if started == workflow_id:
             field = f"{where}.config.workflow_id"
             message = f"step '{step.id}' starts workflow '{workflow_id}', the workflow itself"

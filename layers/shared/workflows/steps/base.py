@@ -110,6 +110,8 @@ class Spawn:
     version: int | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     wait: bool = True
+    # `auto`: items (branches) of pure steps run inside the run (engine.inline); `child_runs`: never.
+    mode: Literal["auto", "child_runs"] = "auto"
 
 
 StepOutcome = StepResult | Suspend | Spawn
@@ -143,6 +145,16 @@ class RunsSteps(Protocol):
 
     def nested(self, config: BaseModel) -> dict[str, list[StepSpec]]:
         """Each list of steps by the config field that holds it (`branches.<name>`, `steps`)."""
+
+
+@runtime_checkable
+class Pure(Protocol):
+    """A step type that always finishes where it runs: it renders and decides, and calls
+    nothing out, waits for nothing and starts nothing (log, branch). A map's items, or a
+    parallel's branches, made only of such steps run inside their parent run
+    (steps.registry.runs_inline, engine.inline) rather than as child runs."""
+
+    pure: Literal[True]
 
 
 @runtime_checkable

@@ -47,6 +47,7 @@ class BranchStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+    pure: Literal[True] = True  # steps.base.Pure: a map item of these runs inside its parent
     # The branch decides where the run goes: its config names both ways, on_success is unused.
     route_fields = ("true_next", "false_next")
     rejectable = False

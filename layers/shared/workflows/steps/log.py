@@ -33,6 +33,7 @@ class LogStep:
     min_engine_version = "1.0.0"
     delivery: Literal["at_least_once"] = "at_least_once"
     inline = True
+    pure: Literal[True] = True  # steps.base.Pure: a map item of these runs inside its parent
     route_fields: tuple[str, ...] = ()  # follows on_success
     rejectable = False
 

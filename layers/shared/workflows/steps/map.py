@@ -1,5 +1,6 @@
-"""`map`: the same steps once per item of a list, side by side (each item a child run), at most
-`max_concurrency` at once; output: the items' last outputs in item order. docs/steps.md."""
+"""`map`: the same steps once per item of a list, side by side (each item a child run, or a few
+renders inside the run: `mode`), at most `max_concurrency` at once; output: the items' last
+outputs in item order. docs/steps.md."""
 
 from __future__ import annotations
 
@@ -29,13 +30,21 @@ class MapConfig(BaseModel):
     tolerated_failures: int = Field(
         default=0, ge=0, description="Items that may fail (their output is null) before the step fails"
     )
+    mode: Literal["auto", "child_runs"] = Field(
+        default="auto",
+        description="`auto`: when the steps are only `log` and `branch` steps (at most 20, none"
+        " retried, no loop), items run inside this run, a batch per commit, at a fraction of a child"
+        " run's cost; otherwise each item is a child run. `child_runs`: each item is always a child"
+        " run of its own (its own page, events and retries)",
+    )
 
 
 class MapStep:
     name = "map"
     description = (
-        "Run steps once per item of a list, side by side (child runs), at most max_concurrency at"
-        " once; output: the items' last outputs in item order."
+        "Run steps once per item of a list, side by side (child runs; items of only log and branch"
+        " steps run inside the run, a batch per commit), at most max_concurrency at once; output:"
+        " the items' last outputs in item order."
     )
     config_model = MapConfig
     example = {
@@ -77,4 +86,5 @@ class MapStep:
             items=items,
             max_concurrency=config.max_concurrency,
             tolerated_failures=config.tolerated_failures,
+            mode=config.mode,
         )

@@ -27,6 +27,13 @@ class ParallelConfig(BaseModel):
         description="`all`: the step fails when a branch fails (the others are cancelled); `any`:"
         " the first branch to succeed wins and the others are cancelled",
     )
+    mode: Literal["auto", "child_runs"] = Field(
+        default="auto",
+        description="`auto`: when every branch is only `log` and `branch` steps (at most 20, none"
+        " retried, no loop), the branches run inside this run, one after another, at a fraction of a"
+        " child run's cost; otherwise each branch is a child run. `child_runs`: each branch is always"
+        " a child run of its own (its own page, events and retries)",
+    )
 
     @field_validator("branches")
     @classmethod
@@ -40,8 +47,8 @@ class ParallelConfig(BaseModel):
 class ParallelStep:
     name = "parallel"
     description = (
-        "Run named branches of steps side by side (child runs); output: each branch's last output"
-        " by branch name."
+        "Run named branches of steps side by side (child runs; branches of only log and branch"
+        " steps run inside the run); output: each branch's last output by branch name."
     )
     config_model = ParallelConfig
     example = {
@@ -66,4 +73,4 @@ class ParallelStep:
 
     def execute(self, config: BaseModel, context: StepContext) -> StepOutcome:
         assert isinstance(config, ParallelConfig)
-        return Spawn(kind="parallel", branches=config.branches, join=config.join)
+        return Spawn(kind="parallel", branches=config.branches, join=config.join, mode=config.mode)

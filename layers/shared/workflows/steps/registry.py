@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from workflows.domain.definition import END, StepRouting, StepSpec, WorkflowDefinition
 from workflows.domain.json import JsonObject
 from workflows.steps.approval import ApprovalStep
-from workflows.steps.base import RunsSteps, StepType
+from workflows.steps.base import Pure, RunsSteps, StepType
 from workflows.steps.branch import BranchStep
 from workflows.steps.delay import DelayStep
 from workflows.steps.log import LogStep
@@ -198,3 +198,29 @@ def reads_inputs(steps: Iterable[StepSpec], registry: StepRegistry) -> bool:
         ):
             return True
     return False
+
+
+# The most steps a list may hold and still run inside its parent (engine.inline): one item's
+# events are part of one commit.
+MAX_INLINE_STEPS = 20
+
+
+def runs_inline(steps: list[StepSpec], registry: StepRegistry) -> bool:
+    """Whether a map item or a parallel branch of `steps` runs inside its parent run rather than
+    as a child run: every step is `Pure` (log, branch), none is retried, there are at most
+    MAX_INLINE_STEPS, and every route leads forward (no loop), so an item is a handful of
+    renders that one commit records whole."""
+    if len(steps) > MAX_INLINE_STEPS:
+        return False
+    position = {step.id: index for index, step in enumerate(steps)}
+    for index, step in enumerate(steps):
+        step_type = registry.get(step.type)
+        if not isinstance(step_type, Pure) or step.retry.max_attempts > 1:
+            return False
+        config = parse_config(step_type, step.config)
+        routes = [step.on_success, step.on_failure, step.on_timeout]
+        routes += [getattr(config, name, None) for name in step_type.route_fields]
+        for target in routes:
+            if target is not None and target != END and position.get(target, -1) <= index:
+                return False
+    return True
