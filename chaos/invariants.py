@@ -163,24 +163,30 @@ def repeated_deliveries(deliveries: Iterable[Delivery]) -> int:
 
 def child_violations(run_id: str, events: list[dict[str, Any]]) -> list[Violation]:
     """Each child run is started once and its end recorded once by its parent (a parallel's
-    branches, a map's items), and never recorded before it was started."""
-    started = Counter(
-        child.get("run_id")
-        for e in events
-        if e.get("event_type") == "children_started"
-        for child in (e.get("payload") or {}).get("children", [])
-    )
-    ended = Counter(
-        (e.get("payload") or {}).get("run_id") for e in events if e.get("event_type") == "child_ended"
-    )
+    branches, a map's items) per round of the run (a retry runs again, in place, the children
+    that did not succeed), and never recorded before it was started."""
+    started: Counter[tuple[int, Any]] = Counter()
+    ended: Counter[tuple[int, Any]] = Counter()
+    for round_, e in _rounds(events):
+        payload = e.get("payload") or {}
+        if e.get("event_type") == "children_started":
+            started.update((round_, child.get("run_id")) for child in payload.get("children", []))
+        elif e.get("event_type") == "child_ended":
+            ended[(round_, payload.get("run_id"))] += 1
+    ever = {child for _, child in started}
     found = [
-        Violation("child started twice", run_id, str(c)) for c, n in sorted(started.items(), key=str) if n > 1
+        Violation("child started twice", run_id, str(c))
+        for (_, c), n in sorted(started.items(), key=str)
+        if n > 1
     ]
     found += [
-        Violation("child counted twice", run_id, str(c)) for c, n in sorted(ended.items(), key=str) if n > 1
+        Violation("child counted twice", run_id, str(c))
+        for (_, c), n in sorted(ended.items(), key=str)
+        if n > 1
     ]
     found += [
-        Violation("child ended unstarted", run_id, str(c)) for c in sorted(set(ended) - set(started), key=str)
+        Violation("child ended unstarted", run_id, str(c))
+        for c in sorted({c for _, c in ended} - ever, key=str)
     ]
     return found
 

@@ -27,6 +27,7 @@ from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import EventType, Run, RunEvent, RunStatus
 from workflows.domain.transitions import Commit
 from workflows.engine.outputs import RunOutputs
+from workflows.errors import ValidationFailed
 from workflows.roots.parts import Parts
 
 T = "t1"
@@ -1132,6 +1133,112 @@ def test_a_child_created_after_its_parent_ended_is_cancelled_before_it_runs(cloc
     assert ended.status == RunStatus.CANCELLED
     assert not [e for e in _events(parts, orphan.run_id) if e.event_type == EventType.STEP_STARTED]
     _gap_free(parts)
+
+
+# ---- retry inside the items -----------------------------------------------------------------
+
+
+def _boom_on(condition: str) -> list[Step]:
+    """Item steps: `a`, then `boom` failing when `condition` holds, then `c`."""
+    return [
+        _log("a", "a {{ item }}"),
+        _log("boom", "{% if " + condition + " %}" + "{{ inputs.absent.deeper }}" + "{% else %}ok{% endif %}"),
+        _log("c", "c {{ item }}"),
+    ]
+
+
+def _child_events(parts: Parts, child: Run) -> list[str]:
+    return [f"{e.event_type}:{e.step_id or ''}" for e in _events(parts, child.run_id)]
+
+
+def test_a_retry_runs_again_only_the_items_that_did_not_succeed_from_a_step_inside_them(
+    parts: Parts, clock: FakeClock
+) -> None:
+    run_id = _submit(parts, _map("each", [0, 1, 2, 3], _boom_on("item == 1"), max_concurrency=2))
+    run = _run(parts, run_id)
+    assert run.status == RunStatus.FAILED
+    first, failed = _children(parts, run_id)[:2]
+    assert (first.status, failed.status) == (RunStatus.SUCCEEDED, RunStatus.FAILED)
+    assert all(child.is_terminal for child in _children(parts, run_id))
+    untouched = (first.version, _child_events(parts, first))
+
+    # From the failing step again: the item fails again, the one that succeeded is left alone.
+    assert parts.control.act(T, run_id, "retry", "ops").result == "applied"
+    run = _until_ended(parts, clock, run_id)
+    assert run.status == RunStatus.FAILED
+    assert _child_events(parts, _run(parts, failed.run_id)).count("step_started:a") == 1
+    assert _child_events(parts, _run(parts, failed.run_id)).count("step_started:boom") == 2
+
+    # From `c`, a step inside the items: item 1 skips `boom`; items 2 and 3 then start as usual.
+    assert parts.control.act(T, run_id, "retry", "ops", from_step="c").result == "applied"
+    run = _until_ended(parts, clock, run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert _messages(_output(parts, run_id)) == ["c 0", "c 1", "c 2", "c 3"]
+    children = _children(parts, run_id)
+    assert len(children) == 4  # the same child runs: none created again
+    assert (children[0].version, _child_events(parts, children[0])) == untouched
+    again = [
+        c["index"]
+        for e in _of_type(parts, run_id, EventType.CHILDREN_STARTED)
+        for c in e.payload["children"]
+        if c.get("again")
+    ]
+    assert again.count(1) == 2  # the failed item, once per retry
+    assert 0 not in again  # the one that succeeded, never
+    retried = [e for e in _of_type(parts, run_id, EventType.RUN_RESUMED) if e.payload.get("redrive")]
+    assert [e.payload.get("items_from_step") for e in retried] == [None, "c"]
+    _gap_free(parts)
+
+
+def test_a_retry_of_a_parallel_runs_again_only_the_failed_branch(parts: Parts, clock: FakeClock) -> None:
+    branches = {"good": [_log("g1", "good")], "bad": [_fails("boom"), _log("c", "c {{ branch }}")]}
+    run_id = _submit(parts, _parallel("both", branches))
+    assert _run(parts, run_id).status == RunStatus.FAILED
+    good = _children(parts, run_id)[0]
+    assert parts.control.act(T, run_id, "retry", "ops", from_step="c").result == "applied"
+    run = _until_ended(parts, clock, run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert _output(parts, run_id) == {
+        "good": {"message": "good", "level": "info"},
+        "bad": {"message": "c bad", "level": "info"},
+    }
+    assert _run(parts, good.run_id).version == good.version
+    _gap_free(parts)
+
+
+def test_items_cancelled_when_their_step_failed_run_again_too(parts: Parts, clock: FakeClock) -> None:
+    steps = [
+        _when("first", "item == 0", "boom", "wait"),
+        _fails("boom"),
+        _nap("wait", 60),
+        _log("c", "c {{ item }}"),
+    ]
+    run_id = _submit(parts, _map("each", [0, 1, 2], steps))
+    run = _until_ended(parts, clock, run_id)
+    assert run.status == RunStatus.FAILED
+    assert _statuses(_children(parts, run_id)) == ["failed", "cancelled", "cancelled"]
+
+    assert parts.control.act(T, run_id, "retry", "ops", from_step="c").result == "applied"
+    run = _until_ended(parts, clock, run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert _messages(_output(parts, run_id)) == ["c 0", "c 1", "c 2"]
+    _gap_free(parts)
+
+
+def test_a_retry_from_the_step_itself_runs_every_item_again(parts: Parts, clock: FakeClock) -> None:
+    run_id = _submit(parts, _map("each", [0, 1], _boom_on("item == 1")))
+    assert _run(parts, run_id).status == RunStatus.FAILED
+    assert parts.control.act(T, run_id, "retry", "ops", from_step="each").result == "applied"
+    _until_ended(parts, clock, run_id)
+    assert len(_children(parts, run_id)) == 4  # a new round: two new child runs
+
+
+def test_a_retry_from_inside_items_that_ran_inside_the_run_is_refused(parts: Parts) -> None:
+    run_id = _submit(parts, _map("each", [0, 1], _boom_on("item == 1"), mode="auto"))
+    assert _run(parts, run_id).status == RunStatus.FAILED
+    with pytest.raises(ValidationFailed) as refused:
+        parts.control.act(T, run_id, "retry", "ops", from_step="c")
+    assert refused.value.details == [{"field": "from_step", "message": "not retryable inside its items"}]
 
 
 # ---- the API ---------------------------------------------------------------------------

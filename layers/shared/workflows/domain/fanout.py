@@ -86,6 +86,15 @@ class Fanout(TypedDict, total=False):
     # workflow: the saved workflow and version the child runs.
     workflow_id: str
     version: int
+    # A retry of the run that failed at this step runs again, in place, its children that did
+    # not succeed (`redrive`), of those it had started (below `redo_stop`): those below
+    # `redo_cursor` were looked at, and the ones running
+    # again are in `redoing` (not ended) until they end again; `redo_from` is the step they run
+    # again from (else each its failed step).
+    redo_cursor: int
+    redo_stop: int
+    redoing: list[int]
+    redo_from: str
     # Items or branches run inside the parent (no child runs): a batch per commit, [0, started)
     # done. `results`: their outputs in item order, a `ResultsEntry` per batch or folded batches.
     inline: bool
@@ -128,18 +137,41 @@ def plan(
     }
 
 
-def has_ended(fanout: Fanout, index: int) -> bool:
+def was_ended(fanout: Fanout, index: int) -> bool:
+    """Whether child `index` ended, a retry running it again or not."""
     return index < fanout["done_below"] or index in fanout["ended_above"]
 
 
+def has_ended(fanout: Fanout, index: int) -> bool:
+    return was_ended(fanout, index) and index not in fanout.get("redoing", ())
+
+
 def ended_count(fanout: Fanout) -> int:
-    return fanout["done_below"] + len(fanout["ended_above"])
+    return fanout["done_below"] + len(fanout["ended_above"]) - len(fanout.get("redoing", ()))
 
 
 def running(fanout: Fanout) -> list[int]:
-    """The children started that have not ended, by index."""
+    """The children started that have not ended, by index (those a retry runs again too)."""
     above = set(fanout["ended_above"])
-    return [i for i in range(fanout["done_below"], fanout["started"]) if i not in above]
+    fresh = [i for i in range(fanout["done_below"], fanout["started"]) if i not in above]
+    return sorted([*fresh, *fanout.get("redoing", ())])
+
+
+def redo_pending(fanout: Fanout) -> bool:
+    """A retry's look at the children that did not succeed is not through yet."""
+    return fanout.get("redo_cursor", 0) < fanout.get("redo_stop", 0)
+
+
+def redrive(fanout: Fanout, redo_from: str | None) -> Fanout:
+    """The record of a step whose run is retried there: its children that did not succeed run
+    again in place (Children scans them from index 0, as the window allows), the others keep
+    their outputs; the count of failures starts again."""
+    looked = {"redo_cursor": 0, "redo_stop": fanout["started"], "redoing": []}
+    changed = cast(Fanout, {**fanout, "failed": 0, "failures": [], **looked})
+    changed.pop("redo_from", None)
+    if redo_from is not None:
+        changed["redo_from"] = redo_from
+    return changed
 
 
 def branch(fanout: Fanout, index: int) -> str | None:
@@ -162,13 +194,18 @@ def mark_ended(
     run inside the parent has no `run_id`."""
     if has_ended(fanout, index):
         raise ValueError(f"child {index} ended already")
-    above = list(fanout["ended_above"])
-    bisect.insort(above, index)
-    done = fanout["done_below"]
-    while above and above[0] == done:
-        above.pop(0)
-        done += 1
-    changed = cast(Fanout, {**fanout, "done_below": done, "ended_above": above})
+    redoing = fanout.get("redoing") or []
+    if index in redoing:
+        # Run again by a retry: it was ended, and is again.
+        changed = cast(Fanout, {**fanout, "redoing": [i for i in redoing if i != index]})
+    else:
+        above = list(fanout["ended_above"])
+        bisect.insort(above, index)
+        done = fanout["done_below"]
+        while above and above[0] == done:
+            above.pop(0)
+            done += 1
+        changed = cast(Fanout, {**fanout, "done_below": done, "ended_above": above})
     if status == "succeeded":
         changed["succeeded"] = fanout["succeeded"] + 1
         if fanout.get("join") == "any" and "winner" not in fanout:
@@ -195,7 +232,7 @@ def verdict(fanout: Fanout) -> Verdict:
     failed than `tolerated_failures` (the others are cancelled), and succeeds once every child
     ended. join `any`: the first child to succeed wins (the others are cancelled); the step fails
     once every child failed."""
-    everyone = ended_count(fanout) >= fanout["total"]
+    everyone = ended_count(fanout) >= fanout["total"] and not redo_pending(fanout)
     if fanout.get("join") == "any":
         if "winner" in fanout:
             return "succeeded"

@@ -57,6 +57,7 @@ class Action(StrEnum):
     RESUME = "resume"
     CANCEL = "cancel"
     RETRY_FROM = "retry_from"
+    REDRIVE = "redrive"
     GIVE_UP = "give_up"
     REKICK = "rekick"
     WAKE = "wake"
@@ -111,6 +112,9 @@ TABLE: Final[Mapping[Action, Mapping[RunStatus, Leads]]] = {
     Action.CANCEL: {Q: frozenset({C}), R: frozenset({C}), P: frozenset({C}), W: frozenset({C}), C: ALREADY},
     # The one way out of `failed`.
     Action.RETRY_FROM: {F: frozenset({R})},
+    # A child run (a branch, an item) that did not succeed, run again by its parent's retry:
+    # failed, or cancelled when its step failed (queued again if it had not started).
+    Action.REDRIVE: {F: frozenset({Q, R}), C: frozenset({Q, R})},
     # The service fails a run that cannot advance; a run that already ended is left as it is.
     Action.GIVE_UP: {
         Q: frozenset({F}),
@@ -339,6 +343,10 @@ def fail_step(
     events = [*cause, NewEvent(event_type=event_type, step_id=step_id, payload=payload)]
     progress: dict[str, Any] = {**_STEP_DONE, "steps_executed": run.steps_executed + 1, "approval": None}
     if route is None:
+        # The children the step waited for stay on record: they are cancelled once this is
+        # stored, and a retry of the run from this step runs again those that did not succeed.
+        if run.fanout is not None and run.fanout.get("step_id") == step_id:
+            progress["fanout"] = run.fanout
         return _fail(Action.FAIL_STEP, run, error, events, now, progress)
     progress.update(step_outputs=remember(run.step_outputs, step_id, output), last_output=output, attempt=1)
     if route == END:
@@ -572,8 +580,13 @@ def cancel(run: Run, *, actor: str, now: datetime) -> Commit | None:
     return _commit(Action.CANCEL, run, ended, events)
 
 
-def retry_from(run: Run, step_id: str, *, actor: str) -> Commit:
-    """A failed run runs again from `step_id`, keeping the outputs of the steps before it."""
+def retry_from(
+    run: Run, step_id: str, *, actor: str, redrive: Fanout | None = None, until: str | None = None
+) -> Commit:
+    """A failed run runs again from `step_id`, keeping the outputs of the steps before it. With
+    `redrive` (domain.fanout.redrive: the step is the run's failed `parallel` or `map`), the step
+    is not run again: it waits, until `until`, for its children that did not succeed to run again
+    (the others keep their outputs)."""
     _check(Action.RETRY_FROM, run)
     moved = _evolve(
         run,
@@ -583,16 +596,45 @@ def retry_from(run: Run, step_id: str, *, actor: str) -> Commit:
         error=None,
         status_reason=None,
         ended_at=None,
-        wait_until=None,
+        wait_until=until if redrive is not None else None,
         next_wake_at=None,
         approval=None,
         signal_wait=None,
+        fanout=dict(redrive) if redrive is not None else None,
+    )
+    payload: dict[str, Any] = {"actor": actor, "reason": "retry", "from_step": step_id}
+    if redrive is not None:
+        payload["redrive"] = True
+        if "redo_from" in redrive:
+            payload["items_from_step"] = redrive["redo_from"]
+    event = NewEvent(event_type=EventType.RUN_RESUMED, payload=payload)
+    return _commit(Action.RETRY_FROM, run, moved, [event], Kick())
+
+
+def redrive_child(run: Run, step_id: str) -> Commit:
+    """A child run that did not succeed runs again from `step_id`, as its parent's retry asks
+    (Children: the parent's record lists it as running again)."""
+    _check(Action.REDRIVE, run)
+    moved = _evolve(
+        run,
+        status=R if run.started_at else Q,
+        current_step_id=step_id,
+        attempt=1,
+        error=None,
+        status_reason=None,
+        ended_at=None,
+        wait_until=None,
+        next_wake_at=None,
+        lease_expires_at=None,
+        approval=None,
+        signal_wait=None,
         fanout=None,
+        paused_from=None,
     )
     event = NewEvent(
-        event_type=EventType.RUN_RESUMED, payload={"actor": actor, "reason": "retry", "from_step": step_id}
+        event_type=EventType.RUN_RESUMED, payload={"actor": "parent", "reason": "retry", "from_step": step_id}
     )
-    return _commit(Action.RETRY_FROM, run, moved, [event], Kick())
+    return _commit(Action.REDRIVE, run, moved, [event], Kick())
 
 
 def give_up(run: Run, error: RunError, *, now: datetime, blame_step: bool = True) -> Commit | None:

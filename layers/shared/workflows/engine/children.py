@@ -66,6 +66,8 @@ CHILDREN_TIMEOUT = "timeout"
 _CHUNKS_KEPT = 64
 # Children one commit creates and records as started.
 START_PER_COMMIT = 10
+# Pages of children (CANCEL_PAGE each) a retry's look at them reads per commit.
+REDO_PAGES = 10
 # Inline items one commit records (engine.inline): at most this many, the batch closed once
 # their events pass INLINE_EVENT_BYTES (the run item holds a commit's events) or once it has
 # taken INLINE_BATCH_SECONDS (the kick that runs the next batch is charged to the tenant again).
@@ -492,17 +494,24 @@ class Children:
         decided = fanout.verdict(record)
         started = range(0)
         more = False
+        looked = False
         if decided == "wait" and not timed_out and run.status == RunStatus.RUNNING:
-            room = fanout.window(record)
-            started = _first(room)
-            more = len(started) < len(room)
-            for index in started:
-                self._start(run, definition, record, index)
-            if started:
-                events = [*events, _started_event(run, record, started)]
-            record = cast(Fanout, {**record, "started": max(started.stop, record["started"])})
+            # A retry's children that did not succeed run again first; new ones start after.
+            record, counted, again, looked, more = self._redo(run, definition, record)
+            events = [*events, *counted]
+            if again:
+                events = [*events, _started_event(run, record, again, again=True)]
+            if not fanout.redo_pending(record):
+                room = fanout.window(record)
+                started = _first(room)
+                more = len(started) < len(room)
+                for index in started:
+                    self._start(run, definition, record, index)
+                if started:
+                    events = [*events, _started_event(run, record, started)]
+                record = cast(Fanout, {**record, "started": max(started.stop, record["started"])})
         unkicked = range(record.get("kicked", 0), record["started"])
-        if decided == "wait" and not timed_out and not events and not unkicked:
+        if decided == "wait" and not timed_out and not events and not unkicked and not looked:
             return "waiting", run  # nothing ended, nothing to start or kick: nothing to write
         if run.status == RunStatus.RUNNING:
             record = cast(Fanout, {**record, "kicked": record["started"]})
@@ -531,10 +540,85 @@ class Children:
             self._kicks.send(written.run, written.kick)
             count("ChildrenRecorded", result="waiting")
             return "children_recorded", written.run
-        self.cancel(run, record)
+        if written.run.fanout is None:
+            # The step went on (or the run ended with it): cancel what the join left running. A
+            # run that failed at the step keeps its record, and its end cancels them.
+            self.cancel(run, record)
         self._after(written, definition)
         count("ChildrenRecorded", result=decided if not timed_out else "timeout")
         return f"children_{decided if not timed_out else 'timed_out'}", written.run
+
+    def _redo(
+        self, run: Run, definition: WorkflowDefinition, record: Fanout
+    ) -> tuple[Fanout, list[NewEvent], list[int], bool, bool]:
+        """A retry's children that did not succeed, run again in place (domain.fanout.redrive):
+        from `redo_cursor`, children read a page at a time (at most REDO_PAGES per commit), each
+        failed or cancelled one run again from its failed step (or `redo_from`), at most
+        START_PER_COMMIT per commit and as many as `max_concurrency` leaves room for. A child the
+        record never saw end (its end came after the step failed) is counted now if it
+        succeeded, and run again if not; one still running (its cancellation not yet through)
+        counts as running. Returns the record, events for the ends counted, the children run
+        again, whether any was looked at, and whether this commit's kick should look further."""
+        if not fanout.redo_pending(record):
+            return record, [], [], False, False
+        cursor = record["redo_cursor"]
+        room = record["max_concurrency"] - len(fanout.running(record))
+        ended: list[Run] = []
+        again: list[int] = []
+        redoing = list(record.get("redoing", []))
+        pages = 0
+        full = False
+        while cursor < record["redo_stop"] and pages < REDO_PAGES and not full:
+            stop = min(record["redo_stop"], cursor + fanout.CANCEL_PAGE)
+            ids = {fanout.child_id(record, run.run_id, i): i for i in range(cursor, stop)}
+            found = {ids[c.run_id]: c for c in self._runs.get_many(run.tenant_id, list(ids)).values()}
+            pages += 1
+            for index in range(cursor, stop):
+                child = found.get(index)
+                counted = fanout.was_ended(record, index)  # ended as the record saw it
+                if child is not None and child.status == RunStatus.SUCCEEDED:
+                    if not counted:
+                        ended.append(child)
+                elif child is not None and not child.is_terminal:
+                    if counted:
+                        redoing.append(index)  # run again by a commit that was lost
+                        room -= 1
+                else:
+                    if len(again) >= START_PER_COMMIT or (counted and room <= 0):
+                        full = True
+                        break
+                    if child is None:  # created by a commit that was lost: create it now
+                        self._kicks.send(self._start(run, definition, record, index))
+                    else:
+                        self._redrive_child(child, record.get("redo_from"))
+                    if counted:
+                        redoing.append(index)
+                        room -= 1
+                    again.append(index)
+                cursor = index + 1
+        record = cast(Fanout, {**record, "redo_cursor": cursor, "redoing": sorted(redoing)})
+        record, events = _fold(record, ended)
+        return record, events, again, True, fanout.redo_pending(record) and room > 0
+
+    def _redrive_child(self, child: Run, redo_from: str | None) -> None:
+        """One child that did not succeed runs again: from `redo_from` if its steps have it, else
+        from the step it failed (or was cancelled) at. Kicked at once: a commit of its parent
+        that is lost leaves it running, and the next look finds it so."""
+        definition = self._runs.get_with_definition(child.tenant_id, child.run_id)[1]
+        ids = {step.id for step in definition.steps}
+        failed_at = (child.error or {}).get("step_id") or child.current_step_id
+        step_id = next((s for s in (redo_from, failed_at) if s in ids), definition.first_step_id())
+        for _ in range(_RECORD_TRIES):
+            try:
+                moved = self._runs.commit(transitions.redrive_child(child, step_id))
+            except StaleWrite:
+                child = self._runs.get(child.tenant_id, child.run_id)
+                continue
+            except InvalidState:
+                return  # not failed nor cancelled: running again already
+            self._kicks.send(moved)
+            return
+        logger.warning("a child kept changing while it was run again", extra={"run_id": child.run_id})
 
     def _after(self, written: Written, definition: WorkflowDefinition) -> None:
         self._kicks.send(written.run, written.kick)
@@ -770,13 +854,15 @@ def _fold(record: Fanout, children: Iterable[Run]) -> tuple[Fanout, list[NewEven
     return record, events
 
 
-def _started_event(run: Run, record: Fanout, started: range) -> NewEvent:
-    children = [
+def _started_event(run: Run, record: Fanout, started: Sequence[int], *, again: bool = False) -> NewEvent:
+    children: list[dict[str, Any]] = [
         {**fanout.place(record, index), "run_id": fanout.child_id(record, run.run_id, index)}
         for index in started
     ]
     for child in children:
         child.pop("round", None)
+        if again:
+            child["again"] = True  # a retry runs it again (domain.fanout.redrive)
     return NewEvent(
         event_type=EventType.CHILDREN_STARTED, step_id=record["step_id"], payload={"children": children}
     )

@@ -7,7 +7,9 @@ Semantics (docs/engine.md):
 - a run paused or resumed while its step waits for child runs pauses or resumes them too (their
   own children follow); items run inside the run simply stop between batches.
 - cancel is immediate; a step executing meanwhile loses its commit and its result is discarded.
-- retry (only from failed) re-runs the failed step, or `from_step`, keeping earlier outputs;
+- retry (only from failed) re-runs the failed step, or `from_step`, keeping earlier outputs; a
+  run failed at a `parallel` or `map` whose children are runs runs again only the branches or
+  items that did not succeed (from their failed step, or from `from_step` inside them);
   kicks from before the retry are stale by version.
 - approve / reject act only on the approval step the run is waiting on. An approval step may
   need several distinct approvers (`required_approvals`): each approval is one conditional
@@ -22,6 +24,7 @@ an action the status does not allow raises InvalidState (409).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, cast
 
 from workflows.clock import Clock, iso, system_clock
@@ -70,9 +73,11 @@ class RunControl:
         endings: Endings,
         *,
         queue: DispatchQueue | None = None,
+        child_wait_seconds: int = 30 * 24 * 3600,
         clock: Clock = system_clock,
     ):
         self._queue = queue
+        self._child_wait_seconds = child_wait_seconds
         self._runs = runs
         self._outputs = outputs
         self._kicks = kicks
@@ -213,6 +218,28 @@ class RunControl:
         transitions.leads(transitions.Action.RETRY_FROM, run.status)  # 409 before any read
         _, definition = self._runs.get_with_definition(run.tenant_id, run.run_id)
         failed_step = (run.error or {}).get("step_id") or run.current_step_id or definition.first_step_id()
+        record = cast(Fanout | None, run.fanout)
+        redrives = (
+            record is not None
+            and record.get("step_id") == failed_step
+            and record["kind"] in ("parallel", "map")
+            and not record.get("inline")
+        )
+        inside = _item_steps(definition, failed_step)
+        if from_step is not None and from_step in inside and not redrives:
+            raise ValidationFailed(
+                f"from_step: '{from_step}' is a step of the items of '{failed_step}', which ran no child"
+                f" runs to retry; retry from '{failed_step}' to run every item again",
+                details=[{"field": "from_step", "message": "not retryable inside its items"}],
+            )
+        if redrives and (from_step is None or from_step in inside):
+            # A failed parallel or map runs again only the branches or items that did not
+            # succeed, each in place, from its failed step or from `from_step` inside it.
+            assert record is not None
+            until = iso(self._clock() + timedelta(seconds=self._child_wait_seconds))
+            again = fanout.redrive(record, from_step)
+            commit = transitions.retry_from(run, failed_step, actor=actor, redrive=again, until=until)
+            return self._apply(run, "retry", commit, definition)
         start = from_step or failed_step
         if start not in {s.id for s in definition.steps}:
             raise ValidationFailed(
@@ -235,6 +262,19 @@ class RunControl:
                 definition = self._runs.get_with_definition(run.tenant_id, run.run_id)[1]
             self._endings.finished(updated, definition)
         return ControlResult(run.run_id, action, "applied", updated.status.value)
+
+
+def _item_steps(definition: WorkflowDefinition, step_id: str) -> set[str]:
+    """The ids of the steps a `parallel`'s branches or a `map`'s items run (none for another
+    type): where a retry of a run that failed at that step may start each of them again."""
+    try:
+        config = definition.step(step_id).config
+    except KeyError:
+        return set()
+    lists = list((config.get("branches") or {}).values()) if isinstance(config.get("branches"), dict) else []
+    if isinstance(config.get("steps"), list):
+        lists.append(config["steps"])
+    return {step["id"] for steps in lists for step in steps if isinstance(step, dict) and "id" in step}
 
 
 def _decision_delay(attempt: int) -> float:

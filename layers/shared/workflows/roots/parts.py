@@ -478,6 +478,7 @@ class Parts:
             self.step_commits,
             self.endings,
             queue=self.queue,
+            child_wait_seconds=self.settings.child_wait_sec,
             clock=self.clock,
         )
 
