@@ -198,6 +198,10 @@ def awaited_signals(payload: dict[str, Any]) -> str:
     return f"all of: {listed}" if payload.get("mode") == "all" and len(names) > 1 else listed
 
 
+# A step's own events: on an item (a branch) run inside its parent run they name the item.
+_STEP_EVENTS = frozenset({"step_started", "step_completed", "step_failed", "step_timeout", "step_retrying"})
+
+
 def describe(event: dict[str, Any]) -> str:
     """One line a person reads: what happened, to which step."""
     kind = str(event.get("event_type", "?"))
@@ -208,6 +212,9 @@ def describe(event: dict[str, Any]) -> str:
     again = f", attempt {attempt}" if isinstance(attempt, int) and attempt > 1 else ""
     if kind == "run_started":
         return "run started"
+    if kind in _STEP_EVENTS and ("index" in payload or "branch" in payload):
+        # A step of an item (a branch) run inside its parent run: named by its item.
+        step = f"{step} ({_child(payload)})"
     if kind == "step_started":
         return f"step {step} started ({payload.get('step_type', '?')}{again})"
     if kind == "step_completed":

@@ -362,3 +362,12 @@ def test_the_events_of_side_by_side_steps_name_their_branch_or_item() -> None:
     line = describe({"event_type": "child_ended", "step_id": "m", "payload": ended})
     assert line.startswith("step m: item 3 failed: boom")
     assert line.endswith("(4 ended, 5 running), run r3")
+    # A step of an item (a branch) run inside its parent run.
+    inline = {"index": 7, "output": {"message": "hi"}, "attempt": 1}
+    assert describe({"event_type": "step_completed", "step_id": "say", "payload": inline}) == (
+        "step say (item 7) completed"
+    )
+    failed = {"branch": "b", "error": {"code": "template_error", "message": "x"}, "attempt": 1}
+    assert describe({"event_type": "step_failed", "step_id": "b1", "payload": failed}).startswith(
+        "step b1 (branch b) failed: template_error"
+    )
