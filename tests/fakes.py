@@ -231,21 +231,37 @@ class FakeRunIndex:
         start: Position | None = None,
         owner_id: str | None = None,
     ) -> tuple[list[Run], Position | None]:
+        scope = {"tenant_id": tenant_id, "workflow_id": workflow_id or ""}
+        after = None
+        if start is not None:
+            # A key-range position, as the index's: the run it names may be gone since, and one
+            # outside the listing's time range is refused, as the adapter refuses it.
+            after = start.get("after")
+            if dict(start) != {**scope, "after": after} or not after:
+                raise InvalidCursor("the cursor does not belong to this listing")
+            if (created_after is not None and after <= f"{created_after}#~") or (
+                created_before is not None and after >= created_before
+            ):
+                raise InvalidCursor("the cursor does not belong to this listing")
         with self._log.lock:
-            runs = [
-                run
-                for (tenant, _), run in self._log.runs.items()
-                if tenant == tenant_id
-                and (workflow_id is None or run.workflow_id == workflow_id)
-                and (not statuses or run.status.value in statuses)
-                and (created_after is None or run.created_at > created_after)
-                and (created_before is None or run.created_at < created_before)
-                and (owner_id is None or run.owner_id == owner_id)
-            ]
-            runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-            scope = {"tenant_id": tenant_id, "workflow_id": workflow_id or ""}
-            page, position = _page(runs, lambda r: f"{r.created_at}#{r.run_id}", limit, start, scope)
-            return [run.model_copy(deep=True) for run in page], position
+            keyed = sorted(
+                (
+                    (f"{run.created_at}#{run.run_id}", run)
+                    for (tenant, _), run in self._log.runs.items()
+                    if tenant == tenant_id
+                    and (workflow_id is None or run.workflow_id == workflow_id)
+                    and (not statuses or run.status.value in statuses)
+                    and (created_after is None or run.created_at > created_after)
+                    and (created_before is None or run.created_at < created_before)
+                    and (owner_id is None or run.owner_id == owner_id)
+                ),
+                key=lambda entry: entry[0],
+                reverse=True,
+            )
+            listed = [(key, run) for key, run in keyed if after is None or key < after]
+            page = listed[:limit]
+            position = {**scope, "after": page[-1][0]} if len(listed) > limit else None
+            return [run.model_copy(deep=True) for _, run in page], position
 
     def active(self, due_before: str, limit: int, *, due_after: str | None = None) -> list[tuple[str, str]]:
         with self._log.lock:

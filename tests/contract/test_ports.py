@@ -11,13 +11,16 @@ import inspect
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import boto3
 import pytest
 
 from tests.commits import transition
 from tests.conftest import FakeClock, make_container, make_fake
+from workflows.adapters import paging
 from workflows.adapters.dlq import FORGET_MARGIN_SEC
+from workflows.adapters.run_index import listing_shard
 from workflows.domain import fanout
 from workflows.domain.approvals import InboxFilter
 from workflows.domain.definition import WorkflowDefinition
@@ -313,6 +316,137 @@ def test_runs_listing_is_newest_first_filtered_and_paged(parts: Parts, clock: Fa
     assert [r.run_id for r in mine] == [_uuid(13), _uuid(11)]
     with pytest.raises(InvalidCursor):
         index.list_runs("t2", limit=2, start=position)
+
+
+WORKFLOW = _uuid(99)
+
+
+def _sharded_runs(parts: Parts, clock: FakeClock) -> list[Run]:
+    """16 runs, two created in each of 8 seconds (a tie is ordered by run id), of two owners, half
+    of one workflow, a quarter running; written to several of the index's shards."""
+    made = []
+    for n in range(16):
+        run = _run(
+            _uuid(100 + n),
+            clock,
+            created=n // 2,
+            owner_id="me" if n % 3 else "you",
+            workflow_id=WORKFLOW if n % 2 else None,
+        )
+        parts.runs.create(run, DEFINITION)
+        if n % 4 == 1:
+            run = transition(parts.runs, parts.runs.get(T, run.run_id), {"status": RunStatus.RUNNING}, [])
+        made.append(run)
+    assert len({listing_shard(run.run_id) for run in made}) >= 4
+    return sorted(made, key=lambda run: (run.created_at, run.run_id), reverse=True)
+
+
+def _pages(index: RunIndex, limit: int, **filters: Any) -> list[list[str]]:
+    pages: list[list[str]] = []
+    position = None
+    for _ in range(40):
+        page, position = index.list_runs(T, limit=limit, start=position, **filters)
+        pages.append([run.run_id for run in page])
+        if position is None:
+            return pages
+    raise AssertionError("the listing did not end")
+
+
+def _moment(clock: FakeClock, seconds: int) -> str:
+    return (clock() + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def test_runs_listing_across_shards_gives_the_pages_of_one_ordered_listing(
+    parts: Parts, clock: FakeClock
+) -> None:
+    """Each run's listing entries go to one of several partitions (a hash of its id); a listing
+    reads them all and merges: every page newest first (a tie by run id), full until the last,
+    the same pages one partition would give, whatever the filters."""
+    newest_first = _sharded_runs(parts, clock)
+    cases: list[tuple[int, dict[str, Any]]] = [
+        (3, {}),
+        (2, {"statuses": ["running"]}),
+        (3, {"statuses": ["queued"], "owner_id": "me"}),
+        (2, {"workflow_id": WORKFLOW}),
+        (2, {"created_after": _moment(clock, 1), "created_before": _moment(clock, 6)}),
+    ]
+    for limit, filters in cases:
+        expected = [
+            run.run_id
+            for run in newest_first
+            if run.status.value in filters.get("statuses", [run.status.value])
+            and filters.get("owner_id", run.owner_id) == run.owner_id
+            and filters.get("workflow_id", run.workflow_id) == run.workflow_id
+            and str(filters.get("created_after", "")) < run.created_at
+            and run.created_at < str(filters.get("created_before", "~"))
+        ]
+        chunks = [expected[i : i + limit] for i in range(0, len(expected), limit)]
+        assert _pages(parts.run_index, limit, **filters) == chunks, filters
+
+
+def test_runs_listing_positions_stay_inside_the_listing(parts: Parts, clock: FakeClock) -> None:
+    _sharded_runs(parts, clock)
+    index = parts.run_index
+    _, position = index.list_runs(T, limit=3)
+    assert position is not None
+    with pytest.raises(InvalidCursor):  # another tenant's listing
+        index.list_runs("t2", limit=3, start=position)
+    with pytest.raises(InvalidCursor):  # a time range the position lies outside of
+        index.list_runs(T, limit=3, start=position, created_before=_moment(clock, 2))
+    with pytest.raises(InvalidCursor):  # another workflow's listing
+        index.list_runs(T, limit=3, start=position, workflow_id=WORKFLOW)
+
+
+def test_runs_a_sparse_filter_under_a_small_request_budget_still_lists_each_match_once(
+    parts: Parts, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page stops after its rounds of requests, maybe short or empty with a position: paging on
+    gives every match once, in order."""
+    newest_first = _sharded_runs(parts, clock)
+    monkeypatch.setattr(paging, "MAX_REQUESTS_PER_PAGE", 1)
+    pages = _pages(parts.run_index, 2, statuses=["running"], owner_id="me")
+    expected = [r.run_id for r in newest_first if r.status == RunStatus.RUNNING and r.owner_id == "me"]
+    assert [run_id for page in pages for run_id in page] == expected
+    assert all(len(page) <= 2 for page in pages)
+
+
+def test_runs_the_approvals_inbox_across_shards_is_oldest_first_and_paged(
+    parts: Parts, clock: FakeClock
+) -> None:
+    runs = parts.runs
+    waiting: list[tuple[str, str]] = []
+    for_a: set[str] = set()
+    for n in range(8):
+        run_id = _uuid(60 + n)
+        runs.create(_run(run_id, clock), DEFINITION)
+        requested = f"2026-01-01T12:00:{7 - n // 2:02d}.000Z"  # pairs requested at once, newest first
+        request = {
+            "step_id": "s1",
+            "instructions": "check",
+            "assignees": ["a"] if n % 3 else ["b"],
+            "required_approvals": 1,
+            "requested_at": requested,
+            "timeout_at": "2026-01-02T12:00:00.000Z",
+        }
+        run = runs.get(T, run_id)
+        transition(runs, run, {"status": RunStatus.WAITING_APPROVAL, "approval": request}, [])
+        waiting.append((f"{requested}#{run_id}", run_id))
+        if n % 3:
+            for_a.add(run_id)
+    assert len({listing_shard(run_id) for _, run_id in waiting}) >= 3
+    oldest_first = [run_id for _, run_id in sorted(waiting)]
+    for keep, expected in (
+        (InboxFilter(), oldest_first),
+        (InboxFilter(assignee="a"), [run_id for run_id in oldest_first if run_id in for_a]),
+    ):
+        seen: list[list[str]] = []
+        position = None
+        for _ in range(10):
+            page, position = parts.run_index.list_approvals(T, keep, limit=3, start=position)
+            seen.append([p.run_id for p in page])
+            if position is None:
+                break
+        assert seen == [expected[i : i + 3] for i in range(0, len(expected), 3)]
 
 
 # ---- DispatchQueue, IdempotencyStore, QuotaStore --------------------------------------------

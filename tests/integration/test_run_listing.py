@@ -10,6 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import FakeClock, drain, log_definition
+from workflows.adapters.run_index import listing_shard
+from workflows.adapters.run_items import run_key
 from workflows.api.auth import authenticate
 from workflows.domain.principal import ALL_PERMISSIONS, RUNS_CONTROL, Principal
 from workflows.roots.parts import Parts
@@ -98,6 +100,37 @@ def test_status_filter_pages_are_filled(client: TestClient, clock: FakeClock, co
 
     assert [r["run_id"] for r in page["runs"]] == [done[2], done[1]]
     assert [r["run_id"] for r in rest["runs"]] == [done[0]]
+
+
+def test_a_run_stored_before_the_listing_was_sharded_is_listed_in_its_place(
+    client: TestClient, clock: FakeClock, container: Parts
+) -> None:
+    # Given three runs, the middle one keyed in the listing as runs were before it was sharded
+    ids = _submit(client, clock, 3)
+    key = run_key("default", ids[1])
+    container.dynamodb.update_item(
+        TableName=container.settings.runs_table,
+        Key=key,
+        UpdateExpression="SET gsi1pk = :tenant",
+        ExpressionAttributeValues={":tenant": {"S": "default"}},
+    )
+
+    # When they are paged one at a time
+    seen: list[str] = []
+    cursor = None
+    for _ in range(4):
+        page = client.get(RUNS, params={"limit": 1, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [run["run_id"] for run in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    # Then it is listed in its place, and its next commit moves it to its shard
+    assert seen == list(reversed(ids))
+    drain(container)
+    item = container.dynamodb.get_item(TableName=container.settings.runs_table, Key=key)["Item"]
+    assert item["gsi1pk"]["S"] == f"default#{listing_shard(ids[1])}"
+    assert _ids(client.get(RUNS)) == list(reversed(ids))
 
 
 def test_unknown_status_is_422(client: TestClient) -> None:

@@ -1,17 +1,23 @@
 """Runs found through RunsTable's indexes (docs/storage.md): the keys a run item carries for
 them, and the Queries that read them.
 
-- by-tenant         gsi1pk = "<tenant_id>", gsi1sk = "<created_at>#<run_id>"
-- by-workflow       gsi2pk = "<tenant_id>#<workflow_id>", gsi2sk = gsi1sk
+- by-tenant         gsi1pk = "<tenant_id>#<shard>", gsi1sk = "<created_at>#<run_id>"
+- by-workflow       gsi2pk = "<tenant_id>#<workflow_id>#<shard>", gsi2sk = gsi1sk
                     Both project only the keys, `status` and `owner_id`: a commit that changes
                     neither writes nothing to them.
 - active (sparse)   active_shard = one of ACTIVE_SHARDS (a hash of the run id: spreads the
                     writes; the sweeper reads each), active_due = "0", or the deadline of a long
                     wait: present while the service owes the run a step (`Run.owed_step`)
-- approvals         approval_tenant = "<tenant_id>", approval_requested =
+- approvals         approval_tenant = "<tenant_id>#<shard>", approval_requested =
   (sparse)          "<requested_at>#<run_id>", approval_assignees (a string set): present while
                     the run waits for a decision (`Run.decision_requested_at`), projecting what
                     an inbox shows
+
+`<shard>` is one of LISTING_SHARDS, a hash of the run id: a tenant's listing and inbox writes
+spread over that many partitions instead of one (one partition takes 1,000 write units a
+second, about 330 runs a second of listing writes: docs/capacity.md). A listing queries every
+shard of its tenant and merges them in sort key order (paging.merged_page), so its pages and
+positions are those of one partition.
 
 The run item's writer (runs.py) adds `index_keys(run)` to every item it writes, so the commit
 that changes what a run is owed writes its index entries and nothing else does.
@@ -21,11 +27,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from workflows.adapters.aws import aws_errors
 from workflows.adapters.dynamo import check_owner, from_item, loads, to_item
-from workflows.adapters.paging import check_position, invalid_cursor, query_page
+from workflows.adapters.paging import check_position, invalid_cursor, merged_page
 from workflows.adapters.run_items import RUN_SK, run_from
 from workflows.domain.approvals import InboxFilter, PendingApproval
 from workflows.domain.backoff import attempts, full_jitter
@@ -42,10 +49,39 @@ _DUE_NOW = "0"
 _APPROVAL_KEYS = ("pk", "sk", "approval_tenant", "approval_requested")
 _BATCH_GET_MAX = 100
 _BATCH_GET_TRIES = 60
+# Partitions of each tenant's listings (`by-tenant`; `by-workflow`, per workflow) and of its
+# approvals inbox. Eight take 8,000 write units a second: at up to 4 listing writes per run
+# (submitted, started, waiting, ended), 2,000 runs a second of one tenant, twice the 1,000 it is
+# sized for (docs/capacity.md). Only ever raised: readers query shards 0..LISTING_SHARDS-1, and
+# a run keeps the shard it was written with until its next commit.
+LISTING_SHARDS = 8
+# Runs written before the listings were sharded carry the unsharded key ("<tenant_id>") until
+# their next commit rewrites it; listings read that partition too, as one more shard, until
+# every such run has expired (HistoryRetentionDays after the upgrade: docs/storage.md).
+READ_UNSHARDED = True
+
+
+def _run_hash(run_id: str) -> int:
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:4], 16)
 
 
 def active_shard(run_id: str) -> str:
-    return str(int(hashlib.sha256(run_id.encode()).hexdigest()[:4], 16) % ACTIVE_SHARDS)
+    return str(_run_hash(run_id) % ACTIVE_SHARDS)
+
+
+def listing_shard(run_id: str) -> int:
+    """The shard of the run's entries in the tenant's listings and inbox."""
+    return _run_hash(run_id) % LISTING_SHARDS
+
+
+def listing_partitions(listing: str) -> list[str]:
+    """The index partitions holding a listing (a tenant's, or a workflow's `<tenant>#<id>`)."""
+    shards = [f"{listing}#{shard}" for shard in range(LISTING_SHARDS)]
+    return [*shards, listing] if READ_UNSHARDED else shards
+
+
+def _sharded(listing: str, run_id: str) -> str:
+    return f"{listing}#{listing_shard(run_id)}"
 
 
 def index_keys(run: Run) -> dict[str, Any]:
@@ -55,14 +91,17 @@ def index_keys(run: Run) -> dict[str, Any]:
     wait moves the run in the index (a key change there is a delete and a put), so an ordinary
     commit does not rewrite its entry, and the sweeper skips the run until its deadline."""
     created = f"{run.created_at}#{run.run_id}"
-    values: dict[str, Any] = {"gsi1pk": run.tenant_id, "gsi1sk": created}
+    values: dict[str, Any] = {"gsi1pk": _sharded(run.tenant_id, run.run_id), "gsi1sk": created}
     if run.workflow_id:
-        values.update(gsi2pk=f"{run.tenant_id}#{run.workflow_id}", gsi2sk=created)
+        values.update(gsi2pk=_sharded(f"{run.tenant_id}#{run.workflow_id}", run.run_id), gsi2sk=created)
     if run.owed_step:
         values.update(active_shard=active_shard(run.run_id), active_due=run.long_wait_deadline() or _DUE_NOW)
     requested = run.decision_requested_at()
     if requested is not None:
-        values.update(approval_tenant=run.tenant_id, approval_requested=f"{requested}#{run.run_id}")
+        values.update(
+            approval_tenant=_sharded(run.tenant_id, run.run_id),
+            approval_requested=f"{requested}#{run.run_id}",
+        )
     item = to_item(values)
     assignees = sorted(set((run.approval or {}).get("assignees") or []))
     if requested is not None and assignees:  # a set, for `contains` in the inbox's filter
@@ -74,6 +113,8 @@ class RunIndexRepository:
     def __init__(self, client: Any, runs_table: str) -> None:
         self._client = client
         self._runs = runs_table
+        # A listing's shards are queried side by side (threads start with the first listing).
+        self._pool = ThreadPoolExecutor(max_workers=LISTING_SHARDS + 1, thread_name_prefix="listing-shard")
 
     def list_runs(
         self,
@@ -88,11 +129,12 @@ class RunIndexRepository:
         owner_id: str | None = None,
     ) -> tuple[list[Run], Position | None]:
         """A tenant's runs (`owner_id`'s only, if given), newest first: a key-range Query on
-        `by-tenant` (or `by-workflow`), then the page's run items in one BatchGetItem.
+        each shard of `by-tenant` (or `by-workflow`), merged, then the page's run items in one
+        BatchGetItem.
 
         created_after / created_before are exclusive bounds on created_at (RFC 3339 strings as
         `iso` writes them); a status filter is a FilterExpression, so a page may need several
-        requests (bounded, see storage.paging).
+        rounds of requests (bounded, see adapters.paging).
         """
         if workflow_id is None:
             index, pk_name, sk_name, partition = "by-tenant", "gsi1pk", "gsi1sk", tenant_id
@@ -105,28 +147,13 @@ class RunIndexRepository:
         lower = f"{created_after}#~" if created_after else None
         upper = created_before
         check_position(start, {pk_name: partition, "pk^": f"{tenant_id}#"}, key_fields)
+        after = None
         if start is not None:
-            position = start[sk_name]
-            if (lower is not None and position <= lower) or (upper is not None and position >= upper):
+            after = start[sk_name]
+            if (lower is not None and after <= lower) or (upper is not None and after >= upper):
                 raise invalid_cursor()
-        condition = f"{pk_name} = :p"
-        values: dict[str, Any] = {":p": {"S": partition}}
-        if lower is not None and upper is not None:
-            condition += f" AND {sk_name} BETWEEN :lo AND :hi"
-            values.update({":lo": {"S": lower}, ":hi": {"S": upper}})
-        elif lower is not None:
-            condition += f" AND {sk_name} > :lo"
-            values[":lo"] = {"S": lower}
-        elif upper is not None:
-            condition += f" AND {sk_name} < :hi"
-            values[":hi"] = {"S": upper}
-        params: dict[str, Any] = {
-            "TableName": self._runs,
-            "IndexName": index,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": False,
-        }
+        values: dict[str, Any] = {}
+        params: dict[str, Any] = {"TableName": self._runs, "IndexName": index}
         filters: list[str] = []
         if statuses:
             placeholders = {f":s{i}": {"S": status} for i, status in enumerate(statuses)}
@@ -138,7 +165,22 @@ class RunIndexRepository:
             values[":owner"] = {"S": owner_id}
         if filters:
             params["FilterExpression"] = " AND ".join(filters)
-        page = query_page(self._client, params, limit=limit, key_fields=key_fields, start=start)
+            params["ExpressionAttributeValues"] = values
+        page = merged_page(
+            self._client,
+            params,
+            partitions=listing_partitions(partition),
+            listing=partition,
+            pk_name=pk_name,
+            sk_name=sk_name,
+            key_fields=key_fields,
+            forward=False,
+            limit=limit,
+            lower=lower,
+            upper=upper,
+            after=after,
+            pool=self._pool,
+        )
         runs = self._batch_get([item["pk"]["S"] for item in page.items])
         for run in runs:
             check_owner(tenant_id, run.tenant_id, "run")
@@ -193,18 +235,13 @@ class RunIndexRepository:
     def list_approvals(
         self, tenant_id: str, keep: InboxFilter, *, limit: int = 50, start: Position | None = None
     ) -> tuple[list[PendingApproval], Position | None]:
-        """A key-range Query of the tenant's partition of the sparse `approvals` index, oldest
-        request first; the index projects what an inbox shows, so no run item is read. `keep`
-        becomes a FilterExpression (a page may then take several requests, bounded)."""
+        """A Query of each shard of the tenant's partitions of the sparse `approvals` index,
+        merged, oldest request first; the index projects what an inbox shows, so no run item is
+        read. `keep` becomes a FilterExpression (a page may then take several rounds of
+        requests, bounded)."""
         check_position(start, {"approval_tenant": tenant_id, "pk^": f"{tenant_id}#"}, _APPROVAL_KEYS)
-        values: dict[str, Any] = {":t": {"S": tenant_id}}
-        params: dict[str, Any] = {
-            "TableName": self._runs,
-            "IndexName": APPROVALS_INDEX,
-            "KeyConditionExpression": "approval_tenant = :t",
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": True,
-        }
+        values: dict[str, Any] = {}
+        params: dict[str, Any] = {"TableName": self._runs, "IndexName": APPROVALS_INDEX}
         rules: list[str] = []
         if keep.assignee is not None:
             rules.append("contains(approval_assignees, :assignee)")
@@ -216,7 +253,21 @@ class RunIndexRepository:
             values[":owner"] = {"S": keep.owner_id}
         if rules:
             params["FilterExpression"] = " OR ".join(rules)
-        page = query_page(self._client, params, limit=limit, key_fields=_APPROVAL_KEYS, start=start)
+            if values:
+                params["ExpressionAttributeValues"] = values
+        page = merged_page(
+            self._client,
+            params,
+            partitions=listing_partitions(tenant_id),
+            listing=tenant_id,
+            pk_name="approval_tenant",
+            sk_name="approval_requested",
+            key_fields=_APPROVAL_KEYS,
+            forward=True,
+            limit=limit,
+            after=None if start is None else start["approval_requested"],
+            pool=self._pool,
+        )
         found: list[PendingApproval] = []
         for item in page.items:
             fields = from_item(item)
@@ -234,4 +285,12 @@ class RunIndexRepository:
         return found, page.next_position
 
 
-__all__ = ["ACTIVE_SHARDS", "RunIndexRepository", "active_shard", "index_keys"]
+__all__ = [
+    "ACTIVE_SHARDS",
+    "LISTING_SHARDS",
+    "RunIndexRepository",
+    "active_shard",
+    "index_keys",
+    "listing_partitions",
+    "listing_shard",
+]
