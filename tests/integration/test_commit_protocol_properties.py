@@ -1,12 +1,14 @@
 """The run commit protocol, as a state machine: several processes commit to one run, and any of
 them may fail or be killed at any point of a commit; readers page through the events meanwhile.
 
-A commit is one conditional PutItem of the run item carrying the commit's events; the events are
-then copied to the events table, and the next writer stores them if that copy did not happen.
-After every step a reader (in turn each writer's repository, then a fresh one) pages through
-exactly the committed events, numbered 1..N, with random page sizes; the events table holds every
-commit but perhaps the latest, and the run item holds the state, `last_event_seq` and events of
-the last successful commit."""
+A commit is one conditional PutItem of the run item carrying the events not yet in the events
+table: the commit's own after those earlier commits left there, while the item stays within the
+repository's carry size (drawn here: 0 copies the earlier ones at every commit, 1 KB lets them
+ride); past it the writer first copies the earlier ones to the events table as one item. After
+every step a reader (in turn each writer's repository, then a fresh one) pages through exactly
+the committed events, numbered 1..N, with random page sizes; the run item holds the state,
+`last_event_seq` and a run of the latest events; every event is in the events table or in that
+run, and every stored item holds whole commits exactly as committed."""
 
 from __future__ import annotations
 
@@ -49,16 +51,13 @@ class Kind(Enum):
 class Point(Enum):
     """Where a commit fails, in the order a commit reaches them."""
 
-    ENSURE_GET = "GetItem of the previous commit's events item"
-    ENSURE_PUT = "PutItem storing the previous commit's events, not applied"
-    ENSURE_PUT_APPLIED = "PutItem storing the previous commit's events applied, its answer lost"
+    STORE_PUT = "PutItem storing the events the run item carried, not applied"
+    STORE_PUT_APPLIED = "PutItem storing the events the run item carried applied, its answer lost"
     RUN_PUT = "PutItem of the run item, not applied"
     RUN_PUT_APPLIED = "PutItem of the run item applied, its answer lost"
-    COPY = "PutItem copying the commit's events, not applied"
-    COPY_APPLIED = "PutItem copying the commit's events applied, its answer lost"
 
 
-BEFORE_COMMIT = frozenset({Point.ENSURE_GET, Point.ENSURE_PUT, Point.ENSURE_PUT_APPLIED, Point.RUN_PUT})
+BEFORE_COMMIT = frozenset({Point.STORE_PUT, Point.STORE_PUT_APPLIED, Point.RUN_PUT})
 Fault = tuple[Point, Kind]
 
 
@@ -85,11 +84,10 @@ class Faulty:
         self._race: Callable[[], None] | None = None
         self.fired: Point | None = None
         self.raced = False
-        self._committed = False
 
     def arm(self, fault: Fault | None, race: Callable[[], None] | None = None) -> None:
         self._fault, self._race = fault, race
-        self.fired, self.raced, self._committed = None, False, False
+        self.fired, self.raced = None, False
 
     def disarm(self) -> Point | None:
         self._fault, self._race = None, None
@@ -103,11 +101,6 @@ class Faulty:
             raise ProcessKilled(point.value)
         raise throttled()
 
-    def get_item(self, **kwargs: Any) -> Any:
-        if kwargs["TableName"] == self._tables.events:
-            self._fail(Point.ENSURE_GET)
-        return self._tables.client.get_item(**kwargs)
-
     def put_item(self, **kwargs: Any) -> Any:
         client = self._tables.client
         if kwargs["TableName"] == self._tables.runs:
@@ -117,17 +110,11 @@ class Faulty:
                 race()
             self._fail(Point.RUN_PUT)
             response = client.put_item(**kwargs)
-            self._committed = True
             self._fail(Point.RUN_PUT_APPLIED)
             return response
-        before, after = (
-            (Point.COPY, Point.COPY_APPLIED)
-            if self._committed
-            else (Point.ENSURE_PUT, Point.ENSURE_PUT_APPLIED)
-        )
-        self._fail(before)
+        self._fail(Point.STORE_PUT)
         response = client.put_item(**kwargs)
-        self._fail(after)
+        self._fail(Point.STORE_PUT_APPLIED)
         return response
 
     def __getattr__(self, name: str) -> Any:
@@ -153,7 +140,6 @@ class Model:
     version: int = 1
     sweeps: int = 0
     attempt: int = 1
-    latest_has_events: bool = False  # the last commit carried events (its copy may be missing)
 
     @property
     def last(self) -> int:
@@ -169,12 +155,11 @@ class Commit:
 
 
 faults = st.one_of(st.none(), st.tuples(st.sampled_from(Point), st.sampled_from(Kind)))
-copy_failures = st.tuples(st.sampled_from([Point.COPY, Point.RUN_PUT_APPLIED]), st.sampled_from(Kind))
 storing_failures = st.tuples(
-    st.sampled_from([Point.ENSURE_GET, Point.ENSURE_PUT, Point.ENSURE_PUT_APPLIED]), st.sampled_from(Kind)
+    st.sampled_from([Point.STORE_PUT, Point.STORE_PUT_APPLIED]), st.sampled_from(Kind)
 )
-copy_faults = st.one_of(
-    st.none(), st.tuples(st.sampled_from([Point.COPY, Point.COPY_APPLIED]), st.sampled_from(Kind))
+race_faults = st.one_of(
+    st.none(), storing_failures, st.tuples(st.just(Point.RUN_PUT_APPLIED), st.sampled_from(Kind))
 )
 state_changes = st.sampled_from(["none", "sweeps", "attempt"])
 
@@ -208,19 +193,25 @@ class CommitProtocol(RuleBasedStateMachine):
         self.tags = itertools.count(1)
         self.rng = random.Random(0)
         self.checks = 0
+        self.carry = 1024
 
     # ---- set up ---------------------------------------------------------------------
 
     def repository(self, client: Any) -> RunRepository:
-        return RunRepository(client, self.tables.runs, self.tables.events, clock=self.clock)
+        return RunRepository(
+            client, self.tables.runs, self.tables.events, clock=self.clock, carry_item_bytes=self.carry
+        )
 
     def process(self) -> Writer:
         client = Faulty(self.tables)
         return Writer(self.repository(client), client)
 
-    @initialize(count=st.integers(2, 3), seed=st.integers(0, 2**32 - 1))
-    def create_run(self, count: int, seed: int) -> None:
+    @initialize(
+        count=st.integers(2, 3), seed=st.integers(0, 2**32 - 1), carry=st.sampled_from([0, 700, 1024])
+    )
+    def create_run(self, count: int, seed: int, carry: int) -> None:
         self.rng = random.Random(seed)
+        self.carry = carry
         self.writers = [self.process() for _ in range(count)]
         create_run(self.writers[0].repo, self.run_id)
 
@@ -277,7 +268,7 @@ class CommitProtocol(RuleBasedStateMachine):
             if fired is Point.RUN_PUT_APPLIED or kind is Kind.KILLED:
                 self.expect_fault(outcome, kind)
             else:
-                assert outcome is None, f"a commit whose copy failed raised {outcome!r}"
+                assert outcome is None, f"a commit that went through raised {outcome!r}"
             committed = True
         elif stale:
             assert isinstance(outcome, StaleWrite), f"a commit from a stale read answered {outcome!r}"
@@ -295,7 +286,9 @@ class CommitProtocol(RuleBasedStateMachine):
                 assert isinstance(result, Run)
                 assert result.version == self.model.version + 1
                 assert result.last_event_seq == first - 1 + len(commit.events)
-                assert [e.event_seq for e in result.latest_events] == seqs
+                carried = [e.event_seq for e in result.latest_events]
+                assert carried == list(range(carried[0], first + len(commit.events))) if carried else not seqs
+                assert carried[len(carried) - len(seqs) :] == seqs
                 writer.view = result
             self.record(commit, first)
         if isinstance(outcome, ProcessKilled):
@@ -316,7 +309,6 @@ class CommitProtocol(RuleBasedStateMachine):
             model.events.append((first + offset, kind.value, tag))
         if commit.events:
             model.commits.append((first, first + len(commit.events) - 1))
-        model.latest_has_events = bool(commit.events)
         if commit.changes is not None:
             model.version += 1
             model.sweeps = commit.changes.get("sweeps", model.sweeps)
@@ -341,7 +333,7 @@ class CommitProtocol(RuleBasedStateMachine):
         change=state_changes,
         fault=faults,
         race=st.one_of(
-            st.none(), st.tuples(st.integers(1, 2), st.integers(0, 4), state_changes, copy_faults)
+            st.none(), st.tuples(st.integers(1, 2), st.integers(0, 4), state_changes, race_faults)
         ),
     )
     def transition(
@@ -366,7 +358,7 @@ class CommitProtocol(RuleBasedStateMachine):
         fault=faults,
         # A racing commit may carry no events (a sweeper's re-kick): the append must not undo it.
         race=st.one_of(
-            st.none(), st.tuples(st.integers(1, 2), st.integers(0, 4), state_changes, copy_faults)
+            st.none(), st.tuples(st.integers(1, 2), st.integers(0, 4), state_changes, race_faults)
         ),
     )
     def append(
@@ -410,16 +402,16 @@ class CommitProtocol(RuleBasedStateMachine):
     @rule(
         first=st.integers(0, 2),
         second=st.integers(0, 2),
-        copy_failure=copy_failures,
         storing_failure=storing_failures,
         transition=st.booleans(),
     )
-    def next_writer_fails_storing_an_uncopied_commit(
-        self, first: int, second: int, copy_failure: Fault, storing_failure: Fault, transition: bool
+    def next_writer_fails_storing_the_carried_events(
+        self, first: int, second: int, storing_failure: Fault, transition: bool
     ) -> None:
-        """A commit whose events were not copied, then a commit (by the same process or
-        another) that fails while making sure they are stored, then one that goes through."""
-        self.append(first, 2, copy_failure, None)
+        """Commits whose events ride in the run item, then a commit (by the same process or
+        another) that fails while storing them, then one that goes through."""
+        self.append(first, 4, None, None)
+        self.append(first, 4, None, None)
         writer = self.writer(second)
         writer.view = writer.repo.get(TENANT, self.run_id)
         events = self.new_events(1, EventType.STEP_COMPLETED)
@@ -477,22 +469,26 @@ class CommitProtocol(RuleBasedStateMachine):
             model.attempt,
         )
         pending = [e.event_seq for e in run.latest_events]
-        if model.latest_has_events:
-            first, last = model.commits[-1]
-            assert pending == list(range(first, last + 1))
-        else:
-            assert pending == []
+        if pending:
+            # A run of the latest events, from the start of a commit to the last one.
+            assert pending == list(range(pending[0], model.last + 1))
+            assert pending[0] in {first for first, _ in model.commits}
 
     @invariant()
-    def the_events_table_holds_every_commit_but_perhaps_the_latest(self) -> None:
+    def every_event_is_stored_or_carried_and_stored_items_hold_whole_commits(self) -> None:
         stored = self.stored_commits()
         by_seq = {seq: (seq, kind, tag) for seq, kind, tag in self.model.events}
+        firsts = {first for first, _ in self.model.commits}
+        lasts = {last for _, last in self.model.commits}
         for (first, last), events in stored.items():
-            assert (first, last) in self.model.commits, f"stored {first}..{last} is no commit"
+            assert first in firsts, f"stored {first}..{last} does not start a commit"
+            assert last in lasts, f"stored {first}..{last} does not end a commit"
             assert events == [by_seq[seq] for seq in range(first, last + 1)]
-        must = self.model.commits[:-1] if self.model.latest_has_events else self.model.commits
-        missing = [commit for commit in must if commit not in stored]
-        assert not missing, f"commits overwritten in the run item but never stored: {missing}"
+        run = self.repository(self.tables.client).get(TENANT, self.run_id)
+        held = {e.event_seq for e in run.latest_events}
+        held |= {seq for first, last in stored for seq in range(first, last + 1)}
+        missing = sorted(set(range(1, self.model.last + 1)) - held)
+        assert not missing, f"events neither stored nor in the run item: {missing}"
 
     def stored_commits(self) -> dict[tuple[int, int], list[tuple[int, str, str]]]:
         stored: dict[tuple[int, int], list[tuple[int, str, str]]] = {}

@@ -1,6 +1,7 @@
-"""A commit is one conditional write of the run item; its events are copied to the events table
-after it. Readers never miss a committed event, and a copy that did not happen (throttled, or the
-process killed in between) is made by the next writer before the run item moves on."""
+"""A commit is one conditional write of the run item, which carries the events not yet in the
+events table; a later commit copies them there, as one item, before the run item lets them go.
+Readers never miss a committed event, and a copy that did not happen (throttled, or the process
+killed in between) leaves the run item as it was, for the next try to copy them."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
+from tests.commits import transition
 from tests.conftest import AtomicRequests, FakeClock, api_client, drain, log_definition, settings_from
 from tests.faults import Faulty, one_step_left
 from workflows.adapters.run_items import run_pk, stored_events
 from workflows.adapters.runs import RunRepository
+from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.messages import AdvanceMessage
-from workflows.domain.run import EventType, NewEvent, RunStatus
+from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.errors import Throttled
 from workflows.roots.parts import Parts
 
 
@@ -79,66 +83,84 @@ def submit(client: TestClient, *messages: str) -> str:
     return str(response.json()["run_id"])
 
 
-def test_a_commit_whose_events_could_not_be_copied_still_shows_them_and_the_next_writer_copies_them(
+def test_events_ride_in_the_run_item_until_a_later_commit_copies_them(
     client: TestClient, container: Parts, dynamodb: Faulty
 ) -> None:
     run_id = submit(client, "a", "b", "c")
-
-    # When the events table throttles every copy while the first step commits
-    refuse_event_copies(dynamodb, container, throttled())
-    outcome = container.engine.process(
-        AdvanceMessage(tenant_id="default", run_id=run_id, version=1), one_step_left
-    )
-    dynamodb.heal()
-
-    # Then the step is committed, and a reader sees all of its events though none is stored
-    assert outcome.action == "advanced"
-    assert dynamodb.faults["put_item"] == 1
-    run = container.runs.get("default", run_id)
-    assert run.steps_executed == 1
-    assert stored_seqs(container, run_id) == []
-    page = api_seqs(client, run_id)
-    assert [e["event_seq"] for e in page["events"]] == list(range(1, run.last_event_seq + 1))
-    assert page["has_more"] is False
-    assert page["next_since"] == run.last_event_seq
-
-    # And the next commit stores them first: the events table ends gap-free, each event once
     drain(container)
     final = container.runs.get("default", run_id)
     assert final.status == RunStatus.SUCCEEDED
-    assert stored_seqs(container, run_id) == list(range(1, final.last_event_seq + 1))
+
+    # Fewer copies than commits: the latest events ride in the run item, the earlier are stored
+    stored = stored_seqs(container, run_id)
+    carried = [event.event_seq for event in final.latest_events]
+    assert carried
+    assert carried == list(range(carried[0], final.last_event_seq + 1))
+    assert sorted(set(stored) | set(carried)) == list(range(1, final.last_event_seq + 1))
+    # A reader sees every event once, in order, wherever it is kept
     page = api_seqs(client, run_id)
     assert [e["event_seq"] for e in page["events"]] == list(range(1, final.last_event_seq + 1))
+    assert page["has_more"] is False
 
 
-def test_a_process_killed_between_the_commit_and_the_copy_loses_nothing(
-    client: TestClient, container: Parts, dynamodb: Faulty, clock: FakeClock
+@pytest.mark.parametrize(
+    "error", [throttled(), RuntimeError("the Lambda was killed")], ids=["throttled", "killed"]
+)
+def test_a_commit_that_could_not_copy_the_carried_events_writes_nothing_and_the_next_try_does(
+    container: Parts, dynamodb: Faulty, error: Exception
 ) -> None:
-    run_id = submit(client, "a", "b")
-    refuse_event_copies(dynamodb, container, RuntimeError("the Lambda was killed"))
-    with pytest.raises(RuntimeError):
-        container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1), one_step_left)
-    dynamodb.heal()
-    committed = container.runs.get("default", run_id)
-    assert committed.steps_executed == 1
-    assert stored_seqs(container, run_id) == []
-
-    # A fresh process (nothing remembered) appends an event: it first stores the commit it found
-    fresh = RunRepository(
-        container.dynamodb, container.settings.runs_table, container.settings.run_events_table
+    settings = container.settings
+    # A repository that copies the carried events at every commit.
+    runs = RunRepository(
+        container.dynamodb, settings.runs_table, settings.run_events_table, carry_item_bytes=0
     )
-    delivery = NewEvent(event_type=EventType.WEBHOOK_DELIVERY, payload={"attempt": 1})
-    seqs = fresh.append_events("default", run_id, [delivery])  # as the DLQ worker appends
-    assert seqs == [committed.last_event_seq + 1]
-    assert stored_seqs(container, run_id) == list(range(1, committed.last_event_seq + 2))
+    client_run = _queued(container)
+    first = transition(runs, client_run, {}, [_delivery(1), _delivery(2)])
+    assert stored_seqs(container, first.run_id) == []  # they ride in the run item
 
-    # The message, redelivered once the commit's grace period is over, finishes the run; the
-    # history is whole and stored once
-    clock.advance(61)
-    drain(container)
-    final = container.runs.get("default", run_id)
-    assert final.status == RunStatus.SUCCEEDED
-    assert stored_seqs(container, run_id) == list(range(1, final.last_event_seq + 1))
+    refuse_event_copies(dynamodb, container, error)
+    with pytest.raises((Throttled, RuntimeError)):
+        transition(runs, first, {}, [_delivery(3)])
+    dynamodb.heal()
+    # Nothing was written: the run item still carries the first commit's events
+    unchanged = container.runs.get("default", first.run_id)
+    assert (unchanged.version, [e.event_seq for e in unchanged.latest_events]) == (first.version, [1, 2])
+    page = container.runs.list_events("default", first.run_id)
+    assert [e.event_seq for e in page.events] == [1, 2]
+
+    # A fresh process (nothing remembered) commits: it copies them first
+    fresh = RunRepository(
+        container.dynamodb, settings.runs_table, settings.run_events_table, carry_item_bytes=0
+    )
+    second = transition(fresh, unchanged, {}, [_delivery(3)])
+    assert stored_seqs(container, first.run_id) == [1, 2]
+    assert [e.event_seq for e in second.latest_events] == [3]
+    page = container.runs.list_events("default", first.run_id)
+    assert [e.event_seq for e in page.events] == [1, 2, 3]
+
+
+def _delivery(attempt: int) -> NewEvent:
+    return NewEvent(event_type=EventType.WEBHOOK_DELIVERY, payload={"attempt": attempt})
+
+
+def _queued(container: Parts) -> Run:
+    """A queued run of one log step, stored through the container's repository."""
+    definition = WorkflowDefinition.model_validate(
+        {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
+    )
+    run = Run(
+        run_id="run-copies",
+        tenant_id="default",
+        owner_id="u",
+        definition_version=1,
+        definition_name="d",
+        status=RunStatus.QUEUED,
+        current_step_id="a",
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+    container.runs.create(run, definition)
+    return container.runs.get("default", run.run_id)
 
 
 def test_a_page_that_ends_before_the_latest_commit_says_there_is_more(

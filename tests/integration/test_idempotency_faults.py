@@ -191,7 +191,7 @@ def test_on_dynamodb_a_retry_after_a_death_before_the_kick_finds_the_one_run(mot
 
     # Then the answer names the one stored run, which the retry kicked and which ends
     items = parts.dynamodb.scan(TableName=parts.settings.runs_table)["Items"]
-    run_ids = [item["run_id"]["S"] for item in items if item["sk"]["S"] == "RUN"]
+    run_ids = [item["pk"]["S"].rpartition("#")[2] for item in items if item["sk"]["S"] == "RUN"]
     assert retry.status_code == 202
     assert run_ids == [retry.json()["run_id"]]
     drain(parts)

@@ -9,6 +9,7 @@ item <-> Run conversion, and the packing of the fields that grow with a run (doc
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,6 +41,9 @@ _JSON_FIELDS = (
 # zlib-compressed binary past this many bytes, which keeps a 10-step run's item under 1 KB.
 _PACKED_FIELDS = ("step_outputs", "pending_events", "fanout")
 _PACK_ABOVE = 200
+# Counters left out of the run item while they have their starting value.
+_OMITTED_AT_START = {"sweeps": 0, "depth": 0, "attempt": 1, "steps_executed": 0}
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def run_pk(tenant_id: str, run_id: str) -> str:
@@ -56,11 +60,25 @@ def run_key(tenant_id: str, run_id: str) -> dict[str, Any]:
 
 
 def run_item(run: Run, pending: Sequence[RunEvent] = (), *, expires_at: int) -> dict[str, Any]:
-    """The run's own fields as the run item stores them, with the latest commit's events
-    (`pending_events`); the keys the indexes read are added by the writer (run_index.index_keys)."""
+    """The run's own fields as the run item stores them, with the events not yet in the events
+    table (`pending_events`); the keys the indexes read are added by the writer
+    (run_index.index_keys). What the item can say in fewer bytes it does (run_from reads it
+    back): the run id is the key's, `last_output` is the last of `step_outputs` when it is,
+    counters at their start are left out, and the definition's hash is binary."""
     values = run.model_dump(mode="json")
+    del values["run_id"]  # the key's
+    outputs = values["step_outputs"]
+    last_output = values["last_output"]
+    for field, start in _OMITTED_AT_START.items():
+        if values[field] == start:
+            values[field] = None
+    digest = values.pop("definition_hash")
     for field in _JSON_FIELDS:
         values[field] = None if values[field] is None else dumps(values[field])
+    if outputs and last_output == next(reversed(outputs.values())):
+        values["last_output"] = None  # the last of the step outputs: read from there
+    elif outputs:
+        values["last_output"] = dumps(last_output)  # stored, `null` too
     values.update(
         pk=run_pk(run.tenant_id, run.run_id),
         sk=RUN_SK,
@@ -71,20 +89,32 @@ def run_item(run: Run, pending: Sequence[RunEvent] = (), *, expires_at: int) -> 
     for field in _PACKED_FIELDS:
         if field in item and len(item[field]["S"]) > _PACK_ABOVE:
             item[field] = {"B": zlib.compress(item[field]["S"].encode(), 6)}
+    if digest is not None:
+        item["definition_hash"] = {"B": bytes.fromhex(digest)} if _HEX.fullmatch(digest) else {"S": digest}
     return item
 
 
 def run_from(item: Mapping[str, Any]) -> Run:
-    """The run a run item holds, its latest commit's events as `latest_events`."""
+    """The run a run item holds, the events it carries as `latest_events` (items written before
+    the shorter forms read the same)."""
+    digest = item.get("definition_hash")
     item = {
         name: {"S": zlib.decompress(value["B"]).decode()} if "B" in value else value
         for name, value in item.items()
+        if name != "definition_hash"
     }
     values = from_item(item)
     for field in _JSON_FIELDS:
         values[field] = loads(values.get(field))
     values["step_outputs"] = values["step_outputs"] or {}
     values["inputs"] = values["inputs"] or {}
+    values.setdefault("run_id", values["pk"].rpartition("#")[2])
+    if "last_output" not in item and values["step_outputs"]:
+        values["last_output"] = next(reversed(values["step_outputs"].values()))
+    for field, start in _OMITTED_AT_START.items():
+        values.setdefault(field, start)
+    if digest is not None:
+        values["definition_hash"] = digest["B"].hex() if "B" in digest else digest["S"]
     pending = load_events(values.pop("pending_events", None))
     run = Run.model_validate(values)
     run.latest_events = pending

@@ -20,12 +20,14 @@ duplicates, and no write undoes another (a state change may append no events). A
 that finds only `last_event_seq` moved (someone appended events) reads again and retries; one
 that finds `version` moved has lost the race (StaleWrite). An append retries either way.
 
-After the commit, the commit's events are copied to the events table as one item (an idempotent
-conditional put). The run item is the record of truth until then: the next writer makes sure the
-previous commit's events are in the events table before it overwrites `pending_events`, and a
-reader of the events merges the run item's `pending_events` after the stored ones, so a reader
-sees every committed event at once and in order, even when the process crashed between the two
-writes.
+Events ride in the run item until a later commit copies them: `pending_events` holds every
+committed event not yet in the events table, several commits' worth while the item stays within
+one billed KB. A commit that would outgrow it first copies them to the events table as one item
+(an idempotent conditional put, keyed by the last one's number), then writes the run item with
+only its own. The run item is the record of truth until then, and a reader of the events merges
+its `pending_events` after the stored ones (taking each number once), so a reader sees every
+committed event at once and in order, whenever the copy happens and even when a process
+crashed between the two writes.
 """
 
 from __future__ import annotations
@@ -59,7 +61,6 @@ from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventPage, NewEvent, Run, RunEvent, RunStatus
 from workflows.domain.transitions import Commit
 from workflows.errors import NotFound, PayloadTooLarge, StaleWrite, Throttled
-from workflows.observability import logger
 
 _MAX_APPEND_TRIES = 60
 # Keys of one BatchGetItem.
@@ -67,8 +68,11 @@ _BATCH_GET = 100
 # Commits this process has seen stored in the events table (pk, last event_seq): a writer that
 # committed and copied its events does not check them again before its next commit.
 _FLUSHED_MEMORY = 4096
-# How far past a page's last event a stored commit may end and still complete the page.
+# How far past a page's last event a stored item may end and still complete the page.
 _COMMIT_MARGIN = 3
+# The run item is billed per started KB: it carries events not yet copied to the events table
+# (several commits' worth) while it stays within this.
+_CARRY_ITEM_BYTES = 1024
 
 
 def stored_run_item(run: Run, pending: Sequence[RunEvent] = (), *, expires_at: int) -> dict[str, Any]:
@@ -86,8 +90,10 @@ class RunRepository:
         *,
         clock: Clock = system_clock,
         retention_days: int = 90,
+        carry_item_bytes: int = _CARRY_ITEM_BYTES,
     ) -> None:
         self._client = client
+        self._carry_item_bytes = carry_item_bytes
         self._runs = runs_table
         self._events = events_table
         self._clock = clock
@@ -185,17 +191,25 @@ class RunRepository:
     def _write(self, current: Run, updated: Run, events: Sequence[NewEvent]) -> Run | None:
         """One conditional PutItem; None on success, else the run as it was when the check failed.
 
-        On success `updated.latest_events` holds the numbered events, copied to the events table.
+        The events not yet in the events table ride in the run item (`pending_events`): the
+        commit's own, after those earlier commits left there while the item stays within
+        `carry_item_bytes` (one billed KB). When it would not, the earlier ones are copied to the
+        events table first, as one item, and the commit keeps only its own. On success
+        `updated.latest_events` holds the events the run item now carries.
         """
-        # The previous commit's events leave the run item now: they must be stored first.
-        self._ensure_stored(current)
         condition = "last_event_seq = :seq AND version = :version"
         values: dict[str, Any] = {
             ":seq": {"N": str(current.last_event_seq)},
             ":version": {"N": str(current.version)},
         }
         numbered = self._numbered(current.last_event_seq + 1, events)
-        item = stored_run_item(updated, numbered, expires_at=self._expires_at())
+        carried = list(current.latest_events)
+        item = stored_run_item(updated, [*carried, *numbered], expires_at=self._expires_at())
+        if carried and item_size(item) > self._carry_item_bytes:
+            # They leave the run item now: they must be stored first.
+            self._store_events(current.tenant_id, current.run_id, carried)
+            carried = []
+            item = stored_run_item(updated, numbered, expires_at=self._expires_at())
         size = item_size(item)
         if size > MAX_ITEM_BYTES:
             raise PayloadTooLarge(
@@ -215,50 +229,28 @@ class RunRepository:
                 old_item = exc.response.get("Item")
                 return run_from(old_item) if old_item else self.get(current.tenant_id, current.run_id)
             raise translate(exc) from exc
-        updated.latest_events = numbered
-        try:
-            self._store_events(updated)
-        except ClientError:
-            # Committed: the events are durable in the run item; the next writer (or this one's
-            # next commit) stores them, and readers merge them meanwhile.
-            logger.warning("events not copied yet", extra={"run_id": updated.run_id})
+        updated.latest_events = [*carried, *numbered]
         return None
 
-    def _ensure_stored(self, run: Run) -> None:
-        """Make sure the events of the run's latest commit are in the events table."""
-        if not run.latest_events:
+    def _store_events(self, tenant_id: str, run_id: str, events: Sequence[RunEvent]) -> None:
+        """Copy committed events to the events table: one item, keyed by the last one's number,
+        written once (a writer that lost its commit may have copied a shorter run of the same
+        events; readers take each event once, in order: `_extend`)."""
+        if not events:
             return
-        pk = run_pk(run.tenant_id, run.run_id)
-        last = run.latest_events[-1].event_seq
+        pk = run_pk(tenant_id, run_id)
+        last = events[-1].event_seq
         if (pk, last) in self._flushed:
             return
+        item = events_item(pk, events, expires_at=self._expires_at())
         with aws_errors():
-            found = self._client.get_item(
-                TableName=self._events,
-                Key={"pk": {"S": pk}, "event_seq": {"N": str(last)}},
-                ProjectionExpression="event_seq",
-                ConsistentRead=True,
-            )
-        if "Item" in found:
-            self._remember(pk, last)
-            return
-        with aws_errors():
-            self._store_events(run)
-
-    def _store_events(self, run: Run) -> None:
-        """Copy the run's latest commit to the events table: one item, written once."""
-        if not run.latest_events:
-            return
-        pk = run_pk(run.tenant_id, run.run_id)
-        last = run.latest_events[-1].event_seq
-        item = events_item(pk, run.latest_events, expires_at=self._expires_at())
-        try:
-            self._client.put_item(
-                TableName=self._events, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
+            try:
+                self._client.put_item(
+                    TableName=self._events, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
         self._remember(pk, last)
 
     def _remember(self, pk: str, last: int) -> None:
