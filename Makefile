@@ -90,7 +90,8 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## build: sam build (layer with pinned dependencies + the five functions) into .aws-sam/<ARCH>/build;
+## build: sam build (layer with pinned dependencies + the five functions, all with their bytecode)
+## into .aws-sam/<ARCH>/build, then a check that every module has bytecode the runtime loads;
 ## ARCH=x86_64 to build for x86_64 (the template's Architecture parameter, arm64 by default)
 ARCH ?= arm64
 # Each instruction set has its own build folder, cache and build.toml, so the x86_64 build that
@@ -100,6 +101,7 @@ build: tools
 	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" $(TOOLS)/bin/sam build --template template.yaml \
 		--build-dir .aws-sam/$(ARCH)/build --cache-dir .aws-sam/$(ARCH)/cache \
 		--parameter-overrides Architecture=$(ARCH)
+	$(PYTHON) layers/shared/sam/check_bytecode.py .aws-sam/$(ARCH)/build/*/
 
 ## docs: rewrite the step reference in docs/steps.md from the step models (a test fails until it is)
 docs: venv
@@ -113,7 +115,8 @@ chaos: venv
 	$(PY) -m chaos $(CHAOS_ARGS)
 
 ## bench: the performance budget (docs/benchmarks.md); BENCH_ARGS=--quick for a shorter run
-bench: venv
+## (the SAM CLI too: the cold-start section measures the sam build output)
+bench: venv tools
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
