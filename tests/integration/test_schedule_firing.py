@@ -241,7 +241,13 @@ def test_a_cron_schedule_fires_at_wall_clock_time_in_its_zone(
     client: TestClient, container: Parts, clock: FakeClock, local_scheduler: LocalScheduler
 ) -> None:
     schedule = create(client, "cron(0 2 * * ? *)", timezone="Asia/Tokyo")  # 17:00 UTC, no DST
-    clock.advance(86400)
+    # To a minute past the next 17:00 UTC, whatever the hour the test starts at (a whole day on
+    # would leave that fire too old to start when the test starts in the hour before 17:00).
+    now = clock()
+    fire = now.replace(hour=17, minute=0, second=0, microsecond=0)
+    if fire <= now:
+        fire += timedelta(days=1)
+    clock.advance((fire - now).total_seconds() + 60)
 
     fired = scheduled_times(local_scheduler.tick())
 
