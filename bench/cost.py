@@ -3,7 +3,9 @@
 Each scenario is a whole run as a client causes it: the submission through the API function's
 real handler (Mangum, in-process), the dispatcher function's real handler fed from the dispatch
 queue the way Lambda's SQS event source feeds it, and for the approval the approve call through
-the API handler. AWS is moto in-process; the webhook receiver listens on 127.0.0.1.
+the API handler. AWS is moto in-process; the webhook receiver and the OpenAI-compatible model
+listen on 127.0.0.1. Steps that call out are also priced at volume (many runs at once, full
+batches), and long waits on a moved clock with the sweeper on its schedule (bench/waits.py).
 
 Each scenario's definition runs twice and the second run is measured: workflows run again and
 again, and a definition's snapshot is stored once per content, by its first run (which also
@@ -20,6 +22,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -44,6 +47,21 @@ BIG_OUTPUT_TEMPLATE = (
     "{% for i in range(9000) %}{{ (i * 2654435761) % 4294967296 }},{% endfor %}"
 )
 
+# Calls out at volume: this many one-step runs submitted at once (batches of 10 records), each
+# call answered at once and after these many seconds.
+CALL_RUNS = 30
+CALL_RUNS_QUICK = 10
+SLOW_WEBHOOK_SECONDS = 0.2
+SLOW_MODEL_SECONDS = 2.0
+SLOW_MODEL = "bench-slow"
+CALL_TARGET_RATIO = 1.5
+# The section's targets (report.py prints each beside its figure).
+TARGETS = {
+    "log_usd_per_million_steps": 1.60,
+    "scaling.log_x500.wru_per_step": 2.0,
+    "tco_default_retention_usd_per_million_steps": 2.50,
+}
+
 # TCO assumptions for the 10-step `log` run (printed with the figure).
 TCO = {
     # Lambda duration: the in-process time measured here plus, per AWS request, the latency it
@@ -62,36 +80,64 @@ TCO = {
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1 that answers 200 to every POST."""
+    """A webhook receiver and an OpenAI-compatible model on 127.0.0.1. Webhooks: every POST to
+    `/hook` is answered 200 at once, to `/slow-hook` after `SLOW_WEBHOOK_SECONDS`. The model
+    (`POST /v1/chat/completions`) answers a short completion at once, or after
+    `SLOW_MODEL_SECONDS` for the model named `SLOW_MODEL`."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.completions = 0
 
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path.endswith("/chat/completions"):
+                    model = json.loads(body).get("model")
+                    outer.completions += 1
+                    time.sleep(SLOW_MODEL_SECONDS if model == SLOW_MODEL else 0)
+                    self._answer("application/json", json.dumps(_completion(model)).encode())
+                    return
                 outer.count += 1
+                time.sleep(SLOW_WEBHOOK_SECONDS if self.path == "/slow-hook" else 0)
+                self._answer("text/plain", b"ok")
+
+            def _answer(self, content_type: str, body: bytes) -> None:
                 self.send_response(200)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _completion(model: str | None) -> dict[str, Any]:
+    """A chat completion as an OpenAI-compatible server answers it."""
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello, Ada."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16},
+    }
 
 
 class LogBytes(logging.Handler):
@@ -135,6 +181,8 @@ class Usage:
     dispatcher_invocations: int = 0
     dispatcher_seconds: float = 0.0
     messages_consumed: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    s3_stored_bytes: int = 0
     status: str = ""
 
     def dollars(self) -> dict[str, float]:
@@ -183,6 +231,9 @@ class Usage:
             "dispatcher_ms": round(self.dispatcher_seconds * 1000, 1),
             "log_bytes": self.log_bytes,
             "stored_bytes": self.stored_bytes,
+            "s3_stored_bytes": self.s3_stored_bytes,
+            "dispatcher_batch_sizes": sorted(set(self.batch_sizes)),
+            "dispatcher_full_batches": sum(1 for b in self.batch_sizes if b == SQS_BATCH),
             "wru_per_step": (c.get("dynamodb.wru", 0) + c.get("dynamodb.wru_index", 0)) / self.steps,
             "usd_per_run": total,
             "usd_per_million_steps": total / self.steps * 1e6,
@@ -250,6 +301,13 @@ class Driver:
         messages = received.get("Messages", [])
         if not messages:
             return 0
+        self.dispatch(usage, messages)
+        return len(messages)
+
+    def dispatch(self, usage: Usage, messages: list[dict[str, Any]]) -> None:
+        """One dispatcher invocation with `messages` as its batch; those it did not report
+        failed are deleted, as the event source does."""
+        usage.batch_sizes.append(len(messages))
         context = common.lambda_context("DispatcherFunction", DISPATCHER_MEMORY_MB, 120_000)
         started = time.perf_counter()
         response = self.dispatcher.handler(common.sqs_event(messages, self.queue_arn), context) or {}
@@ -263,7 +321,6 @@ class Driver:
                 QueueUrl=self.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
-        return len(messages)
 
     def status(self, run_id: str) -> dict[str, Any]:
         with self.meter.paused():
@@ -299,7 +356,42 @@ class Driver:
         usage.log_bytes = self.log_bytes.total
         with self.meter.paused():
             usage.stored_bytes = self.stored_bytes(run_id)
+            usage.s3_stored_bytes = self.s3_stored_bytes(run_id)
         return usage
+
+    def run_many(self, definition: dict[str, Any], runs: int, *, deadline_s: float = 0) -> Usage:
+        """`runs` runs of a one-step definition submitted at once, then worked the way the event
+        source works a busy queue: batches of up to 10 messages, one invocation at a time. Each
+        invocation's duration is shared by the records of its batch (the figures are per step)."""
+        usage = Usage(steps=runs)
+        self.meter.reset()
+        self.log_bytes.reset()
+        body = {"definition": definition, "inputs": {"name": "Ada"}}
+        run_ids = [self.call_api(usage, "POST", "/runs", body)["run_id"] for _ in range(runs)]
+        pending = set(run_ids)
+        deadline = time.monotonic() + (deadline_s or RUN_DEADLINE_SECONDS)
+        while pending and time.monotonic() < deadline:
+            if self.deliver(usage):
+                continue
+            pending = {
+                r for r in pending if self.status(r)["status"] not in ("succeeded", "failed", "cancelled")
+            }
+            if pending:
+                time.sleep(0.05)
+        statuses = {self.status(r)["status"] for r in run_ids}
+        usage.status = statuses.pop() if len(statuses) == 1 else "mixed: " + ",".join(sorted(statuses))
+        usage.counts = self.meter.snapshot()
+        usage.log_bytes = self.log_bytes.total
+        return usage
+
+    def s3_stored_bytes(self, run_id: str) -> int:
+        """What the run keeps in S3 (outputs too big for an item, artifacts)."""
+        s3 = self.container.s3
+        bucket = self.container.settings.artifacts_bucket
+        total = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            total += sum(o["Size"] for o in page.get("Contents", []) if f"/{run_id}/" in o["Key"])
+        return total
 
     def stored_bytes(self, run_id: str) -> int:
         """What the run keeps in DynamoDB: its items and their index entries, with DynamoDB's
@@ -310,13 +402,13 @@ class Driver:
         settings = self.container.settings
         overhead = TCO["dynamodb_item_overhead_bytes"]
         total = 0
-        for table, key in ((settings.runs_table, "pk"), (settings.run_events_table, "pk")):
-            items = client.query(
+        for table in (settings.runs_table, settings.run_events_table):
+            pages = client.get_paginator("query").paginate(
                 TableName=table,
-                KeyConditionExpression=f"{key} = :pk",
+                KeyConditionExpression="pk = :pk",
                 ExpressionAttributeValues={":pk": {"S": f"default#{run_id}"}},
-            )["Items"]
-            for item in items:
+            )
+            for item in (item for page in pages for item in page["Items"]):
                 total += item_size(item) + overhead
                 # Index entries (listing indexes project the keys, status and owner).
                 for index_key in ("gsi1pk", "gsi2pk", "active_shard"):
@@ -396,8 +488,47 @@ def definitions(webhook_url: str) -> dict[str, tuple[dict[str, Any], int, dict[s
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def call_definitions(receiver: Receiver) -> dict[str, dict[str, Any]]:
+    """One-step runs that call out: a webhook and a prompt to a model, each answering at once
+    and slowly (`slow`)."""
+
+    def webhook(path: str) -> dict[str, Any]:
+        config = {"url": receiver.url(path), "body": {"run": "{{ run.id }}", "name": "{{ inputs.name }}"}}
+        return {
+            "name": f"bench-webhook{path.replace('/', '-')}",
+            "steps": [{"id": "call", "type": "webhook", "config": config}],
+        }
+
+    def prompt(model: str) -> dict[str, Any]:
+        config = {"model": model, "template": "Greet {{ inputs.name }} in three words.", "max_tokens": 16}
+        return {"name": f"bench-prompt-{model}", "steps": [{"id": "ask", "type": "prompt", "config": config}]}
+
+    return {
+        "webhook_instant": webhook("/hook"),
+        "webhook_slow": webhook("/slow-hook"),
+        "prompt_instant": prompt("bench-instant"),
+        "prompt_slow": prompt(SLOW_MODEL),
+    }
+
+
+@contextlib.contextmanager
+def metered_driver(extra: dict[str, str]) -> Iterator[Driver]:
+    """A driver on fresh moto resources from template.yaml, every request metered."""
     import boto3
+
+    with common.moto_resources(extra) as env:
+        meter = Meter(common.table_properties(env), boto3.session.Session().client("dynamodb"))
+        meter.install()
+        try:
+            driver = Driver(meter)
+            with driver.log_bytes:
+                yield driver
+        finally:
+            meter.uninstall()
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from bench import waits
 
     receiver = Receiver()
     extra = {
@@ -405,45 +536,78 @@ def run(quick: bool = False) -> dict[str, Any]:
         "WORKFLOWS_WEBHOOK_ALLOWED_PORTS": "*",
         "WORKFLOWS_MAX_STEPS": str(MAX_STEPS),
         "WORKFLOWS_MAX_STEPS_PER_RUN": str(BIG_OUTPUT_STEPS + 10),
+        "WORKFLOWS_LLM_PROVIDER": "openai",
+        "WORKFLOWS_LLM_BASE_URL": receiver.url("/v1"),
+        "WORKFLOWS_LLM_API_KEY": "sk-bench",
     }
     try:
-        with common.moto_resources(extra) as env, contextlib.ExitStack() as stack:
-            meter = Meter(common.table_properties(env), boto3.session.Session().client("dynamodb"))
-            meter.install()
-            try:
-                driver = Driver(meter)
-                stack.enter_context(driver.log_bytes)
-                # One unmeasured run first: imports, the container and first-request costs.
-                driver.run(definitions(receiver.url)["log1"][0], 1)
-                scenarios: dict[str, Any] = {}
-                for name, (definition, steps, options) in definitions(receiver.url).items():
-                    # The steady state: a definition's first run stores its shared snapshot, and
-                    # the next ones (measured) find it stored.
-                    driver.run(definition, steps, **options)
-                    scenarios[name] = driver.run(definition, steps, **options).summary()
-                big_steps = BIG_OUTPUT_STEPS // 10 if quick else BIG_OUTPUT_STEPS
-                rounds = big_steps // 2
-                big = {
-                    "name": "bench-big-outputs",
-                    "steps": [
-                        {"id": "big", "type": "log", "config": {"message": BIG_OUTPUT_TEMPLATE}},
-                        {
-                            "id": "again",
-                            "type": "branch",
-                            "config": {
-                                "condition": f"(steps.big.output.message.split(';')[0] | int) < {rounds}",
-                                "true_next": "big",
-                                "false_next": "_end",
-                            },
+        with metered_driver(extra) as driver:
+            # One unmeasured run first: imports, the container and first-request costs.
+            driver.run(definitions(receiver.url())["log1"][0], 1)
+            scenarios: dict[str, Any] = {}
+            for name, (definition, steps, options) in definitions(receiver.url()).items():
+                # The steady state: a definition's first run stores its shared snapshot, and
+                # the next ones (measured) find it stored.
+                driver.run(definition, steps, **options)
+                scenarios[name] = driver.run(definition, steps, **options).summary()
+            big_steps = BIG_OUTPUT_STEPS // 10 if quick else BIG_OUTPUT_STEPS
+            rounds = big_steps // 2
+            big = {
+                "name": "bench-big-outputs",
+                "steps": [
+                    {"id": "big", "type": "log", "config": {"message": BIG_OUTPUT_TEMPLATE}},
+                    {
+                        "id": "again",
+                        "type": "branch",
+                        "config": {
+                            "condition": f"(steps.big.output.message.split(';')[0] | int) < {rounds}",
+                            "true_next": "big",
+                            "false_next": "_end",
                         },
-                    ],
-                }
-                scenarios["scale_log_big_100kb"] = driver.run(big, big_steps, deadline_s=1800).summary()
-            finally:
-                meter.uninstall()
+                    },
+                ],
+            }
+            scenarios["scale_log_big_100kb"] = driver.run(big, big_steps, deadline_s=1800).summary()
+        # Calls out and long waits on tables of their own: moto's index queries (the sweeper's)
+        # take time in proportion to every item of the table, which DynamoDB's do not.
+        with metered_driver(extra) as driver:
+            driver.run(definitions(receiver.url())["log1"][0], 1)
+            calls: dict[str, Any] = {}
+            runs = CALL_RUNS_QUICK if quick else CALL_RUNS
+            for name, definition in call_definitions(receiver).items():
+                driver.run(definition, 1)  # stores the definition's snapshot
+                calls[name] = driver.run_many(definition, runs).summary()
+            # Last: the waits move the clock days ahead of everything written above.
+            waited = waits.run(
+                driver,
+                quick=quick,
+                log1_usd_per_run=scenarios["log1"]["usd_per_run"],
+                log_usd_per_million_steps=scenarios["log10"]["usd_per_million_steps"],
+            )
     finally:
         receiver.close()
-    return _figures(scenarios, webhooks_received=receiver.count)
+    result = _figures(scenarios, webhooks_received=receiver.count)
+    result.update(_call_figures(calls))
+    result["calls"]["model_requests"] = receiver.completions
+    result["waits"] = waited
+    return result
+
+
+def _call_figures(calls: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each slow call beside the same step answering at once, per step (the run's whole bill:
+    one-step runs), with the parts that differ."""
+    out: dict[str, Any] = {"calls": {"scenarios": calls, "target_ratio": CALL_TARGET_RATIO}}
+    for step, wait in (("webhook", SLOW_WEBHOOK_SECONDS), ("prompt", SLOW_MODEL_SECONDS)):
+        slow, instant = calls[f"{step}_slow"], calls[f"{step}_instant"]
+        out[f"{step}_usd_per_million_steps"] = slow["usd_per_million_steps"]
+        out[f"{step}_instant_usd_per_million_steps"] = instant["usd_per_million_steps"]
+        out[f"{step}_ratio_to_instant"] = slow["usd_per_million_steps"] / instant["usd_per_million_steps"]
+        parts = slow["usd_per_million_steps_by_part"]
+        out["calls"][f"{step}_answer_seconds"] = wait
+        out["calls"][f"{step}_extra_usd_per_million_steps_by_part"] = {
+            k: round(v - instant["usd_per_million_steps_by_part"].get(k, 0), 4) for k, v in parts.items()
+        }
+    return out
 
 
 def _figures(scenarios: dict[str, dict[str, Any]], webhooks_received: int) -> dict[str, Any]:
@@ -462,10 +626,12 @@ def _figures(scenarios: dict[str, dict[str, Any]], webhooks_received: int) -> di
         "log_parts_usd_per_million_steps": dict(parts),
         "webhooks_received": webhooks_received,
         "scenarios": scenarios,
+        "targets": TARGETS,
     }
     for name, wait, extra_logs in (("delay", DELAY_SECONDS, 0), ("webhook", 0.0, 0), ("approval", 0.0, 1)):
         s = scenarios[name]
-        result[f"{name}_usd_per_million_steps"] = s["usd_per_million_steps"]
+        if name != "webhook":  # webhook_usd_per_million_steps is the slow receiver's (_call_figures)
+            result[f"{name}_usd_per_million_steps"] = s["usd_per_million_steps"]
         # What the step adds to a run, against a one-step log run (same submission and run
         # bookkeeping) with the log step's own cost taken from the ten-step run.
         result[f"{name}_marginal_usd_per_million_steps"] = (s["usd_per_run"] - log1) * 1e6 + (
@@ -475,6 +641,11 @@ def _figures(scenarios: dict[str, dict[str, Any]], webhooks_received: int) -> di
         result[f"{name}_sfn_express_usd_per_million_steps"] = sfn_costs(1, wait)["express"]
     result["scaling"] = _scaling(scenarios)
     result["tco"] = {days: tco(log, days) for days in (30, 90)}
+    from bench.waits import history_retention_days
+
+    days = history_retention_days()
+    result["tco_default_retention_days"] = days
+    result["tco_default_retention_usd_per_million_steps"] = tco(log, days)["usd_per_million_steps"]
     result["tco_assumptions"] = TCO
     return result
 
@@ -521,6 +692,8 @@ def tco(s: dict[str, Any], retention_days: int) -> dict[str, Any]:
     storage_gb_months = s["stored_bytes"] / gib * months
     parts["dynamodb_storage"] = storage_gb_months * PRICES["dynamodb_storage_per_gb_month"]
     parts["dynamodb_pitr"] = storage_gb_months * PRICES["dynamodb_pitr_per_gb_month"]
+    # Outputs too big for an item and artifacts, kept in S3 as long (the bucket's lifecycle).
+    parts["s3_storage"] = s.get("s3_stored_bytes", 0) / gib * months * PRICES["s3_storage_per_gb_month"]
     invocations = s["api_invocations"] + s["sqs_messages"] / SQS_BATCH
     log_bytes = s["log_bytes"] + invocations * (
         TCO["platform_log_bytes_per_invocation"] + TCO["metrics_log_bytes_per_invocation"]
@@ -536,6 +709,7 @@ def tco(s: dict[str, Any], retention_days: int) -> dict[str, Any]:
         "usd_per_million_steps": total / steps * 1e6,
         "usd_per_million_steps_by_part": {k: round(v / steps * 1e6, 4) for k, v in parts.items()},
         "stored_bytes_per_run": s["stored_bytes"],
+        "s3_stored_bytes_per_run": s.get("s3_stored_bytes", 0),
         "log_bytes_per_run": round(log_bytes),
         "target": 2.50 if retention_days == 30 else 3.00,
     }

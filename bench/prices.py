@@ -24,6 +24,7 @@ PRICES = {
     # What the kept history costs beside requests (the TCO figure).
     "dynamodb_storage_per_gb_month": 0.25,  # Standard table class, past the free 25 GB
     "dynamodb_pitr_per_gb_month": 0.20,  # continuous backups, on the table's size
+    "s3_storage_per_gb_month": 0.023,  # S3 Standard, first 50 TB
     "logs_ingest_per_gb": 0.50,  # CloudWatch Logs standard ingestion
     "logs_storage_per_gb_month": 0.03,
     "xray_per_million_traces": 5.00,  # traces recorded

@@ -38,14 +38,15 @@ def rows(r: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     c = r.get("cost")
     if c and "error" not in c:
+        log_target = c.get("targets", {}).get("log_usd_per_million_steps", 2.5)
         out.append(
             (
-                "cost: $ per million log steps",
+                "cost: $ per million log steps (requests only)",
                 _f(c["log_usd_per_million_steps"]),
                 f"SFN Standard {_f(c['sfn_standard_usd_per_million_steps'])}",
                 _f(c["log_ratio_to_sfn_standard"], 3),
-                "<= 2.50 (0.10x)",
-                _verdict(c["log_usd_per_million_steps"] <= 2.5),
+                f"<= {log_target:.2f}",
+                _verdict(c["log_usd_per_million_steps"] <= log_target),
             )
         )
         out.append(
@@ -106,6 +107,19 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     _verdict(ok and row["status"] == "succeeded") if target != "-" else "-",
                 )
             )
+        x500_target = c.get("targets", {}).get("scaling.log_x500.wru_per_step")
+        if x500_target is not None:
+            row = sc["log_x500"]
+            out.append(
+                (
+                    f"cost.scaling: WRU per step, log_x500, absolute ({row['status']})",
+                    _f(row["wru_per_step"]),
+                    f"x10 {_f(base['wru_per_step'])}",
+                    "-",
+                    f"<= {x500_target:.2f} WRU",
+                    _verdict(row["wru_per_step"] <= x500_target and row["status"] == "succeeded"),
+                )
+            )
         for days, t in sorted(c["tco"].items(), key=lambda kv: int(kv[0])):
             out.append(
                 (
@@ -117,6 +131,24 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     _verdict(t["usd_per_million_steps"] <= t["target"]),
                 )
             )
+        if "tco_default_retention_usd_per_million_steps" in c:
+            value = c["tco_default_retention_usd_per_million_steps"]
+            target = c["targets"]["tco_default_retention_usd_per_million_steps"]
+            days = c["tco_default_retention_days"]
+            out.append(
+                (
+                    f"cost.tco: $ per million log steps, default retention ({days} days)",
+                    _f(value),
+                    f"requests only {_f(c['log_usd_per_million_steps'])}",
+                    "-",
+                    f"<= {target:.2f}",
+                    _verdict(value <= target),
+                )
+            )
+    if c and "error" not in c and "calls" in c:
+        out += _call_rows(c)
+    if c and "error" not in c and "waits" in c:
+        out += _wait_rows(c["waits"])
     s = r.get("cold_start")
     if s and "error" not in s:
         for name in ("dispatcher", "dlq_retry"):
@@ -162,6 +194,43 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 "-",
             )
         )
+        if "api_built_ms" in s:
+            built = (
+                ("api import + first run read", "api"),
+                ("dispatcher import + first batch", "dispatcher"),
+            )
+            for label, key in built:
+                ratio, target = s[f"{key}_built_ratio"], s[f"{key}_built_target"]
+                out.append(
+                    (
+                        f"cold start, sam build output: {label} ms",
+                        _f(s[f"{key}_built_ms"], 0),
+                        _f(s[f"{key}_built_baseline_ms"], 0),
+                        _f(ratio),
+                        f"<= {target:.2f}x",
+                        _verdict(ratio <= target),
+                    )
+                )
+                out.append(
+                    (
+                        f"cold start, sam build output without bytecode: {label} ms",
+                        _f(s[f"{key}_built_no_bytecode_ms"], 0),
+                        _f(s[f"{key}_built_baseline_no_bytecode_ms"], 0),
+                        _f(s[f"{key}_built_no_bytecode_ratio"]),
+                        "-",
+                        "-",
+                    )
+                )
+            out.append(
+                (
+                    "cold start, sam build output: a handler importing only boto3 ms",
+                    _f(s["boto3_only_built_ms"], 0),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                )
+            )
     p = r.get("paging")
     if p and "error" not in p:
         small, large = p["history_100"]["first"], p["history_10000"]["first"]
@@ -345,6 +414,64 @@ def rows(r: dict[str, Any]) -> list[Row]:
     for name in SECTIONS:
         if name in r and "error" in r[name]:
             out.append((f"{name}: FAILED", r[name]["error"][:60], "-", "-", "-", "-"))
+    return out
+
+
+def _call_rows(c: dict[str, Any]) -> list[Row]:
+    """A slow call beside the same step answering at once: whole one-step runs, per step."""
+    out: list[Row] = []
+    calls = c["calls"]
+    target = calls["target_ratio"]
+    for step, what in (("webhook", "webhook steps, receiver"), ("prompt", "prompt steps, model")):
+        slow = calls["scenarios"][f"{step}_slow"]
+        ratio = c[f"{step}_ratio_to_instant"]
+        ok = ratio <= target and slow["status"] == "succeeded"
+        out.append(
+            (
+                f"cost: $ per million {what} answering in {calls[f'{step}_answer_seconds']:g} s "
+                f"({slow['steps']} runs, batches of 10)",
+                _f(c[f"{step}_usd_per_million_steps"]),
+                f"at once {_f(c[f'{step}_instant_usd_per_million_steps'])}",
+                _f(ratio),
+                f"<= {target:.2f}x",
+                _verdict(ok),
+            )
+        )
+    return out
+
+
+def _wait_rows(w: dict[str, Any]) -> list[Row]:
+    """A long wait's whole one-step run, the sweeper's share included, beside its marginal cost."""
+    out: list[Row] = []
+    for name, what in (("delay_1d", "one-day delay steps"), ("approval_7d", "approval steps, 7-day timeout")):
+        if name not in w:
+            continue
+        s = w[name]
+        value = w[f"{name}_usd_per_million_steps"]
+        target = w["targets"][f"{name}_usd_per_million_steps"]
+        ended = s["status"] + (f" {s['error_code']}" if s.get("error_code") else "")
+        sweeper = sum(v for k, v in s["usd_per_million_steps_by_part"].items() if k.startswith("sweeper_"))
+        out.append(
+            (
+                f"cost.waits: $ per million {what}, whole run ({ended})",
+                _f(value),
+                f"marginal {_f(w[f'{name}_marginal_usd_per_million_steps'])}",
+                "-",
+                f"<= {target:.2f}",
+                _verdict(value <= target),
+            )
+        )
+        out.append(
+            (
+                f"cost.waits: {name}, the sweeper's part ({s['sweeper']['sweeps']} sweeps, "
+                f"idle ones shared by {w['waiting_runs_assumed']:,} runs)",
+                _f(sweeper),
+                f"the run's own {_f(value - sweeper)}",
+                "-",
+                "(info)",
+                "-",
+            )
+        )
     return out
 
 
