@@ -331,7 +331,7 @@ def test_steps_run_side_by_side_over_http(stack: Stack) -> None:
         ],
         {"numbers": list(range(50))},
     )
-    # Ten thousand items of a log step run inside the run, a hundred per commit.
+    # Ten thousand items of a log step run inside the run, a batch of them per commit.
     big = submit(
         [
             {

@@ -50,6 +50,8 @@ def _parallel(step_id: str, branches: dict[str, list[Step]], **config: Any) -> S
 
 
 FAILS = "{{ inputs.absent.deeper }}"  # a template that fails: no run here has that input
+# Items of the maps paused, cancelled or kicked twice here: two batches and part of a third.
+ITEMS = 2 * INLINE_PER_COMMIT + INLINE_PER_COMMIT // 2
 
 
 @pytest.fixture
@@ -129,11 +131,17 @@ def test_a_map_of_log_items_runs_inside_the_run_in_item_order(parts: Parts) -> N
 
 
 def test_a_map_of_a_thousand_items_commits_in_batches_and_keeps_the_record_small(parts: Parts) -> None:
-    items = 1000
+    items = 4 * INLINE_PER_COMMIT
     definition = WorkflowDefinition.model_validate(
         {
             "name": "inline",
-            "steps": [_map("each", "{{ range(1000) | list }}", [_log("say", "{{ item * 2 }}")])],
+            "steps": [
+                _map(
+                    "each",
+                    f"{{{{ range({4 * INLINE_PER_COMMIT}) | list }}}}",
+                    [_log("say", "{{ item * 2 }}")],
+                )
+            ],
         }
     )
     run_id = parts.run_service.submit(CALLER, definition, {}).run_id
@@ -295,7 +303,10 @@ def _held(parts: Parts) -> list[QueuedMessage]:
 
 def test_pause_stops_between_batches_and_resume_goes_on(parts: Parts) -> None:
     definition = WorkflowDefinition.model_validate(
-        {"name": "inline", "steps": [_map("each", "{{ range(300) | list }}", [_log("say", "{{ item }}")])]}
+        {
+            "name": "inline",
+            "steps": [_map("each", f"{{{{ range({ITEMS}) | list }}}}", [_log("say", "{{ item }}")])],
+        }
     )
     run_id = parts.run_service.submit(CALLER, definition, {}).run_id
     _work(parts, 2)  # the run's first kick (the map's record), then one batch
@@ -308,13 +319,16 @@ def test_pause_stops_between_batches_and_resume_goes_on(parts: Parts) -> None:
     assert parts.control.act(T, run_id, "resume", "ops").result == "applied"
     drain(parts)
     assert _run(parts, run_id).status == RunStatus.SUCCEEDED
-    assert len(_output(parts, run_id, "each")) == 300
+    assert len(_output(parts, run_id, "each")) == ITEMS
     _gap_free(parts, run_id)
 
 
 def test_cancel_mid_map_ends_the_run_and_cancels_no_child(parts: Parts) -> None:
     definition = WorkflowDefinition.model_validate(
-        {"name": "inline", "steps": [_map("each", "{{ range(300) | list }}", [_log("say", "{{ item }}")])]}
+        {
+            "name": "inline",
+            "steps": [_map("each", f"{{{{ range({ITEMS}) | list }}}}", [_log("say", "{{ item }}")])],
+        }
     )
     run_id = parts.run_service.submit(CALLER, definition, {}).run_id
     _work(parts, 2)
@@ -332,7 +346,10 @@ def test_cancel_mid_map_ends_the_run_and_cancels_no_child(parts: Parts) -> None:
 
 def test_a_duplicate_kick_records_each_batch_once(parts: Parts) -> None:
     definition = WorkflowDefinition.model_validate(
-        {"name": "inline", "steps": [_map("each", "{{ range(250) | list }}", [_log("say", "{{ item }}")])]}
+        {
+            "name": "inline",
+            "steps": [_map("each", f"{{{{ range({ITEMS}) | list }}}}", [_log("say", "{{ item }}")])],
+        }
     )
     run_id = parts.run_service.submit(CALLER, definition, {}).run_id
     _work(parts, 1)  # the map's record: its kick runs the first batch
@@ -346,8 +363,8 @@ def test_a_duplicate_kick_records_each_batch_once(parts: Parts) -> None:
     assert parts.engine.process(kick).action == "stale"
     drain(parts)
     assert _run(parts, run_id).status == RunStatus.SUCCEEDED
-    assert [e.payload["index"] for e in _item_events(parts, run_id, "say")] == list(range(250))
-    assert [o["message"] for o in _output(parts, run_id, "each")] == [str(i) for i in range(250)]
+    assert [e.payload["index"] for e in _item_events(parts, run_id, "say")] == list(range(ITEMS))
+    assert [o["message"] for o in _output(parts, run_id, "each")] == [str(i) for i in range(ITEMS)]
     _gap_free(parts, run_id)
 
 
@@ -356,7 +373,10 @@ def test_a_lost_kick_between_batches_is_found_by_the_sweeper(clock: FakeClock) -
     queue = Faulty(unwrapped(parts.queue))
     parts.give(queue=queue)
     definition = WorkflowDefinition.model_validate(
-        {"name": "inline", "steps": [_map("each", "{{ range(250) | list }}", [_log("say", "{{ item }}")])]}
+        {
+            "name": "inline",
+            "steps": [_map("each", f"{{{{ range({ITEMS}) | list }}}}", [_log("say", "{{ item }}")])],
+        }
     )
     run_id = parts.run_service.submit(CALLER, definition, {}).run_id
     _work(parts, 2)  # the record, then the first batch (whose kick is next)
@@ -372,7 +392,7 @@ def test_a_lost_kick_between_batches_is_found_by_the_sweeper(clock: FakeClock) -
     assert parts.sweeper.sweep().rekicked == 1
     drain(parts)
     assert _run(parts, run_id).status == RunStatus.SUCCEEDED
-    assert [e.payload["index"] for e in _item_events(parts, run_id, "say")] == list(range(250))
+    assert [e.payload["index"] for e in _item_events(parts, run_id, "say")] == list(range(ITEMS))
     _gap_free(parts, run_id)
 
 

@@ -71,7 +71,7 @@ REDO_PAGES = 10
 # Inline items one commit records (engine.inline): at most this many, the batch closed once
 # their events pass INLINE_EVENT_BYTES (the run item holds a commit's events) or once it has
 # taken INLINE_BATCH_SECONDS (the kick that runs the next batch is charged to the tenant again).
-INLINE_PER_COMMIT = 100
+INLINE_PER_COMMIT = 250
 INLINE_EVENT_BYTES = 64 * 1024
 INLINE_BATCH_SECONDS = 2.0
 
