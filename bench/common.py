@@ -187,3 +187,17 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+@contextmanager
+def records_in_turn() -> Iterator[None]:
+    """The dispatcher works a batch's records one after another while inside: in-process, its
+    threads would only contend for one interpreter lock, and moto's backends take no locks."""
+    from workflows.roots import dispatcher
+
+    saved = dispatcher.RECORD_THREADS
+    dispatcher.RECORD_THREADS = 1
+    try:
+        yield
+    finally:
+        dispatcher.RECORD_THREADS = saved

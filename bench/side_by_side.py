@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -124,18 +123,6 @@ def map_of(items: int, step: dict[str, Any], concurrency: int, mode: str = "auto
 
 
 # --- the emulator --------------------------------------------------------------------------
-
-
-@contextmanager
-def _records_in_turn() -> Iterator[None]:
-    from workflows.roots import dispatcher
-
-    saved = dispatcher.RECORD_THREADS
-    dispatcher.RECORD_THREADS = 1
-    try:
-        yield
-    finally:
-        dispatcher.RECORD_THREADS = saved
 
 
 class LargestItems:
@@ -421,7 +408,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     import boto3
 
     seconds: dict[str, float] = {}
-    with _records_in_turn():
+    with common.records_in_turn():
         # Hooks reach only the clients built after them: each part has its own moto, built anew.
         started = time.monotonic()
         with common.moto_resources() as env:

@@ -34,8 +34,6 @@ backends take no locks, and a lost race's extra reads and writes would make figu
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -81,18 +79,6 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...], bool]] = {
     "all": (waits_for("bench.packed", "bench.shipped", mode="all"), ("bench.packed", "bench.shipped"), False),
     "lookback": (waits_for("bench.ready", lookback=LOOKBACK_SECONDS), ("bench.ready",), True),
 }
-
-
-@contextmanager
-def _records_in_turn() -> Iterator[None]:
-    from workflows.roots import dispatcher
-
-    saved = dispatcher.RECORD_THREADS
-    dispatcher.RECORD_THREADS = 1
-    try:
-        yield
-    finally:
-        dispatcher.RECORD_THREADS = saved
 
 
 class Signals:
@@ -281,7 +267,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     started = time.monotonic()
     seconds: dict[str, float] = {}
-    with _records_in_turn(), common.moto_resources() as env:
+    with common.records_in_turn(), common.moto_resources() as env:
         meter = Meter(common.table_properties(env), boto3.session.Session().client("dynamodb"))
         meter.install()
         try:
