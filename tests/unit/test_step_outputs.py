@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, api_client, drain, make_fake
+from tests.faults import unwrapped
 from tests.receivers import Receiver
 from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, is_ref
 from workflows.roots.parts import Parts
@@ -101,3 +102,36 @@ def test_a_routed_failure_is_the_steps_output_in_its_event(clock: FakeClock) -> 
         parts.runs.get("default", run_id).step_outputs["after"]["message"]
         == failed[0]["payload"]["error"]["code"]
     )
+
+
+def test_a_big_output_is_read_back_only_by_a_step_that_names_it(clock: FakeClock) -> None:
+    """`last` kept apart is read for a step whose templates name `last`, not for every step
+    after it (a read per step, whether anything uses it or not, would cost a run that once
+    had a big output a read on every later step)."""
+    parts = make_fake(clock)
+    outputs = unwrapped(parts.run_outputs)
+    reads: list[int] = []
+    read_outputs = outputs.read_outputs
+
+    def counted(tenant_id: str, run_id: str, refs: Any) -> list[object]:
+        reads.append(len(refs))
+        return read_outputs(tenant_id, run_id, refs)
+
+    outputs.read_outputs = counted  # type: ignore[method-assign]
+    definition = {
+        "name": "big-then-small",
+        "steps": [
+            {"id": "big", "type": "log", "config": {"message": BIG}},
+            {"id": "quiet", "type": "log", "config": {"message": "no need of it"}},
+            {"id": "reads", "type": "log", "config": {"message": "{{ last.message }}"}},
+            {"id": "big2", "type": "log", "config": {"message": BIG}},
+            {"id": "names", "type": "log", "config": {"message": "{{ last.message | length }}"}},
+        ],
+    }
+    with api_client(parts) as client:
+        run_id = _run(client, parts, definition)
+    run = parts.runs.get("default", run_id)
+    assert run.status.value == "succeeded"
+    assert run.step_outputs["reads"] == {"message": "no need of it", "level": "info"}
+    assert run.step_outputs["names"] == {"message": "4000", "level": "info"}
+    assert reads == [1]  # `names` read big2's output; `quiet` read nothing

@@ -30,6 +30,7 @@ from workflows.domain import transitions
 from workflows.domain.definition import StepSpec, WorkflowDefinition
 from workflows.domain.failures import StepFailed
 from workflows.domain.messages import AdvanceMessage
+from workflows.domain.outputs import is_ref
 from workflows.domain.run import Run, RunStatus
 from workflows.domain.signals import SignalWait
 from workflows.domain.transitions import Commit, Kick
@@ -43,7 +44,7 @@ from workflows.errors import NotFound, PayloadTooLarge, StaleWrite
 from workflows.observability import count, logger, metrics
 from workflows.ports import RunLog, RunOutputStore
 from workflows.steps.base import DecidesAtDeadline, Spawn, StepContext, StepResult, Suspend
-from workflows.steps.registry import StepRegistry, parse_config
+from workflows.steps.registry import StepRegistry, parse_config, reads
 
 RemainingMs = Callable[[], int]
 
@@ -122,6 +123,8 @@ class Engine:
         self._shares = shares
         self._signals = signals
         self._children = children
+        # (definition, step) -> whether the step's templates name `last` (steps.registry.reads).
+        self._last_readers: dict[tuple[str, str], bool] = {}
 
     # ---- the message loop ------------------------------------------------------------
 
@@ -449,7 +452,10 @@ class Engine:
         correlation_id: str | None,
     ) -> Build:
         outputs: Mapping[str, Any] = RunOutputs(self._outputs, run)
-        last = RunOutputs(self._outputs, run).resolve(run.last_output)
+        last: Any = run.last_output
+        if is_ref(last):
+            # An output kept apart is read back only for a step whose templates name `last`.
+            last = RunOutputs(self._outputs, run).resolve(last) if self._reads_last(run, step) else None
         if run.parent_run_id and run.scope and ("item" in run.scope or "branch" in run.scope):
             # A branch's or an item's steps see the outputs of the parent's steps before it too,
             # read when a template names one.
@@ -502,6 +508,14 @@ class Engine:
                 )
             return lambda base: transitions.suspend(base, until=until, now=now)
         return self._commits.succeeded(run, definition, step, outcome)
+
+    def _reads_last(self, run: Run, step: StepSpec) -> bool:
+        key = (run.definition_hash or run.run_id, step.id)
+        if key not in self._last_readers:
+            if len(self._last_readers) > 4096:
+                self._last_readers.clear()
+            self._last_readers[key] = reads([step], self._registry, "last")
+        return self._last_readers[key]
 
     def _spawn(
         self, run: Run, definition: WorkflowDefinition, step: StepSpec, spawn: Spawn, now: datetime

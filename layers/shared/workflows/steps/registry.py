@@ -180,6 +180,12 @@ def _template_errors(
 def reads_inputs(steps: Iterable[StepSpec], registry: StepRegistry) -> bool:
     """Whether any template of `steps` (and of the steps they hold) names `inputs`: a branch or
     map item whose steps never read the run's inputs is started without a copy of them."""
+    return reads(steps, registry, "inputs", nested=True)
+
+
+def reads(steps: Iterable[StepSpec], registry: StepRegistry, name: str, *, nested: bool = False) -> bool:
+    """Whether any template of `steps` names the variable `name` (`inputs`, `last`); with
+    `nested`, the templates of the steps they hold too (a parallel's branches, a map's steps)."""
     from workflows.templating import variables
 
     for step in steps:
@@ -191,10 +197,12 @@ def reads_inputs(steps: Iterable[StepSpec], registry: StepRegistry) -> bool:
             source = field.source
             if field.expression and "{{" not in source and "{%" not in source:
                 source = "{{ " + source + " }}"  # a bare expression (a branch's condition)
-            if "inputs" in variables(source):
+            if name in variables(source):
                 return True
-        if isinstance(step_type, RunsSteps) and any(
-            reads_inputs(inner, registry) for inner in step_type.nested(config).values()
+        if (
+            nested
+            and isinstance(step_type, RunsSteps)
+            and any(reads(inner, registry, name, nested=True) for inner in step_type.nested(config).values())
         ):
             return True
     return False
