@@ -200,6 +200,15 @@ def test_branches_and_routed_failures_inside_an_item(parts: Parts) -> None:
     assert failed[0].payload["output"]["error"]["code"] == "template_error"
 
 
+def test_a_failure_routed_to_the_end_is_the_items_output(parts: Parts) -> None:
+    steps = [_log("risky", "{% if item %}" + FAILS + "{% else %}fine{% endif %}", on_failure="_end")]
+    run_id = _submit(parts, _map("each", [0, 1], steps))
+    assert _run(parts, run_id).status == RunStatus.SUCCEEDED
+    first, second = _output(parts, run_id, "each")
+    assert first == {"message": "fine", "level": "info"}
+    assert second["error"]["code"] == "template_error"
+
+
 def test_tolerated_failures_give_null_and_one_too_many_fails_the_step(parts: Parts) -> None:
     say = [_log("say", "{% if item == 'bad' %}" + FAILS + "{% else %}{{ item }}{% endif %}")]
     run_id = _submit(parts, _map("each", ["a", "bad", "c"], say, tolerated_failures=1))

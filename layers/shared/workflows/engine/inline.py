@@ -107,6 +107,7 @@ class InlineItems:
                 own[step.id] = last
                 payload["output"] = last
                 self._event(done, EventType.STEP_FAILED, step.id, payload)
+                done.output = last  # the item's output, if the route ends it (as a run's would)
                 step = None if route == END else part.step(route)
                 continue
             own[step.id] = result.output
