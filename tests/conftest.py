@@ -21,12 +21,16 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
@@ -68,6 +72,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.moto)
 
 
+class _XdistGroups:
+    """`--dist loadgroup` sends the tests of one `xdist_group` to one worker by the group's name
+    at the end of their node ids. pytest-xdist 3.8 writes that id to `_nodeid`, which pytest 9
+    no longer reads (it keeps a node's id in `_id`), so every group was spread over the workers:
+    three local stacks instead of one. This puts the grouped id where pytest reads it; it does
+    nothing when xdist sets no `_nodeid` (not loadgroup, or a fixed xdist)."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's worker has named the groups
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            grouped = vars(item).get("_nodeid")
+            if grouped and grouped != item.nodeid:
+                item._id = type(item._id).parse(grouped)  # pytest's NodeId, from its string form
+                assert item.nodeid == grouped
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_XdistGroups(), "xdist-groups")
+
+
 @pytest.fixture(scope="session")
 def stateful_template() -> dict[str, Any]:
     """template.yaml's tables, queues and bucket, translated once per session."""
@@ -75,15 +99,38 @@ def stateful_template() -> dict[str, Any]:
     return provision.stateful_part(provision.translate())
 
 
-@pytest.fixture
-def aws_env(stateful_template: dict[str, Any]) -> Iterator[dict[str, str]]:
+# botocore reads a service's model (JSON files) once per session, and every mock_aws block
+# starts with a new default session: most of a fresh account's setup went into reading the
+# same files again. The models are read once per process; each block still gets its own
+# session (credentials, configuration), and each test its own resources.
+_SERVICE_MODELS = botocore.loaders.create_loader()
+
+
+def new_default_session() -> None:
+    """A new boto3 default session that reads service models from the shared loader; inside a
+    mock_aws block, which puts the previous default session back when it ends."""
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _SERVICE_MODELS)
+    boto3.DEFAULT_SESSION = boto3.Session(botocore_session=session)
+
+
+@contextmanager
+def moto_account(stateful_template: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """A fresh moto account with template.yaml's tables, queues and bucket, for as long as the
+    block lasts; the WORKFLOWS_* environment that names them."""
     with mock_aws():
-        env = provision.create_directly(
+        new_default_session()
+        yield provision.create_directly(
             boto3.client("dynamodb"),
             boto3.client("sqs"),
             boto3.client("s3"),
             cfn=stateful_template,
         )
+
+
+@pytest.fixture
+def aws_env(stateful_template: dict[str, Any]) -> Iterator[dict[str, str]]:
+    with moto_account(stateful_template) as env:
         yield env
 
 
@@ -104,11 +151,10 @@ def container(clock: FakeClock) -> Parts:
     return make_fake(clock)
 
 
-@pytest.fixture
-def moto_container(aws_env: dict[str, str], clock: FakeClock) -> Parts:
-    """The composition root on moto, for adapter and end-to-end tests."""
+def moto_parts(env: dict[str, str], clock: FakeClock) -> Parts:
+    """The composition root on the moto resources of `env` (inside its account's block)."""
     return Parts(
-        settings_from(aws_env),
+        settings_from(env),
         clock=clock,
         dynamodb=AtomicRequests(boto3.client("dynamodb")),
         sqs=boto3.client("sqs"),
@@ -116,11 +162,46 @@ def moto_container(aws_env: dict[str, str], clock: FakeClock) -> Parts:
     )
 
 
-def api_client(parts: Parts) -> TestClient:
-    app = create_app(lambda: parts)
-    test_client = TestClient(app, raise_server_exceptions=False)
-    test_client.headers.update({"X-API-KEY": API_KEY})
-    return test_client
+@pytest.fixture
+def moto_container(aws_env: dict[str, str], clock: FakeClock) -> Parts:
+    """The composition root on moto, for adapter and end-to-end tests."""
+    return moto_parts(aws_env, clock)
+
+
+class AppPool:
+    """Whole apps, each lent to one test client at a time and built once per process.
+
+    FastAPI builds every route's validation models on an app's first request, about 0.1 s of
+    CPU per app. What a test may change in an app is put back when it is returned: the
+    services it was lent for, the dependency overrides it set and the OpenAPI document (built
+    from the services' settings). A test's objects live in its own container, never in the app.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[FastAPI] = []
+
+    @contextmanager
+    def lend(self, parts: Parts) -> Iterator[FastAPI]:
+        app = self._idle.pop() if self._idle else create_app()
+        app.state.services = lambda: parts
+        try:
+            yield app
+        finally:
+            app.dependency_overrides.clear()
+            app.openapi_schema = None
+            del app.state.services
+            self._idle.append(app)
+
+
+APPS = AppPool()
+
+
+@contextmanager
+def api_client(parts: Parts) -> Iterator[TestClient]:
+    """A client (with the API key) of a whole app serving `parts`."""
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as test_client:
+        test_client.headers.update({"X-API-KEY": API_KEY})
+        yield test_client
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, drain, log_definition, make_container
+from tests.conftest import APPS, FakeClock, drain, log_definition, make_container
 from workflows.adapters.api_keys import hash_key
 from workflows.api import deps
 from workflows.api.app import create_app
@@ -42,9 +42,7 @@ def multi(aws_env: dict[str, str], clock: FakeClock) -> Parts:
 
 @pytest.fixture
 def api(multi: Parts) -> Iterator[Api]:
-    app = create_app()
-    app.dependency_overrides[deps.services] = lambda: multi
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with APPS.lend(multi) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield Api(multi, client)
 
 

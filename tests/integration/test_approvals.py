@@ -16,10 +16,9 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import AtomicRequests, FakeClock, drain, log_definition, make_fake, settings_from
+from tests.conftest import APPS, AtomicRequests, FakeClock, drain, log_definition, make_fake, settings_from
 from tests.faults import Faulty
 from workflows.adapters.run_index import listing_partitions
-from workflows.api.app import create_app
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -86,7 +85,7 @@ class Api:
 def api(clock: FakeClock) -> Iterator[Api]:
     c = make_fake(clock, auth_mode="multi_user")
     c.give(runs=Faulty(c.runs))  # so that a test can make two readers of a run meet
-    with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
+    with APPS.lend(c) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield Api(c, client)
 
 
@@ -407,7 +406,7 @@ def test_the_inbox_on_dynamodb_is_a_query_of_the_sparse_index(
         "approval_tenant",
         "approval_requested",
     ]
-    with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
+    with APPS.lend(c) as app, TestClient(app, raise_server_exceptions=False) as client:
         api = Api(c, client)
         waiting = []
         for _ in range(3):

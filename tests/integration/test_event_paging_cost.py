@@ -2,34 +2,26 @@
 
 Histories are written straight into the events table (the item shape the run repository writes,
 run_items.events_item), then one page is fetched through the API while every DynamoDB request
-is counted.
+is counted. The tests only read: the histories (100, 1,000 and 10,000 events) are written once,
+into one account the module shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import log_definition
+from tests.conftest import FakeClock, api_client, log_definition, moto_account, moto_parts
 from workflows.adapters.run_items import events_item, run_pk
 from workflows.domain.run import RunEvent
 from workflows.roots.parts import Parts
 
-
-@pytest.fixture
-def container(moto_container: Parts) -> Parts:
-    """These tests read the tables and queues themselves: they run on moto."""
-    return moto_container
-
-
-@pytest.fixture
-def client(moto_client: TestClient) -> TestClient:
-    return moto_client
-
+# The module's tests share one account, so they share one worker.
+pytestmark = pytest.mark.xdist_group("event-paging-cost")
 
 BASE = "/api/v1/workflows"
 EVENT_TYPES = ("step_started", "step_completed")
@@ -104,14 +96,41 @@ def read_page(
     return response.json(), reads
 
 
-@pytest.fixture
-def history(client: TestClient, container: Parts) -> Callable[[int], str]:
-    def make(size: int) -> str:
-        run_id = new_run(client)
-        write_history(container, run_id, size)
-        return run_id
+@dataclass
+class Histories:
+    container: Parts
+    client: TestClient
+    runs: dict[int, str]  # events in the history -> the run's id
 
-    return make
+
+@pytest.fixture(scope="module")
+def histories(stateful_template: dict[str, Any]) -> Iterator[Histories]:
+    """One moto account for the module (these tests read the tables and queues themselves: they
+    run on moto), with a run of each history size the tests page through."""
+    with moto_account(stateful_template) as env:
+        container = moto_parts(env, FakeClock())
+        with api_client(container) as client:
+            runs = {}
+            for size in (100, 1_000, 10_000):
+                runs[size] = new_run(client)
+                write_history(container, runs[size], size)
+            yield Histories(container, client, runs)
+
+
+@pytest.fixture
+def container(histories: Histories) -> Parts:
+    return histories.container
+
+
+@pytest.fixture
+def client(histories: Histories) -> TestClient:
+    return histories.client
+
+
+@pytest.fixture
+def history(histories: Histories) -> Callable[[int], str]:
+    """The run whose history has `size` events."""
+    return histories.runs.__getitem__
 
 
 @pytest.mark.parametrize("since", [0, 5000, 5001, 9900])

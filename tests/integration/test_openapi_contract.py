@@ -11,13 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -26,12 +24,14 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from devstack import provision
-from tests.conftest import API_KEY, AtomicRequests, FakeClock, drain, log_definition, settings_from
+from tests.conftest import API_KEY, FakeClock, drain, log_definition, moto_account, moto_parts
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.api.schemas import PREFIX
 from workflows.roots.parts import Parts
+
+# The module's tests share one account and one app, so they share one worker.
+pytestmark = pytest.mark.xdist_group("openapi-contract")
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 _METHODS = ("get", "put", "post", "patch", "delete")
@@ -92,17 +92,8 @@ class ContractApp:
 def contract_app(stateful_template: dict[str, Any]) -> Iterator[ContractApp]:
     """One moto account for the whole module (like the `container` fixture, built once: the
     operations only read or change the objects seeded here), the app and its document."""
-    with mock_aws():
-        env = provision.create_directly(
-            boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("s3"), cfn=stateful_template
-        )
-        container = Parts(
-            settings_from(env),
-            clock=FakeClock(),
-            dynamodb=AtomicRequests(boto3.client("dynamodb")),
-            sqs=boto3.client("sqs"),
-            s3=boto3.client("s3"),
-        )
+    with moto_account(stateful_template) as env:
+        container = moto_parts(env, FakeClock())
         app = create_app()
         app.dependency_overrides[deps.services] = lambda: container
         with TestClient(app) as client:

@@ -11,9 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from tests.conftest import FakeClock, drain, make_fake
+from tests.conftest import APPS, FakeClock, drain, make_fake
 from tests.faults import Faulty, one_step_left, registry_with
-from workflows.api.app import create_app
 from workflows.clock import parse_iso as parse_time
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.failures import StepFailed
@@ -242,7 +241,7 @@ class Api:
 @pytest.fixture
 def api(clock: FakeClock) -> Iterator[Api]:
     parts = make_fake(clock, auth_mode="multi_user")
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield Api(parts, client)
 
 

@@ -20,7 +20,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, log_definition, make_fake
+from tests.conftest import APPS, FakeClock, log_definition, make_fake
 from workflows.api.app import create_app
 from workflows.api.routes import console, docs
 from workflows.domain.dlq import DlqRow
@@ -255,7 +255,7 @@ def stack() -> Iterator[Stack]:
 
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     c = make_fake(clock, auth_mode="multi_user")
-    with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
+    with APPS.lend(c) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield Stack(c, client)
 
 

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, drain, make_fake
+from tests.conftest import APPS, FakeClock, drain, make_fake
 from tests.fakes import FakeRunLog
 from tests.faults import unwrapped
-from workflows.api.app import create_app
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, RUNS_CONTROL, RUNS_READ, Principal
 from workflows.domain.run import EventType, Run, RunStatus
@@ -223,7 +222,7 @@ class Api:
 
 @pytest.fixture
 def api(parts: Parts) -> Iterator[Api]:
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield Api(parts, client)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, make_fake
-from workflows.api.app import create_app, route_modules_for
+from tests.conftest import APPS, FakeClock, make_fake
+from workflows.api.app import route_modules_for
 from workflows.api.routes import console
 from workflows.api.schemas import PREFIX
 from workflows.roots.parts import Parts
@@ -29,7 +29,7 @@ STATIC_FILES = sorted(console.STATIC.iterdir())
 
 @pytest.fixture
 def anonymous(container: Parts) -> Iterator[TestClient]:
-    with TestClient(create_app(lambda: container), raise_server_exceptions=False) as client:
+    with APPS.lend(container) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
@@ -225,7 +225,7 @@ def test_me_names_the_keys_tenant_user_roles_and_permissions(
 ) -> None:
     parts = make_fake(clock, auth_mode="multi_user")
     key, _ = parts.api_keys.create("acme", "ada", roles)
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         response = client.get(f"{PREFIX}/me", headers={"X-API-KEY": key})
     assert response.status_code == 200
     assert response.json() == {
@@ -239,7 +239,7 @@ def test_me_names_the_keys_tenant_user_roles_and_permissions(
 def test_admin_implies_every_permission_even_when_a_role_grants_admin_alone(clock: FakeClock) -> None:
     parts = make_fake(clock, auth_mode="multi_user", role_permissions={"root": ["workflows.admin"]})
     key, _ = parts.api_keys.create("acme", "ada", ["root"])
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         response = client.get(f"{PREFIX}/me", headers={"X-API-KEY": key})
     assert response.json()["permissions"] == [
         "workflows.admin",

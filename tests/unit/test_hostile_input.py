@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
 from devstack import keys as keys_cli
-from tests.conftest import API_KEY, FakeClock, drain, log_definition, make_fake
+from tests.conftest import API_KEY, APPS, FakeClock, drain, log_definition, make_fake
 from workflows.api import deps
 from workflows.api.app import create_app
 from workflows.roots.parts import Parts
@@ -98,7 +98,7 @@ def counted(clock: FakeClock) -> Iterator[tuple[TestClient, Calls, Parts]]:
     c = make_fake(clock)
     calls = Calls()
     c.give(**{name: Counting(getattr(c, name), calls, name) for name in STORES})
-    with TestClient(create_app(lambda: c), raise_server_exceptions=False) as client:
+    with APPS.lend(c) as app, TestClient(app, raise_server_exceptions=False) as client:
         client.headers.update({"X-API-KEY": API_KEY})
         yield client, calls, c
 

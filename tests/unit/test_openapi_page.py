@@ -16,8 +16,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, make_fake
-from workflows.api.app import create_app, route_modules_for
+from tests.conftest import APPS, FakeClock, make_fake
+from workflows.api.app import route_modules_for
 from workflows.api.routes import docs
 from workflows.api.schemas import PREFIX
 from workflows.roots.parts import Parts
@@ -58,12 +58,12 @@ def references(page: str) -> list[str]:
 
 @pytest.fixture
 def anonymous(container: Parts) -> Iterator[TestClient]:
-    with TestClient(create_app(lambda: container), raise_server_exceptions=False) as client:
+    with APPS.lend(container) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
 def document(container: Parts) -> dict[str, Any]:
-    with TestClient(create_app(lambda: container)) as client:
+    with APPS.lend(container) as app, TestClient(app) as client:
         answer: dict[str, Any] = client.get(f"{PREFIX}/openapi.json").json()
         return answer
 

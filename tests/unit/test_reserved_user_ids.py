@@ -11,9 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devstack import keys as keys_cli
-from tests.conftest import FakeClock, make_fake
+from tests.conftest import APPS, FakeClock, make_fake
 from tests.unit.test_bearer_tokens import AUDIENCE, Issuer
-from workflows.api.app import create_app
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -35,7 +34,7 @@ def parts(issuer: Issuer, clock: FakeClock) -> Parts:
 
 @pytest.fixture
 def api(parts: Parts) -> Iterator[TestClient]:
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 

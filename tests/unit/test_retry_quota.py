@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import FakeClock, drain, make_fake
-from workflows.api.app import create_app
+from tests.conftest import APPS, FakeClock, drain, make_fake
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -34,7 +33,7 @@ def parts(clock: FakeClock) -> Parts:
 
 @pytest.fixture
 def api(parts: Parts) -> Iterator[TestClient]:
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         client.headers["X-API-KEY"] = parts.api_keys.create("t1", "ada", ["operator"])[0]
         yield client
 

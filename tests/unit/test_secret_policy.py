@@ -20,12 +20,11 @@ from urllib.parse import quote, quote_plus
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LOCAL_WEBHOOKS, FakeClock, drain, log_definition, make_fake
+from tests.conftest import APPS, LOCAL_WEBHOOKS, FakeClock, drain, log_definition, make_fake
 from tests.integration.test_dlq_worker import ONE_PASS_MS
 from tests.receivers import Receiver, Reply
 from tests.unit import test_webhook_delivery_live as live
 from workflows.adapters.http.signing import verify
-from workflows.api.app import create_app
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -52,7 +51,7 @@ def parts(clock: FakeClock) -> Parts:
 
 @pytest.fixture
 def api(parts: Parts) -> Iterator[Api]:
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         yield Api(parts, client)
 
 

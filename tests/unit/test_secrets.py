@@ -14,12 +14,10 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import API_KEY, LOCAL_WEBHOOKS, FakeClock, drain, make_fake
+from tests.conftest import API_KEY, APPS, LOCAL_WEBHOOKS, FakeClock, drain, make_fake
 from tests.faults import Faulty
 from tests.integration.test_dlq_worker import ONE_PASS_MS
 from tests.receivers import Receiver, Reply
-from workflows.api import deps
-from workflows.api.app import create_app
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -34,9 +32,7 @@ def hooks(clock: FakeClock) -> Parts:
 
 @pytest.fixture
 def api(hooks: Parts) -> Iterator[TestClient]:
-    app = create_app()
-    app.dependency_overrides[deps.services] = lambda: hooks
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with APPS.lend(hooks) as app, TestClient(app, raise_server_exceptions=False) as client:
         client.headers.update({"X-API-KEY": API_KEY})
         yield client
 

@@ -4,13 +4,13 @@ answers, their errors and the permission they need, on the fakes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import API_KEY, FakeClock, drain, make_fake
-from workflows.api.app import create_app
+from tests.conftest import API_KEY, APPS, FakeClock, drain, make_fake
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -49,10 +49,11 @@ def parts(clock: FakeClock) -> Parts:
     return make_fake(clock, auth_mode="multi_user", signal_quota_per_min=5)
 
 
-def _client(parts: Parts, tenant: str, user: str, roles: list[str]) -> TestClient:
-    client = TestClient(create_app(lambda: parts), raise_server_exceptions=False)
-    client.headers["X-API-KEY"] = parts.api_keys.create(tenant, user, roles)[0]
-    return client
+@contextmanager
+def _client(parts: Parts, tenant: str, user: str, roles: list[str]) -> Iterator[TestClient]:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["X-API-KEY"] = parts.api_keys.create(tenant, user, roles)[0]
+        yield client
 
 
 @pytest.fixture
@@ -252,7 +253,7 @@ def test_a_role_given_the_permission_alone_may_send(clock: FakeClock) -> None:
 
 def test_the_single_user_key_may_send(clock: FakeClock) -> None:
     parts = make_fake(clock)
-    with TestClient(create_app(lambda: parts), raise_server_exceptions=False) as client:
+    with APPS.lend(parts) as app, TestClient(app, raise_server_exceptions=False) as client:
         client.headers["X-API-KEY"] = API_KEY
         assert client.post(f"{P}/signals", json=_signal("tick", "tick-1")).status_code == 202
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.conftest import API_KEY, FakeClock, make_fake
+from tests.conftest import API_KEY, APPS, FakeClock, make_fake
 from tests.receivers import Receiver, Reply, trickler
 from workflows.adapters.http.signing import verify
 from workflows.api import auth, deps
@@ -38,9 +38,7 @@ def local(clock: FakeClock) -> Parts:
 
 @pytest.fixture
 def api(local: Parts) -> Iterator[TestClient]:
-    app = create_app()
-    app.dependency_overrides[deps.services] = lambda: local
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with APPS.lend(local) as app, TestClient(app, raise_server_exceptions=False) as test_client:
         test_client.headers.update({"X-API-KEY": API_KEY})
         yield test_client
 
