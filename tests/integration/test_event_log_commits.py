@@ -13,14 +13,12 @@ import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
-from tests.commits import transition
+from tests.commits import new_run, transition
 from tests.conftest import AtomicRequests, FakeClock, api_client, drain, log_definition, settings_from
-from tests.faults import Faulty, one_step_left
+from tests.faults import Faulty
 from workflows.adapters.run_items import run_pk, stored_events
 from workflows.adapters.runs import RunRepository
-from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.messages import AdvanceMessage
-from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.errors import Throttled
 from workflows.roots.parts import Parts
 
@@ -114,7 +112,7 @@ def test_a_commit_that_could_not_copy_the_carried_events_writes_nothing_and_the_
     runs = RunRepository(
         container.dynamodb, settings.runs_table, settings.run_events_table, carry_item_bytes=0
     )
-    client_run = _queued(container)
+    client_run = new_run(container.runs, "run-copies", "default")
     first = transition(runs, client_run, {}, [_delivery(1), _delivery(2)])
     assert stored_seqs(container, first.run_id) == []  # they ride in the run item
 
@@ -141,45 +139,3 @@ def test_a_commit_that_could_not_copy_the_carried_events_writes_nothing_and_the_
 
 def _delivery(attempt: int) -> NewEvent:
     return NewEvent(event_type=EventType.WEBHOOK_DELIVERY, payload={"attempt": attempt})
-
-
-def _queued(container: Parts) -> Run:
-    """A queued run of one log step, stored through the container's repository."""
-    definition = WorkflowDefinition.model_validate(
-        {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
-    )
-    run = Run(
-        run_id="run-copies",
-        tenant_id="default",
-        owner_id="u",
-        definition_version=1,
-        definition_name="d",
-        status=RunStatus.QUEUED,
-        current_step_id="a",
-        created_at="2026-01-01T00:00:00.000Z",
-        updated_at="2026-01-01T00:00:00.000Z",
-    )
-    container.runs.create(run, definition)
-    return container.runs.get("default", run.run_id)
-
-
-def test_a_page_that_ends_before_the_latest_commit_says_there_is_more(
-    client: TestClient, container: Parts, dynamodb: Faulty
-) -> None:
-    run_id = submit(client, "a", "b")
-    refuse_event_copies(dynamodb, container, throttled())
-    container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1), one_step_left)
-    dynamodb.heal()
-    last = container.runs.get("default", run_id).last_event_seq
-    assert last >= 2
-
-    # Page by one event at a time: every committed event once, in order, then the end
-    seen: list[int] = []
-    since = 0
-    while True:
-        page = api_seqs(client, run_id, since=since, limit=1)
-        seen += [e["event_seq"] for e in page["events"]]
-        since = page["next_since"]
-        if not page["has_more"]:
-            break
-    assert seen == list(range(1, last + 1))

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.commits import transition
+from tests.commits import new_run, transition
 from workflows.adapters.runs import RunRepository
-from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.run import EventType, NewEvent, Run, RunStatus
 from workflows.errors import StaleWrite
 from workflows.roots.parts import Parts
@@ -29,22 +28,7 @@ def client(moto_client: TestClient) -> TestClient:
 
 
 def _new_run(container: Parts, run_id: str = "run-1", tenant: str = "t1") -> Run:
-    definition = WorkflowDefinition.model_validate(
-        {"name": "d", "steps": [{"id": "a", "type": "log", "config": {"message": "x"}}]}
-    )
-    run = Run(
-        run_id=run_id,
-        tenant_id=tenant,
-        owner_id="u",
-        definition_version=1,
-        definition_name="d",
-        status=RunStatus.QUEUED,
-        current_step_id="a",
-        created_at="2026-01-01T00:00:00.000Z",
-        updated_at="2026-01-01T00:00:00.000Z",
-    )
-    container.runs.create(run, definition)
-    return run
+    return new_run(container.runs, run_id, tenant)
 
 
 def test_twenty_concurrent_appends_yield_seqs_1_to_20(container: Parts) -> None:
