@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 
 from tests.commits import new_run, transition
 from tests.conftest import AtomicRequests, FakeClock, api_client, drain, log_definition, settings_from
-from tests.faults import Faulty
+from tests.faults import Faulty, one_step_left
 from workflows.adapters.run_items import run_pk, stored_events
 from workflows.adapters.runs import RunRepository
+from workflows.domain.messages import AdvanceMessage
 from workflows.domain.run import EventType, NewEvent, RunStatus
 from workflows.errors import Throttled
 from workflows.roots.parts import Parts
@@ -139,3 +140,25 @@ def test_a_commit_that_could_not_copy_the_carried_events_writes_nothing_and_the_
 
 def _delivery(attempt: int) -> NewEvent:
     return NewEvent(event_type=EventType.WEBHOOK_DELIVERY, payload={"attempt": attempt})
+
+
+def test_a_page_that_ends_before_the_latest_commit_says_there_is_more(
+    client: TestClient, container: Parts, dynamodb: Faulty
+) -> None:
+    run_id = submit(client, "a", "b")
+    refuse_event_copies(dynamodb, container, throttled())
+    container.engine.process(AdvanceMessage(tenant_id="default", run_id=run_id, version=1), one_step_left)
+    dynamodb.heal()
+    last = container.runs.get("default", run_id).last_event_seq
+    assert last >= 2
+
+    # Page by one event at a time: every committed event once, in order, then the end
+    seen: list[int] = []
+    since = 0
+    while True:
+        page = api_seqs(client, run_id, since=since, limit=1)
+        seen += [e["event_seq"] for e in page["events"]]
+        since = page["next_since"]
+        if not page["has_more"]:
+            break
+    assert seen == list(range(1, last + 1))
