@@ -14,8 +14,7 @@ work. The sweeper runs on its schedule whatever waits, and reads the sparse `act
 key range (runs whose deadline is not near are not read), so an idle sweep costs the same
 whether one run waits or thousands: each waiting run is charged its share of the sweeps made
 during its wait at `WAITING_RUNS` runs waiting at once, plus everything a sweep does beyond an
-idle one because of this run (the wake's read, commit and kick, reading it again while its
-woken kick is on its way).
+idle one because of this run (the wake's read and kick).
 """
 
 from __future__ import annotations
@@ -301,9 +300,10 @@ class WaitDriver:
                 waited.deadline = parse_iso(run.wait_until)
             tick = self._next_tick()
             if not every_sweep and waited.deadline is not None and not waited.sweeps:
-                # Straight to the first sweep whose horizon (SQS's longest delay) reaches the deadline.
+                # Straight to the sweep whose window holds the deadline: the first one scheduled
+                # less than SQS's longest delay before it (engine/sweep.py).
                 first = waited.deadline - timedelta(seconds=MAX_DELAY_SECONDS)
-                while tick < first:
+                while tick <= first:
                     tick += timedelta(seconds=self.period)
             visible = self._next_visible()
             if visible is not None and visible <= tick:
@@ -511,12 +511,13 @@ def run(
                     memory_mb=deployment.memory_mb,
                 )
                 figures[name] = s
-                figures[f"{name}_usd_per_million_steps"] = s["usd_per_million_steps"]
-                # What the wait adds to a run, as cost.py's marginal figures: the run minus a
-                # one-step log run, plus one log step.
-                figures[f"{name}_marginal_usd_per_million_steps"] = (
-                    s["usd_per_run"] - log1_usd_per_run
-                ) * 1e6 + log_usd_per_million_steps
+                # Per step, as every step's figure (cost.py's marginal figures): the run minus a
+                # one-step log run, plus one log step - what the wait step costs inside a run.
+                # The whole one-step run (its submission and end included) is kept beside it.
+                marginal = (s["usd_per_run"] - log1_usd_per_run) * 1e6 + log_usd_per_million_steps
+                figures[f"{name}_usd_per_million_steps"] = marginal
+                figures[f"{name}_marginal_usd_per_million_steps"] = marginal
+                figures[f"{name}_whole_run_usd_per_million_runs"] = s["usd_per_million_steps"]
     finally:
         delays.uninstall()
     figures["targets"] = {"delay_1d_usd_per_million_steps": 6.0, "approval_7d_usd_per_million_steps": 12.0}

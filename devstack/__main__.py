@@ -159,6 +159,8 @@ def main() -> int:
     os.environ.setdefault(
         "WORKFLOWS_SWEEP_GRACE_SEC", str(int(os.environ["WORKFLOWS_DISPATCH_VISIBILITY_TIMEOUT_SEC"]) + 150)
     )
+    # The sweeper runs every 30 s here (below): it wakes the long waits of its 30 s slot.
+    os.environ.setdefault("WORKFLOWS_SWEEP_PERIOD_SEC", "30")
     # Fair shares (docs/architecture.md): the same design as deployed, sized for this machine.
     # Slow calls never hold every dispatcher poller; with tenants (multi_user), each has a step
     # rate well inside what the machine runs, so one tenant's flood leaves room for the others.

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 import uuid
@@ -140,18 +141,22 @@ class Scheduler:
         self._thread.join(timeout=1)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
+        # A pass at once, then at each moment of the period's grid, as a rate schedule's are,
+        # with that moment as the event's time (the sweeper wakes the long waits of its slot).
+        tick = math.floor(time.time() / self._period) * self._period
+        while True:
             event = {
                 "version": "0",
                 "id": str(uuid.uuid4()),
                 "detail-type": "Scheduled Event",
                 "source": "aws.scheduler",
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tick)),
                 "detail": {},
             }
             threading.Thread(target=self._invoke, args=(event,), name=self._name, daemon=True).start()
-            self._stop.wait(max(0.0, self._period - (time.monotonic() - started)))
+            tick = max(tick + self._period, math.floor(time.time() / self._period) * self._period)
+            if self._stop.wait(max(0.0, tick - time.time())):
+                return
 
     def _invoke(self, event: dict[str, Any]) -> None:
         try:

@@ -135,6 +135,125 @@ def test_a_long_wait_costs_one_message_sent_by_the_sweeper_near_its_deadline(
     _assert_gap_free(parts, run.run_id)
 
 
+def _advance_to(parts: Parts, clock: FakeClock, moment: Any) -> None:
+    """Move the clock to `moment` (no earlier than now), delivering what falls due on the way."""
+    while clock() < moment:
+        clock.advance(min(60.0, (moment - clock()).total_seconds()))
+        drain(parts)
+
+
+def test_long_waits_are_each_kicked_once_by_the_sweep_of_their_window_and_the_sweeper_writes_nothing(
+    clock: FakeClock,
+) -> None:
+    parts = _parts(clock)
+    # Deadlines spread over an hour and a half, on and off the 5-minute grid.
+    offsets = [7200 + 137 * i for i in range(40)]
+    runs = []
+    for seconds in offsets:
+        steps = [{"id": "wait", "type": "delay", "config": {"seconds": seconds}}, LOGS[0]]
+        runs.append(_submit(parts, steps))
+        drain(parts)
+    suspended = {r.run_id: parts.runs.get(T, r.run_id) for r in runs}
+    assert all(s.wait_until is not None and s.long_wait_deadline() for s in suspended.values())
+    sends_before = _queue(parts).calls["send"]
+    woken = 0
+    start = clock()
+    while clock() < start + timedelta(seconds=max(offsets) + 900):
+        _advance_to(parts, clock, clock() + timedelta(seconds=300))  # the sweeper's schedule
+        report = parts.sweeper.sweep()
+        assert report.rekicked == 0
+        assert report.stalled == 0
+        woken += report.woken
+        for run_id, before in suspended.items():
+            now_stored = parts.runs.get(T, run_id)
+            if now_stored.status == RunStatus.RUNNING and now_stored.wait_until == before.wait_until:
+                assert now_stored.version == before.version  # a wake is no write
+        drain(parts)
+    assert woken == len(runs)
+    assert _queue(parts).calls["send"] - sends_before == len(runs)  # one kick each, nothing else
+    for run in runs:
+        ended = parts.runs.get(T, run.run_id)
+        assert ended.status == RunStatus.SUCCEEDED
+        deadline = parse_iso(suspended[run.run_id].wait_until or "")
+        # Ended at its deadline (the fake queue delivers on the minute this test moves by).
+        assert timedelta(0) <= parse_iso(ended.ended_at or "") - deadline < timedelta(seconds=61)
+        _assert_gap_free(parts, run.run_id)
+
+
+def test_consecutive_sweep_windows_tile_time_without_gap_or_overlap(clock: FakeClock) -> None:
+    sweeper = _parts(clock).sweeper
+    at = clock() + timedelta(seconds=17)
+    previous_end = None
+    for _ in range(30):
+        start, end = sweeper.window(at)
+        assert end - start == timedelta(seconds=300)
+        assert (
+            at + timedelta(seconds=300)
+            <= start + timedelta(seconds=300)
+            <= end
+            <= at + timedelta(seconds=900)
+        )
+        if previous_end is not None:
+            assert start == previous_end
+        previous_end = end
+        at += timedelta(seconds=300)
+
+
+def test_a_retried_sweep_sends_its_window_again_and_the_run_still_ends_once(clock: FakeClock) -> None:
+    parts = _parts(clock)
+    steps = [{"id": "wait", "type": "delay", "config": {"seconds": 7200}}, LOGS[0]]
+    run = _submit(parts, steps)
+    drain(parts)
+    deadline = parse_iso(parts.runs.get(T, run.run_id).wait_until or "")
+    at = clock()
+    while True:
+        start, end = parts.sweeper.window(at)
+        if start <= deadline < end:
+            break
+        at += timedelta(seconds=300)
+    _advance_to(parts, clock, at + timedelta(seconds=20))
+    assert parts.sweeper.sweep(at).woken == 1
+    clock.advance(40)  # the schedule's retry of the same invocation: the same scheduled time
+    assert parts.sweeper.sweep(at).woken == 1
+    _advance_to(parts, clock, deadline + timedelta(seconds=120))
+    ended = parts.runs.get(T, run.run_id)
+    assert ended.status == RunStatus.SUCCEEDED
+    types = _assert_gap_free(parts, run.run_id)
+    assert types.count("run_completed") == 1
+    assert types.count("step_completed") == 2
+
+
+def test_a_long_wait_whose_sweep_never_ran_is_re_kicked_a_grace_period_after_its_deadline(
+    clock: FakeClock,
+) -> None:
+    parts = _parts(clock)
+    steps = [{"id": "wait", "type": "delay", "config": {"seconds": 7200}}, LOGS[0]]
+    run = _submit(parts, steps)
+    drain(parts)
+    deadline = parse_iso(parts.runs.get(T, run.run_id).wait_until or "")
+    missed = 0
+    while parts.runs.get(T, run.run_id).status != RunStatus.SUCCEEDED:
+        clock.advance(300)
+        start, end = parts.sweeper.window(clock())
+        if start <= deadline < end:
+            missed += 1  # the invocation that would have woken it never runs
+        else:
+            parts.sweeper.sweep()
+        drain(parts)
+        assert clock() < deadline + timedelta(seconds=GRACE + 900)
+    assert missed == 1
+    ended = parse_iso(parts.runs.get(T, run.run_id).ended_at or "")
+    assert deadline + timedelta(seconds=GRACE) <= ended
+    _assert_gap_free(parts, run.run_id)
+
+
+def test_the_handler_sweeps_the_slot_of_the_schedule_s_time_not_of_its_own_clock() -> None:
+    assert sweeper_root.scheduled_time({"time": "2026-11-25T12:00:00Z"}) == parse_iso("2026-11-25T12:00:00Z")
+    for hostile in ({}, {"time": None}, {"time": 5}, {"time": "yesterday"}, {"time": "9" * 500}):
+        assert sweeper_root.scheduled_time(hostile) is None
+    assert sweeper_root.scheduled_time({"time": "2026-11-25T12:00:00"}) is None  # no zone
+
+
 def test_a_run_whose_kicks_are_always_lost_fails_stalled_after_the_re_kicks(clock: FakeClock) -> None:
     parts = _parts(clock, tenant_concurrency=1)
     run = _submit(parts, LOGS)

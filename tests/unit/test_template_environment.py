@@ -102,3 +102,14 @@ def test_the_deployed_environment_fits_lambdas_limit(function: str, auth_mode: s
     }
     size = sum(len(name) + len(value) for name, value in values.items() if value is not None)
     assert size + DEPLOYER_VALUES_BYTES < LAMBDA_ENVIRONMENT_LIMIT, f"{function}: {size} bytes"
+
+
+def test_the_sweepers_period_is_its_schedules_and_each_sweep_knows_its_scheduled_time() -> None:
+    from bench.waits import rate_seconds
+
+    function = _template()["Resources"]["SweeperFunction"]["Properties"]
+    (schedule,) = (e["Properties"] for e in function["Events"].values() if e["Type"] == "ScheduleV2")
+    assert int(_variables("SweeperFunction")["WORKFLOWS_SWEEP_PERIOD_SEC"]) == rate_seconds(
+        schedule["ScheduleExpression"]
+    )
+    assert '"time": "<aws.scheduler.scheduled-time>"' in schedule["Input"]

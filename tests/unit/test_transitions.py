@@ -114,7 +114,6 @@ TAKE: dict[Action, Callable[[Run], Commit | None]] = {
     Action.REDRIVE: lambda run: t.redrive_child(run, "a"),
     Action.GIVE_UP: lambda run: t.give_up(run, ERROR, now=NOW),
     Action.REKICK: lambda run: t.rekick(run),
-    Action.WAKE: lambda run: t.wake(run, now=NOW),
     Action.TOUCH: lambda run: t.touch(run),
 }
 
@@ -141,7 +140,6 @@ EVENTS: dict[tuple[Action, RunStatus], list[EventType]] = {
     (Action.REDRIVE, RunStatus.CANCELLED): [EventType.RUN_RESUMED],
     (Action.GIVE_UP, RunStatus.RUNNING): [EventType.STEP_FAILED, EventType.RUN_FAILED],
     (Action.REKICK, RunStatus.RUNNING): [],
-    (Action.WAKE, RunStatus.RUNNING): [],
     (Action.TOUCH, RunStatus.RUNNING): [],
 }
 

@@ -128,6 +128,9 @@ class Settings(BaseModel):
     dispatch_visibility_timeout_sec: int = Field(default=720, ge=1, le=43_200)
     sweep_grace_sec: int = Field(default=900, ge=10, le=86_400)
     sweep_max_rekicks: int = Field(default=3, ge=1, le=100)
+    # The sweeper's schedule period (SweeperFunction's rate): each sweep wakes the long waits
+    # due in its own slot of this length (engine/sweep.py), at most half SQS's longest delay.
+    sweep_period_sec: int = Field(default=300, ge=1, le=450)
 
     # LLM calls (`prompt` step with a `model`). The key is read from Secrets Manager when only
     # the ARN is set; Powertools caches it for a few minutes so rotation needs no cold start.

@@ -60,7 +60,6 @@ class Action(StrEnum):
     REDRIVE = "redrive"
     GIVE_UP = "give_up"
     REKICK = "rekick"
-    WAKE = "wake"
     TOUCH = "touch"
 
 
@@ -129,7 +128,6 @@ TABLE: Final[Mapping[Action, Mapping[RunStatus, Leads]]] = {
     Action.REKICK: {Q: frozenset({Q}), R: frozenset({R}), W: frozenset({W})},
     # The sweeper schedules the end of a long wait (a delay's, an approval's or a signal wait's
     # timeout): its kick, delayed to the deadline, instead of a chain of hops.
-    Action.WAKE: {Q: frozenset({Q}), R: frozenset({R}), W: frozenset({W})},
     # A write that changes nothing but the version: waiting its turn is activity.
     Action.TOUCH: {Q: frozenset({Q}), R: frozenset({R})},
 }
@@ -663,13 +661,6 @@ def rekick(run: Run) -> Commit:
     stale) and a kick. `sweeps` counts the re-kicks since the run last moved on."""
     _check(Action.REKICK, run)
     return _commit(Action.REKICK, run, _evolve(run, sweeps=run.sweeps + 1), (), Kick())
-
-
-def wake(run: Run, *, now: datetime) -> Commit:
-    """A long wait's deadline is near (within SQS's longest delay): one kick for it. The commit
-    moves the run out of the index's long waits, so the next sweep does not send another."""
-    _check(Action.WAKE, run)
-    return _commit(Action.WAKE, run, _evolve(run), (), Kick(_seconds_until(run.wait_until, now)))
 
 
 def touch(run: Run) -> Commit:

@@ -10,18 +10,27 @@ kick is stale) and sends a kick for it. A run re-kicked `sweep_max_rekicks` time
 with `stalled` through `Engine.give_up` (events, slot, completion webhook): the count (`sweeps`)
 starts again at every commit that moves the run on (domain.transitions), so only a run that
 made no progress since the last re-kick stalls.
+
+Long waits (a day's delay, an approval's timeout) are woken without a write: the sweeps cut time
+into slots of the schedule's period, and the sweep of slot `s` sends each run whose deadline lies
+in `[s + 15 min - period, s + 15 min)` one kick delayed to its deadline, with the run's version as
+stored. Consecutive sweeps cover consecutive windows, so each deadline is kicked by one sweep;
+the slot is the schedule's time (the event's `time`), so a retried invocation sweeps its own
+window again and a duplicate kick is stale once the first has moved the run. A sweep that never
+ran leaves its window's runs to the re-kick above, a grace period after their deadline.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from workflows.clock import Clock, iso, system_clock
+from workflows.clock import Clock, iso, parse_iso, system_clock
 from workflows.domain import transitions
 from workflows.domain.run import SWEPT
-from workflows.domain.transitions import RunError
+from workflows.domain.transitions import Kick, RunError
 from workflows.engine.kicks import MAX_DELAY_SECONDS, Kicks
 from workflows.errors import DomainError, NotFound, StaleWrite
 from workflows.observability import logger, metrics
@@ -55,6 +64,7 @@ class Sweeper:
         *,
         grace_seconds: float,
         max_rekicks: int,
+        period_seconds: float,
         clock: Clock = system_clock,
         batch: int = 1000,
     ) -> None:
@@ -64,10 +74,15 @@ class Sweeper:
         self._endings = endings
         self._grace = timedelta(seconds=grace_seconds)
         self._max_rekicks = max_rekicks
+        if not 0 < period_seconds <= MAX_DELAY_SECONDS / 2:
+            # A window must start after the sweep that sends its kicks ends its slot.
+            raise ValueError(f"the sweep period must be within (0, {MAX_DELAY_SECONDS // 2}] s")
+        self._period = period_seconds
         self._clock = clock
         self._batch = batch
 
-    def sweep(self) -> SweepReport:
+    def sweep(self, at: datetime | None = None) -> SweepReport:
+        """One sweep; `at` is the moment the schedule meant it for (the clock's now if None)."""
         report = SweepReport()
         cutoff = iso(self._clock() - self._grace)
         for tenant_id, run_id in self._index.active(cutoff, self._batch):
@@ -81,7 +96,7 @@ class Sweeper:
                     "sweep of a run failed",
                     extra={"run_id": run_id, "error_code": exc.code, "error": exc.message},
                 )
-        self._wake(cutoff, report)
+        self._wake(at or self._clock(), report)
         logger.info("sweep finished", extra=asdict(report))
         counts = (
             ("RunsWoken", report.woken),
@@ -93,27 +108,34 @@ class Sweeper:
                 metrics.add_metric(name=name, unit="Count", value=value)
         return report
 
-    def _wake(self, cutoff: str, report: SweepReport) -> None:
-        """Long waits whose deadline is near (within SQS's longest delay, or passed since the
-        cutoff): one kick each, delayed to the deadline. A wait the index files under its
-        deadline gets no chain of hops (engine.kicks), so this is its only message."""
+    def window(self, at: datetime) -> tuple[datetime, datetime]:
+        """The deadlines the sweep of `at`'s slot kicks: [start, end)."""
+        slot = math.floor(at.timestamp() / self._period) * self._period
+        end = datetime.fromtimestamp(slot + MAX_DELAY_SECONDS, UTC)
+        return end - timedelta(seconds=self._period), end
+
+    def _wake(self, at: datetime, report: SweepReport) -> None:
+        """Long waits whose deadline lies in this sweep's window: one kick each, delayed to the
+        deadline, and no write (the run keeps its place in the index: later windows do not
+        hold its deadline). A wait the index files under its deadline gets no chain of hops
+        (engine.kicks), so this is its only message."""
+        start, end = self.window(at)
+        low, high = iso(start), iso(end)
         now = self._clock()
-        horizon = iso(now + timedelta(seconds=MAX_DELAY_SECONDS))
-        for tenant_id, run_id in self._index.active(horizon, self._batch, due_after=cutoff):
+        for tenant_id, run_id in self._index.active(high, self._batch, due_after=low):
             try:
                 run = self._runs.get(tenant_id, run_id)
-                deadline = run.long_wait_deadline()
-                if not run.owed_step or deadline is None or deadline > horizon:
-                    continue  # it moved on, or its wait changed
-                commit = transitions.wake(run, now=now)
-                woken = self._runs.commit(commit)
-            except (NotFound, StaleWrite):
-                continue  # gone, or it moved while we looked: its own write sent what comes next
+            except NotFound:
+                continue
             except DomainError as exc:
                 report.failed += 1
                 logger.warning("wake of a run failed", extra={"run_id": run_id, "error_code": exc.code})
                 continue
-            self._kicks.send(woken, commit.kick)
+            deadline = run.long_wait_deadline()
+            if not run.owed_step or deadline is None or not low <= deadline < high:
+                continue  # it moved on, its wait changed, or the next window holds it
+            delay = max(0.0, (parse_iso(deadline) - now).total_seconds())
+            self._kicks.send(run, Kick(delay))
             report.woken += 1
 
     def _sweep(self, tenant_id: str, run_id: str, cutoff: str, report: SweepReport) -> None:

@@ -447,6 +447,7 @@ class Parts:
             self.endings,
             grace_seconds=s.sweep_grace_sec,
             max_rekicks=s.sweep_max_rekicks,
+            period_seconds=s.sweep_period_sec,
             clock=self.clock,
         )
 
