@@ -22,6 +22,7 @@ import math
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -584,9 +585,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                 log1_usd_per_run=scenarios["log1"]["usd_per_run"],
                 log_usd_per_million_steps=scenarios["log10"]["usd_per_million_steps"],
             )
+        slots = _slots(extra, definitions(receiver.url())["log10"][0])
     finally:
         receiver.close()
     result = _figures(scenarios, webhooks_received=receiver.count)
+    result["slots"] = slots
     result.update(_call_figures(calls))
     result["calls"]["model_requests"] = receiver.completions
     result["waits"] = waited
@@ -648,6 +651,42 @@ def _figures(scenarios: dict[str, dict[str, Any]], webhooks_received: int) -> di
     result["tco_default_retention_usd_per_million_steps"] = tco(log, days)["usd_per_million_steps"]
     result["tco_assumptions"] = TCO
     return result
+
+
+# Runs of the tenant already running when a measured run starts and ends (cost.slots).
+SLOT_HOLDERS = (10, 1000, 4000)
+# The limit set: the most the settings allow, above every measured count.
+SLOT_LIMIT = 5000
+SLOTS_TARGET_RATIO = 1.25
+
+
+def _slots(extra: dict[str, str], log10: dict[str, Any]) -> dict[str, Any]:
+    """A 10-step log run's writes with the tenant concurrency limit on (WORKFLOWS_TENANT_CONCURRENCY),
+    while 10, 1,000 and 4,000 other runs of the tenant hold slots (listed by the store as
+    running runs are; unmetered), the run's own slot taken and given back through the engine.
+    Target: WRU per run at 1,000 running within 1.25x of 10 running."""
+    out: dict[str, Any] = {"target_ratio": SLOTS_TARGET_RATIO}
+    with metered_driver({**extra, "WORKFLOWS_TENANT_CONCURRENCY": str(SLOT_LIMIT)}) as driver:
+        quotas = driver.container.quotas
+        driver.run(log10, 10)  # the definition's snapshot, unmeasured
+        held = 0
+        for holders in SLOT_HOLDERS:
+            with driver.meter.paused():
+                for i in range(held, holders):
+                    quotas.take_slot("default", str(uuid.UUID(int=i + 1)), SLOT_LIMIT)  # a run id's length
+                held = holders
+            s = driver.run(log10, 10).summary()
+            out[f"running_{holders}"] = {
+                "status": s["status"],
+                "wru_per_run": s["dynamodb_wru"] + s["dynamodb_wru_index"],
+                "usd_per_million_steps": round(s["usd_per_million_steps"], 3),
+            }
+    base = out["running_10"]["wru_per_run"]
+    for holders in SLOT_HOLDERS[1:]:
+        out[f"running_{holders}_vs_10_wru_per_run"] = round(
+            out[f"running_{holders}"]["wru_per_run"] / base, 3
+        )
+    return out
 
 
 def _scaling(scenarios: dict[str, dict[str, Any]]) -> dict[str, Any]:

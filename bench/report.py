@@ -149,6 +149,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
         out += _call_rows(c)
     if c and "error" not in c and "waits" in c:
         out += _wait_rows(c["waits"])
+    if c and "error" not in c and "slots" in c:
+        out += _slot_rows(c["slots"])
     s = r.get("cold_start")
     if s and "error" not in s:
         for name in ("dispatcher", "dlq_retry"):
@@ -441,7 +443,8 @@ def _call_rows(c: dict[str, Any]) -> list[Row]:
 
 
 def _wait_rows(w: dict[str, Any]) -> list[Row]:
-    """A long wait's whole one-step run, the sweeper's share included, beside its marginal cost."""
+    """A long wait step's cost (what it adds to a run, the sweeper's share included), beside its
+    whole one-step run."""
     out: list[Row] = []
     for name, what in (("delay_1d", "one-day delay steps"), ("approval_7d", "approval steps, 7-day timeout")):
         if name not in w:
@@ -453,9 +456,9 @@ def _wait_rows(w: dict[str, Any]) -> list[Row]:
         sweeper = sum(v for k, v in s["usd_per_million_steps_by_part"].items() if k.startswith("sweeper_"))
         out.append(
             (
-                f"cost.waits: $ per million {what}, whole run ({ended})",
+                f"cost.waits: $ per million {what} ({ended})",
                 _f(value),
-                f"marginal {_f(w[f'{name}_marginal_usd_per_million_steps'])}",
+                f"whole one-step run {_f(w.get(f'{name}_whole_run_usd_per_million_runs', value))}",
                 "-",
                 f"<= {target:.2f}",
                 _verdict(value <= target),
@@ -466,10 +469,33 @@ def _wait_rows(w: dict[str, Any]) -> list[Row]:
                 f"cost.waits: {name}, the sweeper's part ({s['sweeper']['sweeps']} sweeps, "
                 f"idle ones shared by {w['waiting_runs_assumed']:,} runs)",
                 _f(sweeper),
-                f"the run's own {_f(value - sweeper)}",
+                f"the run's own {_f(w.get(f'{name}_whole_run_usd_per_million_runs', value) - sweeper)}",
                 "-",
                 "(info)",
                 "-",
+            )
+        )
+    return out
+
+
+def _slot_rows(sl: dict[str, Any]) -> list[Row]:
+    """WRU of a 10-step run with the tenant concurrency limit on, by runs of the tenant running."""
+    out: list[Row] = []
+    base = sl["running_10"]["wru_per_run"]
+    for holders in (1000, 4000):
+        key = f"running_{holders}"
+        if key not in sl:
+            continue
+        ratio = sl[f"{key}_vs_10_wru_per_run"]
+        target = sl["target_ratio"] if holders == 1000 else None
+        out.append(
+            (
+                f"cost.slots: WRU per 10-step run, tenant concurrency on, {holders:,} running",
+                _f(sl[key]["wru_per_run"], 1),
+                f"10 running {_f(base, 1)}",
+                _f(ratio),
+                f"<= {target:.2f}x" if target else "(info)",
+                _verdict(ratio <= target) if target else "-",
             )
         )
     return out

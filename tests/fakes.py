@@ -609,6 +609,8 @@ class FakeQuotaStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {}
+        # Execution slots as the table keeps them: a count, and the runs listed as holding one.
+        self.slot_counts: dict[str, int] = {}
         self.slots: dict[str, set[str]] = {}
         self.healed: dict[str, int] = {}
 
@@ -642,17 +644,34 @@ class FakeQuotaStore:
             if self.counters.get(key, 0) > 0:
                 self.counters[key] -= 1
 
-    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> tuple[bool, set[str]]:
+    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> bool:
         with self._lock:
             holders = self.slots.setdefault(tenant_id, set())
-            if run_id in holders or len(holders) < limit:
-                holders.add(run_id)
-                return True, set()
-            return False, set(holders)
+            if run_id in holders:
+                return True
+            if self.slot_counts.get(tenant_id, 0) >= limit:
+                return False
+            self.slot_counts[tenant_id] = self.slot_counts.get(tenant_id, 0) + 1
+            holders.add(run_id)
+            return True
 
     def release_slot(self, tenant_id: str, run_id: str) -> None:
         with self._lock:
-            self.slots.setdefault(tenant_id, set()).discard(run_id)
+            holders = self.slots.setdefault(tenant_id, set())
+            if run_id in holders:
+                holders.discard(run_id)
+                self.slot_counts[tenant_id] = self.slot_counts.get(tenant_id, 0) - 1
+
+    def slot_holders(self, tenant_id: str) -> tuple[int, set[str]]:
+        with self._lock:
+            return self.slot_counts.get(tenant_id, 0), set(self.slots.get(tenant_id, set()))
+
+    def recount_slots(self, tenant_id: str, counted: int, holding: int) -> bool:
+        with self._lock:
+            if self.slot_counts.get(tenant_id, 0) != counted:
+                return False
+            self.slot_counts[tenant_id] = holding
+            return True
 
     def healed_at(self, tenant_id: str) -> int | None:
         return self.healed.get(tenant_id)

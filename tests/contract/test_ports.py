@@ -489,14 +489,34 @@ def test_quotas_count_to_the_limit_and_give_back(parts: Parts, clock: FakeClock)
 
 def test_quotas_slots_are_idempotent_per_run(parts: Parts) -> None:
     quotas = parts.quotas
-    assert quotas.take_slot(T, "a", 1) == (True, set())
-    assert quotas.take_slot(T, "a", 1) == (True, set())
-    assert quotas.take_slot(T, "b", 1) == (False, {"a"})
+    assert quotas.take_slot(T, "a", 1)
+    assert quotas.take_slot(T, "a", 1)  # a holder is told so, also at the limit
+    assert not quotas.take_slot(T, "b", 1)
+    assert quotas.slot_holders(T) == (1, {"a"})
     quotas.release_slot(T, "a")
-    assert quotas.take_slot(T, "b", 1)[0]
+    quotas.release_slot(T, "a")  # given back twice: once
+    quotas.release_slot(T, "never")  # never taken: nothing
+    assert quotas.slot_holders(T) == (0, set())
+    assert quotas.take_slot(T, "b", 1)
+    assert quotas.slot_holders(T) == (1, {"b"})
+    assert quotas.take_slot(T, "c", 2)
+    assert quotas.take_slot(T, "d", 3)
+    assert quotas.slot_holders(T) == (3, {"b", "c", "d"})
     assert quotas.mark_healed(T, None, 100)
     assert not quotas.mark_healed(T, None, 101)
     assert quotas.healed_at(T) == 100
+
+
+def test_quotas_slot_count_is_set_only_if_nothing_moved_since_it_was_read(parts: Parts) -> None:
+    quotas = parts.quotas
+    assert quotas.take_slot(T, "a", 5)
+    assert quotas.take_slot(T, "b", 5)
+    assert not quotas.recount_slots(T, 3, 1)  # read as 3: it is 2
+    assert quotas.slot_holders(T)[0] == 2
+    assert quotas.recount_slots(T, 2, 1)
+    assert quotas.slot_holders(T) == (1, {"a", "b"})
+    assert quotas.recount_slots(T, 1, 2)
+    assert quotas.slot_holders(T)[0] == 2
 
 
 # ---- DefinitionStore ------------------------------------------------------------------------

@@ -135,13 +135,13 @@ def test_with_a_tenant_limit_of_2_five_runs_never_run_more_than_2_at_once_and_al
     assert statuses() == [RunStatus.SUCCEEDED] * 5
     assert most_running == 2
     assert started[:2] == run_ids[:2]  # the first two submitted start first
-    assert c.quotas.slot_holders("t1") == set()
+    assert c.quotas.slot_holders("t1") == (0, set())
 
 
 def test_a_slot_kept_by_a_run_that_ended_is_reclaimed(aws_env: dict[str, str], clock: FakeClock) -> None:
     c = make_container(aws_env, clock, tenant_concurrency=1)
     # Given a slot held by a run that no longer exists (its process died before giving it back)
-    assert c.quotas.take_slot("default", "gone", 1)[0]
+    assert c.quotas.take_slot("default", "gone", 1)
     with client_for(c) as client:
         client.headers["X-API-KEY"] = "test-key-0123456789"
         run_id = client.post(f"{P}/runs", json=ADHOC).json()["run_id"]

@@ -124,10 +124,12 @@ def _cost_results() -> dict[str, Any]:
                 "targets": {"delay_1d_usd_per_million_steps": 6.0, "approval_7d_usd_per_million_steps": 12.0},
                 "delay_1d": wait,
                 "delay_1d_usd_per_million_steps": 6.5,
-                "delay_1d_marginal_usd_per_million_steps": 4.0,
+                "delay_1d_marginal_usd_per_million_steps": 6.5,
+                "delay_1d_whole_run_usd_per_million_runs": 10.5,
                 "approval_7d": {**wait, "status": "failed", "error_code": "approval_rejected"},
                 "approval_7d_usd_per_million_steps": 11.0,
-                "approval_7d_marginal_usd_per_million_steps": 9.0,
+                "approval_7d_marginal_usd_per_million_steps": 11.0,
+                "approval_7d_whole_run_usd_per_million_runs": 15.0,
             },
         }
     }
@@ -143,12 +145,32 @@ def test_slow_calls_are_held_to_their_ratio_to_the_same_step_answering_at_once()
     assert (prompt[3], prompt[5]) == ("1.60", "MISSED")
 
 
-def test_long_waits_are_held_to_their_whole_run_targets_with_the_sweepers_part_shown() -> None:
+def test_long_waits_are_held_to_their_per_step_targets_with_the_whole_run_and_sweepers_part_shown() -> None:
     rows = report._wait_rows(_cost_results()["cost"]["waits"])
 
     verdicts = [(row[1], row[5]) for row in rows if row[4] != "(info)"]
     sweeper = [row for row in rows if "sweeper's part" in row[0]]
 
     assert verdicts == [("6.50", "MISSED"), ("11.00", "met")]
+    assert [row[2] for row in rows if row[4] != "(info)"] == [
+        "whole one-step run 10.50",
+        "whole one-step run 15.00",
+    ]
     assert "approval_rejected" in rows[2][0]
     assert [row[1] for row in sweeper] == ["0.50", "0.50"]
+
+
+def test_the_slot_rows_hold_1000_running_to_the_ratio_and_show_4000_for_information() -> None:
+    slots = {
+        "target_ratio": 1.25,
+        "running_10": {"wru_per_run": 21.0},
+        "running_1000": {"wru_per_run": 27.0},
+        "running_1000_vs_10_wru_per_run": 27 / 21,
+        "running_4000": {"wru_per_run": 23.0},
+        "running_4000_vs_10_wru_per_run": 23 / 21,
+    }
+    rows = report._slot_rows(slots)
+    assert [(row[1], row[3], row[5]) for row in rows] == [("27.0", "1.29", "MISSED"), ("23.0", "1.10", "-")]
+    slots["running_1000"] = {"wru_per_run": 21.0}
+    slots["running_1000_vs_10_wru_per_run"] = 1.0
+    assert report._slot_rows(slots)[0][5] == "met"

@@ -212,9 +212,17 @@ class QuotaStore(Protocol):
 
     def uncount(self, tenant_id: str, user_id: str, window: str, now: datetime) -> None: ...
 
-    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> tuple[bool, set[str]]: ...
+    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> bool:
+        """Take one of the tenant's `limit` slots for the run; True if it holds one (idempotent)."""
 
-    def release_slot(self, tenant_id: str, run_id: str) -> None: ...
+    def release_slot(self, tenant_id: str, run_id: str) -> None:
+        """Give back the run's slot (idempotent; a no-op if it holds none)."""
+
+    def slot_holders(self, tenant_id: str) -> tuple[int, set[str]]:
+        """(the slots counted, the runs listed as holding one)."""
+
+    def recount_slots(self, tenant_id: str, counted: int, holding: int) -> bool:
+        """Set the count to `holding` if it is still `counted`."""
 
     def healed_at(self, tenant_id: str) -> int | None: ...
 

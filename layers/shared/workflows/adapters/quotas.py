@@ -6,9 +6,17 @@ Items (QuotasTable, hash key `pk`, TTL attribute `expires_at`):
   condition `n < :limit`, so concurrent requests can never count past the limit. The item
   expires with its window.
 - `fires#<tenant>#day#<start>`: the same for runs started by the tenant's schedules in a UTC day.
-- `running#<tenant>`: `runs`, the string set of run ids holding one of the tenant's execution
-  slots. A set rather than a number makes taking and giving back a slot idempotent: a
-  redelivered message cannot take two slots for one run, and giving back twice is harmless.
+- `slots#<tenant>`: `n`, the tenant's execution slots taken, and `healed_at`. Taking a slot is
+  one UpdateItem `ADD n :1` on the condition `n < :limit`; giving it back `ADD n :-1`.
+- `slots#<tenant>#<shard>` (`SLOT_SHARDS` of them, by a hash of the run id): `runs`, the string
+  set of the runs holding a slot, so that taking and giving back are idempotent (a redelivered
+  message cannot take two slots for one run, giving back twice is harmless) and a check can
+  find holders that ended without giving theirs back. A shard holds about running / 96 ids, so
+  a take or a give-back writes two small items whatever the number running: 4 WRU a run up to
+  about 2,500 running at once (the single set this replaces was 1 WRU per 28 runs running).
+  The order of the writes leaves a crash between them counted but not listed (the safe side:
+  a slot too few), which the holders' check puts right (engine.slots).
+  (`running#<tenant>`, the single set of an earlier layout, is no longer read or written.)
 - `share#<tenant>`: `tat`, the tenant's step-rate clock (domain.shares, GCRA), epoch seconds;
   expires a day after it was last moved.
 - `calls#<tenant>` and `calls#*`: `holders`, a map of permit holder (run id) -> lease expiry
@@ -18,6 +26,7 @@ Items (QuotasTable, hash key `pk`, TTL attribute `expires_at`):
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +40,8 @@ WINDOWS = {"min": 60, "day": 86_400}
 SHARE_TTL_SECONDS = 86_400
 # Rounds of a reservation racing other writers between its two conditional forms.
 SHARE_ROUNDS = 4
+# The sets listing a tenant's slot holders (one BatchGetItem reads them all: at most 100 keys).
+SLOT_SHARDS = 96
 
 
 class QuotaRepository:
@@ -101,55 +112,125 @@ class QuotaRepository:
 
     # ---- execution slots ---------------------------------------------------------------
 
-    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> tuple[bool, set[str]]:
-        """Take one of the tenant's `limit` slots for the run (idempotent); (taken, holders).
-
-        On refusal `holders` are the runs holding the slots, so the caller can check that
-        each still runs (a process that died right after a run ended may have kept its slot).
-        """
+    def take_slot(self, tenant_id: str, run_id: str, limit: int) -> bool:
+        """Take one of the tenant's `limit` slots for the run; True if it holds one (idempotent:
+        a run already holding one is told so, also at the limit)."""
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"running#{tenant_id}"}},
-                UpdateExpression="ADD runs :run",
-                ConditionExpression="attribute_not_exists(runs) OR size(runs) < :limit "
-                "OR contains(runs, :id)",
-                ExpressionAttributeValues={
-                    ":run": {"SS": [run_id]},
-                    ":id": {"S": run_id},
-                    ":limit": {"N": str(limit)},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                Key=self._count_key(tenant_id),
+                UpdateExpression="ADD n :one",
+                ConditionExpression="attribute_not_exists(n) OR n < :limit",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(limit)}},
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                old = exc.response.get("Item") or {}
-                return False, set(old.get("runs", {}).get("SS", []))
+                return self._listed(tenant_id, run_id)  # at the limit: unless it holds one already
             raise translate(exc) from exc
-        return True, set()
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._shard_key(tenant_id, run_id),
+                UpdateExpression="ADD runs :run",
+                ConditionExpression="NOT contains(runs, :id)",
+                ExpressionAttributeValues={":run": {"SS": [run_id]}, ":id": {"S": run_id}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc) from exc
+            self._add(tenant_id, -1)  # it held one already: the count taken above goes back
+        return True
 
     def release_slot(self, tenant_id: str, run_id: str) -> None:
+        """Give back the run's slot; a no-op if it holds none (given back already, never taken)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._shard_key(tenant_id, run_id),
+                UpdateExpression="DELETE runs :run",
+                ConditionExpression="contains(runs, :id)",
+                ExpressionAttributeValues={":run": {"SS": [run_id]}, ":id": {"S": run_id}},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return
+            raise translate(exc) from exc
+        self._add(tenant_id, -1)
+
+    def slot_holders(self, tenant_id: str) -> tuple[int, set[str]]:
+        """(the slots counted, the runs listed as holding one), read consistently."""
+        keys = [self._count_key(tenant_id)] + [
+            {"pk": {"S": f"slots#{tenant_id}#{shard}"}} for shard in range(SLOT_SHARDS)
+        ]
+        items: list[dict[str, Any]] = []
+        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        with aws_errors():
+            for _ in range(10):  # unprocessed keys (throttling) are asked for again
+                response = self._client.batch_get_item(RequestItems=request)
+                items += response.get("Responses", {}).get(self._table, [])
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        counted = 0
+        holders: set[str] = set()
+        for item in items:
+            if item["pk"]["S"] == f"slots#{tenant_id}":
+                counted = int(item.get("n", {}).get("N", "0"))
+            else:
+                holders.update(item.get("runs", {}).get("SS", []))
+        return counted, holders
+
+    def recount_slots(self, tenant_id: str, counted: int, holding: int) -> bool:
+        """Set the count to `holding` if it is still `counted` (nothing moved meanwhile)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._count_key(tenant_id),
+                UpdateExpression="SET n = :holding",
+                ConditionExpression="n = :counted" if counted else "attribute_not_exists(n) OR n = :counted",
+                ExpressionAttributeValues={":holding": {"N": str(holding)}, ":counted": {"N": str(counted)}},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc) from exc
+        return True
+
+    def healed_at(self, tenant_id: str) -> int | None:
+        with aws_errors():
+            item = self._client.get_item(
+                TableName=self._table,
+                Key=self._count_key(tenant_id),
+                ConsistentRead=True,
+                ProjectionExpression="healed_at",
+            ).get("Item", {})
+        value = item.get("healed_at")
+        return None if value is None else int(value["N"])
+
+    def _listed(self, tenant_id: str, run_id: str) -> bool:
+        with aws_errors():
+            item = self._client.get_item(
+                TableName=self._table, Key=self._shard_key(tenant_id, run_id), ConsistentRead=True
+            ).get("Item", {})
+        return run_id in item.get("runs", {}).get("SS", [])
+
+    def _add(self, tenant_id: str, amount: int) -> None:
         with aws_errors():
             self._client.update_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"running#{tenant_id}"}},
-                UpdateExpression="DELETE runs :run",
-                ExpressionAttributeValues={":run": {"SS": [run_id]}},
+                Key=self._count_key(tenant_id),
+                UpdateExpression="ADD n :amount",
+                ExpressionAttributeValues={":amount": {"N": str(amount)}},
             )
 
-    def slot_holders(self, tenant_id: str) -> set[str]:
-        return set(self._slots_item(tenant_id).get("runs", {}).get("SS", []))
+    @staticmethod
+    def _count_key(tenant_id: str) -> dict[str, Any]:
+        return {"pk": {"S": f"slots#{tenant_id}"}}
 
-    def healed_at(self, tenant_id: str) -> int | None:
-        value = self._slots_item(tenant_id).get("healed_at")
-        return None if value is None else int(value["N"])
-
-    def _slots_item(self, tenant_id: str) -> dict[str, Any]:
-        with aws_errors():
-            response = self._client.get_item(
-                TableName=self._table, Key={"pk": {"S": f"running#{tenant_id}"}}, ConsistentRead=True
-            )
-        return dict(response.get("Item", {}))
+    @staticmethod
+    def _shard_key(tenant_id: str, run_id: str) -> dict[str, Any]:
+        shard = zlib.crc32(run_id.encode()) % SLOT_SHARDS
+        return {"pk": {"S": f"slots#{tenant_id}#{shard}"}}
 
     def mark_healed(self, tenant_id: str, previous: int | None, now: int) -> bool:
         """Claim this minute's check of stale slot holders (one checker per tenant and minute)."""
@@ -160,7 +241,7 @@ class QuotaRepository:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"running#{tenant_id}"}},
+                Key=self._count_key(tenant_id),
                 UpdateExpression="SET healed_at = :now",
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,

@@ -13,9 +13,11 @@ class TenantSlots:
 
     A queued run takes a slot when it starts and gives it back when it ends (any terminal
     status); a paused run keeps its slot. A refused start leaves the run queued and checks
-    again later. A slot kept by a run that ended without giving it back (the process died in
-    between) is found by a check of the holders, at most once a minute per tenant, made by a
-    refused start.
+    again later. The store counts the slots taken and lists their holders (adapters.quotas): a
+    take or a give-back costs the same however many run. A refused start checks the holders,
+    at most once a minute per tenant: a slot kept by a run that ended without giving it back
+    (the process died in between) is given back, and a count the list disagrees with (a take
+    cut off between its two writes) is set to the list's.
     """
 
     HEAL_EVERY_SECONDS = 60
@@ -34,8 +36,7 @@ class TenantSlots:
         self._clock = clock
 
     def take(self, tenant_id: str, run_id: str) -> bool:
-        taken, holders = self._repo.take_slot(tenant_id, run_id, self.limit)
-        if taken:
+        if self._repo.take_slot(tenant_id, run_id, self.limit):
             return True
         now = int(self._clock().timestamp())
         healed_at = self._repo.healed_at(tenant_id)
@@ -43,10 +44,16 @@ class TenantSlots:
             return False
         if not self._repo.mark_healed(tenant_id, healed_at, now):
             return False
+        counted, holders = self._repo.slot_holders(tenant_id)
         stale = [holder for holder in holders if self._is_finished(tenant_id, holder)]
         for holder in stale:
             self._repo.release_slot(tenant_id, holder)
-        return bool(stale) and self._repo.take_slot(tenant_id, run_id, self.limit)[0]
+        counted -= len(stale)
+        holding = len(holders) - len(stale)
+        recounted = counted != holding and self._repo.recount_slots(tenant_id, counted, holding)
+        if not stale and not (recounted and holding < counted):
+            return False
+        return self._repo.take_slot(tenant_id, run_id, self.limit)
 
     def release(self, tenant_id: str, run_id: str) -> None:
         self._repo.release_slot(tenant_id, run_id)
