@@ -448,6 +448,8 @@ def definitions(webhook_url: str) -> dict[str, tuple[dict[str, Any], int, dict[s
         "log10": (log10, 10, {}),
         "scale_log50": (logs(50), 50, {}),
         "scale_log500": (logs(500), 500, {}),
+        # Outputs of 100 random characters: each kept inline, none compressible.
+        "scale_log500_100b": (logs(500, 100), 500, {}),
         "scale_log10_4kb": (logs(10, OUTPUT_BYTES), 10, {}),
         "scale_log50_4kb": (logs(50, OUTPUT_BYTES), 50, {}),
         "log1": (

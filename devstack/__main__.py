@@ -321,7 +321,12 @@ def _start_workers(
         )
     # SweeperFunction's schedule (5 minutes deployed; sooner here, for a grace of minutes).
     parts.append(
-        Scheduler(load_function("sweeper").handler, period=30.0, name="SweeperFunction", on_error=report)
+        Scheduler(
+            load_function("sweeper").handler,
+            period=float(os.environ.get("WORKFLOWS_SWEEP_PERIOD_SEC", "30")),
+            name="SweeperFunction",
+            on_error=report,
+        )
     )
     # EventBridge Scheduler's part: fire the API's schedules into the dispatch queue.
     parts.append(

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, api_client, drain, make_fake
 from tests.faults import unwrapped
 from tests.receivers import Receiver
-from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, is_ref
+from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, encode, is_ref
 from workflows.roots.parts import Parts
 
 P = "/api/v1/workflows"
@@ -79,9 +79,45 @@ def test_only_the_most_recent_steps_are_remembered_and_older_ones_are_found(cloc
         run_id = _run(client, parts, definition)
     run = parts.runs.get("default", run_id)
     assert run.status.value == "succeeded", run.error
-    assert len(run.step_outputs) == KEPT_STEP_OUTPUTS
+    assert 1 < len(run.step_outputs) < KEPT_STEP_OUTPUTS  # the bytes bind before the count
+    assert len(encode(run.step_outputs)) <= KEPT_OUTPUT_BYTES
+    assert list(run.step_outputs)[-1] == "last"
     assert "first" not in run.step_outputs
     assert run.step_outputs["last"]["message"] == "xxxx"  # found in the run's events
+
+
+def test_the_remembered_outputs_stay_within_their_bytes_however_many_steps_and_each_is_still_found(
+    clock: FakeClock,
+) -> None:
+    parts = make_fake(clock, max_steps=200)
+    prose = "order {i} for customer {i}: packed, labelled and handed to the carrier at dock {i}"
+    steps: list[dict[str, Any]] = [
+        {"id": f"s{i}", "type": "log", "config": {"message": prose.format(i=i)}} for i in range(120)
+    ]
+    # Each later step names one long forgotten (found in the events) and a recent one.
+    recent = "{{ steps.s119.output.message[:9] }}"
+    steps += [
+        {
+            "id": f"echo{i}",
+            "type": "log",
+            "config": {"message": f"{{{{ steps.s{i}.output.message }}}} / " + recent},
+        }
+        for i in (0, 7, 60)
+    ]
+    with api_client(parts) as client:
+        run_id = _run(client, parts, {"name": "long-prose", "steps": steps})
+    run = parts.runs.get("default", run_id)
+    assert run.status.value == "succeeded", run.error
+    assert len(encode(run.step_outputs)) <= KEPT_OUTPUT_BYTES
+    assert run.step_outputs["echo60"]["message"] == f"{prose.format(i=60)} / order 119"
+    events = parts.runs.list_events("default", run_id, since=0, limit=1000).events
+    echoed = {
+        e.step_id: e.payload["output"]["message"]
+        for e in events
+        if e.event_type == "step_completed" and (e.step_id or "").startswith("echo")
+    }
+    assert echoed["echo0"] == f"{prose.format(i=0)} / order 119"
+    assert echoed["echo7"] == f"{prose.format(i=7)} / order 119"
 
 
 def test_a_routed_failure_is_the_steps_output_in_its_event(clock: FakeClock) -> None:

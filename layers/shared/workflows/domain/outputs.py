@@ -3,9 +3,10 @@
 The run item is rewritten by every commit, so it holds only what stays small whatever the run
 does: an output whose JSON is at most INLINE_OUTPUT_BYTES is kept inline; a bigger one is
 written once, before the commit that records it, to an item of its own, and the run and the
-step's events hold a reference to it. The run item remembers the latest output of at most
-KEPT_STEP_OUTPUTS steps (the most recently finished); an older step's output is found in the
-run's events when a template asks for it.
+step's events hold a reference to it. The run item remembers the latest output of the most
+recently finished steps, at most KEPT_STEP_OUTPUTS of them and at most KEPT_OUTPUT_BYTES of JSON
+together (always the latest one), so the item stays under 1 KB however long the run; an older
+step's output is found in the run's events when a template asks for it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from workflows.domain.run import RunEvent
 
 INLINE_OUTPUT_BYTES = 256
 KEPT_STEP_OUTPUTS = 32
+# The run item's remembered outputs together, as JSON (before the item compresses them): with
+# the rest of the item and the events it carries, a commit writes 1 KB (engine.outputs).
+KEPT_OUTPUT_BYTES = 480
 # Past this many bytes (compressed) an output goes to S3 rather than to a DynamoDB item: a PUT
 # costs less than the write units, and S3 stores it for less.
 S3_OUTPUT_BYTES = 32 * 1024
@@ -71,9 +75,20 @@ def latest_output(events: Sequence[RunEvent], step_id: str) -> tuple[bool, objec
 
 
 def remember(step_outputs: dict[str, Any], step_id: str, stored: Any) -> dict[str, Any]:
-    """`step_outputs` with `step_id`'s latest output last; the oldest beyond the limit dropped."""
+    """`step_outputs` with `step_id`'s latest output last; the oldest dropped beyond the limits
+    (KEPT_STEP_OUTPUTS, KEPT_OUTPUT_BYTES), the latest always kept."""
     kept = {sid: value for sid, value in step_outputs.items() if sid != step_id}
     kept[step_id] = stored
-    while len(kept) > KEPT_STEP_OUTPUTS:
-        del kept[next(iter(kept))]
+    sizes = {sid: len(encode({sid: value})) for sid, value in kept.items()}
+    total = sum(sizes.values())
+    while len(kept) > 1 and (len(kept) > KEPT_STEP_OUTPUTS or total > KEPT_OUTPUT_BYTES):
+        oldest = next(iter(kept))
+        total -= sizes[oldest]
+        del kept[oldest]
     return kept
+
+
+def forgot_some(steps_finished: int, remembered: int) -> bool:
+    """Whether a run that finished `steps_finished` steps (each recording an output) may have
+    dropped some from the `remembered` it keeps (a step run again counts twice: it may not)."""
+    return steps_finished > remembered

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, encode, is_ref
+from workflows.domain.outputs import INLINE_OUTPUT_BYTES, encode, forgot_some, is_ref
 from workflows.domain.run import Run
 from workflows.ports import RunOutputStore
 
@@ -40,8 +40,8 @@ class RunOutputs(Mapping[str, Any]):
             return self._loaded[step_id]
         if step_id in self._run.step_outputs:
             value = self._run.step_outputs[step_id]
-        elif len(self._run.step_outputs) >= KEPT_STEP_OUTPUTS:
-            # Only a run that has forgotten some outputs looks further back.
+        elif forgot_some(self._run.steps_executed, len(self._run.step_outputs)):
+            # Only a run that may have forgotten some outputs looks further back.
             found, value = self._outputs.find_step_output(self._run.tenant_id, self._run.run_id, step_id)
             if not found:
                 raise KeyError(step_id)
