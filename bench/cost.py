@@ -449,6 +449,7 @@ def definitions(webhook_url: str) -> dict[str, tuple[dict[str, Any], int, dict[s
         "scale_log50": (logs(50), 50, {}),
         "scale_log500": (logs(500), 500, {}),
         # Outputs of 100 random characters: each kept inline, none compressible.
+        "scale_log10_100b": (logs(10, 100), 10, {}),
         "scale_log500_100b": (logs(500, 100), 500, {}),
         "scale_log10_4kb": (logs(10, OUTPUT_BYTES), 10, {}),
         "scale_log50_4kb": (logs(50, OUTPUT_BYTES), 50, {}),
@@ -713,6 +714,10 @@ def _scaling(scenarios: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
     base = figures["log_x10"]["wru_per_step"]
     figures["x500_vs_x10_wru_per_step"] = round(figures["log_x500"]["wru_per_step"] / base, 2)
+    if "log_x500_100b" in figures and "log_x10_100b" in figures:
+        figures["x500_vs_x10_100b_wru_per_step"] = round(
+            figures["log_x500_100b"]["wru_per_step"] / figures["log_x10_100b"]["wru_per_step"], 2
+        )
     return figures
 
 
