@@ -317,3 +317,11 @@ def make_container(aws_env: dict[str, str], clock: FakeClock, **overrides: Any) 
 
 
 LOCAL_WEBHOOKS = {"webhook_allowlist": "127.0.0.1", "webhook_allowed_ports": "*"}
+
+
+def step_output(container: Parts, tenant_id: str, run_id: str, step_id: str) -> Any:
+    """A step's latest output as the run's templates see it: remembered by the run item, or
+    found in the run's events once later outputs pushed it out (engine.outputs.RunOutputs)."""
+    from workflows.engine.outputs import RunOutputs
+
+    return RunOutputs(container.run_outputs, container.runs.get(tenant_id, run_id))[step_id]

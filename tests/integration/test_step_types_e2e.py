@@ -12,7 +12,7 @@ import pytest
 from botocore.stub import Stubber
 from pydantic import SecretStr
 
-from tests.conftest import FakeClock, drain, make_container
+from tests.conftest import FakeClock, drain, make_container, step_output
 from tests.receivers import Receiver, Reply
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
@@ -98,7 +98,7 @@ def test_rag_search_then_prompt_with_an_openai_compatible_model(
 
     run = c.runs.get("default", run_id)
     assert run.status.value == "succeeded"
-    assert [d["id"] for d in run.step_outputs["search"]["documents"]] == ["d1"]
+    assert [d["id"] for d in step_output(c, "default", run_id, "search")["documents"]] == ["d1"]
     assert run.outputs["text"] == "Paris"
     assert json.loads(retrieval.requests[0].body)["query"] == "What is the capital of France?"
     sent = json.loads(llm.requests[0].body)

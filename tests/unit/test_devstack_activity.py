@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from devstack.activity import ActivityPrinter
-from tests.conftest import LOCAL_WEBHOOKS, FakeClock, log_definition, make_fake
+from tests.conftest import LOCAL_WEBHOOKS, FakeClock, log_definition, make_fake, step_output
 from tests.receivers import Receiver, Reply
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
@@ -122,7 +122,7 @@ def test_a_webhook_handed_to_the_dlq_says_it_was_not_delivered(clock: FakeClock,
 
     run_id, lines = _lines_until_ended(parts, definition)
 
-    row = parts.runs.get("default", run_id).step_outputs["first"]["dlq_id"]
+    row = step_output(parts, "default", run_id, "first")["dlq_id"]
     short = run_id[:8]
     assert lines == [
         f"  run {short}  step first not delivered to 127.0.0.1: HTTP 503: busy;"

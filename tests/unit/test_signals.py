@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FakeClock, drain, make_fake
+from tests.conftest import FakeClock, drain, make_fake, step_output
 from tests.fakes import FakeQueue
 from tests.faults import unwrapped
 from workflows.domain.definition import WorkflowDefinition
@@ -41,6 +41,11 @@ def _run(parts: Parts, run_id: str, caller: Principal = CALLER) -> Run:
     return parts.runs.get(caller.tenant_id, run_id)
 
 
+def _wait_output(parts: Parts, run: Run) -> Any:
+    """The wait step's output, as the run's later templates see it."""
+    return step_output(parts, run.tenant_id, run.run_id, "wait")
+
+
 def _types(parts: Parts, run_id: str) -> list[str]:
     return [e.event_type for e in parts.runs.list_events("t1", run_id, limit=100).events]
 
@@ -66,7 +71,7 @@ def test_a_signal_sent_after_the_wait_began_completes_the_step(parts: Parts, clo
 
     run = _run(parts, run_id)
     assert run.status == RunStatus.SUCCEEDED
-    output = run.step_outputs["wait"]
+    output = _wait_output(parts, run)
     assert output["signals"]["paid"]["data"] == {"amount": 12}
     assert output["signals"]["paid"]["id"] == "sig-1"
     assert run.signal_wait is None
@@ -81,7 +86,7 @@ def test_a_signal_sent_before_the_wait_counts_within_its_lookback(parts: Parts, 
     looking_back = _submit(parts, _definition(_wait(signals=[{"name": "ready"}], lookback_seconds=10)))
     not_looking = _submit(parts, _definition(_wait(signals=[{"name": "ready"}])))
     assert _run(parts, looking_back).status == RunStatus.SUCCEEDED
-    assert _run(parts, looking_back).step_outputs["wait"]["signals"]["ready"]["id"] == "early"
+    assert _wait_output(parts, _run(parts, looking_back))["signals"]["ready"]["id"] == "early"
     assert _run(parts, not_looking).status == RunStatus.RUNNING  # lookback 0: sent before it counts
 
 
@@ -98,7 +103,7 @@ def test_mode_all_waits_for_one_of_each_name(parts: Parts, clock: FakeClock) -> 
     drain(parts)
     run = _run(parts, run_id)
     assert run.status == RunStatus.SUCCEEDED
-    assert set(run.step_outputs["wait"]["signals"]) == {"a", "b"}
+    assert set(_wait_output(parts, run)["signals"]) == {"a", "b"}
     assert _types(parts, run_id).count("signal_received") == 2
 
 
@@ -114,7 +119,7 @@ def test_fields_must_match_values_rendered_from_the_run(parts: Parts) -> None:
     drain(parts)
     run = _run(parts, run_id)
     assert run.status == RunStatus.SUCCEEDED
-    assert run.step_outputs["wait"]["signals"]["paid"]["id"] == "this-one"
+    assert _wait_output(parts, run)["signals"]["paid"]["id"] == "this-one"
 
 
 def test_a_signal_to_one_run_reaches_that_run_only(parts: Parts, clock: FakeClock) -> None:
@@ -164,7 +169,7 @@ def test_a_wait_that_times_out_follows_on_timeout(parts: Parts, clock: FakeClock
     run = _run(parts, run_id)
     assert run.status == RunStatus.SUCCEEDED
     assert "late" in run.step_outputs
-    assert run.step_outputs["wait"]["error"]["code"] == "timeout"
+    assert _wait_output(parts, run)["error"]["code"] == "timeout"
     assert "step_timeout" in _types(parts, run_id)
     # A signal after the timeout changes nothing.
     parts.signal_service.send(CALLER, "never", "too-late", {})
@@ -277,7 +282,7 @@ def test_a_signal_recorded_short_of_all_keeps_the_waits_timeout(parts: Parts, cl
     run = _run(parts, run_id)
     assert run.status == RunStatus.SUCCEEDED
     assert run.sweeps == 0
-    assert run.step_outputs["wait"]["error"]["code"] == "timeout"
+    assert _wait_output(parts, run)["error"]["code"] == "timeout"
 
 
 def test_a_look_back_finds_its_signal_among_many_of_the_same_name(parts: Parts, clock: FakeClock) -> None:
@@ -289,7 +294,7 @@ def test_a_look_back_finds_its_signal_among_many_of_the_same_name(parts: Parts, 
     wait = _wait(signals=[{"name": "paid", "match": {"order": 7}}], lookback_seconds=60)
     run = _run(parts, _submit(parts, _definition(wait)))
     assert run.status == RunStatus.SUCCEEDED
-    assert run.step_outputs["wait"]["signals"]["paid"]["id"] == "mine"
+    assert _wait_output(parts, run)["signals"]["paid"]["id"] == "mine"
 
 
 def test_a_delivery_before_the_wait_is_committed_keeps_the_runs_waiter(parts: Parts) -> None:
@@ -340,4 +345,4 @@ def test_a_paused_run_does_not_take_a_signal_sent_after_its_timeout(parts: Parts
     drain(parts)
     run = _run(parts, run_id)
     assert run.status == RunStatus.SUCCEEDED
-    assert run.step_outputs["wait"]["error"]["code"] == "timeout"
+    assert _wait_output(parts, run)["error"]["code"] == "timeout"
