@@ -229,6 +229,8 @@ def create_directly(
             }
             if props.get("GlobalSecondaryIndexes"):
                 kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+            if props.get("StreamSpecification"):
+                kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
             dynamodb.create_table(**kwargs)
             physical[name] = table
         elif resource["Type"] == "AWS::SQS::Queue":
