@@ -4,13 +4,14 @@ mapping hands it over (devstack's StreamPoller), and the followers' items in the
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
 from devstack.workers import StreamPoller, stream_event, streams_client
-from tests.conftest import API_KEY, FakeClock, drain, log_definition, moto_parts
+from tests.conftest import API_KEY, FakeClock, drain, log_definition, moto_account, moto_parts
 from tests.fakes import FakeConnections
 from workflows.adapters.followers import FollowersRepository
 from workflows.domain.definition import WorkflowDefinition
@@ -37,11 +38,14 @@ class _Context:
 
 
 @pytest.fixture
-def parts(aws_env: dict[str, str], clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Parts:
-    parts = moto_parts(aws_env, clock)
-    parts.give(connections=FakeConnections())
-    monkeypatch.setattr(follow_root, "parts", lambda: parts)
-    return parts
+def parts(
+    stateful_template: dict[str, Any], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Parts]:
+    with moto_account(stateful_template, streams=True) as env:
+        parts = moto_parts(env, clock)
+        parts.give(connections=FakeConnections())
+        monkeypatch.setattr(follow_root, "parts", lambda: parts)
+        yield parts
 
 
 def _posted(parts: Parts) -> FakeConnections:
