@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from devstack.workers import StreamPoller, stream_event, streams_client
-from tests.conftest import API_KEY, FakeClock, drain, log_definition, moto_account, moto_parts
+from tests.conftest import API_KEY, FakeClock, drain, log_definition, moto_account, moto_parts, settings_from
 from tests.fakes import FakeConnections
 from workflows.adapters.followers import FollowersRepository
 from workflows.domain.definition import WorkflowDefinition
@@ -262,3 +262,57 @@ def test_the_lease_and_the_position_move_only_from_what_was_read(parts: Parts) -
     (after,) = repo.followers("t1", "r1")
     assert (after.since, after.lease_until, after.ready) == (7, 0.0, True)
     assert repo.followed([("t1", "r1"), ("t1", "nobody")]) == {("t1", "r1"): [after]}
+
+
+# ---- multi-user: tenants, users, revoked keys -----------------------------------------
+
+
+@pytest.fixture
+def multi(
+    stateful_template: dict[str, Any], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Parts]:
+    with moto_account(stateful_template) as env:
+        parts = Parts(
+            settings_from(env, auth_mode="multi_user"),
+            clock=clock,
+            dynamodb=boto3.client("dynamodb"),
+            sqs=boto3.client("sqs"),
+        )
+        parts.give(connections=FakeConnections())
+        monkeypatch.setattr(follow_root, "parts", lambda: parts)
+        yield parts
+
+
+def _alices_run(parts: Parts) -> str:
+    alice = Principal(tenant_id="acme", user_id="alice", permissions=ALL_PERMISSIONS)
+    definition = WorkflowDefinition.model_validate(log_definition("one"))
+    return parts.run_service.submit(alice, definition, {}).run_id
+
+
+def _refusal(answer: dict[str, Any]) -> tuple[int, str]:
+    return answer["statusCode"], json.loads(answer["body"])["code"]
+
+
+def test_another_tenants_run_is_not_found_over_the_websocket(multi: Parts) -> None:
+    run_id = _alices_run(multi)
+    key, _ = multi.api_keys.create("globex", "mallory", ["admin"])
+
+    assert _refusal(_connect(run_id, **{"X-API-KEY": key})) == (404, "not_found")
+    assert multi.followers.connection("conn-1=") is None
+
+
+def test_another_users_run_needs_the_read_permission_over_the_websocket(multi: Parts) -> None:
+    run_id = _alices_run(multi)
+    nobody, _ = multi.api_keys.create("acme", "bob", [])
+    viewer, _ = multi.api_keys.create("acme", "carol", ["viewer"])
+
+    assert _refusal(_connect(run_id, **{"X-API-KEY": nobody})) == (403, "forbidden")
+    assert _connect(run_id, **{"X-API-KEY": viewer}) == {"statusCode": 200}
+
+
+def test_a_revoked_key_is_refused_at_connect(multi: Parts) -> None:
+    run_id = _alices_run(multi)
+    key, record = multi.api_keys.create("acme", "alice", ["admin"])
+    multi.api_keys.revoke("acme", record.key_id, "alice")
+
+    assert _refusal(_connect(run_id, **{"X-API-KEY": key})) == (401, "unauthenticated")
