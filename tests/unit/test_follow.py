@@ -20,7 +20,7 @@ from workflows.domain.follow import (
 )
 from workflows.domain.principal import ALL_PERMISSIONS, Principal
 from workflows.domain.run import EventType, NewEvent, Run, RunEvent
-from workflows.errors import Forbidden, LimitExceeded, NotFound, ValidationFailed
+from workflows.errors import DependencyUnavailable, Forbidden, LimitExceeded, NotFound, ValidationFailed
 from workflows.roots.parts import Parts
 from workflows.services.follow import (
     SUBPROTOCOL,
@@ -303,3 +303,30 @@ def test_a_message_is_a_small_follow_action(body: str | None) -> None:
     with pytest.raises(ValidationFailed):
         client_action(body)
     assert client_action('{"action": "follow"}') == "follow"
+
+
+def test_a_failed_post_frees_the_lease_so_the_retry_delivers(container: Parts) -> None:
+    following, _, connections = _parts(container)
+    run = _submit(container, "a")
+    following.connect(ADMIN, "c1", run.run_id, 0)
+    following.follow("c1")
+    _append(container, run)
+
+    def fail() -> None:
+        raise DependencyUnavailable("the management API failed")
+
+    broken = connections.post
+    calls = {"n": 0}
+
+    def post_once_failing(connection_id: str, data: bytes) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            fail()
+        return broken(connection_id, data)
+
+    connections.post = post_once_failing  # type: ignore[method-assign]
+    with pytest.raises(DependencyUnavailable):
+        following.push(run.tenant_id, run.run_id)
+    # The stream batch is retried
+    assert following.push(run.tenant_id, run.run_id) == {"c1": "sent"}
+    assert connections.seqs("c1") == [1]

@@ -219,13 +219,19 @@ class RunFollowing:
             return "expired", follower.since
         if not self._followers.claim(follower, now=now, until=now + LEASE_SECONDS):
             return "busy", follower.since
-        if follower.since not in pages:
-            pages[follower.since] = self._read(run, follower.since)
-        events, next_since = pages[follower.since]
-        for frame in event_frames(run.run_id, events, next_since):
-            if not self._poster.post(follower.connection_id, frame):
-                self._followers.remove(follower.connection_id)
-                return "gone", follower.since
+        try:
+            if follower.since not in pages:
+                pages[follower.since] = self._read(run, follower.since)
+            events, next_since = pages[follower.since]
+            for frame in event_frames(run.run_id, events, next_since):
+                if not self._poster.post(follower.connection_id, frame):
+                    self._followers.remove(follower.connection_id)
+                    return "gone", follower.since
+        except BaseException:
+            # Free the lease where it was (a frame posted before the error comes again), so the
+            # retry of this stream batch, or the next catch-up, delivers at once.
+            self._followers.advance(follower, follower.since)
+            raise
         if not self._followers.advance(follower, next_since):
             return "moved", follower.since
         if run.is_terminal and next_since >= run.last_event_seq:
