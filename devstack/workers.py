@@ -193,6 +193,10 @@ def stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, An
     return {"Records": [{**_lambda_json(r), "eventSourceARN": stream_arn} for r in records]}
 
 
+# How often the stream's shards are listed again (a table's stream gains shards as it grows).
+SHARDS_EVERY = 10.0
+
+
 class StreamPoller:
     def __init__(
         self,
@@ -201,7 +205,8 @@ class StreamPoller:
         handler: Handler,
         *,
         batch_size: int = 100,
-        idle_sleep: float = 0.05,
+        # Lambda polls each shard of a stream about four times a second.
+        idle_sleep: float = 0.25,
         on_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self._streams = streams
@@ -215,7 +220,9 @@ class StreamPoller:
         # as the template's event source mapping); and the records read but not yet handled.
         self._iterators: dict[str, str] = {}
         self._pending: dict[str, list[dict[str, Any]]] = {}
-        for shard in self._shards():
+        self._known = self._shards()
+        self._shards_listed_at = time.monotonic()
+        for shard in self._known:
             iterator = streams.get_shard_iterator(
                 StreamArn=stream_arn, ShardId=shard, ShardIteratorType="LATEST"
             )["ShardIterator"]
@@ -236,7 +243,11 @@ class StreamPoller:
     def poll_once(self) -> int:
         """One round over the shards: each shard's next records, up to a batch, to the handler."""
         handled = 0
-        for shard in self._shards():
+        now = time.monotonic()
+        if now >= self._shards_listed_at + SHARDS_EVERY:
+            self._known = self._shards()
+            self._shards_listed_at = now
+        for shard in self._known:
             if shard not in self._iterators:  # a new shard: from its start
                 self._iterators[shard] = self._streams.get_shard_iterator(
                     StreamArn=self._arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"

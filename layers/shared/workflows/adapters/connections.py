@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from workflows.adapters.aws import aws_errors, error_code, translate
+from workflows.adapters.aws import aws_errors, error_code
 
 
 class ApiGatewayConnections:
@@ -36,6 +36,3 @@ class ApiGatewayConnections:
 def _gone(exc: BaseException) -> bool:
     cause = exc.__cause__
     return isinstance(cause, ClientError) and error_code(cause) == "GoneException"
-
-
-__all__ = ["ApiGatewayConnections", "translate"]
