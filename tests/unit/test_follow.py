@@ -330,3 +330,30 @@ def test_a_failed_post_frees_the_lease_so_the_retry_delivers(container: Parts) -
     # The stream batch is retried
     assert following.push(run.tenant_id, run.run_id) == {"c1": "sent"}
     assert connections.seqs("c1") == [1]
+
+
+def test_followers_at_different_positions_each_get_what_they_have_not_seen(container: Parts) -> None:
+    following, _, connections = _parts(container)
+    run = _submit(container, "a")
+    _append(container, run, 3)
+    following.connect(ADMIN, "early", run.run_id, 0)
+    following.connect(ADMIN, "late", run.run_id, 2)
+    following.follow("early")
+    following.follow("late")
+    _append(container, run, 2)
+
+    assert following.push(run.tenant_id, run.run_id) == {"early": "sent", "late": "sent"}
+    assert connections.seqs("early") == [1, 2, 3, 4, 5]
+    assert connections.seqs("late") == [3, 4, 5]
+
+
+def test_a_follower_far_behind_is_caught_up_page_by_page_in_order(container: Parts) -> None:
+    following, _, connections = _parts(container)
+    run = _submit(container, "a")
+    for _ in range(25):
+        _append(container, run, 10)  # 250 events: three pages of the events route
+    following.connect(ADMIN, "c1", run.run_id, 7)
+
+    following.follow("c1")
+
+    assert connections.seqs("c1") == list(range(8, 251))
