@@ -73,7 +73,9 @@ def stateful_template() -> dict[str, Any]:
 
 
 @contextmanager
-def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+def moto_resources(
+    extra_env: dict[str, str] | None = None, *, streams: bool = False
+) -> Iterator[dict[str, str]]:
     """In-process moto (mock_aws) with template.yaml's resources; the WORKFLOWS_* environment is
     exported for the duration, and each function's root builds its parts anew against them."""
     import boto3
@@ -91,6 +93,7 @@ def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str
             boto3.client("s3"),
             cfn=stateful_template(),
             prefix=prefix,
+            streams=streams,
         )
         env = {**env, "WORKFLOWS_API_KEY": API_KEY, **(extra_env or {})}
         saved = {key: os.environ.get(key) for key in env}
@@ -108,10 +111,10 @@ def moto_resources(extra_env: dict[str, str] | None = None) -> Iterator[dict[str
 
 
 def _fresh_roots(settings: Any) -> None:
-    from workflows.roots import api, dispatch_dlq, dispatcher, dlq_worker, sweeper
+    from workflows.roots import api, dispatch_dlq, dispatcher, dlq_worker, follow, sweeper
 
     settings.get_settings.cache_clear()
-    for root in (api, dispatcher, dispatch_dlq, dlq_worker, sweeper):
+    for root in (api, dispatcher, dispatch_dlq, dlq_worker, sweeper, follow):
         root.parts.cache_clear()
 
 

@@ -30,7 +30,15 @@ from typing import Any
 
 from bench import common
 from bench.meter import Meter
-from bench.prices import API_MEMORY_MB, DISPATCHER_MEMORY_MB, PRICES, SQS_BATCH
+from bench.prices import (
+    API_MEMORY_MB,
+    DISPATCHER_MEMORY_MB,
+    FOLLOW_MEMORY_MB,
+    FOLLOW_STREAM_MS_PER_RECORD,
+    PRICES,
+    SQS_BATCH,
+    STREAM_BATCH,
+)
 
 PREFIX = "/api/v1/workflows"
 DELAY_SECONDS = 1
@@ -198,6 +206,12 @@ class Usage:
             _billed(self.api_seconds, self.api_invocations) * API_MEMORY_MB / 1024
             + _billed(self.dispatcher_seconds, self.dispatcher_invocations) * DISPATCHER_MEMORY_MB / 1024
         )
+        # Every commit of a run item is a record of the runs table's stream, which FollowFunction
+        # reads whether anyone follows the run or not: at volume a batch of STREAM_BATCH records
+        # per invocation, FOLLOW_STREAM_MS_PER_RECORD of its time each (bench/follow.py measures
+        # it and checks this bound), and at most one eventually consistent read of a run's
+        # followers item per record. Stream reads by Lambda's event source are not billed.
+        records = c.get("dynamodb.stream_records", 0)
         return {
             "dynamodb_write": wru * PRICES["dynamodb_per_million_wru"] / 1e6,
             "dynamodb_read": rru * PRICES["dynamodb_per_million_rru"] / 1e6,
@@ -207,6 +221,16 @@ class Usage:
             "api_gateway": self.api_invocations * PRICES["apigw_http_per_million_requests"] / 1e6,
             "s3": c.get("s3.put_requests", 0) * PRICES["s3_per_thousand_put"] / 1e3
             + c.get("s3.get_requests", 0) * PRICES["s3_per_thousand_get"] / 1e3,
+            "follow_stream": records
+            * (
+                PRICES["lambda_per_million_requests"] / 1e6 / STREAM_BATCH
+                + FOLLOW_STREAM_MS_PER_RECORD
+                / 1000
+                * FOLLOW_MEMORY_MB
+                / 1024
+                * PRICES["lambda_per_gb_second_arm64"]
+                + 0.5 * PRICES["dynamodb_per_million_rru"] / 1e6
+            ),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -230,6 +254,7 @@ class Usage:
             "api_ms": round(self.api_seconds * 1000, 1),
             "dispatcher_invocations": self.dispatcher_invocations,
             "dispatcher_ms": round(self.dispatcher_seconds * 1000, 1),
+            "stream_records": c.get("dynamodb.stream_records", 0),
             "log_bytes": self.log_bytes,
             "stored_bytes": self.stored_bytes,
             "s3_stored_bytes": self.s3_stored_bytes,

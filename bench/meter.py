@@ -68,6 +68,9 @@ class Meter:
 
     def __init__(self, tables: Mapping[str, Mapping[str, Any]], raw_dynamodb: Any) -> None:
         self._tables = tables
+        # Tables with a stream: each write of a run item there is a record FollowFunction's event
+        # source hands over (its filter lets only `sk = RUN` through).
+        self._streamed = {name for name, props in tables.items() if props.get("StreamSpecification")}
         self._raw = raw_dynamodb  # an unhooked client: reads items back to learn their size
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
@@ -179,6 +182,8 @@ class Meter:
         old_item = self._sizes.get(key)
         old, new = item_size(old_item), item_size(new_item)
         self.counts["dynamodb.wru"] += factor * write_units(max(old, new))
+        if ok and table in self._streamed and key_item.get("sk", {}).get("S") == "RUN":
+            self.counts["dynamodb.stream_records"] += 1
         if not ok:
             return
         for names, project in self._indexes(table):
@@ -268,11 +273,16 @@ class Meter:
                 self.items_read += 1
                 self._read(item_size(response.get("Item")), consistent=True, factor=2)
         elif operation == "BatchGetItem":
-            for table, items in parsed.get("Responses", {}).items():
-                consistent = bool(params["RequestItems"][table].get("ConsistentRead"))
+            for table, request in params["RequestItems"].items():
+                consistent = bool(request.get("ConsistentRead"))
+                items = parsed.get("Responses", {}).get(table, [])
                 for item in items:
                     self.items_read += 1
                     self._read(item_size(item), consistent=consistent, factor=1)
+                # A key with no item is billed the minimum read, like a GetItem that finds nothing.
+                unprocessed = len(parsed.get("UnprocessedKeys", {}).get(table, {}).get("Keys", []))
+                for _ in range(len(request["Keys"]) - unprocessed - len(items)):
+                    self._read(0, consistent=consistent, factor=1)
 
     def _read(self, size: int, *, consistent: bool, factor: int) -> None:
         units = max(1, math.ceil(size / READ_UNIT)) * factor

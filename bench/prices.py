@@ -18,6 +18,10 @@ PRICES = {
     "s3_per_thousand_put": 0.005,  # PUT, COPY, POST, LIST
     "s3_per_thousand_get": 0.0004,  # GET and the rest
     "apigw_http_per_million_requests": 1.00,  # HTTP API, first 300 million a month
+    # API Gateway WebSocket APIs (aws.amazon.com/api-gateway/pricing, us-east-1): messages sent and
+    # received, first billion a month, billed in 32 KB increments; connection minutes.
+    "apigw_websocket_per_million_messages": 1.00,
+    "apigw_websocket_per_million_connection_minutes": 0.25,
     "sfn_standard_per_million_transitions": 25.0,
     "sfn_express_per_million_requests": 1.00,
     "sfn_express_per_gb_second": 0.00001667,  # billed in 64 MB memory chunks, 100 ms minimum
@@ -33,5 +37,11 @@ PRICES = {
 # Deployed function memory (template.yaml): the dispatcher and DLQ worker 512 MB, the API 1024 MB.
 DISPATCHER_MEMORY_MB = 512
 API_MEMORY_MB = 1024
+# FollowFunction's memory (template.yaml) and its stream event source's batch size.
+FOLLOW_MEMORY_MB = 256
+STREAM_BATCH = 100
+# FollowFunction's time per stream record of a run nobody follows, as the cost section counts it
+# on every commit: an upper bound that bench/follow.py measures and checks.
+FOLLOW_STREAM_MS_PER_RECORD = 2.0
 # Lambda's SQS event source receives and deletes messages in batches of up to this many.
 SQS_BATCH = 10

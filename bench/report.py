@@ -15,6 +15,7 @@ SECTIONS = (
     "load",
     "sweep",
     "longpoll",
+    "follow",
     "console",
     "fairness",
     "side_by_side",
@@ -403,6 +404,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 "-",
             )
         )
+    fo = r.get("follow")
+    if fo and "error" not in fo:
+        out += _follow_rows(fo)
     co = r.get("console")
     if co and "error" not in co:
         out.append(
@@ -785,3 +789,40 @@ def table(results: dict[str, Any]) -> str:
         + (" (quick)" if results.get("quick") else "")
     )
     return "\n".join([title, "", line(header), rule, *(line(row) for row in body)])
+
+
+def _follow_rows(fo: dict[str, Any]) -> list[Row]:
+    session = fo["session_seconds"]
+    return [
+        (
+            f"follow: $ per million seconds followed (WebSocket, {session} s sessions, "
+            f"{_f(fo['events_per_second'], 0)} events/s)",
+            _f(fo["usd_per_million_seconds"]),
+            f"plain read each second {_f(fo['plain_read_usd_per_million_seconds'])}",
+            _f(fo["ratio_to_plain_read"]),
+            "<= plain read",
+            _verdict(fo["usd_per_million_seconds"] <= fo["plain_read_usd_per_million_seconds"]),
+        ),
+        (
+            "follow: $ per million seconds, 25 s / 2 h sessions; with 1 commit/s",
+            f"{_f(fo['usd_per_million_seconds_session_25s'])} / "
+            f"{_f(fo['usd_per_million_seconds_session_2h'])}; "
+            f"{_f(fo['usd_per_million_seconds_one_commit_per_second'])}",
+            f"break-even {_f(fo['break_even_commits_per_second'])} commits/s",
+            "-",
+            "(info)",
+            "-",
+        ),
+        (
+            "follow: stream, a run nobody follows: ms and RRU per record; $ per million commits",
+            f"{_f(fo['unfollowed_ms_per_record'], 2)}; {_f(fo['unfollowed_rru_per_record'])}; "
+            f"{_f(fo['unfollowed_usd_per_million_commits'], 3)}",
+            f"bound {_f(fo['unfollowed_ms_per_record_bound'], 1)} ms, 0.5 RRU",
+            "-",
+            "<= bound",
+            _verdict(
+                fo["unfollowed_ms_per_record"] <= fo["unfollowed_ms_per_record_bound"]
+                and fo["unfollowed_rru_per_record"] <= 0.5 + 1e-9
+            ),
+        ),
+    ]

@@ -6,11 +6,14 @@
    and the sweeper on their schedules, and the workflows' own schedules fired into the
    dispatch queue (devstack/scheduler.py).
 4. The FastAPI app on http://127.0.0.1:8000 (uvicorn), with a webhook receiver under
-   /_local/webhooks (devstack/receiver.py). Ctrl-C stops everything.
+   /_local/webhooks (devstack/receiver.py); the WebSocket API that follows runs on
+   ws://127.0.0.1:8001/v1 (devstack/websocket.py), fed by the runs table's stream
+   (devstack/workers.py, StreamPoller). Ctrl-C stops everything.
 5. events/local/env.json: the SAM `--env-vars` file for `sam local invoke` against this stack
    (devstack/sam_local.py); `make events` writes sample events bound to its live objects.
 
 Environment: WORKFLOWS_API_KEY (else one is generated), PORT (8000), MOTO_PORT (5050),
+WS_PORT (8001: the WebSocket API and its management endpoint),
 BIND_ADDRESS (127.0.0.1: where the API and the emulator listen; 0.0.0.0 lets a function's
 container reach them), FUNCTION_HOST (the host name env.json gives the functions: 127.0.0.1 when
 bound to loopback, else host.docker.internal), AWS_ENDPOINT_URL (use another endpoint instead of
@@ -86,6 +89,7 @@ def main() -> int:
     bind = os.environ.get("BIND_ADDRESS", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
     moto_port = int(os.environ.get("MOTO_PORT", "5050"))
+    ws_port = int(os.environ.get("WS_PORT", "8001"))
     embedded = not os.environ.get("AWS_ENDPOINT_URL")
     workers_only = "--workers-only" in sys.argv[1:]
     if workers_only and embedded:
@@ -93,6 +97,7 @@ def main() -> int:
     # Before anything is printed or started: a busy port named with the setting that moves it.
     for busy in (
         None if workers_only else _busy_port(bind, port, "PORT"),
+        None if workers_only else _busy_port(bind, ws_port, "WS_PORT"),
         _busy_port(bind, moto_port, "MOTO_PORT") if embedded else None,
     ):
         if busy:
@@ -147,6 +152,8 @@ def main() -> int:
         )
     )
     os.environ.update(env)
+    # FollowFunction's PostToConnection goes to the local WebSocket API (devstack/websocket.py).
+    os.environ.setdefault("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", f"http://127.0.0.1:{ws_port}")
     api_key = os.environ.get("WORKFLOWS_API_KEY") or secrets.token_urlsafe(24)
     os.environ["WORKFLOWS_API_KEY"] = api_key
     os.environ.setdefault("WORKFLOWS_WEBHOOK_DLQ_INTERVAL_SEC", "5")
@@ -209,6 +216,7 @@ def main() -> int:
         f"  AWS endpoint    {os.environ['AWS_ENDPOINT_URL']}",
         f"  sam local       --env-vars {os.path.relpath(env_file)}   (make events: samples)",
         f"  Webhooks        POST http://127.0.0.1:{port}/_local/webhooks/<name> is a receiver",
+        f"  Follow live     ws://127.0.0.1:{ws_port}/v1?run_id=<run_id>&since=0   (docs/engine.md)",
     ]
     if not workers:
         lines.append("  Workers         off: runs advance only when you invoke the functions")
@@ -234,6 +242,14 @@ def main() -> int:
     lines += ["", "  Ctrl-C stops everything.", ""]
     print("\n".join(lines), flush=True)
     app = with_receiver(create_app(api_root.parts), WebhookReceiver())
+    from devstack.functions import load_function as load
+    from devstack.websocket import LocalWebSocketApi, WebSocketServer
+
+    websocket = WebSocketServer(
+        LocalWebSocketApi(load("follow").handler, on_error=report), host=bind, port=ws_port
+    )
+    websocket.start()
+    background.append(websocket)
     try:
         # Long-polled event reads hold connections for up to 25 s: Ctrl-C waits 3 s for them, no more.
         uvicorn.run(app, host=bind, port=port, log_level="warning", timeout_graceful_shutdown=3)
@@ -319,6 +335,15 @@ def _start_workers(
                 on_error=report,
             )
         )
+    # The runs table's stream feeds FollowFunction (its event source mapping when deployed).
+    from devstack.workers import StreamPoller, streams_client
+
+    runs_table = boto3.client("dynamodb").describe_table(TableName=env["WORKFLOWS_RUNS_TABLE"])["Table"]
+    parts.append(
+        StreamPoller(
+            streams_client(), runs_table["LatestStreamArn"], load_function("follow").handler, on_error=report
+        )
+    )
     # SweeperFunction's schedule (5 minutes deployed; sooner here, for a grace of minutes).
     parts.append(
         Scheduler(

@@ -203,11 +203,14 @@ def create_directly(
     cfn: Mapping[str, Any],
     parameters: Mapping[str, str] | None = None,
     prefix: str = "workflows-test",
+    streams: bool = False,
 ) -> dict[str, str]:
     """Create the template's tables, queues and bucket with plain API calls.
 
     The same Properties `create_stack` would use, without CloudFormation's ~2 s per stack, so
-    every test can have fresh resources. Returns the WORKFLOWS_* environment.
+    every test can have fresh resources. Returns the WORKFLOWS_* environment. A table's stream
+    only with `streams` (the emulator's streams slow every write a little: only the tests of
+    what reads them turn them on).
     """
     params = {name: str(p.get("Default", "")) for name, p in cfn.get("Parameters", {}).items()}
     params.update(parameters or {})
@@ -229,6 +232,8 @@ def create_directly(
             }
             if props.get("GlobalSecondaryIndexes"):
                 kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+            if streams and props.get("StreamSpecification"):
+                kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
             dynamodb.create_table(**kwargs)
             physical[name] = table
         elif resource["Type"] == "AWS::SQS::Queue":

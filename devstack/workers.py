@@ -4,6 +4,10 @@
   hands them to the dispatcher's handler as an SQS event, and deletes the records the handler
   did not report as failed. Failed records come back after the visibility timeout, and moto
   moves them to the dead-letter queue after the redrive policy's receive count.
+- `StreamPoller` is the DynamoDB stream event source mapping of the runs table: it reads each
+  shard's records in order, hands them to FollowFunction's handler in batches (as Lambda does,
+  binary values base64-encoded) and moves on past a batch once the handler returns, or from
+  the first record it reported as failed.
 - `Scheduler` is the EventBridge schedule: it invokes a handler every `period` seconds, each
   invocation on its own thread with a Lambda time limit of `timeout` seconds, so an invocation
   that outlasts the period overlaps the next one, as on AWS.
@@ -11,6 +15,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import threading
@@ -164,3 +169,119 @@ class Scheduler:
             self._handler(event, context)
         except Exception as exc:  # noqa: BLE001 - the schedule fires again regardless, as on AWS
             self._on_error(exc)
+
+
+def streams_client() -> Any:
+    """A DynamoDB Streams client that names the regional endpoint: botocore's default, an
+    endpoint with the account id in its host name, is one moto does not answer in-process."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("dynamodbstreams", config=Config(account_id_endpoint_mode="disabled"))
+
+
+def _lambda_json(value: Any) -> Any:
+    """A stream record as Lambda hands it over: JSON, with binary values base64-encoded."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: _lambda_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lambda_json(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.timestamp()
+    return value
+
+
+def stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, Any]:
+    """The event Lambda's DynamoDB stream event source builds from GetRecords' records."""
+    return {"Records": [{**_lambda_json(r), "eventSourceARN": stream_arn} for r in records]}
+
+
+# How often the stream's shards are listed again (a table's stream gains shards as it grows).
+SHARDS_EVERY = 10.0
+
+
+class StreamPoller:
+    def __init__(
+        self,
+        streams: Any,
+        stream_arn: str,
+        handler: Handler,
+        *,
+        batch_size: int = 100,
+        # Lambda polls each shard of a stream about four times a second.
+        idle_sleep: float = 0.25,
+        on_error: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
+        self._streams = streams
+        self._arn = stream_arn
+        self._handler = handler
+        self._batch = batch_size
+        self._idle = idle_sleep
+        self._on_error = on_error
+        self._stop = threading.Event()
+        # Shard id -> its iterator, from the records there are now on (StartingPosition: LATEST,
+        # as the template's event source mapping); and the records read but not yet handled.
+        self._iterators: dict[str, str] = {}
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._known = self._shards()
+        self._shards_listed_at = time.monotonic()
+        for shard in self._known:
+            iterator = streams.get_shard_iterator(
+                StreamArn=stream_arn, ShardId=shard, ShardIteratorType="LATEST"
+            )["ShardIterator"]
+            self._iterators[shard] = iterator
+        self._thread = threading.Thread(target=self._loop, name="runs-stream-poller", daemon=True)
+
+    def _shards(self) -> list[str]:
+        shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
+        return [shard["ShardId"] for shard in shards]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def poll_once(self) -> int:
+        """One round over the shards: each shard's next records, up to a batch, to the handler."""
+        handled = 0
+        now = time.monotonic()
+        if now >= self._shards_listed_at + SHARDS_EVERY:
+            self._known = self._shards()
+            self._shards_listed_at = now
+        for shard in self._known:
+            if shard not in self._iterators:  # a new shard: from its start
+                self._iterators[shard] = self._streams.get_shard_iterator(
+                    StreamArn=self._arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
+            pending = self._pending.setdefault(shard, [])
+            if len(pending) < self._batch:
+                response = self._streams.get_records(ShardIterator=self._iterators[shard], Limit=self._batch)
+                self._iterators[shard] = response.get("NextShardIterator") or self._iterators[shard]
+                pending += response.get("Records", [])
+            if not pending:
+                continue
+            batch = pending[: self._batch]
+            context = LambdaContext(function_name="FollowFunction", aws_request_id=str(uuid.uuid4()))
+            answer = self._handler(stream_event(batch, self._arn), context) or {}
+            failures = [item["itemIdentifier"] for item in answer.get("batchItemFailures", [])]
+            # Lambda retries from the first failed record; the ones before it are done.
+            done = len(batch)
+            if failures:
+                numbers = [r["dynamodb"]["SequenceNumber"] for r in batch]
+                done = numbers.index(failures[0]) if failures[0] in numbers else 0
+            del pending[:done]
+            handled += done
+        return handled
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(self._idle)
+            except Exception as exc:  # noqa: BLE001 - a poller must outlive one bad batch, as Lambda does
+                self._on_error(exc)
+                self._stop.wait(1.0)

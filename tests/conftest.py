@@ -115,9 +115,10 @@ def new_default_session() -> None:
 
 
 @contextmanager
-def moto_account(stateful_template: dict[str, Any]) -> Iterator[dict[str, str]]:
+def moto_account(stateful_template: dict[str, Any], *, streams: bool = False) -> Iterator[dict[str, str]]:
     """A fresh moto account with template.yaml's tables, queues and bucket, for as long as the
-    block lasts; the WORKFLOWS_* environment that names them."""
+    block lasts; the WORKFLOWS_* environment that names them. `streams`: with the tables'
+    DynamoDB streams."""
     with mock_aws():
         new_default_session()
         yield provision.create_directly(
@@ -125,6 +126,7 @@ def moto_account(stateful_template: dict[str, Any]) -> Iterator[dict[str, str]]:
             boto3.client("sqs"),
             boto3.client("s3"),
             cfn=stateful_template,
+            streams=streams,
         )
 
 

@@ -17,7 +17,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from workflows.domain.artifacts import ArtifactMeta
 from workflows.domain.corpus import CorpusDocument
 from workflows.domain.definition import WorkflowDefinition
 from workflows.domain.dlq import DlqRow, truncate_error
+from workflows.domain.follow import Connection, Follower, FollowLimits
 from workflows.domain.idempotency import COMPLETED, IN_PROGRESS, Claim, IdempotencyRecord
 from workflows.domain.ids import check_caller_user_id, check_tenant_id, key_digest
 from workflows.domain.messages import QueuedMessage
@@ -42,7 +43,7 @@ from workflows.domain.secret_refs import Secret, SecretInfo, SecretUnavailable, 
 from workflows.domain.signals import Signal
 from workflows.domain.transitions import Commit
 from workflows.domain.workflows import ACTIVE, DELETED, WorkflowHead, WorkflowVersion
-from workflows.errors import Conflict, InvalidCursor, NotFound, PayloadTooLarge, StaleWrite
+from workflows.errors import Conflict, InvalidCursor, LimitExceeded, NotFound, PayloadTooLarge, StaleWrite
 from workflows.ports import DlqStore
 from workflows.roots.parts import Parts
 from workflows.settings import Settings
@@ -1109,6 +1110,116 @@ class FakeSecretStore:
         ]
 
 
+class FakeFollowers:
+    """FollowerStore: the same bounds and conditions as FollowersRepository, in memory."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.runs: dict[tuple[str, str], dict[str, Follower]] = {}
+        self.connections: dict[str, Connection] = {}
+        self.tenants: dict[str, int] = {}
+        self.batch_reads: list[int] = []
+
+    def add(self, follower: Follower, limits: FollowLimits, *, now: float) -> None:
+        key = (follower.tenant_id, follower.run_id)
+        with self.lock:
+            if self.tenants.get(follower.tenant_id, 0) >= limits.per_tenant:
+                raise LimitExceeded("the tenant follows runs over too many connections already")
+            followers = self.runs.setdefault(key, {})
+            if len(followers) >= limits.per_run or follower.connection_id in followers:
+                raise LimitExceeded("the run has too many followers already")
+            if follower.connection_id in self.connections:
+                raise Conflict("the connection follows a run already")
+            followers[follower.connection_id] = follower
+            self.connections[follower.connection_id] = Connection(
+                follower.connection_id, follower.tenant_id, follower.run_id
+            )
+            self.tenants[follower.tenant_id] = self.tenants.get(follower.tenant_id, 0) + 1
+
+    def remove(self, connection_id: str) -> Connection | None:
+        with self.lock:
+            connection = self.connections.pop(connection_id, None)
+            if connection is None:
+                return None
+            self.runs.get((connection.tenant_id, connection.run_id), {}).pop(connection_id, None)
+            self.tenants[connection.tenant_id] = max(0, self.tenants.get(connection.tenant_id, 0) - 1)
+            return connection
+
+    def connection(self, connection_id: str) -> Connection | None:
+        return self.connections.get(connection_id)
+
+    def followers(self, tenant_id: str, run_id: str, *, consistent: bool = True) -> list[Follower]:
+        with self.lock:
+            return sorted(self.runs.get((tenant_id, run_id), {}).values(), key=lambda f: f.connection_id)
+
+    def followed(self, runs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Follower]]:
+        with self.lock:
+            wanted = list(dict.fromkeys(runs))
+            self.batch_reads.append(len(wanted))
+            return {key: self.followers(*key) for key in wanted if self.runs.get(key)}
+
+    def _update(self, follower: Follower, **changes: Any) -> bool:
+        followers = self.runs.get((follower.tenant_id, follower.run_id), {})
+        current = followers.get(follower.connection_id)
+        if current is None:
+            return False
+        followers[follower.connection_id] = replace(current, **changes)
+        return True
+
+    def ready(self, follower: Follower) -> bool:
+        with self.lock:
+            return self._update(follower, ready=True)
+
+    def claim(self, follower: Follower, *, now: float, until: float) -> bool:
+        with self.lock:
+            current = self.runs.get((follower.tenant_id, follower.run_id), {}).get(follower.connection_id)
+            if current is None or current.since != follower.since or current.lease_until >= now:
+                return False
+            if not current.ready:
+                return False
+            return self._update(follower, lease_until=until)
+
+    def advance(self, follower: Follower, since: int) -> bool:
+        with self.lock:
+            current = self.runs.get((follower.tenant_id, follower.run_id), {}).get(follower.connection_id)
+            if current is None or current.since != follower.since:
+                return False
+            return self._update(follower, since=since, lease_until=0.0)
+
+
+class FakeConnections:
+    """ConnectionPoster: the frames posted to each connection, decoded; `gone` connections
+    refuse them as API Gateway does (GoneException)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list[dict[str, Any]]] = {}
+        self.gone: set[str] = set()
+        self.closed: list[str] = []
+        self.on_post: Any = None
+
+    def post(self, connection_id: str, data: bytes) -> bool:
+        if connection_id in self.gone:
+            return False
+        assert len(data) <= 128 * 1024
+        self.frames.setdefault(connection_id, []).append(json.loads(data))
+        if self.on_post is not None:
+            hook, self.on_post = self.on_post, None
+            hook()
+        return True
+
+    def close(self, connection_id: str) -> None:
+        self.closed.append(connection_id)
+        self.gone.add(connection_id)
+
+    def seqs(self, connection_id: str) -> list[int]:
+        return [
+            event["event_seq"]
+            for frame in self.frames.get(connection_id, [])
+            if frame["type"] == "events"
+            for event in frame["events"]
+        ]
+
+
 class NoAws:
     """Stands for a boto3 client in a root on fakes: any use is a test bug, and must never
     become a request to AWS (tests send packets to loopback only)."""
@@ -1144,6 +1255,8 @@ def fake_parts(settings: Settings, *, clock: Clock = system_clock) -> Parts:
         "api_keys": FakeApiKeyStore(clock=clock),
         "secrets": FakeSecretStore(),
         "signals": FakeSignalStore(),
+        "followers": FakeFollowers(),
+        "connections": FakeConnections(),
     }
     parts.give(**fakes)
     return parts

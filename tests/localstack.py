@@ -47,6 +47,12 @@ class LocalStack:
     moto_port: int
     env: dict[str, str]  # the environment it runs with
     log: Path
+    ws_port: int = 0
+
+    @property
+    def websocket(self) -> str:
+        """Its WebSocket API's stage: ws://127.0.0.1:<port>/v1."""
+        return f"ws://127.0.0.1:{self.ws_port}/v1"
 
     @property
     def origin(self) -> str:
@@ -77,10 +83,12 @@ def local_stack(
     Its output goes to .pytest_cache/<name>-stack.log; its sam local files to `local_events`,
     away from those of a stack the developer runs."""
     port, moto_port = ports or (free_port(), free_port())
+    ws_port = free_port()
     env = {
         **os.environ,
         "PORT": str(port),
         "MOTO_PORT": str(moto_port),
+        "WS_PORT": str(ws_port),
         "DEVSTACK_VISIBILITY_TIMEOUT": "1",
         "DEVSTACK_LOCAL_EVENTS": str(local_events),
         **settings,
@@ -88,7 +96,7 @@ def local_stack(
     env.pop("AWS_ENDPOINT_URL", None)
     LOGS.mkdir(exist_ok=True)
     log_path = LOGS / f"{name}-stack.log"
-    stack = LocalStack(port=port, moto_port=moto_port, env=env, log=log_path)
+    stack = LocalStack(port=port, moto_port=moto_port, env=env, log=log_path, ws_port=ws_port)
     with log_path.open("w") as log:
         process = subprocess.Popen(
             ["make", "--no-print-directory", "run"],

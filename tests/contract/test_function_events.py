@@ -12,10 +12,11 @@ import pytest
 
 from devstack.functions import LambdaContext as FakeLambdaContext
 from devstack.functions import load_function
+from tests.fakes import FakeConnections
 from workflows import settings
 from workflows.domain.definition import WorkflowDefinition
-from workflows.domain.run import Run, RunStatus
-from workflows.roots import api, dispatch_dlq, dispatcher, dlq_worker, sweeper
+from workflows.domain.run import EventType, NewEvent, Run, RunStatus
+from workflows.roots import api, dispatch_dlq, dispatcher, dlq_worker, follow, sweeper
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -43,7 +44,7 @@ def deployed_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
 def _fresh() -> None:
     """Each function builds its parts anew from the environment, as a cold start would."""
     settings.get_settings.cache_clear()
-    for root in (api, dispatcher, dispatch_dlq, dlq_worker, sweeper):
+    for root in (api, dispatcher, dispatch_dlq, dlq_worker, sweeper, follow):
         root.parts.cache_clear()
 
 
@@ -76,6 +77,10 @@ def test_every_event_file_is_covered() -> None:
         "DlqRetryFunction/schedule.json",
         "DispatchDlqFunction/sqs.json",
         "SweeperFunction/schedule.json",
+        "FollowFunction/connect.json",
+        "FollowFunction/message.json",
+        "FollowFunction/stream.json",
+        "FollowFunction/disconnect.json",
     }
     # Laid out by function (events/<FunctionLogicalId>/*.json), as SAM tooling looks for them;
     # events/local/ holds what `make events` writes for a running stack (not in git).
@@ -174,3 +179,20 @@ def test_sweeper_reports_its_sweep(deployed_env: dict[str, str]) -> None:
     sqs = api.parts().sqs
     messages = sqs.receive_message(QueueUrl=deployed_env["WORKFLOWS_DISPATCH_QUEUE_URL"]).get("Messages", [])
     assert [json.loads(m["Body"])["run_id"] for m in messages] == [KNOWN_RUN]
+
+
+def test_follow_connects_follows_pushes_and_disconnects(deployed_env: dict[str, str]) -> None:
+    _store_known_run()
+    handler = load_function("follow").handler
+    posted = FakeConnections()
+    follow.parts().give(connections=posted)  # no management API call leaves the process
+
+    connected = handler(event("FollowFunction/connect.json"), FakeLambdaContext())
+    assert connected == {"statusCode": 200}
+    assert handler(event("FollowFunction/message.json"), FakeLambdaContext()) == {"statusCode": 200}
+    api.parts().runs.append_events("default", KNOWN_RUN, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)])
+    pushed = handler(event("FollowFunction/stream.json"), FakeLambdaContext())
+    assert pushed == {"batchItemFailures": []}
+    assert posted.seqs("Fa1bCcDEoAMCJGw=") == [1]
+    assert handler(event("FollowFunction/disconnect.json"), FakeLambdaContext()) == {"statusCode": 200}
+    assert follow.parts().followers.connection("Fa1bCcDEoAMCJGw=") is None

@@ -8,7 +8,7 @@ runtime). The rest run in order, file by file, in one bash per file that keeps i
 from block to block, as a reader's terminal does:
 
 - a `make run` line starts the local stack with the settings on that line (on free loopback
-  ports: the docs' 127.0.0.1:8000 and :5050 are rewritten to them, and the command-line
+  ports: the docs' 127.0.0.1:8000, :5050 and :8001 are rewritten to them, and the command-line
   client's default URL is set to the stack's);
 - every command must exit 0, and where a comment on or right before it (or after the block's
   last command) states what comes back, the output must hold each quoted value it names
@@ -66,7 +66,7 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CURL_STATUS = "curl() { command curl -w '%{stderr}<<HTTP %{http_code}>>\\n' \"$@\"; }\n"
 COMMAND_TIMEOUT = 60.0
 LOOK_AGAIN_FOR = 30.0
-LOCAL_PORT, LOCAL_MOTO_PORT = "127.0.0.1:8000", "127.0.0.1:5050"
+LOCAL_PORT, LOCAL_MOTO_PORT, LOCAL_WS_PORT = "127.0.0.1:8000", "127.0.0.1:5050", "127.0.0.1:8001"
 # `make test` runs the README's walk-through and the docs/*.md examples (about 20 s);
 # `make test-docs` runs every example (about a minute: it waits as the examples do).
 QUICK_README_SECTION = "## Walk-through with curl"
@@ -347,6 +347,7 @@ class Reader:
         assert self.stack is not None, "an example runs before any `make run`"
         code = code.replace(LOCAL_PORT, f"127.0.0.1:{self.stack.port}")
         code = code.replace(LOCAL_MOTO_PORT, f"127.0.0.1:{self.stack.moto_port}")
+        code = code.replace(LOCAL_WS_PORT, f"127.0.0.1:{self.stack.ws_port}")
         return PLACEHOLDER.sub(lambda m: self.latest(m.group(1)), code)
 
     def latest(self, name: str) -> str:

@@ -30,6 +30,7 @@ class Stack:
     base: str
     aws_endpoint: str
     client: httpx.Client
+    websocket: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         local_stack("e2e", local_events, settings, startup_timeout=120) as running,
         httpx.Client(base_url=running.base, headers={"X-API-KEY": API_KEY}, timeout=10) as client,
     ):
-        yield Stack(base=running.base, aws_endpoint=running.aws_endpoint, client=client)
+        yield Stack(
+            base=running.base, aws_endpoint=running.aws_endpoint, client=client, websocket=running.websocket
+        )
 
 
 def test_log_workflow_runs_over_http(stack: Stack) -> None:
@@ -416,3 +419,47 @@ def test_steps_run_side_by_side_over_http(stack: Stack) -> None:
         )
         == 5
     )
+
+
+def test_a_websocket_follower_receives_every_event_in_order_until_the_run_ends(stack: Stack) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    definition = {
+        "name": "followed",
+        "steps": [
+            {"id": "wait", "type": "delay", "config": {"milliseconds": 500}},
+            {"id": "done", "type": "log", "config": {"message": "done"}},
+        ],
+    }
+    run_id = stack.client.post("/runs", json={"definition": definition}).json()["run_id"]
+    url = f"{stack.websocket}?run_id={run_id}&since=0"
+
+    # A wrong key is refused at the handshake, with the HTTP API's status and code
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers={"X-API-KEY": "wrong"}, open_timeout=10)
+    assert refused.value.response.status_code == 401
+
+    # A browser's way in: the key in the subprotocol, answered with workflows.v1
+    frames: list[dict[str, Any]] = []
+    with connect(url, subprotocols=["workflows.v1", f"key.{API_KEY}"], open_timeout=10) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "workflows.v1"
+        ws.send(json.dumps({"action": "follow"}))
+        frames += _until_closed(ws)
+
+    seqs = [e["event_seq"] for f in frames if f["type"] == "events" for e in f["events"]]
+    events = stack.client.get(f"/runs/{run_id}/events").json()["events"]
+    assert seqs == [e["event_seq"] for e in events] == list(range(1, len(events) + 1))
+    assert frames[-1] == {"type": "end", "run_id": run_id, "status": "succeeded", "next_since": len(events)}
+
+
+def _until_closed(ws: Any) -> list[dict[str, Any]]:
+    """Every frame until the service closes the connection (normally: an abnormal close raises)."""
+    from websockets.exceptions import ConnectionClosedOK
+
+    frames: list[dict[str, Any]] = []
+    try:
+        while True:
+            frames.append(json.loads(ws.recv(timeout=60)))
+    except ConnectionClosedOK:
+        return frames

@@ -246,7 +246,7 @@ def test_a_multi_user_deploy_creates_no_key_secret(deploy: Callable[..., Deploye
     assert "WORKFLOWS_API_KEY_SECRET_ARN" not in deployed.environment
 
 
-def test_only_the_api_function_may_read_the_key_secret() -> None:
+def test_only_the_functions_that_authenticate_may_read_the_key_secret() -> None:
     cfn = _translated(())
     roles = {name: r for name, r in cfn["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
     secret = json.dumps({"Ref": "ApiKeySecret"})
@@ -254,7 +254,8 @@ def test_only_the_api_function_may_read_the_key_secret() -> None:
     readers = [name for name, role in roles.items() if secret in json.dumps(role)]
     (grant,) = [p for p in roles["ApiFunctionRole"]["Properties"]["Policies"] if secret in json.dumps(p)]
 
-    assert readers == ["ApiFunctionRole"]
+    # The API, and the WebSocket API's $connect (FollowFunction), which authenticates the same way.
+    assert sorted(readers) == ["ApiFunctionRole", "FollowFunctionRole"]
     condition, policy, _ = grant["Fn::If"]
     assert condition == "GeneratedApiKey"
     (statement,) = policy["PolicyDocument"]["Statement"]

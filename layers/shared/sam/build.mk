@@ -46,7 +46,7 @@ define install_requirements
 	fi
 endef
 
-FUNCTIONS := ApiFunction DispatcherFunction DispatchDlqFunction SweeperFunction DlqRetryFunction
+FUNCTIONS := ApiFunction DispatcherFunction DispatchDlqFunction SweeperFunction DlqRetryFunction FollowFunction
 
 .PHONY: build-SharedLayer $(addprefix build-,$(FUNCTIONS))
 

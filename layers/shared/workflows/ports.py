@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # annotations only: a function imports the domain modules it 
     from workflows.domain.definition import WorkflowDefinition
     from workflows.domain.delivery import DeliveryResult
     from workflows.domain.dlq import DlqRow
+    from workflows.domain.follow import Connection, Follower, FollowLimits
     from workflows.domain.idempotency import Claim, IdempotencyRecord
     from workflows.domain.json import JsonObject, JsonValue
     from workflows.domain.messages import QueuedMessage
@@ -415,3 +416,47 @@ class Deliverer(Protocol):
 
 # (tenant_id, name) -> the secret (its value, where it may go); raises SecretUnavailable.
 SecretLookup = Callable[[str, str], "Secret"]
+
+
+class FollowerStore(Protocol):
+    """The WebSocket connections that follow runs (FollowersRepository): per run, its followers
+    and their positions; per connection, the run it follows; per tenant, a count. Bounded per
+    run and per tenant (`add` raises LimitExceeded)."""
+
+    def add(self, follower: Follower, limits: FollowLimits, *, now: float) -> None: ...
+
+    def remove(self, connection_id: str) -> Connection | None:
+        """Forget the connection (idempotent): the connection it was, or None if unknown."""
+        ...
+
+    def connection(self, connection_id: str) -> Connection | None: ...
+
+    def followers(self, tenant_id: str, run_id: str, *, consistent: bool = True) -> list[Follower]: ...
+
+    def followed(self, runs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Follower]]:
+        """The followers of each of these runs (tenant, run id) that has any: one eventually
+        consistent read per run, batched; runs nobody follows are left out."""
+        ...
+
+    def ready(self, follower: Follower) -> bool:
+        """Mark the follower ready for pushes; False if it is gone."""
+        ...
+
+    def claim(self, follower: Follower, *, now: float, until: float) -> bool:
+        """Take the connection's delivery lease if it is free and `since` is still the
+        follower's; False otherwise."""
+        ...
+
+    def advance(self, follower: Follower, since: int) -> bool:
+        """Move `since` on from the follower's and free the lease; False if it moved meanwhile."""
+        ...
+
+
+class ConnectionPoster(Protocol):
+    """API Gateway's management API for a WebSocket stage (PostToConnection, DeleteConnection)."""
+
+    def post(self, connection_id: str, data: bytes) -> bool:
+        """Send one frame; False if the connection is gone."""
+        ...
+
+    def close(self, connection_id: str) -> None: ...

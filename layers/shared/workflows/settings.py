@@ -40,6 +40,11 @@ class Settings(BaseModel):
     quotas_table: str = "workflows-quotas"
     schedules_table: str = "workflows-schedules"
     corpus_table: str = "workflows-corpus"
+    # Following runs over the WebSocket API (docs/engine.md, "Following a run live"): the API's
+    # id, of which the stage's management endpoint is made (https://<id>.execute-api.<region>.
+    # amazonaws.com/v1). Unset, boto3's AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI names it (the
+    # local gateway under `make run`).
+    websocket_api_id: str = Field(default="", pattern=r"^[a-z0-9]{0,32}$")
     # Schedules of saved workflows: EventBridge Scheduler's group, the role it sends with, and
     # the dispatch queue's ARN as its target.
     schedule_group: str = ""

@@ -32,9 +32,11 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeou
 _S3_CONFIG = _CONFIG.merge(Config(signature_version="s3v4"))
 
 
-def client(service: str) -> Any:
-    """A boto3 client; AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> redirect it (local stack)."""
-    return boto3.client(service, config=_S3_CONFIG if service == "s3" else _CONFIG)
+def client(service: str, *, endpoint_url: str | None = None) -> Any:
+    """A boto3 client; AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> redirect it (local stack),
+    `endpoint_url` names one (the WebSocket stage's management API has one per stage)."""
+    config = _S3_CONFIG if service == "s3" else _CONFIG
+    return boto3.client(service, config=config, endpoint_url=endpoint_url)
 
 
 def step_client(service: str, *, timeout: float) -> Any:

@@ -39,11 +39,13 @@ if TYPE_CHECKING:
     from workflows.ports import (
         ApiKeyStore,
         ArtifactStore,
+        ConnectionPoster,
         CorpusStore,
         DefinitionStore,
         Deliverer,
         DispatchQueue,
         DlqStore,
+        FollowerStore,
         IdempotencyStore,
         QuotaStore,
         RunIndex,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from workflows.services.corpus import CorpusService
     from workflows.services.definitions import DefinitionService
     from workflows.services.deliveries import DeliveryOperations
+    from workflows.services.follow import RunFollowing
     from workflows.services.identity import Identity
     from workflows.services.keys import KeyService
     from workflows.services.queries import RunQueries
@@ -74,6 +77,8 @@ if TYPE_CHECKING:
     from workflows.services.webhooks.worker import DlqWorker
     from workflows.steps.base import StepType
 
+# The WebSocket API's stage (template.yaml, WebSocketStage).
+WEBSOCKET_STAGE = "v1"
 # boto3 clients are untyped here (no boto3-stubs at runtime).
 Client = Any
 
@@ -591,6 +596,43 @@ class Parts:
         from workflows.services.deliveries import DeliveryOperations
 
         return DeliveryOperations(self.dlq, lambda: self.dlq_worker)
+
+    @cached_property
+    def websocket(self) -> Client:
+        """The WebSocket stage's management client (PostToConnection, DeleteConnection)."""
+        s = self.settings
+        url = None
+        if s.websocket_api_id:
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+            url = f"https://{s.websocket_api_id}.execute-api.{region}.amazonaws.com/{WEBSOCKET_STAGE}"
+        return aws.client("apigatewaymanagementapi", endpoint_url=url)
+
+    @cached_property
+    def followers(self) -> FollowerStore:
+        """The connections that follow runs: items of the quotas table (docs/storage.md)."""
+        from workflows.adapters.followers import FollowersRepository
+
+        return FollowersRepository(self.dynamodb, self.settings.quotas_table)
+
+    @cached_property
+    def connections(self) -> ConnectionPoster:
+        from workflows.adapters.connections import ApiGatewayConnections
+
+        return ApiGatewayConnections(self.websocket)
+
+    @cached_property
+    def following(self) -> RunFollowing:
+        from workflows.domain.follow import MAX_FOLLOWERS_PER_RUN, MAX_FOLLOWERS_PER_TENANT, FollowLimits
+        from workflows.services.follow import RunFollowing
+
+        return RunFollowing(
+            self.runs,
+            self.run_outputs,
+            self.followers,
+            self.connections,
+            FollowLimits(per_run=MAX_FOLLOWERS_PER_RUN, per_tenant=MAX_FOLLOWERS_PER_TENANT),
+            clock=self.clock,
+        )
 
     @cached_property
     def identity(self) -> Identity:
