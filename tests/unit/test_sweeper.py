@@ -4,7 +4,7 @@ On in-memory fakes with a fake clock (docs/engine.md, "How runs end")."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -135,6 +135,16 @@ def test_a_long_wait_costs_one_message_sent_by_the_sweeper_near_its_deadline(
     _assert_gap_free(parts, run.run_id)
 
 
+def _sweep_moment(parts: Parts, after: datetime, deadline: datetime) -> datetime:
+    """The first moment from `after`, on the sweeper's schedule, whose window holds `deadline`."""
+    at = after
+    while True:
+        start, end = parts.sweeper.window(at)
+        if start <= deadline < end:
+            return at
+        at += timedelta(seconds=300)
+
+
 def _advance_to(parts: Parts, clock: FakeClock, moment: Any) -> None:
     """Move the clock to `moment` (no earlier than now), delivering what falls due on the way."""
     while clock() < moment:
@@ -205,12 +215,7 @@ def test_a_retried_sweep_sends_its_window_again_and_the_run_still_ends_once(cloc
     run = _submit(parts, steps)
     drain(parts)
     deadline = parse_iso(parts.runs.get(T, run.run_id).wait_until or "")
-    at = clock()
-    while True:
-        start, end = parts.sweeper.window(at)
-        if start <= deadline < end:
-            break
-        at += timedelta(seconds=300)
+    at = _sweep_moment(parts, clock(), deadline)
     _advance_to(parts, clock, at + timedelta(seconds=20))
     assert parts.sweeper.sweep(at).woken == 1
     clock.advance(40)  # the schedule's retry of the same invocation: the same scheduled time
@@ -245,6 +250,27 @@ def test_a_long_wait_whose_sweep_never_ran_is_re_kicked_a_grace_period_after_its
     ended = parse_iso(parts.runs.get(T, run.run_id).ended_at or "")
     assert deadline + timedelta(seconds=GRACE) <= ended
     _assert_gap_free(parts, run.run_id)
+
+
+def test_a_sweep_about_to_time_out_stops_waking_and_leaves_the_rest_to_the_re_kick(clock: FakeClock) -> None:
+    parts = _parts(clock)
+    steps = [{"id": "wait", "type": "delay", "config": {"seconds": 7200}}, LOGS[0]]
+    runs = [_submit(parts, steps) for _ in range(3)]  # the same deadline: one window
+    drain(parts)
+    deadline = parse_iso(parts.runs.get(T, runs[0].run_id).wait_until or "")
+    _advance_to(parts, clock, _sweep_moment(parts, clock(), deadline))
+    times_left = iter([60_000, 5_000, 5_000])  # the invocation's time, asked before each wake
+    report = parts.sweeper.sweep(remaining_ms=lambda: next(times_left))
+    assert report.woken == 1
+    _advance_to(parts, clock, deadline + timedelta(seconds=60))
+    statuses = sorted(parts.runs.get(T, r.run_id).status.value for r in runs)
+    assert statuses == ["running", "running", "succeeded"]  # two still wait for their kick
+    while any(parts.runs.get(T, r.run_id).status != RunStatus.SUCCEEDED for r in runs):
+        _advance_to(parts, clock, clock() + timedelta(seconds=300))
+        parts.sweeper.sweep()
+        assert clock() < deadline + timedelta(seconds=GRACE + 900)
+    for run in runs:
+        _assert_gap_free(parts, run.run_id)
 
 
 def test_the_handler_sweeps_the_slot_of_the_schedule_s_time_not_of_its_own_clock() -> None:

@@ -23,6 +23,7 @@ ran leaves its window's runs to the re-kick above, a grace period after their de
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -37,6 +38,11 @@ from workflows.observability import logger, metrics
 from workflows.ports import RunIndex, RunLog
 
 STALLED = "stalled"
+# The long waits one sweep wakes at most (its window's); with a `GetItem` and a `SendMessage`
+# each, a sweep stops earlier when its invocation is about to time out (docs/capacity.md).
+WAKE_LIMIT = 10_000
+# What a sweep leaves of its invocation's time when it stops waking runs.
+WAKE_MARGIN_MS = 15_000
 
 
 class GivesUp(Protocol):
@@ -81,8 +87,9 @@ class Sweeper:
         self._clock = clock
         self._batch = batch
 
-    def sweep(self, at: datetime | None = None) -> SweepReport:
-        """One sweep; `at` is the moment the schedule meant it for (the clock's now if None)."""
+    def sweep(self, at: datetime | None = None, remaining_ms: Callable[[], int] | None = None) -> SweepReport:
+        """One sweep; `at` is the moment the schedule meant it for (the clock's now if None),
+        `remaining_ms` the invocation's time left (the waking stops while a margin is left)."""
         report = SweepReport()
         cutoff = iso(self._clock() - self._grace)
         for tenant_id, run_id in self._index.active(cutoff, self._batch):
@@ -96,7 +103,7 @@ class Sweeper:
                     "sweep of a run failed",
                     extra={"run_id": run_id, "error_code": exc.code, "error": exc.message},
                 )
-        self._wake(at or self._clock(), report)
+        self._wake(at or self._clock(), report, remaining_ms)
         logger.info("sweep finished", extra=asdict(report))
         counts = (
             ("RunsWoken", report.woken),
@@ -114,7 +121,7 @@ class Sweeper:
         end = datetime.fromtimestamp(slot + MAX_DELAY_SECONDS, UTC)
         return end - timedelta(seconds=self._period), end
 
-    def _wake(self, at: datetime, report: SweepReport) -> None:
+    def _wake(self, at: datetime, report: SweepReport, remaining_ms: Callable[[], int] | None) -> None:
         """Long waits whose deadline lies in this sweep's window: one kick each, delayed to the
         deadline, and no write (the run keeps its place in the index: later windows do not
         hold its deadline). A wait the index files under its deadline gets no chain of hops
@@ -122,7 +129,13 @@ class Sweeper:
         start, end = self.window(at)
         low, high = iso(start), iso(end)
         now = self._clock()
-        for tenant_id, run_id in self._index.active(high, self._batch, due_after=low):
+        due = self._index.active(high, WAKE_LIMIT, due_after=low)
+        for done, (tenant_id, run_id) in enumerate(due):
+            if remaining_ms is not None and remaining_ms() < WAKE_MARGIN_MS:
+                # Those left are re-kicked a grace period after their deadline, as lost runs.
+                logger.error("sweep out of time: long waits left unwoken", extra={"left": len(due) - done})
+                metrics.add_metric(name="WakesLeft", unit="Count", value=len(due) - done)
+                break
             try:
                 run = self._runs.get(tenant_id, run_id)
             except NotFound:

@@ -26,7 +26,9 @@ def parts() -> Parts:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return asdict(parts().sweeper.sweep(scheduled_time(event)))
+    # The time left, from Lambda's context (a context without it: no bound but the clock's).
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return asdict(parts().sweeper.sweep(scheduled_time(event), remaining))
 
 
 def scheduled_time(event: dict[str, Any]) -> datetime | None:
