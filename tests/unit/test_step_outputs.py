@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import LOCAL_WEBHOOKS, FakeClock, api_client, drain, make_fake
-from tests.faults import unwrapped
+from tests.faults import Faulty, unwrapped
 from tests.receivers import Receiver
 from workflows.domain.outputs import INLINE_OUTPUT_BYTES, KEPT_OUTPUT_BYTES, KEPT_STEP_OUTPUTS, encode, is_ref
 from workflows.roots.parts import Parts
@@ -171,3 +171,64 @@ def test_a_big_output_is_read_back_only_by_a_step_that_names_it(clock: FakeClock
     assert run.step_outputs["reads"] == {"message": "no need of it", "level": "info"}
     assert run.step_outputs["names"] == {"message": "4000", "level": "info"}
     assert reads == [1]  # `names` read big2's output; `quiet` read nothing
+
+
+# Ends the run before its last step, which therefore never runs.
+STOP = {
+    "id": "stop",
+    "type": "branch",
+    "config": {"condition": "1 == 1", "true_next": "_end", "false_next": "never"},
+}
+
+
+def test_a_loop_that_drops_nothing_never_reads_its_history_for_a_step_that_never_ran(
+    clock: FakeClock,
+) -> None:
+    parts = make_fake(clock)
+    outputs = Faulty(parts.run_outputs)
+    parts = parts.give(run_outputs=outputs)
+    count = "{{ ((steps.work.output.message.split(';')[0] | int) + 1) if 'work' in steps else 1 }}"
+    probe = "{{ 'seen' if 'never' in steps else 'absent' }}"
+    steps: list[dict[str, Any]] = [
+        {"id": "work", "type": "log", "config": {"message": f"{count};{probe}"}},
+        {
+            "id": "again",
+            "type": "branch",
+            "config": {
+                "condition": "(steps.work.output.message.split(';')[0] | int) < 4",
+                "true_next": "work",
+                "false_next": "_end",
+            },
+        },
+        {"id": "never", "type": "log", "config": {"message": "skipped"}},
+    ]
+    with api_client(parts) as client:
+        run_id = _run(client, parts, {"name": "probing-loop", "steps": steps})
+    run = parts.runs.get("default", run_id)
+    assert run.status.value == "succeeded", run.error
+    assert run.steps_executed == 8  # four rounds of two steps
+    assert not run.outputs_dropped
+    assert run.step_outputs["work"]["message"] == "4;absent"
+    assert outputs.calls["find_step_output"] == 0  # nothing dropped: nothing to look for
+
+
+def test_a_run_that_dropped_outputs_looks_a_missing_step_up_once_per_step_not_per_mention(
+    clock: FakeClock,
+) -> None:
+    parts = make_fake(clock)
+    outputs = Faulty(parts.run_outputs)
+    parts = parts.give(run_outputs=outputs)
+    prose = "x" * 120
+    probe = "{{ 'a' if 'never' in steps else 'b' }}{{ steps.get('never') }}{{ 'never' in steps }}"
+    steps: list[dict[str, Any]] = [
+        {"id": f"s{i}", "type": "log", "config": {"message": prose}} for i in range(4)
+    ]
+    steps.append({"id": "probe", "type": "log", "config": {"message": probe}})
+    steps += [STOP, {"id": "never", "type": "log", "config": {"message": "skipped"}}]
+    with api_client(parts) as client:
+        run_id = _run(client, parts, {"name": "probes-dropped", "steps": steps})
+    run = parts.runs.get("default", run_id)
+    assert run.status.value == "succeeded", run.error
+    assert run.outputs_dropped
+    assert run.step_outputs["probe"]["message"] == "bnullfalse"
+    assert outputs.calls["find_step_output"] == 1  # three mentions, one look in the history

@@ -42,7 +42,7 @@ _JSON_FIELDS = (
 _PACKED_FIELDS = ("step_outputs", "pending_events", "fanout")
 _PACK_ABOVE = 200
 # Counters left out of the run item while they have their starting value.
-_OMITTED_AT_START = {"sweeps": 0, "depth": 0, "attempt": 1, "steps_executed": 0}
+_OMITTED_AT_START = {"sweeps": 0, "depth": 0, "attempt": 1, "steps_executed": 0, "outputs_dropped": False}
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 

@@ -76,21 +76,24 @@ def latest_output(events: Sequence[RunEvent], step_id: str) -> tuple[bool, objec
     return False, None
 
 
-def remember(step_outputs: dict[str, Any], step_id: str, stored: Any) -> dict[str, Any]:
-    """`step_outputs` with `step_id`'s latest output last; the oldest dropped beyond the limits
-    (KEPT_STEP_OUTPUTS, KEPT_OUTPUT_BYTES), the latest always kept."""
+def remember(step_outputs: dict[str, Any], step_id: str, stored: Any) -> tuple[dict[str, Any], bool]:
+    """`step_outputs` with `step_id`'s latest output last, the oldest dropped beyond the limits
+    (KEPT_STEP_OUTPUTS, KEPT_OUTPUT_BYTES), the latest always kept; and whether any was dropped."""
     kept = {sid: value for sid, value in step_outputs.items() if sid != step_id}
     kept[step_id] = stored
     sizes = {sid: len(encode({sid: value})) for sid, value in kept.items()}
     total = sum(sizes.values())
+    dropped = False
     while len(kept) > 1 and (len(kept) > KEPT_STEP_OUTPUTS or total > KEPT_OUTPUT_BYTES):
         oldest = next(iter(kept))
         total -= sizes[oldest]
         del kept[oldest]
-    return kept
+        dropped = True
+    return kept, dropped
 
 
-def forgot_some(steps_finished: int, remembered: int) -> bool:
-    """Whether a run that finished `steps_finished` steps (each recording an output) may have
-    dropped some from the `remembered` it keeps (a step run again counts twice: it may not)."""
-    return steps_finished > remembered
+def forgot_some(dropped: bool, remembered: int) -> bool:
+    """Whether a run may have outputs its run item no longer remembers: it dropped some (the
+    run item says so), or it keeps as many as the count allows (a run stored before the run
+    item said so dropped its oldest past KEPT_STEP_OUTPUTS)."""
+    return dropped or remembered >= KEPT_STEP_OUTPUTS

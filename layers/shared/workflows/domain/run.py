@@ -98,6 +98,9 @@ class Run(BaseModel):
     step_outputs: dict[str, Any] = Field(default_factory=dict)
     last_output: Any = None
     steps_executed: int = 0
+    # Whether `step_outputs` ever dropped an output to stay small (domain.outputs.remember): a
+    # template naming a step it does not remember then looks for it in the run's events.
+    outputs_dropped: bool = False
     # The current step's own deadline while it is suspended (a delay's end, an approval's
     # timeout); None while no step is suspended.
     wait_until: str | None = None

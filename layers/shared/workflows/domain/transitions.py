@@ -304,9 +304,11 @@ def complete_step(
     _check(Action.COMPLETE_STEP, run)
     payload = {"output": output, "attempt": run.attempt, **(fields or {})}
     events = [*cause, NewEvent(event_type=EventType.STEP_COMPLETED, step_id=step_id, payload=payload)]
+    kept, dropped = remember(run.step_outputs, step_id, output)
     progress = {
         **_STEP_DONE,
-        "step_outputs": remember(run.step_outputs, step_id, output),
+        "step_outputs": kept,
+        "outputs_dropped": run.outputs_dropped or dropped,
         "last_output": output,
         "steps_executed": run.steps_executed + 1,
         "attempt": 1,
@@ -346,7 +348,10 @@ def fail_step(
         if run.fanout is not None and run.fanout.get("step_id") == step_id:
             progress["fanout"] = run.fanout
         return _fail(Action.FAIL_STEP, run, error, events, now, progress)
-    progress.update(step_outputs=remember(run.step_outputs, step_id, output), last_output=output, attempt=1)
+    kept, dropped = remember(run.step_outputs, step_id, output)
+    progress.update(
+        step_outputs=kept, outputs_dropped=run.outputs_dropped or dropped, last_output=output, attempt=1
+    )
     if route == END:
         return _succeed(Action.FAIL_STEP, run, output, events, now, progress)
     moved, goes_on = _land(run, R, current_step_id=route, **progress)

@@ -29,6 +29,9 @@ class RunOutputs(Mapping[str, Any]):
         self._outputs = outputs
         self._run = run
         self._loaded: dict[str, Any] = {}
+        # Steps looked for in the events and not found: a template that asks again (`in`,
+        # `get`, a loop) does not read the history again.
+        self._missing: set[str] = set()
 
     def resolve(self, value: object) -> object:
         if not is_ref(value):
@@ -40,10 +43,13 @@ class RunOutputs(Mapping[str, Any]):
             return self._loaded[step_id]
         if step_id in self._run.step_outputs:
             value = self._run.step_outputs[step_id]
-        elif forgot_some(self._run.steps_executed, len(self._run.step_outputs)):
-            # Only a run that may have forgotten some outputs looks further back.
+        elif step_id not in self._missing and forgot_some(
+            self._run.outputs_dropped, len(self._run.step_outputs)
+        ):
+            # Only a run that dropped some outputs looks further back, once per step.
             found, value = self._outputs.find_step_output(self._run.tenant_id, self._run.run_id, step_id)
             if not found:
+                self._missing.add(step_id)
                 raise KeyError(step_id)
         else:
             raise KeyError(step_id)
