@@ -24,7 +24,7 @@ KEPT_STEP_OUTPUTS = 32
 # The run item's remembered outputs together, as JSON (before the item compresses them): room
 # for the latest (an inline output is at most INLINE_OUTPUT_BYTES) and the item's other fields
 # within 1 KB, so a commit writes 1 KB however long the run, plus its events (bench cost.scaling:
-# 100-byte outputs 2.0 WRU a step at 10 and at 500 steps; 3.3 and 4.9 when 32 were kept).
+# 100-byte outputs 2.6 WRU a step at 10 steps and 2.0 at 500; 3.3 and 4.9 when 32 were kept).
 KEPT_OUTPUT_BYTES = 256
 # Past this many bytes (compressed) an output goes to S3 rather than to a DynamoDB item: a PUT
 # costs less than the write units, and S3 stores it for less.
