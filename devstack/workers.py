@@ -50,7 +50,37 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> di
     }
 
 
-class QueuePoller:
+class _Poller:
+    """A thread that calls `poll_once` until stopped, resting `idle` seconds after a round that
+    found nothing, and outliving a bad batch (its error reported, as Lambda's retries would)."""
+
+    def __init__(self, name: str, idle: float, on_error: Callable[[BaseException], None]) -> None:
+        self._idle = idle
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def poll_once(self) -> int:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(self._idle)
+            except Exception as exc:  # noqa: BLE001 - a poller must outlive one bad batch, as Lambda does
+                self._on_error(exc)
+                self._stop.wait(1.0)
+
+
+class QueuePoller(_Poller):
     def __init__(
         self,
         sqs: Any,
@@ -62,25 +92,15 @@ class QueuePoller:
         idle_sleep: float = 0.05,
         on_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
+        super().__init__("dispatch-poller", idle_sleep, on_error)
         self._sqs = sqs
         self._url = queue_url
         self._handler = handler
         self._region = region
         self._batch = batch_size
-        self._idle = idle_sleep
-        self._on_error = on_error
-        self._stop = threading.Event()
         self._arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        self._thread = threading.Thread(target=self._loop, name="dispatch-poller", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def poll_once(self) -> int:
         received = self._sqs.receive_message(
@@ -107,15 +127,6 @@ class QueuePoller:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
         return len(messages)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.poll_once() == 0:
-                    self._stop.wait(self._idle)
-            except Exception as exc:  # noqa: BLE001 - a poller must outlive one bad batch, as Lambda does
-                self._on_error(exc)
-                self._stop.wait(1.0)
 
 
 class Scheduler:
@@ -202,7 +213,7 @@ def stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, An
 SHARDS_EVERY = 10.0
 
 
-class StreamPoller:
+class StreamPoller(_Poller):
     def __init__(
         self,
         streams: Any,
@@ -214,13 +225,11 @@ class StreamPoller:
         idle_sleep: float = 0.25,
         on_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
+        super().__init__("runs-stream-poller", idle_sleep, on_error)
         self._streams = streams
         self._arn = stream_arn
         self._handler = handler
         self._batch = batch_size
-        self._idle = idle_sleep
-        self._on_error = on_error
-        self._stop = threading.Event()
         # Shard id -> its iterator, from the records there are now on (StartingPosition: LATEST,
         # as the template's event source mapping); and the records read but not yet handled.
         self._iterators: dict[str, str] = {}
@@ -232,18 +241,10 @@ class StreamPoller:
                 StreamArn=stream_arn, ShardId=shard, ShardIteratorType="LATEST"
             )["ShardIterator"]
             self._iterators[shard] = iterator
-        self._thread = threading.Thread(target=self._loop, name="runs-stream-poller", daemon=True)
 
     def _shards(self) -> list[str]:
         shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
         return [shard["ShardId"] for shard in shards]
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def poll_once(self) -> int:
         """One round over the shards: each shard's next records, up to a batch, to the handler."""
@@ -276,12 +277,3 @@ class StreamPoller:
             del pending[:done]
             handled += done
         return handled
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.poll_once() == 0:
-                    self._stop.wait(self._idle)
-            except Exception as exc:  # noqa: BLE001 - a poller must outlive one bad batch, as Lambda does
-                self._on_error(exc)
-                self._stop.wait(1.0)

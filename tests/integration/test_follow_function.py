@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.functions import LambdaContext
 from devstack.workers import StreamPoller, stream_event, streams_client
 from tests.conftest import API_KEY, FakeClock, drain, log_definition, moto_account, moto_parts, settings_from
 from tests.fakes import FakeConnections
@@ -26,15 +27,8 @@ pytestmark = pytest.mark.moto
 ADMIN = Principal(tenant_id="default", user_id="admin", permissions=ALL_PERMISSIONS)
 
 
-class _Context:
-    function_name = "FollowFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:FollowFunction"
-    aws_request_id = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+def _context() -> LambdaContext:
+    return LambdaContext(function_name="FollowFunction", memory_limit_in_mb=256, timeout_ms=30_000)
 
 
 @pytest.fixture
@@ -96,7 +90,7 @@ def _connect(run_id: str, since: int = 0, connection_id: str = "conn-1=", **head
         headers=headers or {"X-API-KEY": API_KEY},
         query={"run_id": run_id, "since": str(since)},
     )
-    answer: dict[str, Any] = follow_root.handle(event, _Context())
+    answer: dict[str, Any] = follow_root.handle(event, _context())
     return answer
 
 
@@ -110,7 +104,7 @@ def test_a_follower_receives_every_event_once_in_order_then_the_end(parts: Parts
     poller = _poller(parts)
     run_id = _submit(parts)
     assert _connect(run_id) == {"statusCode": 200}
-    follow_root.handle(_ws("MESSAGE", body='{"action": "follow"}'), _Context())
+    follow_root.handle(_ws("MESSAGE", body='{"action": "follow"}'), _context())
 
     # When the run runs to its end and the stream's records reach the function
     drain(parts)
@@ -129,15 +123,15 @@ def test_a_stream_batch_seen_twice_sends_nothing_twice(parts: Parts) -> None:
     poller = _poller(parts)
     run_id = _submit(parts)
     _connect(run_id)
-    follow_root.handle(_ws("MESSAGE", body='{"action": "follow"}'), _Context())
+    follow_root.handle(_ws("MESSAGE", body='{"action": "follow"}'), _context())
     parts.runs.append_events(ADMIN.tenant_id, run_id, [NewEvent(event_type=EventType.WEBHOOK_DELIVERY)])
     stream = streams_client()
     shard = stream.describe_stream(StreamArn=poller._arn)["StreamDescription"]["Shards"][0]["ShardId"]
     start = stream.get_shard_iterator(StreamArn=poller._arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
     records = stream.get_records(ShardIterator=start["ShardIterator"])["Records"]
     event = stream_event(records, poller._arn)
-    assert follow_root.handle(event, _Context()) == {"batchItemFailures": []}
-    assert follow_root.handle(event, _Context()) == {"batchItemFailures": []}
+    assert follow_root.handle(event, _context()) == {"batchItemFailures": []}
+    assert follow_root.handle(event, _context()) == {"batchItemFailures": []}
 
     assert _posted(parts).seqs("conn-1=") == [1]
 
@@ -147,7 +141,7 @@ def test_a_catch_up_starts_after_since(parts: Parts) -> None:
     drain(parts)
     _connect(run_id, since=4)
 
-    follow_root.handle(_ws("MESSAGE", body='{"action": "follow"}'), _Context())
+    follow_root.handle(_ws("MESSAGE", body='{"action": "follow"}'), _context())
 
     assert _posted(parts).seqs("conn-1=") == [5, 6]
 
@@ -166,7 +160,7 @@ def test_a_connect_without_a_valid_credential_is_refused(
     run_id = _submit(parts)
     event = _ws("CONNECT", headers=headers, query={"run_id": run_id})
 
-    answer = follow_root.handle(event, _Context())
+    answer = follow_root.handle(event, _context())
 
     assert answer["statusCode"] == status
     assert json.loads(answer["body"])["code"] == code
@@ -182,9 +176,9 @@ def test_a_browser_authenticates_with_the_subprotocol_and_is_answered_with_it(pa
 def test_an_unknown_run_and_a_bad_id_are_refused_with_their_codes(parts: Parts) -> None:
     unknown = _connect("00000000-0000-4000-8000-000000000000")
     bad = follow_root.handle(
-        _ws("CONNECT", headers={"X-API-KEY": API_KEY}, query={"run_id": "../x"}), _Context()
+        _ws("CONNECT", headers={"X-API-KEY": API_KEY}, query={"run_id": "../x"}), _context()
     )
-    no_id = follow_root.handle(_ws("CONNECT", "bad id!", headers={"X-API-KEY": API_KEY}), _Context())
+    no_id = follow_root.handle(_ws("CONNECT", "bad id!", headers={"X-API-KEY": API_KEY}), _context())
 
     assert (unknown["statusCode"], json.loads(unknown["body"])["code"]) == (404, "not_found")
     assert (bad["statusCode"], json.loads(bad["body"])["code"]) == (422, "validation_error")
@@ -195,7 +189,7 @@ def test_a_bad_message_is_answered_with_an_error_frame(parts: Parts) -> None:
     run_id = _submit(parts)
     _connect(run_id)
 
-    answer = follow_root.handle(_ws("MESSAGE", body="not json"), _Context())
+    answer = follow_root.handle(_ws("MESSAGE", body="not json"), _context())
 
     assert answer == {"statusCode": 200}
     (frame,) = _posted(parts).frames["conn-1="]
@@ -207,8 +201,8 @@ def test_disconnect_forgets_the_follower(parts: Parts) -> None:
     run_id = _submit(parts)
     _connect(run_id)
 
-    assert follow_root.handle(_ws("DISCONNECT"), _Context()) == {"statusCode": 200}
-    assert follow_root.handle(_ws("DISCONNECT"), _Context()) == {"statusCode": 200}
+    assert follow_root.handle(_ws("DISCONNECT"), _context()) == {"statusCode": 200}
+    assert follow_root.handle(_ws("DISCONNECT"), _context()) == {"statusCode": 200}
     assert parts.followers.followers(ADMIN.tenant_id, run_id) == []
 
 
